@@ -1,0 +1,50 @@
+"""Text2Song Studio entry point: command line / STUDIO_* env -> Settings -> context -> app -> serve."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Offline by default: no analytics or telemetry lookups; only an asked-for download leaves the machine.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from studio.config import parse_settings
+    from studio.errors import StudioError
+
+    settings = parse_settings(argv)
+    try:
+        import uvicorn
+        from transformers.utils import logging as hf_logging
+
+        from studio.context import build_context
+        from studio.server import build_app
+
+        hf_logging.disable_progress_bar()
+        ctx = build_context(settings)
+        app = build_app(ctx)
+    except StudioError as exc:
+        sys.exit(f"Text2Song Studio cannot start: {exc.message}")
+    if settings.share:
+        _share(app, settings)
+    print(f"Text2Song Studio: http://{settings.host}:{settings.port}  (REST API docs: /docs)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def _share(app, settings) -> None:
+    """A public Gradio link to the local server (needs internet; the local server is unchanged)."""
+    try:
+        from gradio import networking
+
+        url = networking.setup_tunnel(settings.host, settings.port, share_token=os.urandom(16).hex(),
+                                      share_server_address=None, share_server_tls_certificate=None)
+        print(f"Public share link: {url}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - sharing is optional; say why it did not work
+        print(f"Could not create a share link: {exc}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

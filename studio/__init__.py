@@ -1,0 +1,1 @@
+"""Text2Song Studio: a local studio for text-to-music with MusicGen."""

@@ -1,0 +1,1 @@
+"""REST API under /api: translates HTTP <-> service calls and domain errors -> status codes."""

@@ -1,0 +1,33 @@
+"""Domain errors and malformed requests -> `{"detail": {"code", "message", ...}}` with a 4xx status."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from studio.errors import StudioError
+
+log = logging.getLogger(__name__)
+
+
+def _field(loc) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StudioError)
+    async def studio_error(_request: Request, exc: StudioError):
+        return JSONResponse(status_code=exc.status, content={"detail": exc.to_dict()})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError):
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return JSONResponse(status_code=422, content={"detail": {
+                "code": "invalid_json", "message": "The request body is not valid JSON."}})
+        errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
+        text = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(status_code=422, content={"detail": {
+            "code": "invalid_body", "message": f"The request body is not valid: {text}", "errors": errors}})

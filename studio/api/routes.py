@@ -1,0 +1,117 @@
+"""The /api routes. Each handler is a thin translation to one service call."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from studio.context import AppContext
+from studio.errors import NotFound
+from studio.services.generation import GenerateRequest, GenerationResult
+from studio.services.jobs import JobInfo
+from studio.services.models import CurrentModel, ModelInfo
+
+
+class SwitchRequest(BaseModel):
+    model_id: str = Field(description="a model id from GET /api/models")
+
+
+class GenerateResponse(BaseModel):
+    job_id: int
+    audio_url: str
+    model_id: str
+    prompt: str
+    seed: int
+    duration_s: float
+    sample_rate: int
+    settings: dict[str, Any]
+    elapsed_s: float
+
+
+class JobResponse(JobInfo):
+    audio_url: str | None
+
+
+class CancelResponse(BaseModel):
+    cancelled: bool
+
+
+def _audio_url(job_id: int) -> str:
+    return f"/api/jobs/{job_id}/audio"
+
+
+def _sse(events: Iterator) -> Iterator[str]:
+    for event in events:
+        yield f"data: {json.dumps(event.to_dict())}\n\n"
+
+
+def build_router(ctx: AppContext) -> APIRouter:
+    router = APIRouter(prefix="/api")
+
+    @router.get("/models", response_model=list[ModelInfo], tags=["models"])
+    def list_models() -> list[ModelInfo]:
+        """Every registry model with its capabilities, whether it is on this machine and whether it is loaded."""
+        return ctx.models.list_models()
+
+    @router.get("/models/current", response_model=CurrentModel, tags=["models"])
+    def current_model() -> CurrentModel:
+        """The loaded model (or null) and what the studio is doing."""
+        return ctx.models.current()
+
+    @router.post("/models/current", tags=["models"], response_class=StreamingResponse,
+                 responses={200: {"content": {"text/event-stream": {}},
+                                  "description": "one JSON ProgressEvent per `data:` line; the last is ready or error"},
+                            404: {"description": "unknown model"}, 423: {"description": "busy"}})
+    def switch_model(body: SwitchRequest) -> StreamingResponse:
+        """Switch models: unload, download if needed (byte progress), load. Streams Server-Sent Events."""
+        events = ctx.models.switch(body.model_id)  # NotFound / Busy raise here, before the stream starts
+        return StreamingResponse(_sse(events), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @router.get("/models/{model_id}", response_model=ModelInfo, tags=["models"])
+    def get_model(model_id: str) -> ModelInfo:
+        return ctx.models.get(model_id)
+
+    @router.post("/generate", response_model=GenerateResponse, tags=["generation"],
+                 responses={400: {"description": "invalid request"}, 409: {"description": "no model loaded"},
+                            423: {"description": "busy"}})
+    def generate(body: GenerateRequest) -> GenerateResponse:
+        """Generate audio with the loaded model; returns the job and a WAV URL."""
+        result: GenerationResult = ctx.generation.generate(body)
+        return GenerateResponse(job_id=result.job_id, audio_url=_audio_url(result.job_id), model_id=result.model_id,
+                                prompt=result.prompt, seed=result.seed, duration_s=result.duration_s,
+                                sample_rate=result.sample_rate, settings=result.settings.model_dump(),
+                                elapsed_s=result.elapsed_s)
+
+    @router.post("/generate/cancel", response_model=CancelResponse, tags=["generation"])
+    def cancel_generation() -> CancelResponse:
+        """Stop the running generation at its next decoding step (its job is recorded as cancelled)."""
+        return CancelResponse(cancelled=ctx.generation.cancel())
+
+    @router.get("/jobs", response_model=list[JobResponse], tags=["jobs"])
+    def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> list[JobResponse]:
+        """Generation jobs, newest first."""
+        return [_job(j) for j in ctx.jobs.list(limit=limit, offset=offset)]
+
+    @router.get("/jobs/{job_id}", response_model=JobResponse, tags=["jobs"])
+    def get_job(job_id: int) -> JobResponse:
+        return _job(ctx.jobs.get(job_id))
+
+    @router.get("/jobs/{job_id}/audio", response_class=FileResponse, tags=["jobs"],
+                responses={200: {"content": {"audio/wav": {}}}})
+    def job_audio(job_id: int) -> FileResponse:
+        path = ctx.jobs.audio_path(job_id)
+        return FileResponse(path, media_type="audio/wav", filename=path.name)
+
+    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def unknown_route(path: str):
+        raise NotFound(f"There is no API route /api/{path}. See /docs for the API.", code="unknown_route")
+
+    return router
+
+
+def _job(info: JobInfo) -> JobResponse:
+    return JobResponse(**info.model_dump(), audio_url=_audio_url(info.id) if info.has_audio else None)

@@ -1,0 +1,1 @@
+"""SQLModel tables, the engine, and session-first crud functions."""

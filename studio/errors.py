@@ -1,0 +1,73 @@
+"""Domain errors: raised once in services/runtime, mapped once to HTTP (api/) or gr.Error (ui/)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class StudioError(Exception):
+    """Base error: a stable snake_case `code`, a message for a person, and extra JSON-able fields."""
+
+    status = 400
+    code = "studio_error"
+
+    def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+class InvalidRequest(StudioError):
+    status = 400
+    code = "invalid_request"
+
+
+class NotFound(StudioError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(StudioError):
+    status = 409
+    code = "conflict"
+
+
+class NoModelLoaded(Conflict):
+    code = "no_model_loaded"
+
+
+class Incompatible(Conflict):
+    code = "incompatible"
+
+
+class InsufficientMemory(Conflict):
+    code = "insufficient_memory"
+
+
+class Busy(StudioError):
+    """Another exclusive operation (switch or generation) is running."""
+
+    status = 423
+    code = "busy"
+
+
+class Cancelled(StudioError):
+    status = 409
+    code = "cancelled"
+
+
+class OperationFailed(StudioError):
+    """A download, load or generation failed for a reason outside the request (network, disk, model)."""
+
+    status = 500
+    code = "operation_failed"
+
+
+class RegistryError(StudioError):
+    """registry.yaml is invalid; raised at start-up."""
+
+    code = "invalid_registry"

@@ -1,0 +1,128 @@
+"""The model registry: typed ModelSpec entries parsed and validated from registry.yaml."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from studio.errors import NotFound, RegistryError
+
+BUILTIN_MODELS = {"studio-tiny"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationDefaults(_Strict):
+    top_k: int = Field(250, ge=0, le=2048, description="sample from the k most likely tokens (0: no limit)")
+    top_p: float = Field(0.0, ge=0.0, le=1.0, description="nucleus sampling threshold (0: off)")
+    temperature: float = Field(1.0, gt=0.0, le=5.0, description="softmax temperature")
+    guidance_scale: float = Field(3.0, ge=0.0, le=20.0, description="classifier-free guidance (1: off)")
+
+
+class ModelSource(_Strict):
+    """Where the weights come from: a hub repo (optionally pinned), or a model the studio builds itself."""
+
+    hub: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str | None = None
+    builtin: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ModelSource":
+        if (self.hub is None) == (self.builtin is None):
+            raise ValueError("give exactly one of 'hub' or 'builtin'")
+        if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
+            raise ValueError(f"unknown builtin {self.builtin!r}; known: {sorted(BUILTIN_MODELS)}")
+        if self.builtin is not None and self.revision is not None:
+            raise ValueError("'revision' only applies to hub sources")
+        return self
+
+
+class ModelSpec(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
+    display_name: str = Field(min_length=1, max_length=80)
+    description: str = ""
+    backend: Literal["transformers"]
+    source: ModelSource
+    parameters: int = Field(gt=0, description="parameter count")
+    sample_rate: int = Field(gt=0)
+    channels: Literal[1, 2]
+    frame_rate: float = Field(gt=0, description="audio frames (decoding steps) per second")
+    max_duration_s: float = Field(gt=0, le=600)
+    memory_gb: float = Field(gt=0, description="memory needed to load and generate in float32")
+    download_gb: float = Field(0.0, ge=0)
+    generation: GenerationDefaults = GenerationDefaults()
+
+    @property
+    def max_tokens(self) -> int:
+        return math.ceil(self.max_duration_s * self.frame_rate)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source.builtin is not None
+
+
+class Registry(_Strict):
+    default_model: str
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Registry":
+        seen: set[str] = set()
+        for spec in self.models:
+            if spec.id in seen:
+                raise ValueError(f"duplicate model id {spec.id!r}")
+            seen.add(spec.id)
+        if self.default_model not in seen:
+            raise ValueError(f"default_model {self.default_model!r} is not one of the models")
+        return self
+
+    def get(self, model_id: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.id == model_id:
+                return spec
+        raise NotFound(f"Unknown model {model_id!r}. Known models: {', '.join(self.ids())}.",
+                       code="model_not_found", model_id=model_id)
+
+    def ids(self) -> list[str]:
+        return [spec.id for spec in self.models]
+
+
+def _location(raw: dict, loc: tuple) -> str:
+    """Turn a pydantic error location into 'model 'x': field 'a.b'' using the entry's id when it has one."""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        entries = raw.get("models") or []
+        entry = entries[loc[1]] if loc[1] < len(entries) else None
+        name = entry.get("id") if isinstance(entry, dict) and entry.get("id") else f"#{loc[1] + 1}"
+        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+        return f"model {name!r}: field {field!r}"
+    return f"field {'.'.join(str(p) for p in loc) or '(top level)'!r}"
+
+
+def parse_registry(raw: object, source: str = "registry.yaml") -> Registry:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{source}: expected a mapping with 'default_model' and 'models'")
+    try:
+        return Registry.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{_location(raw, tuple(err['loc']))}: {msg}")
+        raise RegistryError(f"{source} is invalid:\n  " + "\n  ".join(problems), problems=problems) from None
+
+
+def load_registry(path: Path) -> Registry:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError(f"cannot read model registry {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path} is not valid YAML: {exc}") from None
+    return parse_registry(raw, str(path))

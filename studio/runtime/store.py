@@ -1,0 +1,37 @@
+"""Where model weights live on disk: built-in models under <data-dir>/models, hub models in the HF cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from studio.registry import ModelSpec
+from studio.runtime import hub
+from studio.runtime.tiny import build_tiny_model
+
+BUILDERS = {"studio-tiny": build_tiny_model}
+
+
+class ModelStore:
+    def __init__(self, models_dir: Path, hf_cache_dir: Path | None = None, hf_endpoint: str | None = None):
+        self.models_dir = Path(models_dir)
+        self.hf_cache_dir = hf_cache_dir
+        self.hf_endpoint = hf_endpoint
+
+    def available(self, spec: ModelSpec) -> bool:
+        """Usable without a download (built-in models are built locally on first use)."""
+        return spec.is_builtin or self.local_path(spec) is not None
+
+    def local_path(self, spec: ModelSpec) -> Path | None:
+        if spec.is_builtin:
+            folder = self.models_dir / spec.source.builtin
+            return folder if (folder / "config.json").is_file() else None
+        return hub.cached_snapshot(spec.source.hub, spec.source.revision, self.hf_cache_dir)
+
+    def fetch(self, spec: ModelSpec, on_bytes: hub.ByteProgress) -> Path:
+        """A local folder with the model, building or downloading it if needed."""
+        if spec.is_builtin:
+            return BUILDERS[spec.source.builtin](self.models_dir / spec.source.builtin)
+        found = self.local_path(spec)
+        if found is not None:
+            return found
+        return hub.download_snapshot(spec.source.hub, spec.source.revision, self.hf_cache_dir, self.hf_endpoint,
+                                     on_bytes)

@@ -1,0 +1,109 @@
+"""The transformers backend: MusicGen (and MusicGen Melody) through MusicgenForConditionalGeneration."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, StoppingCriteria, StoppingCriteriaList
+
+from studio.errors import Cancelled, Incompatible
+from studio.registry import ModelSpec
+from studio.runtime.backend import SamplingParams, StepCallback
+
+
+def _model_class(model_type: str):
+    from transformers import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
+
+    classes = {"musicgen": MusicgenForConditionalGeneration, "musicgen_melody": MusicgenMelodyForConditionalGeneration}
+    if model_type not in classes:
+        raise Incompatible(f"The model folder holds a {model_type!r} model; the transformers backend runs "
+                           f"{', '.join(classes)}.", code="unsupported_architecture")
+    return classes[model_type]
+
+
+class _StepHook(StoppingCriteria):
+    """Called once per decoding step (Musicgen ignores `streamer=`): reports progress, stops on cancel."""
+
+    def __init__(self, total: int, on_step: StepCallback | None, should_stop: Callable[[], bool] | None):
+        self.total, self.on_step, self.should_stop = total, on_step, should_stop
+        self.step = 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.step += 1
+        if self.on_step is not None:
+            self.on_step(min(self.step, self.total), self.total)
+        stop = bool(self.should_stop and self.should_stop())
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersMusicgen:
+    def __init__(self, spec: ModelSpec, model, processor, device: torch.device):
+        self.spec, self.model, self.processor, self.device = spec, model, processor, device
+        decoder = model.config.decoder
+        self.codebooks_per_channel = decoder.num_codebooks // max(1, getattr(decoder, "audio_channels", 1))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.model.parameters()) + sum(
+            t.numel() * t.element_size() for t in self.model.buffers())
+
+    def tokens_for(self, duration_s: float) -> int:
+        """Decoding steps for duration_s: the codebook delay pattern costs codebooks-1 extra steps."""
+        return round(duration_s * self.spec.frame_rate) + self.codebooks_per_channel - 1
+
+    def generate(self, prompt: str, duration_s: float, params: SamplingParams, seed: int,
+                 on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        inputs = self.processor(text=[prompt], padding=True, return_tensors="pt").to(self.device)
+        total = self.tokens_for(duration_s)
+        hook = _StepHook(total, on_step, should_stop)
+        torch.manual_seed(seed)  # seeds CPU and every CUDA device: same prompt+settings+seed -> same audio
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, do_sample=True, max_new_tokens=total,
+                top_k=params.top_k, top_p=params.top_p if params.top_p > 0 else 1.0,  # 0 means off, as in audiocraft
+                temperature=params.temperature, guidance_scale=params.guidance_scale,
+                stopping_criteria=StoppingCriteriaList([hook]))
+        if should_stop and should_stop():
+            raise Cancelled("Generation cancelled.")
+        audio = out[0].float().cpu().numpy().T  # (samples, channels)
+        want = round(duration_s * self.spec.sample_rate)
+        if audio.shape[0] >= want:
+            return np.ascontiguousarray(audio[:want])
+        return np.pad(audio, ((0, want - audio.shape[0]), (0, 0)))
+
+
+class TransformersBackend:
+    def load(self, folder: Path, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> TransformersMusicgen:
+        try:
+            config = json.loads((Path(folder) / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise Incompatible(f"{folder} has no readable config.json: {exc}", code="invalid_model_folder") from None
+        cls = _model_class(config.get("model_type", ""))
+        # use_safetensors: never unpickle weights, whatever else the folder holds.
+        model = cls.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
+        model.to(device).eval()
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        _check_matches_registry(model, spec)
+        return TransformersMusicgen(spec, model, processor, device)
+
+    def unload(self, model: TransformersMusicgen) -> None:
+        # Drop the references this object holds; the manager drops the object and releases memory.
+        model.model = None
+        model.processor = None
+
+
+def _check_matches_registry(model, spec: ModelSpec) -> None:
+    """The registry's capabilities drive limits and WAV headers: they must describe the weights we loaded."""
+    audio = model.config.audio_encoder
+    found = {
+        "sample_rate": audio.sampling_rate,
+        "channels": getattr(model.config.decoder, "audio_channels", 1),
+        "frame_rate": audio.frame_rate,
+    }
+    wrong = [f"{k}: registry says {getattr(spec, k)}, weights have {v}" for k, v in found.items()
+             if float(getattr(spec, k)) != float(v)]
+    if wrong:
+        raise Incompatible(f"registry.yaml entry {spec.id!r} does not match its weights ({'; '.join(wrong)}).",
+                           code="registry_mismatch")

@@ -1,0 +1,62 @@
+"""Job records: list, show, and locate their audio inside the data directory."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from studio.db.engine import session_scope
+from studio.db.jobs import get_job, list_jobs
+from studio.db.models import Job
+from studio.errors import NotFound
+
+
+class JobInfo(BaseModel):
+    id: int
+    prompt: str
+    model_id: str
+    settings: dict[str, Any]
+    seed: int
+    duration_s: float
+    sample_rate: int
+    status: str
+    error: str | None
+    has_audio: bool
+    created_at: datetime
+    finished_at: datetime | None
+    elapsed_s: float | None
+
+
+def _info(job: Job) -> JobInfo:
+    return JobInfo(**job.model_dump(exclude={"output_file"}), has_audio=job.output_file is not None)
+
+
+class JobService:
+    def __init__(self, engine, data_dir: Path):
+        self.engine, self.data_dir = engine, Path(data_dir)
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[JobInfo]:
+        with session_scope(self.engine) as session:
+            return [_info(j) for j in list_jobs(session, limit=max(1, min(limit, 500)), offset=max(0, offset))]
+
+    def get(self, job_id: int) -> JobInfo:
+        with session_scope(self.engine) as session:
+            job = get_job(session, job_id)
+            if job is None:
+                raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+            return _info(job)
+
+    def audio_path(self, job_id: int) -> Path:
+        with session_scope(self.engine) as session:
+            job = get_job(session, job_id)
+        if job is None:
+            raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+        if not job.output_file:
+            raise NotFound(f"Job {job_id} has no audio (status: {job.status}).", code="audio_not_found", job_id=job_id)
+        root = self.data_dir.resolve()
+        path = (root / job.output_file).resolve()
+        if not path.is_relative_to(root) or not path.is_file():  # confine paths to the data directory
+            raise NotFound(f"The audio file of job {job_id} is missing.", code="audio_not_found", job_id=job_id)
+        return path

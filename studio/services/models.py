@@ -1,0 +1,112 @@
+"""Models use cases: list the registry with live capabilities, show the loaded model, switch."""
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+from pydantic import BaseModel
+
+from studio.registry import GenerationDefaults, ModelSpec, Registry
+from studio.runtime.manager import ModelManager
+from studio.runtime.progress import ProgressEvent
+from studio.runtime.store import ModelStore
+
+log = logging.getLogger(__name__)
+FALLBACK_MODEL = "studio-tiny"
+
+
+class ModelInfo(BaseModel):
+    id: str
+    display_name: str
+    description: str
+    backend: str
+    hub_repo: str | None
+    revision: str | None
+    builtin: bool
+    parameters: int
+    sample_rate: int
+    channels: int
+    frame_rate: float
+    max_duration_s: float
+    max_tokens: int
+    memory_gb: float
+    download_gb: float
+    generation: GenerationDefaults
+    available: bool  # usable without a download
+    loaded: bool
+
+
+class ProgressInfo(BaseModel):
+    stage: str
+    message: str
+    model_id: str | None = None
+    fraction: float | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    code: str | None = None
+
+
+class CurrentModel(BaseModel):
+    model: ModelInfo | None
+    state: str  # idle | switching | generating
+    activity: str | None
+    note: str
+    progress: ProgressInfo | None
+
+
+class ModelService:
+    def __init__(self, registry: Registry, manager: ModelManager, store: ModelStore, requested_model: str | None):
+        self.registry, self.manager, self.store = registry, manager, store
+        self.requested_model = requested_model
+
+    def _info(self, spec: ModelSpec, loaded_id: str | None) -> ModelInfo:
+        return ModelInfo(
+            id=spec.id, display_name=spec.display_name, description=spec.description, backend=spec.backend,
+            hub_repo=spec.source.hub, revision=spec.source.revision, builtin=spec.is_builtin,
+            parameters=spec.parameters, sample_rate=spec.sample_rate, channels=spec.channels,
+            frame_rate=spec.frame_rate, max_duration_s=spec.max_duration_s, max_tokens=spec.max_tokens,
+            memory_gb=spec.memory_gb, download_gb=spec.download_gb, generation=spec.generation,
+            available=self.store.available(spec), loaded=spec.id == loaded_id)
+
+    def list_models(self) -> list[ModelInfo]:
+        loaded = self.manager.status().model_id
+        return [self._info(spec, loaded) for spec in self.registry.models]
+
+    def get(self, model_id: str) -> ModelInfo:
+        return self._info(self.registry.get(model_id), self.manager.status().model_id)
+
+    def current(self) -> CurrentModel:
+        st = self.manager.status()
+        model = self._info(self.registry.get(st.model_id), st.model_id) if st.model_id else None
+        progress = ProgressInfo(**st.progress.to_dict()) if st.progress else None
+        return CurrentModel(model=model, state=st.state, activity=st.activity, note=st.note, progress=progress)
+
+    def switch(self, model_id: str) -> Iterator[ProgressEvent]:
+        """Progress events of a switch; raises NotFound or Busy before anything starts."""
+        return self.manager.switch(model_id)
+
+    # ---- start-up ----------------------------------------------------------------------------------------
+    def initial_choice(self) -> tuple[str | None, str]:
+        """Which model to load at start-up, and why (shown on the page)."""
+        if self.requested_model:
+            spec = self.registry.get(self.requested_model)
+            return spec.id, f"{spec.display_name} was loaded at start-up because it was asked for (--model)."
+        default = self.registry.get(self.registry.default_model)
+        if self.store.available(default):
+            return default.id, f"{default.display_name} is the registry's default model and is on this machine."
+        if FALLBACK_MODEL in self.registry.ids():
+            tiny = self.registry.get(FALLBACK_MODEL)
+            return tiny.id, (f"{tiny.display_name} was loaded because the default model, {default.display_name}, is "
+                             f"not downloaded yet (about {default.download_gb:.1f} GB). Its output is noise: choose "
+                             f"{default.display_name} in Settings to download it.")
+        return None, (f"No model was loaded: the default model, {default.display_name}, is not downloaded yet. "
+                      "Choose a model in Settings.")
+
+    def load_initial(self) -> ProgressEvent | None:
+        model_id, note = self.initial_choice()
+        if model_id is None:
+            log.info(note)
+            return None
+        final = self.manager.switch_and_wait(model_id, note)
+        log.info("start-up model: %s", final.message)
+        return final

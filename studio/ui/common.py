@@ -1,0 +1,89 @@
+"""Small helpers shared by the tabs: error mapping and how models are described to a person."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.services.models import CurrentModel, ModelInfo
+
+NO_ADAPTER = "None (base model)"
+
+# Warn before the tab is closed while a model switch runs (the switch would go on, unseen).
+HEAD = """<script>
+window.addEventListener('beforeunload', (e) => {
+  if (window.__studioSwitching) { e.preventDefault(); e.returnValue = ''; }
+});
+</script>"""
+JS_SWITCH_START = "(...args) => { window.__studioSwitching = true; return args; }"
+JS_SWITCH_END = "(...args) => { window.__studioSwitching = false; return args; }"
+CSS = """
+#current-model { padding: 6px 12px; border-radius: 8px; background: var(--block-background-fill); }
+#model-card table { width: 100%; }
+"""
+
+
+@contextmanager
+def user_errors():
+    """Domain errors become a message box for the person, never a traceback."""
+    try:
+        yield
+    except StudioError as exc:
+        raise gr.Error(exc.message, print_exception=False) from None
+
+
+def fmt_params(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.0f}M" if n >= 1e7 else f"{n / 1e6:.2f}M"
+    return f"{n / 1e3:.0f}K"
+
+
+def fmt_channels(n: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(n, f"{n} channels")
+
+
+def model_choice_label(m: ModelInfo) -> str:
+    where = "on this machine" if m.available else f"{m.download_gb:.1f} GB download"
+    if m.builtin:
+        where = "built in"
+    return f"{m.display_name} · {fmt_params(m.parameters)} · {where}"
+
+
+def model_card(m: ModelInfo | None) -> str:
+    if m is None:
+        return "No model selected."
+    if m.builtin:
+        weights = "Built on this machine (no download)"
+    elif m.available:
+        weights = f"Downloaded (`{m.hub_repo}`)"
+    else:
+        weights = f"Not downloaded: about {m.download_gb:.1f} GB from `{m.hub_repo}` when you choose it"
+    return "\n".join([
+        f"### {m.display_name}{'  (loaded)' if m.loaded else ''}",
+        m.description,
+        "",
+        "| Capability | Value |",
+        "|---|---|",
+        f"| Max duration | {m.max_duration_s:g} s ({m.max_tokens} decoding steps) |",
+        f"| Memory needed | {m.memory_gb:g} GB in float32 (about half in float16 on a GPU) |",
+        f"| Sample rate | {m.sample_rate / 1000:g} kHz, {fmt_channels(m.channels)} |",
+        f"| Parameters | {fmt_params(m.parameters)} |",
+        f"| Weights | {weights} |",
+        f"| Defaults | top_k {m.generation.top_k}, top_p {m.generation.top_p:g}, temperature "
+        f"{m.generation.temperature:g}, guidance {m.generation.guidance_scale:g} |",
+    ])
+
+
+def status_line(cur: CurrentModel) -> str:
+    if cur.state == "switching":
+        msg = cur.progress.message if cur.progress else cur.activity
+        return f"⏳ **Busy:** {msg}. Generation is paused until the switch finishes."
+    if cur.model is None:
+        return f"**No model loaded.** {cur.note}"
+    m = cur.model
+    busy = f" · ⏳ {cur.activity}" if cur.state == "generating" else ""
+    return (f"**Model: {m.display_name}** · up to {m.max_duration_s:g} s · {m.sample_rate / 1000:g} kHz "
+            f"{fmt_channels(m.channels)}{busy}  \n<small>{cur.note}</small>")

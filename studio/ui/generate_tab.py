@@ -1,0 +1,134 @@
+"""Generate tab: prompt, duration limited by the loaded model, settings, seed, per-step progress, audio."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio.context import AppContext
+from studio.services.generation import GenerateRequest
+from studio.services.models import ModelInfo
+from studio.ui.common import NO_ADAPTER, user_errors
+
+NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
+
+
+@dataclass
+class GenerateTab:
+    prompt: gr.Textbox
+    duration: gr.Slider
+    duration_hint: gr.Markdown
+    adapter: gr.Dropdown
+    top_k: gr.Slider
+    top_p: gr.Slider
+    temperature: gr.Slider
+    guidance: gr.Slider
+    seed: gr.Number
+    generate_btn: gr.Button
+    cancel_btn: gr.Button
+    audio: gr.Audio
+    result: gr.Markdown
+
+    @property
+    def settings(self) -> list:
+        return [self.top_k, self.top_p, self.temperature, self.guidance]
+
+
+def duration_hint(value: float, model: ModelInfo | None) -> str:
+    if model is None or value is None:
+        return ""
+    if value > model.max_duration_s:
+        return f"⚠️ {value:g} s is over {model.display_name}'s limit of {model.max_duration_s:g} s."
+    if value >= NEAR_LIMIT * model.max_duration_s:
+        return (f"⚠️ {value:g} s is near {model.display_name}'s limit of {model.max_duration_s:g} s: "
+                "long clips take longer and need more memory.")
+    return ""
+
+
+def model_updates(model: ModelInfo | None, duration: float | None) -> list:
+    """New limits and defaults for the tab's widgets when the loaded model changes."""
+    if model is None:
+        return [gr.Slider(interactive=False), "", gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+    value = min(duration or 10.0, model.max_duration_s)
+    g = model.generation
+    return [gr.Slider(maximum=model.max_duration_s, value=value, interactive=True,
+                      info=f"{model.display_name} allows up to {model.max_duration_s:g} s"),
+            duration_hint(value, model),
+            gr.Slider(value=g.top_k), gr.Slider(value=g.top_p), gr.Slider(value=g.temperature),
+            gr.Slider(value=g.guidance_scale)]
+
+
+def build_generate_tab(ctx: AppContext) -> GenerateTab:
+    current = ctx.models.current().model
+    max_s = current.max_duration_s if current else 30.0
+    g = current.generation if current else ctx.registry.get(ctx.registry.default_model).generation
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", max_length=ctx.settings.max_prompt_chars,
+                                placeholder="lo-fi hip hop beat with warm piano and vinyl crackle")
+            duration = gr.Slider(0.5, max_s, value=min(10.0, max_s), step=0.5, label="Duration (seconds)",
+                                 elem_id="duration")
+            hint = gr.Markdown(elem_id="duration-hint")
+            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
+                                  info="LoRA adapters you register appear here; the base model is used until then.")
+            with gr.Accordion("Generation settings", open=False):
+                top_k = gr.Slider(0, 2048, value=g.top_k, step=1, label="top_k",
+                                  info="sample from the k most likely tokens (0: no limit)")
+                top_p = gr.Slider(0.0, 1.0, value=g.top_p, step=0.01, label="top_p",
+                                  info="nucleus sampling threshold (0: off)")
+                temperature = gr.Slider(0.05, 5.0, value=g.temperature, step=0.05, label="temperature",
+                                        info="higher: more surprising")
+                guidance = gr.Slider(0.0, 20.0, value=g.guidance_scale, step=0.5, label="guidance scale (cfg)",
+                                     info="how closely to follow the prompt (1: off)")
+            seed = gr.Number(label="Seed", value=None, precision=0, minimum=0, elem_id="seed",
+                             info="empty: a random seed (shown with the result) · same seed + prompt + settings: same audio")
+            with gr.Row():
+                generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+        with gr.Column(scale=2):
+            audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
+                             buttons=["download"])
+            result = gr.Markdown(elem_id="result-info")
+    return GenerateTab(prompt, duration, hint, adapter, top_k, top_p, temperature, guidance, seed, generate_btn,
+                       cancel_btn, audio, result)
+
+
+def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
+    def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
+                 progress=gr.Progress()):
+        """Generate music with the loaded model. Returns the WAV file and a summary."""
+        if adapter not in (None, "", NO_ADAPTER):
+            raise gr.Error(f"Unknown adapter {adapter!r}: no adapters are registered yet.", print_exception=False)
+        settings = {"top_k": int(top_k), "top_p": float(top_p), "temperature": float(temperature),
+                    "guidance_scale": float(guidance_scale)}
+        req = GenerateRequest(prompt=prompt or "", duration_s=float(duration_s or 0),
+                              seed=None if seed in (None, "") else int(seed), settings=settings)
+        progress(0, desc="Starting")
+
+        def on_step(done: int, total: int) -> None:
+            progress((done, total), desc="Decoding", unit="steps")
+
+        with user_errors():
+            r = ctx.generation.generate(req, on_step=on_step)
+        info = (f"**Job {r.job_id}** · {r.model_id} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz · "
+                f"seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
+        return str(r.output_file), info
+
+    inputs = [tab.prompt, tab.duration, tab.seed, *tab.settings, tab.adapter]
+    tab.generate_btn.click(generate, inputs, [tab.audio, tab.result], api_name="generate", concurrency_id="gpu",
+                           concurrency_limit=1)
+
+    def cancel() -> None:
+        """Stop the running generation at its next step."""
+        if ctx.generation.cancel():
+            gr.Info("Cancelling: the generation stops at its next step.")
+        else:
+            gr.Info("Nothing is generating.")
+
+    tab.cancel_btn.click(cancel, None, None, api_name="cancel_generation", queue=False)
+
+    def hint(value):
+        return duration_hint(value, ctx.models.current().model)
+
+    tab.duration.change(hint, tab.duration, tab.duration_hint, queue=False, show_progress="hidden",
+                        api_visibility="private")

@@ -1,0 +1,85 @@
+"""Fixtures: a full studio context in a temp directory with the tiny model and a test registry.
+
+Never the user's data directory, never the network (hub tests use the fake hub on 127.0.0.1).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+
+from studio.config import Settings  # noqa: E402
+from studio.context import AppContext, build_context  # noqa: E402
+from studio.registry import Registry, parse_registry  # noqa: E402
+from studio.runtime.tiny import build_tiny_model  # noqa: E402
+
+TINY = {
+    "id": "studio-tiny", "display_name": "Studio Tiny", "backend": "transformers", "source": {"builtin": "studio-tiny"},
+    "parameters": 740798, "sample_rate": 32000, "channels": 1, "frame_rate": 50, "max_duration_s": 30,
+    "memory_gb": 0.1, "generation": {"top_k": 250, "top_p": 0.0, "temperature": 1.0, "guidance_scale": 3.0},
+}
+
+
+def registry_dict(**extra_models) -> dict:
+    """The test registry: studio-tiny, a hub copy of it ('tiny-hub', served by the fake hub), a model too big
+    for any machine ('huge'), and any extra entries given as id=overrides of TINY."""
+    models = [dict(TINY),
+              {**TINY, "id": "tiny-hub", "display_name": "Tiny Hub", "source": {"hub": "test-org/tiny-musicgen"},
+               "max_duration_s": 8, "download_gb": 0.01},
+              {**TINY, "id": "huge", "display_name": "Huge Model", "source": {"hub": "test-org/huge"},
+               "memory_gb": 100000}]
+    for model_id, overrides in extra_models.items():
+        models.append({**TINY, "id": model_id, "display_name": model_id, **overrides})
+    return {"default_model": "studio-tiny", "models": models}
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """studio-tiny built once per test session; each context gets a copy."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-build") / "studio-tiny")
+
+
+@pytest.fixture
+def make_ctx(tmp_path, tiny_folder):
+    """Factory: a context in its own temp data dir. Keyword args override Settings fields."""
+    made: list[AppContext] = []
+
+    def make(registry: Registry | dict | None = None, **overrides) -> AppContext:
+        data_dir = overrides.pop("data_dir", tmp_path / f"data{len(made)}")
+        (data_dir / "models").mkdir(parents=True, exist_ok=True)
+        if not (data_dir / "models" / "studio-tiny").exists():
+            shutil.copytree(tiny_folder, data_dir / "models" / "studio-tiny")
+        settings = Settings(data_dir=data_dir, hf_cache_dir=tmp_path / "hf-cache", load_at_start=False,
+                            device="cpu", **overrides)
+        reg = registry if isinstance(registry, Registry) else parse_registry(registry or registry_dict())
+        ctx = build_context(settings, reg)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.engine.dispose()
+
+
+@pytest.fixture
+def ctx(make_ctx) -> AppContext:
+    """A context with studio-tiny loaded."""
+    context = make_ctx()
+    final = context.manager.switch_and_wait("studio-tiny")
+    assert final.stage == "ready", final.message
+    return context
+
+
+@pytest.fixture
+def client(ctx):
+    from fastapi.testclient import TestClient
+
+    from studio.server import build_app
+
+    with TestClient(build_app(ctx, load_model=False)) as c:
+        yield c
