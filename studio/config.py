@@ -60,7 +60,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: dict[str, str] | 
         return env.get(ENV_PREFIX + name, default)
 
     p = argparse.ArgumentParser(prog="app.py", description="Text2Song Studio: MusicGen text-to-music studio")
-    p.add_argument("--host", default=env_default("HOST", "127.0.0.1"), help="interface to bind [STUDIO_HOST]")
+    on_space = "SPACE_ID" in env  # a Hugging Face Space must serve 0.0.0.0:7860 itself
+    p.add_argument("--host", default=env_default("HOST", "0.0.0.0" if on_space else "127.0.0.1"),
+                   help="interface to bind [STUDIO_HOST]")
     p.add_argument("--port", type=int, default=int(env_default("PORT", "7860")), help="port [STUDIO_PORT]")
     p.add_argument("--data-dir", default=env_default("DATA_DIR", "adapters_db"),
                    help="database, models, outputs [STUDIO_DATA_DIR]")

@@ -85,6 +85,10 @@ class ModelManager:
         with self._guard:
             self._state, self._activity = "idle", None
 
+    def set_note(self, note: str) -> None:
+        with self._guard:
+            self._note = note
+
     def set_activity(self, activity: str) -> None:
         with self._guard:
             if self._state != "idle":

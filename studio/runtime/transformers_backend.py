@@ -59,12 +59,19 @@ class TransformersMusicgen:
         total = self.tokens_for(duration_s)
         hook = _StepHook(total, on_step, should_stop)
         torch.manual_seed(seed)  # seeds CPU and every CUDA device: same prompt+settings+seed -> same audio
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs, do_sample=True, max_new_tokens=total,
-                top_k=params.top_k, top_p=params.top_p if params.top_p > 0 else 1.0,  # 0 means off, as in audiocraft
-                temperature=params.temperature, guidance_scale=params.guidance_scale,
-                stopping_criteria=StoppingCriteriaList([hook]))
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs, do_sample=True, max_new_tokens=total,
+                    top_k=params.top_k, top_p=params.top_p if params.top_p > 0 else 1.0,  # 0: off, as in audiocraft
+                    temperature=params.temperature, guidance_scale=params.guidance_scale,
+                    stopping_criteria=StoppingCriteriaList([hook]))
+        except Exception:
+            # Stopping before every codebook has started makes the decoder's post-processing fail: that is a
+            # cancellation, not an error.
+            if should_stop and should_stop():
+                raise Cancelled("Generation cancelled.") from None
+            raise
         if should_stop and should_stop():
             raise Cancelled("Generation cancelled.")
         audio = out[0].float().cpu().numpy().T  # (samples, channels)

@@ -105,6 +105,7 @@ class ModelService:
     def load_initial(self) -> ProgressEvent | None:
         model_id, note = self.initial_choice()
         if model_id is None:
+            self.manager.set_note(note)
             log.info(note)
             return None
         final = self.manager.switch_and_wait(model_id, note)

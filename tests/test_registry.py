@@ -1,0 +1,114 @@
+"""registry.yaml is validated at start-up with errors naming the entry and the field."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from studio.errors import RegistryError
+from studio.registry import load_registry, parse_registry
+from tests.conftest import registry_dict
+
+REPO_REGISTRY = Path(__file__).resolve().parents[1] / "registry.yaml"
+
+
+def test_shipped_registry_has_every_musicgen_model_and_the_tiny_one():
+    reg = load_registry(REPO_REGISTRY)
+    expected = {"musicgen-small", "musicgen-medium", "musicgen-large", "musicgen-melody", "musicgen-stereo-small",
+                "studio-tiny"}
+    assert expected <= set(reg.ids())
+    for spec in reg.models:
+        if spec.id.startswith("musicgen-"):
+            assert spec.source.hub == f"facebook/{spec.id}"
+        assert spec.max_tokens == round(spec.max_duration_s * spec.frame_rate)
+    assert reg.get("musicgen-stereo-small").channels == 2
+    assert reg.get(reg.default_model).id == "musicgen-small"
+
+
+def _broken(mutate):
+    raw = copy.deepcopy(registry_dict())
+    mutate(raw)
+    return raw
+
+
+def _set(idx, key, value):
+    def mutate(raw):
+        raw["models"][idx][key] = value
+    return mutate
+
+
+def _drop(idx, key):
+    def mutate(raw):
+        del raw["models"][idx][key]
+    return mutate
+
+
+BROKEN = [
+    # (case id, mutation, text the error must contain)
+    ("negative max duration", _set(0, "max_duration_s", -5), "model 'studio-tiny': field 'max_duration_s'"),
+    ("zero sample rate", _set(1, "sample_rate", 0), "model 'tiny-hub': field 'sample_rate'"),
+    ("missing memory", _drop(0, "memory_gb"), "field 'memory_gb': Field required"),
+    ("unknown field", _set(0, "colour", "red"), "field 'colour'"),
+    ("bad channels", _set(0, "channels", 6), "field 'channels'"),
+    ("unknown backend", _set(0, "backend", "jax"), "field 'backend'"),
+    ("two sources", _set(1, "source", {"hub": "a/b", "builtin": "studio-tiny"}), "exactly one of 'hub' or 'builtin'"),
+    ("unknown builtin", _set(0, "source", {"builtin": "nope"}), "unknown builtin 'nope'"),
+    ("bad hub id", _set(1, "source", {"hub": "not a repo"}), "model 'tiny-hub': field 'source.hub'"),
+    ("top_p over 1", _set(0, "generation", {"top_p": 1.5}), "field 'generation.top_p'"),
+    ("unknown setting", _set(0, "generation", {"beam": 2}), "field 'generation.beam'"),
+    ("string parameters", _set(0, "parameters", "many"), "field 'parameters'"),
+    ("duplicate id", _set(1, "id", "studio-tiny"), "duplicate model id 'studio-tiny'"),
+    ("bad default", lambda raw: raw.update(default_model="nope"), "default_model 'nope' is not one of the models"),
+    ("no models", lambda raw: raw.update(models=[]), "field 'models'"),
+    ("entry without id", _drop(0, "id"), "model '#1': field 'id'"),
+]
+
+
+@pytest.mark.parametrize("mutate,expected", [(m, e) for _, m, e in BROKEN], ids=[c for c, _, _ in BROKEN])
+def test_broken_registry_is_refused_naming_entry_and_field(mutate, expected):
+    with pytest.raises(RegistryError) as info:
+        parse_registry(_broken(mutate))
+    assert expected in info.value.message
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("models: [unclosed", "not valid YAML"),
+    ("- just\n- a list\n", "expected a mapping"),
+])
+def test_unreadable_registry_file(tmp_path, text, expected):
+    path = tmp_path / "registry.yaml"
+    path.write_text(text)
+    with pytest.raises(RegistryError, match=expected):
+        load_registry(path)
+
+
+def test_missing_registry_file(tmp_path):
+    with pytest.raises(RegistryError, match="cannot read model registry"):
+        load_registry(tmp_path / "absent.yaml")
+
+
+def test_limits_are_data(tmp_path):
+    """A deployment lowers a model's limit by editing the file."""
+    raw = yaml.safe_load(REPO_REGISTRY.read_text())
+    for entry in raw["models"]:
+        if entry["id"] == "musicgen-small":
+            entry["max_duration_s"] = 12
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_registry(path).get("musicgen-small")
+    assert spec.max_duration_s == 12 and spec.max_tokens == 600
+
+
+def test_app_refuses_to_start_on_an_invalid_registry(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(_broken(_set(0, "max_duration_s", 0))))
+    proc = subprocess.run([sys.executable, "app.py", "--registry", str(path), "--data-dir", str(tmp_path / "d")],
+                          cwd=REPO_REGISTRY.parent, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "model 'studio-tiny': field 'max_duration_s'" in proc.stderr
+    assert "Traceback" not in proc.stderr
