@@ -54,8 +54,8 @@ def make_ctx(tmp_path, tiny_folder):
         (data_dir / "models").mkdir(parents=True, exist_ok=True)
         if not (data_dir / "models" / "studio-tiny").exists():
             shutil.copytree(tiny_folder, data_dir / "models" / "studio-tiny")
-        settings = Settings(data_dir=data_dir, hf_cache_dir=tmp_path / "hf-cache", load_at_start=False,
-                            device="cpu", **overrides)
+        overrides.setdefault("hf_cache_dir", tmp_path / "hf-cache")
+        settings = Settings(data_dir=data_dir, load_at_start=False, device="cpu", **overrides)
         reg = registry if isinstance(registry, Registry) else parse_registry(registry or registry_dict())
         ctx = build_context(settings, reg)
         made.append(ctx)

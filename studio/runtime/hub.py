@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import httpx2
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+from huggingface_hub.errors import (DryRunError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                     RevisionNotFoundError)
 from tqdm.auto import tqdm
 
@@ -34,15 +36,16 @@ def cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None) 
     return None
 
 
-def _progress_tqdm(on_bytes: ByteProgress, min_interval: float = 0.1) -> type[tqdm]:
-    """A tqdm class that reports the hub's byte bars to `on_bytes` instead of printing.
+def _progress_tqdm(on_bytes: ByteProgress, total: int, min_interval: float = 0.1) -> type[tqdm]:
+    """A tqdm class that reports the hub's byte progress to `on_bytes` instead of printing.
 
-    snapshot_download drives a "Downloading bytes" bar (network), a "Reconstructing" bar (bytes written,
-    the one HTTP downloads update) and a per-file count; totals grow as files start, so `total` is read on
-    every update. Reports are throttled to one per `min_interval` seconds.
+    snapshot_download drives a "Downloading bytes" bar (network), a "Reconstructing" bar (bytes written, the one
+    plain HTTP downloads update) and a per-file count. Its totals grow as files start, so the percentage would jump
+    back: we report against `total`, the size of every file to fetch, known beforehand, and never go backwards.
+    Reports are throttled to one per `min_interval` seconds.
     """
     lock = threading.Lock()
-    last = {"t": 0.0}
+    last = {"t": 0.0, "done": -1}
 
     class ProgressTqdm(tqdm):
         def __init__(self, *args, **kwargs):
@@ -54,13 +57,13 @@ def _progress_tqdm(on_bytes: ByteProgress, min_interval: float = 0.1) -> type[tq
         def update(self, n=1):
             result = super().update(n)
             if self._is_bytes:
-                now = time.monotonic()
-                with lock:
-                    done = now - last["t"] >= min_interval or (self.total and self.n >= self.total)
-                    if done:
-                        last["t"] = now
-                if done:
-                    on_bytes(int(self.n), int(self.total or 0))
+                with lock:  # download threads report here concurrently: keep reports ordered
+                    grand = max(total, int(self.total or 0))
+                    done = min(int(self.n), grand)
+                    now = time.monotonic()
+                    if done > last["done"] and (now - last["t"] >= min_interval or done >= grand):
+                        last["t"], last["done"] = now, done
+                        on_bytes(done, grand)
             return result
 
         def close(self):
@@ -77,9 +80,21 @@ def _progress_tqdm(on_bytes: ByteProgress, min_interval: float = 0.1) -> type[tq
 def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None, endpoint: str | None,
                       on_bytes: ByteProgress) -> Path:
     """Download (or resume) a repo's transformers files into the HF cache and return the snapshot folder."""
+    common = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, allow_patterns=ALLOW_PATTERNS)
+    with _hub_errors(repo_id, revision):
+        try:
+            plan = snapshot_download(repo_id, dry_run=True, **common)  # sizes first: a steady percentage
+        except DryRunError as exc:  # wraps the real reason (not found, offline, ...)
+            raise (exc.__cause__ or exc) from None
+        total = sum(f.file_size or 0 for f in plan if f.will_download)
+        return Path(snapshot_download(repo_id, tqdm_class=_progress_tqdm(on_bytes, total), **common))
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """Hub and network failures -> OperationFailed with a message a person can act on."""
     try:
-        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-                                   allow_patterns=ALLOW_PATTERNS, tqdm_class=_progress_tqdm(on_bytes))
+        yield
     except GatedRepoError:
         raise OperationFailed(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)",
                               code="gated_repo") from None
@@ -88,11 +103,13 @@ def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None
     except RevisionNotFoundError:
         raise OperationFailed(f"revision {revision!r} of {repo_id} was not found on the hub",
                               code="revision_not_found") from None
-    except LocalEntryNotFoundError:
+    except (LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException):
         raise OperationFailed("the Hugging Face Hub cannot be reached (is this machine offline?)",
                               code="hub_unreachable") from None
     except HfHubHTTPError as exc:
         raise OperationFailed(f"the hub answered {exc.response.status_code}", code="hub_error") from None
+    except httpx2.TransportError:
+        raise OperationFailed("the connection to the hub broke during the download; try again (it resumes)",
+                              code="hub_unreachable") from None
     except OSError as exc:
         raise OperationFailed(f"could not write the download: {exc.strerror or exc}", code="disk_error") from None
-    return Path(folder)

@@ -36,12 +36,12 @@ class ManagerStatus:
 
 
 def _gb(nbytes: float) -> str:
-    return f"{nbytes / GB:.1f} GB"
+    return f"{nbytes / GB:.1f} GB" if nbytes >= GB else f"{nbytes / 2**20:.0f} MB"
 
 
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
-    return text.strip().splitlines()[0][:300]
+    return text.strip().splitlines()[0][:300].rstrip(".")
 
 
 class ModelManager:
@@ -176,7 +176,7 @@ class ModelManager:
         if spec.is_builtin and self.store.local_path(spec) is None:
             emit(ProgressEvent("loading", f"Building {name} on this machine (first use)", spec.id, fraction=0.0))
         elif not self.store.available(spec):
-            emit(ProgressEvent("downloading", f"Downloading {name} (about {spec.download_gb:.1f} GB)", spec.id,
+            emit(ProgressEvent("downloading", f"Downloading {name} (about {_gb(spec.download_gb * GB)})", spec.id,
                                fraction=0.0))
         try:
             folder = self.store.fetch(spec, on_bytes)
