@@ -84,25 +84,40 @@ class ServerThread:
         self.sock.close()
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this whole process: the server runs in it too."""
+    t = os.times()
+    return t.user + t.system
+
+
+CPU: dict[str, list[float]] = {}  # path -> CPU seconds of each measured run
+
+
+def _record_cpu(path: str, since: float) -> None:
+    CPU.setdefault(path, []).append(cpu_seconds() - since)
+
+
 def time_direct(ctx, duration_s: float) -> tuple[float, int]:
     """Seconds for processor + generate on the studio's loaded model, and the audio samples produced."""
     with ctx.manager.use("benchmark (direct generate)") as loaded:
         model, processor = loaded.model, loaded.processor
         tokens = loaded.tokens_for(duration_s)
-        started = time.perf_counter()
+        cpu0, started = cpu_seconds(), time.perf_counter()
         inputs = processor(text=[PROMPT], padding=True, return_tensors="pt").to(loaded.device)
         torch.manual_seed(SEED)
         with torch.inference_mode():
             out = model.generate(**inputs, do_sample=True, max_new_tokens=tokens, top_k=250, guidance_scale=3.0)
         elapsed = time.perf_counter() - started
+        _record_cpu("direct", cpu0)
     return elapsed, int(out.shape[-1])
 
 
 def time_studio(client: httpx.Client, duration_s: float) -> tuple[float, float]:
     """Wall seconds of POST /api/generate, and the elapsed_s the studio reports for its own generation."""
-    started = time.perf_counter()
+    cpu0, started = cpu_seconds(), time.perf_counter()
     r = client.post("/api/generate", json={"prompt": PROMPT, "duration_s": duration_s, "seed": SEED})
     elapsed = time.perf_counter() - started
+    _record_cpu("studio", cpu0)
     if r.status_code != 200:
         raise RuntimeError(f"POST /api/generate answered {r.status_code}: {r.text[:500]}")
     return elapsed, float(r.json()["elapsed_s"])
@@ -113,10 +128,12 @@ def time_backend(ctx, duration_s: float) -> float:
     with ctx.manager.use("benchmark (backend generate)") as loaded:
         spec = loaded.spec.generation
         params = SamplingParams(spec.top_k, spec.top_p, spec.temperature, spec.guidance_scale)
-        started = time.perf_counter()
+        cpu0, started = cpu_seconds(), time.perf_counter()
         loaded.generate(PROMPT, duration_s, params, SEED, on_step=lambda done, total: None,
                         should_stop=ctx.manager.should_stop)
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        _record_cpu("backend", cpu0)
+        return elapsed
 
 
 def bench_duration(ctx, client: httpx.Client, duration_s: float, runs: int, with_backend: bool) -> float:
@@ -127,6 +144,7 @@ def bench_duration(ctx, client: httpx.Client, duration_s: float, runs: int, with
     time_studio(client, duration_s)
     if with_backend:
         time_backend(ctx, duration_s)
+    CPU.clear()  # warm-ups do not count
     direct, studio, inner, backend, samples = [], [], [], [], 0
     for i in range(runs):
         # Interleaved, with the order flipped every round so that neither path always runs first.
@@ -157,7 +175,12 @@ def bench_duration(ctx, client: httpx.Client, duration_s: float, runs: int, with
         mb = statistics.median(backend)
         print(f"  median backend.generate (studio code on the model, no HTTP/DB/WAV) {mb:.3f} s: "
               f"backend / direct = {mb / md:.2f}, studio API / backend = {ms / mb:.2f}")
-    print(f"  median of pair ratios: {pair:.3f}")
+    print(f"  median of pair ratios: {pair:.3f}; ratio of the fastest runs (min studio / min direct): "
+          f"{min(studio) / min(direct):.3f}")
+    cpu = {k: statistics.median(v) for k, v in CPU.items()}
+    print("  process CPU seconds per run (median; less sensitive to other load than wall time): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items())
+          + f"; CPU ratio studio API / direct = {cpu['studio'] / cpu['direct']:.2f}")
     verdict = "OK" if ratio <= GOAL else "ABOVE GOAL"
     print(f"generate overhead ratio (studio API / direct) at {duration_s:g} s = {ratio:.2f} (goal <= {GOAL:.2f}) "
           f"[{verdict}]")
@@ -188,6 +211,10 @@ def main() -> None:
         try:
             with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=600) as client:
                 print(f"studio serving on {server.url}")
+                cpu0 = cpu_seconds()
+                time.sleep(2.0)
+                print(f"idle studio process with the server up: {(cpu_seconds() - cpu0) / 2.0:.1%} of a core "
+                      f"(background work that every generation in this process shares)")
                 for duration in args.durations:
                     ratios[duration] = bench_duration(ctx, client, duration, args.runs, args.with_backend)
         finally:

@@ -11,6 +11,7 @@ from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, user_errors
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
+RANDOM_SEED = -1
 
 
 @dataclass
@@ -60,13 +61,16 @@ def model_updates(model: ModelInfo | None, duration: float | None) -> list:
 
 def build_generate_tab(ctx: AppContext) -> GenerateTab:
     current = ctx.models.current().model
-    max_s = current.max_duration_s if current else 30.0
+    # The widget's bound is the registry's largest limit (Gradio checks it for scripts too, which never get
+    # a page's update); each page narrows it to the loaded model, and the service enforces the real limit.
+    max_s = max(spec.max_duration_s for spec in ctx.registry.models)
     g = current.generation if current else ctx.registry.get(ctx.registry.default_model).generation
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", max_length=ctx.settings.max_prompt_chars,
                                 placeholder="lo-fi hip hop beat with warm piano and vinyl crackle")
-            duration = gr.Slider(0.5, max_s, value=min(10.0, max_s), step=0.5, label="Duration (seconds)",
+            duration = gr.Slider(0.5, max_s, value=min(10.0, current.max_duration_s if current else max_s), step=0.5,
+                                 label="Duration (seconds)",
                                  elem_id="duration")
             hint = gr.Markdown(elem_id="duration-hint")
             adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
@@ -80,8 +84,10 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                                         info="higher: more surprising")
                 guidance = gr.Slider(0.0, 20.0, value=g.guidance_scale, step=0.5, label="guidance scale (cfg)",
                                      info="how closely to follow the prompt (1: off)")
-            seed = gr.Number(label="Seed", value=None, precision=0, minimum=0, elem_id="seed",
-                             info="empty: a random seed (shown with the result) · same seed + prompt + settings: same audio")
+            # -1, not an empty field: Gradio shows and sends an empty Number as 0.
+            seed = gr.Number(label="Seed", value=RANDOM_SEED, precision=0, minimum=RANDOM_SEED, elem_id="seed",
+                             info="-1: a random seed (shown with the result) · same seed + prompt + settings: "
+                                  "same audio")
             with gr.Row():
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
@@ -102,7 +108,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         settings = {"top_k": int(top_k), "top_p": float(top_p), "temperature": float(temperature),
                     "guidance_scale": float(guidance_scale)}
         req = GenerateRequest(prompt=prompt or "", duration_s=float(duration_s or 0),
-                              seed=None if seed in (None, "") else int(seed), settings=settings)
+                              seed=None if seed in (None, "", RANDOM_SEED) else int(seed), settings=settings)
         progress(0, desc="Starting")
 
         def on_step(done: int, total: int) -> None:
@@ -110,7 +116,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
 
         with user_errors():
             r = ctx.generation.generate(req, on_step=on_step)
-        info = (f"**Job {r.job_id}** · {r.model_id} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz · "
+        model_name = ctx.models.get(r.model_id).display_name
+        info = (f"**Job {r.job_id}** · {model_name} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz · "
                 f"seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
         return str(r.output_file), info
 

@@ -57,11 +57,11 @@ def switch_events(ctx: AppContext, model_id: str, progress: gr.Progress):
     final = None
     for event in events:
         final = event
-        if event.fraction is not None:
-            progress(event.fraction, desc=event.message)
-        else:
-            progress(None, desc=event.message)
+        if event.terminal:
+            break
+        progress(event.fraction, desc=event.message)
         yield f"**{event.stage.capitalize()}** · {event.message}", spec_card
     if final is not None and final.stage == "error":
+        yield f"❌ {final.message}", model_card(ctx.models.get(model_id))
         raise gr.Error(final.message, print_exception=False)
     yield f"✅ {final.message}", model_card(ctx.models.get(model_id))

@@ -1,0 +1,180 @@
+"""The studio driven as a person would: the real app served by uvicorn, a real Chromium through Playwright.
+
+Needs Debian's chromium at /usr/bin/chromium (never `playwright install`); skipped without it.
+Screenshots land in /tmp/studio-*.png for a person to look at.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+import uvicorn  # noqa: E402
+
+from studio.server import build_app  # noqa: E402
+from tests.conftest import registry_dict  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SECOND = {"id": "tiny-b", "display_name": "Tiny B", "max_duration_s": 12}  # same built-in weights, other limits
+TIMEOUT_MS = 30_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(ctx):
+    """The studio app on 127.0.0.1:<free port> in a background thread; yields its base URL, stops on exit."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(ctx, load_model=False), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=1))  # the page keeps streams open
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the studio server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "the studio server did not stop"
+
+
+@pytest.fixture
+def url(make_ctx):
+    ctx = make_ctx(registry_dict(**{SECOND["id"]: {k: v for k, v in SECOND.items() if k != "id"}}))
+    final = ctx.manager.switch_and_wait("studio-tiny")
+    assert final.stage == "ready", final.message
+    with serve(ctx) as base:
+        yield base
+
+
+@pytest.fixture
+def page(url, tmp_path):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(url)
+        yield pg
+        context.close()
+        browser.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=f"/tmp/studio-{name}.png", full_page=True)
+
+
+def record_texts(page, elem_id: str) -> None:
+    """Remember every text the element shows from now on (progress can be too quick to poll)."""
+    page.evaluate("""(id) => {
+        const el = document.getElementById(id);
+        window.__seen = window.__seen || {};
+        const seen = window.__seen[id] = [el.innerText];
+        new MutationObserver(() => { const t = el.innerText; if (t !== seen[seen.length - 1]) seen.push(t); })
+            .observe(el, {subtree: true, childList: true, characterData: true});
+    }""", elem_id)
+
+
+def test_switch_model_then_generate(page):
+    expect = sync_api.expect
+    header = page.locator("#current-model")
+    expect(header).to_contain_text("Model: Studio Tiny")
+    expect(header).to_contain_text("up to 30 s")
+    expect(page.locator("#duration")).to_contain_text("Studio Tiny allows up to 30 s")
+    shot(page, "1-start")
+
+    # Settings: choose the second model, watch the switch stream its progress and end ready
+    page.get_by_role("tab", name="Settings").click()
+    dropdown = page.locator("#model-dropdown")
+    expect(dropdown).to_be_visible()
+    expect(page.locator("#model-card")).to_contain_text("30 s")
+    shot(page, "2-settings")
+    record_texts(page, "switch-status")
+    dropdown.locator("input").click()
+    page.get_by_role("option", name=re.compile(r"^Tiny B")).click()
+
+    status = page.locator("#switch-status")
+    expect(status).to_contain_text("Tiny B is ready")
+    seen = page.evaluate("window.__seen['switch-status']")
+    assert any("Loading Tiny B" in t for t in seen), f"no loading progress shown before 'ready': {seen}"
+    assert seen.index(next(t for t in seen if "Loading Tiny B" in t)) < \
+        seen.index(next(t for t in seen if "Tiny B is ready" in t)), seen
+    card = page.locator("#model-card")
+    expect(card).to_contain_text("Tiny B")
+    expect(card).to_contain_text("12 s")
+    expect(header).to_contain_text("Model: Tiny B")
+    expect(dropdown.locator("input")).to_be_enabled()
+    shot(page, "3-switched")
+
+    # Generate: the duration slider now follows Tiny B's 12 s limit
+    page.get_by_role("tab", name="Generate").click()
+    duration = page.locator("#duration")
+    expect(duration.locator("input[type=range]")).to_have_attribute("max", "12")
+    expect(duration).to_contain_text("Tiny B allows up to 12 s")
+    number = duration.locator("input[type=number]")
+    number.fill("1")
+    number.press("Enter")
+    expect(duration.locator("input[type=range]")).to_have_value("1")
+    page.locator("#prompt textarea").fill("warm lo-fi piano with vinyl crackle")
+    button = page.locator("#generate-btn")
+    expect(button).to_be_enabled()
+    button.click()
+
+    out = page.locator("#audio-out")
+    expect(out.locator("audio").first).to_be_attached(timeout=60_000)  # the player (its <audio> may stay hidden)
+    expect(out.get_by_test_id("waveform-Result")).to_be_visible()
+    expect(out.locator("time#duration")).to_have_text("0:01")  # the 1 s clip asked for
+    link = out.get_by_test_id("download-link")
+    expect(link).to_have_attribute("href", re.compile(r"\.wav$"))
+    wav = page.request.get(link.get_attribute("href"))
+    assert wav.ok and wav.body()[:4] == b"RIFF", wav.status
+    expect(page.locator("#result-info")).to_contain_text("Tiny B")
+    expect(page.locator("#result-info")).to_contain_text("seed")
+    page.wait_for_timeout(500)  # let the waveform draw before the screenshot
+    shot(page, "4-generated")
+
+
+def _generate_and_read_seed(page) -> str:
+    info = page.locator("#result-info")
+    before = info.inner_text()
+    page.locator("#generate-btn").click()
+    expect = sync_api.expect
+    expect(info).not_to_have_text(before or "\x00", timeout=60_000)
+    expect(info).to_contain_text("seed")
+    return re.search(r"seed (\d+)", info.inner_text()).group(1)
+
+
+def test_untouched_seed_field_gives_random_seeds(page):
+    page.locator("#prompt textarea").fill("a short drum loop")
+    number = page.locator("#duration input[type=number]")
+    number.fill("0.5")
+    number.press("Enter")
+    first = _generate_and_read_seed(page)
+    second = _generate_and_read_seed(page)
+    assert first != second, f"both generations used seed {first}"
+    assert page.locator("#seed input").input_value() == "-1"  # the untouched field means "random"
