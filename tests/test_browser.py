@@ -160,12 +160,12 @@ def test_switch_model_then_generate(page):
 
 
 def _generate_and_read_seed(page) -> str:
+    """Click Generate and return the seed of the NEW job (the info line names its job number)."""
     info = page.locator("#result-info")
-    before = info.inner_text()
+    old = re.search(r"Job (\d+)", info.inner_text())
     page.locator("#generate-btn").click()
-    expect = sync_api.expect
-    expect(info).not_to_have_text(before or "\x00", timeout=60_000)
-    expect(info).to_contain_text("seed")
+    next_job = int(old.group(1)) + 1 if old else 1
+    sync_api.expect(info).to_contain_text(f"Job {next_job} ", timeout=60_000)
     return re.search(r"seed (\d+)", info.inner_text()).group(1)
 
 
