@@ -165,3 +165,9 @@ def test_openapi_documents_the_routes(client):
         assert path in doc["paths"]
     schema = doc["components"]["schemas"]["GenerateRequest"]
     assert {"prompt", "duration_s"} <= set(schema["required"])
+
+
+def test_models_say_which_do_not_fit_in_memory(client):
+    models = {m["id"]: m for m in client.get("/api/models").json()}
+    assert models["studio-tiny"]["fits_memory"] is True and models["studio-tiny"]["memory_note"] is None
+    assert models["huge"]["fits_memory"] is False and "needs about" in models["huge"]["memory_note"]

@@ -116,6 +116,17 @@ class ModelManager:
         return self._cancel.is_set()
 
     # ---- switching ---------------------------------------------------------------------------------------
+    def memory_shortfall(self, spec: ModelSpec) -> str | None:
+        """Why spec would not fit in the device's free memory (counting the loaded model as freed), or None."""
+        need = spec.memory_gb * GB * torch.finfo(self.dtype).bits / 32
+        with self._guard:
+            current = self._model
+        free = free_bytes(self.device) + (current.nbytes() if current is not None else 0)
+        if need <= free:
+            return None
+        return (f"{spec.display_name} needs about {_gb(need)} of {self.device.type.upper()} memory but only "
+                f"{_gb(free)} is free.")
+
     def switch(self, model_id: str, note: str | None = None) -> Iterator[ProgressEvent]:
         """Start switching to model_id and return its progress events, ending with 'ready' or 'error'.
 
@@ -160,12 +171,10 @@ class ModelManager:
         if current is not None and current.spec.id == spec.id:
             return ProgressEvent("ready", f"{name} is already loaded.", spec.id, fraction=1.0)
 
-        need = spec.memory_gb * GB * torch.finfo(self.dtype).bits / 32
-        free = free_bytes(self.device) + (current.nbytes() if current is not None else 0)
-        if need > free:
+        shortfall = self.memory_shortfall(spec)
+        if shortfall:
             keep = f" {current.spec.display_name} stays loaded." if current else ""
-            return ProgressEvent("error", f"{name} needs about {_gb(need)} of {self.device.type.upper()} memory but "
-                                 f"only {_gb(free)} is free.{keep}", spec.id, code="insufficient_memory")
+            return ProgressEvent("error", shortfall + keep, spec.id, code="insufficient_memory")
 
         def on_bytes(done: int, total: int) -> None:
             frac = done / total if total else None

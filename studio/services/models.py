@@ -34,6 +34,8 @@ class ModelInfo(BaseModel):
     generation: GenerationDefaults
     available: bool  # usable without a download
     loaded: bool
+    fits_memory: bool  # fits in the device's free memory (the loaded model counted as freed)
+    memory_note: str | None  # why it does not fit
 
 
 class ProgressInfo(BaseModel):
@@ -60,13 +62,15 @@ class ModelService:
         self.requested_model = requested_model
 
     def _info(self, spec: ModelSpec, loaded_id: str | None) -> ModelInfo:
+        shortfall = self.manager.memory_shortfall(spec)
         return ModelInfo(
             id=spec.id, display_name=spec.display_name, description=spec.description, backend=spec.backend,
             hub_repo=spec.source.hub, revision=spec.source.revision, builtin=spec.is_builtin,
             parameters=spec.parameters, sample_rate=spec.sample_rate, channels=spec.channels,
             frame_rate=spec.frame_rate, max_duration_s=spec.max_duration_s, max_tokens=spec.max_tokens,
             memory_gb=spec.memory_gb, download_gb=spec.download_gb, generation=spec.generation,
-            available=self.store.available(spec), loaded=spec.id == loaded_id)
+            available=self.store.available(spec), loaded=spec.id == loaded_id, fits_memory=shortfall is None,
+            memory_note=shortfall)
 
     def list_models(self) -> list[ModelInfo]:
         loaded = self.manager.status().model_id

@@ -45,11 +45,20 @@ def fmt_channels(n: int) -> str:
     return {1: "mono", 2: "stereo"}.get(n, f"{n} channels")
 
 
-def model_choice_label(m: ModelInfo) -> str:
-    where = "on this machine" if m.available else f"{m.download_gb:.1f} GB download"
+def fmt_gb(gb: float) -> str:
+    return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1024:.0f} MB"
+
+
+def weights_state(m: ModelInfo) -> str:
     if m.builtin:
-        where = "built in"
-    return f"{m.display_name} · {fmt_params(m.parameters)} · {where}"
+        return "built in"
+    return "downloaded" if m.available else f"{fmt_gb(m.download_gb)} download"
+
+
+def model_choice_label(m: ModelInfo) -> str:
+    # Dropdowns cannot disable a choice: say it in the label; the server refuses it anyway.
+    fit = "" if m.fits_memory else " · needs more memory than is free"
+    return f"{m.display_name} · {fmt_params(m.parameters)} · {weights_state(m)}{fit}"
 
 
 def model_card(m: ModelInfo | None) -> str:
@@ -60,7 +69,7 @@ def model_card(m: ModelInfo | None) -> str:
     elif m.available:
         weights = f"Downloaded (`{m.hub_repo}`)"
     else:
-        weights = f"Not downloaded: about {m.download_gb:.1f} GB from `{m.hub_repo}` when you choose it"
+        weights = f"Not downloaded: about {fmt_gb(m.download_gb)} from `{m.hub_repo}` when you choose it"
     return "\n".join([
         f"### {m.display_name}{'  (loaded)' if m.loaded else ''}",
         m.description,
@@ -68,7 +77,8 @@ def model_card(m: ModelInfo | None) -> str:
         "| Capability | Value |",
         "|---|---|",
         f"| Max duration | {m.max_duration_s:g} s ({m.max_tokens} decoding steps) |",
-        f"| Memory needed | {m.memory_gb:g} GB in float32 (about half in float16 on a GPU) |",
+        f"| Memory needed | {m.memory_gb:g} GB in float32 (about half in float16 on a GPU)"
+        f"{'' if m.fits_memory else ' · ⚠️ ' + (m.memory_note or '')} |",
         f"| Sample rate | {m.sample_rate / 1000:g} kHz, {fmt_channels(m.channels)} |",
         f"| Parameters | {fmt_params(m.parameters)} |",
         f"| Weights | {weights} |",

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from studio.context import AppContext
-from studio.ui.common import fmt_channels, fmt_params, model_card, model_choice_label, user_errors
+from studio.ui.common import (fmt_channels, fmt_params, model_card, model_choice_label, user_errors,
+                              weights_state)
 
 
 @dataclass
@@ -27,9 +28,10 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
 def models_table(ctx: AppContext) -> list[list]:
     rows = []
     for m in ctx.models.list_models():
-        weights = "built in" if m.builtin else ("downloaded" if m.available else f"{m.download_gb:.1f} GB download")
-        rows.append([m.display_name, fmt_params(m.parameters), m.max_duration_s, m.memory_gb,
-                     f"{m.sample_rate / 1000:g} kHz {fmt_channels(m.channels)}", weights, "yes" if m.loaded else ""])
+        memory = f"{m.memory_gb:g}" + ("" if m.fits_memory else " (too much)")
+        rows.append([m.display_name, fmt_params(m.parameters), m.max_duration_s, memory,
+                     f"{m.sample_rate / 1000:g} kHz {fmt_channels(m.channels)}", weights_state(m),
+                     "yes" if m.loaded else ""])
     return rows
 
 
