@@ -24,15 +24,22 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 settings = build_settings_tab(ctx)
         wire_generate_tab(ctx, gen)
 
-        model_outputs = [gen.duration, gen.duration_hint, *gen.settings]
+        model_outputs = [gen.duration, gen.duration_hint, *gen.settings, settings.model, settings.card, settings.table]
+
+        def follow(cur, duration, **dropdown) -> list:
+            """Updates that bring every model-dependent widget in line with the loaded model."""
+            model_id = cur.model.id if cur.model else None
+            return [status_line(cur), model_id, *model_updates(cur.model, duration),
+                    gr.Dropdown(choices=model_choices(ctx), value=model_id, **dropdown), model_card(cur.model),
+                    models_table(ctx)]
 
         def refresh(seen, duration):
-            """Status line for every page; widget limits only when the loaded model changed."""
+            """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
+            or a switch made elsewhere), never in the middle of a switch."""
             cur = ctx.models.current()
-            model_id = cur.model.id if cur.model else None
-            if model_id == seen:
+            if (cur.model.id if cur.model else None) == seen or cur.state == "switching":
                 return [status_line(cur), seen, *[gr.skip()] * len(model_outputs)]
-            return [status_line(cur), model_id, *model_updates(cur.model, duration)]
+            return follow(cur, duration)
 
         refresh_io = dict(inputs=[seen_model, gen.duration], outputs=[header, seen_model, *model_outputs],
                           show_progress="hidden", api_visibility="private")
@@ -46,13 +53,9 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         def locked():
             return gr.Dropdown(interactive=False), gr.Button(interactive=False, value="Switching model…")
 
-        def unlocked(seen, duration):
-            cur = ctx.models.current()
-            loaded = cur.model.id if cur.model else None
-            chosen = ctx.models.get(loaded) if loaded else None
-            return [gr.Dropdown(choices=model_choices(ctx), value=loaded, interactive=True),
-                    gr.Button(interactive=True, value="Generate"), model_card(chosen), models_table(ctx),
-                    *refresh(seen, duration)]
+        def unlocked(duration):
+            return [gr.Button(interactive=True, value="Generate"),
+                    *follow(ctx.models.current(), duration, interactive=True)]
 
         def switch_model(model_id, progress=gr.Progress()):
             """Switch to model_id: streams download and load progress; the last update says ready or error."""
@@ -61,8 +64,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         start = settings.model.input(locked, None, lock, js=JS_SWITCH_START, queue=False, api_visibility="private")
         switching = start.then(switch_model, settings.model, [settings.status, settings.card],
                                api_name="switch_model", concurrency_id="gpu", concurrency_limit=1)
-        unlock_io = dict(fn=unlocked, inputs=[seen_model, gen.duration],
-                         outputs=[*lock, settings.card, settings.table, header, seen_model, *model_outputs],
+        unlock_io = dict(fn=unlocked, inputs=[gen.duration],
+                         outputs=[gen.generate_btn, header, seen_model, *model_outputs],
                          js=JS_SWITCH_END, api_visibility="private")
         switching.then(**unlock_io)
         switching.failure(**unlock_io)
