@@ -171,3 +171,10 @@ def test_models_say_which_do_not_fit_in_memory(client):
     models = {m["id"]: m for m in client.get("/api/models").json()}
     assert models["studio-tiny"]["fits_memory"] is True and models["studio-tiny"]["memory_note"] is None
     assert models["huge"]["fits_memory"] is False and "needs about" in models["huge"]["memory_note"]
+
+
+def test_job_times_are_utc(client):
+    job_id = client.post("/api/generate", json={"prompt": "x", "duration_s": 0.5, "seed": 1}).json()["job_id"]
+    for job in (client.get(f"/api/jobs/{job_id}").json(), client.get("/api/jobs").json()[0]):
+        assert job["created_at"].endswith(("Z", "+00:00")) and job["finished_at"].endswith(("Z", "+00:00"))
+        assert job["elapsed_s"] >= 0

@@ -178,3 +178,60 @@ def test_untouched_seed_field_gives_random_seeds(page):
     second = _generate_and_read_seed(page)
     assert first != second, f"both generations used seed {first}"
     assert page.locator("#seed input").input_value() == "-1"  # the untouched field means "random"
+
+
+def test_switch_blocks_generate_and_warns_before_the_tab_closes(make_ctx):
+    """While a switch runs (held here at its download step) the page locks Generate and the model dropdown, and
+    closing the tab asks first; when the switch ends everything is usable again."""
+    ctx = make_ctx(registry_dict(**{SECOND["id"]: {k: v for k, v in SECOND.items() if k != "id"}}))
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    gate = threading.Event()
+    real_fetch = ctx.manager.store.fetch
+
+    def held_fetch(spec, on_bytes):
+        gate.wait(30)
+        return real_fetch(spec, on_bytes)
+
+    ctx.manager.store.fetch = held_fetch
+    with serve(ctx) as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(base)
+            expect = sync_api.expect
+            expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
+            page.get_by_role("tab", name="Settings").click()
+            page.locator("#model-dropdown input").click()
+            page.get_by_role("option", name=re.compile("Tiny B")).click()
+            expect(page.locator("#switch-status")).to_contain_text("Checking")
+            expect(page.locator("#model-dropdown input")).to_be_disabled()
+            page.get_by_role("tab", name="Generate").click()
+            expect(page.locator("#generate-btn")).to_be_disabled()
+            expect(page.locator("#current-model")).to_contain_text("Busy")
+
+            dialogs: list[str] = []
+
+            def on_dialog(dialog):
+                dialogs.append(dialog.type)
+                dialog.dismiss()  # stay on the page
+
+            page.on("dialog", on_dialog)
+            # Leaving the page asks first (this Chromium shows beforeunload on navigation, not on page.close).
+            with pytest.raises(sync_api.Error):
+                page.goto("about:blank", timeout=5000)
+            assert dialogs == ["beforeunload"]
+            # Staying reloads the page (Gradio closed its connection): it still shows the switch and stays locked.
+            page.wait_for_timeout(1500)
+            assert page.url.startswith(base)
+            expect(page.locator("#current-model")).to_contain_text("Busy", timeout=TIMEOUT_MS)
+            expect(page.locator("#generate-btn")).to_be_disabled()
+
+            gate.set()
+            expect(page.locator("#generate-btn")).to_be_enabled(timeout=TIMEOUT_MS)
+            expect(page.locator("#current-model")).to_contain_text("Tiny B")
+            page.goto("about:blank")  # nothing running: leaves without asking
+            assert dialogs == ["beforeunload"]
+        finally:
+            gate.set()
+            browser.close()

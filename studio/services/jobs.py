@@ -1,7 +1,7 @@
 """Job records: list, show, and locate their audio inside the data directory."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,15 @@ class JobInfo(BaseModel):
     elapsed_s: float | None
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; they were stored in UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
 def _info(job: Job) -> JobInfo:
-    return JobInfo(**job.model_dump(exclude={"output_file"}), has_audio=job.output_file is not None)
+    fields = job.model_dump(exclude={"output_file"})
+    fields.update(created_at=_utc(job.created_at), finished_at=_utc(job.finished_at))
+    return JobInfo(**fields, has_audio=job.output_file is not None)
 
 
 class JobService:

@@ -24,49 +24,53 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 settings = build_settings_tab(ctx)
         wire_generate_tab(ctx, gen)
 
-        model_outputs = [gen.duration, gen.duration_hint, *gen.settings, settings.model, settings.card, settings.table]
+        # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets,
+        # and the controls a switch locks.
+        limits = [gen.duration, gen.duration_hint, *gen.settings]
+        controls = [settings.model, settings.card, settings.table, gen.generate_btn]
+        outputs = [header, seen_model, *limits, *controls]
 
-        def follow(cur, duration, **dropdown) -> list:
-            """Updates that bring every model-dependent widget in line with the loaded model."""
+        def locked() -> list:
+            return [gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
+                    gr.Button(interactive=False, value="Switching model…")]
+
+        def follow(cur, duration) -> list:
+            """Bring every widget in line with the loaded model, controls unlocked."""
             model_id = cur.model.id if cur.model else None
             return [status_line(cur), model_id, *model_updates(cur.model, duration),
-                    gr.Dropdown(choices=model_choices(ctx), value=model_id, **dropdown), model_card(cur.model),
-                    models_table(ctx)]
+                    gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True),
+                    model_card(cur.model), models_table(ctx), gr.Button(interactive=True, value="Generate")]
 
         def refresh(seen, duration):
             """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
-            or a switch made elsewhere), never in the middle of a switch."""
+            or a switch made elsewhere). Controls are locked during any switch, whoever asked for it, and unlocked
+            outside one, so a page whose own switch stream broke recovers."""
             cur = ctx.models.current()
-            if (cur.model.id if cur.model else None) == seen or cur.state == "switching":
-                return [status_line(cur), seen, *[gr.skip()] * len(model_outputs)]
+            keep = [status_line(cur), seen, *[gr.skip()] * len(limits)]
+            if cur.state == "switching":
+                return [*keep, *locked()]
+            if (cur.model.id if cur.model else None) == seen:
+                return [*keep, gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
+                        gr.Button(interactive=True, value="Generate")]
             return follow(cur, duration)
 
-        refresh_io = dict(inputs=[seen_model, gen.duration], outputs=[header, seen_model, *model_outputs],
-                          show_progress="hidden", api_visibility="private")
+        refresh_io = dict(inputs=[seen_model, gen.duration], outputs=outputs, show_progress="hidden",
+                          api_visibility="private")
         demo.load(refresh, queue=False, **refresh_io)
         gr.Timer(STATUS_EVERY_S).tick(refresh, **refresh_io)
 
         # Switching: lock the controls (and warn before the tab closes), stream progress, then unlock and
         # bring every widget in line with the model now loaded, whether the switch worked or not.
-        lock = [settings.model, gen.generate_btn]
-
-        def locked():
-            return gr.Dropdown(interactive=False), gr.Button(interactive=False, value="Switching model…")
-
-        def unlocked(duration):
-            return [gr.Button(interactive=True, value="Generate"),
-                    *follow(ctx.models.current(), duration, interactive=True)]
-
         def switch_model(model_id, progress=gr.Progress()):
             """Switch to model_id: streams download and load progress; the last update says ready or error."""
             yield from switch_events(ctx, model_id, progress)
 
-        start = settings.model.input(locked, None, lock, js=JS_SWITCH_START, queue=False, api_visibility="private")
+        start = settings.model.input(locked, None, controls, js=JS_SWITCH_START, queue=False,
+                                     api_visibility="private")
         switching = start.then(switch_model, settings.model, [settings.status, settings.card],
                                api_name="switch_model", concurrency_id="gpu", concurrency_limit=1)
-        unlock_io = dict(fn=unlocked, inputs=[gen.duration],
-                         outputs=[gen.generate_btn, header, seen_model, *model_outputs],
-                         js=JS_SWITCH_END, api_visibility="private")
+        unlock_io = dict(fn=lambda duration: follow(ctx.models.current(), duration), inputs=[gen.duration],
+                         outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
         switching.then(**unlock_io)
         switching.failure(**unlock_io)
     return demo

@@ -10,10 +10,14 @@ from studio.services.models import CurrentModel, ModelInfo
 
 NO_ADAPTER = "None (base model)"
 
-# Warn before the tab is closed while a model switch runs (the switch would go on, unseen).
+# Warn before the tab is closed while a model switch runs (the switch would go on, unseen). Gradio's own
+# beforeunload listener, registered before ours, closes the page's connection: if the person chooses to stay, the
+# page reloads (the switch goes on in the server, and the page shows it).
 HEAD = """<script>
 window.addEventListener('beforeunload', (e) => {
-  if (window.__studioSwitching) { e.preventDefault(); e.returnValue = ''; }
+  if (!window.__studioSwitching) return;
+  e.preventDefault(); e.returnValue = '';
+  setTimeout(() => { window.__studioSwitching = false; location.reload(); }, 500);  // only runs if we stayed
 });
 </script>"""
 JS_SWITCH_START = "(...args) => { window.__studioSwitching = true; return args; }"
