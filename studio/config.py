@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 ENV_PREFIX = "STUDIO_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # defaults do not depend on where app.py is started from
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: dict[str, str] | 
     p.add_argument("--host", default=env_default("HOST", "0.0.0.0" if on_space else "127.0.0.1"),
                    help="interface to bind [STUDIO_HOST]")
     p.add_argument("--port", type=int, default=int(env_default("PORT", "7860")), help="port [STUDIO_PORT]")
-    p.add_argument("--data-dir", default=env_default("DATA_DIR", "adapters_db"),
+    p.add_argument("--data-dir", default=env_default("DATA_DIR", str(PROJECT_ROOT / "adapters_db")),
                    help="database, models, outputs [STUDIO_DATA_DIR]")
-    p.add_argument("--registry", default=env_default("REGISTRY", "registry.yaml"),
+    p.add_argument("--registry", default=env_default("REGISTRY", str(PROJECT_ROOT / "registry.yaml")),
                    help="model registry file [STUDIO_REGISTRY]")
     p.add_argument("--model", default=env_default("MODEL"), help="model id to load at start [STUDIO_MODEL]")
     p.add_argument("--share", action="store_true", default=_truthy(env_default("SHARE")),

@@ -71,6 +71,7 @@ BAD_REQUESTS = [
     ("prompt as number", {"prompt": 5, "duration_s": 1}, 422, "invalid_body"),
     ("settings as list", {"prompt": "x", "duration_s": 1, "settings": [1]}, 422, "invalid_body"),
     ("body is a list", [1, 2], 422, "invalid_body"),
+    ("misspelt field", {"prompt": "x", "duration_s": 1, "sed": 4}, 422, "invalid_body"),
 ]
 
 

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from studio.config import parse_settings
+from studio.config import PROJECT_ROOT, parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults():
     s = parse_settings([], environ={})
-    assert (s.host, s.port, str(s.data_dir), str(s.registry_path)) == ("127.0.0.1", 7860, "adapters_db",
-                                                                         "registry.yaml")
+    assert (s.host, s.port) == ("127.0.0.1", 7860)
+    assert s.data_dir == PROJECT_ROOT / "adapters_db" and s.registry_path == PROJECT_ROOT / "registry.yaml"
+    assert s.registry_path.is_file()
     assert s.model is None and s.share is False and s.auth is None
 
 

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from studio.context import AppContext
 from studio.errors import NotFound
@@ -16,6 +16,8 @@ from studio.services.models import CurrentModel, ModelInfo
 
 
 class SwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model_id: str = Field(description="a model id from GET /api/models")
 
 

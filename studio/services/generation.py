@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import soundfile as sf
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from studio.db.engine import session_scope
 from studio.db.jobs import create_job, finish_job
@@ -23,6 +23,8 @@ StepCallback = Callable[[int, int], None]
 
 
 class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
     prompt: str = Field(description="what the music should sound like")
     duration_s: float = Field(description="seconds of audio; at most the loaded model's max_duration_s")
     seed: int | None = Field(None, description="same prompt, settings and seed give the same audio; none: random")
