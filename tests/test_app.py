@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from studio.config import PROJECT_ROOT, parse_settings
+from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,12 +41,6 @@ def test_bad_auth_is_refused(auth, capsys):
     assert "USER:PASS" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.status, r.read()
@@ -54,7 +48,7 @@ def _get(url: str):
 
 def test_app_answers_before_loading_and_then_loads_the_tiny_model_offline(tmp_path):
     """A newcomer on an offline machine: the default (musicgen-small) is not cached, so studio-tiny loads."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf")}  # an empty HF cache: nothing downloaded yet
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", str(tmp_path / "data")],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

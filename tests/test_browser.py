@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
-import time
-from contextlib import contextmanager
 
 import pytest
 
@@ -21,43 +17,14 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
-import uvicorn  # noqa: E402
 
-from studio.server import build_app  # noqa: E402
 from tests.conftest import registry_dict  # noqa: E402
+from tests.live import hold_fetch, serve  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SECOND = {"id": "tiny-b", "display_name": "Tiny B", "max_duration_s": 12}  # same built-in weights, other limits
 TIMEOUT_MS = 30_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(ctx):
-    """The studio app on 127.0.0.1:<free port> in a background thread; yields its base URL, stops on exit."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(ctx, load_model=False), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on",
-                                           timeout_graceful_shutdown=1))  # the page keeps streams open
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the studio server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the studio server did not stop"
 
 
 @pytest.fixture
@@ -185,14 +152,7 @@ def test_switch_blocks_generate_and_warns_before_the_tab_closes(make_ctx):
     closing the tab asks first; when the switch ends everything is usable again."""
     ctx = make_ctx(registry_dict(**{SECOND["id"]: {k: v for k, v in SECOND.items() if k != "id"}}))
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    gate = threading.Event()
-    real_fetch = ctx.manager.store.fetch
-
-    def held_fetch(spec, on_bytes):
-        gate.wait(30)
-        return real_fetch(spec, on_bytes)
-
-    ctx.manager.store.fetch = held_fetch
+    gate = hold_fetch(ctx)
     with serve(ctx) as base, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

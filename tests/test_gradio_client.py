@@ -7,55 +7,21 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import uvicorn
 from gradio_client import Client
 from gradio_client.exceptions import AppError, AuthenticationError
 
-from studio.server import build_app
 from studio.ui.common import NO_ADAPTER
+from tests.live import serve
 
 TINY_MAX_S = 30  # studio-tiny's max_duration_s in the test registry (tests/conftest.py)
 DEFAULTS = dict(top_k=250, top_p=0.0, temperature=1.0, guidance_scale=3.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(ctx):
-    """The studio app on 127.0.0.1:<free port> in a background thread; yields its base URL, stops on exit."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(ctx, load_model=False), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on",
-                                           # gradio_client's heartbeat stream stays open: don't wait for it
-                                           timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the studio server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive(), "the studio server did not stop"
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:

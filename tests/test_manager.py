@@ -12,6 +12,7 @@ from studio.errors import Busy, Cancelled, NoModelLoaded, NotFound
 from studio.runtime.tiny import build_tiny_model
 from studio.services.generation import GenerateRequest
 from tests.conftest import registry_dict
+from tests.live import hold_fetch
 
 
 def _stages(events):
@@ -120,14 +121,7 @@ def test_generation_and_switch_exclude_each_other(ctx):
 def test_switch_blocks_generation_until_ready(make_ctx):
     ctx = make_ctx(registry_dict(**{"tiny-b": {}}))
     ctx.manager.switch_and_wait("studio-tiny")
-    gate = threading.Event()
-    real_fetch = ctx.manager.store.fetch
-
-    def gated_fetch(spec, on_bytes):
-        gate.wait(10)
-        return real_fetch(spec, on_bytes)
-
-    ctx.manager.store.fetch = gated_fetch
+    gate = hold_fetch(ctx)
     events = ctx.manager.switch("tiny-b")
     assert next(events).stage == "checking"
     with pytest.raises(Busy, match="switching to tiny-b"):

@@ -1,0 +1,55 @@
+"""Helpers for tests that need the real server on 127.0.0.1, or a switch held at its download step."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import uvicorn
+
+from studio.context import AppContext
+from studio.server import build_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(ctx: AppContext) -> Iterator[str]:
+    """The studio app on 127.0.0.1:<free port> in a background thread; yields its base URL, stops on exit."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(ctx, load_model=False), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on",
+                                           # pages and gradio_client keep streams open: don't wait for them
+                                           timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the studio server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "the studio server did not stop"
+
+
+def hold_fetch(ctx: AppContext) -> threading.Event:
+    """Make the next switches wait at their download step until the returned event is set."""
+    gate = threading.Event()
+    real_fetch = ctx.manager.store.fetch
+
+    def held_fetch(spec, on_bytes):
+        gate.wait(30)
+        return real_fetch(spec, on_bytes)
+
+    ctx.manager.store.fetch = held_fetch
+    return gate
