@@ -5,9 +5,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import event
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from studio.db import models  # noqa: F401 - registers the tables on SQLModel.metadata
+from studio.db.migrate import upgrade
 
 
 def make_engine(url: str):
@@ -21,7 +21,7 @@ def make_engine(url: str):
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    SQLModel.metadata.create_all(engine)
+    upgrade(engine)  # start-up applies pending migrations
     return engine
 
 

@@ -4,12 +4,41 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class Adapter(SQLModel, table=True):
+    """A LoRA adapter: a versioned artifact whose files the studio owns under <data-dir>/adapters/."""
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_adapter_name_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, max_length=100)
+    version: int
+    description: str = ""
+    base_model: str = Field(index=True)  # a registry model id
+    base_model_revision: str | None = None
+    base_weights_hash: str | None = None  # fingerprint of the base weights it was trained on, when known
+    path: str  # folder relative to the data directory
+    source: str  # where it was registered from, for a person
+    lora_config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    size_bytes: int = 0
+    # Training provenance (optional)
+    training_dataset: str | None = None
+    training_config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    training_metrics: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    training_run_id: str | None = None
+    trained_at: datetime | None = None
+    active: bool = True
+    usage_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime | None = Field(default=None, index=True)
 
 
 class Job(SQLModel, table=True):
@@ -24,6 +53,7 @@ class Job(SQLModel, table=True):
     sample_rate: int
     status: str = Field(default="running", index=True)  # running | succeeded | failed | cancelled
     error: str | None = None
+    adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
     output_file: str | None = None  # relative to the data directory
     created_at: datetime = Field(default_factory=utcnow, index=True)
     finished_at: datetime | None = None
