@@ -88,10 +88,10 @@ def make_lora(base_folder, out_dir, *, r: int = 4, alpha: int = 8, seed: int = 0
     from peft import LoraConfig, get_peft_model
 
     out_dir = Path(out_dir)
-    model = _load(base_folder)
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=target, lora_dropout=0.0,
                         init_lora_weights=not init_nonzero)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # from_pretrained also draws from the global RNG
+        model = _load(base_folder)
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +108,15 @@ def build_tiny_variant(out_dir, *, hidden_size: int | None = None, seed: int | N
     seed: weight seed (default TINY_SEED + 1: SAME SHAPES, OTHER WEIGHTS). hidden_size=None, seed=TINY_SEED
     reproduces studio-tiny's weights exactly.
     Mirrors studio/runtime/tiny.py build_tiny_model (which takes no shape/seed parameters)."""
-    from transformers import (EncodecConfig, EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, MusicgenProcessor, T5Config)
+    from transformers import (
+        EncodecConfig,
+        EncodecFeatureExtractor,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+        T5Config,
+    )
 
     out_dir = Path(out_dir)
     hidden = 32 if hidden_size is None else int(hidden_size)
@@ -164,10 +171,10 @@ def make_not_lora(out_dir, *, base_folder=None, peft_type: str = "IA3", seed: in
     from peft import IA3Config, get_peft_model
 
     out_dir = Path(out_dir)
-    model = _load(base_folder or default_base())
     config = IA3Config(target_modules=r"decoder\.model\.decoder\.layers\.\d+\.(self_attn\.(k|v)_proj|fc2)",
                        feedforward_modules=DECODER_FFN, init_ia3_weights=True)
     with torch.random.fork_rng(devices=[]):
+        model = _load(base_folder or default_base())
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     out_dir.mkdir(parents=True, exist_ok=True)

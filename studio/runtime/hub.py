@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 
 import httpx2
 from huggingface_hub import snapshot_download
+from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.errors import (DryRunError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                     RevisionNotFoundError)
 from tqdm.auto import tqdm
@@ -78,16 +79,25 @@ def _progress_tqdm(on_bytes: ByteProgress, total: int, min_interval: float = 0.1
 
 
 def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None, endpoint: str | None,
-                      on_bytes: ByteProgress) -> Path:
-    """Download (or resume) a repo's transformers files into the HF cache and return the snapshot folder."""
-    common = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, allow_patterns=ALLOW_PATTERNS)
+                      on_bytes: ByteProgress, *, allow_patterns: list[str] = ALLOW_PATTERNS,
+                      local_dir: Path | None = None, listing_patterns: list[str] = (),
+                      check_listing: Callable[[list[str]], None] | None = None) -> Path:
+    """Download (or resume) a repo's files matching allow_patterns into the HF cache (or local_dir) and return
+    the folder. check_listing first sees the names matching allow_patterns + listing_patterns and may refuse
+    the repo (raise) before anything is downloaded."""
+    common = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, local_dir=local_dir)
     with _hub_errors(repo_id, revision):
-        try:
-            plan = snapshot_download(repo_id, dry_run=True, **common)  # sizes first: a steady percentage
+        try:  # sizes first, for a steady percentage
+            plan = snapshot_download(repo_id, dry_run=True, allow_patterns=[*allow_patterns, *listing_patterns],
+                                     **common)
         except DryRunError as exc:  # wraps the real reason (not found, offline, ...)
             raise (exc.__cause__ or exc) from None
-        total = sum(f.file_size or 0 for f in plan if f.will_download)
-        return Path(snapshot_download(repo_id, tqdm_class=_progress_tqdm(on_bytes, total), **common))
+        if check_listing is not None:
+            check_listing([f.filename for f in plan])
+        wanted = set(filter_repo_objects([f.filename for f in plan], allow_patterns=allow_patterns))
+        total = sum(f.file_size or 0 for f in plan if f.will_download and f.filename in wanted)
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns,
+                                      tqdm_class=_progress_tqdm(on_bytes, total), **common))
 
 
 @contextmanager

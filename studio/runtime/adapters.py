@@ -1,0 +1,120 @@
+"""LoRA adapter files: validate a PEFT checkpoint without unpickling anything, and check its structure.
+
+The structural check maps every tensor onto a module of the base model and compares shapes, so an adapter for
+another architecture or size is refused before PEFT ever sees it (PEFT would load unmapped keys silently).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors import safe_open
+from torch import nn
+
+from studio.errors import InvalidRequest
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+KEY_PREFIX = "base_model.model."
+# PEFT LoRA tensor suffixes and the dimension each checks: (module kind, index into the tensor shape, attribute)
+_LINEAR = {"lora_A.weight": [(1, "in_features")], "lora_B.weight": [(0, "out_features")],
+           "lora_B.bias": [(0, "out_features")], "lora_magnitude_vector": [(0, "out_features")]}
+_EMBEDDING = {"lora_embedding_A": [(1, "num_embeddings")], "lora_embedding_B": [(0, "embedding_dim")]}
+_SUFFIX = re.compile(r"^(?P<module>.+?)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_magnitude_vector|"
+                     r"lora_embedding_A|lora_embedding_B)(?:\.weight)?$")
+
+
+@dataclass(frozen=True)
+class AdapterFiles:
+    folder: Path
+    config: dict
+    shapes: dict[str, tuple[int, ...]]  # tensor name -> shape, read from the safetensors header only
+
+    @property
+    def rank(self) -> int | None:
+        return self.config.get("r")
+
+    @property
+    def base_name(self) -> str | None:
+        return self.config.get("base_model_name_or_path")
+
+    @property
+    def revision(self) -> str | None:
+        return self.config.get("revision")
+
+
+def inspect_adapter(folder: Path) -> AdapterFiles:
+    """Validate that `folder` is a PEFT LoRA checkpoint with safetensors weights; raise InvalidRequest if not."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidRequest(f"{folder.name or folder} is not a folder.", code="not_a_folder")
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise InvalidRequest(f"Not a PEFT adapter: {CONFIG_FILE} is missing.", code="not_peft_adapter")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"{CONFIG_FILE} is not valid JSON: {exc}", code="not_peft_adapter") from None
+    if not isinstance(config, dict):
+        raise InvalidRequest(f"{CONFIG_FILE} must hold a JSON object.", code="not_peft_adapter")
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type != "LORA":
+        raise InvalidRequest(f"Only LoRA adapters are supported; this one is {peft_type or 'of unknown type'}.",
+                             code="not_lora", peft_type=peft_type or None)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        if pickled:
+            raise InvalidRequest(f"Pickled weights ({', '.join(pickled)}) are refused: they can run code when "
+                                 f"loaded. Convert the adapter to {WEIGHTS_FILE} (safetensors).",
+                                 code="pickled_weights", files=pickled)
+        raise InvalidRequest(f"{WEIGHTS_FILE} is missing.", code="missing_weights")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say so
+        raise InvalidRequest(f"{WEIGHTS_FILE} is not a readable safetensors file: {exc}",
+                             code="invalid_weights") from None
+    if not shapes:
+        raise InvalidRequest(f"{WEIGHTS_FILE} holds no tensors.", code="invalid_weights")
+    return AdapterFiles(folder, config, shapes)
+
+
+def structure_problems(model: nn.Module, files: AdapterFiles, limit: int = 5) -> tuple[list[str], list[str]]:
+    """(unmapped keys, shape mismatches) of the adapter against `model` (real or on the meta device)."""
+    modules = dict(model.named_modules())
+    unmapped: list[str] = []
+    mismatched: list[str] = []
+    for key, shape in sorted(files.shapes.items()):
+        match = _SUFFIX.match(key.removeprefix(KEY_PREFIX))
+        if not match:
+            unmapped.append(key)
+            continue
+        module = modules.get(match["module"])
+        part = match["part"]
+        checks = (_LINEAR if isinstance(module, nn.Linear) else
+                  _EMBEDDING if isinstance(module, nn.Embedding) else None)
+        if module is None or checks is None or part not in checks:
+            unmapped.append(key)
+            continue
+        for dim, attr in checks[part]:
+            expected = getattr(module, attr)
+            if len(shape) <= dim or shape[dim] != expected:
+                mismatched.append(f"{match['module']}.{part}: shape {list(shape)} but the module has "
+                                  f"{attr}={expected}")
+    return unmapped[:limit] + ([f"... and {len(unmapped) - limit} more"] if len(unmapped) > limit else []), \
+        mismatched[:limit] + ([f"... and {len(mismatched) - limit} more"] if len(mismatched) > limit else [])
+
+
+def check_structure(model: nn.Module, files: AdapterFiles, base_name: str) -> None:
+    """Raise InvalidRequest unless every tensor maps onto a module of `model` with matching in/out features."""
+    unmapped, mismatched = structure_problems(model, files)
+    if unmapped:
+        raise InvalidRequest(f"The adapter has tensors for modules {base_name} does not have: "
+                             f"{'; '.join(unmapped)}.", code="unmapped_keys", keys=unmapped)
+    if mismatched:
+        raise InvalidRequest(f"The adapter's shapes do not fit {base_name}: {'; '.join(mismatched)}.",
+                             code="shape_mismatch", mismatches=mismatched)
