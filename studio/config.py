@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 ENV_PREFIX = "STUDIO_"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # defaults do not depend on where app.py is started from
 
 
@@ -26,6 +27,20 @@ class Settings:
     hf_endpoint: str | None = None  # None: huggingface.co (or HF_ENDPOINT)
     load_at_start: bool = True
     max_prompt_chars: int = 1000
+    import_roots: tuple[Path, ...] = ()  # folders adapters may be registered from; () -> <data-dir>/imports
+
+    @property
+    def allowed_import_roots(self) -> list[Path]:
+        """Where registering an adapter from a server folder may read. A studio serving only this machine may
+        also read the user's home; a shared one never reads arbitrary server paths."""
+        roots = list(self.import_roots) or [self.data_dir / "imports"]
+        if self.host in LOOPBACK:
+            roots.append(Path.home())
+        return [r.expanduser().resolve() for r in roots]
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
 
     @property
     def database_url(self) -> str:
@@ -79,6 +94,10 @@ def parse_settings(argv: Sequence[str] | None = None, environ: dict[str, str] | 
                    choices=["auto", "float32", "float16", "bfloat16"], help="weights dtype [STUDIO_DTYPE]")
     p.add_argument("--hf-cache-dir", default=env_default("HF_CACHE_DIR"),
                    help="Hugging Face cache (default: the normal HF cache) [STUDIO_HF_CACHE_DIR]")
+    p.add_argument("--import-root", action="append", dest="import_roots",
+                   default=[r for r in env_default("IMPORT_ROOTS", "").split(os.pathsep) if r],
+                   help="a folder adapters may be registered from (repeatable; default <data-dir>/imports, plus "
+                        "your home when serving 127.0.0.1) [STUDIO_IMPORT_ROOTS, separated by ':']")
     p.add_argument("--no-load-at-start", dest="load_at_start", action="store_false",
                    default=not _truthy(env_default("NO_LOAD_AT_START")),
                    help="start with no model loaded [STUDIO_NO_LOAD_AT_START]")
@@ -100,4 +119,5 @@ def parse_settings(argv: Sequence[str] | None = None, environ: dict[str, str] | 
         hf_cache_dir=Path(args.hf_cache_dir) if args.hf_cache_dir else None,
         hf_endpoint=env.get("HF_ENDPOINT") or None,
         load_at_start=args.load_at_start,
+        import_roots=tuple(Path(r) for r in args.import_roots),
     )

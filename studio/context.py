@@ -11,6 +11,7 @@ from studio.registry import Registry, load_registry
 from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
+from studio.services.adapters import AdapterService
 from studio.services.generation import GenerationService
 from studio.services.jobs import JobService
 from studio.services.models import ModelService
@@ -27,6 +28,7 @@ class AppContext:
     models: ModelService
     generation: GenerationService
     jobs: JobService
+    adapters: AdapterService
 
     def start_background_load(self) -> threading.Thread | None:
         """Load the start-up model after the server answers (never before: start-up stays fast)."""
@@ -51,12 +53,15 @@ def build_context(settings: Settings, registry: Registry | None = None) -> AppCo
     engine = make_engine(settings.database_url)
     store = ModelStore(settings.models_dir, settings.hf_cache_dir, settings.hf_endpoint)
     manager = ModelManager(registry, store, TransformersBackend(), settings.device, settings.dtype)
+    adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
+                              settings.hf_endpoint)
     return AppContext(
         settings=settings,
         registry=registry,
         engine=engine,
         manager=manager,
         models=ModelService(registry, manager, store, settings.model),
-        generation=GenerationService(manager, engine, settings.data_dir, settings.max_prompt_chars),
+        generation=GenerationService(manager, engine, adapters, settings.data_dir, settings.max_prompt_chars),
         jobs=JobService(engine, settings.data_dir),
+        adapters=adapters,
     )

@@ -30,6 +30,8 @@ class GenerateResponse(BaseModel):
     duration_s: float
     sample_rate: int
     settings: dict[str, Any]
+    adapter_id: int | None
+    adapter_label: str | None
     elapsed_s: float
 
 
@@ -86,6 +88,7 @@ def build_router(ctx: AppContext) -> APIRouter:
         return GenerateResponse(job_id=result.job_id, audio_url=_audio_url(result.job_id), model_id=result.model_id,
                                 prompt=result.prompt, seed=result.seed, duration_s=result.duration_s,
                                 sample_rate=result.sample_rate, settings=result.settings.model_dump(),
+                                adapter_id=result.adapter_id, adapter_label=result.adapter_label,
                                 elapsed_s=result.elapsed_s)
 
     @router.post("/generate/cancel", response_model=CancelResponse, tags=["generation"])

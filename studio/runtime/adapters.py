@@ -94,6 +94,7 @@ def structure_problems(model: nn.Module, files: AdapterFiles, limit: int = 5) ->
             unmapped.append(key)
             continue
         module = modules.get(match["module"])
+        module = getattr(module, "base_layer", module)  # a layer PEFT already wrapped for another adapter
         part = match["part"]
         checks = (_LINEAR if isinstance(module, nn.Linear) else
                   _EMBEDDING if isinstance(module, nn.Embedding) else None)

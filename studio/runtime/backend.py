@@ -23,6 +23,16 @@ class SamplingParams:
 
 class LoadedModel(Protocol):
     spec: ModelSpec
+    weights_hash: str | None  # fingerprint of the loaded weights, when known
+    adapters: dict[str, Path]  # LoRA adapters loaded next to the base weights
+
+    def load_adapter(self, name: str, folder: Path) -> None:
+        """Check the adapter's structure against this model and load it (not active yet)."""
+
+    def activate_adapter(self, name: str | None, folder: Path | None = None) -> None:
+        """Use adapter `name` (loading it if needed), or the bare base model (None)."""
+
+    def unload_adapter(self, name: str) -> None: ...
 
     def generate(self, prompt: str, duration_s: float, params: SamplingParams, seed: int,
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> np.ndarray:

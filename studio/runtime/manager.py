@@ -104,6 +104,24 @@ class ModelManager:
         finally:
             self._release()
 
+    def identity(self) -> tuple[ModelSpec | None, str | None]:
+        """The loaded model's registry entry and weights fingerprint (None, None when nothing is loaded)."""
+        with self._guard:
+            model = self._model
+        return (model.spec, model.weights_hash) if model is not None else (None, None)
+
+    def try_adapter_op(self, op: Callable[[LoadedModel], None], activity: str) -> bool:
+        """Run a quick adapter operation if the studio is free; False (not done) when busy or nothing is loaded.
+
+        Used for pre-loading on activation and unloading on deactivation: they are optimisations, never worth
+        making a person wait for a running generation."""
+        try:
+            with self.use(activity) as model:
+                op(model)
+        except (Busy, NoModelLoaded):
+            return False
+        return True
+
     def cancel(self) -> bool:
         """Ask the running generation to stop at its next decoding step."""
         with self._guard:
@@ -116,6 +134,10 @@ class ModelManager:
         return self._cancel.is_set()
 
     # ---- switching ---------------------------------------------------------------------------------------
+    def memory_shortfall_bytes(self, nbytes: int) -> bool:
+        """True when `nbytes` more would not fit in the device's free memory."""
+        return nbytes > free_bytes(self.device)
+
     def memory_shortfall(self, spec: ModelSpec) -> str | None:
         """Why spec would not fit in the device's free memory (counting the loaded model as freed), or None."""
         need = spec.memory_gb * GB * torch.finfo(self.dtype).bits / 32

@@ -11,7 +11,9 @@ from transformers import AutoProcessor, StoppingCriteria, StoppingCriteriaList
 
 from studio.errors import Cancelled, Incompatible
 from studio.registry import ModelSpec
+from studio.runtime.adapters import check_structure, inspect_adapter
 from studio.runtime.backend import SamplingParams, StepCallback
+from studio.runtime.fingerprint import weights_fingerprint
 
 
 def _model_class(model_type: str):
@@ -40,10 +42,53 @@ class _StepHook(StoppingCriteria):
 
 
 class TransformersMusicgen:
-    def __init__(self, spec: ModelSpec, model, processor, device: torch.device):
+    def __init__(self, spec: ModelSpec, model, processor, device: torch.device, weights_hash: str | None = None):
         self.spec, self.model, self.processor, self.device = spec, model, processor, device
+        self.weights_hash = weights_hash
         decoder = model.config.decoder
         self.codebooks_per_channel = decoder.num_codebooks // max(1, getattr(decoder, "audio_channels", 1))
+        self.adapters: dict[str, Path] = {}  # PEFT adapter name -> folder, loaded into the model
+        self.active_adapter: str | None = None
+
+    # ---- LoRA adapters (PEFT through transformers' integration: the base is never reloaded) -------------
+    def load_adapter(self, name: str, folder: Path) -> None:
+        """Load a LoRA adapter next to the base weights after checking its structure against this model."""
+        if name in self.adapters:
+            return
+        check_structure(self.model, inspect_adapter(folder), self.spec.display_name)
+        try:
+            self.model.load_adapter(str(folder), adapter_name=name)
+        except Exception:
+            if name in getattr(self.model, "peft_config", {}):  # a failed load leaves the adapter half-in
+                self.model.delete_adapter(name)
+            raise
+        self.adapters[name] = Path(folder)
+        self._apply()
+
+    def activate_adapter(self, name: str | None, folder: Path | None = None) -> None:
+        """Generate with adapter `name` (loading it from `folder` if needed), or with the base model (None)."""
+        if name is not None and name not in self.adapters:
+            self.load_adapter(name, folder)
+        self.active_adapter = name
+        self._apply()
+
+    def unload_adapter(self, name: str) -> None:
+        if name not in self.adapters:
+            return
+        self.model.delete_adapter(name)
+        del self.adapters[name]
+        if self.active_adapter == name:
+            self.active_adapter = None
+        self._apply()
+
+    def _apply(self) -> None:
+        if not self.adapters:
+            return
+        if self.active_adapter is None:
+            self.model.disable_adapters()  # the base model's output, bit for bit
+        else:
+            self.model.enable_adapters()
+            self.model.set_adapter(self.active_adapter)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.model.parameters()) + sum(
@@ -93,12 +138,22 @@ class TransformersBackend:
         model.to(device).eval()
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
         _check_matches_registry(model, spec)
-        return TransformersMusicgen(spec, model, processor, device)
+        return TransformersMusicgen(spec, model, processor, device, weights_fingerprint(folder))
 
     def unload(self, model: TransformersMusicgen) -> None:
         # Drop the references this object holds; the manager drops the object and releases memory.
         model.model = None
         model.processor = None
+
+
+def build_skeleton(folder: Path) -> torch.nn.Module:
+    """The model's modules on the meta device: shapes without weights, to check adapters against a base that is
+    not loaded (milliseconds, no memory)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    with torch.device("meta"):
+        return _model_class(config.model_type)(config)
 
 
 def _check_matches_registry(model, spec: ModelSpec) -> None:

@@ -12,11 +12,13 @@ import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from studio.db.engine import session_scope
+from studio.db.adapters import record_use
 from studio.db.jobs import create_job, finish_job
 from studio.errors import Cancelled, InvalidRequest, OperationFailed
 from studio.registry import GenerationDefaults, ModelSpec
 from studio.runtime.backend import SamplingParams
 from studio.runtime.manager import ModelManager
+from studio.services.adapters import AdapterRef, AdapterService
 
 MAX_SEED = 2**32 - 1
 StepCallback = Callable[[int, int], None]
@@ -29,6 +31,7 @@ class GenerateRequest(BaseModel):
     duration_s: float = Field(description="seconds of audio; at most the loaded model's max_duration_s")
     seed: int | None = Field(None, description="same prompt, settings and seed give the same audio; none: random")
     settings: dict[str, Any] | None = Field(None, description="overrides of the model's generation settings")
+    adapter_id: int | None = Field(None, description="a LoRA adapter compatible with the loaded model; none: base")
 
 
 class GenerationResult(BaseModel):
@@ -39,6 +42,8 @@ class GenerationResult(BaseModel):
     duration_s: float
     sample_rate: int
     settings: GenerationDefaults
+    adapter_id: int | None
+    adapter_label: str | None
     output_file: Path  # absolute path of the WAV
     elapsed_s: float
 
@@ -74,8 +79,9 @@ def resolve_settings(overrides: dict[str, Any] | None, defaults: GenerationDefau
 
 
 class GenerationService:
-    def __init__(self, manager: ModelManager, engine, data_dir: Path, max_prompt_chars: int = 1000):
-        self.manager, self.engine = manager, engine
+    def __init__(self, manager: ModelManager, engine, adapters: AdapterService, data_dir: Path,
+                 max_prompt_chars: int = 1000):
+        self.manager, self.engine, self.adapters = manager, engine, adapters
         self.data_dir = Path(data_dir)
         self.outputs_dir = self.data_dir / "outputs"
         self.max_prompt_chars = max_prompt_chars
@@ -97,14 +103,20 @@ class GenerationService:
             spec = model.spec
             _check_duration(req.duration_s, spec)
             settings = resolve_settings(req.settings, spec.generation)
+            adapter = (self.adapters.for_generation(req.adapter_id, spec, model.weights_hash)
+                       if req.adapter_id is not None else None)
+            # Applying is a set_adapter when loaded (milliseconds): the base model is never reloaded. A structure
+            # that does not fit is refused here, before any job is recorded.
+            model.activate_adapter(adapter.key if adapter else None, adapter.folder if adapter else None)
             seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
-            return self._run(model, spec, prompt, req.duration_s, settings, seed, on_step)
+            return self._run(model, spec, prompt, req.duration_s, settings, seed, adapter, on_step)
 
     def _run(self, model, spec: ModelSpec, prompt: str, duration_s: float, settings: GenerationDefaults, seed: int,
-             on_step: StepCallback | None) -> GenerationResult:
+             adapter: AdapterRef | None, on_step: StepCallback | None) -> GenerationResult:
         with session_scope(self.engine) as session:
             job = create_job(session, prompt=prompt, model_id=spec.id, settings=settings.model_dump(), seed=seed,
-                             duration_s=duration_s, sample_rate=spec.sample_rate)
+                             duration_s=duration_s, sample_rate=spec.sample_rate,
+                             adapter_id=adapter.id if adapter else None)
             started = time.perf_counter()
 
             def step(done: int, total: int) -> None:
@@ -125,6 +137,8 @@ class GenerationService:
             relative = Path("outputs") / f"job-{job.id:06d}.wav"
             path = self._write_wav(relative, audio, spec.sample_rate)
             try:
+                if adapter is not None:
+                    record_use(session, adapter.id)  # committed with the job
                 finish_job(session, job, "succeeded", output_file=relative.as_posix())
             except Exception:
                 path.unlink(missing_ok=True)  # the record and the file exist together or not at all
@@ -133,7 +147,8 @@ class GenerationService:
                 raise
             return GenerationResult(job_id=job.id, model_id=spec.id, prompt=prompt, seed=seed,
                                     duration_s=duration_s, sample_rate=spec.sample_rate, settings=settings,
-                                    output_file=path.resolve(), elapsed_s=round(time.perf_counter() - started, 3))
+                                    adapter_id=adapter.id if adapter else None,
+                                    adapter_label=adapter.label if adapter else None, output_file=path.resolve(), elapsed_s=round(time.perf_counter() - started, 3))
 
     def _write_wav(self, relative: Path, audio, sample_rate: int) -> Path:
         path = self.data_dir / relative

@@ -7,10 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from studio.db.adapters import get_adapter
 from studio.db.engine import session_scope
 from studio.db.jobs import get_job, list_jobs
 from studio.db.models import Job
 from studio.errors import NotFound
+
+DELETED_ADAPTER = "Deleted Adapter"
 
 
 class JobInfo(BaseModel):
@@ -23,6 +26,8 @@ class JobInfo(BaseModel):
     sample_rate: int
     status: str
     error: str | None
+    adapter_id: int | None
+    adapter_label: str | None  # 'name vN', or 'Deleted Adapter'
     has_audio: bool
     created_at: datetime
     finished_at: datetime | None
@@ -34,10 +39,14 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
-def _info(job: Job) -> JobInfo:
+def _info(session, job: Job) -> JobInfo:
     fields = job.model_dump(exclude={"output_file"})
     fields.update(created_at=_utc(job.created_at), finished_at=_utc(job.finished_at))
-    return JobInfo(**fields, has_audio=job.output_file is not None)
+    label = None
+    if job.adapter_id is not None:
+        a = get_adapter(session, job.adapter_id)
+        label = DELETED_ADAPTER if a is None or a.deleted_at is not None else f"{a.name} v{a.version}"
+    return JobInfo(**fields, adapter_label=label, has_audio=job.output_file is not None)
 
 
 class JobService:
@@ -46,14 +55,14 @@ class JobService:
 
     def list(self, limit: int = 50, offset: int = 0) -> list[JobInfo]:
         with session_scope(self.engine) as session:
-            return [_info(j) for j in list_jobs(session, limit=max(1, min(limit, 500)), offset=max(0, offset))]
+            return [_info(session, j) for j in list_jobs(session, limit=max(1, min(limit, 500)), offset=max(0, offset))]
 
     def get(self, job_id: int) -> JobInfo:
         with session_scope(self.engine) as session:
             job = get_job(session, job_id)
             if job is None:
                 raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
-            return _info(job)
+            return _info(session, job)
 
     def audio_path(self, job_id: int) -> Path:
         with session_scope(self.engine) as session:

@@ -1,0 +1,62 @@
+"""Session-first crud for adapters."""
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from studio.db.models import Adapter, Job, utcnow
+
+
+def add_adapter(session: Session, adapter: Adapter) -> Adapter:
+    session.add(adapter)
+    session.commit()
+    session.refresh(adapter)
+    return adapter
+
+
+def get_adapter(session: Session, adapter_id: int) -> Adapter | None:
+    return session.get(Adapter, adapter_id)
+
+
+def list_adapters(session: Session, *, include_deleted: bool = False, active: bool | None = None,
+                  base_model: str | None = None, name: str | None = None) -> list[Adapter]:
+    stmt = select(Adapter)
+    if not include_deleted:
+        stmt = stmt.where(Adapter.deleted_at.is_(None))
+    if active is not None:
+        stmt = stmt.where(Adapter.active == active)
+    if base_model is not None:
+        stmt = stmt.where(Adapter.base_model == base_model)
+    if name is not None:
+        stmt = stmt.where(Adapter.name == name)
+    return list(session.exec(stmt.order_by(Adapter.name, Adapter.created_at, Adapter.version)))
+
+
+def versions_of(session: Session, name: str) -> list[int]:
+    """Every version of `name` ever registered, deleted ones included (a version number is never reused)."""
+    return list(session.exec(select(Adapter.version).where(Adapter.name == name)))
+
+
+def next_version(session: Session, name: str) -> int:
+    latest = session.exec(select(func.max(Adapter.version)).where(Adapter.name == name)).one()
+    return (latest or 0) + 1
+
+
+def save_adapter(session: Session, adapter: Adapter) -> Adapter:
+    adapter.updated_at = utcnow()
+    session.add(adapter)
+    session.commit()
+    session.refresh(adapter)
+    return adapter
+
+
+def record_use(session: Session, adapter_id: int) -> None:
+    """Count one more generation (committed with the job that used it)."""
+    adapter = session.get(Adapter, adapter_id)
+    if adapter is not None:
+        adapter.usage_count += 1
+        session.add(adapter)
+
+
+def job_count(session: Session, adapter_id: int) -> int:
+    return session.exec(select(func.count()).select_from(Job).where(Job.adapter_id == adapter_id)).one()
