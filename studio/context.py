@@ -55,6 +55,7 @@ def build_context(settings: Settings, registry: Registry | None = None) -> AppCo
     manager = ModelManager(registry, store, TransformersBackend(), settings.device, settings.dtype)
     adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
                               settings.hf_endpoint)
+    manager.on_model_loaded(adapters.preload_active)
     return AppContext(
         settings=settings,
         registry=registry,

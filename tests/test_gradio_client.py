@@ -104,8 +104,70 @@ def test_api_duration_limit_follows_the_loaded_model(make_ctx):
 
 
 def test_unknown_adapter_is_refused(gclient):
-    with pytest.raises(AppError, match="adapter"):
+    with pytest.raises(AppError, match="Unknown adapter 'no-such-adapter'"):
         gclient.predict("x", 1.0, 1, 250, 0.0, 1.0, 3.0, "no-such-adapter", api_name="/generate")
+    with pytest.raises(AppError, match="There is no adapter 999"):
+        gclient.predict("x", 1.0, 1, 250, 0.0, 1.0, 3.0, "999", api_name="/generate")
+
+
+@pytest.fixture
+def registered(ctx, tiny_folder):
+    """lofi-piano for studio-tiny (the loaded model) and keys-hub for tiny-hub (another model)."""
+    from studio.services.adapters import RegisterAdapterRequest
+    from tests.adapters_factory import make_lora
+
+    imports = ctx.settings.data_dir / "imports"
+    make_lora(tiny_folder, imports / "lofi-piano", base_name="studio-tiny")
+    make_lora(tiny_folder, imports / "keys-hub", base_name="test-org/tiny-musicgen", seed=1)
+    lofi = ctx.adapters.register(RegisterAdapterRequest(source="folder", path="lofi-piano"))
+    other = ctx.adapters.register(RegisterAdapterRequest(source="folder", path="keys-hub"))
+    return lofi, other
+
+
+def test_generate_with_an_adapter_by_id_or_label_names_it(registered, gclient, ctx):
+    lofi, _ = registered
+    base_audio, base_info = _generate(gclient, seed=5)
+    assert "no adapter (base model)" in base_info
+    s = DEFAULTS
+    for value in (str(lofi.id), "lofi-piano v1"):
+        audio, info = gclient.predict("warm lo-fi piano", 1.0, 5, s["top_k"], s["top_p"], s["temperature"],
+                                      s["guidance_scale"], value, api_name="/generate")
+        assert "adapter **lofi-piano v1**" in info, info
+        assert not np.array_equal(sf.read(audio)[0], sf.read(base_audio)[0])  # same seed, the adapter's sound
+    assert ctx.adapters.get(lofi.id).usage_count == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ("other", "cannot be used with Studio Tiny: Requires Tiny Hub"),
+    ("inactive", "is inactive"),
+    ("deleted", "was deleted"),
+])
+def test_adapters_the_page_would_not_offer_are_refused_by_the_server(registered, gclient, ctx, change, message):
+    from studio.services.adapters import AdapterUpdate
+
+    lofi, other = registered
+    target = other if change == "other" else lofi
+    if change == "inactive":
+        ctx.adapters.update(lofi.id, AdapterUpdate(active=False))
+    elif change == "deleted":
+        ctx.adapters.delete(lofi.id)
+    with pytest.raises(AppError, match=message) as info:
+        gclient.predict("x", 1.0, 1, 250, 0.0, 1.0, 3.0, str(target.id), api_name="/generate")
+    assert "Traceback" not in str(info.value)
+
+
+def test_register_adapter_endpoint(gclient, ctx, tiny_folder):
+    from tests.adapters_factory import make_lora
+
+    make_lora(tiny_folder, ctx.settings.data_dir / "imports" / "my-lora", base_name="studio-tiny")
+    out = gclient.predict("Folder on the server", "my-lora", None, "", "", "mine", 0, "scripted",
+                          "From adapter_config.json", api_name="/register_adapter")
+    assert "Registered **mine v1**" in out[0], out
+    [a] = ctx.adapters.list()
+    assert (a.name, a.version, a.description, a.base_model) == ("mine", 1, "scripted", "studio-tiny")
+    with pytest.raises(AppError, match="outside the folders adapters may be registered from"):
+        gclient.predict("Folder on the server", "/etc", None, "", "", "", 0, "", "From adapter_config.json",
+                        api_name="/register_adapter")
 
 
 # ---- model switching -----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from studio.context import AppContext
@@ -93,8 +94,8 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
     return router
 
 
-def _invalid(exc: Exception) -> InvalidRequest:
+def _invalid(exc: Exception) -> RequestValidationError:
+    """A malformed body: 422 invalid_body / invalid_json, like every other route (api/errors.py maps it)."""
     if isinstance(exc, ValidationError):
-        text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-        return InvalidRequest(f"The request body is not valid: {text}", code="invalid_body")
-    return InvalidRequest("The request body is not valid JSON.", code="invalid_json")
+        return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
+    return RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}])

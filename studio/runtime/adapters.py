@@ -65,6 +65,10 @@ def inspect_adapter(folder: Path) -> AdapterFiles:
     if peft_type != "LORA":
         raise InvalidRequest(f"Only LoRA adapters are supported; this one is {peft_type or 'of unknown type'}.",
                              code="not_lora", peft_type=peft_type or None)
+    problem = _config_problem(config)
+    if problem:
+        raise InvalidRequest(f"{CONFIG_FILE} is not a usable LoRA configuration: {problem}.",
+                             code="invalid_adapter_config")
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         if pickled:
@@ -81,6 +85,57 @@ def inspect_adapter(folder: Path) -> AdapterFiles:
     if not shapes:
         raise InvalidRequest(f"{WEIGHTS_FILE} holds no tensors.", code="invalid_weights")
     return AdapterFiles(folder, config, shapes)
+
+
+def _number(value, *, integer: bool = False) -> bool:
+    kinds = int if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def _config_problem(config: dict) -> str | None:
+    """What would make PEFT fail (or misbehave) when loading this config, checked without PEFT's help: its
+    config classes accept r="four" or lora_alpha=None and only fail deep inside load_adapter."""
+    r = config.get("r", 8)
+    if not _number(r, integer=True) or r < 1:
+        return f"r must be a positive integer, not {r!r}"
+    alpha = config.get("lora_alpha", 8)
+    if not _number(alpha):
+        return f"lora_alpha must be a number, not {alpha!r}"
+    dropout = config.get("lora_dropout", 0.0)
+    if not _number(dropout) or not 0 <= dropout < 1:
+        return f"lora_dropout must be a number in [0, 1), not {dropout!r}"
+    targets = config.get("target_modules")
+    named = (isinstance(targets, str) and targets.strip()) or (
+        isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets))
+    if not named:
+        return f"target_modules must name the layers the adapter changes, not {targets!r}"
+    for key in ("rank_pattern", "alpha_pattern"):
+        pattern = config.get(key) or {}
+        integer = key == "rank_pattern"
+        if not isinstance(pattern, dict) or not all(_number(v, integer=integer) for v in pattern.values()):
+            return f"{key} must map module names to numbers"
+    if isinstance(targets, str) and (config.get("layers_to_transform") is not None or config.get("layers_pattern")):
+        return "layers_to_transform / layers_pattern cannot be used when target_modules is a regex string"
+    return None
+
+
+def _missing_parts(shapes: dict[str, tuple[int, ...]], dora: bool) -> list[str]:
+    """Modules with half an adapter: lora_A without lora_B (or the reverse), or DoRA without its magnitudes."""
+    parts: dict[str, set[str]] = {}
+    for key in shapes:
+        match = _SUFFIX.match(key.removeprefix(KEY_PREFIX))
+        if match:
+            parts.setdefault(match["module"], set()).add(match["part"])
+    missing = []
+    for module, found in sorted(parts.items()):
+        pairs = [("lora_A.weight", "lora_B.weight"), ("lora_embedding_A", "lora_embedding_B")]
+        for one, other in pairs:
+            if (one in found) != (other in found):
+                missing.append(f"{module} has {one if one in found else other} but no "
+                               f"{other if one in found else one}")
+        if dora and "lora_A.weight" in found and "lora_magnitude_vector" not in found:
+            missing.append(f"{module} has no lora_magnitude_vector (use_dora is set)")
+    return missing
 
 
 def structure_problems(model: nn.Module, files: AdapterFiles, limit: int = 5) -> tuple[list[str], list[str]]:
@@ -111,7 +166,8 @@ def structure_problems(model: nn.Module, files: AdapterFiles, limit: int = 5) ->
 
 
 def check_structure(model: nn.Module, files: AdapterFiles, base_name: str) -> None:
-    """Raise InvalidRequest unless every tensor maps onto a module of `model` with matching in/out features."""
+    """Raise InvalidRequest unless every tensor maps onto a module of `model` with matching in/out features and
+    every adapted module has all its parts."""
     unmapped, mismatched = structure_problems(model, files)
     if unmapped:
         raise InvalidRequest(f"The adapter has tensors for modules {base_name} does not have: "
@@ -119,3 +175,8 @@ def check_structure(model: nn.Module, files: AdapterFiles, base_name: str) -> No
     if mismatched:
         raise InvalidRequest(f"The adapter's shapes do not fit {base_name}: {'; '.join(mismatched)}.",
                              code="shape_mismatch", mismatches=mismatched)
+    missing = _missing_parts(files.shapes, bool(files.config.get("use_dora")))
+    if missing:  # PEFT would fill them in silently (zeros, random or weight norms): not what was trained
+        raise InvalidRequest(f"{WEIGHTS_FILE} is incomplete: {'; '.join(missing[:5])}"
+                             f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}.",
+                             code="incomplete_weights", missing=missing[:5])

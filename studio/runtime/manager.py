@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
@@ -57,6 +58,11 @@ class ModelManager:
         self._note = "No model is loaded yet."
         self._progress: ProgressEvent | None = None
         self._cancel = threading.Event()
+        self._loaded_listeners: list[Callable[[], None]] = []
+
+    def on_model_loaded(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (in the switch's thread, the studio free again) after each successful switch."""
+        self._loaded_listeners.append(listener)
 
     # ---- state -------------------------------------------------------------------------------------------
     @property
@@ -110,17 +116,24 @@ class ModelManager:
             model = self._model
         return (model.spec, model.weights_hash) if model is not None else (None, None)
 
-    def try_adapter_op(self, op: Callable[[LoadedModel], None], activity: str) -> bool:
-        """Run a quick adapter operation if the studio is free; False (not done) when busy or nothing is loaded.
+    def try_adapter_op(self, op: Callable[[LoadedModel], None], activity: str, wait_s: float = 0.0) -> bool:
+        """Run a quick adapter operation once the studio is free (waiting up to wait_s); False (not done) when
+        it stays busy or nothing is loaded.
 
-        Used for pre-loading on activation and unloading on deactivation: they are optimisations, never worth
-        making a person wait for a running generation."""
-        try:
-            with self.use(activity) as model:
-                op(model)
-        except (Busy, NoModelLoaded):
-            return False
-        return True
+        Used for pre-loading on activation or after a switch, and unloading on deactivation: optimisations,
+        never worth making a person wait for a running generation."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                with self.use(activity) as model:
+                    op(model)
+                return True
+            except NoModelLoaded:
+                return False
+            except Busy:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
 
     def cancel(self) -> bool:
         """Ask the running generation to stop at its next decoding step."""
@@ -174,6 +187,12 @@ class ModelManager:
                     self._note = final.message
             self._release()  # before the final event: a client told 'ready' can generate at once
             events.put(final)
+            if final.stage == "ready":
+                for listener in self._loaded_listeners:
+                    try:
+                        listener()
+                    except Exception:  # noqa: BLE001 - a listener's failure must not break switching
+                        log.exception("model-loaded listener failed")
 
         threading.Thread(target=run, name=f"switch-{spec.id}", daemon=True).start()
         return _drain(events)

@@ -38,7 +38,11 @@ KEPT_FILES = (CONFIG_FILE, WEIGHTS_FILE, "README.md", PROVENANCE_FILE)
 MAX_NAME = 100
 MAX_ARCHIVE_BYTES = 4 * 2**30
 MAX_ARCHIVE_MEMBERS = 200
+PRELOAD_WAIT_S = 5.0  # after a switch, a generation that started at once may hold the studio briefly
 ProgressFn = Callable[[float | None, str], None]
+# The hub's rule: org/name of letters, digits, '-', '_', '.', not starting or ending with '-' or '.', no '--' or '..'
+_REPO_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
+_REPO_ID = re.compile(f"{_REPO_PART}/{_REPO_PART}")
 
 
 # ---- requests and results ------------------------------------------------------------------------------------
@@ -277,21 +281,21 @@ class AdapterService:
     def update(self, adapter_id: int, change: AdapterUpdate) -> AdapterInfo:
         with session_scope(self.engine) as session:
             a = self._live(session, adapter_id)
-            if change.name is not None:
-                a.name = _clean_name(change.name)
+            wanted_name = a.name if change.name is None else _clean_name(change.name)
+            a.name = wanted_name
             if change.description is not None:
                 a.description = change.description
             activated = change.active is True and not a.active
             deactivated = change.active is False and a.active
             if change.active is not None:
                 a.active = change.active
+            version = a.version
             try:
                 save_adapter(session, a)
             except IntegrityError:
-                session.rollback()
-                with session_scope(self.engine) as s2:
-                    nxt = next_version(s2, a.name)
-                raise Conflict(f"An adapter {a.name} v{a.version} already exists: choose another name.",
+                session.rollback()  # expires `a`: it reads the stored (old) name again
+                nxt = next_version(session, wanted_name)
+                raise Conflict(f"An adapter {wanted_name} v{version} already exists: choose another name.",
                                code="version_exists", next_version=nxt) from None
             ref = AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, f"{a.name} v{a.version}")
         if activated:
@@ -300,7 +304,7 @@ class AdapterService:
             self.manager.try_adapter_op(lambda m: m.unload_adapter(ref.key), "unloading an adapter")
         return self.get(adapter_id)
 
-    def _preload(self, ref: AdapterRef) -> bool:
+    def _preload(self, ref: AdapterRef, wait_s: float = 0.0) -> bool:
         """Activation pre-loads the adapter into a compatible loaded model when memory allows."""
         spec, weights_hash = self.manager.identity()
         with session_scope(self.engine) as session:
@@ -310,10 +314,22 @@ class AdapterService:
         if self.manager.memory_shortfall_bytes(a.size_bytes * 2):
             return False
         try:
-            return self.manager.try_adapter_op(lambda m: m.load_adapter(ref.key, ref.folder), "loading an adapter")
-        except InvalidRequest as exc:  # its structure does not fit after all: it stays unloaded
-            log.warning("adapter %s not pre-loaded: %s", ref.label, exc.message)
+            return self.manager.try_adapter_op(lambda m: m.load_adapter(ref.key, ref.folder), "loading an adapter",
+                                               wait_s=wait_s)
+        except Exception as exc:  # noqa: BLE001 - pre-loading is an optimisation: the adapter stays unloaded,
+            # and the generation that asks for it gets the reason as a domain error
+            log.warning("adapter %s not pre-loaded: %s", ref.label, getattr(exc, "message", None) or exc)
             return False
+
+    def preload_active(self) -> int:
+        """After a model switch: pre-load every active adapter made for the new model (while memory allows)."""
+        spec, _ = self.manager.identity()
+        if spec is None:
+            return 0
+        with session_scope(self.engine) as session:
+            refs = [AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, f"{a.name} v{a.version}")
+                    for a in list_adapters(session, active=True, base_model=spec.id)]
+        return sum(self._preload(ref, wait_s=PRELOAD_WAIT_S) for ref in refs)
 
     def delete(self, adapter_id: int) -> AdapterInfo:
         """Soft delete: hidden from listings, refused for new generations; old jobs keep their reference."""
@@ -404,7 +420,7 @@ class AdapterService:
             folder = _extract(upload, tmp / "archive", upload_name or upload.name)
             stem = re.sub(r"(\.tar\.gz|\.tgz|\.tar|\.zip)$", "", upload_name or upload.name, flags=re.I)
             return folder, folder.name if folder.name != "archive" else stem, f"upload:{upload_name or upload.name}"
-        if not req.repo_id or not re.fullmatch(r"[\w.-]+/[\w.-]+", req.repo_id):
+        if not req.repo_id or not _REPO_ID.fullmatch(req.repo_id) or ".." in req.repo_id or "--" in req.repo_id:
             raise InvalidRequest("Give the hub repo as org/name.", code="invalid_repo_id")
 
         def refuse_pickles(names: list[str]) -> None:
@@ -435,7 +451,11 @@ class AdapterService:
             if any(resolved.is_relative_to(root) for root in self.import_roots):
                 if not resolved.is_dir():
                     raise InvalidRequest(f"There is no folder {path}.", code="folder_not_found")
-                return resolved
+                # the folder is inside a root; the files copied from it must be too (no symlinks out of it)
+                if all(not (resolved / kept).exists()
+                       or any((resolved / kept).resolve().is_relative_to(root) for root in self.import_roots)
+                       for kept in KEPT_FILES):
+                    return resolved
         roots = ", ".join(str(r) for r in self.import_roots)
         raise InvalidRequest(f"{path} is outside the folders adapters may be registered from ({roots}). Copy it "
                              "into one of them, or upload it as an archive.", code="path_not_allowed",

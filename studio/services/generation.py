@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from studio.db.engine import session_scope
 from studio.db.adapters import record_use
 from studio.db.jobs import create_job, finish_job
-from studio.errors import Cancelled, InvalidRequest, OperationFailed
+from studio.errors import Cancelled, InvalidRequest, OperationFailed, StudioError
 from studio.registry import GenerationDefaults, ModelSpec
 from studio.runtime.backend import SamplingParams
 from studio.runtime.manager import ModelManager
@@ -107,7 +107,16 @@ class GenerationService:
                        if req.adapter_id is not None else None)
             # Applying is a set_adapter when loaded (milliseconds): the base model is never reloaded. A structure
             # that does not fit is refused here, before any job is recorded.
-            model.activate_adapter(adapter.key if adapter else None, adapter.folder if adapter else None)
+            try:
+                model.activate_adapter(adapter.key if adapter else None, adapter.folder if adapter else None)
+            except StudioError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - PEFT refusing the files: the request's fault, said once
+                if adapter is None:
+                    raise
+                raise InvalidRequest(f"Adapter {adapter.label} could not be applied to "
+                                     f"{spec.display_name}: {str(exc).splitlines()[0][:300] if str(exc) else exc!r}",
+                                     code="adapter_load_failed", adapter_id=req.adapter_id) from None
             seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
             return self._run(model, spec, prompt, req.duration_s, settings, seed, adapter, on_step)
 
@@ -148,7 +157,8 @@ class GenerationService:
             return GenerationResult(job_id=job.id, model_id=spec.id, prompt=prompt, seed=seed,
                                     duration_s=duration_s, sample_rate=spec.sample_rate, settings=settings,
                                     adapter_id=adapter.id if adapter else None,
-                                    adapter_label=adapter.label if adapter else None, output_file=path.resolve(), elapsed_s=round(time.perf_counter() - started, 3))
+                                    adapter_label=adapter.label if adapter else None, output_file=path.resolve(),
+                                    elapsed_s=round(time.perf_counter() - started, 3))
 
     def _write_wav(self, relative: Path, audio, sample_rate: int) -> Path:
         path = self.data_dir / relative

@@ -1,9 +1,11 @@
-"""build_ui(ctx): the Blocks page, its two tabs, and the events that connect them."""
+"""build_ui(ctx): the Blocks page, its tabs, and the events that connect them."""
 from __future__ import annotations
 
 import gradio as gr
 
 from studio.context import AppContext
+from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, VIEW_COUNT, build_adapters_tab, filter_view,
+                                    view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, status_line
 from studio.ui.generate_tab import build_generate_tab, model_updates, wire_generate_tab
 from studio.ui.settings_tab import build_settings_tab, model_choices, models_table, switch_events
@@ -13,6 +15,9 @@ STATUS_EVERY_S = 2.0
 
 def build_ui(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title="Text2Song Studio") as demo:
+        # The Adapters tab's "Active only" filter, kept by the browser across tabs and reloads. At the top level
+        # (not inside a tab) with a fixed secret, or Gradio does not restore it.
+        active_pref = gr.BrowserState(False, storage_key=ACTIVE_ONLY_KEY, secret=BROWSER_SECRET)
         with gr.Row():
             gr.Markdown("## 🎵 Text2Song Studio")
             header = gr.Markdown(status_line(ctx.models.current()), elem_id="current-model")
@@ -20,43 +25,53 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 gen = build_generate_tab(ctx)
+            with gr.Tab("Adapters", id="adapters"):
+                adapters = build_adapters_tab(ctx)
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings_tab(ctx)
         wire_generate_tab(ctx, gen)
+        wire_adapters_tab(ctx, adapters, gen, active_pref)
 
         # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets,
-        # and the controls a switch locks.
+        # the controls a switch locks, and what depends on the adapters and the loaded model (the adapter dropdown
+        # and its hint, the Adapters tab's list and detail).
         limits = [gen.duration, gen.duration_hint, *gen.settings]
         controls = [settings.model, settings.card, settings.table, gen.generate_btn]
-        outputs = [header, seen_model, *limits, *controls]
+        v_in, v_out = view_inputs(adapters, gen, active_pref), view_outputs(adapters, gen)
+        outputs = [header, seen_model, *limits, *controls, *v_out]
 
         def locked() -> list:
             return [gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
                     gr.Button(interactive=False, value="Switching model…")]
 
-        def follow(cur, duration) -> list:
+        def follow(cur, duration, *view_args) -> list:
             """Bring every widget in line with the loaded model, controls unlocked."""
             model_id = cur.model.id if cur.model else None
             return [status_line(cur), model_id, *model_updates(cur.model, duration),
                     gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True),
-                    model_card(cur.model), models_table(ctx), gr.Button(interactive=True, value="Generate")]
+                    model_card(cur.model), models_table(ctx), gr.Button(interactive=True, value="Generate"),
+                    *view_updates(ctx, *view_args, force=True)]
 
-        def refresh(seen, duration):
+        def refresh(seen, duration, *view_args):
             """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
             or a switch made elsewhere). Controls are locked during any switch, whoever asked for it, and unlocked
-            outside one, so a page whose own switch stream broke recovers."""
+            outside one, so a page whose own switch stream broke recovers. Adapter widgets follow changes made
+            elsewhere (another page, the REST API, a generation's usage count)."""
             cur = ctx.models.current()
             keep = [status_line(cur), seen, *[gr.skip()] * len(limits)]
             if cur.state == "switching":
-                return [*keep, *locked()]
+                return [*keep, *locked(), *[gr.skip()] * VIEW_COUNT]
             if (cur.model.id if cur.model else None) == seen:
                 return [*keep, gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
-                        gr.Button(interactive=True, value="Generate")]
-            return follow(cur, duration)
+                        gr.Button(interactive=True, value="Generate"), *view_updates(ctx, *view_args)]
+            return follow(cur, duration, *view_args)
 
-        refresh_io = dict(inputs=[seen_model, gen.duration], outputs=outputs, show_progress="hidden",
+        refresh_io = dict(inputs=[seen_model, gen.duration, *v_in], outputs=outputs, show_progress="hidden",
                           api_visibility="private")
         demo.load(refresh, queue=False, **refresh_io)
+        demo.load(lambda pref: filter_view(ctx, pref), active_pref,
+                  [adapters.active_only, adapters.table, adapters.empty], queue=False, show_progress="hidden",
+                  api_visibility="private")
         gr.Timer(STATUS_EVERY_S).tick(refresh, **refresh_io)
 
         # Switching: lock the controls (and warn before the tab closes), stream progress, then unlock and
@@ -69,8 +84,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                                      api_visibility="private")
         switching = start.then(switch_model, settings.model, [settings.status, settings.card],
                                api_name="switch_model", concurrency_id="gpu", concurrency_limit=1)
-        unlock_io = dict(fn=lambda duration: follow(ctx.models.current(), duration), inputs=[gen.duration],
-                         outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
+        unlock_io = dict(fn=lambda duration, *view_args: follow(ctx.models.current(), duration, *view_args),
+                         inputs=[gen.duration, *v_in], outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
         switching.then(**unlock_io)
         switching.failure(**unlock_io)
     return demo

@@ -20,12 +20,59 @@ window.addEventListener('beforeunload', (e) => {
   setTimeout(() => { window.__studioSwitching = false; location.reload(); }, 500);  // only runs if we stayed
 });
 </script>"""
+# Inline rename in the Adapters tab: Escape in the name box puts the saved name back (through a hidden button whose
+# handler reads it from the server), Enter saves (the textbox's submit event).
+HEAD += """<script>
+document.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape' || !e.target || !e.target.closest || !e.target.closest('#adapter-name-edit')) return;
+  e.preventDefault();
+  const reset = document.getElementById('adapter-name-reset');
+  if (reset) reset.click();
+  e.target.blur();
+}, true);
+</script>"""
 JS_SWITCH_START = "(...args) => { window.__studioSwitching = true; return args; }"
 JS_SWITCH_END = "(...args) => { window.__studioSwitching = false; return args; }"
 CSS = """
 #current-model { padding: 6px 12px; border-radius: 8px; background: var(--block-background-fill); }
 #model-card table { width: 100%; }
+/* Dropdowns cannot disable one choice: adapters that need another model are greyed (the server refuses them). */
+li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*=" — Not usable: "] {
+  opacity: 0.45; font-style: italic; pointer-events: none; }
+#adapter-hint { color: var(--body-text-color-subdued); font-size: var(--text-sm); margin-top: -6px; }
+#adapter-hint p { margin: 0; }
+/* Adapters tab */
+#adapter-name-reset, .studio-hidden { display: none !important; }
+#adapters-empty p { margin: 4px 0; color: var(--body-text-color-subdued); }
+#rename-dialog, #delete-confirm { border: 2px solid var(--color-accent); border-radius: 10px; padding: 10px 12px;
+  box-shadow: 0 6px 24px rgba(0, 0, 0, 0.15); background: var(--background-fill-primary); }
+#delete-confirm { border-color: var(--error-border-color, #ef4444); }
+#adapter-detail { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px; }
+#adapter-detail-info table, #adapter-history table { width: 100%; font-size: var(--text-sm); }
+#adapter-detail-info th, #adapter-detail-info td, #adapter-history th, #adapter-history td { padding: 4px 8px; }
+#adapter-detail-info td:first-child { width: 22%; color: var(--body-text-color-subdued); }
+.adapter-config { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 10px 16px; }
+.adapter-config .cfg-note, .adapter-config .cfg-hint { grid-column: 1 / -1; margin: 0; }
+.adapter-config .cfg-note { padding: 8px 10px; border-radius: 8px; background: var(--block-background-fill); }
+.adapter-config .cfg-hint { color: var(--body-text-color-subdued); font-size: var(--text-sm); }
+.adapter-config h4 { margin: 0 0 4px; }
+.adapter-config table { width: 100%; border-collapse: collapse; font-size: var(--text-sm); border: none; }
+.adapter-config th, .adapter-config td { text-align: left; padding: 3px 6px;
+  border: none; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
+.adapter-config th { font-weight: normal; cursor: help; width: 55%; }
+.adapter-config .cfg-name { text-decoration: underline dotted; }
+.adapter-config .cfg-key { font-size: 0.8em; color: var(--body-text-color-subdued); background: none; }
+.adapter-config td { word-break: break-word; font-family: var(--font-mono); }
+.adapter-config .cfg-missing { color: var(--body-text-color-subdued); font-family: inherit; font-style: italic; }
 """
+
+
+def md_escape(text: str | None) -> str:
+    """User text (adapter names, descriptions) inside Markdown: no accidental emphasis, links or table cells."""
+    out = str(text or "")
+    for ch in "\\`*_{}[]<>()#+!|~":
+        out = out.replace(ch, "\\" + ch)
+    return out.replace("\n", " ")
 
 
 @contextmanager

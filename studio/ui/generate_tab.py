@@ -6,9 +6,10 @@ from dataclasses import dataclass
 import gradio as gr
 
 from studio.context import AppContext
+from studio.services.adapters import AdapterInfo
 from studio.services.generation import GenerateRequest
 from studio.services.models import ModelInfo
-from studio.ui.common import NO_ADAPTER, user_errors
+from studio.ui.common import NO_ADAPTER, md_escape, user_errors
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
 RANDOM_SEED = -1
@@ -20,6 +21,7 @@ class GenerateTab:
     duration: gr.Slider
     duration_hint: gr.Markdown
     adapter: gr.Dropdown
+    adapter_hint: gr.Markdown
     top_k: gr.Slider
     top_p: gr.Slider
     temperature: gr.Slider
@@ -59,6 +61,86 @@ def model_updates(model: ModelInfo | None, duration: float | None) -> list:
             gr.Slider(value=g.guidance_scale)]
 
 
+# ---- the adapter dropdown ---------------------------------------------------------------------------------------
+SOME_NEED_OTHER_MODEL = "Some adapters need another model: change it in Settings."
+ADAPTER_INFO = "A LoRA adapter gives the model a style it was trained on. Manage adapters in the Adapters tab."
+REQUIRES = " — Requires "  # the suffix of an adapter that needs another model (greyed by CSS, refused by the server)
+NOT_USABLE = " — Not usable: "  # same base model, other revision or weights
+
+
+def no_adapters_hint(model_name: str) -> str:
+    return f"No adapters available for {model_name}. Train or import adapters, or change model in Settings."
+
+
+def adapter_label(a: AdapterInfo) -> str:
+    return f"{a.name} v{a.version}"
+
+
+def adapter_choice_label(a: AdapterInfo, model: ModelInfo | None) -> str:
+    """'name vN' for an adapter usable with the loaded model, else with the reason as a suffix."""
+    if a.compatible:
+        return adapter_label(a)
+    if model is None or a.base_model != model.id:
+        return f"{adapter_label(a)}{REQUIRES}{a.base_model_name}"
+    return f"{adapter_label(a)}{NOT_USABLE}{a.compatibility_note or 'incompatible'}"
+
+
+def _usable(adapters: list[AdapterInfo]) -> tuple[list[AdapterInfo], list[AdapterInfo]]:
+    """(compatible, incompatible) among the active, not deleted adapters, each sorted by name then version."""
+    live = sorted((a for a in adapters if a.active and not a.deleted), key=lambda a: (a.name.casefold(), a.version))
+    return [a for a in live if a.compatible], [a for a in live if not a.compatible]
+
+
+def adapter_choices(adapters: list[AdapterInfo], model: ModelInfo | None) -> list[tuple[str, str]]:
+    """The dropdown's (label, value) choices: the base model, the compatible active adapters (value: the id as a
+    string), then the active ones that need another model, marked with a suffix. With none compatible (or no model
+    loaded), only the base model."""
+    compatible, incompatible = _usable(adapters)
+    if model is None or not compatible:
+        return [(NO_ADAPTER, NO_ADAPTER)]
+    return [(NO_ADAPTER, NO_ADAPTER), *[(adapter_label(a), str(a.id)) for a in compatible],
+            *[(adapter_choice_label(a, model), str(a.id)) for a in incompatible]]
+
+
+def adapter_hint(adapters: list[AdapterInfo], model: ModelInfo | None) -> str:
+    """The line under the dropdown: why adapters are missing or greyed, and what to do."""
+    if model is None:
+        return "No model is loaded: adapters can be chosen once one is."
+    compatible, incompatible = _usable(adapters)
+    if not compatible:
+        hint = no_adapters_hint(model.display_name)
+        needed = sorted({a.base_model_name for a in incompatible})
+        if needed:
+            hint += f" Your active adapters need {', '.join(needed)}."
+        return "ℹ️ " + hint
+    if incompatible:
+        return "ℹ️ " + SOME_NEED_OTHER_MODEL
+    return ""
+
+
+def adapter_widgets(adapters: list[AdapterInfo], model: ModelInfo | None, current: str | None) -> list:
+    """Updates for [dropdown, hint]; the choice is kept while it is still offered."""
+    choices = adapter_choices(adapters, model)
+    value = current if current in [v for _, v in choices] else NO_ADAPTER
+    return [gr.Dropdown(choices=choices, value=value), adapter_hint(adapters, model)]
+
+
+def adapter_id_from(value: str | int | None, adapters: list[AdapterInfo] | None = None) -> int | None:
+    """The adapter a page or script asked for: None for the base model, an id (as sent by the dropdown) or,
+    for scripts, a label 'name vN' of an active adapter. Anything else is refused (gr.Error)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", NO_ADAPTER)):
+        return None
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    label = text.split(REQUIRES)[0].split(NOT_USABLE)[0]
+    for a in adapters or []:
+        if adapter_label(a) == label:
+            return a.id
+    raise gr.Error(f"Unknown adapter {text!r}: choose one from the Adapter list (scripts: an adapter id, or "
+                   f"{NO_ADAPTER!r}).", print_exception=False)
+
+
 def build_generate_tab(ctx: AppContext) -> GenerateTab:
     current = ctx.models.current().model
     # The widget's bound is the registry's largest limit (Gradio checks it for scripts too, which never get
@@ -73,8 +155,11 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                                  label="Duration (seconds)",
                                  elem_id="duration")
             hint = gr.Markdown(elem_id="duration-hint")
-            adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
-                                  info="LoRA adapters you register appear here; the base model is used until then.")
+            # allow_custom_value: a script's session never gets the page's updated choices, so the handler (and the
+            # service behind it) check the value instead of Gradio's list.
+            adapter = gr.Dropdown([(NO_ADAPTER, NO_ADAPTER)], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
+                                  info=ADAPTER_INFO, allow_custom_value=True)
+            adapter_hint_md = gr.Markdown(elem_id="adapter-hint")
             with gr.Accordion("Generation settings", open=False):
                 top_k = gr.Slider(0, 2048, value=g.top_k, step=1, label="top_k",
                                   info="sample from the k most likely tokens (0: no limit)")
@@ -95,20 +180,24 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
-    return GenerateTab(prompt, duration, hint, adapter, top_k, top_p, temperature, guidance, seed, generate_btn,
-                       cancel_btn, audio, result)
+    return GenerateTab(prompt, duration, hint, adapter, adapter_hint_md, top_k, top_p, temperature, guidance, seed,
+                       generate_btn, cancel_btn, audio, result)
 
 
 def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
                  progress=gr.Progress()):
-        """Generate music with the loaded model. Returns the WAV file and a summary."""
-        if adapter not in (None, "", NO_ADAPTER):
-            raise gr.Error(f"Unknown adapter {adapter!r}: no adapters are registered yet.", print_exception=False)
+        """Generate music with the loaded model, with a LoRA adapter ('None (base model)', or an adapter id as
+        listed by GET /api/adapters). Returns the WAV file and a summary naming the model, adapter and seed."""
+        needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
+            "", NO_ADAPTER)
+        with user_errors():
+            adapter_id = adapter_id_from(adapter, ctx.adapters.list(active=True) if needs_listing else None)
         settings = {"top_k": int(top_k), "top_p": float(top_p), "temperature": float(temperature),
                     "guidance_scale": float(guidance_scale)}
         req = GenerateRequest(prompt=prompt or "", duration_s=float(duration_s or 0),
-                              seed=None if seed in (None, "", RANDOM_SEED) else int(seed), settings=settings)
+                              seed=None if seed in (None, "", RANDOM_SEED) else int(seed), settings=settings,
+                              adapter_id=adapter_id)
         progress(0, desc="Starting")
 
         def on_step(done: int, total: int) -> None:
@@ -117,8 +206,9 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         with user_errors():
             r = ctx.generation.generate(req, on_step=on_step)
         model_name = ctx.models.get(r.model_id).display_name
-        info = (f"**Job {r.job_id}** · {model_name} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz · "
-                f"seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
+        used = f"adapter **{md_escape(r.adapter_label)}**" if r.adapter_label else "no adapter (base model)"
+        info = (f"**Job {r.job_id}** · {model_name} · {used} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz"
+                f" · seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
         return str(r.output_file), info
 
     inputs = [tab.prompt, tab.duration, tab.seed, *tab.settings, tab.adapter]

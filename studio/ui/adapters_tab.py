@@ -1,0 +1,471 @@
+"""Adapters tab: the list (versions of a name together), a detail view with the training configuration and the
+version history, activation, rename (inline: Enter saves, Escape cancels; or through a dialog from the list), delete
+with confirmation, and registration from a server folder, an uploaded archive or a hub repo, with progress.
+
+Every action goes through ctx.adapters (studio.services.adapters.AdapterService); its errors become gr.Error. After
+each change, the list, the detail and the Generate tab's adapter dropdown are brought up to date (`view_updates`).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+from pydantic import ValidationError
+
+from studio.context import AppContext
+from studio.errors import NotFound
+from studio.services.adapters import AdapterInfo, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
+from studio.services.models import ModelInfo
+from studio.ui.adapter_config_view import config_view_html, fmt_value
+from studio.ui.common import fmt_gb, md_escape, user_errors
+from studio.ui.generate_tab import GenerateTab, adapter_label, adapter_widgets
+
+TABLE_HEADERS = ["ID", "Name", "Version", "Base model", "Active", "Compatible", "Usage"]
+TABLE_TYPES = ["number", "str", "number", "str", "str", "str", "number"]
+SOURCES = {"Folder on the server": "folder", "Upload archive": "upload", "Hub repo": "hub"}
+FROM_CONFIG = "From adapter_config.json"
+ACTIVE_ONLY_KEY = "text2song-adapters-active-only"  # the browser's localStorage key of the "Active only" filter
+BROWSER_SECRET = "text2song-studio-browser-state"  # fixed: a stored filter must survive server restarts
+
+
+@dataclass
+class AdaptersTab:
+    active_only: gr.Checkbox
+    refresh_btn: gr.Button
+    rename_open: gr.Button
+    empty: gr.Markdown
+    table: gr.Dataframe
+    dialog: gr.Column
+    dialog_title: gr.Markdown
+    dialog_name: gr.Textbox
+    dialog_save: gr.Button
+    dialog_cancel: gr.Button
+    detail: gr.Column
+    name_edit: gr.Textbox
+    name_reset: gr.Button
+    active_toggle: gr.Checkbox
+    delete_btn: gr.Button
+    confirm_row: gr.Row
+    confirm_text: gr.Markdown
+    confirm_btn: gr.Button
+    confirm_cancel: gr.Button
+    info: gr.Markdown
+    config: gr.HTML
+    history: gr.Markdown
+    source: gr.Radio
+    path: gr.Textbox
+    archive: gr.File
+    hub_row: gr.Row
+    repo: gr.Textbox
+    revision: gr.Textbox
+    reg_name: gr.Textbox
+    reg_version: gr.Number
+    reg_base: gr.Dropdown
+    reg_description: gr.Textbox
+    register_btn: gr.Button
+    register_status: gr.Markdown
+    selected: gr.State  # the adapter id shown in the detail view
+    seen: gr.State  # signature of what the page shows (the tick refreshes only when it changed)
+
+
+# ---- pure helpers --------------------------------------------------------------------------------------------------
+def sort_adapters(adapters: list[AdapterInfo]) -> list[AdapterInfo]:
+    """Versions of the same name together: by name (case-insensitive), then version."""
+    return sorted(adapters, key=lambda a: (a.name.casefold(), a.name, a.version))
+
+
+def table_rows(adapters: list[AdapterInfo]) -> list[list]:
+    rows = []
+    for a in sort_adapters(adapters):
+        compatible = "Yes" if a.compatible else f"No: {a.compatibility_note or 'incompatible'}"
+        rows.append([a.id, a.name, a.version, a.base_model_name, "Yes" if a.active else "No", compatible,
+                     a.usage_count])
+    return rows
+
+
+def table_frame(adapters: list[AdapterInfo]) -> pd.DataFrame:
+    return pd.DataFrame(table_rows(adapters), columns=TABLE_HEADERS)
+
+
+def empty_note(all_adapters: list[AdapterInfo], active_only: bool) -> str:
+    if not all_adapters:
+        return "No adapters registered yet: register one below (a folder on the server, an archive or a hub repo)."
+    if active_only and not any(a.active for a in all_adapters):
+        return (f"No active adapters: untick **Active only** to see the {len(all_adapters)} inactive "
+                f"one{'s' if len(all_adapters) != 1 else ''}.")
+    return "Click a row for its details, configuration and version history."
+
+
+def fmt_time(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_bytes(n: int) -> str:
+    if n >= 2**30:
+        return fmt_gb(n / 2**30)
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB"
+    return f"{max(1, round(n / 1024))} KB"
+
+
+def compatibility_text(a: AdapterInfo, model: ModelInfo | None) -> str:
+    if a.compatible:
+        return f"✓ Compatible with the loaded {md_escape(model.display_name) if model else 'model'}"
+    if model is None:
+        return f"✗ No model is loaded: it needs {md_escape(a.base_model_name)}."
+    return (f"✗ Not usable with the loaded {md_escape(model.display_name)}: {md_escape(a.compatibility_note)}. "
+            f"Change the model in Settings to use it.")
+
+
+def detail_markdown(a: AdapterInfo, model: ModelInfo | None) -> str:
+    """The detail view: description, base model and its limit, compatibility and why not, usage, source, dates."""
+    status = "Active: offered in the Generate tab" if a.active else "Inactive: not offered for generation"
+    limit = (f" · up to {a.base_model_max_duration_s:g} s per clip" if a.base_model_max_duration_s else
+             " · not in this studio's registry")
+    uses = f"{a.usage_count} generation{'s' if a.usage_count != 1 else ''}"
+    lora = ", ".join(x for x in (f"rank {a.rank}" if a.rank is not None else "",
+                                 f"alpha {fmt_value(a.alpha)}" if a.alpha is not None else "") if x) or "—"
+    rows = [
+        ("Base model", f"{md_escape(a.base_model_name)} (`{a.base_model}`){limit}"),
+        ("With the loaded model", compatibility_text(a, model)),
+        ("Status", status),
+        ("Usage", uses),
+        ("LoRA", lora),
+        ("Source", md_escape(a.source)),
+        ("Size", fmt_bytes(a.size_bytes)),
+    ]
+    if a.base_model_revision:
+        rows.append(("Base model revision", f"`{md_escape(a.base_model_revision)}`"))
+    if a.training_dataset:
+        rows.append(("Training data", md_escape(a.training_dataset)))
+    if a.trained_at:
+        rows.append(("Trained", fmt_time(a.trained_at)))
+    rows += [("Created", fmt_time(a.created_at)), ("Updated", fmt_time(a.updated_at)),
+             ("ID", f"{a.id} (for scripts and the API)")]
+    description = md_escape(a.description) if a.description.strip() else "*No description.*"
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"### {md_escape(adapter_label(a))}\n{description}\n\n| About | |\n|---|---|\n{table}"
+
+
+def history_markdown(name: str, entries: list[TimelineEntry], selected_id: int | None) -> str:
+    """The version history of a name, oldest first; the version shown in the detail view in bold."""
+    if not entries:
+        return ""
+    lines = [f"#### Versions of {md_escape(name)}", "",
+             "| Version | Status | Registered | Trained | Final loss | Training run |", "|---|---|---|---|---|---|"]
+    for e in entries:
+        version = f"**v{e.version} (shown)**" if e.id == selected_id else f"v{e.version}"
+        loss = fmt_value(e.final_loss) if e.final_loss is not None else "—"
+        run = f"[{md_escape(e.training_run_id)}]({e.training_run_url})" if e.training_run_url else "—"
+        lines.append(f"| {version} | {e.status} | {fmt_time(e.created_at)} | {fmt_time(e.trained_at)} | {loss} | "
+                     f"{run} |")
+    return "\n".join(lines)
+
+
+def delete_prompt(a: AdapterInfo) -> str:
+    return (f"**Delete {md_escape(adapter_label(a))}?** It will be hidden and refused for new generations; "
+            "past jobs keep it.")
+
+
+def signature(model: ModelInfo | None, adapters: list[AdapterInfo]) -> str:
+    """What the page shows depends on these: the tick refreshes the widgets only when it changes."""
+    parts = [model.id if model else ""]
+    parts += [f"{a.id}|{a.name}|{a.version}|{a.active}|{a.compatible}|{a.compatibility_note}|{a.usage_count}|"
+              f"{a.updated_at.isoformat()}" for a in sort_adapters(adapters)]
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+
+def register_request(source_label: str, path: str | None, repo: str | None, revision: str | None,
+                     name: str | None, version: float | None, description: str | None,
+                     base: str | None) -> RegisterAdapterRequest:
+    """The registration form as a service request (gr.Error for what the form itself gets wrong)."""
+    source = SOURCES.get(source_label, source_label)  # scripts may send folder / upload / hub
+    fields = dict(source=source, name=(name or "").strip() or None,
+                  version=int(version) if version not in (None, "") and int(version) > 0 else None,
+                  description=(description or "").strip(),
+                  base_model=None if base in (None, "", FROM_CONFIG) else base)
+    if source == "folder":
+        fields["path"] = (path or "").strip() or None
+    elif source == "hub":
+        fields["repo_id"] = (repo or "").strip() or None
+        fields["revision"] = (revision or "").strip() or None
+    try:
+        return RegisterAdapterRequest(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise gr.Error(f"Check the form: {problems}.", print_exception=False) from None
+
+
+# ---- layout ----------------------------------------------------------------------------------------------------
+def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
+    with gr.Row(equal_height=True):
+        active_only = gr.Checkbox(label="Active only", value=False, elem_id="adapters-active-only", scale=0,
+                                  min_width=140)
+        refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="adapters-refresh")
+        rename_open = gr.Button("Rename…", size="sm", scale=0, min_width=100, interactive=False,
+                                elem_id="adapter-rename-open")
+    empty = gr.Markdown(elem_id="adapters-empty")
+    table = gr.Dataframe(pd.DataFrame([], columns=TABLE_HEADERS), headers=TABLE_HEADERS, datatype=TABLE_TYPES,
+                         label="Adapters (versions of a name together)", interactive=False, elem_id="adapters-table",
+                         max_height=360, column_widths=["6%", "24%", "9%", "18%", "9%", "24%", "10%"])
+    with gr.Column(visible=False, elem_id="rename-dialog", variant="panel") as dialog:
+        dialog_title = gr.Markdown(elem_id="rename-dialog-title", padding=True)
+        dialog_name = gr.Textbox(label="New name", max_lines=1, elem_id="rename-dialog-name",
+                                 info="Enter or Save renames; at most 100 characters.")
+        with gr.Row():
+            dialog_save = gr.Button("Save", variant="primary", elem_id="rename-dialog-save")
+            dialog_cancel = gr.Button("Cancel", elem_id="rename-dialog-cancel")
+    with gr.Column(visible=False, elem_id="adapter-detail") as detail:
+        with gr.Row():
+            name_edit = gr.Textbox(label="Name", max_lines=1, elem_id="adapter-name-edit", scale=3,
+                                   info="Edit and press Enter to rename · Escape puts the saved name back")
+            active_toggle = gr.Checkbox(label="Active", elem_id="adapter-active", scale=1,
+                                        info="Inactive adapters are not offered for generation")
+            with gr.Column(scale=0, min_width=120):
+                delete_btn = gr.Button("Delete…", variant="stop", size="sm", elem_id="adapter-delete")
+        # clicked by the Escape key listener in common.HEAD (hidden by CSS; a click() still reaches it)
+        name_reset = gr.Button("Put the saved name back", elem_id="adapter-name-reset", elem_classes=["studio-hidden"])
+        with gr.Row(visible=False, elem_id="delete-confirm", equal_height=True) as confirm_row:
+            confirm_text = gr.Markdown(elem_id="delete-confirm-text")
+            confirm_btn = gr.Button("Delete", variant="stop", scale=0, min_width=110, elem_id="adapter-delete-confirm")
+            confirm_cancel = gr.Button("Cancel", scale=0, min_width=110, elem_id="adapter-delete-cancel")
+        info = gr.Markdown(elem_id="adapter-detail-info")
+        with gr.Accordion("Training configuration", open=True, elem_id="adapter-config-accordion"):
+            config = gr.HTML(elem_id="adapter-config")
+        history = gr.Markdown(elem_id="adapter-history")
+    with gr.Accordion("Register an adapter", open=False, elem_id="register-accordion"):
+        roots = ", ".join(str(r) for r in ctx.settings.allowed_import_roots)
+        source = gr.Radio(list(SOURCES), value="Folder on the server", label="Source", elem_id="register-source")
+        path = gr.Textbox(label="Folder on the server", elem_id="register-path", max_lines=1,
+                          placeholder="my-lora  (or an absolute path)",
+                          info=f"A PEFT LoRA folder (adapter_config.json + adapter_model.safetensors) inside: {roots}")
+        archive = gr.File(label="Archive of the adapter folder (.zip or .tar.gz)", visible=False,
+                          file_types=[".zip", ".gz", ".tgz", ".tar"], elem_id="register-file")
+        with gr.Row(visible=False) as hub_row:
+            repo = gr.Textbox(label="Hub repo", placeholder="org/name", max_lines=1, elem_id="register-repo")
+            revision = gr.Textbox(label="Revision (optional)", placeholder="main", max_lines=1,
+                                  elem_id="register-revision")
+        with gr.Row():
+            reg_name = gr.Textbox(label="Name (optional)", max_lines=1, elem_id="register-name",
+                                  info="Default: the folder, archive or repo name")
+            reg_version = gr.Number(label="Version (optional)", value=0, precision=0, minimum=0,
+                                    elem_id="register-version", info="0: the next free version of this name")
+            reg_base = gr.Dropdown([(FROM_CONFIG, FROM_CONFIG)] + [(m.display_name, m.id) for m in ctx.registry.models],
+                                   value=FROM_CONFIG, label="Base model", elem_id="register-base",
+                                   info="The model the adapter was trained on")
+        reg_description = gr.Textbox(label="Description (optional)", lines=2, elem_id="register-description")
+        register_btn = gr.Button("Register", variant="primary", elem_id="register-btn")
+        register_status = gr.Markdown(elem_id="register-status")
+    return AdaptersTab(active_only, refresh_btn, rename_open, empty, table, dialog, dialog_title, dialog_name,
+                       dialog_save, dialog_cancel, detail, name_edit, name_reset, active_toggle, delete_btn,
+                       confirm_row, confirm_text, confirm_btn, confirm_cancel, info, config, history, source, path,
+                       archive, hub_row, repo, revision, reg_name, reg_version, reg_base, reg_description,
+                       register_btn, register_status, gr.State(None), gr.State(None))
+
+
+# ---- keeping the page in line with the registry ---------------------------------------------------------------
+def view_inputs(tab: AdaptersTab, gen: GenerateTab, active_pref: gr.BrowserState) -> list:
+    return [tab.seen, active_pref, tab.selected, gen.adapter]
+
+
+def view_outputs(tab: AdaptersTab, gen: GenerateTab) -> list:
+    return [gen.adapter, gen.adapter_hint, tab.seen, tab.table, tab.empty, *detail_outputs(tab)]
+
+
+def detail_outputs(tab: AdaptersTab) -> list:
+    return [tab.selected, tab.detail, tab.info, tab.active_toggle, tab.config, tab.history, tab.rename_open]
+
+
+DETAIL_COUNT = 7  # len(detail_outputs(tab))
+VIEW_COUNT = 5 + DETAIL_COUNT  # len(view_outputs(tab, gen))
+
+
+def detail_updates(ctx: AppContext, adapter_id: int | None, model: ModelInfo | None) -> list:
+    """[selected, detail column, info, active checkbox, configuration, history, rename button]; hidden when the
+    adapter is gone (deleted here or elsewhere)."""
+    a = None
+    if adapter_id is not None:
+        try:
+            a = ctx.adapters.get(int(adapter_id))
+        except NotFound:
+            a = None
+    if a is None:
+        return [None, gr.Column(visible=False), "", gr.skip(), "", "", gr.Button(interactive=False)]
+    try:
+        history = history_markdown(a.name, ctx.adapters.timeline(a.name), a.id)
+    except NotFound:
+        history = ""
+    known = {"base_model": f"{a.base_model_name} ({a.base_model})", "base_model_revision": a.base_model_revision,
+             "dataset": a.training_dataset}
+    return [a.id, gr.Column(visible=True), detail_markdown(a, model), gr.Checkbox(value=a.active),
+            config_view_html(a.training_config, a.lora_config, known), history, gr.Button(interactive=True)]
+
+
+def view_updates(ctx: AppContext, seen: str | None, active_only: bool | None, selected: int | None,
+                 adapter_value: str | None, force: bool = False) -> list:
+    """Updates for view_outputs: the Generate tab's dropdown and hint, the list, the detail. Without `force`,
+    nothing is sent unless the registry or the loaded model changed since this page last looked."""
+    model = ctx.models.current().model
+    listing = ctx.adapters.list()
+    sig = signature(model, listing)
+    if not force and sig == seen:
+        return [gr.skip()] * VIEW_COUNT
+    shown = [a for a in listing if a.active] if active_only else listing
+    return [*adapter_widgets(listing, model, adapter_value), sig, table_frame(shown),
+            empty_note(listing, bool(active_only)), *detail_updates(ctx, selected, model)]
+
+
+# ---- events ----------------------------------------------------------------------------------------------------
+def _need(selected) -> int:
+    if selected is None:
+        raise gr.Error("Select an adapter in the list first.", print_exception=False)
+    return int(selected)
+
+
+def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, active_pref: gr.BrowserState) -> None:
+    v_in, v_out = view_inputs(tab, gen, active_pref), view_outputs(tab, gen)
+    private = dict(api_visibility="private")
+    refresh_view = dict(fn=lambda *args: view_updates(ctx, *args, force=True), inputs=v_in, outputs=v_out,
+                        show_progress="hidden", **private)
+    closed = [gr.Column(visible=False), gr.Row(visible=False)]  # the rename dialog and the delete confirmation
+
+    # The "Active only" filter lives in the browser (gr.BrowserState): it survives tab changes and reloads.
+    tab.active_only.input(lambda active_only: filter_view(ctx, active_only), tab.active_only,
+                          [active_pref, tab.table, tab.empty], queue=False, show_progress="hidden", **private)
+    tab.refresh_btn.click(**refresh_view)
+
+    # Selecting a row opens its detail view.
+    def select(evt: gr.SelectData) -> list:
+        row = evt.row_value or []
+        try:
+            adapter_id = int(float(row[0]))
+        except (IndexError, TypeError, ValueError):
+            return [gr.skip()] * (DETAIL_COUNT + 1 + len(closed))
+        details = detail_updates(ctx, adapter_id, ctx.models.current().model)
+        name = ctx.adapters.get(adapter_id).name if details[0] is not None else ""
+        return [*details, name, *closed]
+
+    tab.table.select(select, None, [*detail_outputs(tab), tab.name_edit, tab.dialog, tab.confirm_row],
+                     show_progress="hidden", **private)
+
+    # Rename inline: Enter saves, Escape (a key listener in common.HEAD) clicks the hidden reset button.
+    def rename(selected, new_name) -> str:
+        adapter_id = _need(selected)
+        with user_errors():
+            old = ctx.adapters.get(adapter_id)
+            if (new_name or "").strip() == old.name:
+                return old.name
+            a = ctx.adapters.update(adapter_id, AdapterUpdate(name=new_name or ""))
+        gr.Info(f"Renamed {adapter_label(old)} to {adapter_label(a)}.")
+        return a.name
+
+    def saved_name(selected) -> str:
+        if selected is None:
+            return ""
+        with user_errors():
+            return ctx.adapters.get(int(selected)).name
+
+    tab.name_edit.submit(rename, [tab.selected, tab.name_edit], tab.name_edit, **private).then(**refresh_view)
+    tab.name_reset.click(saved_name, tab.selected, tab.name_edit, queue=False, show_progress="hidden", **private)
+
+    # Rename through a dialog opened from the list.
+    def open_dialog(selected) -> list:
+        with user_errors():
+            a = ctx.adapters.get(_need(selected))
+        return [gr.Column(visible=True), f"**Rename {md_escape(adapter_label(a))}**", a.name, gr.Row(visible=False)]
+
+    tab.rename_open.click(open_dialog, tab.selected, [tab.dialog, tab.dialog_title, tab.dialog_name, tab.confirm_row],
+                          queue=False, show_progress="hidden", **private)
+
+    def rename_from_dialog(selected, new_name) -> list:
+        name = rename(selected, new_name)
+        return [gr.Column(visible=False), name]
+
+    for trigger in (tab.dialog_save.click, tab.dialog_name.submit):
+        trigger(rename_from_dialog, [tab.selected, tab.dialog_name], [tab.dialog, tab.name_edit],
+                **private).then(**refresh_view)
+    tab.dialog_cancel.click(lambda: gr.Column(visible=False), None, tab.dialog, queue=False, show_progress="hidden",
+                            **private)
+
+    # Activation toggle (the checkbox's user input only, never the page's own updates).
+    def set_active(selected, active) -> None:
+        adapter_id = _need(selected)
+        with user_errors():
+            a = ctx.adapters.update(adapter_id, AdapterUpdate(active=bool(active)))
+        gr.Info(f"{adapter_label(a)} is {'active: offered for generation' if a.active else 'inactive'}.")
+
+    toggled = tab.active_toggle.input(set_active, [tab.selected, tab.active_toggle], None, **private)
+    toggled.then(**refresh_view)
+    toggled.failure(**refresh_view)  # puts the checkbox back
+
+    # Delete, after a confirmation.
+    def ask_delete(selected) -> list:
+        with user_errors():
+            a = ctx.adapters.get(_need(selected))
+        return [gr.Row(visible=True), delete_prompt(a), gr.Column(visible=False)]
+
+    tab.delete_btn.click(ask_delete, tab.selected, [tab.confirm_row, tab.confirm_text, tab.dialog], queue=False,
+                         show_progress="hidden", **private)
+    tab.confirm_cancel.click(lambda: gr.Row(visible=False), None, tab.confirm_row, queue=False,
+                             show_progress="hidden", **private)
+
+    def delete(selected) -> list:
+        adapter_id = _need(selected)
+        with user_errors():
+            a = ctx.adapters.delete(adapter_id)
+        gr.Info(f"Deleted {adapter_label(a)}. Past jobs keep it.")
+        return [gr.Row(visible=False), None]
+
+    tab.confirm_btn.click(delete, tab.selected, [tab.confirm_row, tab.selected], **private).then(**refresh_view)
+
+    # Registration.
+    def show_source(label: str) -> list:
+        source = SOURCES.get(label, "folder")
+        return [gr.Textbox(visible=source == "folder"), gr.File(visible=source == "upload"),
+                gr.Row(visible=source == "hub")]
+
+    tab.source.change(show_source, tab.source, [tab.path, tab.archive, tab.hub_row], queue=False,
+                      show_progress="hidden", **private)
+
+    def register(source, path, archive, repo, revision, name, version, description, base,
+                 progress=gr.Progress()) -> list:
+        """Register a PEFT LoRA adapter. source: 'Folder on the server' (path inside an import root), 'Upload
+        archive' (a .zip / .tar.gz of the folder) or 'Hub repo' (repo id + optional revision)."""
+        req = register_request(source, path, repo, revision, name, version, description, base)
+        upload = Path(archive) if req.source == "upload" and archive else None
+        progress(0, desc="Starting")
+
+        def on_progress(fraction: float | None, message: str) -> None:
+            progress(fraction, desc=message)
+
+        with user_errors():
+            a = ctx.adapters.register(req, upload=upload, upload_name=upload.name if upload else None,
+                                      on_progress=on_progress)
+        note = "" if a.compatible else f" It cannot be used with the loaded model: {a.compatibility_note}."
+        gr.Info(f"Registered {adapter_label(a)}.")
+        status = (f"✅ Registered **{md_escape(adapter_label(a))}** (id {a.id}, base model "
+                  f"{md_escape(a.base_model_name)}).{md_escape(note)}")
+        # status, the new adapter selected (its name in the inline editor), the form cleared, dialogs closed
+        return [status, a.id, a.name, "", None, "", "", "", 0, "", FROM_CONFIG, *closed]
+
+    tab.register_btn.click(
+        register, [tab.source, tab.path, tab.archive, tab.repo, tab.revision, tab.reg_name, tab.reg_version,
+                   tab.reg_description, tab.reg_base],
+        [tab.register_status, tab.selected, tab.name_edit, tab.path, tab.archive, tab.repo, tab.revision,
+         tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.dialog, tab.confirm_row],
+        api_name="register_adapter").then(**refresh_view)
+
+
+def filter_view(ctx: AppContext, active_only) -> list:
+    """[filter value, table, empty note] for the "Active only" filter (stored in the browser)."""
+    listing = ctx.adapters.list()
+    shown = [a for a in listing if a.active] if active_only else listing
+    return [bool(active_only), table_frame(shown), empty_note(listing, bool(active_only))]

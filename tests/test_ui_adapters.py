@@ -1,0 +1,300 @@
+"""The UI's adapter helpers as plain functions: the Generate tab's dropdown choices and hints, the Adapters tab's
+list, detail and version history, the registration form, and the training-configuration view."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+import gradio as gr
+import pytest
+
+from studio.services.adapters import AdapterInfo, TimelineEntry
+from studio.services.models import ModelInfo
+from studio.ui import adapter_config_view as view
+from studio.ui.adapters_tab import (FROM_CONFIG, delete_prompt, detail_markdown, empty_note, history_markdown,
+                                    register_request, signature, sort_adapters, table_rows)
+from studio.ui.common import NO_ADAPTER
+from studio.ui.generate_tab import (SOME_NEED_OTHER_MODEL, adapter_choices, adapter_hint, adapter_id_from,
+                                    adapter_widgets, no_adapters_hint)
+
+NOW = datetime(2025, 3, 1, 12, 30, tzinfo=timezone.utc)
+TINY = ModelInfo.model_construct(id="studio-tiny", display_name="Studio Tiny", max_duration_s=30.0)
+TINY_B = ModelInfo.model_construct(id="tiny-b", display_name="Tiny B", max_duration_s=12.0)
+NAMES = {"studio-tiny": ("Studio Tiny", 30.0), "tiny-b": ("Tiny B", 12.0)}
+
+
+def adapter(id: int, name: str, version: int = 1, base: str = "studio-tiny", *, loaded: ModelInfo | None = TINY,
+            active: bool = True, **extra) -> AdapterInfo:
+    """An AdapterInfo as the service returns it, compatible when its base is the loaded model."""
+    compatible = loaded is not None and base == loaded.id
+    fields = dict(
+        id=id, name=name, version=version, description="", base_model=base, base_model_name=NAMES[base][0],
+        base_model_max_duration_s=NAMES[base][1], base_model_revision=None, active=active, deleted=False,
+        compatible=compatible, compatibility_note=None if compatible else f"Requires {NAMES[base][0]}", rank=4,
+        alpha=8.0, target_modules=["q_proj", "v_proj"], lora_config={"r": 4, "lora_alpha": 8}, source="folder:/x",
+        size_bytes=34_000, usage_count=0, training_dataset=None, training_config=None, training_metrics=None,
+        training_run_id=None, trained_at=None, created_at=NOW, updated_at=NOW, deleted_at=None)
+    fields.update(extra)
+    return AdapterInfo(**fields)
+
+
+# ---- Generate tab: dropdown choices and hint ------------------------------------------------------------------------
+def test_compatible_adapters_listed_by_name_then_version_with_ids_as_values():
+    adapters = [adapter(3, "lofi", 2), adapter(1, "lofi", 1), adapter(2, "Ambient", 1)]
+    assert adapter_choices(adapters, TINY) == [(NO_ADAPTER, NO_ADAPTER), ("Ambient v1", "2"), ("lofi v1", "1"),
+                                               ("lofi v2", "3")]
+    assert adapter_hint(adapters, TINY) == ""
+
+
+def test_incompatible_adapters_come_last_with_the_model_they_require():
+    adapters = [adapter(1, "lofi"), adapter(2, "keys", base="tiny-b")]
+    choices = adapter_choices(adapters, TINY)
+    assert choices == [(NO_ADAPTER, NO_ADAPTER), ("lofi v1", "1"), ("keys v1 — Requires Tiny B", "2")]
+    assert adapter_hint(adapters, TINY) == "ℹ️ " + SOME_NEED_OTHER_MODEL
+    assert SOME_NEED_OTHER_MODEL == "Some adapters need another model: change it in Settings."
+
+
+@pytest.mark.parametrize("adapters", [
+    [],
+    [adapter(2, "keys", base="tiny-b")],
+    [adapter(1, "lofi", active=False)],  # inactive adapters are never offered
+], ids=["none registered", "only incompatible", "only inactive"])
+def test_none_compatible_offers_only_the_base_model_and_says_what_to_do(adapters):
+    assert adapter_choices(adapters, TINY) == [(NO_ADAPTER, NO_ADAPTER)]
+    hint = adapter_hint(adapters, TINY)
+    assert "No adapters available for Studio Tiny. Train or import adapters, or change model in Settings." in hint
+    assert no_adapters_hint("Studio Tiny") in hint
+    if any(a.active for a in adapters):
+        assert hint.endswith("Your active adapters need Tiny B.")
+
+
+def test_same_base_other_weights_is_marked_not_usable():
+    a = adapter(1, "lofi", compatible=False, compatibility_note="Trained on other weights than the Studio Tiny "
+                                                                "loaded here")
+    choices = adapter_choices([a, adapter(2, "ok")], TINY)
+    assert ("lofi v1 — Not usable: Trained on other weights than the Studio Tiny loaded here", "1") in choices
+
+
+def test_no_model_loaded():
+    assert adapter_choices([adapter(1, "lofi", loaded=None)], None) == [(NO_ADAPTER, NO_ADAPTER)]
+    assert "No model is loaded" in adapter_hint([], None)
+
+
+def test_the_choice_is_kept_while_offered_and_reset_when_gone():
+    adapters = [adapter(1, "lofi"), adapter(2, "keys", base="tiny-b")]
+    dropdown, hint = adapter_widgets(adapters, TINY, "1")
+    assert isinstance(dropdown, gr.Dropdown) and dropdown.value == "1"
+    assert hint == "ℹ️ " + SOME_NEED_OTHER_MODEL
+    assert adapter_widgets(adapters, TINY, "2")[0].value == "2"  # greyed, still shown: the server refuses it
+    assert adapter_widgets(adapters, TINY, "7")[0].value == NO_ADAPTER  # deleted meanwhile
+    assert adapter_widgets([adapter(2, "keys", base="tiny-b")], TINY, "2")[0].value == NO_ADAPTER
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("", None), (NO_ADAPTER, None), ("3", 3), (" 12 ", 12), (5, 5),
+    ("lofi v1", 1), ("keys v1 — Requires Tiny B", 2),  # a script may send a label too
+])
+def test_adapter_id_from_page_or_script_values(value, expected):
+    assert adapter_id_from(value, [adapter(1, "lofi"), adapter(2, "keys", base="tiny-b")]) == expected
+
+
+def test_unknown_adapter_value_is_refused():
+    with pytest.raises(gr.Error, match="Unknown adapter 'nope'"):
+        adapter_id_from("nope", [adapter(1, "lofi")])
+
+
+# ---- Adapters tab: list, detail, history -----------------------------------------------------------------------------
+def test_list_groups_versions_of_a_name_and_says_why_not_compatible():
+    adapters = [adapter(4, "lofi", 2), adapter(2, "keys", base="tiny-b", active=False, usage_count=3),
+                adapter(1, "lofi", 1), adapter(5, "Ambient")]
+    assert [(a.name, a.version) for a in sort_adapters(adapters)] == [("Ambient", 1), ("keys", 1), ("lofi", 1),
+                                                                      ("lofi", 2)]
+    assert table_rows(adapters) == [
+        [5, "Ambient", 1, "Studio Tiny", "Yes", "Yes", 0],
+        [2, "keys", 1, "Tiny B", "No", "No: Requires Tiny B", 3],
+        [1, "lofi", 1, "Studio Tiny", "Yes", "Yes", 0],
+        [4, "lofi", 2, "Studio Tiny", "Yes", "Yes", 0],
+    ]
+
+
+def test_empty_notes():
+    assert "No adapters registered yet" in empty_note([], False)
+    assert "untick **Active only** to see the 1 inactive one." in empty_note([adapter(1, "a", active=False)], True)
+    assert "Click a row" in empty_note([adapter(1, "a")], True)
+
+
+def test_detail_view_compatible():
+    a = adapter(1, "lofi", description="Warm piano", usage_count=2, training_dataset="loops")
+    text = detail_markdown(a, TINY)
+    for expected in ("### lofi v1", "Warm piano", "Studio Tiny (`studio-tiny`) · up to 30 s per clip",
+                     "✓ Compatible with the loaded Studio Tiny", "2 generations", "rank 4, alpha 8", "folder:/x",
+                     "Training data | loops", "2025-03-01 12:30 UTC", "Active: offered in the Generate tab"):
+        assert expected in text, (expected, text)
+
+
+def test_detail_view_incompatible_says_why_and_what_to_do():
+    text = detail_markdown(adapter(2, "keys", base="tiny-b", active=False), TINY)
+    assert "✗ Not usable with the loaded Studio Tiny: Requires Tiny B. Change the model in Settings" in text
+    assert "Tiny B (`tiny-b`) · up to 12 s per clip" in text
+    assert "Inactive: not offered for generation" in text
+    assert "*No description.*" in text
+
+
+def test_user_text_cannot_break_the_markdown():
+    text = detail_markdown(adapter(1, "a|b*c", description="line1\n| x | y |"), TINY)
+    assert "a\\|b\\*c" in text and "\\| x \\| y \\|" in text
+
+
+def test_history_marks_the_version_shown():
+    entries = [TimelineEntry(id=1, version=1, trained_at=None, created_at=NOW, final_loss=1.23456, loss=None,
+                             status="deleted", training_run_id=None, training_run_url=None),
+               TimelineEntry(id=2, version=2, trained_at=NOW, created_at=NOW, final_loss=None, loss=None,
+                             status="active", training_run_id="run-7", training_run_url="/api/training/runs/run-7")]
+    text = history_markdown("lofi", entries, 2)
+    assert "#### Versions of lofi" in text
+    assert "| v1 | deleted |" in text and "1.235" in text
+    assert "**v2 (shown)** | active" in text and "[run-7](/api/training/runs/run-7)" in text
+
+
+def test_delete_prompt():
+    assert delete_prompt(adapter(1, "lofi", 3)) == ("**Delete lofi v3?** It will be hidden and refused for new "
+                                                    "generations; past jobs keep it.")
+
+
+def test_signature_changes_with_what_the_page_shows():
+    a = adapter(1, "lofi")
+    base = signature(TINY, [a])
+    assert signature(TINY, [a]) == base
+    assert signature(TINY_B, [a]) != base
+    assert signature(TINY, [adapter(1, "lofi", usage_count=1)]) != base
+    assert signature(TINY, [adapter(1, "lofi", active=False)]) != base
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("Folder on the server", " my-lora ", None, None, "", 0, "", FROM_CONFIG),
+     dict(source="folder", path="my-lora", name=None, version=None, base_model=None)),
+    (("Hub repo", "ignored", "org/lora", "main", "Mine", 3, " about ", "tiny-b"),
+     dict(source="hub", path=None, repo_id="org/lora", revision="main", name="Mine", version=3,
+          description="about", base_model="tiny-b")),
+    (("Upload archive", None, None, None, None, None, None, None),
+     dict(source="upload", path=None, repo_id=None, version=None)),
+])
+def test_register_form_to_request(args, expected):
+    req = register_request(*args)
+    for key, value in expected.items():
+        assert getattr(req, key) == value, key
+
+
+def test_register_form_refuses_an_unknown_source():
+    with pytest.raises(gr.Error, match="Check the form"):
+        register_request("Floppy disk", None, None, None, None, None, None, None)
+
+
+# ---- training configuration view ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, text", [
+    (1e-4, "1e-4"), (2.5e-5, "2.5e-5"), (1e-8, "1e-8"), (3.0, "3"), (0.123456, "0.1235"),
+    (0.001, "0.001"), (0.3, "0.3"), (0.05, "0.05"), (12345.678, "12346"), (-0.5, "-0.5"), (0.0, "0"), (16, "16"),
+    (True, "Yes"), (False, "No"), (None, "Not set"), ("", "Not set"), ("adamw", "adamw"),
+    (["q_proj", "v_proj"], "q_proj, v_proj"), ([], "None"), ({"a": 1, "b": 0.5}, "a: 1, b: 0.5"),
+])
+def test_value_formatting(value, text):
+    assert view.fmt_value(value) == text
+
+
+def test_small_numbers_however_written():
+    assert view.fmt_value(0.0001) == view.fmt_value(1e-4) == view.fmt_value(10e-5) == "1e-4"
+    assert view.fmt_value(0.0003) == "3e-4"
+
+
+SFT = {"method": "sft", "learning_rate": 0.0001, "num_train_epochs": 3.0, "per_device_train_batch_size": 2,
+       "gradient_accumulation_steps": 4, "lr_scheduler_type": "cosine", "weight_decay": 0.0, "seed": 42,
+       "dtype": "bfloat16", "gradient_checkpointing": True, "save_steps": 500, "save_total_limit": 3,
+       "custom_knob": 0.123456}
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"], "bias": "none",
+        "use_dora": False, "use_rslora": False, "peft_type": "LORA", "init_lora_weights": True, "fan_in_fan_out": False}
+
+
+def rows_of(groups) -> dict[str, dict[str, str]]:
+    return {g.name: {r.key: r.value for r in g.rows} for g in groups}
+
+
+def test_groups_and_values_of_an_sft_run():
+    groups = view.config_groups(SFT, LORA)
+    assert view.group_names(groups) == ["Model", "LoRA", "Training", "Hardware", "Checkpointing", "Other"]
+    rows = rows_of(groups)
+    assert rows["Training"]["learning_rate"] == "1e-4"
+    assert rows["Training"]["num_train_epochs"] == "3"  # found through its alias, shown under its own key
+    assert rows["Training"]["per_device_train_batch_size"] == "2"
+    assert rows["Training"]["weight_decay"] == "0"
+    assert rows["Training"]["optimizer"] == "Not set"
+    assert rows["LoRA"] == {"r": "16", "lora_alpha": "32", "lora_dropout": "0.05", "target_modules": "q_proj, v_proj",
+                            "bias": "none"}  # PEFT defaults (use_dora False, ...) are not rows
+    assert rows["Hardware"] == {"device": "Not set", "dtype": "bfloat16", "gradient_checkpointing": "Yes"}
+    assert rows["Checkpointing"] == {"save_steps": "500", "save_total_limit": "3"}
+    assert rows["Other"] == {"custom_knob": "0.1235"}
+    assert not view.is_dpo(SFT)
+
+
+@pytest.mark.parametrize("config", [
+    {"method": "dpo", "learning_rate": 5e-6},
+    {"beta": 0.1},
+    {"dpo_beta": 0.2},
+    {"preference_dataset": "pairs-v1"},
+    {"dpo": {"beta": 0.1, "loss_type": "sigmoid"}},
+], ids=["method", "beta", "dpo_ prefix", "preference_ prefix", "dpo section"])
+def test_dpo_group_only_for_preference_training(config):
+    assert view.is_dpo(config)
+    rows = rows_of(view.config_groups(config))
+    assert "DPO" in rows
+    assert set(rows["DPO"]) >= {"beta", "loss_type"} or set(rows["DPO"]) >= {"dpo_beta", "loss_type"}
+
+
+def test_dpo_values():
+    rows = rows_of(view.config_groups({"method": "DPO", "dpo_beta": 0.1, "dpo_loss_type": "hinge",
+                                       "preference_pairs_total": 1200}))
+    assert rows["DPO"]["dpo_beta"] == "0.1"
+    assert rows["DPO"]["dpo_loss_type"] == "hinge"
+    assert rows["DPO"]["preference_pairs_total"] == "1200"
+
+
+def test_nested_sections_are_read_like_top_level_keys():
+    rows = rows_of(view.config_groups({"training": {"lr": 3e-4, "epochs": 10}, "lora": {"rank": 8},
+                                       "hardware": {"device": "cuda"}, "optimizer": {"name": "adamw"}}))
+    assert rows["Training"]["lr"] == "3e-4"
+    assert rows["Training"]["epochs"] == "10"
+    assert rows["LoRA"]["rank"] == "8"
+    assert rows["Hardware"]["device"] == "cuda"
+    assert rows["Training"]["optimizer"] == "name: adamw"
+
+
+def test_known_values_fill_what_the_configuration_lacks():
+    rows = rows_of(view.config_groups({"lr": 1e-4}, None, {"base_model": "Studio Tiny (studio-tiny)",
+                                                           "dataset": "loops"}))
+    assert rows["Model"]["base_model"] == "Studio Tiny (studio-tiny)"
+    assert rows["Training"]["dataset"] == "loops"
+    rows = rows_of(view.config_groups({"base_model_name_or_path": "facebook/musicgen-small"}, None,
+                                      {"base_model": "Studio Tiny"}))
+    assert rows["Model"] == {"base_model_name_or_path": "facebook/musicgen-small", "base_model_revision": "Not set",
+                             "segment_duration_s": "Not set"}
+
+
+def test_html_has_a_tooltip_per_parameter_and_escapes_values():
+    html = view.config_view_html({**SFT, "note": "<script>alert(1)</script>"}, LORA)
+    assert 'title="Step size of the optimiser. Typical for LoRA: 1e-4 to 5e-4."' in html
+    assert re.search(r'<tr data-key="learning_rate"><th scope="row" title="[^"]+">.*?<td class="cfg-value">1e-4</td>',
+                     html)
+    rows = html.count("<tr ")
+    assert rows == html.count(' title="') and rows > 20  # every row explains itself
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'class="cfg-value cfg-missing">Not set<' in html
+    for group in ("Model", "LoRA", "Training", "Hardware", "Checkpointing"):
+        assert f'data-group="{group}"' in html
+    assert 'data-group="DPO"' not in html
+
+
+def test_no_training_configuration_says_so_and_still_shows_the_lora_settings():
+    for empty in (None, {}):
+        html = view.config_view_html(empty, LORA)
+        assert view.NO_TRAINING_CONFIG.replace("'", "&#x27;") in html
+        assert 'data-group="LoRA"' in html and 'data-group="Training"' not in html
+        assert ">16<" in html
