@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from studio.runtime.tiny import TINY_SEED, _tokenizer, build_tiny_model
+from studio.runtime.tiny import TINY_SEED, build_tiny_model
 
 # Only the MusicGen decoder's Linear layers (never the T5 text encoder's q/k/v/o, the EnCodec or the lm_heads).
 # PEFT applies a string target_modules with re.fullmatch on each module name. Matches exactly the 10 Linear layers
@@ -107,50 +106,12 @@ def build_tiny_variant(out_dir, *, hidden_size: int | None = None, seed: int | N
     OTHER SHAPES (a LoRA for it fails on studio-tiny with a size mismatch).
     seed: weight seed (default TINY_SEED + 1: SAME SHAPES, OTHER WEIGHTS). hidden_size=None, seed=TINY_SEED
     reproduces studio-tiny's weights exactly.
-    Mirrors studio/runtime/tiny.py build_tiny_model (which takes no shape/seed parameters)."""
-    from transformers import (
-        EncodecConfig,
-        EncodecFeatureExtractor,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        MusicgenProcessor,
-        T5Config,
-    )
-
+    """
     out_dir = Path(out_dir)
-    hidden = 32 if hidden_size is None else int(hidden_size)
-    seed = TINY_SEED + 1 if seed is None else int(seed)
-    text = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
-                    decoder_start_token_id=0, pad_token_id=0)
-    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, hidden_size=32, num_filters=4,
-                          num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=32,
-                          target_bandwidths=[2.2], num_lstm_layers=1)
-    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                                    ffn_dim=2 * hidden, num_codebooks=4, max_position_embeddings=2048,
-                                    pad_token_id=2048, bos_token_id=2048, audio_channels=1)
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    config.decoder.decoder_start_token_id = 2048
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MusicgenForConditionalGeneration(config)
-        for name, buf in model.audio_encoder.named_buffers():
-            if name.endswith("codebook.embed"):
-                buf.copy_(torch.randn_like(buf))
-    processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
-                                  tokenizer=_tokenizer())
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".variant-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    return build_tiny_model(out_dir, hidden_size=32 if hidden_size is None else int(hidden_size),
+                            seed=TINY_SEED + 1 if seed is None else int(seed))
 
 
 def make_pickled(out_dir, *, base_folder=None, **lora_kwargs) -> Path:

@@ -26,8 +26,11 @@ def _tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def build_tiny_model(folder: Path) -> Path:
-    """Build studio-tiny into `folder` (atomically: a half-built folder is never left behind)."""
+def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SEED) -> Path:
+    """Build studio-tiny into `folder` (atomically: a half-built folder is never left behind).
+
+    hidden_size / seed make other tiny models (other shapes / other weights) for tests; the defaults are
+    studio-tiny's."""
     from transformers import (EncodecConfig, EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
                               MusicgenForConditionalGeneration, MusicgenProcessor, T5Config)
 
@@ -40,13 +43,13 @@ def build_tiny_model(folder: Path) -> Path:
     audio = EncodecConfig(sampling_rate=32000, audio_channels=1, hidden_size=32, num_filters=4,
                           num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=32,
                           target_bandwidths=[2.2], num_lstm_layers=1)
-    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                    ffn_dim=64, num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048,
+    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=hidden_size, num_hidden_layers=2,
+                                    num_attention_heads=2, ffn_dim=2 * hidden_size, num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048,
                                     bos_token_id=2048, audio_channels=1)
     config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
     config.decoder.decoder_start_token_id = 2048  # missing in transformers 5.23; training needs it
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
+        torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config)
         # A config-built EnCodec has all-zero codebooks (every frame encodes to code 0): give them values so
         # encoding audio (training, continuation) means something.
