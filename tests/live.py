@@ -53,3 +53,10 @@ def hold_fetch(ctx: AppContext) -> threading.Event:
 
     ctx.manager.store.fetch = held_fetch
     return gate
+
+
+# Browser tests: Debian's Chromium (never `playwright install`), with no background traffic off this machine.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_TIMEOUT_MS = 30_000

@@ -12,19 +12,17 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
+from tests.live import CHROMIUM  # noqa: E402
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import hold_fetch, serve  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM_ARGS, hold_fetch, serve  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SECOND = {"id": "tiny-b", "display_name": "Tiny B", "max_duration_s": 12}  # same built-in weights, other limits
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = BROWSER_TIMEOUT_MS
 
 
 @pytest.fixture

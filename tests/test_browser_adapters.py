@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
+from tests.live import CHROMIUM  # noqa: E402
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -23,11 +23,9 @@ expect = sync_api.expect
 from studio.services.adapters import RegisterAdapterRequest  # noqa: E402
 from tests.adapters_factory import make_archive, make_lora  # noqa: E402
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import serve  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM_ARGS, serve  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = BROWSER_TIMEOUT_MS
 TRAINING = {"training_config": {"method": "sft", "learning_rate": 0.0001, "epochs": 3.0, "batch_size": 2,
                                 "gradient_checkpointing": True, "device": "cuda"},
             "training_metrics": {"loss": [2.5, 1.75, 1.25]}, "training_dataset": "piano-loops"}

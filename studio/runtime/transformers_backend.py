@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -58,7 +60,8 @@ class TransformersMusicgen:
             return
         check_structure(self.model, inspect_adapter(folder), self.spec.display_name)
         try:
-            self.model.load_adapter(str(folder), adapter_name=name)
+            with _quiet_peft():  # its load report and warnings repeat what check_structure already verified
+                self.model.load_adapter(str(folder), adapter_name=name)
         except Exception:
             if name in getattr(self.model, "peft_config", {}):  # a failed load leaves the adapter half-in
                 self.model.delete_adapter(name)
@@ -158,6 +161,20 @@ class TransformersBackend:
         # Drop the references this object holds; the manager drops the object and releases memory.
         model.model = None
         model.processor = None
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*peft_config.*")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def build_skeleton(folder: Path) -> torch.nn.Module:
