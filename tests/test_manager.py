@@ -186,3 +186,32 @@ def test_failed_generation_is_recorded_without_a_file(ctx, monkeypatch):
     assert job.status == "failed" and "out of memory" in job.error and not job.has_audio
     assert not list((ctx.settings.data_dir / "outputs").glob("*"))
     assert ctx.manager.status().state == "idle"
+
+
+def test_model_questions_are_answered_while_a_switch_unloads(make_ctx):
+    """The page asks about models (memory fit, capability card) every few seconds, whatever the manager is doing:
+    asking while a switch unloads the model must not fail."""
+    ctx = make_ctx(registry_dict(**{"tiny-b": {}}))
+    ctx.manager.switch_and_wait("studio-tiny")
+    stop = threading.Event()
+    errors = []
+
+    def ask():
+        while not stop.is_set():
+            try:
+                ctx.models.list_models()
+                ctx.models.current()
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(repr(exc))
+
+    askers = [threading.Thread(target=ask) for _ in range(2)]
+    for t in askers:
+        t.start()
+    try:
+        for target in ["tiny-b", "studio-tiny"] * 3:
+            assert ctx.manager.switch_and_wait(target).stage == "ready"
+    finally:
+        stop.set()
+        for t in askers:
+            t.join(10)
+    assert errors == []

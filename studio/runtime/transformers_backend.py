@@ -47,6 +47,7 @@ class TransformersMusicgen:
     def __init__(self, spec: ModelSpec, model, processor, device: torch.device, weights_hash: str | None = None):
         self.spec, self.model, self.processor, self.device = spec, model, processor, device
         self.weights_hash = weights_hash
+        self._nbytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
         decoder = model.config.decoder
         self.codebooks_per_channel = decoder.num_codebooks // max(1, getattr(decoder, "audio_channels", 1))
         self.adapters: dict[str, Path] = {}  # PEFT adapter name -> folder, loaded into the model
@@ -108,8 +109,9 @@ class TransformersMusicgen:
                     layer.enable_adapters(True)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.model.parameters()) + sum(
-            t.numel() * t.element_size() for t in self.model.buffers())
+        """Bytes of the base weights, measured once at load: other threads ask (memory checks for the page)
+        while a switch may be unloading this very object."""
+        return self._nbytes
 
     def tokens_for(self, duration_s: float) -> int:
         """Decoding steps for duration_s: the codebook delay pattern costs codebooks-1 extra steps."""
