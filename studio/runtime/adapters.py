@@ -46,6 +46,17 @@ class AdapterFiles:
         return self.config.get("revision")
 
 
+def read_json_object(path: Path, *, code: str) -> dict:
+    """A JSON file that must hold an object; InvalidRequest with `code` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"{path.name} is not valid JSON: {exc}", code=code) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"{path.name} must hold a JSON object.", code=code)
+    return data
+
+
 def inspect_adapter(folder: Path) -> AdapterFiles:
     """Validate that `folder` is a PEFT LoRA checkpoint with safetensors weights; raise InvalidRequest if not."""
     folder = Path(folder)
@@ -55,12 +66,7 @@ def inspect_adapter(folder: Path) -> AdapterFiles:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise InvalidRequest(f"Not a PEFT adapter: {CONFIG_FILE} is missing.", code="not_peft_adapter")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"{CONFIG_FILE} is not valid JSON: {exc}", code="not_peft_adapter") from None
-    if not isinstance(config, dict):
-        raise InvalidRequest(f"{CONFIG_FILE} must hold a JSON object.", code="not_peft_adapter")
+    config = read_json_object(config_path, code="not_peft_adapter")
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type != "LORA":
         raise InvalidRequest(f"Only LoRA adapters are supported; this one is {peft_type or 'of unknown type'}.",
@@ -161,8 +167,11 @@ def structure_problems(model: nn.Module, files: AdapterFiles, limit: int = 5) ->
             if len(shape) <= dim or shape[dim] != expected:
                 mismatched.append(f"{match['module']}.{part}: shape {list(shape)} but the module has "
                                   f"{attr}={expected}")
-    return unmapped[:limit] + ([f"... and {len(unmapped) - limit} more"] if len(unmapped) > limit else []), \
-        mismatched[:limit] + ([f"... and {len(mismatched) - limit} more"] if len(mismatched) > limit else [])
+    return _clip(unmapped, limit), _clip(mismatched, limit)
+
+
+def _clip(items: list[str], limit: int) -> list[str]:
+    return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
 
 
 def check_structure(model: nn.Module, files: AdapterFiles, base_name: str) -> None:

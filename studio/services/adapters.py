@@ -2,7 +2,6 @@
 loaded model, lifecycle, listings and version history."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -26,7 +25,8 @@ from studio.db.models import Adapter, utcnow
 from studio.errors import Conflict, Incompatible, InvalidRequest, NotFound
 from studio.registry import ModelSpec, Registry
 from studio.runtime import hub
-from studio.runtime.adapters import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, check_structure, inspect_adapter
+from studio.runtime.adapters import (CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, check_structure, inspect_adapter,
+                                    read_json_object)
 from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import build_skeleton
@@ -503,12 +503,7 @@ class AdapterService:
         path = folder / PROVENANCE_FILE
         if not path.is_file():
             return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InvalidRequest(f"{PROVENANCE_FILE} is not valid JSON: {exc}", code="invalid_provenance") from None
-        if not isinstance(data, dict):
-            raise InvalidRequest(f"{PROVENANCE_FILE} must hold a JSON object.", code="invalid_provenance")
+        data = read_json_object(path, code="invalid_provenance")
         if data.get("trained_at"):
             try:
                 data["trained_at"] = datetime.fromisoformat(str(data["trained_at"]).replace("Z", "+00:00"))
