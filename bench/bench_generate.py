@@ -126,8 +126,8 @@ def time_studio(client: httpx.Client, duration_s: float) -> tuple[float, float]:
 def time_backend(ctx, duration_s: float) -> float:
     """Seconds for the studio's own TransformersMusicgen.generate (per-step hook, trimming) without HTTP/DB/WAV."""
     with ctx.manager.use("benchmark (backend generate)") as loaded:
-        spec = loaded.spec.generation
-        params = SamplingParams(spec.top_k, spec.top_p, spec.temperature, spec.guidance_scale)
+        g = ctx.gen_config.settings_for(loaded.spec)  # the stored settings, as the REST request uses
+        params = SamplingParams(g.do_sample, g.top_k, g.top_p, g.temperature, g.guidance_scale)
         cpu0, started = cpu_seconds(), time.perf_counter()
         loaded.generate(PROMPT, duration_s, params, SEED, on_step=lambda done, total: None,
                         should_stop=ctx.manager.should_stop)

@@ -12,6 +12,7 @@ from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
 from studio.services.adapters import AdapterService
+from studio.services.gen_config import GenerationConfigService
 from studio.services.generation import GenerationService
 from studio.services.jobs import JobService
 from studio.services.models import ModelService
@@ -29,6 +30,7 @@ class AppContext:
     generation: GenerationService
     jobs: JobService
     adapters: AdapterService
+    gen_config: GenerationConfigService
 
     def start_background_load(self) -> threading.Thread | None:
         """Load the start-up model after the server answers (never before: start-up stays fast)."""
@@ -56,13 +58,17 @@ def build_context(settings: Settings, registry: Registry | None = None) -> AppCo
     adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
                               settings.hf_endpoint)
     manager.on_model_loaded(adapters.preload_active)
+    gen_config = GenerationConfigService(engine, registry)
+    gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     return AppContext(
         settings=settings,
         registry=registry,
         engine=engine,
         manager=manager,
         models=ModelService(registry, manager, store, settings.model),
-        generation=GenerationService(manager, engine, adapters, settings.data_dir, settings.max_prompt_chars),
+        generation=GenerationService(manager, engine, adapters, gen_config, settings.data_dir,
+                                     settings.max_prompt_chars),
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,
+        gen_config=gen_config,
     )

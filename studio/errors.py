@@ -26,6 +26,13 @@ class InvalidRequest(StudioError):
     code = "invalid_request"
 
 
+class InvalidValues(StudioError):
+    """Well-formed JSON whose values break a schema (per-field messages in `errors`)."""
+
+    status = 422
+    code = "invalid_values"
+
+
 class NotFound(StudioError):
     status = 404
     code = "not_found"

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from studio.errors import NotFound, RegistryError
+from studio.gen_settings import MusicgenSettings, field_errors, settings_class
 
 BUILTIN_MODELS = {"studio-tiny"}
 
@@ -17,11 +19,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class GenerationDefaults(_Strict):
-    top_k: int = Field(250, ge=0, le=2048, description="sample from the k most likely tokens (0: no limit)")
-    top_p: float = Field(0.0, ge=0.0, le=1.0, description="nucleus sampling threshold (0: off)")
-    temperature: float = Field(1.0, gt=0.0, le=5.0, description="softmax temperature")
-    guidance_scale: float = Field(3.0, ge=0.0, le=20.0, description="classifier-free guidance (1: off)")
+class SettingsProblems(ValueError):
+    """Bad values in a model's `generation:` block, by setting name (reported one line per setting)."""
+
+    def __init__(self, problems: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+        self.problems = problems
 
 
 class ModelSource(_Strict):
@@ -55,7 +58,28 @@ class ModelSpec(_Strict):
     max_duration_s: float = Field(gt=0, le=600)
     memory_gb: float = Field(gt=0, description="memory needed to load and generate in float32")
     download_gb: float = Field(0.0, ge=0)
-    generation: GenerationDefaults = GenerationDefaults()
+    # The model's default generation settings: its family's settings class (studio/gen_settings.py), so a value
+    # that a user could not save is refused here too. These seed the settings stored in the database.
+    generation: SerializeAsAny[MusicgenSettings] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _typed_generation(cls, raw: object, info: ValidationInfo) -> object:
+        if isinstance(raw, MusicgenSettings):
+            return raw
+        shape = [info.data.get(k) for k in ("backend", "channels", "max_duration_s")]
+        if None in shape:
+            return MusicgenSettings()  # the entry has other errors, reported on their own fields
+        if not isinstance(raw, dict):
+            raise ValueError("expected a mapping of generation settings")
+        try:
+            return settings_class(*shape).model_validate(raw)
+        except ValidationError as exc:
+            raise SettingsProblems(field_errors(exc)) from None
+
+    @property
+    def settings_class(self) -> type[MusicgenSettings]:
+        return settings_class(self.backend, self.channels, self.max_duration_s)
 
     @property
     def max_tokens(self) -> int:
@@ -111,6 +135,10 @@ def parse_registry(raw: object, source: str = "registry.yaml") -> Registry:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, SettingsProblems):
+                problems += [f"{_location(raw, (*err['loc'], k))}: {v}" for k, v in cause.problems.items()]
+                continue
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{_location(raw, tuple(err['loc']))}: {msg}")
         raise RegistryError(f"{source} is invalid:\n  " + "\n  ".join(problems), problems=problems) from None

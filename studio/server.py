@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from studio.api.adapters import build_adapters_router
 from studio.api.auth import install_basic_auth
 from studio.api.errors import install_error_handlers
+from studio.api.gen_config import build_gen_config_router
 from studio.api.routes import build_router
 from studio.context import AppContext
 from studio.ui.app import build_ui
@@ -31,6 +32,7 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     if ctx.settings.auth:
         install_basic_auth(app, *ctx.settings.auth)
     app.include_router(build_adapters_router(ctx))
+    app.include_router(build_gen_config_router(ctx))
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
     return gr.mount_gradio_app(app, build_ui(ctx), path="", auth=ctx.settings.auth,
                                allowed_paths=[str(ctx.settings.outputs_dir.resolve())], css=CSS, head=HEAD,

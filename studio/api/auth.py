@@ -9,6 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 PROTECTED_PREFIXES = ("/api", "/docs", "/redoc", "/openapi.json")
+LOCAL_USER = "local"  # who makes a change when the studio runs without auth
+
+
+def current_user(request: Request) -> str:
+    """The user the auth middleware let in, for audit records."""
+    return getattr(request.state, "user", None) or LOCAL_USER
 
 
 def _credentials(header: str | None) -> tuple[str, str] | None:
@@ -33,4 +39,5 @@ def install_basic_auth(app: FastAPI, user: str, password: str) -> None:
                 return JSONResponse(status_code=401, headers={"WWW-Authenticate": 'Basic realm="Text2Song Studio"'},
                                     content={"detail": {"code": "unauthorized",
                                                         "message": "Log in with the studio's user and password."}})
+            request.state.user = given[0]
         return await call_next(request)

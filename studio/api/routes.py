@@ -83,11 +83,12 @@ def build_router(ctx: AppContext) -> APIRouter:
                  responses={400: {"description": "invalid request"}, 409: {"description": "no model loaded"},
                             423: {"description": "busy"}})
     def generate(body: GenerateRequest) -> GenerateResponse:
-        """Generate audio with the loaded model; returns the job and a WAV URL."""
+        """Generate audio with the loaded model and its stored settings (overridable per request); returns the job
+        and the URL of its audio file."""
         result: GenerationResult = ctx.generation.generate(body)
         return GenerateResponse(job_id=result.job_id, audio_url=_audio_url(result.job_id), model_id=result.model_id,
                                 prompt=result.prompt, seed=result.seed, duration_s=result.duration_s,
-                                sample_rate=result.sample_rate, settings=result.settings.model_dump(),
+                                sample_rate=result.sample_rate, settings=result.settings,
                                 adapter_id=result.adapter_id, adapter_label=result.adapter_label,
                                 elapsed_s=result.elapsed_s)
 
@@ -106,10 +107,11 @@ def build_router(ctx: AppContext) -> APIRouter:
         return _job(ctx.jobs.get(job_id))
 
     @router.get("/jobs/{job_id}/audio", response_class=FileResponse, tags=["jobs"],
-                responses={200: {"content": {"audio/wav": {}}}})
+                responses={200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}}}})
     def job_audio(job_id: int) -> FileResponse:
+        """The job's audio, in the output format its settings chose."""
         path = ctx.jobs.audio_path(job_id)
-        return FileResponse(path, media_type="audio/wav", filename=path.name)
+        return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=path.name)
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown_route(path: str):

@@ -58,3 +58,28 @@ class Job(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     finished_at: datetime | None = None
     elapsed_s: float | None = None
+
+
+class GenerationConfig(SQLModel, table=True):
+    """A model's stored generation settings (all of them), seeded from registry.yaml's defaults on first start."""
+
+    __tablename__ = "generation_config"
+
+    model_id: str = Field(primary_key=True)  # a registry model id
+    values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = "system"
+
+
+class GenerationConfigChange(SQLModel, table=True):
+    """The audit trail of GenerationConfig: who changed which values, when, from what to what."""
+
+    __tablename__ = "generation_config_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: str = Field(index=True)
+    action: str  # seed | update | reset
+    changed_by: str  # the authenticated user, "local" without auth, "system" for seeding
+    changed_at: datetime = Field(default_factory=utcnow, index=True)
+    old_values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    new_values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

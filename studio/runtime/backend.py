@@ -15,6 +15,7 @@ StepCallback = Callable[[int, int], None]  # (steps_done, steps_total)
 
 @dataclass(frozen=True)
 class SamplingParams:
+    do_sample: bool
     top_k: int
     top_p: float
     temperature: float

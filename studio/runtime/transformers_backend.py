@@ -122,13 +122,14 @@ class TransformersMusicgen:
         inputs = self.processor(text=[prompt], padding=True, return_tensors="pt").to(self.device)
         total = self.tokens_for(duration_s)
         hook = _StepHook(total, on_step, should_stop)
+        # Greedy decoding takes no sampling parameters (transformers warns about unused ones).
+        sampling = dict(do_sample=True, top_k=params.top_k, top_p=params.top_p if params.top_p > 0 else 1.0,
+                        temperature=params.temperature) if params.do_sample else dict(do_sample=False)  # top_p 0: off
         torch.manual_seed(seed)  # seeds CPU and every CUDA device: same prompt+settings+seed -> same audio
         try:
             with torch.inference_mode():
                 out = self.model.generate(
-                    **inputs, do_sample=True, max_new_tokens=total,
-                    top_k=params.top_k, top_p=params.top_p if params.top_p > 0 else 1.0,  # 0: off, as in audiocraft
-                    temperature=params.temperature, guidance_scale=params.guidance_scale,
+                    **inputs, **sampling, max_new_tokens=total, guidance_scale=params.guidance_scale,
                     stopping_criteria=StoppingCriteriaList([hook]))
         except Exception:
             # Stopping before every codebook has started makes the decoder's post-processing fail: that is a

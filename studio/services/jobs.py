@@ -12,6 +12,7 @@ from studio.db.engine import session_scope
 from studio.db.jobs import get_job, list_jobs
 from studio.db.models import Job
 from studio.errors import NotFound
+from studio.services.audio_out import media_type
 
 DELETED_ADAPTER = "Deleted Adapter"
 
@@ -63,6 +64,10 @@ class JobService:
             if job is None:
                 raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
             return _info(session, job)
+
+    @staticmethod
+    def media_type(path: Path) -> str:
+        return media_type(path)
 
     def audio_path(self, job_id: int) -> Path:
         with session_scope(self.engine) as session:

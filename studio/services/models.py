@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from typing import Any, Iterator
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from studio.registry import GenerationDefaults, ModelSpec, Registry
+from studio.registry import ModelSpec, Registry
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
 from studio.runtime.store import ModelStore
@@ -31,7 +31,8 @@ class ModelInfo(BaseModel):
     max_tokens: int
     memory_gb: float
     download_gb: float
-    generation: GenerationDefaults
+    generation: dict[str, Any] = Field(description=(
+        "registry.yaml's default generation settings; the stored ones are at GET /api/models/{id}/config"))
     available: bool  # usable without a download
     loaded: bool
     fits_memory: bool  # fits in the device's free memory (the loaded model counted as freed)
@@ -68,7 +69,7 @@ class ModelService:
             hub_repo=spec.source.hub, revision=spec.source.revision, builtin=spec.is_builtin,
             parameters=spec.parameters, sample_rate=spec.sample_rate, channels=spec.channels,
             frame_rate=spec.frame_rate, max_duration_s=spec.max_duration_s, max_tokens=spec.max_tokens,
-            memory_gb=spec.memory_gb, download_gb=spec.download_gb, generation=spec.generation,
+            memory_gb=spec.memory_gb, download_gb=spec.download_gb, generation=spec.generation.model_dump(),
             available=self.store.available(spec), loaded=spec.id == loaded_id, fits_memory=shortfall is None,
             memory_note=shortfall)
 

@@ -7,6 +7,7 @@ from studio.context import AppContext
 from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, VIEW_COUNT, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, status_line
+from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, model_updates, wire_generate_tab
 from studio.ui.settings_tab import build_settings_tab, model_choices, models_table, switch_events
 
@@ -21,7 +22,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         with gr.Row():
             gr.Markdown("## 🎵 Text2Song Studio")
             header = gr.Markdown(status_line(ctx.models.current()), elem_id="current-model")
-        seen_model = gr.State(None)  # per page: the model the widgets were last set up for
+        seen_model = gr.State(None)  # per page: the model (and its saved settings) the widgets were set up for
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 gen = build_generate_tab(ctx)
@@ -31,6 +32,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 settings = build_settings_tab(ctx)
         wire_generate_tab(ctx, gen)
         wire_adapters_tab(ctx, adapters, gen, active_pref)
+        wire_config_panel(ctx, settings.config, demo)
 
         # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets,
         # the controls a switch locks, and what depends on the adapters and the loaded model (the adapter dropdown
@@ -44,29 +46,36 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             return [gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
                     gr.Button(interactive=False, value="Switching model…")]
 
-        def follow(cur, duration, *view_args) -> list:
-            """Bring every widget in line with the loaded model, controls unlocked."""
+        def page_key(cur) -> str | None:
+            """What the Generate tab's widgets depend on: the loaded model and when its settings were saved."""
+            if cur.model is None:
+                return None
+            return f"{cur.model.id}@{ctx.gen_config.get(cur.model.id).updated_at}"
+
+        def follow(cur, *view_args) -> list:
+            """Bring every widget in line with the loaded model and its saved settings, controls unlocked."""
             model_id = cur.model.id if cur.model else None
-            return [status_line(cur), model_id, *model_updates(cur.model, duration),
+            config = ctx.gen_config.get(model_id) if model_id else None
+            return [status_line(cur), page_key(cur), *model_updates(cur.model, config),
                     gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True),
                     model_card(cur.model), models_table(ctx), gr.Button(interactive=True, value="Generate"),
                     *view_updates(ctx, *view_args, force=True)]
 
-        def refresh(seen, duration, *view_args):
+        def refresh(seen, *view_args):
             """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
-            or a switch made elsewhere). Controls are locked during any switch, whoever asked for it, and unlocked
+            or a switch made elsewhere) and its settings when they were saved (here or elsewhere). Controls are locked during any switch, whoever asked for it, and unlocked
             outside one, so a page whose own switch stream broke recovers. Adapter widgets follow changes made
             elsewhere (another page, the REST API, a generation's usage count)."""
             cur = ctx.models.current()
             keep = [status_line(cur), seen, *[gr.skip()] * len(limits)]
             if cur.state == "switching":
                 return [*keep, *locked(), *[gr.skip()] * VIEW_COUNT]
-            if (cur.model.id if cur.model else None) == seen:
+            if page_key(cur) == seen:
                 return [*keep, gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
                         gr.Button(interactive=True, value="Generate"), *view_updates(ctx, *view_args)]
-            return follow(cur, duration, *view_args)
+            return follow(cur, *view_args)
 
-        refresh_io = dict(inputs=[seen_model, gen.duration, *v_in], outputs=outputs, show_progress="hidden",
+        refresh_io = dict(inputs=[seen_model, *v_in], outputs=outputs, show_progress="hidden",
                           api_visibility="private")
         demo.load(refresh, queue=False, **refresh_io)
         demo.load(lambda pref: filter_view(ctx, pref), active_pref,
@@ -84,8 +93,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                                      api_visibility="private")
         switching = start.then(switch_model, settings.model, [settings.status, settings.card],
                                api_name="switch_model", concurrency_id="gpu", concurrency_limit=1)
-        unlock_io = dict(fn=lambda duration, *view_args: follow(ctx.models.current(), duration, *view_args),
-                         inputs=[gen.duration, *v_in], outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
+        unlock_io = dict(fn=lambda *view_args: follow(ctx.models.current(), *view_args), inputs=v_in, outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
         switching.then(**unlock_io)
         switching.failure(**unlock_io)
     return demo

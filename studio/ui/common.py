@@ -133,8 +133,8 @@ def model_card(m: ModelInfo | None) -> str:
         f"| Sample rate | {m.sample_rate / 1000:g} kHz, {fmt_channels(m.channels)} |",
         f"| Parameters | {fmt_params(m.parameters)} |",
         f"| Weights | {weights} |",
-        f"| Defaults | top_k {m.generation.top_k}, top_p {m.generation.top_p:g}, temperature "
-        f"{m.generation.temperature:g}, guidance {m.generation.guidance_scale:g} |",
+        f"| Default settings | top_k {m.generation['top_k']}, top_p {m.generation['top_p']:g}, temperature "
+        f"{m.generation['temperature']:g}, guidance {m.generation['guidance_scale']:g} (yours: below) |",
     ])
 
 

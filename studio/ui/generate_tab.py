@@ -7,12 +7,17 @@ import gradio as gr
 
 from studio.context import AppContext
 from studio.services.adapters import AdapterInfo
+from studio.services.gen_config import ConfigView
 from studio.services.generation import GenerateRequest
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, md_escape, user_errors
+from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
 RANDOM_SEED = -1
+# The stored settings a person tunes per generation here; the others (output format, loudness, seed policy) apply
+# as stored in the Settings tab.
+SAMPLING_FIELDS = ("do_sample", "top_k", "top_p", "temperature", "guidance_scale")
 
 
 @dataclass
@@ -22,10 +27,8 @@ class GenerateTab:
     duration_hint: gr.Markdown
     adapter: gr.Dropdown
     adapter_hint: gr.Markdown
-    top_k: gr.Slider
-    top_p: gr.Slider
-    temperature: gr.Slider
-    guidance: gr.Slider
+    sampling: dict[str, gr.components.Component]  # SAMPLING_FIELDS, built from the settings schema
+    specs: dict[str, FieldSpec]
     seed: gr.Number
     generate_btn: gr.Button
     cancel_btn: gr.Button
@@ -34,7 +37,8 @@ class GenerateTab:
 
     @property
     def settings(self) -> list:
-        return [self.top_k, self.top_p, self.temperature, self.guidance]
+        """The widgets that follow the loaded model and its stored settings (see model_updates)."""
+        return [self.seed, *self.sampling.values()]
 
 
 def duration_hint(value: float, model: ModelInfo | None) -> str:
@@ -48,17 +52,20 @@ def duration_hint(value: float, model: ModelInfo | None) -> str:
     return ""
 
 
-def model_updates(model: ModelInfo | None, duration: float | None) -> list:
-    """New limits and defaults for the tab's widgets when the loaded model changes."""
-    if model is None:
-        return [gr.Slider(interactive=False), "", gr.skip(), gr.skip(), gr.skip(), gr.skip()]
-    value = min(duration or 10.0, model.max_duration_s)
-    g = model.generation
+def seed_value(values: dict) -> int:
+    return values["seed"] if values["seed_policy"] == "fixed" else RANDOM_SEED
+
+
+def model_updates(model: ModelInfo | None, config: ConfigView | None) -> list:
+    """Limits and starting values of the tab's widgets [duration, hint, seed, *sampling] for the loaded model and
+    its stored settings (when either changes)."""
+    if model is None or config is None:
+        return [gr.Slider(interactive=False), "", gr.skip(), *[gr.skip()] * len(SAMPLING_FIELDS)]
+    v = config.values
+    value = min(v["default_duration_s"], model.max_duration_s)
     return [gr.Slider(maximum=model.max_duration_s, value=value, interactive=True,
                       info=f"{model.display_name} allows up to {model.max_duration_s:g} s"),
-            duration_hint(value, model),
-            gr.Slider(value=g.top_k), gr.Slider(value=g.top_p), gr.Slider(value=g.temperature),
-            gr.Slider(value=g.guidance_scale)]
+            duration_hint(value, model), seed_value(v), *[gr.update(value=v[name]) for name in SAMPLING_FIELDS]]
 
 
 # ---- the adapter dropdown ---------------------------------------------------------------------------------------
@@ -146,12 +153,14 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
     # The widget's bound is the registry's largest limit (Gradio checks it for scripts too, which never get
     # a page's update); each page narrows it to the loaded model, and the service enforces the real limit.
     max_s = max(spec.max_duration_s for spec in ctx.registry.models)
-    g = current.generation if current else ctx.registry.get(ctx.registry.default_model).generation
+    model_id = current.id if current else ctx.registry.default_model
+    config = ctx.gen_config.get(model_id)
+    specs = {f.name: f for f in field_specs(ctx.gen_config.schema(model_id)) if f.name in SAMPLING_FIELDS}
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", max_length=ctx.settings.max_prompt_chars,
                                 placeholder="lo-fi hip hop beat with warm piano and vinyl crackle")
-            duration = gr.Slider(0.5, max_s, value=min(10.0, current.max_duration_s if current else max_s), step=0.5,
+            duration = gr.Slider(0.5, max_s, value=config.values["default_duration_s"], step=0.5,
                                  label="Duration (seconds)",
                                  elem_id="duration")
             hint = gr.Markdown(elem_id="duration-hint")
@@ -160,17 +169,13 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             adapter = gr.Dropdown([(NO_ADAPTER, NO_ADAPTER)], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
                                   info=ADAPTER_INFO, allow_custom_value=True)
             adapter_hint_md = gr.Markdown(elem_id="adapter-hint")
-            with gr.Accordion("Generation settings", open=False):
-                top_k = gr.Slider(0, 2048, value=g.top_k, step=1, label="top_k",
-                                  info="sample from the k most likely tokens (0: no limit)")
-                top_p = gr.Slider(0.0, 1.0, value=g.top_p, step=0.01, label="top_p",
-                                  info="nucleus sampling threshold (0: off)")
-                temperature = gr.Slider(0.05, 5.0, value=g.temperature, step=0.05, label="temperature",
-                                        info="higher: more surprising")
-                guidance = gr.Slider(0.0, 20.0, value=g.guidance_scale, step=0.5, label="guidance scale (cfg)",
-                                     info="how closely to follow the prompt (1: off)")
+            with gr.Accordion("Generation settings", open=False, elem_id="gen-sampling"):
+                gr.Markdown("Start from this model's saved settings (Settings tab), for this generation only. "
+                            "Output format, loudness and seed policy apply as saved.", elem_classes=["cfg-hint"])
+                sampling = {name: make_widget(f, config.values[name], f"gen-{name}") for name, f in specs.items()}
             # -1, not an empty field: Gradio shows and sends an empty Number as 0.
-            seed = gr.Number(label="Seed", value=RANDOM_SEED, precision=0, minimum=RANDOM_SEED, elem_id="seed",
+            seed = gr.Number(label="Seed", value=seed_value(config.values), precision=0, minimum=RANDOM_SEED,
+                             elem_id="seed",
                              info="-1: a random seed (shown with the result) · same seed + prompt + settings: "
                                   "same audio")
             with gr.Row():
@@ -180,21 +185,24 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
-    return GenerateTab(prompt, duration, hint, adapter, adapter_hint_md, top_k, top_p, temperature, guidance, seed,
-                       generate_btn, cancel_btn, audio, result)
+    return GenerateTab(prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed, generate_btn,
+                       cancel_btn, audio, result)
 
 
 def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
-    def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
+    def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
                  progress=gr.Progress()):
         """Generate music with the loaded model, with a LoRA adapter ('None (base model)', or an adapter id as
-        listed by GET /api/adapters). Returns the WAV file and a summary naming the model, adapter and seed."""
+        listed by GET /api/adapters). The sampling values apply to this generation; the other settings (output
+        format, loudness, seed policy for seed -1) are the model's saved ones. Returns the audio file and a summary
+        naming the model, adapter and seed."""
         needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
             "", NO_ADAPTER)
         with user_errors():
             adapter_id = adapter_id_from(adapter, ctx.adapters.list(active=True) if needs_listing else None)
-        settings = {"top_k": int(top_k), "top_p": float(top_p), "temperature": float(temperature),
-                    "guidance_scale": float(guidance_scale)}
+        raw = dict(do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
+                   guidance_scale=guidance_scale)
+        settings = {name: coerce(tab.specs[name], value) for name, value in raw.items()}
         req = GenerateRequest(prompt=prompt or "", duration_s=float(duration_s or 0),
                               seed=None if seed in (None, "", RANDOM_SEED) else int(seed), settings=settings,
                               adapter_id=adapter_id)
@@ -208,10 +216,12 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         model_name = ctx.models.get(r.model_id).display_name
         used = f"adapter **{md_escape(r.adapter_label)}**" if r.adapter_label else "no adapter (base model)"
         info = (f"**Job {r.job_id}** · {model_name} · {used} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz"
-                f" · seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
+                f" · {r.output_file.suffix.lstrip('.').upper()} · seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
         return str(r.output_file), info
 
-    inputs = [tab.prompt, tab.duration, tab.seed, *tab.settings, tab.adapter]
+    s = tab.sampling
+    inputs = [tab.prompt, tab.duration, tab.seed, s["top_k"], s["top_p"], s["temperature"], s["guidance_scale"],
+              tab.adapter, s["do_sample"]]
     tab.generate_btn.click(generate, inputs, [tab.audio, tab.result], api_name="generate", concurrency_id="gpu",
                            concurrency_limit=1)
 

@@ -1,4 +1,5 @@
-"""Settings tab: choose the model (with a capability card and every model's capabilities) and switch."""
+"""Settings tab: choose the model (with a capability card and every model's capabilities) and switch; each
+model's saved generation settings (gen_config_panel)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from studio.context import AppContext
+from studio.ui.gen_config_panel import ConfigPanel, build_config_panel
 from studio.ui.common import (fmt_channels, fmt_params, model_card, model_choice_label, user_errors,
                               weights_state)
 
@@ -16,6 +18,7 @@ class SettingsTab:
     card: gr.Markdown
     status: gr.Markdown
     table: gr.Dataframe
+    config: ConfigPanel
 
 
 TABLE_HEADERS = ["Model", "Parameters", "Max duration (s)", "Memory (GB, fp32)", "Sample rate", "Weights", "Loaded"]
@@ -48,7 +51,8 @@ def build_settings_tab(ctx: AppContext) -> SettingsTab:
             card = gr.Markdown(model_card(current), elem_id="model-card")
     table = gr.Dataframe(models_table(ctx), headers=TABLE_HEADERS, label="All models", interactive=False,
                          elem_id="models-table")
-    return SettingsTab(model, card, status, table)
+    config = build_config_panel(ctx, current.id if current else ctx.registry.default_model)
+    return SettingsTab(model, card, status, table, config)
 
 
 def switch_events(ctx: AppContext, model_id: str, progress: gr.Progress):

@@ -1,0 +1,100 @@
+"""Typed generation settings: one class per backend and model family, declaring every parameter with its type,
+default, bounds or options and a description ("x-step": the step a form's slider uses). Their JSON Schema is what the API publishes and the forms are built
+from; registry.yaml's `generation:` block gives each model's defaults."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+MAX_SEED = 2**32 - 1
+DEFAULT_DURATION_S = 10.0
+OUTPUT_FORMATS = ("wav", "flac", "mp3")  # all written by soundfile's bundled libsndfile
+
+
+class MusicgenSettings(BaseModel):
+    """Generation settings of a MusicGen model run by the transformers backend."""
+
+    # strict: "250" is not a number and 1 is not a boolean; a misspelt key is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              title="MusicGen generation settings")
+
+    do_sample: bool = Field(True, title="Sampling", description=(
+        "Draw each audio token at random among the likely ones. Off: always take the most likely token (greedy "
+        "decoding), which tends to repeat itself; top_k, top_p and temperature then have no effect."))
+    top_k: int = Field(250, ge=0, le=2048, title="Top-k", description=(
+        "Sample only from the k most likely tokens at each step (0: no limit). Lower is safer, higher more varied."))
+    top_p: float = Field(0.0, ge=0.0, le=1.0, title="Top-p", json_schema_extra={"x-step": 0.01}, description=(
+        "Nucleus sampling: sample from the smallest set of tokens whose probabilities add up to p (0: off)."))
+    temperature: float = Field(1.0, gt=0.0, le=5.0, title="Temperature", json_schema_extra={"x-step": 0.05}, description=(
+        "Sharpens (below 1) or flattens (above 1) the token distribution: higher sounds more surprising."))
+    guidance_scale: float = Field(3.0, ge=0.0, le=20.0, title="Guidance scale (CFG)",
+                                  json_schema_extra={"x-step": 0.1}, description=(
+        "Classifier-free guidance: how closely the music follows the prompt (1: off; above about 5 it can sound "
+        "harsh). Guidance doubles the work of each step."))
+    seed_policy: Literal["random", "fixed"] = Field("random", title="Seed policy", description=(
+        "random: a new seed for every generation (shown with the result). fixed: always the seed below, so the "
+        "same prompt and settings give the same audio. A seed given with a request wins over both."))
+    seed: int = Field(0, ge=0, le=MAX_SEED, title="Fixed seed", description=(
+        "The seed used when the seed policy is 'fixed'."))
+    default_duration_s: float = Field(DEFAULT_DURATION_S, ge=0.5, title="Default duration (s)",
+                                      json_schema_extra={"x-step": 0.5}, description=(
+        "Length of a generation when the request does not give one (the Generate tab starts here). At most the "
+        "model's maximum duration."))
+    output_format: Literal[OUTPUT_FORMATS] = Field("wav", title="Output format", description=(
+        "File format of the audio: wav (16-bit PCM, lossless), flac (lossless, about half the size) or mp3 "
+        "(lossy, smallest)."))
+    normalize_loudness: bool = Field(False, title="Loudness normalisation", description=(
+        "Scale each result to the target loudness (ITU-R BS.1770, as streaming services do), so clips play at the "
+        "same level. The peak is kept below full scale."))
+    target_lufs: float = Field(-14.0, ge=-40.0, le=-6.0, title="Target loudness (LUFS)",
+                               json_schema_extra={"x-step": 0.5}, description=(
+        "Loudness aimed at when normalisation is on: -14 for streaming, -23 for broadcast."))
+
+
+class MusicgenStereoSettings(MusicgenSettings):
+    """MusicGen stereo models generate two channels; they can be mixed down to one."""
+
+    model_config = ConfigDict(title="MusicGen stereo generation settings")
+
+    downmix_to_mono: bool = Field(False, title="Mix down to mono", description=(
+        "Average the two channels into one: half the file size, for playback on a single speaker."))
+
+
+# (backend, family) -> settings class. A model's family comes from its registry entry (see family_of).
+SETTINGS_CLASSES: dict[tuple[str, str], type[MusicgenSettings]] = {
+    ("transformers", "musicgen"): MusicgenSettings,
+    ("transformers", "musicgen-stereo"): MusicgenStereoSettings,
+}
+
+
+def family_of(channels: int) -> str:
+    return "musicgen-stereo" if channels == 2 else "musicgen"
+
+
+@lru_cache(maxsize=None)  # a pure function of immutable inputs: one class per distinct model shape
+def settings_class(backend: str, channels: int, max_duration_s: float) -> type[MusicgenSettings]:
+    """The settings class of a model: its family's class with the duration bound set to the model's limit."""
+    base = SETTINGS_CLASSES[(backend, family_of(channels))]
+    inherited = base.model_fields["default_duration_s"]
+    return create_model(
+        base.__name__, __base__=base, __module__=base.__module__, __doc__=base.__doc__,
+        default_duration_s=(float, Field(min(DEFAULT_DURATION_S, max_duration_s), ge=0.5, le=max_duration_s,
+                                         title=inherited.title, description=inherited.description,
+                                         json_schema_extra=inherited.json_schema_extra)))
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """{field: message} for a person, one per bad field ('(body)' for problems with the whole object)."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        elif err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
+            msg = f"must be one of {err['ctx']['expected']}"
+        out.setdefault(field, msg)
+    return out
+

@@ -1,0 +1,214 @@
+"""The Settings tab's generation-settings panel: a form built from the chosen model's settings schema, inline
+validation, changed-from-default marks, Save, Reset to defaults (confirmed), and the history of changes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from studio.context import AppContext
+from studio.errors import InvalidValues
+from studio.services.gen_config import ConfigChange, ConfigView
+from studio.ui.common import user_errors
+from studio.ui.settings_form import FieldSpec, coerce, field_specs, fmt_value, make_widget, widget_update
+
+HISTORY_HEADERS = ["When (UTC)", "Who", "Action", "Changes"]
+HISTORY_ROWS = 50
+
+
+@dataclass
+class ConfigPanel:
+    model: gr.Dropdown
+    fields: dict[str, Any]  # every setting of every model's schema, in order; a model's own are visible
+    summary: gr.Markdown
+    save_btn: gr.Button
+    reset_btn: gr.Button
+    confirm_row: gr.Row
+    confirm_text: gr.Markdown
+    confirm_btn: gr.Button
+    confirm_cancel: gr.Button
+    history: gr.Dataframe
+
+    @property
+    def form(self) -> list:
+        """Outputs of every form refresh."""
+        return [*self.fields.values(), self.summary, self.save_btn]
+
+
+def specs_of(ctx: AppContext, model_id: str) -> dict[str, FieldSpec]:
+    return {f.name: f for f in field_specs(ctx.gen_config.schema(model_id))}
+
+
+def all_fields(ctx: AppContext) -> dict[str, FieldSpec]:
+    """The union of the registry's settings schemas (one widget per name; each model shows its own)."""
+    out: dict[str, FieldSpec] = {}
+    for spec in ctx.registry.models:
+        for name, f in specs_of(ctx, spec.id).items():
+            out.setdefault(name, f)
+    return out
+
+
+def history_rows(changes: list[ConfigChange]) -> list[list[str]]:
+    rows = []
+    for c in changes:
+        if c.action == "seed":
+            what = "stored registry.yaml's defaults"
+        else:
+            what = "; ".join(f"{k}: {fmt_value(c.old_values.get(k))} → {fmt_value(v)}" for k, v in c.new_values.items())
+            what = what or "nothing differed from the defaults"
+        rows.append([c.changed_at.strftime("%Y-%m-%d %H:%M:%S"), c.changed_by, c.action, what])
+    return rows or [["", "", "", "no changes yet"]]
+
+
+def summary_text(view: ConfigView, values: dict, errors: dict[str, str], specs: dict[str, FieldSpec]) -> str:
+    name = lambda k: specs[k].label if k in specs else k  # noqa: E731
+    if errors:
+        return "⚠️ **Not valid:** " + "; ".join(f"{name(k)}: {v}" for k, v in errors.items()) + ". Fix the marked " \
+               "settings to save."
+    unsaved = [k for k in specs if values.get(k) != view.values.get(k)]
+    changed = [k for k in specs if values.get(k) != view.defaults.get(k)]
+    parts = [f"**Unsaved changes:** {', '.join(name(k) for k in unsaved)}." if unsaved else "All changes saved."]
+    parts.append(f"{len(changed)} setting(s) differ from the defaults: {', '.join(name(k) for k in changed)}."
+                 if changed else "Every setting has its default value.")
+    if view.updated_by and view.updated_at:
+        parts.append(f"<small>Last saved {view.updated_at:%Y-%m-%d %H:%M} UTC by {view.updated_by}.</small>")
+    if view.ignored:
+        parts.append("⚠️ Saved values no longer valid, defaults used: "
+                     + "; ".join(f"{name(k)} ({v})" for k, v in view.ignored.items()) + ".")
+    return "  \n".join(parts)
+
+
+def form_updates(ctx: AppContext, panel_fields: list[str], model_id: str, values: dict | None = None,
+                 errors: dict[str, str] | None = None) -> list:
+    """Updates for [*fields, summary, save button]. values None: show the saved values."""
+    specs, view = specs_of(ctx, model_id), ctx.gen_config.get(model_id)
+    shown = dict(view.values) if values is None else values
+    errors = errors or {}
+    updates = []
+    for name in panel_fields:
+        f = specs.get(name)
+        value = view.values[name] if values is None and f is not None else None
+        kw = dict(error=errors.get(name), changed=f is not None and shown.get(name) != view.defaults.get(name))
+        updates.append(widget_update(f, value=value, **kw) if values is None and f is not None
+                       else widget_update(f, **kw))
+    dirty = any(shown.get(k) != view.values.get(k) for k in specs)
+    return [*updates, summary_text(view, shown, errors, specs), gr.Button(interactive=dirty and not errors)]
+
+
+def build_config_panel(ctx: AppContext, model_id: str) -> ConfigPanel:
+    fields_spec = all_fields(ctx)
+    view, own = ctx.gen_config.get(model_id), specs_of(ctx, model_id)
+    with gr.Group(elem_id="gen-config"):
+        gr.Markdown("### Generation settings\nSaved per model in the studio's database: every generation with the "
+                    "model starts from them (the Generate tab, the REST API and scripts). Hover a setting for "
+                    "its description.")
+        with gr.Row():
+            model = gr.Dropdown([(m.display_name, m.id) for m in ctx.registry.models], value=model_id,
+                                label="Settings for", elem_id="config-model", scale=2,
+                                info="Any model can be configured, loaded or not.")
+        with gr.Column(elem_id="config-form", elem_classes=["config-form"]):
+            fields = {}
+            for name, f in fields_spec.items():
+                mine = own.get(name)
+                value = view.values.get(name, f.default)
+                fields[name] = make_widget(mine or f, value, f"cfg-{name}", visible=mine is not None,
+                                           changed=mine is not None and value != view.defaults.get(name))
+        summary = gr.Markdown(summary_text(view, view.values, {}, own), elem_id="config-summary")
+        with gr.Row():
+            save_btn = gr.Button("Save", variant="primary", interactive=False, elem_id="config-save", scale=0,
+                                 min_width=140)
+            reset_btn = gr.Button("Reset to defaults…", elem_id="config-reset", scale=0, min_width=180)
+        with gr.Row(visible=False, elem_id="config-reset-confirm", equal_height=True) as confirm_row:
+            confirm_text = gr.Markdown(elem_id="config-reset-text")
+            confirm_btn = gr.Button("Reset", variant="stop", scale=0, min_width=110, elem_id="config-reset-yes")
+            confirm_cancel = gr.Button("Cancel", scale=0, min_width=110, elem_id="config-reset-no")
+        with gr.Accordion("History of changes", open=False, elem_id="config-history-box"):
+            history = gr.Dataframe(history_rows(ctx.gen_config.history(model_id, limit=HISTORY_ROWS).changes),
+                                   headers=HISTORY_HEADERS, interactive=False, wrap=True, elem_id="config-history")
+    return ConfigPanel(model, fields, summary, save_btn, reset_btn, confirm_row, confirm_text, confirm_btn,
+                       confirm_cancel, history)
+
+
+def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> None:
+    names = list(panel.fields)
+    widgets = list(panel.fields.values())
+
+    def read(model_id: str, raw: tuple) -> dict:
+        specs = specs_of(ctx, model_id)
+        return {n: coerce(specs[n], v) for n, v in zip(names, raw) if n in specs}
+
+    def history(model_id: str) -> list[list[str]]:
+        return history_rows(ctx.gen_config.history(model_id, limit=HISTORY_ROWS).changes)
+
+    def show(model_id):
+        """The chosen model's saved settings, its form and history."""
+        with user_errors():
+            return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False)]
+
+    def check(model_id, *raw):
+        """Inline validation as the person edits: marks, per-field errors, whether Save is possible."""
+        values = read(model_id, raw)
+        try:
+            ctx.gen_config.validate_changes(model_id, values)
+            errors = {}
+        except InvalidValues as exc:
+            errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
+        return form_updates(ctx, names, model_id, values, errors)
+
+    def save(model_id, *raw, request: gr.Request):
+        values = read(model_id, raw)
+        try:
+            ctx.gen_config.update(model_id, values, by=getattr(request, "username", None) or "local")
+        except InvalidValues as exc:  # shown at the fields; nothing was stored
+            gr.Warning(f"Not saved: {len(exc.extra.get('errors', []))} setting(s) need fixing.")
+            errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
+            return [*form_updates(ctx, names, model_id, values, errors), gr.skip()]
+        gr.Info(f"Saved the settings of {ctx.registry.get(model_id).display_name}.")
+        return [*form_updates(ctx, names, model_id), history(model_id)]
+
+    def ask_reset(model_id):
+        spec, view = ctx.registry.get(model_id), ctx.gen_config.get(model_id)
+        n = len(view.changed)
+        what = f"{n} setting(s) differ from the defaults and will go back" if n else "Every setting already " \
+               "has its default value"
+        return gr.Row(visible=True), f"**Reset every setting of {spec.display_name} to registry.yaml's defaults?** " \
+                                     f"{what}. Unsaved edits are lost too."
+
+    def reset(model_id, request: gr.Request):
+        with user_errors():
+            ctx.gen_config.reset(model_id, by=getattr(request, "username", None) or "local")
+        gr.Info(f"{ctx.registry.get(model_id).display_name}: settings reset to the defaults.")
+        return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False)]
+
+    private = dict(api_visibility="private", show_progress="hidden")
+    demo.load(show, panel.model, [*panel.form, panel.history, panel.confirm_row], queue=False, **private)
+    panel.model.change(show, panel.model, [*panel.form, panel.history, panel.confirm_row], queue=False, **private)
+    for widget in widgets:
+        widget.change(check, [panel.model, *widgets], panel.form, queue=False, **private)
+    panel.save_btn.click(save, [panel.model, *widgets], [*panel.form, panel.history], **private)
+    panel.reset_btn.click(ask_reset, panel.model, [panel.confirm_row, panel.confirm_text], queue=False, **private)
+    panel.confirm_cancel.click(lambda: gr.Row(visible=False), None, panel.confirm_row, queue=False, **private)
+    panel.confirm_btn.click(reset, panel.model, [*panel.form, panel.history, panel.confirm_row], **private)
+
+    # Scripts (gradio_client) get the same actions with JSON in and out.
+    def generation_settings(model_id: str) -> dict:
+        """A model's saved generation settings, the defaults, and which differ from them."""
+        with user_errors():
+            return ctx.gen_config.get(model_id).model_dump(mode="json")
+
+    def save_generation_settings(model_id: str, values: dict, request: gr.Request) -> dict:
+        """Change some of a model's settings (the others keep their values); nothing is saved if one is invalid."""
+        with user_errors():
+            return ctx.gen_config.update(model_id, values, by=getattr(request, "username", None) or "local"
+                                         ).model_dump(mode="json")
+
+    def reset_generation_settings(model_id: str, request: gr.Request) -> dict:
+        """Put a model's settings back to registry.yaml's defaults."""
+        with user_errors():
+            return ctx.gen_config.reset(model_id, by=getattr(request, "username", None) or "local"
+                                        ).model_dump(mode="json")
+
+    gr.api(generation_settings, api_name="generation_settings")
+    gr.api(save_generation_settings, api_name="save_generation_settings")
+    gr.api(reset_generation_settings, api_name="reset_generation_settings")
