@@ -85,16 +85,32 @@ def settings_class(backend: str, channels: int, max_duration_s: float) -> type[M
                                          json_schema_extra=inherited.json_schema_extra)))
 
 
+# pydantic error type -> a message for a person (others keep pydantic's own)
+_MESSAGES = {
+    "extra_forbidden": "unknown setting",
+    "literal_error": "must be one of {expected}",
+    "less_than_equal": "must be at most {le}",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than": "must be less than {lt}",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "finite_number": "must be a finite number",
+    "string_type": "must be text",
+    "missing": "is required",
+}
+
+
 def field_errors(exc: ValidationError) -> dict[str, str]:
     """{field: message} for a person, one per bad field ('(body)' for problems with the whole object)."""
     out: dict[str, str] = {}
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(body)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting"
-        elif err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
-            msg = f"must be one of {err['ctx']['expected']}"
+        ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in (err.get("ctx") or {}).items()}
+        template = _MESSAGES.get(err["type"])
+        msg = template.format(**ctx) if template else err["msg"]
         out.setdefault(field, msg)
     return out
 

@@ -31,6 +31,14 @@ document.addEventListener('keydown', (e) => {
   e.target.blur();
 }, true);
 </script>"""
+# Settings forms: hovering a setting shows its description (the help text under it, errors included) as a tooltip.
+HEAD += """<script>
+document.addEventListener('mouseover', (e) => {
+  const field = e.target && e.target.closest && e.target.closest('.cfg-field');
+  const info = field && field.querySelector('.info-text, [data-testid="block-info"] + div');
+  if (info) field.title = info.textContent.trim();
+});
+</script>"""
 JS_SWITCH_START = "(...args) => { window.__studioSwitching = true; return args; }"
 JS_SWITCH_END = "(...args) => { window.__studioSwitching = false; return args; }"
 CSS = """
@@ -41,6 +49,9 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
   opacity: 0.45; font-style: italic; pointer-events: none; }
 #adapter-hint { color: var(--body-text-color-subdued); font-size: var(--text-sm); margin-top: -6px; }
 #adapter-hint p { margin: 0; }
+/* Generation settings forms (built from the settings schema) */
+#config-summary { padding: 4px 12px; }
+#config-reset-confirm { border: 2px solid var(--error-border-color, #ef4444); border-radius: 10px; padding: 10px 12px; }
 /* Adapters tab */
 #adapter-name-reset, .studio-hidden { display: none !important; }
 #adapters-empty p { margin: 4px 0; color: var(--body-text-color-subdued); }

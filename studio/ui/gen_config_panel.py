@@ -107,18 +107,20 @@ def build_config_panel(ctx: AppContext, model_id: str) -> ConfigPanel:
             model = gr.Dropdown([(m.display_name, m.id) for m in ctx.registry.models], value=model_id,
                                 label="Settings for", elem_id="config-model", scale=2,
                                 info="Any model can be configured, loaded or not.")
-        with gr.Column(elem_id="config-form", elem_classes=["config-form"]):
+        with gr.Row(elem_id="config-form", equal_height=False):  # wraps: as many columns as the page fits
             fields = {}
             for name, f in fields_spec.items():
                 mine = own.get(name)
                 value = view.values.get(name, f.default)
                 fields[name] = make_widget(mine or f, value, f"cfg-{name}", visible=mine is not None,
-                                           changed=mine is not None and value != view.defaults.get(name))
+                                           changed=mine is not None and value != view.defaults.get(name),
+                                           min_width=340)
         summary = gr.Markdown(summary_text(view, view.values, {}, own), elem_id="config-summary")
         with gr.Row():
             save_btn = gr.Button("Save", variant="primary", interactive=False, elem_id="config-save", scale=0,
-                                 min_width=140)
-            reset_btn = gr.Button("Reset to defaults…", elem_id="config-reset", scale=0, min_width=180)
+                                 min_width=160)
+            reset_btn = gr.Button("Reset to defaults…", variant="secondary", elem_id="config-reset", scale=0,
+                                  min_width=220)
         with gr.Row(visible=False, elem_id="config-reset-confirm", equal_height=True) as confirm_row:
             confirm_text = gr.Markdown(elem_id="config-reset-text")
             confirm_btn = gr.Button("Reset", variant="stop", scale=0, min_width=110, elem_id="config-reset-yes")
@@ -134,9 +136,11 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
     names = list(panel.fields)
     widgets = list(panel.fields.values())
 
-    def read(model_id: str, raw: tuple) -> dict:
+    def read(data: dict) -> tuple[str, dict]:
+        """(model id, {setting: value}) from the form's widgets (events pass them as a dict by component)."""
+        model_id = data[panel.model]
         specs = specs_of(ctx, model_id)
-        return {n: coerce(specs[n], v) for n, v in zip(names, raw) if n in specs}
+        return model_id, {n: coerce(specs[n], data[w]) for n, w in panel.fields.items() if n in specs}
 
     def history(model_id: str) -> list[list[str]]:
         return history_rows(ctx.gen_config.history(model_id, limit=HISTORY_ROWS).changes)
@@ -146,9 +150,9 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         with user_errors():
             return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False)]
 
-    def check(model_id, *raw):
+    def check(data: dict):
         """Inline validation as the person edits: marks, per-field errors, whether Save is possible."""
-        values = read(model_id, raw)
+        model_id, values = read(data)
         try:
             ctx.gen_config.validate_changes(model_id, values)
             errors = {}
@@ -156,8 +160,8 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
             errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
         return form_updates(ctx, names, model_id, values, errors)
 
-    def save(model_id, *raw, request: gr.Request):
-        values = read(model_id, raw)
+    def save(data: dict, request: gr.Request):
+        model_id, values = read(data)
         try:
             ctx.gen_config.update(model_id, values, by=getattr(request, "username", None) or "local")
         except InvalidValues as exc:  # shown at the fields; nothing was stored
@@ -181,12 +185,19 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         gr.Info(f"{ctx.registry.get(model_id).display_name}: settings reset to the defaults.")
         return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False)]
 
+    def show_loaded():
+        """A page opens on the loaded model's settings (the default model's while none is loaded)."""
+        cur = ctx.models.current().model
+        model_id = cur.id if cur else ctx.registry.default_model
+        return [model_id, *show(model_id)]
+
     private = dict(api_visibility="private", show_progress="hidden")
-    demo.load(show, panel.model, [*panel.form, panel.history, panel.confirm_row], queue=False, **private)
+    demo.load(show_loaded, None, [panel.model, *panel.form, panel.history, panel.confirm_row], queue=False,
+              **private)
     panel.model.change(show, panel.model, [*panel.form, panel.history, panel.confirm_row], queue=False, **private)
     for widget in widgets:
-        widget.change(check, [panel.model, *widgets], panel.form, queue=False, **private)
-    panel.save_btn.click(save, [panel.model, *widgets], [*panel.form, panel.history], **private)
+        widget.input(check, {panel.model, *widgets}, panel.form, queue=False, **private)  # the person's edits only
+    panel.save_btn.click(save, {panel.model, *widgets}, [*panel.form, panel.history], **private)
     panel.reset_btn.click(ask_reset, panel.model, [panel.confirm_row, panel.confirm_text], queue=False, **private)
     panel.confirm_cancel.click(lambda: gr.Row(visible=False), None, panel.confirm_row, queue=False, **private)
     panel.confirm_btn.click(reset, panel.model, [*panel.form, panel.history, panel.confirm_row], **private)

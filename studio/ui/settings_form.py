@@ -105,9 +105,12 @@ def coerce(f: FieldSpec, raw: Any) -> Any:
     return round(number, digits)
 
 
-def make_widget(f: FieldSpec, value: Any, elem_id: str, visible: bool = True, changed: bool = False):
+def make_widget(f: FieldSpec, value: Any, elem_id: str, visible: bool = True, changed: bool = False,
+                min_width: int | None = None):
     common = dict(label=label_for(f, changed), info=info_for(f), elem_id=elem_id, elem_classes=["cfg-field"],
                   visible=visible)
+    if min_width:
+        common["min_width"] = min_width
     if f.kind == "checkbox":
         return gr.Checkbox(value=bool(value), **common)
     if f.kind == "dropdown":
