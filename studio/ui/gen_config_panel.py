@@ -29,6 +29,7 @@ class ConfigPanel:
     confirm_btn: gr.Button
     confirm_cancel: gr.Button
     history: gr.Dataframe
+    shown: gr.State  # the saved values the form was last filled with: Save sends only what the person changed
 
     @property
     def form(self) -> list:
@@ -129,7 +130,7 @@ def build_config_panel(ctx: AppContext, model_id: str) -> ConfigPanel:
             history = gr.Dataframe(history_rows(ctx.gen_config.history(model_id, limit=HISTORY_ROWS).changes),
                                    headers=HISTORY_HEADERS, interactive=False, wrap=True, elem_id="config-history")
     return ConfigPanel(model, fields, summary, save_btn, reset_btn, confirm_row, confirm_text, confirm_btn,
-                       confirm_cancel, history)
+                       confirm_cancel, history, gr.State(view.values))
 
 
 def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> None:
@@ -142,13 +143,16 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         specs = specs_of(ctx, model_id)
         return model_id, {n: coerce(specs[n], data[w]) for n, w in panel.fields.items() if n in specs}
 
+    def saved(model_id: str) -> dict:
+        return ctx.gen_config.get(model_id).values
+
     def history(model_id: str) -> list[list[str]]:
         return history_rows(ctx.gen_config.history(model_id, limit=HISTORY_ROWS).changes)
 
     def show(model_id):
         """The chosen model's saved settings, its form and history."""
         with user_errors():
-            return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False)]
+            return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False), saved(model_id)]
 
     def check(data: dict):
         """Inline validation as the person edits: marks, per-field errors, whether Save is possible."""
@@ -162,14 +166,17 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
 
     def save(data: dict, request: gr.Request):
         model_id, values = read(data)
+        # Only the person's edits: a value saved meanwhile by someone else (another page, the API) is kept.
+        shown = data[panel.shown] or {}
+        edits = {k: v for k, v in values.items() if k not in shown or v != shown[k]}
         try:
-            ctx.gen_config.update(model_id, values, by=getattr(request, "username", None) or "local")
+            ctx.gen_config.update(model_id, edits, by=getattr(request, "username", None) or "local")
         except InvalidValues as exc:  # shown at the fields; nothing was stored
             gr.Warning(f"Not saved: {len(exc.extra.get('errors', []))} setting(s) need fixing.")
             errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
-            return [*form_updates(ctx, names, model_id, values, errors), gr.skip()]
+            return [*form_updates(ctx, names, model_id, values, errors), gr.skip(), gr.skip()]
         gr.Info(f"Saved the settings of {ctx.registry.get(model_id).display_name}.")
-        return [*form_updates(ctx, names, model_id), history(model_id)]
+        return [*form_updates(ctx, names, model_id), history(model_id), saved(model_id)]
 
     def ask_reset(model_id):
         spec, view = ctx.registry.get(model_id), ctx.gen_config.get(model_id)
@@ -183,7 +190,7 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         with user_errors():
             ctx.gen_config.reset(model_id, by=getattr(request, "username", None) or "local")
         gr.Info(f"{ctx.registry.get(model_id).display_name}: settings reset to the defaults.")
-        return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False)]
+        return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False), saved(model_id)]
 
     def show_loaded():
         """A page opens on the loaded model's settings (the default model's while none is loaded)."""
@@ -192,15 +199,16 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         return [model_id, *show(model_id)]
 
     private = dict(api_visibility="private", show_progress="hidden")
-    demo.load(show_loaded, None, [panel.model, *panel.form, panel.history, panel.confirm_row], queue=False,
-              **private)
-    panel.model.change(show, panel.model, [*panel.form, panel.history, panel.confirm_row], queue=False, **private)
+    shown_io = [*panel.form, panel.history, panel.confirm_row, panel.shown]
+    demo.load(show_loaded, None, [panel.model, *shown_io], queue=False, **private)
+    panel.model.change(show, panel.model, shown_io, queue=False, **private)
     for widget in widgets:
         widget.input(check, {panel.model, *widgets}, panel.form, queue=False, **private)  # the person's edits only
-    panel.save_btn.click(save, {panel.model, *widgets}, [*panel.form, panel.history], **private)
+    panel.save_btn.click(save, {panel.model, panel.shown, *widgets}, [*panel.form, panel.history, panel.shown],
+                         **private)
     panel.reset_btn.click(ask_reset, panel.model, [panel.confirm_row, panel.confirm_text], queue=False, **private)
     panel.confirm_cancel.click(lambda: gr.Row(visible=False), None, panel.confirm_row, queue=False, **private)
-    panel.confirm_btn.click(reset, panel.model, [*panel.form, panel.history, panel.confirm_row], **private)
+    panel.confirm_btn.click(reset, panel.model, shown_io, **private)
 
     # Scripts (gradio_client) get the same actions with JSON in and out.
     def generation_settings(model_id: str) -> dict:
