@@ -1,10 +1,10 @@
 """Typed generation settings: one class per backend and model family, declaring every parameter with its type,
-default, bounds or options and a description ("x-step": the step a form's slider uses). Their JSON Schema is what the API publishes and the forms are built
-from; registry.yaml's `generation:` block gives each model's defaults."""
+default, bounds or options and a description ("x-step": the step a form's slider uses). Their JSON Schema is what
+the API publishes and the forms are built from; registry.yaml's `generation:` block gives each model's defaults."""
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -27,7 +27,8 @@ class MusicgenSettings(BaseModel):
         "Sample only from the k most likely tokens at each step (0: no limit). Lower is safer, higher more varied."))
     top_p: float = Field(0.0, ge=0.0, le=1.0, title="Top-p", json_schema_extra={"x-step": 0.01}, description=(
         "Nucleus sampling: sample from the smallest set of tokens whose probabilities add up to p (0: off)."))
-    temperature: float = Field(1.0, gt=0.0, le=5.0, title="Temperature", json_schema_extra={"x-step": 0.05}, description=(
+    temperature: float = Field(1.0, gt=0.0, le=5.0, title="Temperature", json_schema_extra={"x-step": 0.05},
+                               description=(
         "Sharpens (below 1) or flattens (above 1) the token distribution: higher sounds more surprising."))
     guidance_scale: float = Field(3.0, ge=0.0, le=20.0, title="Guidance scale (CFG)",
                                   json_schema_extra={"x-step": 0.1}, description=(

@@ -63,9 +63,10 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
 
         def refresh(seen, *view_args):
             """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
-            or a switch made elsewhere) and its settings when they were saved (here or elsewhere). Controls are locked during any switch, whoever asked for it, and unlocked
-            outside one, so a page whose own switch stream broke recovers. Adapter widgets follow changes made
-            elsewhere (another page, the REST API, a generation's usage count)."""
+            or a switch made elsewhere) and its settings when they were saved (here or elsewhere). Controls are
+            locked during any switch, whoever asked for it, and unlocked outside one, so a page whose own switch
+            stream broke recovers. Adapter widgets follow changes made elsewhere (another page, the REST API, a
+            generation's usage count)."""
             cur = ctx.models.current()
             keep = [status_line(cur), seen, *[gr.skip()] * len(limits)]
             if cur.state == "switching":
@@ -93,7 +94,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                                      api_visibility="private")
         switching = start.then(switch_model, settings.model, [settings.status, settings.card],
                                api_name="switch_model", concurrency_id="gpu", concurrency_limit=1)
-        unlock_io = dict(fn=lambda *view_args: follow(ctx.models.current(), *view_args), inputs=v_in, outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
+        unlock_io = dict(fn=lambda *view_args: follow(ctx.models.current(), *view_args), inputs=v_in,
+                         outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
         switching.then(**unlock_io)
         switching.failure(**unlock_io)
     return demo
