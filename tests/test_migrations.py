@@ -1,5 +1,8 @@
-"""Alembic migrations: a new database, a first-release database with data, and models that match migrations."""
+"""Alembic migrations: a new database, a first-release database with data, a database at 0002 gaining the
+generation settings (0003) and that migration's downgrade, and models that match migrations."""
 from __future__ import annotations
+
+import json
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -9,6 +12,9 @@ from sqlmodel import SQLModel
 
 from studio.db.engine import make_engine
 from studio.db.migrate import alembic_config
+from studio.registry import parse_registry
+from studio.services.gen_config import GenerationConfigService
+from tests.conftest import registry_dict
 
 
 def test_new_database_is_created_at_head(tmp_path):
@@ -48,3 +54,85 @@ def _head() -> str:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+# ---- 0003: generation settings -----------------------------------------------------------------------------------
+SETTINGS_TABLES = {"generation_config", "generation_config_change"}
+
+
+def _version(engine) -> str:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def test_empty_database_gets_the_generation_settings_tables(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+    inspector = inspect(engine)
+    assert SETTINGS_TABLES <= set(inspector.get_table_names())
+    columns = {c["name"] for c in inspector.get_columns("generation_config_change")}
+    assert {"model_id", "action", "changed_by", "changed_at", "old_values", "new_values"} <= columns
+    assert {c["name"] for c in inspector.get_columns("generation_config")} == {
+        "model_id", "values", "updated_at", "updated_by"}
+    assert _version(engine) == _head()
+
+
+def test_database_at_0002_keeps_its_job_and_adapter_and_gets_settings_seeded(tmp_path, make_ctx):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    old = create_engine(f"sqlite:///{data_dir / 'studio.db'}")
+    with old.begin() as conn:  # the previous release: migrated up to 0002, with an adapter and a job using it
+        command.upgrade(alembic_config(conn), "0002")
+        conn.execute(text("INSERT INTO adapter (id, name, version, description, base_model, path, source, "
+                          "lora_config, size_bytes, active, usage_count, created_at, updated_at) VALUES (1, 'lofi', "
+                          "1, '', 'studio-tiny', 'adapters/lofi-v1', 'upload', '{\"r\": 4}', 10, 1, 1, "
+                          "'2026-11-01 10:00:00', '2026-11-01 10:00:00')"))
+        conn.execute(text("INSERT INTO job (prompt, model_id, settings, seed, duration_s, sample_rate, status, "
+                          "output_file, created_at, adapter_id) VALUES ('old song', 'studio-tiny', '{\"top_k\": 50}', "
+                          "7, 2.0, 32000, 'succeeded', 'outputs/job-000001.wav', '2026-11-01 10:00:00', 1)"))
+    assert not SETTINGS_TABLES & set(inspect(old).get_table_names())
+    old.dispose()
+
+    ctx = make_ctx(data_dir=data_dir)  # start-up: migrate, then seed the settings
+    assert _version(ctx.engine) == _head()
+    with ctx.engine.connect() as conn:
+        jobs = conn.execute(text("SELECT prompt, seed, adapter_id, settings FROM job")).all()
+        adapters = conn.execute(text("SELECT id, name, version, usage_count FROM adapter")).all()
+    assert [tuple(j[:3]) for j in jobs] == [("old song", 7, 1)] and json.loads(jobs[0][3]) == {"top_k": 50}
+    assert [tuple(a) for a in adapters] == [(1, "lofi", 1, 1)]
+    assert ctx.jobs.get(1).adapter_label == "lofi v1"
+    for spec in ctx.registry.models:
+        view = ctx.gen_config.get(spec.id)
+        assert view.values == spec.generation.model_dump() and view.updated_by == "system"
+        history = ctx.gen_config.history(spec.id)
+        assert history.total == 1 and history.changes[0].action == "seed"
+
+
+def test_downgrading_0003_and_upgrading_again(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+    registry = parse_registry(registry_dict())
+    service = GenerationConfigService(engine, registry)
+    assert service.seed() == registry.ids()
+    service.update("studio-tiny", {"top_k": 100})
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job (prompt, model_id, settings, seed, duration_s, sample_rate, status, "
+                          "created_at) VALUES ('kept', 'studio-tiny', '{}', 3, 1.0, 32000, 'succeeded', "
+                          "'2026-11-01 10:00:00')"))
+
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    assert not SETTINGS_TABLES & set(inspect(engine).get_table_names())
+    assert _version(engine) == "0002"
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    assert SETTINGS_TABLES <= set(inspect(engine).get_table_names())
+    assert _version(engine) == _head()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT prompt FROM job")).scalars().all() == ["kept"]
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+    # the tables came back empty: the settings are seeded again from the registry and work as before
+    assert service.seed() == registry.ids()
+    assert service.get("studio-tiny").values["top_k"] == 250
+    assert service.update("studio-tiny", {"top_k": 100}).values["top_k"] == 100
+    engine.dispose()

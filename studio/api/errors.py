@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def _field(loc) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
 
 
@@ -29,5 +29,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 "code": "invalid_json", "message": "The request body is not valid JSON."}})
         errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
         text = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        if all(e.get("loc", ("body",))[0] in ("query", "path") for e in exc.errors()):
+            return JSONResponse(status_code=422, content={"detail": {
+                "code": "invalid_parameter", "message": f"Invalid parameter: {text}", "errors": errors}})
         return JSONResponse(status_code=422, content={"detail": {
             "code": "invalid_body", "message": f"The request body is not valid: {text}", "errors": errors}})

@@ -76,15 +76,19 @@ class GenerationConfigService:
     def _effective(self, spec: ModelSpec, stored: dict[str, Any] | None) -> tuple[MusicgenSettings, dict[str, str]]:
         """Stored values over the defaults. A stored value that is no longer valid (a bound lowered in
         registry.yaml, a setting renamed) falls back to its default and is reported, rather than breaking."""
-        defaults = spec.generation.model_dump()
-        values = {**defaults, **{k: v for k, v in (stored or {}).items() if k in defaults}}
+        defaults, stored = spec.generation.model_dump(), stored or {}
+        ignored = {k: "no longer a setting of this model" for k in stored if k not in defaults}
+        values = {**defaults, **{k: v for k, v in stored.items() if k in defaults}}
         try:
-            return spec.settings_class.model_validate(values), {}
+            settings = spec.settings_class.model_validate(values)
         except ValidationError as exc:
-            ignored = field_errors(exc)
+            invalid = field_errors(exc)
+            ignored.update(invalid)
+            kept = {k: v for k, v in values.items() if k not in invalid}
+            settings = spec.settings_class.model_validate({**defaults, **kept})
+        if ignored:
             log.warning("stored settings of %s ignored (defaults used): %s", spec.id, ignored)
-            kept = {k: v for k, v in values.items() if k not in ignored}
-            return spec.settings_class.model_validate({**defaults, **kept}), ignored
+        return settings, ignored
 
     def settings_for(self, spec: ModelSpec) -> MusicgenSettings:
         """The settings a generation with this model starts from."""
