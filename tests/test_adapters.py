@@ -544,7 +544,7 @@ def test_unknown_adapter_is_404(client, method, url, body):
 def test_unknown_adapter_in_generation_and_timeline(client):
     detail(_gen(client, 999), 404, "adapter_not_found")
     detail(client.get("/api/adapters/timeline", params={"name": "nope"}), 404, "adapter_not_found")
-    detail(client.get("/api/adapters/timeline"), 422, "invalid_body")
+    detail(client.get("/api/adapters/timeline"), 422, "invalid_parameter")
 
 
 # ---- listings (read-only tests share one studio) ----------------------------------------------------------

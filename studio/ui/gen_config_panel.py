@@ -72,7 +72,11 @@ def summary_text(view: ConfigView, values: dict, errors: dict[str, str], specs: 
     parts = [f"**Unsaved changes:** {', '.join(name(k) for k in unsaved)}." if unsaved else "All changes saved."]
     parts.append(f"{len(changed)} setting(s) differ from the defaults: {', '.join(name(k) for k in changed)}."
                  if changed else "Every setting has its default value.")
-    if view.updated_by and view.updated_at:
+    if values.get("seed_policy") == "random" and values.get("seed") != view.defaults.get("seed"):
+        parts.append("ℹ️ The fixed seed is used only when the seed policy is 'fixed'.")
+    if view.updated_by == "system":
+        parts.append("<small>registry.yaml's defaults, never changed here.</small>")
+    elif view.updated_by and view.updated_at:
         parts.append(f"<small>Last saved {view.updated_at:%Y-%m-%d %H:%M} UTC by {view.updated_by}.</small>")
     if view.ignored:
         parts.append("⚠️ Saved values no longer valid, defaults used: "
@@ -202,8 +206,13 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
     shown_io = [*panel.form, panel.history, panel.confirm_row, panel.shown]
     demo.load(show_loaded, None, [panel.model, *shown_io], queue=False, **private)
     panel.model.change(show, panel.model, shown_io, queue=False, **private)
+    # The person's edits only. always_last: keystrokes typed while a check runs are checked after it (Gradio's
+    # default for input events, "once", dropped them: the last value went unchecked). preprocess=False: a value
+    # typed outside a slider's range reaches the validation, which names it at the field (Gradio's own bounds check
+    # failed the event: an HTTP 500 and no message).
     for widget in widgets:
-        widget.input(check, {panel.model, *widgets}, panel.form, queue=False, **private)  # the person's edits only
+        widget.input(check, {panel.model, *widgets}, panel.form, queue=False, trigger_mode="always_last",
+                     preprocess=False, **private)
     panel.save_btn.click(save, {panel.model, panel.shown, *widgets}, [*panel.form, panel.history, panel.shown],
                          **private)
     panel.reset_btn.click(ask_reset, panel.model, [panel.confirm_row, panel.confirm_text], queue=False, **private)

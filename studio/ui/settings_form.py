@@ -116,7 +116,9 @@ def make_widget(f: FieldSpec, value: Any, elem_id: str, visible: bool = True, ch
     if f.kind == "dropdown":
         return gr.Dropdown(list(f.choices), value=value, **common)
     if f.kind == "slider":
-        return gr.Slider(f.minimum, f.maximum, value=value, step=f.step, **common)
+        # No ↺ button: it puts back the value the page was built with (not the default it claims), and without an
+        # input event, so the form's marks, summary and Save went stale. "Reset to defaults…" resets.
+        return gr.Slider(f.minimum, f.maximum, value=value, step=f.step, buttons=[], **common)
     # No minimum/maximum here: out-of-range input reaches the server's validation, which says what is wrong inline.
     return gr.Number(value=value, precision=0 if f.integer else None, **common)
 
