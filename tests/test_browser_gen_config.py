@@ -6,6 +6,8 @@ Screenshots land in /tmp/gen-config-*.png for a person to look at.
 """
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import urllib.request
@@ -159,6 +161,9 @@ def test_edit_validate_save_reload_generate_history_and_reset(studio, page):
     expect(label(page, "guidance_scale")).to_have_text(f"Guidance scale (CFG) {CHANGED}")
     expect(label(page, "top_k")).to_have_text("Top-k")
     expect(info(page, "top_k")).to_contain_text("(default 250; 0 to 2048)")
+    page.locator("#cfg-temperature").hover()  # the description is also the field's tooltip
+    expect(page.locator("#cfg-temperature")).to_have_attribute(
+        "title", re.compile(r"^Sharpens .*\(default 1; 0\.05 to 5\)$"))
     expect(summary).to_contain_text("All changes saved.")
     expect(summary).to_contain_text("1 setting(s) differ from the defaults: Guidance scale (CFG).")
     expect(summary).to_contain_text("by alice")

@@ -50,6 +50,7 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 #adapter-hint { color: var(--body-text-color-subdued); font-size: var(--text-sm); margin-top: -6px; }
 #adapter-hint p { margin: 0; }
 /* Generation settings forms (built from the settings schema) */
+#config-form .cfg-field { flex: 1 1 320px !important; min-width: min(320px, 100%) !important; }  /* checkboxes too */
 #config-summary { padding: 4px 12px; }
 #config-reset-confirm { border: 2px solid var(--error-border-color, #ef4444); border-radius: 10px; padding: 10px 12px; }
 /* Adapters tab */
