@@ -83,3 +83,16 @@ def client(ctx):
 
     with TestClient(build_app(ctx, load_model=False)) as c:
         yield c
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium through Playwright (browser tests skip themselves when either is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.live import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -60,3 +60,25 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BROWSER_TIMEOUT_MS = 30_000
+
+
+@contextmanager
+def studio_page(browser, base: str, model_name: str = "Studio Tiny", timeout_ms: int = BROWSER_TIMEOUT_MS):
+    """A fresh browser page on the served studio, once the header shows the model. Waits are generous (a slow
+    machine), and any JavaScript error on the page fails the test."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    expect.set_options(timeout=timeout_ms)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(base)
+        expect(page.locator("#current-model")).to_contain_text(model_name)
+        yield page
+    finally:
+        expect.set_options(timeout=5_000)  # Playwright's default, for other tests
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -23,7 +23,7 @@ expect = sync_api.expect
 from studio.services.adapters import RegisterAdapterRequest  # noqa: E402
 from tests.adapters_factory import make_archive, make_lora  # noqa: E402
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM_ARGS, serve  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, serve, studio_page  # noqa: E402
 
 TIMEOUT_MS = BROWSER_TIMEOUT_MS
 TRAINING = {"training_config": {"method": "sft", "learning_rate": 0.0001, "epochs": 3.0, "batch_size": 2,
@@ -46,26 +46,9 @@ def studio(make_ctx, tiny_folder):
 
 
 @pytest.fixture
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
 def page(studio, browser):
-    _, base = studio
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto(base)
-    expect(pg.locator("#current-model")).to_contain_text("Studio Tiny")
-    yield pg
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with studio_page(browser, studio[1]) as pg:
+        yield pg
 
 
 def shot(page, name: str) -> None:

@@ -24,7 +24,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM_ARGS, serve  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, serve, studio_page  # noqa: E402
 
 TIMEOUT_MS = BROWSER_TIMEOUT_MS
 CHANGED = "● changed"
@@ -43,28 +43,9 @@ def studio(make_ctx):
 
 
 @pytest.fixture
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
 def page(studio, browser):
-    _, base = studio
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    expect.set_options(timeout=TIMEOUT_MS)  # generous waits on a slow machine (Playwright's default: 5 s)
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto(base)
-    expect(pg.locator("#current-model")).to_contain_text("Studio Tiny")
-    yield pg
-    expect.set_options(timeout=5_000)
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with studio_page(browser, studio[1]) as pg:
+        yield pg
 
 
 def shot(page, name: str) -> None:

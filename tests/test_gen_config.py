@@ -136,7 +136,8 @@ def _model_classes():
     the test registry and of the shipped registry.yaml."""
     cases = [("MusicgenSettings", MusicgenSettings, None, False),
              ("MusicgenStereoSettings", MusicgenStereoSettings, None, True)]
-    for origin, reg in (("test", parse_registry(settings_registry())), ("shipped", load_registry(REPO / "registry.yaml"))):
+    registries = (("test", parse_registry(settings_registry())), ("shipped", load_registry(REPO / "registry.yaml")))
+    for origin, reg in registries:
         for spec in reg.models:
             cases.append((f"{origin}:{spec.id}", spec.settings_class, spec.max_duration_s, spec.channels == 2))
     return cases
