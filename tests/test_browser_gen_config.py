@@ -323,3 +323,5 @@ def test_page_follows_settings_saved_elsewhere(studio, page):
     expect(box(page, "top_k", "gen")).to_have_value("64")
     expect(page.locator("#duration input[type=number]")).to_have_value("5.5")
     expect(page.locator("#seed input")).to_have_value("9")  # the fixed seed policy
+    # ...and says why the person's values changed under them
+    expect(page.get_by_text("were saved: the Generate tab starts from them again")).to_be_visible()

@@ -46,11 +46,11 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             return [gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
                     gr.Button(interactive=False, value="Switching model…")]
 
-        def page_key(cur) -> str | None:
+        def page_key(cur) -> tuple[str, str] | None:
             """What the Generate tab's widgets depend on: the loaded model and when its settings were saved."""
             if cur.model is None:
                 return None
-            return f"{cur.model.id}@{ctx.gen_config.get(cur.model.id).updated_at}"
+            return cur.model.id, str(ctx.gen_config.get(cur.model.id).updated_at)
 
         def follow(cur, *view_args) -> list:
             """Bring every widget in line with the loaded model and its saved settings, controls unlocked."""
@@ -71,9 +71,13 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             keep = [status_line(cur), seen, *[gr.skip()] * len(limits)]
             if cur.state == "switching":
                 return [*keep, *locked(), *[gr.skip()] * VIEW_COUNT]
-            if page_key(cur) == seen:
+            key = page_key(cur)
+            if key == seen:
                 return [*keep, gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
                         gr.Button(interactive=True, value="Generate"), *view_updates(ctx, *view_args)]
+            if seen and key and seen[0] == key[0]:  # the same model: its settings were saved
+                gr.Info(f"The settings of {cur.model.display_name} were saved: the Generate tab starts from them "
+                        "again.")
             return follow(cur, *view_args)
 
         refresh_io = dict(inputs=[seen_model, *v_in], outputs=outputs, show_progress="hidden",
