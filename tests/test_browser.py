@@ -5,21 +5,15 @@ Screenshots land in /tmp/studio-*.png for a person to look at.
 """
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
-from tests.live import CHROMIUM  # noqa: E402
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
+from tests.browser_support import sync_api  # noqa: E402
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM_ARGS, hold_fetch, serve  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, hold_fetch, serve  # noqa: E402
 
 SECOND = {"id": "tiny-b", "display_name": "Tiny B", "max_duration_s": 12}  # same built-in weights, other limits
 TIMEOUT_MS = BROWSER_TIMEOUT_MS

@@ -7,18 +7,13 @@ Screenshots land in /tmp/adapters-*.png for a person to look at.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
-from tests.live import CHROMIUM  # noqa: E402
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
+from tests.browser_support import expect  # noqa: E402
 
 from studio.services.adapters import RegisterAdapterRequest  # noqa: E402
 from tests.adapters_factory import make_archive, make_lora  # noqa: E402

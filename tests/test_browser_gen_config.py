@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import json
-import os
 import urllib.request
 
 import pytest
@@ -17,11 +16,7 @@ import soundfile as sf
 
 pytestmark = pytest.mark.browser
 
-from tests.live import CHROMIUM  # noqa: E402
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
+from tests.browser_support import expect  # noqa: E402
 
 from tests.conftest import registry_dict  # noqa: E402
 from tests.live import BROWSER_TIMEOUT_MS, serve, studio_page  # noqa: E402
