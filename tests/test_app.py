@@ -1,4 +1,4 @@
-"""The entry point: command line and STUDIO_* settings, fast start, background load of the right model."""
+"""The entry point: fast start, background load of the right model, clear refusals to start (options: test_config)."""
 from __future__ import annotations
 
 import json
@@ -11,34 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from studio.config import PROJECT_ROOT, parse_settings
 from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_defaults():
-    s = parse_settings([], environ={})
-    assert (s.host, s.port) == ("127.0.0.1", 7860)
-    assert s.data_dir == PROJECT_ROOT / "adapters_db" and s.registry_path == PROJECT_ROOT / "registry.yaml"
-    assert s.registry_path.is_file()
-    assert s.model is None and s.share is False and s.auth is None
-
-
-def test_environment_and_command_line():
-    env = {"STUDIO_PORT": "9000", "STUDIO_HOST": "0.0.0.0", "STUDIO_MODEL": "studio-tiny", "STUDIO_AUTH": "a:b",
-           "STUDIO_SHARE": "1", "STUDIO_DATA_DIR": "/tmp/x", "STUDIO_REGISTRY": "r.yaml"}
-    s = parse_settings([], environ=env)
-    assert (s.port, s.host, s.model, s.auth, s.share, str(s.data_dir), str(s.registry_path)) == (
-        9000, "0.0.0.0", "studio-tiny", ("a", "b"), True, "/tmp/x", "r.yaml")
-    assert parse_settings(["--port", "9100"], environ=env).port == 9100  # the command line wins
-
-
-@pytest.mark.parametrize("auth", ["nopassword", ":p", "u:"])
-def test_bad_auth_is_refused(auth, capsys):
-    with pytest.raises(SystemExit):
-        parse_settings(["--auth", auth], environ={})
-    assert "USER:PASS" in capsys.readouterr().err
 
 
 def _get(url: str):
