@@ -179,3 +179,30 @@ def test_a_refusal_from_the_command_line_is_one_line_without_traceback(tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("Text2Song Studio cannot start: ")
     assert "Traceback" not in proc.stderr and "is not a usable studio database" in proc.stderr
+
+
+@pytest.mark.parametrize("argv,env,warned", [
+    (["--share"], {}, "a public --share link"),
+    (["--host", "0.0.0.0"], {}, "--host 0.0.0.0"),
+    (["--host", "0.0.0.0"], {"STUDIO_AUTH": "alice:secret"}, None),
+])
+def test_an_exposed_studio_without_a_password_says_so_loudly_at_start(tmp_path, monkeypatch, capsys, argv, env,
+                                                                      warned):
+    import uvicorn
+
+    import app
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: served.append(kw))  # everything but serving
+    monkeypatch.setattr(app, "_share", lambda *_: None)  # no tunnel to the internet
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    app.main([*argv, "--data-dir", str(tmp_path / "data"), "--no-load-at-start"])
+    err = capsys.readouterr().err
+    assert served and served[0]["host"] in ("127.0.0.1", "0.0.0.0")
+    if warned:
+        assert f"reachable from other machines ({warned}) and has NO PASSWORD" in err
+        assert "STUDIO_AUTH=USER:PASS" in err and "--auth-file" in err and len(err.strip().splitlines()) >= 5
+    else:
+        assert "NO PASSWORD" not in err
