@@ -15,11 +15,11 @@ from studio.db.gen_config import count_changes, get_config, list_changes, save_c
 from studio.errors import InvalidRequest, InvalidValues
 from studio.gen_settings import MusicgenSettings, field_errors
 from studio.registry import ModelSpec, Registry
+from studio.users import LOCAL_USER, SYSTEM_USER
 
 log = logging.getLogger(__name__)
 
-SYSTEM = "system"  # who seeds the stored settings from registry.yaml
-LOCAL = "local"  # who changes them when the studio runs without auth
+SYSTEM, LOCAL = SYSTEM_USER, LOCAL_USER  # who seeds the stored settings; who changes them without auth
 
 
 class ConfigView(BaseModel):
