@@ -2,6 +2,7 @@
 left behind (uploads being received, archives being unpacked, a tiny model being built, audio being written)."""
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import tempfile
@@ -26,6 +27,9 @@ def open_data_dir(settings: Settings) -> None:
         raise CannotStart(f"the data directory {folder} (or a folder in it) is a file, not a folder: start with "
                           "another --data-dir.") from None
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CannotStart(f"the disk holding the data directory {folder} is full: free space there, or start "
+                              "with another --data-dir.") from None
         raise CannotStart(f"the data directory {folder} is not writable ({exc.strerror}): {fix}.") from None
 
 

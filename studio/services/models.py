@@ -7,7 +7,7 @@ from typing import Any, Iterator
 from pydantic import BaseModel, Field
 
 from studio.registry import ModelSpec, Registry
-from studio.runtime.manager import ModelManager
+from studio.runtime.manager import ModelManager, State
 from studio.runtime.progress import ProgressEvent
 from studio.runtime.store import ModelStore
 
@@ -41,7 +41,7 @@ class ModelInfo(BaseModel):
 
 class CurrentModel(BaseModel):
     model: ModelInfo | None
-    state: str  # idle | switching | generating
+    state: State = Field(description="idle, switching (a model is being changed) or generating")
     activity: str | None
     note: str
     progress: ProgressEvent | None = Field(description="the switch in progress, if any (the runtime's event)")
