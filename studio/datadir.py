@@ -27,7 +27,7 @@ def open_data_dir(settings: Settings) -> None:
         raise CannotStart(f"the data directory {folder} (or a folder in it) is a file, not a folder: start with "
                           "another --data-dir.") from None
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: the file-size limit
             raise CannotStart(f"the disk holding the data directory {folder} is full: free space there, or start "
                               "with another --data-dir.") from None
         raise CannotStart(f"the data directory {folder} is not writable ({exc.strerror}): {fix}.") from None
