@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"Text2Song Studio cannot start: {exc.message}")
     if settings.exposed and not settings.auth:
         print(exposure_warning(settings), file=sys.stderr, flush=True)
+    if any(arg == "--auth" or arg.startswith("--auth=") for arg in (sys.argv[1:] if argv is None else argv)):
+        print("Note: a password given with --auth is visible to every user of this machine (ps): prefer "
+              "STUDIO_AUTH=USER:PASS or --auth-file PATH.", file=sys.stderr, flush=True)
     if settings.share:
         _share(app, settings)
     print(f"Text2Song Studio: http://{settings.host}:{settings.port}  (REST API docs: /docs)", flush=True)

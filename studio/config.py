@@ -222,7 +222,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     """`python app.py --help`, generated from the Settings fields."""
     p = argparse.ArgumentParser(prog="app.py", description="Text2Song Studio: MusicGen text-to-music studio. "
                                 "Every option can also be set by its STUDIO_* environment variable; the command line "
-                                "wins.", argument_default=None)
+                                "wins.", allow_abbrev=False)  # the flags are exactly the documented ones
     for name, option in options().items():
         text = option.help.replace("`", "").replace("**", "")
         text = f"{text} (default: {shown_default(name).replace('`', '')}) [{option.env}]".replace("%", "%%")

@@ -185,6 +185,7 @@ def test_a_refusal_from_the_command_line_is_one_line_without_traceback(tmp_path)
     (["--share"], {}, "a public --share link"),
     (["--host", "0.0.0.0"], {}, "--host 0.0.0.0"),
     (["--host", "0.0.0.0"], {"STUDIO_AUTH": "alice:secret"}, None),
+    (["--host", "0.0.0.0", "--auth", "alice:secret"], {}, None),
 ])
 def test_an_exposed_studio_without_a_password_says_so_loudly_at_start(tmp_path, monkeypatch, capsys, argv, env,
                                                                       warned):
@@ -206,3 +207,5 @@ def test_an_exposed_studio_without_a_password_says_so_loudly_at_start(tmp_path, 
         assert "STUDIO_AUTH=USER:PASS" in err and "--auth-file" in err and len(err.strip().splitlines()) >= 5
     else:
         assert "NO PASSWORD" not in err
+    # A password on the command line is visible in `ps`: the studio says how to keep it off.
+    assert ("visible to every user of this machine (ps)" in err) is ("--auth" in argv)

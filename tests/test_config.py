@@ -81,6 +81,7 @@ def test_environment_then_command_line(name, env_value, argv, from_env, from_bot
     (["--dtype", "int4"], {}, "--dtype (STUDIO_DTYPE)"),
     (["--device", "gpu"], {}, "--device (STUDIO_DEVICE)"),
     (["--unknown"], {}, "unrecognized arguments: --unknown"),
+    (["--data", "/tmp/x"], {}, "unrecognized arguments: --data"),  # no abbreviations: only the documented flags
 ])
 def test_bad_values_exit_with_a_usage_line_naming_the_option(argv, env, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
