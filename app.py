@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     # Gradio app of the machine shares. Set before gradio is imported: it reads the variable then.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.tmp_dir / "gradio"))
     try:
+        from studio.datadir import open_storage
+
+        storage = open_storage(settings)  # first, before torch and gradio load: a refusal comes in a second
+
         import uvicorn
         from transformers.utils import logging as hf_logging
 
@@ -28,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         from studio.server import build_app
 
         hf_logging.disable_progress_bar()
-        ctx = build_context(settings)
+        ctx = build_context(settings, storage=storage)
         app = build_app(ctx)
     except StudioError as exc:
         sys.exit(f"Text2Song Studio cannot start: {exc.message}")

@@ -6,10 +6,8 @@ import threading
 from dataclasses import dataclass
 
 from studio.config import Settings
-from studio.datadir import open_data_dir, remove_leftovers
-from studio.db.engine import make_engine, session_scope
-from studio.db.recovery import close_interrupted_jobs
-from studio.registry import Registry, load_registry
+from studio.datadir import Storage, open_storage
+from studio.registry import Registry
 from studio.runtime.hf_logging import quiet_musicgen_token_layout
 from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
@@ -50,15 +48,12 @@ class AppContext:
             log.exception("start-up model load failed")
 
 
-def build_context(settings: Settings, registry: Registry | None = None) -> AppContext:
-    """Everything the studio needs, or a StudioError (CannotStart, RegistryError, ...) saying in one line why not."""
+def build_context(settings: Settings, registry: Registry | None = None, storage: Storage | None = None) -> AppContext:
+    """Everything the studio needs, or a StudioError (CannotStart, RegistryError, ...) saying in one line why not.
+    storage: what open_storage() already opened (app.py opens it first, before the heavy imports)."""
     quiet_musicgen_token_layout()
-    registry = registry or load_registry(settings.registry_path)
-    if settings.model:
-        registry.get(settings.model)  # an unknown --model fails at start-up, naming the known ones
-    open_data_dir(settings)
-    engine = make_engine(settings.database_url)
-    recover_interrupted_work(settings, engine)
+    storage = storage or open_storage(settings, registry)
+    registry, engine = storage.registry, storage.engine
     store = ModelStore(settings.models_dir, settings.hf_cache_dir, settings.hf_endpoint)
     manager = ModelManager(registry, store, TransformersBackend(), settings.device, settings.dtype)
     adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
@@ -78,15 +73,3 @@ def build_context(settings: Settings, registry: Registry | None = None) -> AppCo
         adapters=adapters,
         gen_config=gen_config,
     )
-
-
-def recover_interrupted_work(settings: Settings, engine) -> list[int]:
-    """A studio killed mid-operation (kill -9, power cut) left jobs open and temporary files behind: no studio
-    runs them now, so close the jobs as failed and remove the files. Returns the ids of the jobs closed."""
-    with session_scope(engine) as session:
-        closed = close_interrupted_jobs(session)
-    if closed:
-        log.warning("closed %d job(s) interrupted when the studio last stopped: %s", len(closed),
-                    ", ".join(map(str, closed)))
-    remove_leftovers(settings)
-    return closed

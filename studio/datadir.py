@@ -1,15 +1,21 @@
-"""The data directory at start-up: a folder this user can write, emptied of the temporary files a killed studio
-left behind (uploads being received, archives being unpacked, a tiny model being built, audio being written)."""
+"""The studio's storage at start-up: the registry, a data directory this user can write, a usable database, and the
+work a killed studio left open closed (jobs, temporary files of uploads, unpacked archives, a tiny model being built,
+audio being written). Light on purpose (no torch, no gradio): app.py runs it first, so a studio that cannot start
+says so in a second."""
 from __future__ import annotations
 
 import errno
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import Settings
+from studio.db.engine import make_engine, session_scope
+from studio.db.recovery import close_interrupted_jobs
 from studio.errors import CannotStart
+from studio.registry import Registry, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +64,37 @@ def remove_leftovers(settings: Settings) -> list[Path]:
         log.info("removed %d temporary file(s) left by an interrupted studio: %s", len(removed),
                  ", ".join(str(p) for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
     return removed
+
+
+@dataclass(frozen=True)
+class Storage:
+    registry: Registry
+    engine: object
+
+
+def open_storage(settings: Settings, registry: Registry | None = None) -> Storage:
+    """Everything build_context needs from disk, or a StudioError (CannotStart, RegistryError, NotFound for an
+    unknown --model) saying in one line what is wrong and how to fix it."""
+    registry = registry or load_registry(settings.registry_path)
+    if settings.model:
+        registry.get(settings.model)  # an unknown --model fails at start-up, naming the known ones
+    open_data_dir(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        recover_interrupted_work(settings, engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return Storage(registry, engine)
+
+
+def recover_interrupted_work(settings: Settings, engine) -> list[int]:
+    """A studio killed mid-operation (kill -9, power cut) left jobs open and temporary files behind: no studio
+    runs them now, so close the jobs as failed and remove the files. Returns the ids of the jobs closed."""
+    with session_scope(engine) as session:
+        closed = close_interrupted_jobs(session)
+    if closed:
+        log.warning("closed %d job(s) interrupted when the studio last stopped: %s", len(closed),
+                    ", ".join(map(str, closed)))
+    remove_leftovers(settings)
+    return closed
