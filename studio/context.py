@@ -32,6 +32,7 @@ class AppContext:
     jobs: JobService
     adapters: AdapterService
     gen_config: GenerationConfigService
+    storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
         """Load the start-up model after the server answers (never before: start-up stays fast)."""
@@ -48,7 +49,8 @@ class AppContext:
             log.exception("start-up model load failed")
 
 
-def build_context(settings: Settings, registry: Registry | None = None, storage: Storage | None = None) -> AppContext:
+def build_context(settings: Settings, registry: Registry | None = None,
+                  storage: Storage | None = None) -> AppContext:
     """Everything the studio needs, or a StudioError (CannotStart, RegistryError, ...) saying in one line why not.
     storage: what open_storage() already opened (app.py opens it first, before the heavy imports)."""
     quiet_musicgen_token_layout()
@@ -72,4 +74,5 @@ def build_context(settings: Settings, registry: Registry | None = None, storage:
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,
         gen_config=gen_config,
+        storage=storage,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -70,6 +71,33 @@ def remove_leftovers(settings: Settings) -> list[Path]:
 class Storage:
     registry: Registry
     engine: object
+    lock: object = None  # the open lock file: held (never closed) while this studio runs
+
+
+def lock_data_dir(settings: Settings):
+    """Claim the data directory for this process, or refuse: a second studio on the same data would close the
+    first one's running jobs and delete its uploads as "interrupted". A POSIX record lock belongs to the process
+    and the kernel drops it when the process dies, even by SIGKILL: a killed studio never blocks the next start.
+    (Several contexts in one process, as tests build them, share the claim.)"""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no claim
+        return None
+    path = settings.data_dir / "studio.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - kept open for the life of the process: closing it drops the lock
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise CannotStart(f"another Text2Song Studio (process {owner}) is using the data directory "
+                          f"{settings.data_dir}: stop it, or start this one with another --data-dir.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def open_storage(settings: Settings, registry: Registry | None = None) -> Storage:
@@ -79,13 +107,14 @@ def open_storage(settings: Settings, registry: Registry | None = None) -> Storag
     if settings.model:
         registry.get(settings.model)  # an unknown --model fails at start-up, naming the known ones
     open_data_dir(settings)
+    lock = lock_data_dir(settings)
     engine = make_engine(settings.database_url)
     try:
         recover_interrupted_work(settings, engine)
     except Exception:
         engine.dispose()
         raise
-    return Storage(registry, engine)
+    return Storage(registry, engine, lock)
 
 
 def recover_interrupted_work(settings: Settings, engine) -> list[int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from studio.db.recovery import INTERRUPTED
+from studio.errors import CannotStart
 from studio.runtime.tiny import build_tiny_model
 from tests.adapters_factory import make_archive, make_lora
 from tests.conftest import registry_dict
@@ -99,6 +100,12 @@ def test_a_studio_killed_mid_operation_is_recovered_at_the_next_start(tmp_path, 
                 break
             reached.add(line.strip())
         assert reached == STAGES, proc.stderr.read() if proc.poll() is not None else reached
+        # While it runs, a second studio on the same data is refused: it would close the first one's live jobs.
+        with pytest.raises(CannotStart) as info:
+            make_ctx(data_dir=data_dir)
+        assert info.value.message == (f"another Text2Song Studio (process {proc.pid}) is using the data directory "
+                                      f"{data_dir}: stop it, or start this one with another --data-dir.")
+        assert (data_dir / "tmp" / "upload-1").is_dir()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
