@@ -103,6 +103,12 @@ def _registry(content: bytes | int):
     return prepare
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 REFUSALS = [
     ("garbage database", _garbage, "is not a usable studio database (file is not a database): move studio.db"),
     ("truncated database", _truncated, "(database disk image is malformed): move studio.db"),
@@ -114,7 +120,10 @@ REFUSALS = [
     ("registry of 200 MB", _registry(200_000_000), "is 200 MB, too big for a model registry"),
     ("registry not YAML", _registry(b"models: [unclosed"), "is not valid YAML at line 1, column 18"),
     ("unknown --model", lambda d: ["--model", "nope"], "Unknown model 'nope'. Known models: musicgen-small"),
+    ("absent GPU index", lambda d: ["--device", "cuda:99"], "--device cuda:99: "),
 ]
+if not _has_cuda():
+    REFUSALS.append(("no GPU at all", lambda d: ["--device", "cuda"], "--device cuda: no CUDA GPU is usable here"))
 
 
 def _start(argv: list[str], monkeypatch) -> str:
