@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Sequence
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "STUDIO_"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # defaults do not depend on where app.py is started from
-TRUTHY = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ class CommandLineSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[Settings], argv: Sequence[str] | None, environ: Mapping[str, str]):
         super().__init__(settings_cls)
         self.argv, self.environ = argv, environ
-        self.parser = build_parser(environ)
+        self.parser = build_parser()
 
     def get_field_value(self, field, field_name):  # required by the base class; __call__ reads everything at once
         return None, field_name, False
@@ -196,10 +195,12 @@ class CommandLineSource(PydanticBaseSettingsSource):
             raw = self.environ.get(option.env)
             if raw is None or raw == "":
                 continue
-            if option.kind == "switch":
-                values[name] = raw.strip().lower() in TRUTHY
-            elif option.kind == "negate":
-                values[name] = raw.strip().lower() not in TRUTHY
+            if option.kind in ("switch", "negate"):
+                try:
+                    on = TypeAdapter(bool).validate_python(raw.strip())
+                except ValidationError:
+                    self.parser.error(f"{option.env}={raw!r}: expected 1, true, yes or on (or 0, false, no, off)")
+                values[name] = on if option.kind == "switch" else not on
             elif option.kind == "append":
                 values[name] = tuple(r for r in raw.split(os.pathsep) if r)
             else:
@@ -218,7 +219,7 @@ class CommandLineSource(PydanticBaseSettingsSource):
         return values
 
 
-def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     """`python app.py --help`, generated from the Settings fields."""
     p = argparse.ArgumentParser(prog="app.py", description="Text2Song Studio: MusicGen text-to-music studio. "
                                 "Every option can also be set by its STUDIO_* environment variable; the command line "

@@ -28,7 +28,7 @@ def test_the_readme_documents_no_option_that_does_not_exist():
 
 
 def test_help_lists_every_option_with_its_variable_and_default():
-    text = build_parser({}).format_help()
+    text = build_parser().format_help()
     for name, option in OPTIONS.items():
         assert option.flag in text and option.env in text, name
     assert "(default: 127.0.0.1) [STUDIO_HOST]" in " ".join(text.split())
@@ -61,6 +61,15 @@ PRECEDENCE = [
 ]
 
 
+@pytest.mark.parametrize("value,share,load_at_start", [
+    ("1", True, False), ("true", True, False), ("YES", True, False), ("on", True, False),
+    ("0", False, True), ("false", False, True), ("no", False, True), ("off", False, True),
+])
+def test_switches_in_the_environment(value, share, load_at_start):
+    s = parse_settings([], environ={"STUDIO_SHARE": value, "STUDIO_NO_LOAD_AT_START": value})
+    assert (s.share, s.load_at_start) == (share, load_at_start)
+
+
 def test_precedence_covers_every_option_but_the_auth_file():
     assert {case[0] for case in PRECEDENCE} == set(OPTIONS) - {"auth_file"}
 
@@ -80,6 +89,8 @@ def test_environment_then_command_line(name, env_value, argv, from_env, from_bot
     (["--port", "70000"], {}, "--port (STUDIO_PORT)"),
     (["--dtype", "int4"], {}, "--dtype (STUDIO_DTYPE)"),
     (["--device", "gpu"], {}, "--device (STUDIO_DEVICE)"),
+    ([], {"STUDIO_SHARE": "maybe"}, "STUDIO_SHARE='maybe': expected 1, true, yes or on (or 0, false, no, off)"),
+    ([], {"STUDIO_NO_LOAD_AT_START": "2"}, "STUDIO_NO_LOAD_AT_START='2': expected 1, true"),
     (["--unknown"], {}, "unrecognized arguments: --unknown"),
     (["--data", "/tmp/x"], {}, "unrecognized arguments: --data"),  # no abbreviations: only the documented flags
 ])
