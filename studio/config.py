@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         metavar="ID")] = None
     share: Annotated[bool, Option(
         "--share", "a public Gradio link (the home folder is then no import root)", "off", kind="switch")] = False
-    auth: Annotated[tuple[str, str] | None, Option(
+    auth: Annotated[tuple[str, str] | None, Field(repr=False), Option(
         "--auth", "protects the page **and** the REST API; prefer `STUDIO_AUTH` or `--auth-file`: a command line "
         "is visible to every user of the machine", "off", metavar="USER:PASS")] = None
     auth_file: Annotated[Path | None, Option(

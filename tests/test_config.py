@@ -132,6 +132,11 @@ def test_bad_auth_files_are_refused(tmp_path, text, mode, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_the_password_never_shows_in_the_settings_repr():
+    s = parse_settings(["--auth", "alice:s3cret"], environ={})
+    assert s.auth == ("alice", "s3cret") and "s3cret" not in repr(s) and "s3cret" not in str(s)
+
+
 def test_auth_and_auth_file_together_are_refused(tmp_path, capsys):
     path = _auth_file(tmp_path, "alice:secret")
     with pytest.raises(SystemExit):
