@@ -62,7 +62,7 @@ def remove_leftovers(settings: Settings) -> list[Path]:
         except OSError as exc:  # noqa: PERF203 - one stuck file must not stop the start; say which
             log.warning("could not remove the leftover %s: %s", path, exc)
     if removed:
-        log.info("removed %d temporary file(s) left by an interrupted studio: %s", len(removed),
+        log.info("removed %d temporary file(s) of an earlier run: %s", len(removed),
                  ", ".join(str(p) for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
     return removed
 
