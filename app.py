@@ -17,7 +17,14 @@ def main(argv: list[str] | None = None) -> None:
     from studio.errors import StudioError
 
     settings = parse_settings(argv)
+    # Gradio's files go to the studio's own temp folder (emptied at every start), never the /tmp/gradio that every
+    # Gradio app of the machine shares. Set before gradio is imported: it reads the variable then.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.tmp_dir / "gradio"))
     try:
+        from studio.datadir import open_storage
+
+        storage = open_storage(settings)  # first, before torch and gradio load: a refusal comes in a second
+
         import uvicorn
         from transformers.utils import logging as hf_logging
 
@@ -25,16 +32,33 @@ def main(argv: list[str] | None = None) -> None:
         from studio.server import build_app
 
         hf_logging.disable_progress_bar()
-        # MusicGen's pad/bos id 2048 sits just past the codebook: its normal layout, not a problem to report.
-        hf_logging.get_logger().addFilter(lambda record: "within the vocabulary" not in record.getMessage())
-        ctx = build_context(settings)
+        ctx = build_context(settings, storage=storage)
         app = build_app(ctx)
     except StudioError as exc:
         sys.exit(f"Text2Song Studio cannot start: {exc.message}")
+    if settings.exposed and not settings.auth:
+        print(exposure_warning(settings), file=sys.stderr, flush=True)
+    if any(arg == "--auth" or arg.startswith("--auth=") for arg in (sys.argv[1:] if argv is None else argv)):
+        print("Note: a password given with --auth is visible to every user of this machine (ps): prefer "
+              "STUDIO_AUTH=USER:PASS or --auth-file PATH.", file=sys.stderr, flush=True)
     if settings.share:
         _share(app, settings)
     print(f"Text2Song Studio: http://{settings.host}:{settings.port}  (REST API docs: /docs)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def exposure_warning(settings) -> str:
+    """The loud notice for a studio other machines can reach without a password."""
+    how = "a public --share link" if settings.share else f"--host {settings.host}"
+    bar = "!" * 78
+    return "\n".join([
+        bar,
+        f"!! WARNING: this studio is reachable from other machines ({how}) and has NO PASSWORD.",
+        "!! Anyone who reaches it can generate, change settings and register or delete adapters.",
+        "!! Protect it: set STUDIO_AUTH=USER:PASS, or --auth-file PATH (a file holding USER:PASS, chmod 600).",
+        "!! Or serve this machine only: --host 127.0.0.1 without --share.",
+        bar,
+    ])
 
 
 def _share(app, settings) -> None:

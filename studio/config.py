@@ -1,11 +1,21 @@
-"""Settings: every knob of the studio, from the command line or STUDIO_* environment variables."""
+"""Settings: every option of the studio, declared once.
+
+Each option is a field of `Settings` (pydantic-settings) carrying an `Option`: its `--flag`, its STUDIO_* environment
+variable, how it reads on the command line and the default a person is shown. The command line parser, `--help`
+and the test that the README's options table is complete (tests/test_config.py) are all generated from these fields.
+Order: the command line wins over the environment, which wins over the defaults.
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
+
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "STUDIO_"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -13,28 +23,105 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent  # defaults do not depend 
 
 
 @dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 7860
-    data_dir: Path = Path("adapters_db")
-    registry_path: Path = Path("registry.yaml")
-    model: str | None = None  # model to load at start; None: registry default if local, else studio-tiny
-    share: bool = False
-    auth: tuple[str, str] | None = None
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16
-    hf_cache_dir: Path | None = None  # None: the normal Hugging Face cache
+class Option:
+    """How a Settings field is set by a person: its flag, its environment variable and how its default reads.
+
+    kind: "value" (--flag VALUE), "switch" (--flag turns it on), "negate" (--flag turns it off) or "append"
+    (repeatable --flag VALUE; the environment variable lists values separated by os.pathsep)."""
+
+    flag: str
+    help: str
+    shown_default: str | None = None  # None: the field's default as written
+    kind: Literal["value", "switch", "negate", "append"] = "value"
+    metavar: str | None = None
+    env_name: str | None = None  # None: STUDIO_ + the flag's name
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + (self.env_name or self.flag.removeprefix("--").replace("-", "_").upper())
+
+
+def _auth_pair(value: str, origin: str) -> tuple[str, str]:
+    user, sep, password = value.strip().partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"{origin} must look like USER:PASS" if origin else "must look like USER:PASS")
+    return user, password
+
+
+class Settings(BaseSettings):
+    """The studio's options (fields with an Option) and two values taken from the environment as is."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    host: Annotated[str, Option(
+        "--host", "interface to bind; `0.0.0.0` serves the network (use `--auth`)")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535), Option("--port", "port to serve on", metavar="PORT")] = 7860
+    data_dir: Annotated[Path, Option(
+        "--data-dir", "database (`studio.db`), built models, generated audio, temporary files (`tmp/`)",
+        "`adapters_db` next to `app.py`", metavar="FOLDER")] = PROJECT_ROOT / "adapters_db"
+    registry_path: Annotated[Path, Option(
+        "--registry", "the model registry", "`registry.yaml` next to `app.py`",
+        metavar="FILE")] = PROJECT_ROOT / "registry.yaml"
+    model: Annotated[str | None, Option(
+        "--model", "model to load at start", "the registry's default if downloaded, else `studio-tiny`",
+        metavar="ID")] = None
+    share: Annotated[bool, Option(
+        "--share", "a public Gradio link (the home folder is then no import root)", "off", kind="switch")] = False
+    auth: Annotated[tuple[str, str] | None, Field(repr=False), Option(
+        "--auth", "protects the page **and** the REST API; prefer `STUDIO_AUTH` or `--auth-file`: a command line "
+        "is visible to every user of the machine", "off", metavar="USER:PASS")] = None
+    auth_file: Annotated[Path | None, Option(
+        "--auth-file", "a file holding `USER:PASS` (readable by you alone: `chmod 600`)", "off",
+        metavar="PATH")] = None
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$"), Option(
+        "--device", "`cpu`, `cuda`, `cuda:1`")] = "auto"
+    dtype: Annotated[Literal["auto", "float32", "float16", "bfloat16"], Option(
+        "--dtype", "float16 on CUDA, float32 on CPU; or `float32`, `float16`, `bfloat16`")] = "auto"
+    hf_cache_dir: Annotated[Path | None, Option(
+        "--hf-cache-dir", "where hub models are cached", "HF default", metavar="FOLDER")] = None
+    import_roots: Annotated[tuple[Path, ...], Option(
+        "--import-root", "folders adapters may be registered from (repeatable; `STUDIO_IMPORT_ROOTS` separates "
+        "them with `:`); a studio on 127.0.0.1 without `--share` may also read your home", "`<data-dir>/imports`",
+        kind="append", metavar="FOLDER", env_name="IMPORT_ROOTS")] = ()
+    load_at_start: Annotated[bool, Option(
+        "--no-load-at-start", "start with no model", "off", kind="negate")] = True
+    # Not options of the studio: read as they are from their own environment variables, or set by tests.
     hf_endpoint: str | None = None  # None: huggingface.co (or HF_ENDPOINT)
-    load_at_start: bool = True
-    max_prompt_chars: int = 1000
-    import_roots: tuple[Path, ...] = ()  # folders adapters may be registered from; () -> <data-dir>/imports
+    max_prompt_chars: int = Field(1000, gt=0)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Settings(...) takes its keywords only: the command line and STUDIO_* come in through parse_settings
+        # (CommandLineSource), so that tests and benchmarks never pick up a developer's environment by accident.
+        return (init_settings,)
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth(cls, value: Any) -> Any:
+        return _auth_pair(value, "") if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("auth_file"):
+            return data
+        if data.get("auth"):
+            raise ValueError("give --auth or --auth-file, not both")
+        return {**data, "auth": _read_auth_file(Path(data["auth_file"]))}
+
+    # ---- derived values -------------------------------------------------------------------------------------
+    @property
+    def exposed(self) -> bool:
+        """Reachable from other machines: a share link or a non-loopback interface."""
+        return self.share or self.host not in LOOPBACK
 
     @property
     def allowed_import_roots(self) -> list[Path]:
         """Where registering an adapter from a server folder may read. A studio serving only this machine may
-        also read the user's home; a shared one never reads arbitrary server paths."""
+        also read the user's home; an exposed one (shared or on the network) never reads arbitrary server paths."""
         roots = list(self.import_roots) or [self.data_dir / "imports"]
-        if self.host in LOOPBACK:
+        if not self.exposed:
             roots.append(Path.home())
         return [r.expanduser().resolve() for r in roots]
 
@@ -43,8 +130,12 @@ class Settings:
         return self.data_dir / "adapters"
 
     @property
+    def database_path(self) -> Path:
+        return (self.data_dir / "studio.db").resolve()
+
+    @property
     def database_url(self) -> str:
-        return f"sqlite:///{(self.data_dir / 'studio.db').resolve()}"
+        return f"sqlite:///{self.database_path}"
 
     @property
     def models_dir(self) -> Path:
@@ -54,70 +145,113 @@ class Settings:
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
 
-
-def _parse_auth(value: str | None) -> tuple[str, str] | None:
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise argparse.ArgumentTypeError("--auth must look like USER:PASS")
-    return user, password
+    @property
+    def tmp_dir(self) -> Path:
+        """THE studio's temporary folder (uploads being received, archives being unpacked, Gradio's files): inside
+        the data directory, so it is on the same disk as what it becomes and emptied at every start."""
+        return self.data_dir / "tmp"
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def parse_settings(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Command line wins over STUDIO_* environment variables, which win over defaults."""
-    env = os.environ if environ is None else environ
-
-    def env_default(name: str, default=None):
-        return env.get(ENV_PREFIX + name, default)
-
-    p = argparse.ArgumentParser(prog="app.py", description="Text2Song Studio: MusicGen text-to-music studio")
-    on_space = "SPACE_ID" in env  # a Hugging Face Space must serve 0.0.0.0:7860 itself
-    p.add_argument("--host", default=env_default("HOST", "0.0.0.0" if on_space else "127.0.0.1"),
-                   help="interface to bind [STUDIO_HOST]")
-    p.add_argument("--port", type=int, default=int(env_default("PORT", "7860")), help="port [STUDIO_PORT]")
-    p.add_argument("--data-dir", default=env_default("DATA_DIR", str(PROJECT_ROOT / "adapters_db")),
-                   help="database, models, outputs [STUDIO_DATA_DIR]")
-    p.add_argument("--registry", default=env_default("REGISTRY", str(PROJECT_ROOT / "registry.yaml")),
-                   help="model registry file [STUDIO_REGISTRY]")
-    p.add_argument("--model", default=env_default("MODEL"), help="model id to load at start [STUDIO_MODEL]")
-    p.add_argument("--share", action="store_true", default=_truthy(env_default("SHARE")),
-                   help="create a public Gradio share link [STUDIO_SHARE]")
-    p.add_argument("--auth", default=env_default("AUTH"),
-                   help="USER:PASS required for the page and the REST API [STUDIO_AUTH]")
-    p.add_argument("--device", default=env_default("DEVICE", "auto"), help="auto, cpu, cuda or cuda:N [STUDIO_DEVICE]")
-    p.add_argument("--dtype", default=env_default("DTYPE", "auto"),
-                   choices=["auto", "float32", "float16", "bfloat16"], help="weights dtype [STUDIO_DTYPE]")
-    p.add_argument("--hf-cache-dir", default=env_default("HF_CACHE_DIR"),
-                   help="Hugging Face cache (default: the normal HF cache) [STUDIO_HF_CACHE_DIR]")
-    p.add_argument("--import-root", action="append", dest="import_roots",
-                   default=[r for r in env_default("IMPORT_ROOTS", "").split(os.pathsep) if r],
-                   help="a folder adapters may be registered from (repeatable; default <data-dir>/imports, plus "
-                        "your home when serving 127.0.0.1) [STUDIO_IMPORT_ROOTS, separated by ':']")
-    p.add_argument("--no-load-at-start", dest="load_at_start", action="store_false",
-                   default=not _truthy(env_default("NO_LOAD_AT_START")),
-                   help="start with no model loaded [STUDIO_NO_LOAD_AT_START]")
-    args = p.parse_args(argv)
+def _read_auth_file(path: Path) -> tuple[str, str]:
     try:
-        auth = _parse_auth(args.auth)
-    except argparse.ArgumentTypeError as exc:
-        p.error(str(exc))
-    return Settings(
-        host=args.host,
-        port=args.port,
-        data_dir=Path(args.data_dir),
-        registry_path=Path(args.registry),
-        model=args.model or None,
-        share=args.share,
-        auth=auth,
-        device=args.device,
-        dtype=args.dtype,
-        hf_cache_dir=Path(args.hf_cache_dir) if args.hf_cache_dir else None,
-        hf_endpoint=env.get("HF_ENDPOINT") or None,
-        load_at_start=args.load_at_start,
-        import_roots=tuple(Path(r) for r in args.import_roots),
-    )
+        info = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --auth-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(f"--auth-file {path} can be read by other users of this machine: run chmod 600 {path}")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise ValueError(f"--auth-file {path} must hold one line USER:PASS")
+    return _auth_pair(lines[0], f"--auth-file {path}")
+
+
+def options() -> dict[str, Option]:
+    """Settings fields that a person sets, by field name, in declaration order."""
+    return {name: meta for name, field in Settings.model_fields.items()
+            for meta in field.metadata if isinstance(meta, Option)}
+
+
+def shown_default(name: str) -> str:
+    """An option's default as the README and --help show it."""
+    option, field = options()[name], Settings.model_fields[name]
+    return option.shown_default if option.shown_default is not None else f"`{field.default}`"
+
+
+class CommandLineSource(PydanticBaseSettingsSource):
+    """The options from a command line and STUDIO_* variables (the command line wins), as raw Settings input."""
+
+    def __init__(self, settings_cls: type[Settings], argv: Sequence[str] | None, environ: Mapping[str, str]):
+        super().__init__(settings_cls)
+        self.argv, self.environ = argv, environ
+        self.parser = build_parser()
+
+    def get_field_value(self, field, field_name):  # required by the base class; __call__ reads everything at once
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, option in options().items():
+            raw = self.environ.get(option.env)
+            if raw is None or raw == "":
+                continue
+            if option.kind in ("switch", "negate"):
+                try:
+                    on = TypeAdapter(bool).validate_python(raw.strip())
+                except ValidationError:
+                    self.parser.error(f"{option.env}={raw!r}: expected 1, true, yes or on (or 0, false, no, off)")
+                values[name] = on if option.kind == "switch" else not on
+            elif option.kind == "append":
+                values[name] = tuple(r for r in raw.split(os.pathsep) if r)
+            else:
+                values[name] = raw
+        if "SPACE_ID" in self.environ and "host" not in values:
+            values["host"] = "0.0.0.0"  # a Hugging Face Space must serve 0.0.0.0:7860 itself
+        args = vars(self.parser.parse_args(self.argv))
+        given = {k: v for k, v in args.items() if v is not None}
+        if given.get("auth_file"):
+            values.pop("auth", None)  # a file named on the command line replaces STUDIO_AUTH
+        if given.get("auth"):
+            values.pop("auth_file", None)
+        values.update(given)
+        if values.get("hf_endpoint") is None and self.environ.get("HF_ENDPOINT"):
+            values["hf_endpoint"] = self.environ["HF_ENDPOINT"]
+        return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`python app.py --help`, generated from the Settings fields."""
+    p = argparse.ArgumentParser(prog="app.py", description="Text2Song Studio: MusicGen text-to-music studio. "
+                                "Every option can also be set by its STUDIO_* environment variable; the command line "
+                                "wins.", allow_abbrev=False)  # the flags are exactly the documented ones
+    for name, option in options().items():
+        text = option.help.replace("`", "").replace("**", "")
+        text = f"{text} (default: {shown_default(name).replace('`', '')}) [{option.env}]".replace("%", "%%")
+        if option.kind == "switch":
+            p.add_argument(option.flag, dest=name, action="store_const", const=True, help=text)
+        elif option.kind == "negate":
+            p.add_argument(option.flag, dest=name, action="store_const", const=False, help=text)
+        elif option.kind == "append":
+            p.add_argument(option.flag, dest=name, action="append", metavar=option.metavar, help=text)
+        else:
+            p.add_argument(option.flag, dest=name, metavar=option.metavar, help=text)
+    return p
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from a command line and STUDIO_* environment variables; a bad value exits with a usage error."""
+    source = CommandLineSource(Settings, argv, os.environ if environ is None else environ)
+    raw = source()
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        source.parser.error("; ".join(_problem(err) for err in exc.errors()))
+
+
+def _problem(err: dict) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    loc = [str(p) for p in err.get("loc", ()) if isinstance(p, str)]
+    flags = options()
+    if loc and loc[0] in flags:
+        return f"{flags[loc[0]].flag} ({flags[loc[0]].env}): {msg}"
+    return msg

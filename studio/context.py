@@ -6,8 +6,10 @@ import threading
 from dataclasses import dataclass
 
 from studio.config import Settings
-from studio.db.engine import make_engine
-from studio.registry import Registry, load_registry
+from studio.datadir import Storage, open_storage
+from studio.errors import CannotStart
+from studio.registry import Registry
+from studio.runtime.hf_logging import quiet_musicgen_token_layout
 from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
@@ -31,6 +33,7 @@ class AppContext:
     jobs: JobService
     adapters: AdapterService
     gen_config: GenerationConfigService
+    storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
         """Load the start-up model after the server answers (never before: start-up stays fast)."""
@@ -47,12 +50,31 @@ class AppContext:
             log.exception("start-up model load failed")
 
 
-def build_context(settings: Settings, registry: Registry | None = None) -> AppContext:
-    registry = registry or load_registry(settings.registry_path)
-    if settings.model:
-        registry.get(settings.model)  # an unknown --model fails at start-up, naming the known ones
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+def check_device(device: str) -> None:
+    """--device names a device this machine has, or the studio refuses to start (not at the first model load)."""
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if count == 0:
+            raise CannotStart(f"--device {device}: no CUDA GPU is usable here (torch {torch.__version__}): use "
+                              "--device auto or cpu.")
+        if index >= count:
+            raise CannotStart(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                              f"cuda:{count - 1}.")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise CannotStart("--device mps: Apple's Metal (MPS) is not available here: use --device auto or cpu.")
+
+
+def build_context(settings: Settings, registry: Registry | None = None,
+                  storage: Storage | None = None) -> AppContext:
+    """Everything the studio needs, or a StudioError (CannotStart, RegistryError, ...) saying in one line why not.
+    storage: what open_storage() already opened (app.py opens it first, before the heavy imports)."""
+    quiet_musicgen_token_layout()
+    check_device(settings.device)
+    storage = storage or open_storage(settings, registry)
+    registry, engine = storage.registry, storage.engine
     store = ModelStore(settings.models_dir, settings.hf_cache_dir, settings.hf_endpoint)
     manager = ModelManager(registry, store, TransformersBackend(), settings.device, settings.dtype)
     adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
@@ -71,4 +93,5 @@ def build_context(settings: Settings, registry: Registry | None = None) -> AppCo
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,
         gen_config=gen_config,
+        storage=storage,
     )

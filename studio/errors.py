@@ -78,3 +78,24 @@ class RegistryError(StudioError):
     """registry.yaml is invalid; raised at start-up."""
 
     code = "invalid_registry"
+
+
+class CannotStart(StudioError):
+    """The studio refuses to start: one line saying what is wrong and how to fix it (app.py prints it)."""
+
+    status = 500
+    code = "cannot_start"
+
+
+class StorageUnavailable(StudioError):
+    """The studio's data could not be written (read-only disk or file): the request was fine, the machine was not."""
+
+    status = 503
+    code = "storage_unavailable"
+
+
+class DiskFull(StorageUnavailable):
+    """The disk (or the file-size limit) holding the studio's data is full."""
+
+    status = 507
+    code = "disk_full"

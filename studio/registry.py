@@ -144,13 +144,28 @@ def parse_registry(raw: object, source: str = "registry.yaml") -> Registry:
         raise RegistryError(f"{source} is invalid:\n  " + "\n  ".join(problems), problems=problems) from None
 
 
+MAX_REGISTRY_BYTES = 1_000_000  # a registry of hundreds of models is tens of KB; more is the wrong file
+
+
 def load_registry(path: Path) -> Registry:
+    """registry.yaml, validated; a file that is not one (too big, not UTF-8, not YAML) is refused in one line."""
+    path = Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_REGISTRY_BYTES:
+            raise RegistryError(f"{path} is {size / 1e6:.0f} MB, too big for a model registry (at most "
+                                f"{MAX_REGISTRY_BYTES // 1000} KB): check that --registry names the right file.")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8, or check that "
+                            "--registry names the right file.") from None
     except OSError as exc:
         raise RegistryError(f"cannot read model registry {path}: {exc.strerror}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RegistryError(f"{path} is not valid YAML{where}: {problem}.") from None
     return parse_registry(raw, str(path))

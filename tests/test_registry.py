@@ -73,15 +73,27 @@ def test_broken_registry_is_refused_naming_entry_and_field(mutate, expected):
     assert expected in info.value.message
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("models: [unclosed", "not valid YAML"),
+@pytest.mark.parametrize("content,expected", [
+    ("models: [unclosed", "is not valid YAML at line 1, column 18: expected ',' or ']', but got '<stream end>'."),
     ("- just\n- a list\n", "expected a mapping"),
+    ("default_model: caf\xe9\n".encode("latin-1"), "is not UTF-8 text (byte 18): save it as UTF-8"),
+    (b"\xff\xfe" + "default_model: x".encode("utf-16-le"), "is not UTF-8 text (byte 0)"),
+    (2_000_000, "is 2 MB, too big for a model registry (at most 1000 KB): check that --registry names the right"),
+    ("folder", "cannot read model registry"),
 ])
-def test_unreadable_registry_file(tmp_path, text, expected):
+def test_unreadable_registry_file(tmp_path, content, expected):
+    """A file that is not a registry is refused at once, in one line naming what is wrong."""
     path = tmp_path / "registry.yaml"
-    path.write_text(text)
-    with pytest.raises(RegistryError, match=expected):
+    if content == "folder":
+        path.mkdir()
+    elif isinstance(content, int):  # a huge file is refused before it is read (a sparse file: no disk used)
+        with open(path, "wb") as f:
+            f.truncate(content)
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(RegistryError) as info:
         load_registry(path)
+    assert expected in info.value.message and "\n" not in info.value.message
 
 
 def test_missing_registry_file(tmp_path):
@@ -101,14 +113,13 @@ def test_limits_are_data(tmp_path):
     assert spec.max_duration_s == 12 and spec.max_tokens == 600
 
 
-def test_app_refuses_to_start_on_an_invalid_registry(tmp_path):
-    import subprocess
-    import sys
+def test_app_refuses_to_start_on_an_invalid_registry(tmp_path, monkeypatch):
+    import app
 
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump(_broken(_set(0, "max_duration_s", 0))))
-    proc = subprocess.run([sys.executable, "app.py", "--registry", str(path), "--data-dir", str(tmp_path / "d")],
-                          cwd=REPO_REGISTRY.parent, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "model 'studio-tiny': field 'max_duration_s'" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # main() sets it when it is not set
+    with pytest.raises(SystemExit) as info:
+        app.main(["--registry", str(path), "--data-dir", str(tmp_path / "d")])
+    assert str(info.value.code).startswith("Text2Song Studio cannot start: ")
+    assert "model 'studio-tiny': field 'max_duration_s'" in str(info.value.code)

@@ -1,16 +1,56 @@
-"""The database engine: SQLite in the data directory, safe to share between server threads."""
+"""The database engine: SQLite in the data directory, safe to share between server threads.
+
+A database the studio cannot use stops the start with one line (CannotStart); a write that fails later because of
+the machine (disk full, read-only file) becomes a StorageUnavailable / DiskFull domain error, mapped once here."""
 from __future__ import annotations
 
+import errno
+import sqlite3
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
+from alembic.util import CommandError
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 from studio.db.migrate import upgrade
+from studio.errors import CannotStart, DiskFull, StorageUnavailable
+
+# SQLite's words for a write the machine refused (sqlite3 gives no error codes before Python 3.11's sqlite_errorcode
+# on every build, so the messages are matched: they are fixed strings in SQLite's source).
+_FULL = ("database or disk is full",)
+_READ_ONLY = ("attempt to write a readonly database", "unable to open database file", "disk i/o error",
+              "readonly database")
+_OS_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def storage_error(exc: BaseException, folder: Path) -> StorageUnavailable | None:
+    """The domain error for a write the machine refused (disk full, file-size limit, read-only), else None."""
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        if any(m in text for m in _FULL):
+            return DiskFull(f"The disk holding the studio's data is full: free space in {folder}.", folder=str(folder))
+        if any(m in text for m in _READ_ONLY):
+            return StorageUnavailable(f"The studio cannot write its data in {folder} ({exc}): check that the disk "
+                                      "is writable and this user may write there.", folder=str(folder))
+    elif isinstance(exc, OSError) and exc.errno in _OS_FULL:
+        return DiskFull(f"The disk holding the studio's data is full: free space in {folder}.", folder=str(folder))
+    elif isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return StorageUnavailable(f"The studio cannot write its data in {folder}: the disk is read-only.",
+                                  folder=str(folder))
+    return None
+
+
+def database_folder(engine) -> Path:
+    return Path(engine.url.database).parent
 
 
 def make_engine(url: str):
+    """The engine of a usable, migrated, writable database; anything else is refused with one line."""
     engine = create_engine(url, connect_args={"check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -21,11 +61,59 @@ def make_engine(url: str):
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    upgrade(engine)  # start-up applies pending migrations
+    try:
+        _check_usable(engine)
+    except Exception:
+        engine.dispose()
+        raise
     return engine
+
+
+def _check_usable(engine) -> None:
+    path = Path(engine.url.database)
+    fix = (f"move {path.name} (and any {path.name}-wal, {path.name}-shm) out of {path.parent} to start with an "
+           "empty database, or restore it from a backup")
+    try:
+        with engine.connect() as conn:
+            problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check")]
+    except DBAPIError as exc:
+        _refuse_unwritable(exc, path)
+        raise CannotStart(f"{path} is not a usable studio database ({exc.orig}): {fix}.") from None
+    if problems != ["ok"]:
+        raise CannotStart(f"{path} is damaged ({problems[0]}): {fix}.")
+    try:
+        upgrade(engine)  # start-up applies pending migrations
+        with engine.begin() as conn:  # a real write: a read-only file or disk is found now, not at the first save
+            version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+            conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+    except CommandError as exc:
+        if "Can't locate revision" in str(exc):
+            raise CannotStart(f"{path} was written by a newer version of Text2Song Studio ({exc}): update the "
+                              "studio, or start it with another --data-dir.") from None
+        raise CannotStart(f"{path} could not be migrated ({exc}): {fix}.") from None
+    except DBAPIError as exc:
+        _refuse_unwritable(exc, path)
+        raise CannotStart(f"{path} could not be migrated ({exc.orig}): {fix}.") from None
+
+
+def _refuse_unwritable(exc: DBAPIError, path: Path) -> None:
+    mapped = storage_error(exc, path.parent)
+    if isinstance(mapped, DiskFull):
+        raise CannotStart(f"the disk holding {path.parent} is full: free space there, or start with another "
+                          "--data-dir.") from None
+    if mapped is not None:
+        raise CannotStart(f"{path} cannot be written ({exc.orig}): give this user write access to it and to "
+                          f"{path.parent}, or start with another --data-dir.") from None
 
 
 @contextmanager
 def session_scope(engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
+    """A session; a write the machine refuses (disk full, read-only) leaves as a domain error, never a bare 500."""
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+    except (DBAPIError, OSError) as exc:
+        mapped = storage_error(exc, database_folder(engine))
+        if mapped is None:
+            raise
+        raise mapped from exc

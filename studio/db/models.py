@@ -7,6 +7,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from studio.db.types import UTCDateTime
+from studio.users import SYSTEM_USER
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -33,12 +36,12 @@ class Adapter(SQLModel, table=True):
     training_config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     training_metrics: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     training_run_id: str | None = None
-    trained_at: datetime | None = None
+    trained_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     active: bool = True
     usage_count: int = 0
-    created_at: datetime = Field(default_factory=utcnow, index=True)
-    updated_at: datetime = Field(default_factory=utcnow)
-    deleted_at: datetime | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime)
 
 
 class Job(SQLModel, table=True):
@@ -55,8 +58,8 @@ class Job(SQLModel, table=True):
     error: str | None = None
     adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
     output_file: str | None = None  # relative to the data directory
-    created_at: datetime = Field(default_factory=utcnow, index=True)
-    finished_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     elapsed_s: float | None = None
 
 
@@ -67,8 +70,8 @@ class GenerationConfig(SQLModel, table=True):
 
     model_id: str = Field(primary_key=True)  # a registry model id
     values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow)
-    updated_by: str = "system"
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_by: str = SYSTEM_USER
 
 
 class GenerationConfigChange(SQLModel, table=True):
@@ -79,7 +82,7 @@ class GenerationConfigChange(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     model_id: str = Field(index=True)
     action: str  # seed | update | reset
-    changed_by: str  # the authenticated user, "local" without auth, "system" for seeding
-    changed_at: datetime = Field(default_factory=utcnow, index=True)
+    changed_by: str  # the signed-in user, LOCAL_USER without auth, SYSTEM_USER for seeding
+    changed_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
     old_values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     new_values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

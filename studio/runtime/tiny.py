@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from studio.runtime.hf_logging import quiet_musicgen_token_layout
+
 TINY_SEED = 1234
 _WORDS = ["rock", "jazz", "piano", "drums", "lofi", "beat", "calm", "guitar", "bass", "synth", "ambient", "happy",
           "sad", "fast", "slow", "electronic", "classical", "hip", "hop", "pop", "epic", "orchestral", "chill", "dance"]
@@ -34,6 +36,7 @@ def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SE
     from transformers import (EncodecConfig, EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
                               MusicgenForConditionalGeneration, MusicgenProcessor, T5Config)
 
+    quiet_musicgen_token_layout()
     folder = Path(folder)
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder

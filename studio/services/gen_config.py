@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -15,11 +15,11 @@ from studio.db.gen_config import count_changes, get_config, list_changes, save_c
 from studio.errors import InvalidRequest, InvalidValues
 from studio.gen_settings import MusicgenSettings, field_errors
 from studio.registry import ModelSpec, Registry
+from studio.users import LOCAL_USER, SYSTEM_USER
 
 log = logging.getLogger(__name__)
 
-SYSTEM = "system"  # who seeds the stored settings from registry.yaml
-LOCAL = "local"  # who changes them when the studio runs without auth
+SYSTEM, LOCAL = SYSTEM_USER, LOCAL_USER  # who seeds the stored settings; who changes them without auth
 
 
 class ConfigView(BaseModel):
@@ -47,10 +47,6 @@ class ConfigHistory(BaseModel):
     model_id: str
     total: int
     changes: list[ConfigChange] = Field(description="newest first")
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -104,7 +100,7 @@ class GenerationConfigService:
         values, defaults = settings.model_dump(), spec.generation.model_dump()
         return ConfigView(model_id=spec.id, values=values, defaults=defaults,
                           changed=[k for k in values if values[k] != defaults[k]],
-                          updated_at=_utc(row.updated_at) if row else None, updated_by=row.updated_by if row else None,
+                          updated_at=row.updated_at if row else None, updated_by=row.updated_by if row else None,
                           ignored=ignored)
 
     def history(self, model_id: str, limit: int = 50, offset: int = 0) -> ConfigHistory:
@@ -113,7 +109,7 @@ class GenerationConfigService:
             rows = list_changes(session, spec.id, limit=max(1, min(limit, 500)), offset=max(0, offset))
             total = count_changes(session, spec.id)
         return ConfigHistory(model_id=spec.id, total=total, changes=[
-            ConfigChange(**r.model_dump(exclude={"changed_at"}), changed_at=_utc(r.changed_at)) for r in rows])
+            ConfigChange(**r.model_dump()) for r in rows])  # times come back in UTC (UTCDateTime)
 
     # ---- changing ---------------------------------------------------------------------------------------------
     def seed(self) -> list[str]:

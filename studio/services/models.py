@@ -7,7 +7,7 @@ from typing import Any, Iterator
 from pydantic import BaseModel, Field
 
 from studio.registry import ModelSpec, Registry
-from studio.runtime.manager import ModelManager
+from studio.runtime.manager import ModelManager, State
 from studio.runtime.progress import ProgressEvent
 from studio.runtime.store import ModelStore
 
@@ -39,22 +39,12 @@ class ModelInfo(BaseModel):
     memory_note: str | None  # why it does not fit
 
 
-class ProgressInfo(BaseModel):
-    stage: str
-    message: str
-    model_id: str | None = None
-    fraction: float | None = None
-    bytes_done: int | None = None
-    bytes_total: int | None = None
-    code: str | None = None
-
-
 class CurrentModel(BaseModel):
     model: ModelInfo | None
-    state: str  # idle | switching | generating
+    state: State = Field(description="idle, switching (a model is being changed) or generating")
     activity: str | None
     note: str
-    progress: ProgressInfo | None
+    progress: ProgressEvent | None = Field(description="the switch in progress, if any (the runtime's event)")
 
 
 class ModelService:
@@ -83,8 +73,7 @@ class ModelService:
     def current(self) -> CurrentModel:
         st = self.manager.status()
         model = self._info(self.registry.get(st.model_id), st.model_id) if st.model_id else None
-        progress = ProgressInfo(**st.progress.to_dict()) if st.progress else None
-        return CurrentModel(model=model, state=st.state, activity=st.activity, note=st.note, progress=progress)
+        return CurrentModel(model=model, state=st.state, activity=st.activity, note=st.note, progress=st.progress)
 
     def switch(self, model_id: str) -> Iterator[ProgressEvent]:
         """Progress events of a switch; raises NotFound or Busy before anything starts."""

@@ -1,0 +1,129 @@
+"""The studio's storage at start-up: the registry, a data directory this user can write, a usable database, and the
+work a killed studio left open closed (jobs, temporary files of uploads, unpacked archives, a tiny model being built,
+audio being written). Light on purpose (no torch, no gradio): app.py runs it first, so a studio that cannot start
+says so in a second."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.config import Settings
+from studio.db.engine import make_engine, session_scope
+from studio.db.recovery import close_interrupted_jobs
+from studio.errors import CannotStart
+from studio.registry import Registry, load_registry
+
+log = logging.getLogger(__name__)
+
+
+def open_data_dir(settings: Settings) -> None:
+    """Create the data directory and its tmp/ folder and prove a file can be written there, or refuse to start."""
+    folder = settings.data_dir
+    fix = "give this user write access to it, or start with another --data-dir"
+    try:
+        settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.tmp_dir, prefix="write-check-") as probe:
+            probe.write(b"ok")
+            probe.flush()
+    except (FileExistsError, NotADirectoryError):
+        raise CannotStart(f"the data directory {folder} (or a folder in it) is a file, not a folder: start with "
+                          "another --data-dir.") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: the file-size limit
+            raise CannotStart(f"the disk holding the data directory {folder} is full: free space there, or start "
+                              "with another --data-dir.") from None
+        raise CannotStart(f"the data directory {folder} is not writable ({exc.strerror}): {fix}.") from None
+
+
+def leftovers(settings: Settings) -> list[Path]:
+    """The temporary files and folders a studio killed mid-operation leaves behind in the data directory."""
+    found = sorted(settings.tmp_dir.iterdir()) if settings.tmp_dir.is_dir() else []
+    found += sorted(settings.adapters_dir.glob(".incoming-*"))  # an adapter registration in progress
+    found += sorted(settings.models_dir.glob(".tiny-*"))  # studio-tiny being built (studio/runtime/tiny.py)
+    found += sorted(settings.outputs_dir.rglob("*.part"))  # audio being written (services/audio_out.py)
+    return found
+
+
+def remove_leftovers(settings: Settings) -> list[Path]:
+    """Remove what leftovers() finds (at start-up, before anything new is written); the paths removed."""
+    removed = []
+    for path in leftovers(settings):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError as exc:  # noqa: PERF203 - one stuck file must not stop the start; say which
+            log.warning("could not remove the leftover %s: %s", path, exc)
+    if removed:
+        log.info("removed %d temporary file(s) of an earlier run: %s", len(removed),
+                 ", ".join(str(p) for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
+    return removed
+
+
+@dataclass(frozen=True)
+class Storage:
+    registry: Registry
+    engine: object
+    lock: object = None  # the open lock file: held (never closed) while this studio runs
+
+
+def lock_data_dir(settings: Settings):
+    """Claim the data directory for this process, or refuse: a second studio on the same data would close the
+    first one's running jobs and delete its uploads as "interrupted". A POSIX record lock belongs to the process
+    and the kernel drops it when the process dies, even by SIGKILL: a killed studio never blocks the next start.
+    (Several contexts in one process, as tests build them, share the claim.)"""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no claim
+        return None
+    path = settings.data_dir / "studio.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - kept open for the life of the process: closing it drops the lock
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise CannotStart(f"another Text2Song Studio (process {owner}) is using the data directory "
+                          f"{settings.data_dir}: stop it, or start this one with another --data-dir.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def open_storage(settings: Settings, registry: Registry | None = None) -> Storage:
+    """Everything build_context needs from disk, or a StudioError (CannotStart, RegistryError, NotFound for an
+    unknown --model) saying in one line what is wrong and how to fix it."""
+    registry = registry or load_registry(settings.registry_path)
+    if settings.model:
+        registry.get(settings.model)  # an unknown --model fails at start-up, naming the known ones
+    open_data_dir(settings)
+    lock = lock_data_dir(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        recover_interrupted_work(settings, engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return Storage(registry, engine, lock)
+
+
+def recover_interrupted_work(settings: Settings, engine) -> list[int]:
+    """A studio killed mid-operation (kill -9, power cut) left jobs open and temporary files behind: no studio
+    runs them now, so close the jobs as failed and remove the files. Returns the ids of the jobs closed."""
+    with session_scope(engine) as session:
+        closed = close_interrupted_jobs(session)
+    if closed:
+        log.warning("closed %d job(s) interrupted when the studio last stopped: %s", len(closed),
+                    ", ".join(map(str, closed)))
+    remove_leftovers(settings)
+    return closed

@@ -1,0 +1,153 @@
+"""Crash recovery: a studio killed with SIGKILL in the middle of its work (decoding, writing audio, receiving an
+adapter, building studio-tiny) leaves jobs open and temporary files behind; the next start closes those jobs as
+failed and removes the files."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from studio.db.recovery import INTERRUPTED
+from studio.errors import CannotStart
+from studio.runtime.tiny import build_tiny_model
+from tests.adapters_factory import make_archive, make_lora
+from tests.conftest import registry_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One studio process doing four things at once, each stopped at a point inside its operation; the test then kills
+# it with SIGKILL (no clean-up handler, no `finally` runs), exactly as `kill -9` or a power cut would.
+CHILD = r'''
+import json, os, shutil, sys, threading
+from pathlib import Path
+import soundfile
+
+from studio.config import Settings
+from studio.context import build_context
+from studio.registry import parse_registry
+from studio.services.adapters import RegisterAdapterRequest
+from studio.services.generation import GenerateRequest
+import studio.runtime.tiny as tiny
+
+data_dir, archive, registry = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+hold = threading.Event()  # never set: each operation stays where it reported itself
+
+
+def reached(what):
+    print(what, flush=True)
+    hold.wait()
+
+
+def settings(folder):
+    return Settings(data_dir=folder, load_at_start=False, device="cpu", hf_cache_dir=folder.parent / "hf-cache")
+
+
+# Two studios on the same data (each with its own model): one is decoding, the other writing a job's audio.
+decoding, writing = (build_context(settings(data_dir), parse_registry(registry)) for _ in range(2))
+for ctx in (decoding, writing):
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+
+real_write = soundfile.write
+def half_written(path, *args, **kwargs):
+    real_write(path, *args, **kwargs)  # the ".part" file is there, not yet renamed to its final name
+    reached("writing audio")
+soundfile.write = half_written
+
+def on_step(done, total):
+    if done == 3:
+        reached("decoding")
+
+def os_replace_held(src, dst):
+    reached("building studio-tiny")
+tiny.os.replace = os_replace_held  # studio-tiny is built in models/.tiny-*, then moved into place
+
+def upload():
+    spool = decoding.settings.tmp_dir / "upload-1"  # where the API receives an upload
+    spool.mkdir(parents=True)
+    shutil.copy(archive, spool / "archive")
+    decoding.adapters.register(RegisterAdapterRequest(source="upload"), upload=spool / "archive",
+                               upload_name="lofi.zip", on_progress=lambda f, m: reached("receiving an adapter"))
+
+jobs = [lambda: decoding.generation.generate(GenerateRequest(prompt="rock", duration_s=20, seed=1), on_step=on_step),
+        lambda: writing.generation.generate(GenerateRequest(prompt="jazz", duration_s=0.5, seed=2)),
+        lambda: tiny.build_tiny_model(data_dir / "models" / "second-tiny"),
+        upload]
+for job in jobs:
+    threading.Thread(target=job, daemon=True).start()
+hold.wait()
+'''
+STAGES = {"decoding", "writing audio", "building studio-tiny", "receiving an adapter"}
+
+
+def test_a_studio_killed_mid_operation_is_recovered_at_the_next_start(tmp_path, tiny_folder, make_ctx):
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_folder, data_dir / "models" / "studio-tiny")
+    archive = make_archive(make_lora(tiny_folder, tmp_path / "lofi", base_name="studio-tiny"), tmp_path / "lofi.zip")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(data_dir), str(archive), json.dumps(registry_dict())],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reached: set[str] = set()
+    deadline = time.monotonic() + 240
+    try:
+        while reached != STAGES and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            reached.add(line.strip())
+        assert reached == STAGES, proc.stderr.read() if proc.poll() is not None else reached
+        # While it runs, a second studio on the same data is refused: it would close the first one's live jobs.
+        with pytest.raises(CannotStart) as info:
+            make_ctx(data_dir=data_dir)
+        assert info.value.message == (f"another Text2Song Studio (process {proc.pid}) is using the data directory "
+                                      f"{data_dir}: stop it, or start this one with another --data-dir.")
+        assert (data_dir / "tmp" / "upload-1").is_dir()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+
+    # What a kill leaves: two jobs "running" forever, a half-written audio file and three temporary folders.
+    def leftovers():
+        return sorted(str(p.relative_to(data_dir)) for pattern in ("tmp/*", "adapters/.incoming-*",
+                                                                     "models/.tiny-*", "outputs/*.part")
+                      for p in data_dir.glob(pattern))
+    left = leftovers()
+    assert any(p.startswith("adapters/.incoming-") for p in left) and any(p.startswith("models/.tiny-") for p in left)
+    assert "tmp/upload-1" in left and any(p.endswith(".part") for p in left)
+    size_left = sum(f.stat().st_size for p in left for f in [data_dir / p, *(data_dir / p).rglob("*")] if f.is_file())
+    assert size_left > 0
+
+    ctx = make_ctx(data_dir=data_dir)  # the next start on the same data
+    with ctx.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT prompt, status, error, output_file, finished_at FROM job "
+                                    "ORDER BY id").all()
+    assert sorted((r[0], r[1], r[2], r[3]) for r in rows) == [("jazz", "failed", INTERRUPTED, None),
+                                                            ("rock", "failed", INTERRUPTED, None)]
+    assert all(r[4] is not None for r in rows)
+    assert leftovers() == [] and list((data_dir / "tmp").iterdir()) == []
+    assert (data_dir / "models" / "studio-tiny" / "model.safetensors").is_file()  # nothing of value was removed
+    assert not (data_dir / "models" / "second-tiny").exists()  # the interrupted build was never moved into place
+    # The interrupted build does not block the next one.
+    assert (build_tiny_model(data_dir / "models" / "second-tiny") / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("status,closed", [("running", True), ("queued", True), ("succeeded", False),
+                                           ("failed", False), ("cancelled", False)])
+def test_only_open_jobs_are_closed_at_start(make_ctx, status, closed):
+    from studio.db.engine import session_scope
+    from studio.db.jobs import create_job
+
+    ctx = make_ctx()
+    with session_scope(ctx.engine) as session:
+        job = create_job(session, prompt="p", model_id="studio-tiny", settings={}, seed=1, duration_s=1.0,
+                         sample_rate=32000, status=status, error=None if status != "failed" else "earlier error")
+    again = make_ctx(data_dir=ctx.settings.data_dir)
+    with again.engine.connect() as conn:
+        row = conn.exec_driver_sql(f"SELECT status, error FROM job WHERE id = {job.id}").one()
+    assert (row[0] == "failed" and row[1] == INTERRUPTED) is closed
+    assert closed or row[0] == status
