@@ -98,7 +98,7 @@ class ModelService:
             return spec.id, f"{spec.display_name} was loaded at start-up because it was asked for (--model)."
         default = self.registry.get(self.registry.default_model)
         if self.store.available(default):
-            return default.id, f"{default.display_name} is the registry's default model and is on this machine."
+            return default.id, f"{default.display_name} is the studio's default model and is on this machine."
         if FALLBACK_MODEL in self.registry.ids():
             tiny = self.registry.get(FALLBACK_MODEL)
             return tiny.id, (f"{tiny.display_name} was loaded because the default model, {default.display_name}, is "
