@@ -9,7 +9,7 @@ from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, VIEW_COUNT,
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
 from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, model_updates, wire_generate_tab
-from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, switch_events,
+from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, status_style, switch_events,
                                    wire_settings_tab)
 
 STATUS_EVERY_S = 2.0
@@ -97,7 +97,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             """Switch to model_id: streams download and load progress; the last update says ready or error."""
             yield from switch_events(ctx, model_id, progress)
 
-        start = settings.model.input(locked, None, controls, js=JS_SWITCH_START, queue=False,
+        start = settings.model.input(lambda: [*locked(), status_style(failed=False)], None,
+                                     [*controls, settings.status], js=JS_SWITCH_START, queue=False,
                                      api_visibility="private")
         # show_progress hidden: the status streams its own progress, and a failure is a message there, not
         # Gradio's error badge over it.
@@ -108,4 +109,6 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                          outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
         switching.then(**unlock_io)
         switching.failure(**unlock_io)
+        switching.failure(lambda: status_style(failed=True), None, settings.status, queue=False,
+                          show_progress="hidden", api_visibility="private")
     return demo

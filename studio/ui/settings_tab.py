@@ -69,18 +69,24 @@ def wire_settings_tab(tab: SettingsTab) -> None:
               api_visibility="private")
 
 
-def switch_status(stage: str, message: str) -> gr.Markdown:
-    """The switch status area: progress, then the outcome. A failure is a message here, styled as one, never
-    Gradio's error badge (which hid the text and stayed); the next switch replaces it."""
+def status_style(failed: bool) -> gr.Markdown:
+    """The switch status area styled as a failure or not (set by the page's events around a switch, so that the
+    switch endpoint streams plain text to scripts)."""
+    return gr.Markdown(elem_classes=["switch-failed"] if failed else [])
+
+
+def switch_status(stage: str, message: str) -> str:
+    """The switch status text: progress, then the outcome. A failure is a message here (styled as one by
+    status_style), never Gradio's error badge, which hid the text and stayed; the next switch replaces it."""
     if stage == "error":
-        return gr.Markdown(f"❌ **The model was not switched.** {md_escape(message)}", elem_classes=["switch-failed"])
+        return f"❌ **The model was not switched.** {md_escape(message)}"
     if stage == "ready":
-        return gr.Markdown(f"✅ {md_escape(message)}", elem_classes=[])
-    return gr.Markdown(f"⏳ **{stage.capitalize()}** · {md_escape(message)}", elem_classes=[])
+        return f"✅ {md_escape(message)}"
+    return f"⏳ **{stage.capitalize()}** · {md_escape(message)}"
 
 
 def switch_events(ctx: AppContext, model_id: str, progress: gr.Progress):
-    """Generator: stream a switch's progress as (status, card) updates. A failure ends with its message in the
+    """Generator: stream a switch's progress as (status, card) texts. A failure ends with its message in the
     status, then a gr.Error that scripts (gradio_client) receive and the page does not show (no second notice)."""
     try:
         events = ctx.models.switch(model_id)
