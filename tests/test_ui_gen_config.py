@@ -430,7 +430,7 @@ def test_history_rows_describe_each_change(ctx):
     ctx.gen_config.update("studio-tiny", {"top_k": 100, "output_format": "flac"})
     ctx.gen_config.reset("studio-tiny")
     rows = history_rows(ctx.gen_config.history("studio-tiny").changes)
-    assert [r[2] for r in rows] == ["reset", "update", "seed"]  # newest first
+    assert [r[2] for r in rows] == ["reset", "saved", "first start"]  # newest first, in the page's words
     assert rows[1][1] == "local" and rows[1][3] == "top_k: 250 → 100; output_format: wav → flac"
     assert rows[0][3] == "top_k: 100 → 250; output_format: flac → wav"
     assert rows[2][3] == "started from the studio's defaults"

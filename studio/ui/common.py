@@ -54,7 +54,7 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 #config-form .cfg-field { flex: 1 1 320px !important; min-width: min(320px, 100%) !important; }  /* checkboxes too */
 #config-summary { padding: 4px 12px; }
 /* Reset: a real button, quieter than Save (a group strips buttons' borders and backgrounds). */
-#config-reset { border: 1px solid var(--button-secondary-border-color, var(--border-color-primary)) !important;
+#config-reset, #config-reset-no { border: 1px solid var(--button-secondary-border-color, var(--border-color-primary)) !important;
   background: var(--background-fill-primary) !important; font-weight: normal; }
 /* A failed switch: a message in the status area, clearly one. */
 #switch-status.switch-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px;

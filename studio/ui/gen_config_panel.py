@@ -16,6 +16,9 @@ from studio.ui.settings_form import FieldSpec, coerce, field_specs, fmt_value, m
 
 HISTORY_HEADERS = ["When (UTC)", "Who", "Action", "Changes"]
 HISTORY_ROWS = 50
+# How each recorded action reads on the page ("seed" is the record's word for the first stored values: on a music
+# page it reads as the random seed).
+ACTION_LABELS = {"seed": "first start", "update": "saved", "reset": "reset"}
 
 
 @dataclass
@@ -61,7 +64,8 @@ def history_rows(changes: list[ConfigChange]) -> list[list[str]]:
         else:
             what = "; ".join(f"{k}: {fmt_value(c.old_values.get(k))} → {fmt_value(v)}" for k, v in c.new_values.items())
             what = what or "nothing differed from the defaults"
-        rows.append([c.changed_at.strftime("%Y-%m-%d %H:%M:%S"), c.changed_by, c.action, what])
+        rows.append([c.changed_at.strftime("%Y-%m-%d %H:%M:%S"), c.changed_by, ACTION_LABELS.get(c.action, c.action),
+                     what])
     return rows or [["", "", "", "no changes yet"]]
 
 

@@ -1,7 +1,8 @@
 """Forms built from a settings JSON Schema: one widget per property (slider or number input with the schema's
 bounds, dropdown for options, checkbox for booleans), the description as help text and tooltip, unsaved edits
 marked, values that differ from the default hinted (two different things: "● unsaved" goes away on Save, the
-"default: 250" hint stays while the saved value differs), and per-field error messages. Pure functions, plus one that creates the widgets."""
+"default: 250" hint stays while the saved value differs), and per-field error messages. Pure functions, plus one
+that creates the widgets."""
 from __future__ import annotations
 
 import math

@@ -10,7 +10,7 @@ import gradio as gr
 from studio.context import AppContext
 from studio.ui.gen_config_panel import ConfigPanel, build_config_panel
 from studio.errors import StudioError
-from studio.ui.common import (fmt_channels, fmt_params, md_escape, model_card, model_choice_label, notify_text,
+from studio.ui.common import (fmt_channels, fmt_params, model_card, model_choice_label, notify_text,
                               weights_state)
 
 
@@ -78,11 +78,12 @@ def status_style(failed: bool) -> gr.Markdown:
 def switch_status(stage: str, message: str) -> str:
     """The switch status text: progress, then the outcome. A failure is a message here (styled as one by
     status_style), never Gradio's error badge, which hid the text and stayed; the next switch replaces it."""
+    text = notify_text(message)  # stays readable for scripts; no markup from an error's text reaches the page
     if stage == "error":
-        return f"❌ **The model was not switched.** {md_escape(message)}"
+        return f"❌ **The model was not switched.** {text}"
     if stage == "ready":
-        return f"✅ {md_escape(message)}"
-    return f"⏳ **{stage.capitalize()}** · {md_escape(message)}"
+        return f"✅ {text}"
+    return f"⏳ **{stage.capitalize()}** · {text}"
 
 
 def switch_events(ctx: AppContext, model_id: str, progress: gr.Progress):
