@@ -167,9 +167,11 @@ def model_card(m: ModelInfo | None) -> str:
 
 
 def status_line(cur: CurrentModel) -> str:
+    """The header: which model is loaded and why (the note), or what the studio is busy switching to."""
     if cur.state == "switching":
         msg = cur.progress.message if cur.progress else cur.activity
-        return f"⏳ **Busy:** {msg}. Generation is paused until the switch finishes."
+        loaded = f"  \n<small>Loaded until then: {cur.model.display_name}.</small>" if cur.model else ""
+        return f"⏳ **Busy switching model:** {msg}. Generating waits until the switch finishes.{loaded}"
     if cur.model is None:
         return f"**No model loaded.** {cur.note}"
     m = cur.model

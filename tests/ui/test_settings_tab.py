@@ -131,3 +131,28 @@ def test_settings_saved_elsewhere_are_announced_once_by_the_refresh(page):
     assert len(page.notices) == 1 and "were saved" in page.notices[0] and "&lt;img" in page.notices[0]
     _refresh(page, seen, None)
     assert len(page.notices) == 1  # once
+
+
+# ---- the header: which model is loaded and why ----------------------------------------------------------------------
+def _current(ctx, state="idle", loaded=True, note="Studio Tiny was asked for (--model).", progress=None):
+    from studio.services.models import CurrentModel, ProgressInfo
+
+    return CurrentModel(model=ctx.models.get("studio-tiny") if loaded else None, state=state,
+                        activity="generating job 3" if state == "generating" else None, note=note,
+                        progress=ProgressInfo(stage="downloading", message=progress) if progress else None)
+
+
+@pytest.mark.parametrize("state, loaded, progress, says, not_says", [
+    ("idle", True, None, ["Model: Studio Tiny", "up to 30 s", "Studio Tiny was asked for (--model)."], ["Busy"]),
+    ("generating", True, None, ["Model: Studio Tiny", "generating job 3", "was asked for"], ["Busy"]),
+    ("idle", False, None, ["No model loaded.", "was asked for"], ["Model: Studio Tiny"]),
+    ("switching", True, "Downloading Tiny Hub (40%)",
+     ["Busy switching model:", "Downloading Tiny Hub (40%)", "Loaded until then: Studio Tiny."], ["was asked for"]),
+    ("switching", False, "Loading Tiny Hub", ["Busy switching model:", "Loading Tiny Hub"], ["Loaded until then"]),
+])
+def test_header_says_which_model_is_loaded_and_why(ctx, state, loaded, progress, says, not_says):
+    line = status_line(_current(ctx, state, loaded, progress=progress))
+    for text in says:
+        assert text in line, (text, line)
+    for text in not_says:
+        assert text not in line, (text, line)
