@@ -23,7 +23,7 @@ class SettingsTab:
     config: ConfigPanel
 
 
-TABLE_HEADERS = ["Model", "Parameters", "Max duration (s)", "Memory (GB, fp32)", "Sample rate", "Weights", "Loaded"]
+TABLE_HEADERS = ["Model", "Parameters", "Max duration (s)", "Memory needed (GB)", "Sample rate", "Weights", "Loaded"]
 
 
 def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
