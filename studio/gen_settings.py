@@ -49,8 +49,8 @@ class MusicgenSettings(BaseModel):
         "File format of the audio: wav (16-bit PCM, lossless), flac (lossless, about half the size) or mp3 "
         "(lossy, smallest)."))
     normalize_loudness: bool = Field(False, title="Loudness normalisation", description=(
-        "Bring every piece to the same loudness, as streaming services do (ITU-R BS.1770), so pieces play at the "
-        "same level. Peaks are kept below full scale."))
+        "Scale each result to the target loudness (ITU-R BS.1770, as streaming services do), so clips play at the "
+        "same level. The peak is kept below full scale."))
     target_lufs: float = Field(-14.0, ge=-40.0, le=-6.0, title="Target loudness (LUFS)",
                                json_schema_extra={"x-step": 0.5}, description=(
         "Loudness aimed at when normalisation is on: -14 for streaming, -23 for broadcast."))
