@@ -86,9 +86,10 @@ class ModelService:
         progress = ProgressInfo(**st.progress.to_dict()) if st.progress else None
         return CurrentModel(model=model, state=st.state, activity=st.activity, note=st.note, progress=progress)
 
-    def switch(self, model_id: str) -> Iterator[ProgressEvent]:
-        """Progress events of a switch; raises NotFound or Busy before anything starts."""
-        return self.manager.switch(model_id)
+    def switch(self, model_id: str, note: str | None = None) -> Iterator[ProgressEvent]:
+        """Progress events of a switch; raises NotFound or Busy before anything starts. `note`: why the model is
+        loaded, said in the page's header once it is."""
+        return self.manager.switch(model_id, note)
 
     # ---- start-up ----------------------------------------------------------------------------------------
     def initial_choice(self) -> tuple[str | None, str]:

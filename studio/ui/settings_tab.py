@@ -4,6 +4,7 @@ capability card and every model's capabilities), "Generation settings" edits any
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import gradio as gr
 
@@ -90,7 +91,9 @@ def switch_events(ctx: AppContext, model_id: str, progress: gr.Progress):
     """Generator: stream a switch's progress as (status, card) texts. A failure ends with its message in the
     status, then a gr.Error that scripts (gradio_client) receive and the page does not show (no second notice)."""
     try:
-        events = ctx.models.switch(model_id)
+        name = ctx.models.get(model_id).display_name
+        events = ctx.models.switch(model_id, note=f"{name} was chosen on the page "
+                                                  f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC).")
         spec_card = model_card(ctx.models.get(model_id))
     except StudioError as exc:  # unknown model, or the studio busy: nothing started
         yield switch_status("error", exc.message), gr.skip()

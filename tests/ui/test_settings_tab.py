@@ -71,10 +71,15 @@ def test_a_failure_that_leaves_no_model_is_the_note(make_ctx):
     assert "needs about" in status_line(ctx.models.current())
 
 
-def test_switch_progress_and_success_stream_plain_text(ctx):
-    updates = [status for status, _ in switch_events(ctx, "studio-tiny", lambda *a, **k: None)]
+def test_a_switch_streams_plain_text_and_the_header_says_why_the_model_is_loaded(make_ctx):
+    ctx = make_ctx(registry_dict(**{"tiny-b": {"display_name": "Tiny B"}}))
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    updates = [status for status, _ in switch_events(ctx, "tiny-b", lambda *a, **k: None)]
     assert all(isinstance(u, str) and "not switched" not in u for u in updates)  # scripts get text
-    assert "Studio Tiny" in updates[-1] and updates[-1].startswith("✅")
+    assert any("Loading Tiny B" in u for u in updates) and updates[-1] == "✅ Tiny B is ready."
+    cur = ctx.models.current()
+    assert cur.model.id == "tiny-b" and cur.note.startswith("Tiny B was chosen on the page (")
+    assert "Tiny B was chosen on the page" in status_line(cur)
 
 
 # ---- one notice per save --------------------------------------------------------------------------------------------
