@@ -21,28 +21,30 @@ class MusicgenSettings(BaseModel):
                               title="MusicGen generation settings")
 
     do_sample: bool = Field(True, title="Sampling", description=(
-        "Draw each audio token at random among the likely ones. Off: always take the most likely token (greedy "
-        "decoding), which tends to repeat itself; top_k, top_p and temperature then have no effect."))
+        "Pick each next slice of sound at random among the likely ones, for variety. Off: always the most likely "
+        "one (greedy decoding), which tends to loop; Top-k, Top-p and Temperature then do nothing."))
     top_k: int = Field(250, ge=0, le=2048, title="Top-k", description=(
-        "Sample only from the k most likely tokens at each step (0: no limit). Lower is safer, higher more varied."))
+        "Choose each next slice of sound among only the k most likely ones (0: no limit). Lower: safer; higher: "
+        "more varied."))
     top_p: float = Field(0.0, ge=0.0, le=1.0, title="Top-p", json_schema_extra={"x-step": 0.01}, description=(
-        "Nucleus sampling: sample from the smallest set of tokens whose probabilities add up to p (0: off)."))
+        "Choose among the most likely next slices of sound until their chances add up to p (0: off; nucleus "
+        "sampling). An alternative to Top-k."))
     temperature: float = Field(1.0, gt=0.0, le=5.0, title="Temperature", json_schema_extra={"x-step": 0.05},
                                description=(
-        "Sharpens (below 1) or flattens (above 1) the token distribution: higher sounds more surprising."))
+        "Below 1: more predictable and repetitive; above 1: more surprising, and less steady."))
     guidance_scale: float = Field(3.0, ge=0.0, le=20.0, title="Guidance scale (CFG)",
                                   json_schema_extra={"x-step": 0.1}, description=(
-        "Classifier-free guidance: how closely the music follows the prompt (1: off; above about 5 it can sound "
-        "harsh). Guidance doubles the work of each step."))
+        "How closely the music follows the prompt (classifier-free guidance; 1: off). Above about 5 it can sound "
+        "harsh. Guidance makes each piece take about twice as long."))
     seed_policy: Literal["random", "fixed"] = Field("random", title="Seed policy", description=(
-        "random: a new seed for every generation (shown with the result). fixed: always the seed below, so the "
-        "same prompt and settings give the same audio. A seed given with a request wins over both."))
+        "random: a new seed for every piece (shown with the result). fixed: always the seed below, so the same "
+        "prompt and settings give the same audio. A seed typed on the Generate tab (or sent by a script) wins."))
     seed: int = Field(0, ge=0, le=MAX_SEED, title="Fixed seed", description=(
-        "The seed used when the seed policy is 'fixed'."))
+        "The seed used when the seed policy is 'fixed': the same seed, prompt and settings give the same audio."))
     default_duration_s: float = Field(DEFAULT_DURATION_S, ge=0.5, title="Default duration (s)",
                                       json_schema_extra={"x-step": 0.5}, description=(
-        "Length of a generation when the request does not give one (the Generate tab starts here). At most the "
-        "model's maximum duration."))
+        "Length of a piece when none is asked for: the Generate tab starts here. At most the model's max "
+        "duration."))
     output_format: Literal[OUTPUT_FORMATS] = Field("wav", title="Output format", description=(
         "File format of the audio: wav (16-bit PCM, lossless), flac (lossless, about half the size) or mp3 "
         "(lossy, smallest)."))

@@ -187,3 +187,57 @@ def test_switch_blocks_generate_and_warns_before_the_tab_closes(make_ctx):
         finally:
             gate.set()
             browser.close()
+
+
+def shown_error_badges(page, elem_id: str) -> int:
+    """Gradio's red "Error" badges a person can see in the element (Gradio keeps them in the page, transparent)."""
+    return page.evaluate("""(id) => [...document.querySelectorAll(`#${id} .error`)].filter((el) => {
+        for (; el && el.id !== id; el = el.parentElement) {
+            const cs = getComputedStyle(el);
+            if (cs.display === 'none' || cs.visibility === 'hidden' || cs.opacity === '0') return false;
+        }
+        return true;
+    }).length""", elem_id)
+
+
+# A failed switch, each way it can fail before loading: (model's option, what the status says).
+FAILED_SWITCHES = [
+    ("Huge Model", "needs about"),  # does not fit in memory
+    ("Tiny Hub", "Could not download Tiny Hub"),  # a hub model, and no hub to download it from
+]
+
+
+def test_failed_switch_is_a_message_in_the_status_and_the_header_keeps_its_note(page):
+    """A failed switch says so in the switch status (no Gradio error badge over the text, no second notice), the
+    header keeps saying which model is loaded and why, and the next action clears the message."""
+    expect = sync_api.expect
+    header, status = page.locator("#current-model"), page.locator("#switch-status")
+    expect(header).to_contain_text("Studio Tiny loaded.")  # why this model: the note of the switch that loaded it
+    page.get_by_role("tab", name="Settings").click()
+    for option, reason in FAILED_SWITCHES:
+        page.locator("#model-dropdown input").click()
+        page.get_by_role("option", name=re.compile(f"^{option}")).click()
+        expect(status).to_contain_text("The model was not switched.")
+        expect(status).to_contain_text(reason)
+        expect(status).to_contain_text("Studio Tiny stays loaded")
+        expect(page.locator("#switch-status.switch-failed")).to_be_visible()
+        expect(page.locator("#model-dropdown input")).to_be_enabled()
+        page.wait_for_timeout(2500)  # a status refresh: nothing below changes
+        assert shown_error_badges(page, "switch-status") == 0  # Gradio's badge never covers the message
+        expect(page.get_by_test_id("toast-body")).to_have_count(0)  # one notice: the status
+        expect(status).to_contain_text(reason)  # it stays until the next action
+        expect(header).to_contain_text("Model: Studio Tiny")
+        expect(header).to_contain_text("Studio Tiny loaded.")
+        expect(header).not_to_contain_text(reason)
+        shot(page, f"switch-failed-{option.split()[0].lower()}")
+    # The next action in the tab (here: choosing whose generation settings to edit) clears the old news.
+    page.locator("#config-model input[role=combobox]").click()
+    page.get_by_role("option", name="Tiny B", exact=True).click()
+    expect(status).to_have_text("")
+    expect(page.locator("#switch-status.switch-failed")).to_have_count(0)
+    # A switch that works: its progress replaces the message, and the header follows.
+    page.locator("#model-dropdown input").click()
+    page.get_by_role("option", name=re.compile(r"^Tiny B ·")).click()
+    expect(status).to_contain_text("Tiny B is ready")
+    expect(page.locator("#switch-status.switch-failed")).to_have_count(0)
+    expect(header).to_contain_text("Model: Tiny B")

@@ -22,7 +22,7 @@ from tests.conftest import registry_dict  # noqa: E402
 from tests.live import BROWSER_TIMEOUT_MS, serve, studio_page  # noqa: E402
 
 TIMEOUT_MS = BROWSER_TIMEOUT_MS
-CHANGED = "● changed"
+UNSAVED = "● unsaved"  # an edit not saved yet
 MODEL = "studio-tiny"
 
 
@@ -131,15 +131,15 @@ def test_edit_validate_save_reload_generate_history_and_reset(studio, page):
     save, summary = page.locator("#config-save"), page.locator("#config-summary")
     open_settings(page)
 
-    # The loaded model's saved values, the one saved by alice marked as changed.
+    # The loaded model's saved values; the one alice saved differs from the default, which its label names.
     expect_form(page, {"top_k": 250, "guidance_scale": 4.5, "temperature": 1, "seed": 0, "output_format": "wav",
                        "do_sample": True, "normalize_loudness": False})
-    expect(label(page, "guidance_scale")).to_have_text(f"Guidance scale (CFG) {CHANGED}")
+    expect(label(page, "guidance_scale")).to_have_text("Guidance scale (CFG) · default: 3")
     expect(label(page, "top_k")).to_have_text("Top-k")
     expect(info(page, "top_k")).to_contain_text("(default 250; 0 to 2048)")
     page.locator("#cfg-temperature").hover()  # the description is also the field's tooltip
     expect(page.locator("#cfg-temperature")).to_have_attribute(
-        "title", re.compile(r"^Sharpens .*\(default 1; 0\.05 to 5\)$"))
+        "title", re.compile(r"^Below 1: more predictable.*\(default 1; 0\.05 to 5\)$"))
     expect(summary).to_contain_text("All changes saved.")
     expect(summary).to_contain_text("1 setting(s) differ from the defaults: Guidance scale (CFG).")
     expect(summary).to_contain_text("by alice")
@@ -149,12 +149,12 @@ def test_edit_validate_save_reload_generate_history_and_reset(studio, page):
     expect(save).to_be_disabled()
     shot(page, "1-saved")
 
-    # Edit top_k (typed in the slider's number box) and the output format: marked, Save enabled.
+    # Edit top_k (typed in the slider's number box) and the output format: marked unsaved, Save enabled.
     type_into(page, "top_k", "100")
-    expect(label(page, "top_k")).to_have_text(f"Top-k {CHANGED}")
+    expect(label(page, "top_k")).to_have_text(f"Top-k {UNSAVED} · default: 250")
     expect(save).to_be_enabled()
     choose(page, "output_format", "flac")
-    expect(label(page, "output_format")).to_have_text(f"Output format {CHANGED}")
+    expect(label(page, "output_format")).to_have_text(f"Output format {UNSAVED} · default: wav")
     expect(summary).to_contain_text("Unsaved changes: Top-k, Output format.")
     expect(save).to_be_enabled()
     assert rest_config(base)["values"]["top_k"] == 250  # nothing stored yet
@@ -169,14 +169,23 @@ def test_edit_validate_save_reload_generate_history_and_reset(studio, page):
     type_into(page, "seed", "42")
     expect(info(page, "seed")).not_to_contain_text("⚠️")
     expect(info(page, "seed")).to_contain_text("(default 0; 0 to 4294967295)")
-    expect(label(page, "seed")).to_have_text(f"Fixed seed {CHANGED}")
+    expect(label(page, "seed")).to_have_text(f"Fixed seed {UNSAVED} · default: 0")
     expect(save).to_be_enabled()
+    expect(label(page, "guidance_scale")).to_have_text("Guidance scale (CFG) · default: 3")  # saved: not unsaved
 
     save.click()
     expect(summary).to_contain_text("All changes saved.", timeout=60_000)
     expect(summary).to_contain_text("by local")
     expect(summary).to_contain_text("4 setting(s) differ from the defaults")
     expect(page.get_by_text("Saved the settings of Studio Tiny.")).to_be_visible()
+    # Saved: no "unsaved" mark left; the values that differ from the default keep their hint.
+    for name, text in (("top_k", "Top-k · default: 250"), ("seed", "Fixed seed · default: 0"),
+                       ("output_format", "Output format · default: wav")):
+        expect(label(page, name)).to_have_text(text)
+    # One notice for one save, also after the page's 2 s refresh has seen the new settings.
+    page.wait_for_timeout(3000)
+    expect(page.get_by_test_id("toast-text")).to_have_count(1)
+    expect(page.get_by_text("were saved: the Generate tab starts from them again")).to_have_count(0)
     expect(save).to_be_disabled()
     stored = rest_config(base)
     assert (stored["values"]["top_k"], stored["values"]["seed"], stored["values"]["output_format"],
@@ -195,7 +204,7 @@ def test_edit_validate_save_reload_generate_history_and_reset(studio, page):
     expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
     open_settings(page)
     expect_form(page, {"top_k": 100, "seed": 42, "output_format": "flac", "guidance_scale": 4.5, "temperature": 1})
-    expect(label(page, "top_k")).to_have_text(f"Top-k {CHANGED}")
+    expect(label(page, "top_k")).to_have_text("Top-k · default: 250")
     expect(label(page, "temperature")).to_have_text("Temperature")
     expect(save).to_be_disabled()
     assert rest_config(base)["values"] == ctx.gen_config.get(MODEL).values
@@ -236,7 +245,7 @@ def test_edit_validate_save_reload_generate_history_and_reset(studio, page):
     confirm = page.locator("#config-reset-confirm")
     page.locator("#config-reset").click()
     expect(confirm).to_be_visible()
-    expect(confirm).to_contain_text("Reset every setting of Studio Tiny to registry.yaml's defaults?")
+    expect(confirm).to_contain_text("Reset every setting of Studio Tiny to the studio's defaults?")
     expect(confirm).to_contain_text("4 setting(s) differ from the defaults and will go back")
     shot(page, "6-confirm")
     page.locator("#config-reset-no").click()
@@ -281,7 +290,7 @@ def test_settings_for_another_model_shows_its_own_settings_and_limits(studio, pa
     expect(label(page, "guidance_scale")).to_have_text("Guidance scale (CFG)")
 
     checkbox(page, "downmix_to_mono").check()
-    expect(label(page, "downmix_to_mono")).to_have_text(f"Mix down to mono {CHANGED}")
+    expect(label(page, "downmix_to_mono")).to_have_text(f"Mix down to mono {UNSAVED} · default: off")
     page.locator("#config-save").click()
     expect(page.locator("#config-summary")).to_contain_text("All changes saved.", timeout=60_000)
     assert rest_config(base, "stereo")["values"]["downmix_to_mono"] is True

@@ -17,8 +17,8 @@ from studio.registry import load_registry
 from studio.ui.app import build_ui
 from studio.ui.gen_config_panel import form_updates, history_rows
 from studio.ui.generate_tab import RANDOM_SEED, SAMPLING_FIELDS
-from studio.ui.settings_form import (CHANGED_MARK, KEEP, MAX_SLIDER_STEPS, FieldSpec, coerce, field_spec,
-                                     field_specs, info_for, label_for, make_widget, widget_update)
+from studio.ui.settings_form import (KEEP, MAX_SLIDER_STEPS, UNSAVED_MARK, FieldSpec, coerce, field_spec, field_specs,
+                                     info_for, label_for, make_widget, widget_update)
 from tests.conftest import registry_dict
 from tests.live import serve
 
@@ -144,7 +144,7 @@ def test_settings_panel_has_one_widget_per_setting_with_the_schema_s_bounds(make
         assert w is not None, f"no widget #cfg-{name}"
         assert type(w) is WIDGET_CLASS[EXPECTED_KIND[name]], name
         assert w.visible is True, name
-        assert w.label == prop["title"], name  # saved values are the defaults: no "changed" mark
+        assert w.label == prop["title"], name  # saved values are the defaults: no mark, no hint
         assert prop["description"] in w.info and "default " in w.info, name
         assert w.value == prop["default"], name
         if isinstance(w, gr.Slider):
@@ -200,12 +200,15 @@ def test_panel_and_generate_tab_start_from_the_stored_settings(ctx):
     stored = dict(top_k=100, temperature=0.75, guidance_scale=4.5, do_sample=False, seed_policy="fixed", seed=77,
                   default_duration_s=4.5, output_format="flac")
     ctx.gen_config.update("studio-tiny", stored)
+    defaults = {"top_k": "250", "temperature": "1", "guidance_scale": "3", "do_sample": "on", "seed_policy": "random",
+                "seed": "0", "default_duration_s": "10", "output_format": "wav"}
     comps = by_elem_id(build_ui(ctx))
     for name, value in stored.items():
         w = comps[f"cfg-{name}"]
         assert w.value == value, name
-        assert w.label.endswith(CHANGED_MARK), name  # differs from registry.yaml's default
-    assert comps["cfg-top_p"].label == "Top-p"  # unchanged: no mark
+        # saved (not "unsaved"), and different from the default, which the label names
+        assert UNSAVED_MARK not in w.label and w.label.endswith(f" · default: {defaults[name]}"), (name, w.label)
+    assert comps["cfg-top_p"].label == "Top-p"  # the default value: no hint
     assert "Top-k" in comps["config-summary"].value and "Last saved" in comps["config-summary"].value
     # Generate tab: the sampling widgets come from the same schema and start at the stored values
     schema = ctx.gen_config.schema("studio-tiny")["properties"]
@@ -251,7 +254,8 @@ def test_inline_validation_handler_reads_slider_noise_and_names_bad_fields(make_
         return dict(zip(names, out)), out[-2], out[-1]
 
     fields, summary, save = run(top_k=100.0, top_p=0.30000000000000004)  # what a slider sends
-    assert fields["top_k"]["label"] == "Top-k" + CHANGED_MARK and fields["top_p"]["label"] == "Top-p" + CHANGED_MARK
+    assert fields["top_k"]["label"] == "Top-k ● unsaved · default: 250"
+    assert fields["top_p"]["label"] == "Top-p ● unsaved · default: 0"
     assert fields["temperature"]["label"] == "Temperature"
     assert "⚠️" not in fields["top_k"]["info"]
     assert "Unsaved changes: Top-k, Top-p" in summary.replace("**", "")
@@ -349,13 +353,17 @@ def test_coerced_values_pass_the_validation_a_save_runs(ctx):
         ctx.gen_config.update("studio-tiny", {"top_k": 100.0})
 
 
-@pytest.mark.parametrize("f, changed, expected", [
-    (TOP_K, False, "Top-k"),
-    (TOP_K, True, "Top-k ● changed"),
-    (FORMAT, True, "Output format ● changed"),
+@pytest.mark.parametrize("f, unsaved, non_default, expected", [
+    (TOP_K, False, False, "Top-k"),  # saved, the default
+    (TOP_K, True, False, "Top-k ● unsaved"),  # an edit back to the default, not saved yet
+    (TOP_K, False, True, "Top-k · default: 250"),  # saved, not the default
+    (TOP_K, True, True, "Top-k ● unsaved · default: 250"),
+    (FORMAT, False, True, "Output format · default: wav"),
+    (SAMPLE, False, True, "Sampling · default: on"),
+    (TEMP, True, True, "Temperature ● unsaved · default: 1"),
 ])
-def test_label_for(f, changed, expected):
-    assert label_for(f, changed) == expected
+def test_label_tells_unsaved_edits_from_values_that_differ_from_the_default(f, unsaved, non_default, expected):
+    assert label_for(f, unsaved, non_default) == expected
 
 
 @pytest.mark.parametrize("f, error, expected", [
@@ -408,9 +416,9 @@ def test_field_spec_refuses_a_type_it_cannot_show():
 
 def test_widget_update_hides_unknown_fields_and_keeps_values_unless_given():
     assert widget_update(None) == gr.update(visible=False)
-    up = widget_update(TOP_K, error="must be at most 2048", changed=True)
+    up = widget_update(TOP_K, error="must be at most 2048", unsaved=True)
     assert "value" not in up  # KEEP: the person's input stays
-    assert up["label"] == "Top-k ● changed" and up["info"].startswith("⚠️ must be at most 2048")
+    assert up["label"] == "Top-k ● unsaved" and up["info"].startswith("⚠️ must be at most 2048")
     assert (up["minimum"], up["maximum"], up["step"], up["visible"]) == (0, 2048, 1, True)
     assert widget_update(TOP_K, value=KEEP) == widget_update(TOP_K)
     assert widget_update(FORMAT, value="flac")["choices"] == ["wav", "flac", "mp3"]
@@ -422,10 +430,10 @@ def test_history_rows_describe_each_change(ctx):
     ctx.gen_config.update("studio-tiny", {"top_k": 100, "output_format": "flac"})
     ctx.gen_config.reset("studio-tiny")
     rows = history_rows(ctx.gen_config.history("studio-tiny").changes)
-    assert [r[2] for r in rows] == ["reset", "update", "seed"]  # newest first
+    assert [r[2] for r in rows] == ["reset", "saved", "first start"]  # newest first, in the page's words
     assert rows[1][1] == "local" and rows[1][3] == "top_k: 250 → 100; output_format: wav → flac"
     assert rows[0][3] == "top_k: 100 → 250; output_format: flac → wav"
-    assert rows[2][3] == "stored registry.yaml's defaults"
+    assert rows[2][3] == "started from the studio's defaults"
 
 
 # ---- gradio_client ---------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ State = Literal["idle", "switching", "generating"]
 class ManagerStatus:
     state: State
     model_id: str | None
-    note: str  # why the loaded model is loaded, or what happened to the last switch
+    note: str  # why the loaded model is loaded (or why none is)
     activity: str | None  # what the studio is busy with, for a person
     progress: ProgressEvent | None  # last event of the running (or last) switch
 
@@ -183,7 +183,9 @@ class ModelManager:
                 final = ProgressEvent("error", f"Switch failed: {_reason(exc)}", spec.id, code="switch_failed")
             with self._guard:
                 self._progress = final
-                if final.stage == "error":
+                # The note says why the loaded model is loaded: a failure is the switch's progress, unless it left
+                # no model loaded (then the failure is why).
+                if final.stage == "error" and self._model is None:
                     self._note = final.message
             self._release()  # before the final event: a client told 'ready' can generate at once
             events.put(final)

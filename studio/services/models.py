@@ -75,9 +75,10 @@ class ModelService:
         model = self._info(self.registry.get(st.model_id), st.model_id) if st.model_id else None
         return CurrentModel(model=model, state=st.state, activity=st.activity, note=st.note, progress=st.progress)
 
-    def switch(self, model_id: str) -> Iterator[ProgressEvent]:
-        """Progress events of a switch; raises NotFound or Busy before anything starts."""
-        return self.manager.switch(model_id)
+    def switch(self, model_id: str, note: str | None = None) -> Iterator[ProgressEvent]:
+        """Progress events of a switch; raises NotFound or Busy before anything starts. `note`: why the model is
+        loaded, said in the page's header once it is."""
+        return self.manager.switch(model_id, note)
 
     # ---- start-up ----------------------------------------------------------------------------------------
     def initial_choice(self) -> tuple[str | None, str]:
@@ -87,7 +88,7 @@ class ModelService:
             return spec.id, f"{spec.display_name} was loaded at start-up because it was asked for (--model)."
         default = self.registry.get(self.registry.default_model)
         if self.store.available(default):
-            return default.id, f"{default.display_name} is the registry's default model and is on this machine."
+            return default.id, f"{default.display_name} is the studio's default model and is on this machine."
         if FALLBACK_MODEL in self.registry.ids():
             tiny = self.registry.get(FALLBACK_MODEL)
             return tiny.id, (f"{tiny.display_name} was loaded because the default model, {default.display_name}, is "

@@ -6,10 +6,11 @@ import gradio as gr
 from studio.context import AppContext
 from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, VIEW_COUNT, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
-from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, status_line
+from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
 from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, model_updates, wire_generate_tab
-from studio.ui.settings_tab import build_settings_tab, model_choices, models_table, switch_events
+from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, status_style, switch_events,
+                                   wire_settings_tab)
 
 STATUS_EVERY_S = 2.0
 
@@ -33,6 +34,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_generate_tab(ctx, gen)
         wire_adapters_tab(ctx, adapters, gen, active_pref)
         wire_config_panel(ctx, settings.config, demo)
+        wire_settings_tab(settings)
 
         # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets,
         # the controls a switch locks, and what depends on the adapters and the loaded model (the adapter dropdown
@@ -61,12 +63,12 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                     model_card(cur.model), models_table(ctx), gr.Button(interactive=True, value="Generate"),
                     *view_updates(ctx, *view_args, force=True)]
 
-        def refresh(seen, *view_args):
+        def refresh(seen, saved_here, *view_args):
             """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
             or a switch made elsewhere) and its settings when they were saved (here or elsewhere). Controls are
             locked during any switch, whoever asked for it, and unlocked outside one, so a page whose own switch
             stream broke recovers. Adapter widgets follow changes made elsewhere (another page, the REST API, a
-            generation's usage count)."""
+            generation's usage count). Settings saved on this page were announced by its Save: no second notice."""
             cur = ctx.models.current()
             keep = [status_line(cur), seen, *[gr.skip()] * len(limits)]
             if cur.state == "switching":
@@ -75,12 +77,13 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             if key == seen:
                 return [*keep, gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
                         gr.Button(interactive=True, value="Generate"), *view_updates(ctx, *view_args)]
-            if seen and key and seen[0] == key[0]:  # the same model: its settings were saved
-                gr.Info(f"The settings of {cur.model.display_name} were saved: the Generate tab starts from them "
-                        "again.")
+            if seen and key and seen[0] == key[0] and tuple(saved_here or ()) != key:  # saved elsewhere
+                gr.Info(notify_text(f"The settings of {cur.model.display_name} were saved: the Generate tab starts "
+                                    "from them again."))
             return follow(cur, *view_args)
 
-        refresh_io = dict(inputs=[seen_model, *v_in], outputs=outputs, show_progress="hidden",
+        refresh_io = dict(inputs=[seen_model, settings.config.saved_here, *v_in], outputs=outputs,
+                          show_progress="hidden",
                           api_visibility="private")
         demo.load(refresh, queue=False, **refresh_io)
         demo.load(lambda pref: filter_view(ctx, pref), active_pref,
@@ -94,12 +97,18 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             """Switch to model_id: streams download and load progress; the last update says ready or error."""
             yield from switch_events(ctx, model_id, progress)
 
-        start = settings.model.input(locked, None, controls, js=JS_SWITCH_START, queue=False,
+        start = settings.model.input(lambda: [*locked(), status_style(failed=False)], None,
+                                     [*controls, settings.status], js=JS_SWITCH_START, queue=False,
                                      api_visibility="private")
+        # show_progress hidden: the status streams its own progress, and a failure is a message there, not
+        # Gradio's error badge over it.
         switching = start.then(switch_model, settings.model, [settings.status, settings.card],
-                               api_name="switch_model", concurrency_id="gpu", concurrency_limit=1)
+                               api_name="switch_model", concurrency_id="gpu", concurrency_limit=1,
+                               show_progress="hidden")
         unlock_io = dict(fn=lambda *view_args: follow(ctx.models.current(), *view_args), inputs=v_in,
                          outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
         switching.then(**unlock_io)
         switching.failure(**unlock_io)
+        switching.failure(lambda: status_style(failed=True), None, settings.status, queue=False,
+                          show_progress="hidden", api_visibility="private")
     return demo

@@ -1,6 +1,7 @@
 """Small helpers shared by the tabs: error mapping and how models are described to a person."""
 from __future__ import annotations
 
+import html
 from contextlib import contextmanager
 
 import gradio as gr
@@ -52,6 +53,14 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 /* Generation settings forms (built from the settings schema) */
 #config-form .cfg-field { flex: 1 1 320px !important; min-width: min(320px, 100%) !important; }  /* checkboxes too */
 #config-summary { padding: 4px 12px; }
+/* Reset: a real button, quieter than Save (a group strips buttons' borders and backgrounds). */
+#config-reset, #config-reset-no { border: 1px solid var(--button-secondary-border-color, var(--border-color-primary)) !important;
+  background: var(--background-fill-primary) !important; font-weight: normal; }
+/* A failed switch: a message in the status area, clearly one. */
+#switch-status.switch-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px;
+  padding: 6px 10px; background: var(--error-background-fill, #fef2f2); }
+#loaded-model-section, #gen-config { margin-bottom: 12px; }
+#loaded-model-section > .styler > .form, #loaded-model-section .prose h3, #gen-config .prose h3 { margin-top: 0; }
 #config-reset-confirm { border: 2px solid var(--error-border-color, #ef4444); border-radius: 10px; padding: 10px 12px; }
 /* Adapters tab */
 #adapter-name-reset, .studio-hidden { display: none !important; }
@@ -87,13 +96,19 @@ def md_escape(text: str | None) -> str:
     return out.replace("\n", " ")
 
 
+def notify_text(text: object) -> str:
+    """Text for gr.Info / gr.Warning / gr.Error, which Gradio renders as (sanitised) HTML: user text such as an
+    adapter named `<img src=...>` must show as written, never load or link anything. Quotes are safe in text."""
+    return html.escape(str(text), quote=False)
+
+
 @contextmanager
 def user_errors():
     """Domain errors become a message box for the person, never a traceback."""
     try:
         yield
     except StudioError as exc:
-        raise gr.Error(exc.message, print_exception=False) from None
+        raise gr.Error(notify_text(exc.message), print_exception=False) from None
 
 
 def fmt_params(n: int) -> str:
@@ -139,21 +154,24 @@ def model_card(m: ModelInfo | None) -> str:
         "",
         "| Capability | Value |",
         "|---|---|",
-        f"| Max duration | {m.max_duration_s:g} s ({m.max_tokens} decoding steps) |",
-        f"| Memory needed | {m.memory_gb:g} GB in float32 (about half in float16 on a GPU)"
+        f"| Max duration | {m.max_duration_s:g} s per piece |",
+        f"| Memory needed | {fmt_gb(m.memory_gb)} (about half on a GPU, which uses half precision)"
         f"{'' if m.fits_memory else ' · ⚠️ ' + (m.memory_note or '')} |",
         f"| Sample rate | {m.sample_rate / 1000:g} kHz, {fmt_channels(m.channels)} |",
         f"| Parameters | {fmt_params(m.parameters)} |",
         f"| Weights | {weights} |",
-        f"| Default settings | top_k {m.generation['top_k']}, top_p {m.generation['top_p']:g}, temperature "
-        f"{m.generation['temperature']:g}, guidance {m.generation['guidance_scale']:g} (yours: below) |",
+        f"| Studio defaults | Top-k {m.generation['top_k']}, Top-p {m.generation['top_p']:g}, Temperature "
+        f"{m.generation['temperature']:g}, Guidance {m.generation['guidance_scale']:g} (the settings in use: "
+        "Generation settings, below) |",
     ])
 
 
 def status_line(cur: CurrentModel) -> str:
+    """The header: which model is loaded and why (the note), or what the studio is busy switching to."""
     if cur.state == "switching":
         msg = cur.progress.message if cur.progress else cur.activity
-        return f"⏳ **Busy:** {msg}. Generation is paused until the switch finishes."
+        loaded = f"  \n<small>Loaded until then: {cur.model.display_name}.</small>" if cur.model else ""
+        return f"⏳ **Busy switching model:** {msg}. Generating waits until the switch finishes.{loaded}"
     if cur.model is None:
         return f"**No model loaded.** {cur.note}"
     m = cur.model

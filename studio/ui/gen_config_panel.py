@@ -1,5 +1,6 @@
 """The Settings tab's generation-settings panel: a form built from the chosen model's settings schema, inline
-validation, changed-from-default marks, Save, Reset to defaults (confirmed), and the history of changes."""
+validation, unsaved-edit marks and differs-from-default hints, Save, Reset to defaults (confirmed), and the history
+of changes. One notice per action: a save or reset made here says so once (the page's refresh stays quiet about it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,11 +11,14 @@ import gradio as gr
 from studio.context import AppContext
 from studio.errors import InvalidValues
 from studio.services.gen_config import ConfigChange, ConfigView
-from studio.ui.common import user_errors
+from studio.ui.common import notify_text, user_errors
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, fmt_value, make_widget, widget_update
 
 HISTORY_HEADERS = ["When (UTC)", "Who", "Action", "Changes"]
 HISTORY_ROWS = 50
+# How each recorded action reads on the page ("seed" is the record's word for the first stored values: on a music
+# page it reads as the random seed).
+ACTION_LABELS = {"seed": "first start", "update": "saved", "reset": "reset"}
 
 
 @dataclass
@@ -30,6 +34,8 @@ class ConfigPanel:
     confirm_cancel: gr.Button
     history: gr.Dataframe
     shown: gr.State  # the saved values the form was last filled with: Save sends only what the person changed
+    saved_here: gr.State  # (model id, when) of this page's last save or reset: the page's refresh, seeing the
+    #                       settings change, knows this page already said so
 
     @property
     def form(self) -> list:
@@ -54,11 +60,12 @@ def history_rows(changes: list[ConfigChange]) -> list[list[str]]:
     rows = []
     for c in changes:
         if c.action == "seed":
-            what = "stored registry.yaml's defaults"
+            what = "started from the studio's defaults"
         else:
             what = "; ".join(f"{k}: {fmt_value(c.old_values.get(k))} → {fmt_value(v)}" for k, v in c.new_values.items())
             what = what or "nothing differed from the defaults"
-        rows.append([c.changed_at.strftime("%Y-%m-%d %H:%M:%S"), c.changed_by, c.action, what])
+        rows.append([c.changed_at.strftime("%Y-%m-%d %H:%M:%S"), c.changed_by, ACTION_LABELS.get(c.action, c.action),
+                     what])
     return rows or [["", "", "", "no changes yet"]]
 
 
@@ -75,7 +82,7 @@ def summary_text(view: ConfigView, values: dict, errors: dict[str, str], specs: 
     if values.get("seed_policy") == "random" and values.get("seed") != view.defaults.get("seed"):
         parts.append("ℹ️ The fixed seed is used only when the seed policy is 'fixed'.")
     if view.updated_by == "system":
-        parts.append("<small>registry.yaml's defaults, never changed here.</small>")
+        parts.append("<small>The studio's defaults, never changed.</small>")
     elif view.updated_by and view.updated_at:
         parts.append(f"<small>Last saved {view.updated_at:%Y-%m-%d %H:%M} UTC by {view.updated_by}.</small>")
     if view.ignored:
@@ -94,7 +101,8 @@ def form_updates(ctx: AppContext, panel_fields: list[str], model_id: str, values
     for name in panel_fields:
         f = specs.get(name)
         value = view.values[name] if values is None and f is not None else None
-        kw = dict(error=errors.get(name), changed=f is not None and shown.get(name) != view.defaults.get(name))
+        kw = dict(error=errors.get(name), unsaved=f is not None and shown.get(name) != view.values.get(name),
+                  non_default=f is not None and shown.get(name) != view.defaults.get(name))
         updates.append(widget_update(f, value=value, **kw) if values is None and f is not None
                        else widget_update(f, **kw))
     dirty = any(shown.get(k) != view.values.get(k) for k in specs)
@@ -105,27 +113,28 @@ def build_config_panel(ctx: AppContext, model_id: str) -> ConfigPanel:
     fields_spec = all_fields(ctx)
     view, own = ctx.gen_config.get(model_id), specs_of(ctx, model_id)
     with gr.Group(elem_id="gen-config"):
-        gr.Markdown("### Generation settings\nSaved per model in the studio's database: every generation with the "
-                    "model starts from them (the Generate tab, the REST API and scripts). Hover a setting for "
-                    "its description.")
+        gr.Markdown("### Generation settings\nEach model keeps its own settings: every piece made with it starts "
+                    "from them (on the Generate tab and from scripts). Hover a setting for its description.")
         with gr.Row():
             model = gr.Dropdown([(m.display_name, m.id) for m in ctx.registry.models], value=model_id,
-                                label="Settings for", elem_id="config-model", scale=2,
-                                info="Any model can be configured, loaded or not.")
+                                label="Generation settings for", elem_id="config-model", scale=2,
+                                info="Whose settings to edit: any model, loaded or not. Choosing one here does not "
+                                     "load it.")
         with gr.Row(elem_id="config-form", equal_height=False):  # wraps: as many columns as the page fits
             fields = {}
             for name, f in fields_spec.items():
                 mine = own.get(name)
                 value = view.values.get(name, f.default)
                 fields[name] = make_widget(mine or f, value, f"cfg-{name}", visible=mine is not None,
-                                           changed=mine is not None and value != view.defaults.get(name),
+                                           non_default=mine is not None and value != view.defaults.get(name),
                                            min_width=340)
         summary = gr.Markdown(summary_text(view, view.values, {}, own), elem_id="config-summary")
         with gr.Row():
             save_btn = gr.Button("Save", variant="primary", interactive=False, elem_id="config-save", scale=0,
                                  min_width=160)
-            reset_btn = gr.Button("Reset to defaults…", variant="secondary", elem_id="config-reset", scale=0,
-                                  min_width=220)
+            # Quieter than Save: a secondary button (styled as one inside the group), asking before it resets.
+            reset_btn = gr.Button("Reset to defaults…", variant="secondary", size="md", elem_id="config-reset",
+                                  scale=0, min_width=200)
         with gr.Row(visible=False, elem_id="config-reset-confirm", equal_height=True) as confirm_row:
             confirm_text = gr.Markdown(elem_id="config-reset-text")
             confirm_btn = gr.Button("Reset", variant="stop", scale=0, min_width=110, elem_id="config-reset-yes")
@@ -134,7 +143,7 @@ def build_config_panel(ctx: AppContext, model_id: str) -> ConfigPanel:
             history = gr.Dataframe(history_rows(ctx.gen_config.history(model_id, limit=HISTORY_ROWS).changes),
                                    headers=HISTORY_HEADERS, interactive=False, wrap=True, elem_id="config-history")
     return ConfigPanel(model, fields, summary, save_btn, reset_btn, confirm_row, confirm_text, confirm_btn,
-                       confirm_cancel, history, gr.State(view.values))
+                       confirm_cancel, history, gr.State(view.values), gr.State(None))
 
 
 def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> None:
@@ -152,6 +161,14 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
 
     def history(model_id: str) -> list[list[str]]:
         return history_rows(ctx.gen_config.history(model_id, limit=HISTORY_ROWS).changes)
+
+    def done_here(model_id: str, notice: str) -> tuple[str, str]:
+        """One notice for a save or reset made on this page ("{name}" in `notice`: the model's name), and the mark
+        that tells the page's refresh it was said."""
+        view, cur = ctx.gen_config.get(model_id), ctx.models.current().model
+        follows = " The Generate tab starts from them now." if cur is not None and cur.id == model_id else ""
+        gr.Info(notify_text(notice.format(name=ctx.registry.get(model_id).display_name) + follows))
+        return model_id, str(view.updated_at)
 
     def show(model_id):
         """The chosen model's saved settings, its form and history."""
@@ -178,23 +195,24 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         except InvalidValues as exc:  # shown at the fields; nothing was stored
             gr.Warning(f"Not saved: {len(exc.extra.get('errors', []))} setting(s) need fixing.")
             errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
-            return [*form_updates(ctx, names, model_id, values, errors), gr.skip(), gr.skip()]
-        gr.Info(f"Saved the settings of {ctx.registry.get(model_id).display_name}.")
-        return [*form_updates(ctx, names, model_id), history(model_id), saved(model_id)]
+            return [*form_updates(ctx, names, model_id, values, errors), gr.skip(), gr.skip(), gr.skip()]
+        mark = done_here(model_id, "Saved the settings of {name}.")
+        return [*form_updates(ctx, names, model_id), history(model_id), saved(model_id), mark]
 
     def ask_reset(model_id):
         spec, view = ctx.registry.get(model_id), ctx.gen_config.get(model_id)
         n = len(view.changed)
         what = f"{n} setting(s) differ from the defaults and will go back" if n else "Every setting already " \
                "has its default value"
-        return gr.Row(visible=True), f"**Reset every setting of {spec.display_name} to registry.yaml's defaults?** " \
+        return gr.Row(visible=True), f"**Reset every setting of {spec.display_name} to the studio's defaults?** " \
                                      f"{what}. Unsaved edits are lost too."
 
     def reset(model_id, request: gr.Request):
         with user_errors():
             ctx.gen_config.reset(model_id, by=getattr(request, "username", None) or "local")
-        gr.Info(f"{ctx.registry.get(model_id).display_name}: settings reset to the defaults.")
-        return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False), saved(model_id)]
+        mark = done_here(model_id, "{name}: settings reset to the studio's defaults.")
+        return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False), saved(model_id),
+                mark]
 
     def show_loaded():
         """A page opens on the loaded model's settings (the default model's while none is loaded)."""
@@ -213,11 +231,11 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
     for widget in widgets:
         widget.input(check, {panel.model, *widgets}, panel.form, queue=False, trigger_mode="always_last",
                      preprocess=False, **private)
-    panel.save_btn.click(save, {panel.model, panel.shown, *widgets}, [*panel.form, panel.history, panel.shown],
-                         **private)
+    panel.save_btn.click(save, {panel.model, panel.shown, *widgets},
+                         [*panel.form, panel.history, panel.shown, panel.saved_here], **private)
     panel.reset_btn.click(ask_reset, panel.model, [panel.confirm_row, panel.confirm_text], queue=False, **private)
     panel.confirm_cancel.click(lambda: gr.Row(visible=False), None, panel.confirm_row, queue=False, **private)
-    panel.confirm_btn.click(reset, panel.model, shown_io, **private)
+    panel.confirm_btn.click(reset, panel.model, [*shown_io, panel.saved_here], **private)
 
     # Scripts (gradio_client) get the same actions with JSON in and out.
     def generation_settings(model_id: str) -> dict:

@@ -1,6 +1,8 @@
 """Forms built from a settings JSON Schema: one widget per property (slider or number input with the schema's
-bounds, dropdown for options, checkbox for booleans), the description as help text and tooltip, values that differ
-from the default marked, and per-field error messages. Pure functions, plus one that creates the widgets."""
+bounds, dropdown for options, checkbox for booleans), the description as help text and tooltip, unsaved edits
+marked, values that differ from the default hinted (two different things: "● unsaved" goes away on Save, the
+"default: 250" hint stays while the saved value differs), and per-field error messages. Pure functions, plus one
+that creates the widgets."""
 from __future__ import annotations
 
 import math
@@ -10,7 +12,8 @@ from typing import Any
 import gradio as gr
 
 MAX_SLIDER_STEPS = 10_000  # wider ranges (a 32-bit seed) get a number input
-CHANGED_MARK = " ● changed"
+UNSAVED_MARK = " ● unsaved"
+DEFAULT_HINT = " · default: {}"
 KEEP = object()  # widget_update: leave the value alone
 
 
@@ -79,8 +82,11 @@ def bounds_text(f: FieldSpec) -> str:
     return ""
 
 
-def label_for(f: FieldSpec, changed: bool) -> str:
-    return f.label + (CHANGED_MARK if changed else "")
+def label_for(f: FieldSpec, unsaved: bool = False, non_default: bool = False) -> str:
+    """The label: the setting's name, "● unsaved" for an edit not saved yet, and the default when the value shown
+    differs from it."""
+    return (f.label + (UNSAVED_MARK if unsaved else "")
+            + (DEFAULT_HINT.format(fmt_value(f.default)) if non_default else ""))
 
 
 def info_for(f: FieldSpec, error: str | None = None) -> str:
@@ -105,10 +111,10 @@ def coerce(f: FieldSpec, raw: Any) -> Any:
     return round(number, digits)
 
 
-def make_widget(f: FieldSpec, value: Any, elem_id: str, visible: bool = True, changed: bool = False,
+def make_widget(f: FieldSpec, value: Any, elem_id: str, visible: bool = True, non_default: bool = False,
                 min_width: int | None = None):
-    common = dict(label=label_for(f, changed), info=info_for(f), elem_id=elem_id, elem_classes=["cfg-field"],
-                  visible=visible)
+    common = dict(label=label_for(f, non_default=non_default), info=info_for(f), elem_id=elem_id,
+                  elem_classes=["cfg-field"], visible=visible)
     if min_width:
         common["min_width"] = min_width
     if f.kind == "checkbox":
@@ -123,12 +129,12 @@ def make_widget(f: FieldSpec, value: Any, elem_id: str, visible: bool = True, ch
     return gr.Number(value=value, precision=0 if f.integer else None, **common)
 
 
-def widget_update(f: FieldSpec | None, *, value: Any = KEEP, error: str | None = None,
-                  changed: bool = False) -> Any:
+def widget_update(f: FieldSpec | None, *, value: Any = KEEP, error: str | None = None, unsaved: bool = False,
+                  non_default: bool = False) -> Any:
     """An update for a field's widget; None (a field this model does not have): hidden."""
     if f is None:
         return gr.update(visible=False)
-    kw: dict[str, Any] = dict(label=label_for(f, changed), info=info_for(f, error), visible=True)
+    kw: dict[str, Any] = dict(label=label_for(f, unsaved, non_default), info=info_for(f, error), visible=True)
     if value is not KEEP:
         kw["value"] = value
     if f.kind == "slider":
