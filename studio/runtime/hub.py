@@ -15,7 +15,7 @@ from huggingface_hub.errors import (DryRunError, GatedRepoError, HfHubHTTPError,
                                     RevisionNotFoundError)
 from tqdm.auto import tqdm
 
-from studio.errors import OperationFailed
+from studio.errors import Conflict, NotFound, OperationFailed, Unavailable, UpstreamError
 
 # Only what transformers needs, and only safetensors weights: the repos also carry audiocraft's pickled
 # .bin checkpoints, which we never download nor unpickle.
@@ -102,24 +102,26 @@ def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None
 
 @contextmanager
 def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
-    """Hub and network failures -> OperationFailed with a message a person can act on."""
+    """Hub and network failures -> a domain error a person can act on: expected conditions (not found, gated,
+    offline, the hub failing) get their own 4xx/5xx class, never a bare 500."""
     try:
         yield
     except GatedRepoError:
-        raise OperationFailed(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)",
-                              code="gated_repo") from None
+        raise Conflict(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)",
+                       code="gated_repo") from None
     except RepositoryNotFoundError:
-        raise OperationFailed(f"repository {repo_id} was not found on the hub", code="repo_not_found") from None
+        raise NotFound(f"repository {repo_id} was not found on the hub", code="repo_not_found") from None
     except RevisionNotFoundError:
-        raise OperationFailed(f"revision {revision!r} of {repo_id} was not found on the hub",
-                              code="revision_not_found") from None
+        raise NotFound(f"revision {revision!r} of {repo_id} was not found on the hub",
+                       code="revision_not_found") from None
     except (LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException):
-        raise OperationFailed("the Hugging Face Hub cannot be reached (is this machine offline?)",
-                              code="hub_unreachable") from None
+        raise Unavailable("the Hugging Face Hub cannot be reached (is this machine offline?)",
+                          code="hub_unreachable") from None
     except HfHubHTTPError as exc:
-        raise OperationFailed(f"the hub answered {exc.response.status_code}", code="hub_error") from None
+        status = getattr(exc.response, "status_code", None)
+        raise UpstreamError(f"the hub answered {status or 'with an error'}", code="hub_error") from None
     except httpx2.TransportError:
-        raise OperationFailed("the connection to the hub broke during the download; try again (it resumes)",
-                              code="hub_unreachable") from None
+        raise Unavailable("the connection to the hub broke during the download; try again (it resumes)",
+                          code="hub_unreachable") from None
     except OSError as exc:
         raise OperationFailed(f"could not write the download: {exc.strerror or exc}", code="disk_error") from None
