@@ -98,6 +98,8 @@ class TransformersMusicgen:
         if name is not None:
             self.load_adapter(name, folder)  # loads on first use; otherwise marks it recently used
         self.active_adapter = name
+        if name is not None:
+            self._evict(keep=name)  # the previously active one may go now
         self._apply()
 
     def unload_adapter(self, name: str) -> None:
