@@ -485,7 +485,7 @@ class AdapterService:
             same = None if allow_duplicate else find_identical(session, record.content_hash)
             if same is not None:
                 raise Conflict(f"This adapter is identical to {same.label} (id {same.id}): same weights and "
-                               f"configuration. Use {same.label}, or register it anyway (allow_duplicate).",
+                               f"configuration. Use {same.label}, or register it anyway (allow_duplicate: true).",
                                code="identical_adapter", existing_id=same.id, existing_name=same.name,
                                existing_version=same.version, existing_label=same.label)
             taken = versions_of(session, record.name)

@@ -1,6 +1,7 @@
 """Small helpers shared by the tabs: error mapping and how models are described to a person."""
 from __future__ import annotations
 
+import html
 from contextlib import contextmanager
 
 import gradio as gr
@@ -92,8 +93,8 @@ def user_errors():
     """Domain errors become a message box for the person, never a traceback."""
     try:
         yield
-    except StudioError as exc:
-        raise gr.Error(exc.message, print_exception=False) from None
+    except StudioError as exc:  # messages carry user text (adapter names...): Gradio renders them as HTML
+        raise gr.Error(html.escape(exc.message), print_exception=False) from None
 
 
 def fmt_params(n: int) -> str:
