@@ -427,7 +427,7 @@ def test_adapter_of_a_same_shaped_model_with_other_weights_is_incompatible(clien
     # PEFT alone would load it silently: every tensor fits studio-tiny's modules
     with ctx.manager.use("test") as model:
         check_structure(model.model, inspect_adapter(loras["other"]), "Studio Tiny")
-        assert adapter_key(other["id"]) not in model.adapters  # never pre-loaded into a model it does not fit
+        assert adapter_key(other["id"]) not in model.adapters  # never loaded into a model it does not fit
     listed = {x["id"]: x for x in client.get("/api/adapters").json()}
     assert listed[other["id"]]["compatible"] is False and listed[a["id"]]["compatible"] is True
 
@@ -732,7 +732,7 @@ def test_adapter_peft_cannot_load_is_a_400_and_leaves_the_base_intact(client, ct
     client.patch(f"/api/adapters/{a['id']}", json={"active": False})
     config = ctx.settings.data_dir / next(r.path for r in recorded(ctx)) / "adapter_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "target_modules": "matches_nothing"}))
-    assert client.patch(f"/api/adapters/{a['id']}", json={"active": True}).status_code == 200  # not pre-loaded
+    assert client.patch(f"/api/adapters/{a['id']}", json={"active": True}).status_code == 200  # nothing loads ahead of use
     assert loaded_keys(ctx) == set()
     jobs = len(client.get("/api/jobs").json())
     body = detail(_gen(client, a["id"]), 400, "adapter_load_failed")
