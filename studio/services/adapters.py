@@ -384,10 +384,9 @@ class AdapterService:
             if change.active is not None:
                 a.active = change.active
             try:
-                save_adapter(session, a)
                 if new_name != old_name:
-                    rename_all(session, old_name, new_name)
-                    session.commit()
+                    rename_all(session, old_name, new_name)  # every version, in the same transaction as `a`
+                save_adapter(session, a)
             except IntegrityError:  # the name was taken meanwhile
                 session.rollback()
                 raise Conflict(f"The name {new_name!r} was taken meanwhile; choose another.", code="name_taken",

@@ -527,6 +527,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         [tab.register_status, tab.selected, tab.name_edit, tab.path, tab.archive, tab.repo, tab.revision,
          tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.reg_anyway, tab.dialog,
          tab.confirm_row],
+        show_progress_on=[tab.register_status],  # progress (or a refusal) there, not over every form field
         api_name="register_adapter").then(**refresh_view)
 
 
