@@ -223,7 +223,7 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     expect(row(page, "keys-for-b")).to_have_count(1)
     expect(row(page, "lofi-piano-classic", 1)).to_have_count(0)
     only.uncheck()
-    expect(row(page, "lofi-piano-classic")).to_have_count(1)
+    expect(row(page, "lofi-piano-classic")).to_have_count(2)
 
     # Reactivate from the detail view.
     open_row(page, "lofi-piano-classic", 1)
