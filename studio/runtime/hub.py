@@ -81,9 +81,9 @@ def _progress_tqdm(on_bytes: ByteProgress, total: int, min_interval: float = 0.1
 def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None, endpoint: str | None,
                       on_bytes: ByteProgress, *, allow_patterns: list[str] = ALLOW_PATTERNS,
                       local_dir: Path | None = None, listing_patterns: list[str] = (),
-                      check_listing: Callable[[list[str]], None] | None = None) -> Path:
+                      check_listing: Callable[[dict[str, int]], None] | None = None) -> Path:
     """Download (or resume) a repo's files matching allow_patterns into the HF cache (or local_dir) and return
-    the folder. check_listing first sees the names matching allow_patterns + listing_patterns and may refuse
+    the folder. check_listing first sees the names (and sizes) matching allow_patterns + listing_patterns and may refuse
     the repo (raise) before anything is downloaded."""
     common = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, local_dir=local_dir)
     with _hub_errors(repo_id, revision):
@@ -93,7 +93,7 @@ def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None
         except DryRunError as exc:  # wraps the real reason (not found, offline, ...)
             raise (exc.__cause__ or exc) from None
         if check_listing is not None:
-            check_listing([f.filename for f in plan])
+            check_listing({f.filename: f.file_size or 0 for f in plan})
         wanted = set(filter_repo_objects([f.filename for f in plan], allow_patterns=allow_patterns))
         total = sum(f.file_size or 0 for f in plan if f.will_download and f.filename in wanted)
         return Path(snapshot_download(repo_id, allow_patterns=allow_patterns,

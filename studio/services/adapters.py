@@ -526,13 +526,20 @@ class AdapterService:
         if not req.repo_id or not _REPO_ID.fullmatch(req.repo_id) or ".." in req.repo_id or "--" in req.repo_id:
             raise InvalidRequest("Give the hub repo as org/name.", code="invalid_repo_id")
 
-        def refuse_pickles(names: list[str]) -> None:
+        def check_listing(sizes: dict[str, int]) -> None:
+            """Refused before anything is downloaded: pickles only, no config, files over their limits."""
+            names = list(sizes)
             if WEIGHTS_FILE not in names and any(n.lower().endswith(PICKLE_SUFFIXES) for n in names):
                 raise InvalidRequest(f"{req.repo_id} only has pickled weights, which are refused: they can run code "
                                      f"when loaded. Ask for {WEIGHTS_FILE} (safetensors).", code="pickled_weights")
             if CONFIG_FILE not in names:
                 raise InvalidRequest(f"{req.repo_id} is not a PEFT adapter: {CONFIG_FILE} is missing.",
                                      code="not_peft_adapter")
+            for name in KEPT_FILES:
+                if sizes.get(name, 0) > file_cap(name):
+                    code = "metadata_too_large" if name != WEIGHTS_FILE else "weights_too_large"
+                    raise TooLarge(f"{name} in {req.repo_id} is {_kb(sizes[name])}; the studio keeps at most "
+                                   f"{_kb(file_cap(name))}.", code=code, file=name, max_bytes=file_cap(name))
 
         def on_bytes(done: int, total: int) -> None:
             progress(done / total if total else None, f"Downloading {req.repo_id}: {done / 2**20:.1f} of "
@@ -541,7 +548,7 @@ class AdapterService:
         folder = hub.download_snapshot(req.repo_id, req.revision, None, self.hf_endpoint, on_bytes,
                                        allow_patterns=list(KEPT_FILES), local_dir=tmp / "hub",
                                        listing_patterns=[f"*{s}" for s in PICKLE_SUFFIXES],
-                                       check_listing=refuse_pickles)
+                                       check_listing=check_listing)
         rev = f"@{req.revision}" if req.revision else ""
         return folder, req.repo_id.split("/")[1], f"hub:{req.repo_id}{rev}"
 

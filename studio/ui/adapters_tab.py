@@ -521,6 +521,8 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         # status, the new adapter selected (its name in the inline editor), the form cleared, dialogs closed
         return [status, a.id, a.name, "", None, "", "", "", 0, "", FROM_CONFIG, False, *closed]
 
+    # The last registration's outcome goes at once: it would stand next to this one's refusal otherwise.
+    tab.register_btn.click(lambda: "", None, tab.register_status, queue=False, show_progress="hidden", **private)
     tab.register_btn.click(
         register, [tab.source, tab.path, tab.archive, tab.repo, tab.revision, tab.reg_name, tab.reg_version,
                    tab.reg_description, tab.reg_base, tab.reg_anyway],

@@ -241,3 +241,18 @@ def test_hub_repo_not_found_is_a_404(make_ctx):
             r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/missing-lora"})
     detail(r, 404, "repo_not_found")
     nothing_left(ctx)
+
+
+def test_hub_files_over_their_limits_are_refused_before_downloading(make_ctx, lora):
+    from tests.fakehub import serve_repos
+
+    files = {"adapter_config.json": padded_config(lora, 100_000),
+             "adapter_model.safetensors": lora / "adapter_model.safetensors"}
+    with serve_repos({"test-org/padded-lora": files}) as hub:
+        ctx = make_ctx(hf_endpoint=hub.url, host="0.0.0.0")
+        with TestClient(build_app(ctx, load_model=False)) as client:
+            r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/padded-lora"})
+        body = detail(r, 413, "metadata_too_large")
+        assert body["file"] == "adapter_config.json"
+        assert hub.gets("adapter_config.json") == []  # refused from the listing: nothing downloaded
+    nothing_left(ctx)
