@@ -203,8 +203,9 @@ def test_notifications_escape_user_text(monkeypatch):
     shown = []
     monkeypatch.setattr(gr, "Info", shown.append)
     notify(f"Registered {HOSTILE} v1.")
-    assert shown == ["Registered &lt;img src=&quot;https://example.com/x.png&quot;&gt;&lt;a href=&quot;"
-                     "https://example.com&quot;&gt;link&lt;/a&gt; v1."]
+    [text] = shown
+    assert "<" not in text and ">" not in text
+    assert text.startswith("Registered &lt;img src=") and "&lt;/a&gt; v1." in text
     with pytest.raises(gr.Error) as err:
         with user_errors():
             raise Conflict(f"Adapter {HOSTILE} v1 is not deleted.")

@@ -81,7 +81,7 @@ class AdaptersTab:
 # ---- pure helpers --------------------------------------------------------------------------------------------------
 def notify(message: str) -> None:
     """gr.Info renders its text as HTML: names and other user text are escaped (an <img> name stays text)."""
-    gr.Info(html.escape(message))
+    gr.Info(html.escape(message, quote=False))  # quotes are safe in text
 
 
 def rename_note(name: str) -> str:
