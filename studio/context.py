@@ -79,7 +79,6 @@ def build_context(settings: Settings, registry: Registry | None = None,
     manager = ModelManager(registry, store, TransformersBackend(), settings.device, settings.dtype)
     adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
                               settings.hf_endpoint)
-    manager.on_model_loaded(adapters.preload_active)
     gen_config = GenerationConfigService(engine, registry)
     gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     return AppContext(

@@ -62,6 +62,27 @@ class Busy(StudioError):
     code = "busy"
 
 
+class TooLarge(InvalidRequest):
+    """An upload, archive or metadata file over the studio's size limits."""
+
+    status = 413
+    code = "too_large"
+
+
+class UpstreamError(StudioError):
+    """A service the studio depends on (the Hugging Face Hub) answered with an error."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class Unavailable(StudioError):
+    """A service the studio depends on (the Hugging Face Hub) cannot be reached now; try again later."""
+
+    status = 503
+    code = "unavailable"
+
+
 class Cancelled(StudioError):
     status = 409
     code = "cancelled"

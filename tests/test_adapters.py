@@ -364,7 +364,8 @@ def test_duplicate_name_and_version(client, ctx, loras):
     client.delete(f"/api/adapters/{second['id']}")
     third = client.post("/api/adapters", json={"source": "folder", "path": "b-again", "name": "keys"}).json()
     assert third["version"] == 3
-    r = client.post("/api/adapters", json={"source": "folder", "path": "b-again", "name": "keys", "version": 2})
+    r = client.post("/api/adapters", json={"source": "folder", "path": "b-again", "name": "keys", "version": 2,
+                                           "allow_duplicate": True})
     assert detail(r, 409, "version_exists")["next_version"] == 4
 
 
@@ -426,7 +427,7 @@ def test_adapter_of_a_same_shaped_model_with_other_weights_is_incompatible(clien
     # PEFT alone would load it silently: every tensor fits studio-tiny's modules
     with ctx.manager.use("test") as model:
         check_structure(model.model, inspect_adapter(loras["other"]), "Studio Tiny")
-        assert adapter_key(other["id"]) not in model.adapters  # never pre-loaded into a model it does not fit
+        assert adapter_key(other["id"]) not in model.adapters  # never loaded into a model it does not fit
     listed = {x["id"]: x for x in client.get("/api/adapters").json()}
     assert listed[other["id"]]["compatible"] is False and listed[a["id"]]["compatible"] is True
 
@@ -464,18 +465,19 @@ def _gen(client, adapter_id, seed=1):
 def test_deactivate_and_activate(client, ctx, loras):
     a = post_folder(client, ctx, loras["a"]).json()
     key = adapter_key(a["id"])
-    assert key in loaded_keys(ctx)  # an active adapter is pre-loaded at registration
+    assert key not in loaded_keys(ctx)  # loaded by the first generation that uses it, not before
+    assert _gen(client, a["id"]).status_code == 200 and key in loaded_keys(ctx)
     r = client.patch(f"/api/adapters/{a['id']}", json={"active": False})
     assert r.status_code == 200 and r.json()["active"] is False
-    assert key not in loaded_keys(ctx)  # deactivation unloads it
+    assert key not in loaded_keys(ctx)  # deactivation unloads it (when the model is next used)
     assert [x["id"] for x in client.get("/api/adapters", params={"active": False}).json()] == [a["id"]]
     assert client.get("/api/adapters", params={"active": True}).json() == []
     assert detail(_gen(client, a["id"]), 400, "adapter_inactive")["adapter_id"] == a["id"]
 
     r = client.patch(f"/api/adapters/{a['id']}", json={"active": True})
     assert r.json()["active"] is True
-    assert key in loaded_keys(ctx)  # activation pre-loads it again
-    assert _gen(client, a["id"]).status_code == 200
+    assert key not in loaded_keys(ctx)  # nothing is loaded ahead of use
+    assert _gen(client, a["id"]).status_code == 200 and key in loaded_keys(ctx)
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 101, "tab\tname"], ids=["empty", "blank", "101 chars", "control"])
@@ -497,12 +499,31 @@ def test_rename_and_describe(client, ctx, loras):
     detail(client.patch(f"/api/adapters/{a['id']}", json={"colour": "red"}), 422, "invalid_body")
 
 
-def test_rename_onto_an_existing_name_and_version(client, ctx, loras):
+def test_rename_onto_a_name_in_use_is_refused(client, ctx, loras):
     post_folder(client, ctx, loras["a"], name="keys")
     b = post_folder(client, ctx, loras["b"]).json()
-    body = detail(client.patch(f"/api/adapters/{b['id']}", json={"name": "keys"}), 409, "version_exists")
-    assert body["next_version"] == 2 and "keys" in body["message"]
+    body = detail(client.patch(f"/api/adapters/{b['id']}", json={"name": "keys"}), 409, "name_taken")
+    assert body["name"] == "keys" and "every version" in body["message"]
     assert client.get(f"/api/adapters/{b['id']}").json()["name"] == "lora-b"
+
+
+def test_renaming_moves_every_version_of_the_name(client, ctx, loras):
+    """Renaming v3 of lofi renames lofi: v1..v3 (the deleted v2 too) become lofi-dup v1..v3, never a lone v3."""
+    ids = [client.post("/api/adapters", json={"source": "folder", "path": put(ctx, loras[k], f"v{i}"), "name": "lofi",
+                                              "allow_duplicate": True}).json()["id"] for i, k in enumerate("aba")]
+    client.delete(f"/api/adapters/{ids[1]}")
+    r = client.patch(f"/api/adapters/{ids[2]}", json={"name": "lofi-dup"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["name"], r.json()["version"], r.json()["label"]) == ("lofi-dup", 3, "lofi-dup v3")
+    assert [(x["name"], x["version"]) for x in client.get("/api/adapters").json()] == \
+        [("lofi-dup", 1), ("lofi-dup", 3)]
+    timeline = client.get("/api/adapters/timeline", params={"name": "lofi-dup"}).json()
+    assert [(e["version"], e["status"]) for e in timeline] == [(1, "active"), (2, "deleted"), (3, "active")]
+    detail(client.get("/api/adapters/timeline", params={"name": "lofi"}), 404, "adapter_not_found")
+    # the old name is free again; a new registration under it starts at v1
+    r = client.post("/api/adapters", json={"source": "folder", "path": put(ctx, loras["b"], "v4"), "name": "lofi",
+                                           "allow_duplicate": True})
+    assert r.json()["version"] == 1
 
 
 def test_soft_delete(client, ctx, loras):
@@ -527,6 +548,19 @@ def test_soft_delete(client, ctx, loras):
     assert [e["status"] for e in client.get("/api/adapters/timeline", params={"name": "lora-a"}).json()] == \
         ["deleted"]
     assert len(stored(ctx)) == 1  # old jobs keep their reference: the record (and its files) stay
+
+    # deleted adapters are listed on request, and restored
+    deleted = client.get("/api/adapters", params={"deleted": True}).json()
+    assert [(x["id"], x["deleted"]) for x in deleted] == [(a["id"], True)]
+    r = client.post(f"/api/adapters/{a['id']}/restore")
+    assert r.status_code == 200, r.text
+    assert (r.json()["deleted"], r.json()["active"], r.json()["label"]) == (False, True, "lora-a v1")
+    assert client.get("/api/adapters", params={"deleted": True}).json() == []
+    assert [x["id"] for x in client.get("/api/adapters").json()] == [a["id"]]
+    assert _gen(client, a["id"]).status_code == 200
+    assert client.get(f"/api/jobs/{job['job_id']}").json()["adapter_label"] == "lora-a v1"
+    detail(client.post(f"/api/adapters/{a['id']}/restore"), 409, "adapter_not_deleted")
+    detail(client.post("/api/adapters/999/restore"), 404, "adapter_not_found")
 
 
 UNKNOWN = [
@@ -561,8 +595,8 @@ def shelf(tmp_path_factory, tiny_folder, loras):
     with TestClient(build_app(context, load_model=False)) as client:
         ids = {"a1": post_folder(client, context, loras["a"]).json()["id"]}
         shutil.copytree(loras["a"], imports(context) / "a-v2")
-        ids["a2"] = client.post("/api/adapters", json={"source": "folder", "path": "a-v2",
-                                                       "name": "lora-a"}).json()["id"]
+        ids["a2"] = client.post("/api/adapters", json={"source": "folder", "path": "a-v2", "name": "lora-a",
+                                                       "allow_duplicate": True}).json()["id"]
         ids["b"] = post_folder(client, context, loras["b"]).json()["id"]
         client.patch(f"/api/adapters/{ids['b']}", json={"active": False})
         ids["other"] = post_folder(client, context, loras["other"], base_model=OTHER).json()["id"]
@@ -601,7 +635,13 @@ def test_listing_carries_base_model_capabilities(shelf):
     assert (listed[catalogue["other"]]["base_model_name"], listed[catalogue["other"]]["base_model_max_duration_s"]) \
         == (OTHER, OTHER_MAX_S)
     for x in listed.values():
-        assert {"compatible", "compatibility_note", "active", "usage_count", "rank"} <= set(x)
+        assert {"compatible", "compatibility_note", "active", "usage_count", "rank", "label"} <= set(x)
+        # large fields stay out of listings (a page refreshes them every 2 s): the detail has them
+        assert not {"lora_config", "training_config", "training_metrics", "target_modules"} & set(x)
+    full = client.get(f"/api/adapters/{catalogue['a1']}").json()
+    assert full["lora_config"]["peft_type"] == "LORA" and full["target_modules"]
+    grouped = client.get("/api/adapters", params={"group_by_name": True}).json()
+    assert all("lora_config" not in v for g in grouped for v in g["versions"])
 
 
 def test_group_by_name(shelf):
@@ -623,7 +663,8 @@ def test_timeline(client, ctx, loras):
     v2 = client.post("/api/adapters", json={"source": "folder", "path": "b2", "name": "keys",
                                             "training_metrics": {"final_loss": 0.2}}).json()
     shutil.copytree(loras["a"], imports(ctx) / "a3")
-    v3 = client.post("/api/adapters", json={"source": "folder", "path": "a3", "name": "keys"}).json()
+    v3 = client.post("/api/adapters", json={"source": "folder", "path": "a3", "name": "keys",
+                                            "allow_duplicate": True}).json()
     client.patch(f"/api/adapters/{v2['id']}", json={"active": False})
     client.delete(f"/api/adapters/{v3['id']}")
     post_folder(client, ctx, loras["b"])  # another name: not in the timeline
@@ -648,7 +689,8 @@ def test_training_provenance_file_is_read(ctx, loras, tmp_path):
     info = register(ctx, folder)
     assert (info.training_dataset, info.training_run_id, info.trained_at.year) == ("ds-1", "run-7", 2025)
     entry = ctx.adapters.timeline("trained")[0]
-    assert entry.final_loss == 0.3 and entry.training_run_url == "/api/training/runs/run-7"
+    # the run is named, but not linked: the studio has no training-run pages yet (a link would answer 404)
+    assert entry.final_loss == 0.3 and entry.training_run_id == "run-7" and entry.training_run_url is None
 
 
 # ---- generation -------------------------------------------------------------------------------------------
@@ -690,7 +732,7 @@ def test_adapter_peft_cannot_load_is_a_400_and_leaves_the_base_intact(client, ct
     client.patch(f"/api/adapters/{a['id']}", json={"active": False})
     config = ctx.settings.data_dir / next(r.path for r in recorded(ctx)) / "adapter_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "target_modules": "matches_nothing"}))
-    assert client.patch(f"/api/adapters/{a['id']}", json={"active": True}).status_code == 200  # not pre-loaded
+    assert client.patch(f"/api/adapters/{a['id']}", json={"active": True}).status_code == 200  # nothing loads ahead of use
     assert loaded_keys(ctx) == set()
     jobs = len(client.get("/api/jobs").json())
     body = detail(_gen(client, a["id"]), 400, "adapter_load_failed")
@@ -703,13 +745,14 @@ def test_switching_adapters_never_reloads_the_base(ctx, loras):
     a, b = register(ctx, loras["a"]), register(ctx, loras["b"])
     with ctx.manager.use("test") as loaded:
         wrapper, model_id, model_ref = loaded, id(loaded.model), weakref.ref(loaded.model)
-    outputs = {}
+    outputs, used = {}, set()
     for label, adapter in [("A", a), ("B", b), ("base", None), ("A again", a), ("base again", None)]:
         outputs[label] = samples(generate(ctx, adapter.id if adapter else None).output_file)
+        used |= {adapter_key(adapter.id)} if adapter else set()
         with ctx.manager.use("test") as loaded:
             assert loaded is wrapper and id(loaded.model) == model_id and model_ref() is loaded.model, label
             assert loaded.active_adapter == (adapter_key(adapter.id) if adapter else None)
-            assert set(loaded.adapters) == {adapter_key(a.id), adapter_key(b.id)}
+            assert set(loaded.adapters) == used  # each loaded at its first use, and kept
     assert (outputs["A"] != outputs["B"]).any() and (outputs["A"] != outputs["base"]).any()
     assert (outputs["A"] == outputs["A again"]).all() and (outputs["base"] == outputs["base again"]).all()
     # what is loaded is what was trained, for both (loading B leaves A's tensors alone)
@@ -723,16 +766,20 @@ def test_switching_adapters_never_reloads_the_base(ctx, loras):
             assert torch.equal(state[name], tensor), name
 
 
-def test_activation_preloads_into_the_loaded_model(ctx, loras):
+def test_adapters_load_on_first_use_and_unload_when_deactivated_or_deleted(ctx, loras):
     a = register(ctx, loras["a"])
     key = adapter_key(a.id)
+    assert loaded_keys(ctx) == set()  # registering loads nothing: the studio stays free
+    generate(ctx, a.id)
     assert loaded_keys(ctx) == {key}
     ctx.adapters.update(a.id, AdapterUpdate(active=False))
     assert loaded_keys(ctx) == set()
     ctx.adapters.update(a.id, AdapterUpdate(active=True))
+    generate(ctx, a.id)
+    generate(ctx)
     with ctx.manager.use("test") as model:
         assert set(model.adapters) == {key} and key in model.model.peft_config
-        assert model.active_adapter is None  # loaded, but the base model stays what generates
+        assert model.active_adapter is None  # loaded, but the base model is what generates now
     ctx.adapters.delete(a.id)
     with ctx.manager.use("test") as model:
         assert model.adapters == {} and key not in getattr(model.model, "peft_config", {})
@@ -743,28 +790,22 @@ def test_activation_preloads_into_the_loaded_model(ctx, loras):
     assert err.value.code == "adapter_deleted"
 
 
-def test_switching_back_preloads_the_active_adapters_of_the_new_model(make_ctx, tiny_folder, tmp_path):
-    """Activation pre-loads; so does loading a model that has active adapters (no wait at the first generation)."""
-    from studio.services.adapters import RegisterAdapterRequest, adapter_key
-    from tests.adapters_factory import make_lora
-    from tests.conftest import registry_dict
-
-    ctx = make_ctx(registry_dict(**{"tiny-b": {}}))
+def test_a_client_told_ready_can_generate_at_once(make_ctx, loras):
+    """No adapter work follows a switch: the studio is free the moment 'ready' is sent (no 423 Busy), adapters
+    load at their first generation, and a switch to the loaded model does nothing at all."""
+    ctx = make_ctx(registry_dict(**{"tiny-b": {}}), host="0.0.0.0")
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    make_lora(tiny_folder, ctx.settings.data_dir / "imports" / "warm", base_name="studio-tiny")
-    info = ctx.adapters.register(RegisterAdapterRequest(source="folder", path="warm"))
-    assert ctx.manager.switch_and_wait("tiny-b").stage == "ready"
-    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    import time
-
-    from studio.errors import Busy
-
-    deadline, loaded = time.monotonic() + 20, False
-    while not loaded and time.monotonic() < deadline:  # pre-loading runs in the background after 'ready'
-        try:
-            with ctx.manager.use() as model:
-                loaded = adapter_key(info.id) in model.adapters
-        except Busy:
-            pass
-        time.sleep(0.05)
-    assert loaded
+    ids = [ctx.adapters.register(RegisterAdapterRequest(source="folder", path=put(ctx, loras[k], f"warm-{i}"),
+                                                        allow_duplicate=True)).id for i, k in enumerate("ab")]
+    for _ in range(2):
+        assert ctx.manager.switch_and_wait("tiny-b").stage == "ready"
+        assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+        assert ctx.manager.status().state == "idle"
+        assert generate(ctx, ids[0]).adapter_id == ids[0]  # strict: Busy here fails the test
+        assert loaded_keys(ctx) == {adapter_key(ids[0])}
+    with ctx.manager.use("test") as before:
+        pass
+    final = ctx.manager.switch_and_wait("studio-tiny")
+    assert final.stage == "ready" and "already loaded" in final.message
+    with ctx.manager.use("test") as after:
+        assert after is before and set(after.adapters) == {adapter_key(ids[0])}  # nothing reloaded

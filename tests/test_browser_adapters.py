@@ -139,11 +139,19 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     expect(detail).to_contain_text("Not usable with the loaded Studio Tiny: Requires Tiny B")
     expect(page.locator("#adapter-config")).to_contain_text("No training configuration was recorded")
 
-    # A second version of lofi-piano from an uploaded archive: grouped with v1, both in the version history.
+    # The same files again, as an uploaded archive: refused as identical to v1, unless asked for; then a second
+    # version of lofi-piano, grouped with v1, both in the version history.
     archive = make_archive(ctx.settings.data_dir / "imports" / "lofi-piano", tmp_path / "lofi-piano.zip")
     page.locator("#register-source").get_by_label("Upload archive").check()
     page.locator("#register-file input[type=file]").set_input_files(str(archive))
     expect(page.locator("#register-file")).to_contain_text("lofi-piano.zip")  # uploaded
+    page.locator("#register-btn").click()
+    refused = page.locator(".toast-body", has_text="identical to lofi-piano v1")
+    expect(refused.first).to_be_visible(timeout=60_000)
+    expect(refused.first).to_contain_text("Register even if identical")
+    shot(page, "3a-identical-refused")
+    assert len(ctx.adapters.list()) == 2
+    page.locator("#register-anyway input[type=checkbox]").check()
     page.locator("#register-btn").click()
     expect(status).to_contain_text("Registered lofi-piano v2", timeout=60_000)
     expect(detail).to_contain_text("upload:lofi-piano.zip")
@@ -153,13 +161,15 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     assert [n.split()[1:3] for n in names] == [["keys-for-b", "1"], ["lofi-piano", "1"], ["lofi-piano", "2"]], names
     shot(page, "3-versions")
 
-    # Rename inline: Enter saves.
+    # Rename inline: Enter saves; the whole name is renamed (v1 and v2 move together, numbers kept).
     open_row(page, "lofi-piano", 1)
     name = field(page, "adapter-name-edit")
     expect(name).to_have_value("lofi-piano")
     name.fill("lofi-keys")
     name.press("Enter")
     expect(row(page, "lofi-keys", 1)).to_have_count(1)
+    expect(row(page, "lofi-keys", 2)).to_have_count(1)
+    expect(row(page, "lofi-piano")).to_have_count(0)
     expect(detail).to_contain_text("lofi-keys v1")
     assert ctx.adapters.list(active=True)[-1].name in ("lofi-keys", "lofi-piano")
     # Escape cancels: the saved name comes back.
@@ -172,13 +182,15 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     page.locator("#adapter-rename-open").click()
     dialog = page.locator("#rename-dialog")
     expect(dialog).to_be_visible()
-    expect(dialog).to_contain_text("Rename lofi-keys v1")
+    expect(dialog).to_contain_text("Rename lofi-keys")
+    expect(dialog).to_contain_text("every version of it (deleted ones too) moves to the new name")
     expect(field(page, "rename-dialog-name")).to_have_value("lofi-keys")
     field(page, "rename-dialog-name").fill("lofi-piano-classic")
     shot(page, "4-rename-dialog")
     page.locator("#rename-dialog-save").click()
     expect(dialog).to_be_hidden()
     expect(row(page, "lofi-piano-classic", 1)).to_have_count(1)
+    expect(row(page, "lofi-piano-classic", 2)).to_have_count(1)
     expect(field(page, "adapter-name-edit")).to_have_value("lofi-piano-classic")
     # ... and Cancel leaves it as it was.
     page.locator("#adapter-rename-open").click()
@@ -198,7 +210,7 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     # "Active only" hides it, and the filter survives a reload.
     only = page.locator("#adapters-active-only input[type=checkbox]")
     only.check()
-    expect(row(page, "lofi-piano-classic")).to_have_count(0)
+    expect(row(page, "lofi-piano-classic", 1)).to_have_count(0)
     expect(row(page, "keys-for-b")).to_have_count(1)
     shot(page, "5-active-only")
     page.get_by_role("tab", name="Generate").click()
@@ -209,9 +221,9 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     page.get_by_role("tab", name="Adapters").click()
     expect(only).to_be_checked()
     expect(row(page, "keys-for-b")).to_have_count(1)
-    expect(row(page, "lofi-piano-classic")).to_have_count(0)
+    expect(row(page, "lofi-piano-classic", 1)).to_have_count(0)
     only.uncheck()
-    expect(row(page, "lofi-piano-classic")).to_have_count(1)
+    expect(row(page, "lofi-piano-classic")).to_have_count(2)
 
     # Reactivate from the detail view.
     open_row(page, "lofi-piano-classic", 1)
@@ -219,22 +231,46 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     expect(row(page, "lofi-piano-classic", 1)).not_to_contain_text("No")
 
     # Delete, after confirming.
-    open_row(page, "lofi-piano", 2)
+    open_row(page, "lofi-piano-classic", 2)
     page.locator("#adapter-delete").click()
     confirm = page.locator("#delete-confirm")
     expect(confirm).to_be_visible()
-    expect(confirm).to_contain_text("Delete lofi-piano v2? It will be hidden and refused for new generations; "
-                                     "past jobs keep it.")
+    expect(confirm).to_contain_text("Delete lofi-piano-classic v2? It will be hidden and refused for new "
+                                     "generations; past jobs keep it. Deleted adapters (below) can restore it.")
     shot(page, "6-delete-confirm")
     page.locator("#adapter-delete-cancel").click()  # first changing our mind
     expect(confirm).to_be_hidden()
-    expect(row(page, "lofi-piano", 2)).to_have_count(1)
+    expect(row(page, "lofi-piano-classic", 2)).to_have_count(1)
     page.locator("#adapter-delete").click()
     page.locator("#adapter-delete-confirm").click()
-    expect(row(page, "lofi-piano", 2)).to_have_count(0)
+    expect(row(page, "lofi-piano-classic", 2)).to_have_count(0)
     expect(page.locator("#adapter-detail")).to_be_hidden()
-    assert [a.name for a in ctx.adapters.list()] == ["keys-for-b", "lofi-piano-classic"]
+    assert [a.label for a in ctx.adapters.list()] == ["keys-for-b v1", "lofi-piano-classic v1"]
     shot(page, "7-after-delete")
+
+    # ... and restore it from the deleted adapters.
+    page.locator("#deleted-accordion").get_by_text("Deleted adapters").click()
+    choice = field(page, "deleted-choice")
+    expect(choice).to_have_value(re.compile(r"^lofi-piano-classic v2 \(deleted "))
+    page.locator("#adapter-restore").click()
+    expect(page.locator(".toast-body", has_text="Restored lofi-piano-classic v2").first).to_be_visible()
+    expect(row(page, "lofi-piano-classic", 2)).to_have_count(1)
+    assert ctx.adapters.get(next(a.id for a in ctx.adapters.list() if a.version == 2)).active
+    shot(page, "7b-restored")
+
+    # User text in notifications is text: a name written as HTML shows as written, and loads nothing.
+    hostile = '<img src="https://example.com/x.png">'
+    open_row(page, "lofi-piano-classic", 2)
+    name = field(page, "adapter-name-edit")
+    name.fill(hostile)
+    name.press("Enter")
+    toast = page.locator(".toast-body", has_text="Renamed lofi-piano-classic to")
+    expect(toast.first).to_contain_text(hostile)
+    expect(page.locator(".toast-body img")).to_have_count(0)
+    shot(page, "7c-escaped-notification")
+    name.fill("lofi-piano")
+    name.press("Enter")
+    expect(row(page, "lofi-piano", 1)).to_have_count(1)
 
 
 def test_generate_with_adapter_and_incompatible_choice(studio, page):

@@ -8,12 +8,14 @@ from datetime import datetime, timezone
 import gradio as gr
 import pytest
 
+from studio.errors import Conflict
 from studio.services.adapters import AdapterInfo, TimelineEntry
 from studio.services.models import ModelInfo
 from studio.ui import adapter_config_view as view
-from studio.ui.adapters_tab import (FROM_CONFIG, delete_prompt, detail_markdown, empty_note, history_markdown,
-                                    register_request, signature, sort_adapters, table_rows)
-from studio.ui.common import NO_ADAPTER
+from studio.ui.adapters_tab import (FROM_CONFIG, delete_prompt, deleted_choices, detail_markdown, empty_note,
+                                    history_markdown, identical_message, notify, register_request, rename_note,
+                                    signature, sort_adapters, table_rows)
+from studio.ui.common import NO_ADAPTER, user_errors
 from studio.ui.generate_tab import (SOME_NEED_OTHER_MODEL, adapter_choices, adapter_hint, adapter_id_from,
                                     adapter_widgets, no_adapters_hint)
 
@@ -33,7 +35,8 @@ def adapter(id: int, name: str, version: int = 1, base: str = "studio-tiny", *, 
         compatible=compatible, compatibility_note=None if compatible else f"Requires {NAMES[base][0]}", rank=4,
         alpha=8.0, target_modules=["q_proj", "v_proj"], lora_config={"r": 4, "lora_alpha": 8}, source="folder:/x",
         size_bytes=34_000, usage_count=0, training_dataset=None, training_config=None, training_metrics=None,
-        training_run_id=None, trained_at=None, created_at=NOW, updated_at=NOW, deleted_at=None)
+        training_run_id=None, trained_at=None, created_at=NOW, updated_at=NOW, deleted_at=None,
+        label=f"{name} v{version}")
     fields.update(extra)
     return AdapterInfo(**fields)
 
@@ -149,16 +152,18 @@ def test_history_marks_the_version_shown():
     entries = [TimelineEntry(id=1, version=1, trained_at=None, created_at=NOW, final_loss=1.23456, loss=None,
                              status="deleted", training_run_id=None, training_run_url=None),
                TimelineEntry(id=2, version=2, trained_at=NOW, created_at=NOW, final_loss=None, loss=None,
-                             status="active", training_run_id="run-7", training_run_url="/api/training/runs/run-7")]
+                             status="active", training_run_id="run-7", training_run_url=None)]
     text = history_markdown("lofi", entries, 2)
     assert "#### Versions of lofi" in text
     assert "| v1 | deleted |" in text and "1.235" in text
-    assert "**v2 (shown)** | active" in text and "[run-7](/api/training/runs/run-7)" in text
+    # the run is named without a link: there are no training-run pages yet (a link would answer 404)
+    assert "**v2 (shown)** | active" in text and "| run-7 |" in text and "](" not in text
 
 
 def test_delete_prompt():
     assert delete_prompt(adapter(1, "lofi", 3)) == ("**Delete lofi v3?** It will be hidden and refused for new "
-                                                    "generations; past jobs keep it.")
+                                                    "generations; past jobs keep it. **Deleted adapters** (below) "
+                                                    "can restore it.")
 
 
 def test_signature_changes_with_what_the_page_shows():
@@ -183,6 +188,38 @@ def test_register_form_to_request(args, expected):
     req = register_request(*args)
     for key, value in expected.items():
         assert getattr(req, key) == value, key
+
+
+def test_register_anyway_is_sent_as_allow_duplicate():
+    assert register_request("Folder on the server", "x", None, None, None, None, None, None).allow_duplicate is False
+    assert register_request("Folder on the server", "x", None, None, None, None, None, None, True).allow_duplicate
+
+
+HOSTILE = '<img src="https://example.com/x.png"><a href="https://example.com">link</a>'
+
+
+def test_notifications_escape_user_text(monkeypatch):
+    """gr.Info / gr.Error render HTML: an adapter named like a tag must show as text, never load an image."""
+    shown = []
+    monkeypatch.setattr(gr, "Info", shown.append)
+    notify(f"Registered {HOSTILE} v1.")
+    [text] = shown
+    assert "<" not in text and ">" not in text
+    assert text.startswith("Registered &lt;img src=") and "&lt;/a&gt; v1." in text
+    with pytest.raises(gr.Error) as err:
+        with user_errors():
+            raise Conflict(f"Adapter {HOSTILE} v1 is not deleted.")
+    assert "<img" not in err.value.message and "&lt;img src=" in err.value.message
+
+
+def test_rename_and_restore_texts():
+    assert "every version" in rename_note("lofi") and "keeps its number" in rename_note("lofi")
+    assert rename_note("a|b").count("a\\|b") == 1
+    older = adapter(1, "lofi", 1, deleted=True, deleted_at=NOW)
+    newer = adapter(2, "keys", 2, deleted=True, deleted_at=NOW.replace(hour=13))
+    assert deleted_choices([older, newer]) == [("keys v2 (deleted 2025-03-01 13:30 UTC)", "2"),
+                                               ("lofi v1 (deleted 2025-03-01 12:30 UTC)", "1")]
+    assert "Register even if identical" in identical_message("lofi v1", 7) and "id 7" in identical_message("x", 7)
 
 
 def test_register_form_refuses_an_unknown_source():

@@ -1,19 +1,32 @@
-"""The /api/adapters routes: register, list (filters, groups), show, edit, delete, version timeline."""
+"""The /api/adapters routes: register, list (filters, groups, deleted ones), show, edit, delete, restore,
+version timeline."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from studio.context import AppContext
-from studio.errors import InvalidRequest
-from studio.services.adapters import (AdapterGroup, AdapterInfo, AdapterUpdate, RegisterAdapterRequest,
-                                      TimelineEntry)
+from studio.errors import InvalidRequest, TooLarge
+from studio.services.adapters import (MAX_UPLOAD_BYTES, AdapterGroup, AdapterInfo, AdapterSummary, AdapterUpdate,
+                                      RegisterAdapterRequest, TimelineEntry)
+
+FORM_FIELDS = ("name", "version", "description", "base_model", "allow_duplicate")
+MAX_FORM_FIELD_BYTES = 8 * 1024
+MAX_FORM_PARTS = 16
+ERRORS = {
+    400: {"description": "not a usable LoRA adapter, a refused path or archive"},
+    404: {"description": "no such adapter (or hub repo / revision)"},
+    409: {"description": "version_exists, name_taken, identical_adapter (names the existing version), "
+                         "adapter_not_deleted, gated_repo"},
+    413: {"description": "upload_too_large, archive_too_large, weights_too_large, metadata_too_large"},
+    502: {"description": "hub_error: the Hugging Face Hub answered with an error"},
+    503: {"description": "hub_unreachable: the Hugging Face Hub cannot be reached; try again later"},
+}
 
 REGISTER_BODY = {
     "requestBody": {"required": True, "content": {
@@ -31,20 +44,25 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
     router = APIRouter(prefix="/api/adapters", tags=["adapters"])
     service = ctx.adapters
 
-    @router.get("", response_model=list[AdapterInfo] | list[AdapterGroup])
+    @router.get("", response_model=list[AdapterSummary] | list[AdapterGroup])
     def list_adapters(active: bool | None = Query(None, description="only active (true) or inactive (false)"),
                       base_model: str | None = Query(None, description="a registry model id"),
                       compatible: bool | None = Query(None, description="usable with the loaded model"),
-                      group_by_name: bool = Query(False, description="versions grouped by name, oldest first")):
-        """Adapters (deleted ones are hidden), each with its base model's capabilities and compatibility."""
-        filters = dict(active=active, base_model=base_model, compatible=compatible)
+                      group_by_name: bool = Query(False, description="versions grouped by name, oldest first"),
+                      deleted: bool = Query(False, description="the deleted adapters only (restorable)")):
+        """Adapters (deleted ones hidden unless `deleted=true`), each with its base model's capabilities and
+        compatibility. Listings leave out the large fields (LoRA configuration, training configuration and
+        metrics): GET /api/adapters/{id} has them."""
+        filters = dict(active=active, base_model=base_model, compatible=compatible, deleted=deleted)
         return service.grouped(**filters) if group_by_name else service.list(**filters)
 
-    @router.post("", response_model=AdapterInfo, status_code=201, openapi_extra=REGISTER_BODY,
-                 responses={400: {"description": "not a usable LoRA adapter"}, 409: {"description": "conflict"}})
+    @router.post("", response_model=AdapterInfo, status_code=201, openapi_extra=REGISTER_BODY, responses=ERRORS)
     async def register_adapter(request: Request) -> AdapterInfo:
         """Register an adapter from a server folder (inside an import root) or a hub repo (JSON), or from an
-        uploaded archive (multipart, field `archive`). Files and record are written together or not at all."""
+        uploaded archive (multipart, field `archive`, at most MAX_UPLOAD_BYTES; form fields name, version,
+        description, base_model, allow_duplicate). An adapter identical to a registered one (same weights and
+        configuration) is refused with 409 identical_adapter unless `allow_duplicate` is true. Files and record
+        are written together or not at all."""
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             return await _register_upload(request)
         try:
@@ -57,41 +75,128 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         return await run_in_threadpool(service.register, req)
 
     async def _register_upload(request: Request) -> AdapterInfo:
-        form = await request.form()
-        archive = form.get("archive")
-        if archive is None or not hasattr(archive, "filename"):
-            raise InvalidRequest("The form has no file in the field 'archive'.", code="missing_archive")
-        fields = {k: v for k, v in form.items() if k != "archive" and isinstance(v, str) and v != ""}
-        try:
-            req = RegisterAdapterRequest.model_validate({**fields, "source": "upload"})
-        except ValidationError as exc:
-            raise _invalid(exc) from None
-        with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
-            path = Path(tmp) / "archive"
-            with path.open("wb") as out:
-                await run_in_threadpool(shutil.copyfileobj, archive.file, out)
-            return await run_in_threadpool(service.register, req, upload=path, upload_name=archive.filename)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 2**20:
+            raise _too_large()
+        with service.incoming() as tmp:  # inside the data dir: one copy, on the disk the adapter ends up on
+            fields, path, filename = await _receive_upload(request, tmp / "upload")
+            try:
+                req = RegisterAdapterRequest.model_validate({**fields, "source": "upload"})
+            except ValidationError as exc:
+                raise _invalid(exc) from None
+            return await run_in_threadpool(service.register, req, upload=path, upload_name=filename)
 
     @router.get("/timeline", response_model=list[TimelineEntry])
     def timeline(name: str = Query(..., description="the adapter name")) -> list[TimelineEntry]:
         """Every version of an adapter, oldest first: training date, loss, status, training run."""
         return service.timeline(name)
 
-    @router.get("/{adapter_id}", response_model=AdapterInfo)
+    @router.get("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404]})
     def get_adapter(adapter_id: int) -> AdapterInfo:
+        """One adapter in full: with its LoRA configuration and training configuration and metrics."""
         return service.get(adapter_id)
 
-    @router.patch("/{adapter_id}", response_model=AdapterInfo)
+    @router.patch("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404], 409: ERRORS[409]})
     def update_adapter(adapter_id: int, change: AdapterUpdate) -> AdapterInfo:
-        """Rename (1-100 characters), describe, activate (pre-loads it when it fits) or deactivate."""
+        """Describe, activate or deactivate this version. `name` renames the whole name: every version of it
+        (deleted ones too) moves to the new name and keeps its number, since a version number only means
+        something within its name; 409 name_taken when the new name already has versions."""
         return service.update(adapter_id, change)
 
-    @router.delete("/{adapter_id}", response_model=AdapterInfo)
+    @router.delete("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404]})
     def delete_adapter(adapter_id: int) -> AdapterInfo:
-        """Soft delete: hidden and refused for new generations; jobs that used it keep their reference."""
+        """Soft delete: hidden and refused for new generations; jobs that used it keep their reference.
+        POST /api/adapters/{id}/restore undoes it."""
         return service.delete(adapter_id)
 
+    @router.post("/{adapter_id}/restore", response_model=AdapterInfo,
+                 responses={404: ERRORS[404], 409: {"description": "adapter_not_deleted, version_exists"}})
+    def restore_adapter(adapter_id: int) -> AdapterInfo:
+        """Undo a delete: the adapter comes back, active, under its name and version (listed meanwhile by
+        GET /api/adapters?deleted=true)."""
+        return service.restore(adapter_id)
+
     return router
+
+
+def _too_large() -> TooLarge:
+    return TooLarge(f"The upload is over {MAX_UPLOAD_BYTES / 2**30:.0f} GB, the most the studio takes.",
+                    code="upload_too_large", max_bytes=MAX_UPLOAD_BYTES)
+
+
+async def _receive_upload(request: Request, path: Path) -> tuple[dict[str, str], Path, str]:
+    """Stream a multipart body once: the part `archive` straight into `path` (bounded by MAX_UPLOAD_BYTES), the
+    known text fields into a dict (each bounded). Starlette's own form parsing would spool the file into the
+    shared temp dir first and copy it again."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise InvalidRequest("Send the archive as multipart/form-data.", code="missing_archive")
+    fields: dict[str, str] = {}
+    state = {"headers": {}, "field": b"", "value": b"", "name": None, "filename": None, "buffer": bytearray(),
+             "parts": 0, "size": 0, "file": None}
+    problems: list[Exception] = []
+
+    def on_header_field(data, start, end):
+        state["field"] += data[start:end]
+
+    def on_header_value(data, start, end):
+        state["value"] += data[start:end]
+
+    def on_header_end():
+        state["headers"][state["field"].lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished():
+        state["parts"] += 1
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        state["name"], state["buffer"] = name, bytearray()
+        if state["parts"] > MAX_FORM_PARTS:
+            raise InvalidRequest("The form has too many parts.", code="invalid_form")
+        if name == "archive":
+            if state["file"] is not None:
+                raise InvalidRequest("The form has several files in the field 'archive'.", code="invalid_form")
+            state["filename"] = Path(disposition.get(b"filename", b"archive").decode("utf-8", "replace")).name
+            state["file"] = path.open("wb")
+
+    def on_part_data(data, start, end):
+        if state["name"] == "archive":
+            state["size"] += end - start
+            if state["size"] > MAX_UPLOAD_BYTES:
+                raise _too_large()
+            state["file"].write(data[start:end])
+        elif state["name"] in FORM_FIELDS:
+            state["buffer"] += data[start:end]
+            if len(state["buffer"]) > MAX_FORM_FIELD_BYTES:
+                raise InvalidRequest(f"The form field {state['name']!r} is too long.", code="invalid_form")
+
+    def on_part_end():
+        if state["name"] in FORM_FIELDS:
+            value = bytes(state["buffer"]).decode("utf-8", "replace")
+            if value != "":
+                fields[state["name"]] = value
+        state["headers"], state["name"] = {}, None
+
+    parser = MultipartParser(boundary, {
+        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end})
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except Exception as exc:  # noqa: BLE001 - a broken multipart stream is the request's fault
+        problems.append(exc)
+    finally:
+        if state["file"] is not None:
+            state["file"].close()
+    if problems:
+        if isinstance(problems[0], (InvalidRequest, TooLarge)):
+            raise problems[0]
+        raise InvalidRequest(f"The form could not be read: {problems[0]}", code="invalid_form")
+    if state["file"] is None:
+        raise InvalidRequest("The form has no file in the field 'archive'.", code="missing_archive")
+    return fields, path, state["filename"] or "archive"
 
 
 def _invalid(exc: Exception) -> RequestValidationError:

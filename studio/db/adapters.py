@@ -1,7 +1,7 @@
 """Session-first crud for adapters."""
 from __future__ import annotations
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from studio.db.models import Adapter, Job, utcnow
@@ -18,10 +18,12 @@ def get_adapter(session: Session, adapter_id: int) -> Adapter | None:
     return session.get(Adapter, adapter_id)
 
 
-def list_adapters(session: Session, *, include_deleted: bool = False, active: bool | None = None,
-                  base_model: str | None = None, name: str | None = None) -> list[Adapter]:
+def list_adapters(session: Session, *, include_deleted: bool = False, deleted_only: bool = False,
+                  active: bool | None = None, base_model: str | None = None, name: str | None = None) -> list[Adapter]:
     stmt = select(Adapter)
-    if not include_deleted:
+    if deleted_only:
+        stmt = stmt.where(Adapter.deleted_at.is_not(None))
+    elif not include_deleted:
         stmt = stmt.where(Adapter.deleted_at.is_(None))
     if active is not None:
         stmt = stmt.where(Adapter.active == active)
@@ -35,6 +37,24 @@ def list_adapters(session: Session, *, include_deleted: bool = False, active: bo
 def versions_of(session: Session, name: str) -> list[int]:
     """Every version of `name` ever registered, deleted ones included (a version number is never reused)."""
     return list(session.exec(select(Adapter.version).where(Adapter.name == name)))
+
+
+def name_in_use(session: Session, name: str) -> bool:
+    """Any version of `name`, deleted ones included, holds the name."""
+    return session.exec(select(func.count()).select_from(Adapter).where(Adapter.name == name)).one() > 0
+
+
+def rename_all(session: Session, old: str, new: str) -> int:
+    """Move every version of `old` (deleted ones too) to `new`, keeping their numbers; not committed."""
+    result = session.exec(update(Adapter).where(Adapter.name == old).values(name=new, updated_at=utcnow()))
+    return result.rowcount
+
+
+def find_identical(session: Session, content_hash: str) -> Adapter | None:
+    """The oldest live adapter with this content, if any."""
+    stmt = (select(Adapter).where(Adapter.content_hash == content_hash, Adapter.deleted_at.is_(None))
+            .order_by(Adapter.created_at))
+    return session.exec(stmt).first()
 
 
 def next_version(session: Session, name: str) -> int:

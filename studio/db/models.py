@@ -31,6 +31,7 @@ class Adapter(SQLModel, table=True):
     source: str  # where it was registered from, for a person
     lora_config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     size_bytes: int = 0
+    content_hash: str | None = Field(default=None, index=True)  # sha256 of weights + LoRA config: spots duplicates
     # Training provenance (optional)
     training_dataset: str | None = None
     training_config: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -42,6 +43,15 @@ class Adapter(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime)
+
+    @property
+    def label(self) -> str:
+        return version_label(self.name, self.version)
+
+
+def version_label(name: str, version: int) -> str:
+    """How an adapter version is named everywhere (pages, messages, jobs): 'name vN'."""
+    return f"{name} v{version}"
 
 
 class Job(SQLModel, table=True):

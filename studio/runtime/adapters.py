@@ -5,6 +5,7 @@ another architecture or size is refused before PEFT ever sees it (PEFT would loa
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -13,11 +14,17 @@ from pathlib import Path
 from safetensors import safe_open
 from torch import nn
 
-from studio.errors import InvalidRequest
+from studio.errors import InvalidRequest, TooLarge
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Adapters kept loaded next to the base weights, least recently used unloaded first. Each one loaded makes the next
+# load and every forward over the adapted layers slower; reloading an evicted one costs a few hundred ms.
+MAX_LOADED_ADAPTERS = 8
+MAX_LOADED_ADAPTER_BYTES = 2 * 2**30
+# Metadata files are read into the database and sent to pages: a real adapter_config.json is ~1 KB.
+MAX_CONFIG_BYTES = 64 * 1024
 KEY_PREFIX = "base_model.model."
 # PEFT LoRA tensor suffixes and the dimension each checks: (module kind, index into the tensor shape, attribute)
 _LINEAR = {"lora_A.weight": [(1, "in_features")], "lora_B.weight": [(0, "out_features")],
@@ -32,6 +39,7 @@ class AdapterFiles:
     folder: Path
     config: dict
     shapes: dict[str, tuple[int, ...]]  # tensor name -> shape, read from the safetensors header only
+    dropped: tuple[str, ...] = ()  # keys of adapter_config.json that LoraConfig does not declare (not kept)
 
     @property
     def rank(self) -> int | None:
@@ -46,8 +54,13 @@ class AdapterFiles:
         return self.config.get("revision")
 
 
-def read_json_object(path: Path, *, code: str) -> dict:
-    """A JSON file that must hold an object; InvalidRequest with `code` naming the file otherwise."""
+def read_json_object(path: Path, *, code: str, max_bytes: int) -> dict:
+    """A JSON file that must hold an object, at most max_bytes long; InvalidRequest with `code` (TooLarge with
+    `metadata_too_large`) naming the file otherwise."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise TooLarge(f"{path.name} is {size / 1024:.0f} KB; the limit is {max_bytes // 1024} KB.",
+                       code="metadata_too_large", file=path.name, max_bytes=max_bytes)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -66,7 +79,8 @@ def inspect_adapter(folder: Path) -> AdapterFiles:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise InvalidRequest(f"Not a PEFT adapter: {CONFIG_FILE} is missing.", code="not_peft_adapter")
-    config = read_json_object(config_path, code="not_peft_adapter")
+    raw = read_json_object(config_path, code="not_peft_adapter", max_bytes=MAX_CONFIG_BYTES)
+    config = known_lora_keys(raw)
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type != "LORA":
         raise InvalidRequest(f"Only LoRA adapters are supported; this one is {peft_type or 'of unknown type'}.",
@@ -90,7 +104,15 @@ def inspect_adapter(folder: Path) -> AdapterFiles:
                              code="invalid_weights") from None
     if not shapes:
         raise InvalidRequest(f"{WEIGHTS_FILE} holds no tensors.", code="invalid_weights")
-    return AdapterFiles(folder, config, shapes)
+    return AdapterFiles(folder, config, shapes, tuple(sorted(set(raw) - set(config))))
+
+
+def known_lora_keys(config: dict) -> dict:
+    """Only the fields PEFT's LoraConfig declares (padding or foreign keys are dropped before anything is stored)."""
+    from peft import LoraConfig
+
+    known = {f.name for f in dataclasses.fields(LoraConfig)}
+    return {k: v for k, v in config.items() if k in known}
 
 
 def _number(value, *, integer: bool = False) -> bool:

@@ -15,7 +15,7 @@ from huggingface_hub.errors import (DryRunError, GatedRepoError, HfHubHTTPError,
                                     RevisionNotFoundError)
 from tqdm.auto import tqdm
 
-from studio.errors import OperationFailed
+from studio.errors import Conflict, NotFound, OperationFailed, Unavailable, UpstreamError
 
 # Only what transformers needs, and only safetensors weights: the repos also carry audiocraft's pickled
 # .bin checkpoints, which we never download nor unpickle.
@@ -81,9 +81,9 @@ def _progress_tqdm(on_bytes: ByteProgress, total: int, min_interval: float = 0.1
 def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None, endpoint: str | None,
                       on_bytes: ByteProgress, *, allow_patterns: list[str] = ALLOW_PATTERNS,
                       local_dir: Path | None = None, listing_patterns: list[str] = (),
-                      check_listing: Callable[[list[str]], None] | None = None) -> Path:
+                      check_listing: Callable[[dict[str, int]], None] | None = None) -> Path:
     """Download (or resume) a repo's files matching allow_patterns into the HF cache (or local_dir) and return
-    the folder. check_listing first sees the names matching allow_patterns + listing_patterns and may refuse
+    the folder. check_listing first sees the names (and sizes) matching allow_patterns + listing_patterns and may refuse
     the repo (raise) before anything is downloaded."""
     common = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, local_dir=local_dir)
     with _hub_errors(repo_id, revision):
@@ -93,7 +93,7 @@ def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None
         except DryRunError as exc:  # wraps the real reason (not found, offline, ...)
             raise (exc.__cause__ or exc) from None
         if check_listing is not None:
-            check_listing([f.filename for f in plan])
+            check_listing({f.filename: f.file_size or 0 for f in plan})
         wanted = set(filter_repo_objects([f.filename for f in plan], allow_patterns=allow_patterns))
         total = sum(f.file_size or 0 for f in plan if f.will_download and f.filename in wanted)
         return Path(snapshot_download(repo_id, allow_patterns=allow_patterns,
@@ -102,24 +102,26 @@ def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None
 
 @contextmanager
 def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
-    """Hub and network failures -> OperationFailed with a message a person can act on."""
+    """Hub and network failures -> a domain error a person can act on: expected conditions (not found, gated,
+    offline, the hub failing) get their own 4xx/5xx class, never a bare 500."""
     try:
         yield
     except GatedRepoError:
-        raise OperationFailed(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)",
-                              code="gated_repo") from None
+        raise Conflict(f"{repo_id} is gated: accept its licence on the hub and log in (hf auth login)",
+                       code="gated_repo") from None
     except RepositoryNotFoundError:
-        raise OperationFailed(f"repository {repo_id} was not found on the hub", code="repo_not_found") from None
+        raise NotFound(f"repository {repo_id} was not found on the hub", code="repo_not_found") from None
     except RevisionNotFoundError:
-        raise OperationFailed(f"revision {revision!r} of {repo_id} was not found on the hub",
-                              code="revision_not_found") from None
+        raise NotFound(f"revision {revision!r} of {repo_id} was not found on the hub",
+                       code="revision_not_found") from None
     except (LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException):
-        raise OperationFailed("the Hugging Face Hub cannot be reached (is this machine offline?)",
-                              code="hub_unreachable") from None
+        raise Unavailable("the Hugging Face Hub cannot be reached (is this machine offline?)",
+                          code="hub_unreachable") from None
     except HfHubHTTPError as exc:
-        raise OperationFailed(f"the hub answered {exc.response.status_code}", code="hub_error") from None
+        status = getattr(exc.response, "status_code", None)
+        raise UpstreamError(f"the hub answered {status or 'with an error'}", code="hub_error") from None
     except httpx2.TransportError:
-        raise OperationFailed("the connection to the hub broke during the download; try again (it resumes)",
-                              code="hub_unreachable") from None
+        raise Unavailable("the connection to the hub broke during the download; try again (it resumes)",
+                          code="hub_unreachable") from None
     except OSError as exc:
         raise OperationFailed(f"could not write the download: {exc.strerror or exc}", code="disk_error") from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
@@ -59,9 +58,12 @@ class ModelManager:
         self._progress: ProgressEvent | None = None
         self._cancel = threading.Event()
         self._loaded_listeners: list[Callable[[], None]] = []
+        self._discarded: set[str] = set()  # adapters to unload from the model when it is next used
+        self._loads = 0  # models loaded by switches so far (a no-op switch loads none)
 
     def on_model_loaded(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (in the switch's thread, the studio free again) after each successful switch."""
+        """Call `listener` (in the switch's thread, the studio free again) after each switch that loaded a model;
+        never after a no-op switch to the model already loaded."""
         self._loaded_listeners.append(listener)
 
     # ---- state -------------------------------------------------------------------------------------------
@@ -106,34 +108,28 @@ class ModelManager:
         """Exclusive use of the loaded model (raises Busy or NoModelLoaded at once)."""
         model = self._acquire("generating", activity, need_model=True)
         try:
+            self._unload_discarded(model)
             yield model
         finally:
             self._release()
+
+    def discard_adapter(self, key: str) -> None:
+        """Unload adapter `key` (deactivated or deleted) when the model is next used: never takes the studio,
+        so a client that was just told it is free never gets Busy because of adapter housekeeping."""
+        with self._guard:
+            self._discarded.add(key)
+
+    def _unload_discarded(self, model: LoadedModel) -> None:
+        with self._guard:
+            keys, self._discarded = self._discarded, set()
+        for key in keys:
+            model.unload_adapter(key)
 
     def identity(self) -> tuple[ModelSpec | None, str | None]:
         """The loaded model's registry entry and weights fingerprint (None, None when nothing is loaded)."""
         with self._guard:
             model = self._model
         return (model.spec, model.weights_hash) if model is not None else (None, None)
-
-    def try_adapter_op(self, op: Callable[[LoadedModel], None], activity: str, wait_s: float = 0.0) -> bool:
-        """Run a quick adapter operation once the studio is free (waiting up to wait_s); False (not done) when
-        it stays busy or nothing is loaded.
-
-        Used for pre-loading on activation or after a switch, and unloading on deactivation: optimisations,
-        never worth making a person wait for a running generation."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                with self.use(activity) as model:
-                    op(model)
-                return True
-            except NoModelLoaded:
-                return False
-            except Busy:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.05)
 
     def cancel(self) -> bool:
         """Ask the running generation to stop at its next decoding step."""
@@ -176,11 +172,13 @@ class ModelManager:
             events.put(event)
 
         def run() -> None:
+            loads_before = self._loads
             try:
                 final = self._switch(spec, note, emit)
             except BaseException as exc:  # noqa: BLE001 - the stream must end, whatever happened
                 log.exception("model switch crashed")
                 final = ProgressEvent("error", f"Switch failed: {_reason(exc)}", spec.id, code="switch_failed")
+            loaded_now = final.stage == "ready" and self._loads != loads_before  # not a no-op switch
             with self._guard:
                 self._progress = final
                 # The note says why the loaded model is loaded: a failure is the switch's progress, unless it left
@@ -189,7 +187,7 @@ class ModelManager:
                     self._note = final.message
             self._release()  # before the final event: a client told 'ready' can generate at once
             events.put(final)
-            if final.stage == "ready":
+            if loaded_now:
                 for listener in self._loaded_listeners:
                     try:
                         listener()
@@ -255,12 +253,14 @@ class ModelManager:
             return ProgressEvent("error", f"Could not load {name}: {reason}.{tail}", spec.id, code="load_failed")
         with self._guard:
             self._model = model
+            self._loads += 1
             self._note = note or f"{name} loaded."
         return ProgressEvent("ready", f"{name} is ready.", spec.id, fraction=1.0)
 
     def _unload(self) -> None:
         with self._guard:
             model, self._model = self._model, None
+            self._discarded.clear()  # they leave with the model
         if model is not None:
             self.backend.unload(model)
             del model

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -13,7 +14,8 @@ from transformers import AutoProcessor, StoppingCriteria, StoppingCriteriaList
 
 from studio.errors import Cancelled, Incompatible
 from studio.registry import ModelSpec
-from studio.runtime.adapters import check_structure, inspect_adapter
+from studio.runtime.adapters import (MAX_LOADED_ADAPTER_BYTES, MAX_LOADED_ADAPTERS, WEIGHTS_FILE, check_structure,
+                                    inspect_adapter)
 from studio.runtime.backend import SamplingParams, StepCallback
 from studio.runtime.fingerprint import weights_fingerprint
 
@@ -44,13 +46,17 @@ class _StepHook(StoppingCriteria):
 
 
 class TransformersMusicgen:
-    def __init__(self, spec: ModelSpec, model, processor, device: torch.device, weights_hash: str | None = None):
+    def __init__(self, spec: ModelSpec, model, processor, device: torch.device, weights_hash: str | None = None,
+                 max_adapters: int = MAX_LOADED_ADAPTERS, max_adapter_bytes: int = MAX_LOADED_ADAPTER_BYTES):
         self.spec, self.model, self.processor, self.device = spec, model, processor, device
         self.weights_hash = weights_hash
+        self.max_adapters, self.max_adapter_bytes = max_adapters, max_adapter_bytes
         self._nbytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
         decoder = model.config.decoder
         self.codebooks_per_channel = decoder.num_codebooks // max(1, getattr(decoder, "audio_channels", 1))
-        self.adapters: dict[str, Path] = {}  # PEFT adapter name -> folder, loaded into the model
+        # PEFT adapter name -> folder, loaded into the model, least recently used first (bounded: see _evict)
+        self.adapters: OrderedDict[str, Path] = OrderedDict()
+        self._adapter_bytes: dict[str, int] = {}
         self.active_adapter: str | None = None
         self._tuner_layers: list | None = None  # PEFT's adapter layers, found once per adapter load/unload
 
@@ -58,6 +64,7 @@ class TransformersMusicgen:
     def load_adapter(self, name: str, folder: Path) -> None:
         """Load a LoRA adapter next to the base weights after checking its structure against this model."""
         if name in self.adapters:
+            self.adapters.move_to_end(name)
             return
         check_structure(self.model, inspect_adapter(folder), self.spec.display_name)
         try:
@@ -68,14 +75,31 @@ class TransformersMusicgen:
                 self.model.delete_adapter(name)
             raise
         self.adapters[name] = Path(folder)
+        self._adapter_bytes[name] = (Path(folder) / WEIGHTS_FILE).stat().st_size
         self._tuner_layers = None
+        self._evict(keep=name)
         self._apply()
+
+    def _evict(self, keep: str) -> None:
+        """Unload the least recently used adapters beyond the count and bytes caps (never `keep` nor the active
+        one): every adapter kept makes each later load and each forward over the adapted layers slower."""
+        def over() -> bool:
+            return (len(self.adapters) > self.max_adapters
+                    or sum(self._adapter_bytes.values()) > self.max_adapter_bytes)
+
+        for name in list(self.adapters):
+            if not over():
+                return
+            if name not in (keep, self.active_adapter):
+                self.unload_adapter(name)
 
     def activate_adapter(self, name: str | None, folder: Path | None = None) -> None:
         """Generate with adapter `name` (loading it from `folder` if needed), or with the base model (None)."""
-        if name is not None and name not in self.adapters:
-            self.load_adapter(name, folder)
+        if name is not None:
+            self.load_adapter(name, folder)  # loads on first use; otherwise marks it recently used
         self.active_adapter = name
+        if name is not None:
+            self._evict(keep=name)  # the previously active one may go now
         self._apply()
 
     def unload_adapter(self, name: str) -> None:
@@ -83,6 +107,7 @@ class TransformersMusicgen:
             return
         self.model.delete_adapter(name)
         del self.adapters[name]
+        self._adapter_bytes.pop(name, None)
         self._tuner_layers = None
         if self.active_adapter == name:
             self.active_adapter = None

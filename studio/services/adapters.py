@@ -1,8 +1,13 @@
 """LoRA adapters as versioned artifacts: registration with validation and provenance, compatibility with the
-loaded model, lifecycle, listings and version history."""
+loaded model, lifecycle (rename, activate, delete, restore), listings and version history."""
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
+import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -10,23 +15,25 @@ import tarfile
 import tempfile
 import uuid
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import IO, Any, Callable, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.exc import IntegrityError
 
-from studio.db.adapters import (add_adapter, get_adapter, job_count, list_adapters, next_version, save_adapter,
-                                versions_of)
+from studio.db.adapters import (add_adapter, find_identical, get_adapter, job_count, list_adapters, name_in_use,
+                                next_version, rename_all, save_adapter, versions_of)
 from studio.db.engine import session_scope
-from studio.db.models import Adapter, utcnow
-from studio.errors import Conflict, Incompatible, InvalidRequest, NotFound
+from studio.db.models import Adapter, utcnow, version_label
+from studio.errors import Conflict, Incompatible, InvalidRequest, NotFound, TooLarge
 from studio.registry import ModelSpec, Registry
 from studio.runtime import hub
-from studio.runtime.adapters import (CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, check_structure, inspect_adapter,
-                                    read_json_object)
+from studio.runtime.adapters import (CONFIG_FILE, MAX_CONFIG_BYTES, PICKLE_SUFFIXES, WEIGHTS_FILE, check_structure,
+                                    inspect_adapter, read_json_object)
 from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import build_skeleton
@@ -34,19 +41,55 @@ from studio.services.jobs import DELETED_ADAPTER
 
 log = logging.getLogger(__name__)
 PROVENANCE_FILE = "training_provenance.json"  # written by the studio's training; optional for imports
-KEPT_FILES = (CONFIG_FILE, WEIGHTS_FILE, "README.md", PROVENANCE_FILE)
+README_FILE = "README.md"
+KEPT_FILES = (CONFIG_FILE, WEIGHTS_FILE, README_FILE, PROVENANCE_FILE)
 MAX_NAME = 100
-MAX_ARCHIVE_BYTES = 4 * 2**30
+# Size limits. Metadata is stored in the database and sent to pages, so it stays small; weights may be large.
+MAX_WEIGHTS_BYTES = 4 * 2**30
+MAX_README_BYTES = 256 * 1024
+MAX_PROVENANCE_BYTES = 512 * 1024
+MAX_TRAINING_CONFIG_BYTES = 64 * 1024  # as JSON
+MAX_TRAINING_METRICS_BYTES = 256 * 1024  # as JSON: a loss curve of ~10,000 points
+MAX_DATASET_CHARS = 500
+MAX_UPLOAD_BYTES = 5 * 2**30  # an uploaded archive, as received
 MAX_ARCHIVE_MEMBERS = 200
-PRELOAD_WAIT_S = 5.0  # after a switch, a generation that started at once may hold the studio briefly
 ProgressFn = Callable[[float | None, str], None]
 # The hub's rule: org/name of letters, digits, '-', '_', '.', not starting or ending with '-' or '.', no '--' or '..'
 _REPO_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
 _REPO_ID = re.compile(f"{_REPO_PART}/{_REPO_PART}")
 
 
+def file_cap(name: str) -> int:
+    """The most bytes the studio keeps of each adapter file."""
+    return {CONFIG_FILE: MAX_CONFIG_BYTES, WEIGHTS_FILE: MAX_WEIGHTS_BYTES, README_FILE: MAX_README_BYTES,
+            PROVENANCE_FILE: MAX_PROVENANCE_BYTES}[name]
+
+
+def _kb(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB" if nbytes >= 2**20 \
+        else f"{nbytes // 1024} KB"
+
+
 # ---- requests and results ------------------------------------------------------------------------------------
-class RegisterAdapterRequest(BaseModel):
+class TrainingFields(BaseModel):
+    """Training provenance, from the request or from training_provenance.json; bounded (stored and shown)."""
+
+    training_dataset: str | None = Field(None, max_length=MAX_DATASET_CHARS)
+    training_config: dict[str, Any] | None = Field(
+        None, description=f"at most {MAX_TRAINING_CONFIG_BYTES // 1024} KB as JSON")
+    training_metrics: dict[str, Any] | None = Field(
+        None, description=f"at most {MAX_TRAINING_METRICS_BYTES // 1024} KB as JSON (e.g. 'loss': [...])")
+
+    @field_validator("training_config", "training_metrics")
+    @classmethod
+    def _bounded(cls, value: dict | None, info) -> dict | None:
+        limit = MAX_TRAINING_CONFIG_BYTES if info.field_name == "training_config" else MAX_TRAINING_METRICS_BYTES
+        if value is not None and len(json.dumps(value, default=str)) > limit:
+            raise ValueError(f"at most {limit // 1024} KB of JSON")
+        return value
+
+
+class RegisterAdapterRequest(TrainingFields):
     model_config = ConfigDict(extra="forbid")
 
     source: Literal["folder", "hub", "upload"] = Field(description="a server folder, a hub repo, or an archive")
@@ -57,23 +100,46 @@ class RegisterAdapterRequest(BaseModel):
     version: int | None = Field(None, ge=1, description="default: the next free version of this name")
     description: str = Field("", max_length=2000)
     base_model: str | None = Field(None, description="registry model id; default: from adapter_config.json")
-    training_dataset: str | None = None
-    training_config: dict[str, Any] | None = None
-    training_metrics: dict[str, Any] | None = None
+    allow_duplicate: bool = Field(False, description="register even when an adapter with identical weights and "
+                                                     "configuration exists (refused with 409 identical_adapter "
+                                                     "otherwise)")
+
+
+class Provenance(TrainingFields):
+    model_config = ConfigDict(extra="ignore")
+
+    base_model_revision: str | None = Field(None, max_length=200)
+    base_weights_hash: str | None = Field(None, max_length=200)
+    training_run_id: str | None = Field(None, max_length=200)
+    trained_at: datetime | None = None
+
+    @field_validator("trained_at", mode="before")
+    @classmethod
+    def _lenient_date(cls, value):
+        try:
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+        except ValueError:
+            return None
 
 
 class AdapterUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
+    name: str | None = Field(None, description="renames the whole name: every version (deleted ones too) moves to "
+                                               "the new name and keeps its number; refused (409 name_taken) when "
+                                               "the new name already has versions")
     description: str | None = Field(None, max_length=2000)
     active: bool | None = None
 
 
-class AdapterInfo(BaseModel):
+class AdapterSummary(BaseModel):
+    """An adapter in a listing: small fields only. Its LoRA and training configuration and metrics are in the
+    detail (GET /api/adapters/{id})."""
+
     id: int
     name: str
     version: int
+    label: str = Field(description="'name vN', as the studio names it everywhere")
     description: str
     base_model: str
     base_model_name: str
@@ -81,18 +147,14 @@ class AdapterInfo(BaseModel):
     base_model_revision: str | None
     active: bool
     deleted: bool
-    compatible: bool  # usable with the loaded model
-    compatibility_note: str | None  # why not, for a person
+    compatible: bool = Field(description="usable with the loaded model")
+    compatibility_note: str | None = Field(description="why not, for a person")
     rank: int | None
     alpha: float | None
-    target_modules: str | list[str] | None
-    lora_config: dict[str, Any]
     source: str
     size_bytes: int
     usage_count: int
     training_dataset: str | None
-    training_config: dict[str, Any] | None
-    training_metrics: dict[str, Any] | None
     training_run_id: str | None
     trained_at: datetime | None
     created_at: datetime
@@ -100,9 +162,19 @@ class AdapterInfo(BaseModel):
     deleted_at: datetime | None
 
 
+class AdapterInfo(AdapterSummary):
+    """One adapter in full (detail view only): its LoRA configuration (PEFT LoraConfig fields only) and its
+    training configuration and metrics."""
+
+    target_modules: str | list[str] | None
+    lora_config: dict[str, Any]
+    training_config: dict[str, Any] | None
+    training_metrics: dict[str, Any] | None
+
+
 class AdapterGroup(BaseModel):
     name: str
-    versions: list[AdapterInfo]  # oldest first
+    versions: list[AdapterSummary]  # oldest first
 
 
 class TimelineEntry(BaseModel):
@@ -114,7 +186,7 @@ class TimelineEntry(BaseModel):
     loss: list[float] | None
     status: Literal["active", "inactive", "deleted"]
     training_run_id: str | None
-    training_run_url: str | None
+    training_run_url: str | None = Field(description="null: the studio has no training-run pages yet")
 
 
 @dataclass(frozen=True)
@@ -129,6 +201,10 @@ class AdapterRef:
 
 def adapter_key(adapter_id: int) -> str:
     return f"adapter_{adapter_id}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -177,48 +253,60 @@ class AdapterService:
             return f"Trained on other weights than the {spec.display_name} loaded here"
         return None
 
-    def _info(self, a: Adapter, spec: ModelSpec | None, weights_hash: str | None) -> AdapterInfo:
+    def _summary_fields(self, a: Adapter, spec: ModelSpec | None, weights_hash: str | None) -> dict[str, Any]:
         base = self._spec_or_none(a.base_model)
         note = self._compatibility(a, spec, weights_hash)
         cfg = a.lora_config or {}
-        return AdapterInfo(
-            id=a.id, name=a.name, version=a.version, description=a.description, base_model=a.base_model,
-            base_model_name=self._model_name(a.base_model),
+        return dict(
+            id=a.id, name=a.name, version=a.version, label=a.label, description=a.description,
+            base_model=a.base_model, base_model_name=self._model_name(a.base_model),
             base_model_max_duration_s=base.max_duration_s if base else None,
             base_model_revision=a.base_model_revision, active=a.active, deleted=a.deleted_at is not None,
             compatible=note is None, compatibility_note=note, rank=cfg.get("r"), alpha=cfg.get("lora_alpha"),
-            target_modules=cfg.get("target_modules"), lora_config=cfg, source=a.source, size_bytes=a.size_bytes,
-            usage_count=a.usage_count, training_dataset=a.training_dataset, training_config=a.training_config,
-            training_metrics=a.training_metrics, training_run_id=a.training_run_id, trained_at=_utc(a.trained_at),
+            source=a.source, size_bytes=a.size_bytes, usage_count=a.usage_count,
+            training_dataset=a.training_dataset, training_run_id=a.training_run_id, trained_at=_utc(a.trained_at),
             created_at=_utc(a.created_at), updated_at=_utc(a.updated_at), deleted_at=_utc(a.deleted_at))
 
+    def _info(self, a: Adapter, spec: ModelSpec | None, weights_hash: str | None) -> AdapterInfo:
+        cfg = a.lora_config or {}
+        return AdapterInfo(**self._summary_fields(a, spec, weights_hash), target_modules=cfg.get("target_modules"),
+                           lora_config=cfg, training_config=a.training_config,
+                           training_metrics=a.training_metrics)
+
     def list(self, *, active: bool | None = None, base_model: str | None = None,
-             compatible: bool | None = None) -> list[AdapterInfo]:
+             compatible: bool | None = None, deleted: bool = False) -> list[AdapterSummary]:
+        """Live adapters (or, with deleted=True, the deleted ones only), without their large fields."""
         spec, weights_hash = self.manager.identity()
         with session_scope(self.engine) as session:
-            rows = list_adapters(session, active=active, base_model=base_model)
-        infos = [self._info(a, spec, weights_hash) for a in rows]
+            rows = list_adapters(session, active=active, base_model=base_model, deleted_only=deleted)
+        infos = [AdapterSummary(**self._summary_fields(a, spec, weights_hash)) for a in rows]
         return [i for i in infos if compatible is None or i.compatible == compatible]
 
     def grouped(self, **filters) -> list[AdapterGroup]:
-        groups: dict[str, list[AdapterInfo]] = {}
+        groups: dict[str, list[AdapterSummary]] = {}
         for info in self.list(**filters):  # ordered by name, then creation
             groups.setdefault(info.name, []).append(info)
         return [AdapterGroup(name=name, versions=versions) for name, versions in groups.items()]
 
-    def _live(self, session, adapter_id: int) -> Adapter:
+    def _row(self, session, adapter_id: int) -> Adapter:
         a = get_adapter(session, adapter_id)
         if a is None:
             raise NotFound(f"There is no adapter {adapter_id}.", code="adapter_not_found", adapter_id=adapter_id)
-        if a.deleted_at is not None:
-            raise NotFound(f"Adapter {adapter_id} ({a.name} v{a.version}) was deleted.", code="adapter_deleted",
-                           adapter_id=adapter_id)
         return a
 
-    def get(self, adapter_id: int) -> AdapterInfo:
+    def _live(self, session, adapter_id: int) -> Adapter:
+        a = self._row(session, adapter_id)
+        if a.deleted_at is not None:
+            raise NotFound(f"Adapter {adapter_id} ({a.label}) was deleted; restore it to use it again.",
+                           code="adapter_deleted", adapter_id=adapter_id)
+        return a
+
+    def get(self, adapter_id: int, *, deleted: bool = False) -> AdapterInfo:
+        """A live adapter in full (a deleted one too with deleted=True)."""
         spec, weights_hash = self.manager.identity()
         with session_scope(self.engine) as session:
-            return self._info(self._live(session, adapter_id), spec, weights_hash)
+            a = self._row(session, adapter_id) if deleted else self._live(session, adapter_id)
+            return self._info(a, spec, weights_hash)
 
     def label(self, adapter_id: int | None) -> str | None:
         """How a job shows the adapter it used: 'name vN', or 'Deleted Adapter'."""
@@ -228,7 +316,7 @@ class AdapterService:
             a = get_adapter(session, adapter_id)
         if a is None or a.deleted_at is not None:
             return DELETED_ADAPTER
-        return f"{a.name} v{a.version}"
+        return a.label
 
     def timeline(self, name: str) -> list[TimelineEntry]:
         with session_scope(self.engine) as session:
@@ -239,15 +327,14 @@ class AdapterService:
         for a in sorted(rows, key=lambda r: (r.created_at, r.version)):
             metrics = a.training_metrics or {}
             loss = metrics.get("loss")
-            loss_list = [float(x) for x in loss] if isinstance(loss, list) else None
-            final = metrics.get("final_loss", loss_list[-1] if loss_list else loss if isinstance(loss, (int, float))
-                                else None)
+            loss_list = [float(x) for x in loss if _is_number(x)] if isinstance(loss, list) else None
+            final = metrics.get("final_loss", loss_list[-1] if loss_list else loss)
             status = "deleted" if a.deleted_at else ("active" if a.active else "inactive")
             entries.append(TimelineEntry(
                 id=a.id, version=a.version, trained_at=_utc(a.trained_at), created_at=_utc(a.created_at),
-                final_loss=float(final) if final is not None else None, loss=loss_list, status=status,
+                final_loss=float(final) if _is_number(final) else None, loss=loss_list, status=status,
                 training_run_id=a.training_run_id,
-                training_run_url=f"/api/training/runs/{a.training_run_id}" if a.training_run_id else None))
+                training_run_url=None))  # no training-run pages exist yet: no link that answers 404
         return entries
 
     # ---- generation ----------------------------------------------------------------------------------------
@@ -258,10 +345,10 @@ class AdapterService:
             if a is None:
                 raise NotFound(f"There is no adapter {adapter_id}.", code="adapter_not_found", adapter_id=adapter_id)
             if a.deleted_at is not None:
-                raise InvalidRequest(f"Adapter {a.name} v{a.version} was deleted; it cannot be used any more.",
+                raise InvalidRequest(f"Adapter {a.label} was deleted; restore it in the Adapters tab to use it.",
                                      code="adapter_deleted", adapter_id=adapter_id)
             if not a.active:
-                raise InvalidRequest(f"Adapter {a.name} v{a.version} is inactive: activate it in the Adapters tab.",
+                raise InvalidRequest(f"Adapter {a.label} is inactive: activate it in the Adapters tab.",
                                      code="adapter_inactive", adapter_id=adapter_id)
             reason = self._compatibility(a, spec, weights_hash)
             if reason:
@@ -269,70 +356,48 @@ class AdapterService:
                           for o in list_adapters(session, active=True, base_model=spec.id)
                           if self._compatibility(o, spec, weights_hash) is None][:5]
                 hint = (f" Compatible with {spec.display_name}: "
-                        + ", ".join(f"{o['name']} v{o['version']}" for o in others) + "." if others else
+                        + ", ".join(version_label(o["name"], o["version"]) for o in others) + "." if others else
                         f" No adapter for {spec.display_name} is registered.")
-                raise Incompatible(f"Adapter {a.name} v{a.version} cannot be used with {spec.display_name}: "
+                raise Incompatible(f"Adapter {a.label} cannot be used with {spec.display_name}: "
                                    f"{reason}. Change the model in Settings to use it.{hint}",
                                    code="adapter_incompatible", adapter_id=adapter_id, required_model=a.base_model,
                                    required_model_name=self._model_name(a.base_model), compatible=others)
-            return AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, f"{a.name} v{a.version}")
+            # Loaded into the model by the generation itself, on first use (and kept, least recently used first
+            # out): nothing is loaded ahead, so a switch or a registration never keeps the studio busy.
+            return AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, a.label)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def update(self, adapter_id: int, change: AdapterUpdate) -> AdapterInfo:
+        """Describe, activate or deactivate one version; renaming renames the whole name (every version, deleted
+        ones included, keeps its number: a version number only means something within its name)."""
         with session_scope(self.engine) as session:
             a = self._live(session, adapter_id)
-            wanted_name = a.name if change.name is None else _clean_name(change.name)
-            a.name = wanted_name
+            old_name = a.name
+            new_name = old_name if change.name is None else _clean_name(change.name)
+            if new_name != old_name and name_in_use(session, new_name):
+                raise Conflict(f"The name {new_name!r} is already used by other adapters. Renaming moves every "
+                               f"version of {old_name} to the new name, so choose a name that is not in use.",
+                               code="name_taken", name=new_name)
             if change.description is not None:
                 a.description = change.description
-            activated = change.active is True and not a.active
             deactivated = change.active is False and a.active
             if change.active is not None:
                 a.active = change.active
-            version = a.version
             try:
+                if new_name != old_name:
+                    rename_all(session, old_name, new_name)  # every version, in the same transaction as `a`
                 save_adapter(session, a)
-            except IntegrityError:
-                session.rollback()  # expires `a`: it reads the stored (old) name again
-                nxt = next_version(session, wanted_name)
-                raise Conflict(f"An adapter {wanted_name} v{version} already exists: choose another name.",
-                               code="version_exists", next_version=nxt) from None
-            ref = AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, f"{a.name} v{a.version}")
-        if activated:
-            self._preload(ref)
-        if deactivated:  # running jobs finish: unloading waits for a free studio, or happens at the next switch
-            self.manager.try_adapter_op(lambda m: m.unload_adapter(ref.key), "unloading an adapter")
+            except IntegrityError:  # the name was taken meanwhile
+                session.rollback()
+                raise Conflict(f"The name {new_name!r} was taken meanwhile; choose another.", code="name_taken",
+                               name=new_name) from None
+        if deactivated:  # unloaded when the model is next used; running jobs finish with it
+            self.manager.discard_adapter(adapter_key(adapter_id))
         return self.get(adapter_id)
 
-    def _preload(self, ref: AdapterRef, wait_s: float = 0.0) -> bool:
-        """Activation pre-loads the adapter into a compatible loaded model when memory allows."""
-        spec, weights_hash = self.manager.identity()
-        with session_scope(self.engine) as session:
-            a = get_adapter(session, ref.id)
-            if spec is None or self._compatibility(a, spec, weights_hash) is not None:
-                return False
-        if self.manager.memory_shortfall_bytes(a.size_bytes * 2):
-            return False
-        try:
-            return self.manager.try_adapter_op(lambda m: m.load_adapter(ref.key, ref.folder), "loading an adapter",
-                                               wait_s=wait_s)
-        except Exception as exc:  # noqa: BLE001 - pre-loading is an optimisation: the adapter stays unloaded,
-            # and the generation that asks for it gets the reason as a domain error
-            log.warning("adapter %s not pre-loaded: %s", ref.label, getattr(exc, "message", None) or exc)
-            return False
-
-    def preload_active(self) -> int:
-        """After a model switch: pre-load every active adapter made for the new model (while memory allows)."""
-        spec, _ = self.manager.identity()
-        if spec is None:
-            return 0
-        with session_scope(self.engine) as session:
-            refs = [AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, f"{a.name} v{a.version}")
-                    for a in list_adapters(session, active=True, base_model=spec.id)]
-        return sum(self._preload(ref, wait_s=PRELOAD_WAIT_S) for ref in refs)
-
     def delete(self, adapter_id: int) -> AdapterInfo:
-        """Soft delete: hidden from listings, refused for new generations; old jobs keep their reference."""
+        """Soft delete: hidden from listings, refused for new generations; old jobs keep their reference; restore
+        brings it back."""
         with session_scope(self.engine) as session:
             a = self._live(session, adapter_id)
             a.deleted_at = utcnow()
@@ -340,51 +405,92 @@ class AdapterService:
             save_adapter(session, a)
             spec, weights_hash = self.manager.identity()
             info = self._info(a, spec, weights_hash)
-        self.manager.try_adapter_op(lambda m: m.unload_adapter(adapter_key(adapter_id)), "unloading an adapter")
+        self.manager.discard_adapter(adapter_key(adapter_id))
         return info
+
+    def restore(self, adapter_id: int) -> AdapterInfo:
+        """Undo a soft delete: the adapter comes back active under its name and version."""
+        with session_scope(self.engine) as session:
+            a = self._row(session, adapter_id)
+            if a.deleted_at is None:
+                raise Conflict(f"Adapter {a.label} is not deleted.", code="adapter_not_deleted",
+                               adapter_id=adapter_id)
+            clash = [o for o in list_adapters(session, name=a.name) if o.version == a.version]
+            if clash:  # the unique (name, version) constraint covers deleted rows; said plainly all the same
+                raise Conflict(f"{a.label} is taken by another adapter now: rename that one first.",
+                               code="version_exists", adapter_id=clash[0].id)
+            a.deleted_at = None
+            a.active = True
+            try:
+                save_adapter(session, a)
+            except IntegrityError:
+                session.rollback()
+                raise Conflict(f"{a.label} is taken by another adapter now.", code="version_exists") from None
+        return self.get(adapter_id)
 
     def jobs_using(self, adapter_id: int) -> int:
         with session_scope(self.engine) as session:
             return job_count(session, adapter_id)
 
     # ---- registration --------------------------------------------------------------------------------------
+    @contextmanager
+    def incoming(self) -> Iterator[Path]:
+        """A temporary folder inside the adapter store (same disk as the result, never the shared /tmp), removed
+        afterwards; start-up removes those a killed studio left behind (`.incoming-*`)."""
+        self.adapters_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".incoming-", dir=self.adapters_dir) as tmp:
+            yield Path(tmp)
+
     def register(self, req: RegisterAdapterRequest, *, upload: Path | None = None,
                  upload_name: str | None = None, on_progress: ProgressFn | None = None) -> AdapterInfo:
         """Validate, copy into the adapter store and record, all or nothing."""
         progress = on_progress or (lambda fraction, message: None)
-        self.adapters_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".incoming-", dir=self.adapters_dir) as tmp:
-            folder, default_name, source = self._fetch(req, Path(tmp), upload, upload_name, progress)
+        if upload is not None and upload.is_file() and upload.stat().st_size > MAX_UPLOAD_BYTES:
+            raise TooLarge(f"The archive is over {_kb(MAX_UPLOAD_BYTES)}, the most the studio takes.",
+                           code="upload_too_large", max_bytes=MAX_UPLOAD_BYTES)
+        with self.incoming() as tmp:
+            folder, default_name, source = self._fetch(req, tmp, upload, upload_name, progress)
             progress(None, "Checking the adapter")
             files = inspect_adapter(folder)
             spec = self._base_model(files.base_name, req.base_model)
             self._check_structure(files, spec)
             provenance = self._provenance(folder)
             name = _clean_name(req.name or default_name)
-            stage = Path(tmp) / "store"
+            stage = tmp / "store"
             stage.mkdir()
             for kept in KEPT_FILES:
                 if (folder / kept).is_file():
-                    shutil.copyfile(folder / kept, stage / kept)
+                    _copy_capped(folder / kept, stage / kept)
+            if files.dropped:  # keys PEFT's LoraConfig does not know (padding, foreign tools): not kept
+                (stage / CONFIG_FILE).write_text(json.dumps(files.config, indent=2), encoding="utf-8")
             dest_rel = Path("adapters") / uuid.uuid4().hex
             record = Adapter(
                 name=name, version=req.version or 0, description=req.description, base_model=spec.id,
-                base_model_revision=provenance.get("base_model_revision") or files.revision,
-                base_weights_hash=provenance.get("base_weights_hash"), path=dest_rel.as_posix(), source=source,
+                base_model_revision=provenance.base_model_revision or files.revision,
+                base_weights_hash=provenance.base_weights_hash, path=dest_rel.as_posix(), source=source,
                 lora_config=files.config, size_bytes=sum(p.stat().st_size for p in stage.iterdir()),
-                training_dataset=req.training_dataset or provenance.get("training_dataset"),
-                training_config=req.training_config or provenance.get("training_config"),
-                training_metrics=req.training_metrics or provenance.get("training_metrics"),
-                training_run_id=provenance.get("training_run_id"), trained_at=provenance.get("trained_at"))
+                content_hash=content_hash(stage / WEIGHTS_FILE, files.config, spec.id),
+                training_dataset=req.training_dataset or provenance.training_dataset,
+                training_config=req.training_config or provenance.training_config,
+                training_metrics=req.training_metrics or provenance.training_metrics,
+                training_run_id=provenance.training_run_id, trained_at=provenance.trained_at)
             progress(0.9, "Saving")
-            return self._store(record, stage, self.data_dir / dest_rel, explicit_version=req.version)
+            return self._store(record, stage, self.data_dir / dest_rel, explicit_version=req.version,
+                               allow_duplicate=req.allow_duplicate)
 
-    def _store(self, record: Adapter, stage: Path, dest: Path, explicit_version: int | None) -> AdapterInfo:
+    def _store(self, record: Adapter, stage: Path, dest: Path, explicit_version: int | None,
+               allow_duplicate: bool) -> AdapterInfo:
         with session_scope(self.engine) as session:
+            same = None if allow_duplicate else find_identical(session, record.content_hash)
+            if same is not None:
+                raise Conflict(f"This adapter is identical to {same.label} (id {same.id}): same weights and "
+                               f"configuration. Use {same.label}, or register it anyway (allow_duplicate: true).",
+                               code="identical_adapter", existing_id=same.id, existing_name=same.name,
+                               existing_version=same.version, existing_label=same.label)
             taken = versions_of(session, record.name)
             if explicit_version is not None and explicit_version in taken:
-                raise Conflict(f"{record.name} v{explicit_version} already exists; the next free version is "
-                               f"{max(taken) + 1}.", code="version_exists", next_version=max(taken) + 1)
+                raise Conflict(f"{version_label(record.name, explicit_version)} already exists; the next free "
+                               f"version is {max(taken) + 1}.", code="version_exists", next_version=max(taken) + 1)
             if explicit_version is None:
                 record.version = next_version(session, record.name)
             os.replace(stage, dest)  # files first, then the record; undone if the record fails
@@ -394,16 +500,13 @@ class AdapterService:
                 session.rollback()
                 shutil.rmtree(dest, ignore_errors=True)
                 nxt = next_version(session, record.name)
-                raise Conflict(f"{record.name} v{record.version} was registered meanwhile; the next free version "
-                               f"is {nxt}.", code="version_exists", next_version=nxt) from None
+                raise Conflict(f"{record.label} was registered meanwhile; the next free version is {nxt}.",
+                               code="version_exists", next_version=nxt) from None
             except Exception:
                 shutil.rmtree(dest, ignore_errors=True)
                 raise
             spec, weights_hash = self.manager.identity()
-            info = self._info(record, spec, weights_hash)
-        if record.active:
-            self._preload(AdapterRef(record.id, adapter_key(record.id), dest, f"{record.name} v{record.version}"))
-        return info
+            return self._info(record, spec, weights_hash)
 
     def _fetch(self, req: RegisterAdapterRequest, tmp: Path, upload: Path | None, upload_name: str | None,
                progress: ProgressFn) -> tuple[Path, str, str]:
@@ -423,13 +526,20 @@ class AdapterService:
         if not req.repo_id or not _REPO_ID.fullmatch(req.repo_id) or ".." in req.repo_id or "--" in req.repo_id:
             raise InvalidRequest("Give the hub repo as org/name.", code="invalid_repo_id")
 
-        def refuse_pickles(names: list[str]) -> None:
+        def check_listing(sizes: dict[str, int]) -> None:
+            """Refused before anything is downloaded: pickles only, no config, files over their limits."""
+            names = list(sizes)
             if WEIGHTS_FILE not in names and any(n.lower().endswith(PICKLE_SUFFIXES) for n in names):
                 raise InvalidRequest(f"{req.repo_id} only has pickled weights, which are refused: they can run code "
                                      f"when loaded. Ask for {WEIGHTS_FILE} (safetensors).", code="pickled_weights")
             if CONFIG_FILE not in names:
                 raise InvalidRequest(f"{req.repo_id} is not a PEFT adapter: {CONFIG_FILE} is missing.",
                                      code="not_peft_adapter")
+            for name in KEPT_FILES:
+                if sizes.get(name, 0) > file_cap(name):
+                    code = "metadata_too_large" if name != WEIGHTS_FILE else "weights_too_large"
+                    raise TooLarge(f"{name} in {req.repo_id} is {_kb(sizes[name])}; the studio keeps at most "
+                                   f"{_kb(file_cap(name))}.", code=code, file=name, max_bytes=file_cap(name))
 
         def on_bytes(done: int, total: int) -> None:
             progress(done / total if total else None, f"Downloading {req.repo_id}: {done / 2**20:.1f} of "
@@ -438,7 +548,7 @@ class AdapterService:
         folder = hub.download_snapshot(req.repo_id, req.revision, None, self.hf_endpoint, on_bytes,
                                        allow_patterns=list(KEPT_FILES), local_dir=tmp / "hub",
                                        listing_patterns=[f"*{s}" for s in PICKLE_SUFFIXES],
-                                       check_listing=refuse_pickles)
+                                       check_listing=check_listing)
         rev = f"@{req.revision}" if req.revision else ""
         return folder, req.repo_id.split("/")[1], f"hub:{req.repo_id}{rev}"
 
@@ -499,41 +609,112 @@ class AdapterService:
             return  # checked again when the adapter is first applied to the loaded model
         check_structure(build_skeleton(base_folder), files, spec.display_name)
 
-    def _provenance(self, folder: Path) -> dict[str, Any]:
+    def _provenance(self, folder: Path) -> Provenance:
         path = folder / PROVENANCE_FILE
         if not path.is_file():
-            return {}
-        data = read_json_object(path, code="invalid_provenance")
-        if data.get("trained_at"):
-            try:
-                data["trained_at"] = datetime.fromisoformat(str(data["trained_at"]).replace("Z", "+00:00"))
-            except ValueError:
-                data["trained_at"] = None
+            return Provenance()
+        data = read_json_object(path, code="invalid_provenance", max_bytes=MAX_PROVENANCE_BYTES)
+        try:
+            return Provenance.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise InvalidRequest(f"{PROVENANCE_FILE} is not usable: {problems}.", code="invalid_provenance") from None
+
+
+def content_hash(weights: Path, config: dict, base_model: str) -> str:
+    """sha256 of what makes two adapters the same: the weights' bytes, the LoRA configuration (less where the base
+    was found, which differs from machine to machine) and the base model."""
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    same = {k: v for k, v in config.items() if k not in ("base_model_name_or_path", "revision")}
+    digest.update(json.dumps([same, base_model], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _copy_capped(source: Path, dest: Path) -> None:
+    """Copy one kept file, refusing it over its size limit (counted while copying, whatever stat said)."""
+    with source.open("rb") as src, dest.open("wb") as out:
+        _copy_stream(src, out, source.name, file_cap(source.name))
+
+
+def _copy_stream(src: IO[bytes], out: IO[bytes], name: str, limit: int, budget: list[int] | None = None) -> int:
+    """Copy src to out in blocks, counting the real bytes: TooLarge past `limit` (or past what is left of a
+    shared `budget` [bytes left])."""
+    done = 0
+    for block in iter(lambda: src.read(2**20), b""):
+        done += len(block)
+        if done > limit:
+            code = "metadata_too_large" if name != WEIGHTS_FILE else "weights_too_large"
+            raise TooLarge(f"{name} is over {_kb(limit)}, the most the studio keeps.", code=code, file=name,
+                           max_bytes=limit)
+        if budget is not None:
+            budget[0] -= len(block)
+            if budget[0] < 0:
+                raise TooLarge("The archive unpacks to more than the studio takes.", code="archive_too_large")
+        out.write(block)
+    return done
+
+
+class _Counted:
+    """A read-only stream that refuses to give more than `limit` bytes: bounds what a compressed tar expands to,
+    files skipped included."""
+
+    def __init__(self, raw: IO[bytes], limit: int):
+        self.raw, self.left = raw, limit
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size if size is not None and size >= 0 else 2**20)
+        self.left -= len(data)
+        if self.left < 0:
+            raise TooLarge("The archive unpacks to more than the studio takes; archive only the adapter folder.",
+                           code="archive_too_large")
         return data
 
 
+_COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ": lzma.open}
+
+
 def _extract(archive: Path, dest: Path, display_name: str) -> Path:
-    """Unpack a .zip / .tar(.gz) safely (no absolute paths, no '..', no links, bounded size) and return the
-    folder that holds adapter_config.json."""
+    """Unpack the kept files (KEPT_FILES) of a .zip / .tar(.gz) and return the folder that holds
+    adapter_config.json. Refused: absolute paths, '..', links, too many entries; and, counted in real bytes while
+    unpacking (declared sizes can lie), a file over its limit or an archive that expands beyond the studio's."""
     dest.mkdir(parents=True)
-    lower = display_name.lower()
+    budget = [sum(file_cap(name) for name in KEPT_FILES)]
+    with archive.open("rb") as f:
+        head = f.read(8)
     try:
-        if lower.endswith(".zip") or zipfile.is_zipfile(archive):
+        if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 members = zf.infolist()
-                _check_members([(m.filename, m.file_size, (m.external_attr >> 16) & 0o170000 == 0o120000)
-                                for m in members])
-                zf.extractall(dest)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                _check_members([(m.name, m.size, m.issym() or m.islnk()) for m in members])
-                tf.extractall(dest, filter="data")
+                _check_count(len(members))
+                for m in members:
+                    link = (m.external_attr >> 16) & 0o170000 == 0o120000
+                    if _keep(m.filename, link, plain=not m.is_dir()):
+                        with zf.open(m) as src:
+                            _unpack_one(src, dest, m.filename, budget)
+                    else:
+                        _mark_pickle(dest, m.filename)
         else:
-            raise InvalidRequest(f"{display_name} is not a .zip or .tar.gz archive.", code="invalid_archive")
-    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
+            opener = next((o for magic, o in _COMPRESSED.items() if head.startswith(magic)), None)
+            with (opener(archive, "rb") if opener else archive.open("rb")) as raw:
+                stream = _Counted(raw, 2 * budget[0])
+                try:
+                    tf = tarfile.open(fileobj=stream, mode="r|")  # streaming: one pass, nothing seeks back
+                except tarfile.ReadError:
+                    raise InvalidRequest(f"{display_name} is not a .zip or .tar.gz archive.",
+                                         code="invalid_archive") from None
+                with tf:
+                    for count, m in enumerate(tf, start=1):
+                        _check_count(count)
+                        if _keep(m.name, m.issym() or m.islnk(), plain=m.isfile()):
+                            _unpack_one(tf.extractfile(m), dest, m.name, budget)
+                        else:
+                            _mark_pickle(dest, m.name)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise InvalidRequest(f"{display_name} could not be unpacked: {exc}", code="invalid_archive") from None
-    found = [p.parent for p in dest.rglob(CONFIG_FILE) if len(p.relative_to(dest).parts) <= 3]
+    found = [p.parent for p in dest.rglob(CONFIG_FILE)]
     if len(found) != 1:
         what = "no" if not found else "several"
         raise InvalidRequest(f"{display_name} holds {what} {CONFIG_FILE}: archive exactly one adapter folder.",
@@ -541,13 +722,37 @@ def _extract(archive: Path, dest: Path, display_name: str) -> Path:
     return found[0]
 
 
-def _check_members(members: list[tuple[str, int, bool]]) -> None:
-    if len(members) > MAX_ARCHIVE_MEMBERS:
-        raise InvalidRequest(f"The archive has {len(members)} entries; an adapter needs a handful.",
+def _check_count(count: int) -> None:
+    if count > MAX_ARCHIVE_MEMBERS:
+        raise InvalidRequest(f"The archive has more than {MAX_ARCHIVE_MEMBERS} entries; an adapter needs a handful.",
                              code="invalid_archive")
-    if sum(size for _, size, _ in members) > MAX_ARCHIVE_BYTES:
-        raise InvalidRequest("The archive unpacks to more than 4 GB.", code="invalid_archive")
-    for name, _, is_link in members:
-        parts = Path(name).parts
-        if name.startswith(("/", "\\")) or ".." in parts or is_link:
-            raise InvalidRequest(f"The archive entry {name!r} points outside the archive.", code="invalid_archive")
+
+
+def _keep(name: str, is_link: bool, plain: bool) -> bool:
+    """Refuse entries that point outside the archive; True for the kept files of an adapter folder (at most two
+    folders deep), which are the only ones unpacked."""
+    parts = Path(name).parts
+    if name.startswith(("/", "\\")) or ".." in parts or ".." in name.split("\\") or is_link:
+        raise InvalidRequest(f"The archive entry {name!r} points outside the archive.", code="invalid_archive")
+    if not parts or parts[-1] not in KEPT_FILES or len(parts) > 3:
+        return False
+    if not plain:
+        raise InvalidRequest(f"The archive entry {name!r} is not a plain file.", code="invalid_archive")
+    return True
+
+
+def _mark_pickle(dest: Path, name: str) -> None:
+    """Pickled weights are never unpacked, but an empty file of that name lets the adapter check say why the
+    archive is refused (pickled weights, rather than missing ones)."""
+    parts = Path(name).parts
+    if parts and 1 <= len(parts) <= 3 and parts[-1].lower().endswith(PICKLE_SUFFIXES):
+        target = dest.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+
+
+def _unpack_one(src: IO[bytes] | None, dest: Path, name: str, budget: list[int]) -> None:
+    target = dest.joinpath(*Path(name).parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        _copy_stream(src, out, target.name, file_cap(target.name), budget)

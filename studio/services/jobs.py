@@ -46,7 +46,7 @@ def _info(session, job: Job) -> JobInfo:
     label = None
     if job.adapter_id is not None:
         a = get_adapter(session, job.adapter_id)
-        label = DELETED_ADAPTER if a is None or a.deleted_at is not None else f"{a.name} v{a.version}"
+        label = DELETED_ADAPTER if a is None or a.deleted_at is not None else a.label
     return JobInfo(**fields, adapter_label=label, has_audio=job.output_file is not None)
 
 

@@ -1,6 +1,7 @@
 """Adapters tab: the list (versions of a name together), a detail view with the training configuration and the
-version history, activation, rename (inline: Enter saves, Escape cancels; or through a dialog from the list), delete
-with confirmation, and registration from a server folder, an uploaded archive or a hub repo, with progress.
+version history, activation, rename (inline: Enter saves, Escape cancels; or through a dialog from the list; renaming
+moves every version of the name), delete with confirmation and restore, and registration from a server folder, an
+uploaded archive or a hub repo, with progress ("register anyway" for an adapter identical to a registered one).
 
 Every action goes through ctx.adapters (studio.services.adapters.AdapterService); its errors become gr.Error. After
 each change, the list, the detail and the Generate tab's adapter dropdown are brought up to date (`view_updates`).
@@ -8,6 +9,7 @@ each change, the list, the detail and the Generate tab's adapter dropdown are br
 from __future__ import annotations
 
 import hashlib
+import html
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,8 +19,8 @@ import pandas as pd
 from pydantic import ValidationError
 
 from studio.context import AppContext
-from studio.errors import NotFound
-from studio.services.adapters import AdapterInfo, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
+from studio.errors import Conflict, NotFound
+from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
 from studio.ui.adapter_config_view import config_view_html, fmt_value
 from studio.ui.common import fmt_gb, md_escape, user_errors
@@ -66,13 +68,38 @@ class AdaptersTab:
     reg_version: gr.Number
     reg_base: gr.Dropdown
     reg_description: gr.Textbox
+    reg_anyway: gr.Checkbox
     register_btn: gr.Button
     register_status: gr.Markdown
+    deleted_acc: gr.Accordion
+    deleted_choice: gr.Dropdown
+    restore_btn: gr.Button
     selected: gr.State  # the adapter id shown in the detail view
     seen: gr.State  # signature of what the page shows (the tick refreshes only when it changed)
 
 
 # ---- pure helpers --------------------------------------------------------------------------------------------------
+def notify(message: str) -> None:
+    """gr.Info renders its text as HTML: names and other user text are escaped (an <img> name stays text)."""
+    gr.Info(html.escape(message, quote=False))  # quotes are safe in text
+
+
+def rename_note(name: str) -> str:
+    return (f"Renaming renames **{md_escape(name)}**: every version of it (deleted ones too) moves to the new name "
+            "and keeps its number.")
+
+
+def identical_message(existing_label: str, existing_id: int) -> str:
+    return (f"This adapter is identical to {existing_label} (id {existing_id}): same weights and configuration. "
+            "Use that one, or tick “Register even if identical” and register again.")
+
+
+def deleted_choices(deleted: list[AdapterSummary]) -> list[tuple[str, str]]:
+    """(label, id) of the deleted adapters, most recently deleted first."""
+    ordered = sorted(deleted, key=lambda a: a.deleted_at or a.updated_at, reverse=True)
+    return [(f"{a.label} (deleted {fmt_time(a.deleted_at)})", str(a.id)) for a in ordered]
+
+
 def sort_adapters(adapters: list[AdapterInfo]) -> list[AdapterInfo]:
     """Versions of the same name together: by name (case-insensitive), then version."""
     return sorted(adapters, key=lambda a: (a.name.casefold(), a.name, a.version))
@@ -164,7 +191,8 @@ def history_markdown(name: str, entries: list[TimelineEntry], selected_id: int |
     for e in entries:
         version = f"**v{e.version} (shown)**" if e.id == selected_id else f"v{e.version}"
         loss = fmt_value(e.final_loss) if e.final_loss is not None else "—"
-        run = f"[{md_escape(e.training_run_id)}]({e.training_run_url})" if e.training_run_url else "—"
+        run = (f"[{md_escape(e.training_run_id)}]({e.training_run_url})" if e.training_run_url else
+               md_escape(e.training_run_id) if e.training_run_id else "—")  # no link until run pages exist
         lines.append(f"| {version} | {e.status} | {fmt_time(e.created_at)} | {fmt_time(e.trained_at)} | {loss} | "
                      f"{run} |")
     return "\n".join(lines)
@@ -172,7 +200,7 @@ def history_markdown(name: str, entries: list[TimelineEntry], selected_id: int |
 
 def delete_prompt(a: AdapterInfo) -> str:
     return (f"**Delete {md_escape(adapter_label(a))}?** It will be hidden and refused for new generations; "
-            "past jobs keep it.")
+            "past jobs keep it. **Deleted adapters** (below) can restore it.")
 
 
 def signature(model: ModelInfo | None, adapters: list[AdapterInfo]) -> str:
@@ -185,13 +213,14 @@ def signature(model: ModelInfo | None, adapters: list[AdapterInfo]) -> str:
 
 def register_request(source_label: str, path: str | None, repo: str | None, revision: str | None,
                      name: str | None, version: float | None, description: str | None,
-                     base: str | None) -> RegisterAdapterRequest:
+                     base: str | None, allow_duplicate: bool = False) -> RegisterAdapterRequest:
     """The registration form as a service request (gr.Error for what the form itself gets wrong)."""
     source = SOURCES.get(source_label, source_label)  # scripts may send folder / upload / hub
     fields = dict(source=source, name=(name or "").strip() or None,
                   version=int(version) if version not in (None, "") and int(version) > 0 else None,
                   description=(description or "").strip(),
-                  base_model=None if base in (None, "", FROM_CONFIG) else base)
+                  base_model=None if base in (None, "", FROM_CONFIG) else base,
+                  allow_duplicate=bool(allow_duplicate))
     if source == "folder":
         fields["path"] = (path or "").strip() or None
     elif source == "hub":
@@ -201,7 +230,7 @@ def register_request(source_label: str, path: str | None, repo: str | None, revi
         return RegisterAdapterRequest(**fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise gr.Error(f"Check the form: {problems}.", print_exception=False) from None
+        raise gr.Error(html.escape(f"Check the form: {problems}."), print_exception=False) from None
 
 
 # ---- layout ----------------------------------------------------------------------------------------------------
@@ -215,18 +244,20 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
     empty = gr.Markdown(elem_id="adapters-empty")
     table = gr.Dataframe(pd.DataFrame([], columns=TABLE_HEADERS), headers=TABLE_HEADERS, datatype=TABLE_TYPES,
                          label="Adapters (versions of a name together)", interactive=False, elem_id="adapters-table",
-                         max_height=360, column_widths=["6%", "24%", "9%", "18%", "9%", "24%", "10%"])
+                         max_height=360, wrap=True,  # long base model names wrap instead of being cut
+                         column_widths=["5%", "22%", "8%", "25%", "8%", "24%", "8%"])
     with gr.Column(visible=False, elem_id="rename-dialog", variant="panel") as dialog:
         dialog_title = gr.Markdown(elem_id="rename-dialog-title", padding=True)
         dialog_name = gr.Textbox(label="New name", max_lines=1, elem_id="rename-dialog-name",
-                                 info="Enter or Save renames; at most 100 characters.")
+                                 info="Enter or Save renames every version of this name; at most 100 characters.")
         with gr.Row():
             dialog_save = gr.Button("Save", variant="primary", elem_id="rename-dialog-save")
             dialog_cancel = gr.Button("Cancel", elem_id="rename-dialog-cancel")
     with gr.Column(visible=False, elem_id="adapter-detail") as detail:
         with gr.Row():
             name_edit = gr.Textbox(label="Name", max_lines=1, elem_id="adapter-name-edit", scale=3,
-                                   info="Edit and press Enter to rename · Escape puts the saved name back")
+                                   info="Enter renames every version of this name (numbers stay) · Escape puts "
+                                        "the saved name back")
             active_toggle = gr.Checkbox(label="Active", elem_id="adapter-active", scale=1,
                                         info="Inactive adapters are not offered for generation")
             with gr.Column(scale=0, min_width=120):
@@ -262,13 +293,22 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
                                    value=FROM_CONFIG, label="Base model", elem_id="register-base",
                                    info="The model the adapter was trained on")
         reg_description = gr.Textbox(label="Description (optional)", lines=2, elem_id="register-description")
+        reg_anyway = gr.Checkbox(label="Register even if identical to a registered version", value=False,
+                                 elem_id="register-anyway",
+                                 info="An adapter with the same weights and configuration is refused otherwise")
         register_btn = gr.Button("Register", variant="primary", elem_id="register-btn")
         register_status = gr.Markdown(elem_id="register-status")
+    with gr.Accordion("Deleted adapters", open=False, elem_id="deleted-accordion") as deleted_acc:
+        with gr.Row(equal_height=True):
+            deleted_choice = gr.Dropdown([], label="Deleted adapter", elem_id="deleted-choice", scale=3,
+                                         info="Restoring brings it back, active, under its name and version")
+            restore_btn = gr.Button("Restore", scale=0, min_width=110, elem_id="adapter-restore")
     return AdaptersTab(active_only, refresh_btn, rename_open, empty, table, dialog, dialog_title, dialog_name,
                        dialog_save, dialog_cancel, detail, name_edit, name_reset, active_toggle, delete_btn,
                        confirm_row, confirm_text, confirm_btn, confirm_cancel, info, config, history, source, path,
                        archive, hub_row, repo, revision, reg_name, reg_version, reg_base, reg_description,
-                       register_btn, register_status, gr.State(None), gr.State(None))
+                       reg_anyway, register_btn, register_status, deleted_acc, deleted_choice, restore_btn,
+                       gr.State(None), gr.State(None))
 
 
 # ---- keeping the page in line with the registry ---------------------------------------------------------------
@@ -364,7 +404,8 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
             if (new_name or "").strip() == old.name:
                 return old.name
             a = ctx.adapters.update(adapter_id, AdapterUpdate(name=new_name or ""))
-        gr.Info(f"Renamed {adapter_label(old)} to {adapter_label(a)}.")
+        notify(f"Renamed {old.name} to {a.name}: every version moved ({adapter_label(old)} is now "
+               f"{adapter_label(a)}).")
         return a.name
 
     def saved_name(selected) -> str:
@@ -380,7 +421,8 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
     def open_dialog(selected) -> list:
         with user_errors():
             a = ctx.adapters.get(_need(selected))
-        return [gr.Column(visible=True), f"**Rename {md_escape(adapter_label(a))}**", a.name, gr.Row(visible=False)]
+        return [gr.Column(visible=True), f"**Rename {md_escape(a.name)}**\n\n{rename_note(a.name)}", a.name,
+                gr.Row(visible=False)]
 
     tab.rename_open.click(open_dialog, tab.selected, [tab.dialog, tab.dialog_title, tab.dialog_name, tab.confirm_row],
                           queue=False, show_progress="hidden", **private)
@@ -400,7 +442,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         adapter_id = _need(selected)
         with user_errors():
             a = ctx.adapters.update(adapter_id, AdapterUpdate(active=bool(active)))
-        gr.Info(f"{adapter_label(a)} is {'active: offered for generation' if a.active else 'inactive'}.")
+        notify(f"{adapter_label(a)} is {'active: offered for generation' if a.active else 'inactive'}.")
 
     toggled = tab.active_toggle.input(set_active, [tab.selected, tab.active_toggle], None, **private)
     toggled.then(**refresh_view)
@@ -421,10 +463,26 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         adapter_id = _need(selected)
         with user_errors():
             a = ctx.adapters.delete(adapter_id)
-        gr.Info(f"Deleted {adapter_label(a)}. Past jobs keep it.")
-        return [gr.Row(visible=False), None]
+        notify(f"Deleted {adapter_label(a)}. Past jobs keep it; restore it under Deleted adapters.")
+        return [gr.Row(visible=False), None, deleted_dropdown(ctx)]
 
-    tab.confirm_btn.click(delete, tab.selected, [tab.confirm_row, tab.selected], **private).then(**refresh_view)
+    tab.confirm_btn.click(delete, tab.selected, [tab.confirm_row, tab.selected, tab.deleted_choice],
+                          **private).then(**refresh_view)
+
+    # Restore a deleted adapter (soft delete is recoverable).
+    tab.deleted_acc.expand(lambda: deleted_dropdown(ctx), None, tab.deleted_choice, queue=False,
+                           show_progress="hidden", **private)
+
+    def restore(choice) -> list:
+        if choice in (None, ""):
+            raise gr.Error("Choose a deleted adapter first.", print_exception=False)
+        with user_errors():
+            a = ctx.adapters.restore(int(choice))
+        notify(f"Restored {adapter_label(a)}: active again.")
+        return [deleted_dropdown(ctx), a.id, a.name]
+
+    tab.restore_btn.click(restore, tab.deleted_choice, [tab.deleted_choice, tab.selected, tab.name_edit],
+                          api_name="restore_adapter").then(**refresh_view)
 
     # Registration.
     def show_source(label: str) -> list:
@@ -435,11 +493,12 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
     tab.source.change(show_source, tab.source, [tab.path, tab.archive, tab.hub_row], queue=False,
                       show_progress="hidden", **private)
 
-    def register(source, path, archive, repo, revision, name, version, description, base,
+    def register(source, path, archive, repo, revision, name, version, description, base, anyway=False,
                  progress=gr.Progress()) -> list:
         """Register a PEFT LoRA adapter. source: 'Folder on the server' (path inside an import root), 'Upload
-        archive' (a .zip / .tar.gz of the folder) or 'Hub repo' (repo id + optional revision)."""
-        req = register_request(source, path, repo, revision, name, version, description, base)
+        archive' (a .zip / .tar.gz of the folder) or 'Hub repo' (repo id + optional revision). anyway: register
+        even when a registered adapter has identical weights and configuration."""
+        req = register_request(source, path, repo, revision, name, version, description, base, anyway)
         upload = Path(archive) if req.source == "upload" and archive else None
         progress(0, desc="Starting")
 
@@ -447,20 +506,30 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
             progress(fraction, desc=message)
 
         with user_errors():
-            a = ctx.adapters.register(req, upload=upload, upload_name=upload.name if upload else None,
-                                      on_progress=on_progress)
+            try:
+                a = ctx.adapters.register(req, upload=upload, upload_name=upload.name if upload else None,
+                                          on_progress=on_progress)
+            except Conflict as exc:
+                if exc.code != "identical_adapter":
+                    raise
+                raise gr.Error(html.escape(identical_message(exc.extra["existing_label"], exc.extra["existing_id"])),
+                               print_exception=False) from None
         note = "" if a.compatible else f" It cannot be used with the loaded model: {a.compatibility_note}."
-        gr.Info(f"Registered {adapter_label(a)}.")
+        notify(f"Registered {adapter_label(a)}.")
         status = (f"✅ Registered **{md_escape(adapter_label(a))}** (id {a.id}, base model "
                   f"{md_escape(a.base_model_name)}).{md_escape(note)}")
         # status, the new adapter selected (its name in the inline editor), the form cleared, dialogs closed
-        return [status, a.id, a.name, "", None, "", "", "", 0, "", FROM_CONFIG, *closed]
+        return [status, a.id, a.name, "", None, "", "", "", 0, "", FROM_CONFIG, False, *closed]
 
+    # The last registration's outcome goes at once: it would stand next to this one's refusal otherwise.
+    tab.register_btn.click(lambda: "", None, tab.register_status, queue=False, show_progress="hidden", **private)
     tab.register_btn.click(
         register, [tab.source, tab.path, tab.archive, tab.repo, tab.revision, tab.reg_name, tab.reg_version,
-                   tab.reg_description, tab.reg_base],
+                   tab.reg_description, tab.reg_base, tab.reg_anyway],
         [tab.register_status, tab.selected, tab.name_edit, tab.path, tab.archive, tab.repo, tab.revision,
-         tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.dialog, tab.confirm_row],
+         tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.reg_anyway, tab.dialog,
+         tab.confirm_row],
+        show_progress_on=[tab.register_status],  # progress (or a refusal) there, not over every form field
         api_name="register_adapter").then(**refresh_view)
 
 
@@ -469,3 +538,8 @@ def filter_view(ctx: AppContext, active_only) -> list:
     listing = ctx.adapters.list()
     shown = [a for a in listing if a.active] if active_only else listing
     return [bool(active_only), table_frame(shown), empty_note(listing, bool(active_only))]
+
+
+def deleted_dropdown(ctx: AppContext) -> gr.Dropdown:
+    choices = deleted_choices(ctx.adapters.list(deleted=True))
+    return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)

@@ -80,7 +80,7 @@ def no_adapters_hint(model_name: str) -> str:
 
 
 def adapter_label(a: AdapterInfo) -> str:
-    return f"{a.name} v{a.version}"
+    return a.label  # 'name vN', made in one place (studio.db.models.version_label)
 
 
 def adapter_choice_label(a: AdapterInfo, model: ModelInfo | None) -> str:
