@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 MAX_SEED = 2**32 - 1
+RANDOM_SEED = -1  # a request's (or the page's) seed -1: a random seed, whatever the seed policy
 DEFAULT_DURATION_S = 10.0
 OUTPUT_FORMATS = ("wav", "flac", "mp3")  # all written by soundfile's bundled libsndfile
 
