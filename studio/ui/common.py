@@ -42,6 +42,8 @@ document.addEventListener('mouseover', (e) => {
 JS_SWITCH_START = "(...args) => { window.__studioSwitching = true; return args; }"
 JS_SWITCH_END = "(...args) => { window.__studioSwitching = false; return args; }"
 CSS = """
+/* Generate tab: Cancel is quieter than Generate, red only while there is something to cancel */
+#cancel-btn:not(:disabled) { color: var(--button-cancel-background-fill, #dc2626); border-color: currentColor; }
 #current-model { padding: 6px 12px; border-radius: 8px; background: var(--block-background-fill); }
 #model-card table { width: 100%; }
 /* Dropdowns cannot disable one choice: adapters that need another model are greyed (the server refuses them). */
