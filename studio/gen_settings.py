@@ -49,7 +49,7 @@ class MusicgenSettings(BaseModel):
         "(lossy, smallest)."))
     normalize_loudness: bool = Field(False, title="Loudness normalisation", description=(
         "Scale each result to the target loudness (ITU-R BS.1770, as streaming services do), so clips play at the "
-        "same level. The peak is kept below full scale."))
+        "same level. A limiter keeps the true peak under -1 dBTP; the result says when the target was not reached."))
     target_lufs: float = Field(-14.0, ge=-40.0, le=-6.0, title="Target loudness (LUFS)",
                                json_schema_extra={"x-step": 0.5}, description=(
         "Loudness aimed at when normalisation is on: -14 for streaming, -23 for broadcast."))

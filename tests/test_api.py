@@ -31,11 +31,16 @@ def test_generate_returns_a_wav_of_the_requested_duration(client):
     assert body["sample_rate"] == 32000
     wav = client.get(body["audio_url"])
     assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
+    name = f"warm-lofi-piano_job{body['job_id']}.wav"  # a download named after the prompt and job
+    assert wav.headers["content-disposition"].endswith(f'filename="{name}"')
     data, rate = sf.read(io.BytesIO(wav.content))
     assert rate == 32000 and len(data) == 64000
     job = client.get(f"/api/jobs/{body['job_id']}").json()
     assert job["status"] == "succeeded" and job["prompt"] == "warm lofi piano" and job["seed"] == 11
     assert job["settings"]["top_k"] == 250 and job["audio_url"] == body["audio_url"]
+    # what the file measures, as stored with the job (normalisation is off: no note)
+    assert job["loudness_lufs"] == body["loudness_lufs"] and job["true_peak_dbtp"] == body["true_peak_dbtp"]
+    assert body["loudness_lufs"] < 0 and body["loudness_note"] is None
 
 
 SEED_CASES = [

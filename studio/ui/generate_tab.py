@@ -303,7 +303,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
                 r = ctx.generation.generate(req, on_step=on_step)
             except Cancelled as exc:  # not an error: a neutral notice, and no error badge on the result
                 gr.Info(html.escape(exc.message))
-                return None, f"⏹️ {md_escape(exc.message)}"
+                return None, md_escape(exc.message)
         model_name = ctx.models.get(r.model_id).display_name
         used = f"adapter **{md_escape(r.adapter_label)}**" if r.adapter_label else "no adapter (base model)"
         info = (f"**Job {r.job_id}** · {model_name} · {used} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz"
