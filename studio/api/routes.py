@@ -114,7 +114,7 @@ def build_router(ctx: AppContext) -> APIRouter:
         """The job's audio, in the output format its settings chose, named after its prompt and job
         (`lofi-hip-hop-beat_job12.flac`)."""
         path = ctx.jobs.audio_path(job_id)
-        return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=path.name)
+        return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=ctx.jobs.download_name(job_id, path))
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown_route(path: str):

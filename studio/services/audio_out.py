@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,13 @@ FORMATS = {"wav": ("WAV", "PCM_16", "audio/wav"), "flac": ("FLAC", "PCM_16", "au
 
 def media_type(path: Path) -> str:
     return FORMATS.get(path.suffix.lstrip(".").lower(), ("", "", "application/octet-stream"))[2]
+
+
+def download_name(prompt: str, job_id: int, fmt: str) -> str:
+    """'lofi-hip-hop-beat_job12.flac': a file name a person recognises, safe on every file system."""
+    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")[:40].rstrip("-") or "music"
+    return f"{slug}_job{job_id}.{fmt}"
 
 
 def _db(x: float) -> float:

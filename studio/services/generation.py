@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +18,7 @@ from studio.registry import ModelSpec
 from studio.runtime.backend import SamplingParams
 from studio.runtime.manager import ModelManager
 from studio.services.adapters import AdapterRef, AdapterService
-from studio.services.audio_out import TARGET_TOLERANCE_LU, finish_audio, write_measured
+from studio.services.audio_out import TARGET_TOLERANCE_LU, download_name, finish_audio, write_measured
 from studio.services.gen_config import GenerationConfigService
 
 StepCallback = Callable[[int, int], None]
@@ -66,13 +64,6 @@ class GenerationResult(BaseModel):
 def _refuse(field: str, message: str, code: str, **extra) -> InvalidValues:
     """A value of the request refused: 422 naming the field, like a value that breaks the schema."""
     return InvalidValues(message, code=code, errors=[{"field": field, "message": message}], **extra)
-
-
-def download_name(prompt: str, job_id: int, fmt: str) -> str:
-    """'lofi-hip-hop-beat_job12.flac': a file name a person recognises, safe on every file system."""
-    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")[:40].rstrip("-") or "music"
-    return f"{slug}_job{job_id}.{fmt}"
 
 
 def loudness_note(settings: MusicgenSettings, loudness: float | None, peak: float | None) -> str | None:

@@ -11,7 +11,7 @@ from studio.db.engine import session_scope
 from studio.db.jobs import get_job, list_jobs
 from studio.db.models import Job, JobStatus, UTCTimestamp
 from studio.errors import NotFound
-from studio.services.audio_out import media_type
+from studio.services.audio_out import download_name, media_type
 
 DELETED_ADAPTER = "Deleted Adapter"
 
@@ -63,6 +63,11 @@ class JobService:
     @staticmethod
     def media_type(path: Path) -> str:
         return media_type(path)
+
+    def download_name(self, job_id: int, path: Path) -> str:
+        """The name a download gets: the prompt and job (`lofi-hip-hop-beat_job12.flac`), for jobs recorded before
+        files were named so too."""
+        return download_name(self.get(job_id).prompt, job_id, path.suffix.lstrip("."))
 
     def audio_path(self, job_id: int) -> Path:
         with session_scope(self.engine) as session:
