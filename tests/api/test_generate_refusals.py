@@ -99,6 +99,8 @@ def test_openapi_lists_job_status_values_and_the_seed_range(client):
     schemas = doc["components"]["schemas"]
     status = schemas["JobResponse"]["properties"]["status"]
     assert status["enum"] == ["running", "succeeded", "failed", "cancelled"]
+    assert schemas["CurrentModel"]["properties"]["state"]["enum"] == ["idle", "switching", "generating"]
+    assert "ready" in schemas["ProgressInfo"]["properties"]["stage"]["enum"]
     seed = next(s for s in schemas["GenerateRequest"]["properties"]["seed"]["anyOf"] if s.get("type") == "integer")
     assert seed["minimum"] == -1 and seed["maximum"] == 2**32 - 1
     assert "-1: a random seed" in schemas["GenerateRequest"]["properties"]["seed"]["description"]
