@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'  # 0004_adapter_content_hash (the adapters branch)
 branch_labels = None
 depends_on = None
 
