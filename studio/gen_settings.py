@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 MAX_SEED = 2**32 - 1
+RANDOM_SEED = -1  # a request's (or the page's) seed -1: a random seed, whatever the seed policy
 DEFAULT_DURATION_S = 10.0
 OUTPUT_FORMATS = ("wav", "flac", "mp3")  # all written by soundfile's bundled libsndfile
 
@@ -50,7 +51,7 @@ class MusicgenSettings(BaseModel):
         "(lossy, smallest)."))
     normalize_loudness: bool = Field(False, title="Loudness normalisation", description=(
         "Scale each result to the target loudness (ITU-R BS.1770, as streaming services do), so clips play at the "
-        "same level. The peak is kept below full scale."))
+        "same level. A limiter keeps the true peak under -1 dBTP; the result says when the target was not reached."))
     target_lufs: float = Field(-14.0, ge=-40.0, le=-6.0, title="Target loudness (LUFS)",
                                json_schema_extra={"x-step": 0.5}, description=(
         "Loudness aimed at when normalisation is on: -14 for streaming, -23 for broadcast."))

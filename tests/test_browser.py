@@ -90,17 +90,19 @@ def test_switch_model_then_generate(page):
     expect(dropdown.locator("input")).to_be_enabled()
     shot(page, "3-switched")
 
-    # Generate: the duration slider now follows Tiny B's 12 s limit
+    # Generate: the duration now follows Tiny B's 12 s limit, and the tab shows the model loaded
     page.get_by_role("tab", name="Generate").click()
+    expect(page.locator("#gen-model input")).to_have_value(re.compile(r"^Tiny B"))
     duration = page.locator("#duration")
-    expect(duration.locator("input[type=range]")).to_have_attribute("max", "12")
     expect(duration).to_contain_text("Tiny B allows up to 12 s")
     number = duration.locator("input[type=number]")
+    number.fill("13")
+    expect(page.locator("#duration-hint")).to_contain_text("13 s is over Tiny B's limit of 12 s.")
     number.fill("1")
-    number.press("Enter")
-    expect(duration.locator("input[type=range]")).to_have_value("1")
-    page.locator("#prompt textarea").fill("warm lo-fi piano with vinyl crackle")
+    expect(page.locator("#duration-hint")).to_have_text("")
     button = page.locator("#generate-btn")
+    expect(button).to_be_disabled()  # no prompt yet
+    page.locator("#prompt textarea").fill("warm lo-fi piano with vinyl crackle")
     expect(button).to_be_enabled()
     button.click()
 
@@ -109,7 +111,7 @@ def test_switch_model_then_generate(page):
     expect(out.get_by_test_id("waveform-Result")).to_be_visible()
     expect(out.locator("time#duration")).to_have_text("0:01")  # the 1 s clip asked for
     link = out.get_by_test_id("download-link")
-    expect(link).to_have_attribute("href", re.compile(r"\.wav$"))
+    expect(link).to_have_attribute("href", re.compile(r"/warm-lo-fi-piano-with-vinyl-crackle_job1\.wav$"))
     wav = page.request.get(link.get_attribute("href"))
     assert wav.ok and wav.body()[:4] == b"RIFF", wav.status
     expect(page.locator("#result-info")).to_contain_text("Tiny B")
@@ -180,8 +182,10 @@ def test_switch_blocks_generate_and_warns_before_the_tab_closes(make_ctx):
             expect(page.locator("#generate-btn")).to_be_disabled()
 
             gate.set()
-            expect(page.locator("#generate-btn")).to_be_enabled(timeout=TIMEOUT_MS)
             expect(page.locator("#current-model")).to_contain_text("Tiny B")
+            expect(page.locator("#generate-btn")).to_have_text("Generate")  # unlocked: ready once there is a prompt
+            page.locator("#prompt textarea").fill("lofi")
+            expect(page.locator("#generate-btn")).to_be_enabled(timeout=TIMEOUT_MS)
             page.goto("about:blank")  # nothing running: leaves without asking
             assert dialogs == ["beforeunload"]
         finally:
@@ -241,3 +245,78 @@ def test_failed_switch_is_a_message_in_the_status_and_the_header_keeps_its_note(
     expect(status).to_contain_text("Tiny B is ready")
     expect(page.locator("#switch-status.switch-failed")).to_have_count(0)
     expect(header).to_contain_text("Model: Tiny B")
+
+
+def test_over_the_limit_is_said_at_the_field_and_cancel_is_no_error(url, page, capfd):
+    """Typing 45 s for a 30 s model: the studio's message under the field at once, Generate disabled, nothing
+    clamped, no traceback in the log. Cancelling a generation: a neutral notice, no error badge."""
+    expect = sync_api.expect
+    expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
+    page.wait_for_timeout(1000)  # the page's first refresh (on load) puts the model's values in: type after it
+    generate, cancel = page.locator("#generate-btn"), page.locator("#cancel-btn")
+    expect(cancel).to_be_disabled()  # nothing running
+    expect(generate).to_be_disabled()  # no prompt
+    page.locator("#prompt textarea").fill("lofi hip hop beat")
+    number = page.locator("#duration input[type=number]")
+    number.fill("")
+    number.press_sequentially("45", delay=50)  # keystroke by keystroke, as a person types
+    expect(page.locator("#duration-hint")).to_contain_text("45 s is over Studio Tiny's limit of 30 s.")
+    expect(generate).to_be_disabled()
+    page.locator("#prompt textarea").click()  # leaving the field keeps what was typed
+    expect(number).to_have_value("45")
+    shot(page, "5-over-limit")
+
+    number.fill("30")
+    expect(page.locator("#duration-hint")).to_contain_text("near")
+    expect(generate).to_be_enabled()
+    generate.click()
+    expect(cancel).to_be_enabled()
+    expect(generate).to_be_disabled()
+    page.wait_for_timeout(300)
+    cancel.click()
+    info = page.locator("#result-info")
+    expect(info).to_contain_text(re.compile(r"Cancelled: job 1 stopped after \d+\.\d s\."), timeout=60_000)
+    expect(page.get_by_text(re.compile(r"Cancelled: job 1 stopped")).first).to_be_visible()
+    assert page.locator(".toast-body.error").count() == 0  # no red "Error" popup
+    assert page.locator("#audio-out .error, #result-info .error").count() == 0  # no error badge
+    expect(cancel).to_be_disabled()
+    expect(generate).to_be_enabled()
+    shot(page, "6-cancelled")
+    out = capfd.readouterr()
+    assert "Traceback" not in out.err and "greater than maximum" not in out.err, out.err[-2000:]
+
+
+def test_switching_from_the_generate_tab_locks_like_settings(make_ctx):
+    """The Generate tab's model dropdown runs the same switch: while it runs, both model dropdowns and Generate
+    are locked; afterwards the tab shows the new model and its limit."""
+    ctx = make_ctx(registry_dict(**{SECOND["id"]: {k: v for k, v in SECOND.items() if k != "id"}}))
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    gate = hold_fetch(ctx)
+    with serve(ctx) as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(base)
+            expect = sync_api.expect
+            expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
+            page.locator("#prompt textarea").fill("lofi")
+            page.locator("#gen-model input").click()
+            page.get_by_role("option", name=re.compile("Tiny B")).click()
+            expect(page.locator("#gen-model-status")).to_contain_text("Checking")
+            expect(page.locator("#gen-model input")).to_be_disabled()
+            expect(page.locator("#generate-btn")).to_be_disabled()
+            page.get_by_role("tab", name="Settings").click()
+            expect(page.locator("#model-dropdown input")).to_be_disabled()
+            page.get_by_role("tab", name="Generate").click()
+            gate.set()
+            expect(page.locator("#gen-model-status")).to_contain_text("Tiny B is ready")
+            expect(page.locator("#generate-btn")).to_be_enabled()
+            expect(page.locator("#gen-model input")).to_be_enabled()
+            expect(page.locator("#duration")).to_contain_text("Tiny B allows up to 12 s")
+            expect(page.locator("#current-model")).to_contain_text("Model: Tiny B")
+            page.get_by_role("tab", name="Settings").click()
+            expect(page.locator("#model-dropdown input")).to_have_value(re.compile(r"^Tiny B"))
+        finally:
+            gate.set()
+            browser.close()

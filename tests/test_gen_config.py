@@ -617,7 +617,8 @@ def test_output_format_sets_file_type_extension_and_content_type(ctx, client, fm
     body = _generate(client, seed=5)
     r = _audio(client, body)
     assert r.headers["content-type"] == content_type
-    assert r.headers["content-disposition"].endswith(f'job-{body["job_id"]:06d}.{fmt}"')
+    name = f'warm-lofi-piano_job{body["job_id"]}.{fmt}'  # named after the prompt and the job
+    assert r.headers["content-disposition"].endswith(f'filename="{name}"')
     info = sf.info(io.BytesIO(r.content))
     assert info.format == sf_format and info.samplerate == SR and info.channels == 1
     data, rate = sf.read(io.BytesIO(r.content))
@@ -627,35 +628,33 @@ def test_output_format_sets_file_type_extension_and_content_type(ctx, client, fm
     else:
         assert len(data) == SR
     assert np.abs(data).max() > 0.01  # the audio, not silence
-    files = sorted(p.name for p in ctx.settings.outputs_dir.glob(f"job-{body['job_id']:06d}*"))
-    assert files == [f"job-{body['job_id']:06d}.{fmt}"]  # the right extension, no leftover temp file
+    files = sorted(p.name for p in ctx.settings.outputs_dir.glob(f"*_job{body['job_id']}.*"))
+    assert files == [name]  # the right extension, no leftover temp file
 
 
 BAD_OVERRIDES = [
-    # (case, settings override, error code (all 400), the bad field named in `errors`, or None)
-    ("int as text", {"top_k": "5"}, "invalid_setting", "top_k"),
-    ("exclusive minimum", {"temperature": 0}, "invalid_setting", "temperature"),
-    ("format not offered", {"output_format": "ogg"}, "invalid_setting", "output_format"),
-    ("duration above the model's max", {"default_duration_s": 31}, "invalid_setting", "default_duration_s"),
-    ("int for bool", {"normalize_loudness": 1}, "invalid_setting", "normalize_loudness"),
-    ("null", {"guidance_scale": None}, "invalid_setting", "guidance_scale"),
-    ("unknown key", {"beam_size": 4}, "unknown_setting", None),
-    ("stereo-only key on a mono model", {"downmix_to_mono": True}, "unknown_setting", None),
+    # (case, settings override, the bad field named in `errors`): all 422 invalid_settings, like the config PUT
+    ("int as text", {"top_k": "5"}, "top_k"),
+    ("exclusive minimum", {"temperature": 0}, "temperature"),
+    ("format not offered", {"output_format": "ogg"}, "output_format"),
+    ("duration above the model's max", {"default_duration_s": 31}, "default_duration_s"),
+    ("int for bool", {"normalize_loudness": 1}, "normalize_loudness"),
+    ("null", {"guidance_scale": None}, "guidance_scale"),
+    ("unknown key", {"beam_size": 4}, "beam_size"),
+    ("stereo-only key on a mono model", {"downmix_to_mono": True}, "downmix_to_mono"),
 ]
 
 
-@pytest.mark.parametrize("override,code,field", [b[1:] for b in BAD_OVERRIDES], ids=[b[0] for b in BAD_OVERRIDES])
-def test_bad_per_request_override_is_400_and_records_no_job(client, override, code, field):
+@pytest.mark.parametrize("override,field", [b[1:] for b in BAD_OVERRIDES], ids=[b[0] for b in BAD_OVERRIDES])
+def test_bad_per_request_override_is_422_and_records_no_job(client, override, field):
     jobs_before = client.get("/api/jobs").json()
     stored = _config(client)["values"]
     r = client.post("/api/generate", json={"prompt": "x", "duration_s": 0.5, "settings": override})
-    assert r.status_code == 400, r.text
+    assert r.status_code == 422, r.text
     detail = r.json()["detail"]
-    assert detail["code"] == code
-    if field:
-        assert [e["field"] for e in detail["errors"]] == [field]
-    else:
-        assert detail["unknown"] == list(override) and "top_k" in detail["allowed"]
+    assert detail["code"] == "invalid_settings"
+    assert [e["field"] for e in detail["errors"]] == [field]
+    assert "top_k" in detail["allowed"]
     assert client.get("/api/jobs").json() == jobs_before
     assert _config(client)["values"] == stored
 

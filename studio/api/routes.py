@@ -33,6 +33,9 @@ class GenerateResponse(BaseModel):
     adapter_id: int | None
     adapter_label: str | None
     elapsed_s: float
+    loudness_lufs: float | None = Field(description="integrated loudness of the audio file (None: undefined)")
+    true_peak_dbtp: float | None = Field(description="true peak of the audio file, decoded (None: silence)")
+    loudness_note: str | None = Field(description="set when loudness normalisation did not reach its target")
 
 
 class JobResponse(JobInfo):
@@ -80,17 +83,16 @@ def build_router(ctx: AppContext) -> APIRouter:
         return ctx.models.get(model_id)
 
     @router.post("/generate", response_model=GenerateResponse, tags=["generation"],
-                 responses={400: {"description": "invalid request"}, 409: {"description": "no model loaded"},
+                 responses={400: {"description": "the adapter cannot be used"},
+                            409: {"description": "no model loaded; an incompatible adapter; cancelled"},
+                            422: {"description": "a value refused (`errors` names each field): the body's schema, "
+                                                 "the model's limits, or `settings` (code invalid_settings)"},
                             423: {"description": "busy"}})
     def generate(body: GenerateRequest) -> GenerateResponse:
         """Generate audio with the loaded model and its stored settings (overridable per request); returns the job
         and the URL of its audio file."""
         result: GenerationResult = ctx.generation.generate(body)
-        return GenerateResponse(job_id=result.job_id, audio_url=_audio_url(result.job_id), model_id=result.model_id,
-                                prompt=result.prompt, seed=result.seed, duration_s=result.duration_s,
-                                sample_rate=result.sample_rate, settings=result.settings,
-                                adapter_id=result.adapter_id, adapter_label=result.adapter_label,
-                                elapsed_s=result.elapsed_s)
+        return GenerateResponse(**result.model_dump(exclude={"output_file"}), audio_url=_audio_url(result.job_id))
 
     @router.post("/generate/cancel", response_model=CancelResponse, tags=["generation"])
     def cancel_generation() -> CancelResponse:
@@ -109,9 +111,10 @@ def build_router(ctx: AppContext) -> APIRouter:
     @router.get("/jobs/{job_id}/audio", response_class=FileResponse, tags=["jobs"],
                 responses={200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}}}})
     def job_audio(job_id: int) -> FileResponse:
-        """The job's audio, in the output format its settings chose."""
+        """The job's audio, in the output format its settings chose, named after its prompt and job
+        (`lofi-hip-hop-beat_job12.flac`)."""
         path = ctx.jobs.audio_path(job_id)
-        return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=path.name)
+        return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=ctx.jobs.download_name(job_id, path))
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown_route(path: str):

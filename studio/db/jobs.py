@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from studio.db.models import Job, utcnow
+from studio.db.models import Job, JobStatus, utcnow
 
 
 def create_job(session: Session, **fields) -> Job:
@@ -14,9 +14,11 @@ def create_job(session: Session, **fields) -> Job:
     return job
 
 
-def finish_job(session: Session, job: Job, status: str, *, error: str | None = None,
-               output_file: str | None = None) -> Job:
+def finish_job(session: Session, job: Job, status: JobStatus, *, error: str | None = None,
+               output_file: str | None = None, loudness_lufs: float | None = None,
+               true_peak_dbtp: float | None = None) -> Job:
     job.status, job.error, job.output_file = status, error, output_file
+    job.loudness_lufs, job.true_peak_dbtp = loudness_lufs, true_peak_dbtp
     job.finished_at = utcnow()
     created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=job.finished_at.tzinfo)
     job.elapsed_s = round((job.finished_at - created).total_seconds(), 3)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -13,6 +15,16 @@ from studio.users import SYSTEM_USER
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; the studio stores them in UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+# The one timestamp type of the studio's public records: always timezone-aware, always UTC.
+UTCTimestamp = Annotated[datetime, AfterValidator(as_utc)]
+JobStatus = Literal["running", "succeeded", "failed", "cancelled"]
 
 
 class Adapter(SQLModel, table=True):
@@ -64,13 +76,16 @@ class Job(SQLModel, table=True):
     seed: int
     duration_s: float
     sample_rate: int
-    status: str = Field(default="running", index=True)  # running | succeeded | failed | cancelled
+    status: str = Field(default="running", index=True)  # a JobStatus
     error: str | None = None
     adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
     output_file: str | None = None  # relative to the data directory
     created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     elapsed_s: float | None = None
+    # What the written file measures (decoded): integrated loudness (None: undefined) and true peak (None: silence)
+    loudness_lufs: float | None = None
+    true_peak_dbtp: float | None = None
 
 
 class GenerationConfig(SQLModel, table=True):

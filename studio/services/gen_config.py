@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from studio.db.engine import session_scope
 from studio.db.gen_config import count_changes, get_config, list_changes, save_config
-from studio.errors import InvalidRequest, InvalidValues
+from studio.errors import InvalidValues
 from studio.gen_settings import MusicgenSettings, field_errors
 from studio.registry import ModelSpec, Registry
 from studio.users import LOCAL_USER, SYSTEM_USER
@@ -164,21 +164,19 @@ class GenerationConfigService:
 
     # ---- generation -------------------------------------------------------------------------------------------
     def resolve(self, spec: ModelSpec, overrides: Any) -> MusicgenSettings:
-        """The stored settings with a request's overrides, validated against the same schema (400 on error)."""
+        """The stored settings with a request's overrides, validated against the same schema, refused like a
+        PUT of the same values (422 invalid_settings naming each bad field, unknown ones included)."""
         base = self.settings_for(spec)
         if overrides is None:
             return base
         if not isinstance(overrides, dict):
-            raise InvalidRequest("settings must be an object.", code="invalid_setting")
-        allowed = list(spec.settings_class.model_fields)
-        unknown = sorted(set(overrides) - set(allowed))
-        if unknown:
-            raise InvalidRequest(f"Unknown setting(s): {', '.join(unknown)}. Known settings: {', '.join(allowed)}.",
-                                 code="unknown_setting", unknown=unknown, allowed=allowed)
+            raise InvalidValues("settings must be an object of setting names and values.", code="invalid_settings",
+                                errors=[{"field": "settings", "message": "expected an object"}])
         try:
             return spec.settings_class.model_validate({**base.model_dump(), **overrides})
         except ValidationError as exc:
             problems = field_errors(exc)
             text = "; ".join(f"{k}: {v}" for k, v in problems.items())
-            raise InvalidRequest(f"Invalid setting(s): {text}.", code="invalid_setting",
-                                 errors=[{"field": k, "message": v} for k, v in problems.items()]) from None
+            raise InvalidValues(f"Invalid settings: {text}.", code="invalid_settings", model_id=spec.id,
+                                errors=[{"field": k, "message": v} for k, v in problems.items()],
+                                allowed=list(spec.settings_class.model_fields)) from None

@@ -1,18 +1,17 @@
 """Job records: list, show, and locate their audio inside the data directory."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from studio.db.adapters import get_adapter
 from studio.db.engine import session_scope
 from studio.db.jobs import get_job, list_jobs
-from studio.db.models import Job
+from studio.db.models import Job, JobStatus, UTCTimestamp
 from studio.errors import NotFound
-from studio.services.audio_out import media_type
+from studio.services.audio_out import download_name, media_type
 
 DELETED_ADAPTER = "Deleted Adapter"
 
@@ -25,24 +24,20 @@ class JobInfo(BaseModel):
     seed: int
     duration_s: float
     sample_rate: int
-    status: str
+    status: JobStatus
     error: str | None
     adapter_id: int | None
-    adapter_label: str | None  # 'name vN', or 'Deleted Adapter'
+    adapter_label: str | None = Field(description="'name vN', or 'Deleted Adapter'")
     has_audio: bool
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UTCTimestamp
+    finished_at: UTCTimestamp | None
     elapsed_s: float | None
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without a zone; they were stored in UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+    loudness_lufs: float | None = Field(description="integrated loudness of the audio file (None: undefined)")
+    true_peak_dbtp: float | None = Field(description="true peak of the audio file, decoded (None: silence)")
 
 
 def _info(session, job: Job) -> JobInfo:
     fields = job.model_dump(exclude={"output_file"})
-    fields.update(created_at=_utc(job.created_at), finished_at=_utc(job.finished_at))
     label = None
     if job.adapter_id is not None:
         a = get_adapter(session, job.adapter_id)
@@ -68,6 +63,11 @@ class JobService:
     @staticmethod
     def media_type(path: Path) -> str:
         return media_type(path)
+
+    def download_name(self, job_id: int, path: Path) -> str:
+        """The name a download gets: the prompt and job (`lofi-hip-hop-beat_job12.flac`), for jobs recorded before
+        files were named so too."""
+        return download_name(self.get(job_id).prompt, job_id, path.suffix.lstrip("."))
 
     def audio_path(self, job_id: int) -> Path:
         with session_scope(self.engine) as session:

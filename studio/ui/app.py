@@ -8,7 +8,7 @@ from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, VIEW_COUNT,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
 from studio.ui.gen_config_panel import wire_config_panel
-from studio.ui.generate_tab import build_generate_tab, model_updates, wire_generate_tab
+from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, wire_generate_tab
 from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, status_style, switch_events,
                                    wire_settings_tab)
 
@@ -40,13 +40,15 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         # the controls a switch locks, and what depends on the adapters and the loaded model (the adapter dropdown
         # and its hint, the Adapters tab's list and detail).
         limits = [gen.duration, gen.duration_hint, *gen.settings]
-        controls = [settings.model, settings.card, settings.table, gen.generate_btn]
+        # the model dropdowns (Settings and Generate tabs), the card, the table, Generate and Cancel
+        controls = [settings.model, gen.model, settings.card, settings.table, gen.generate_btn, gen.cancel_btn]
         v_in, v_out = view_inputs(adapters, gen, active_pref), view_outputs(adapters, gen)
         outputs = [header, seen_model, *limits, *controls, *v_out]
+        typed = [gen.prompt, gen.duration]  # what Generate's readiness depends on, besides the studio's state
 
         def locked() -> list:
-            return [gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
-                    gr.Button(interactive=False, value="Switching model…")]
+            return [gr.Dropdown(interactive=False), gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
+                    *buttons("switching", None, None, None)]
 
         def page_key(cur) -> tuple[str, str] | None:
             """What the Generate tab's widgets depend on: the loaded model and when its settings were saved."""
@@ -54,16 +56,18 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 return None
             return cur.model.id, str(ctx.gen_config.get(cur.model.id).updated_at)
 
-        def follow(cur, *view_args) -> list:
+        def follow(cur, prompt, duration, *view_args) -> list:
             """Bring every widget in line with the loaded model and its saved settings, controls unlocked."""
             model_id = cur.model.id if cur.model else None
             config = ctx.gen_config.get(model_id) if model_id else None
-            return [status_line(cur), page_key(cur), *model_updates(cur.model, config),
-                    gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True),
-                    model_card(cur.model), models_table(ctx), gr.Button(interactive=True, value="Generate"),
+            if config is not None:
+                duration = min(config.values["default_duration_s"], cur.model.max_duration_s)  # as model_updates
+            models = gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True)
+            return [status_line(cur), page_key(cur), *model_updates(cur.model, config), models, models,
+                    model_card(cur.model), models_table(ctx), *buttons(cur.state, prompt, duration, cur.model),
                     *view_updates(ctx, *view_args, force=True)]
 
-        def refresh(seen, saved_here, *view_args):
+        def refresh(seen, saved_here, prompt, duration, *view_args):
             """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
             or a switch made elsewhere) and its settings when they were saved (here or elsewhere). Controls are
             locked during any switch, whoever asked for it, and unlocked outside one, so a page whose own switch
@@ -75,14 +79,14 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 return [*keep, *locked(), *[gr.skip()] * VIEW_COUNT]
             key = page_key(cur)
             if key == seen:
-                return [*keep, gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
-                        gr.Button(interactive=True, value="Generate"), *view_updates(ctx, *view_args)]
+                return [*keep, gr.Dropdown(interactive=True), gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
+                        *buttons(cur.state, prompt, duration, cur.model), *view_updates(ctx, *view_args)]
             if seen and key and seen[0] == key[0] and tuple(saved_here or ()) != key:  # saved elsewhere
                 gr.Info(notify_text(f"The settings of {cur.model.display_name} were saved: the Generate tab starts "
                                     "from them again."))
-            return follow(cur, *view_args)
+            return follow(cur, prompt, duration, *view_args)
 
-        refresh_io = dict(inputs=[seen_model, settings.config.saved_here, *v_in], outputs=outputs,
+        refresh_io = dict(inputs=[seen_model, settings.config.saved_here, *typed, *v_in], outputs=outputs,
                           show_progress="hidden",
                           api_visibility="private")
         demo.load(refresh, queue=False, **refresh_io)
@@ -97,18 +101,19 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             """Switch to model_id: streams download and load progress; the last update says ready or error."""
             yield from switch_events(ctx, model_id, progress)
 
-        start = settings.model.input(lambda: [*locked(), status_style(failed=False)], None,
-                                     [*controls, settings.status], js=JS_SWITCH_START, queue=False,
-                                     api_visibility="private")
-        # show_progress hidden: the status streams its own progress, and a failure is a message there, not
-        # Gradio's error badge over it.
-        switching = start.then(switch_model, settings.model, [settings.status, settings.card],
-                               api_name="switch_model", concurrency_id="gpu", concurrency_limit=1,
-                               show_progress="hidden")
-        unlock_io = dict(fn=lambda *view_args: follow(ctx.models.current(), *view_args), inputs=v_in,
+        unlock_io = dict(fn=lambda *args: follow(ctx.models.current(), *args), inputs=[*typed, *v_in],
                          outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
-        switching.then(**unlock_io)
-        switching.failure(**unlock_io)
-        switching.failure(lambda: status_style(failed=True), None, settings.status, queue=False,
-                          show_progress="hidden", api_visibility="private")
+        # The Settings tab's dropdown (the /switch_model endpoint) and the Generate tab's: the same switch, the same
+        # locking; each shows the progress beside itself. show_progress hidden: the status streams its own
+        # progress, and a failure is a message there (styled by status_style), not Gradio's error badge over it.
+        for dropdown, status, api in ((settings.model, settings.status, dict(api_name="switch_model")),
+                                      (gen.model, gen.model_status, dict(api_visibility="private"))):
+            start = dropdown.input(lambda: [*locked(), status_style(failed=False)], None, [*controls, status],
+                                   js=JS_SWITCH_START, queue=False, api_visibility="private")
+            switching = start.then(switch_model, dropdown, [status, settings.card], concurrency_id="gpu",
+                                   concurrency_limit=1, show_progress="hidden", **api)
+            switching.then(**unlock_io)
+            switching.failure(**unlock_io)
+            switching.failure(lambda: status_style(failed=True), None, status, queue=False, show_progress="hidden",
+                              api_visibility="private")
     return demo

@@ -43,6 +43,8 @@ document.addEventListener('mouseover', (e) => {
 JS_SWITCH_START = "(...args) => { window.__studioSwitching = true; return args; }"
 JS_SWITCH_END = "(...args) => { window.__studioSwitching = false; return args; }"
 CSS = """
+/* Generate tab: Cancel is quieter than Generate, red only while there is something to cancel */
+#cancel-btn:not(:disabled) { color: var(--button-cancel-background-fill, #dc2626); border-color: currentColor; }
 #current-model { padding: 6px 12px; border-radius: 8px; background: var(--block-background-fill); }
 #model-card table { width: 100%; }
 /* Dropdowns cannot disable one choice: adapters that need another model are greyed (the server refuses them). */
@@ -57,7 +59,7 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 #config-reset, #config-reset-no { border: 1px solid var(--button-secondary-border-color, var(--border-color-primary)) !important;
   background: var(--background-fill-primary) !important; font-weight: normal; }
 /* A failed switch: a message in the status area, clearly one. */
-#switch-status.switch-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px;
+#switch-status.switch-failed, #gen-model-status.switch-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px;
   padding: 6px 10px; background: var(--error-background-fill, #fef2f2); }
 #loaded-model-section, #gen-config { margin-bottom: 12px; }
 #loaded-model-section > .styler > .form, #loaded-model-section .prose h3, #gen-config .prose h3 { margin-top: 0; }

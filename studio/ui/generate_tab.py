@@ -1,20 +1,24 @@
 """Generate tab: prompt, duration limited by the loaded model, settings, seed, per-step progress, audio."""
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
+from pydantic import ValidationError
 
 from studio.context import AppContext
+from studio.errors import Cancelled
+from studio.gen_settings import RANDOM_SEED, field_errors
 from studio.services.adapters import AdapterInfo
 from studio.services.gen_config import ConfigView
-from studio.services.generation import GenerateRequest
+from studio.services.generation import GenerateRequest, duration_over_limit
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, md_escape, user_errors
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget
+from studio.ui.settings_tab import model_choices
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
-RANDOM_SEED = -1
 # The stored settings a person tunes per generation here; the others (output format, loudness, seed policy) apply
 # as stored in the Settings tab.
 SAMPLING_FIELDS = ("do_sample", "top_k", "top_p", "temperature", "guidance_scale")
@@ -22,8 +26,10 @@ SAMPLING_FIELDS = ("do_sample", "top_k", "top_p", "temperature", "guidance_scale
 
 @dataclass
 class GenerateTab:
+    model: gr.Dropdown  # the loaded model; choosing another switches, like the Settings tab's dropdown
+    model_status: gr.Markdown  # the progress of a switch started here
     prompt: gr.Textbox
-    duration: gr.Slider
+    duration: gr.Number
     duration_hint: gr.Markdown
     adapter: gr.Dropdown
     adapter_hint: gr.Markdown
@@ -41,30 +47,58 @@ class GenerateTab:
         return [self.seed, *self.sampling.values()]
 
 
-def duration_hint(value: float, model: ModelInfo | None) -> str:
-    if model is None or value is None:
-        return ""
+def duration_problem(value: float | None, model: ModelInfo | None) -> str | None:
+    """Why Generate cannot run with this duration (the service's own wording), or None."""
+    if model is None:
+        return None
+    if value is None:
+        return "Enter a duration in seconds."
+    if value <= 0:
+        return "The duration must be more than 0 s."
     if value > model.max_duration_s:
-        return f"⚠️ {value:g} s is over {model.display_name}'s limit of {model.max_duration_s:g} s."
+        return duration_over_limit(value, model.display_name, model.max_duration_s)
+    return None
+
+
+def duration_hint(value: float | None, model: ModelInfo | None) -> str:
+    if model is None:
+        return ""
+    problem = duration_problem(value, model)
+    if problem:
+        return f"⚠️ {problem}"
     if value >= NEAR_LIMIT * model.max_duration_s:
         return (f"⚠️ {value:g} s is near {model.display_name}'s limit of {model.max_duration_s:g} s: "
                 "long clips take longer and need more memory.")
     return ""
 
 
+def buttons(state: str, prompt: str | None, duration: float | None, model: ModelInfo | None) -> list:
+    """[Generate, Cancel]: only what can be done now is enabled. Generate wants a prompt, a duration within the
+    model's limit and an idle studio; Cancel a running generation."""
+    if state == "switching":
+        return [gr.Button(interactive=False, value="Switching model…"), gr.Button(interactive=False)]
+    if state == "generating":
+        return [gr.Button(interactive=False, value="Generating…"), gr.Button(interactive=True)]
+    ready = model is not None and bool((prompt or "").strip()) and duration_problem(duration, model) is None
+    return [gr.Button(interactive=ready, value="Generate"), gr.Button(interactive=False)]
+
+
 def seed_value(values: dict) -> int:
     return values["seed"] if values["seed_policy"] == "fixed" else RANDOM_SEED
+
+
+def duration_info(model: ModelInfo) -> str:
+    return f"{model.display_name} allows up to {model.max_duration_s:g} s"
 
 
 def model_updates(model: ModelInfo | None, config: ConfigView | None) -> list:
     """Limits and starting values of the tab's widgets [duration, hint, seed, *sampling] for the loaded model and
     its stored settings (when either changes)."""
     if model is None or config is None:
-        return [gr.Slider(interactive=False), "", gr.skip(), *[gr.skip()] * len(SAMPLING_FIELDS)]
+        return [gr.Number(interactive=False), "", gr.skip(), *[gr.skip()] * len(SAMPLING_FIELDS)]
     v = config.values
     value = min(v["default_duration_s"], model.max_duration_s)
-    return [gr.Slider(maximum=model.max_duration_s, value=value, interactive=True,
-                      info=f"{model.display_name} allows up to {model.max_duration_s:g} s"),
+    return [gr.Number(value=value, interactive=True, info=duration_info(model)),
             duration_hint(value, model), seed_value(v), *[gr.update(value=v[name]) for name in SAMPLING_FIELDS]]
 
 
@@ -125,11 +159,37 @@ def adapter_hint(adapters: list[AdapterInfo], model: ModelInfo | None) -> str:
     return ""
 
 
+UNAVAILABLE = " — Unavailable: "  # the person's choice, no longer usable: kept, said, greyed, refused by the server
+
+
+def _chosen_label(current: str, adapters: list[AdapterInfo], model: ModelInfo | None) -> tuple[str, str]:
+    """(dropdown label, why it cannot be used) for a chosen adapter that is no longer among the usable ones."""
+    a = next((a for a in adapters if str(a.id) == current), None)
+    if a is None:
+        return f"adapter {current}{UNAVAILABLE}deleted", "was deleted"
+    if not a.active:
+        return f"{adapter_label(a)}{UNAVAILABLE}deactivated", "was deactivated"
+    if model is None or a.base_model != model.id:
+        return adapter_choice_label(a, model), f"needs {a.base_model_name}"
+    return adapter_choice_label(a, model), a.compatibility_note or "does not fit this model"
+
+
 def adapter_widgets(adapters: list[AdapterInfo], model: ModelInfo | None, current: str | None) -> list:
-    """Updates for [dropdown, hint]; the choice is kept while it is still offered."""
+    """Updates for [dropdown, hint]. The person's choice is never changed behind their back: an adapter deactivated,
+    deleted or made unusable by a model switch stays selected, marked unavailable, and the hint says why (Generate
+    is then refused by the server, with the reason)."""
     choices = adapter_choices(adapters, model)
-    value = current if current in [v for _, v in choices] else NO_ADAPTER
-    return [gr.Dropdown(choices=choices, value=value), adapter_hint(adapters, model)]
+    hint = adapter_hint(adapters, model)
+    if current in (None, "", NO_ADAPTER):
+        return [gr.Dropdown(choices=choices, value=NO_ADAPTER), hint]
+    usable = {str(a.id) for a in adapters if a.active and not a.deleted and a.compatible}
+    if current in usable:
+        return [gr.Dropdown(choices=choices, value=current), hint]
+    label, why = _chosen_label(current, adapters, model)
+    choices = [(lab, value) for lab, value in choices if value != current] + [(label, current)]
+    warning = (f"⚠️ Your choice, {md_escape(label.split(' — ')[0])}, {md_escape(why)}: Generate will refuse it. "
+               f"Choose another adapter or {NO_ADAPTER}.")
+    return [gr.Dropdown(choices=choices, value=current), warning]
 
 
 def adapter_id_from(value: str | int | None, adapters: list[AdapterInfo] | None = None) -> int | None:
@@ -140,7 +200,7 @@ def adapter_id_from(value: str | int | None, adapters: list[AdapterInfo] | None 
     text = str(value).strip()
     if text.isdigit():
         return int(text)
-    label = text.split(REQUIRES)[0].split(NOT_USABLE)[0]
+    label = text.split(REQUIRES)[0].split(NOT_USABLE)[0].split(UNAVAILABLE)[0]
     for a in adapters or []:
         if adapter_label(a) == label:
             return a.id
@@ -150,19 +210,25 @@ def adapter_id_from(value: str | int | None, adapters: list[AdapterInfo] | None 
 
 def build_generate_tab(ctx: AppContext) -> GenerateTab:
     current = ctx.models.current().model
-    # The widget's bound is the registry's largest limit (Gradio checks it for scripts too, which never get
-    # a page's update); each page narrows it to the loaded model, and the service enforces the real limit.
-    max_s = max(spec.max_duration_s for spec in ctx.registry.models)
     model_id = current.id if current else ctx.registry.default_model
     config = ctx.gen_config.get(model_id)
     specs = {f.name: f for f in field_specs(ctx.gen_config.schema(model_id)) if f.name in SAMPLING_FIELDS}
     with gr.Row():
         with gr.Column(scale=3):
+            with gr.Row(equal_height=True):
+                # The same switch as the Settings tab's dropdown (wired in app.py), where people are.
+                model = gr.Dropdown(model_choices(ctx), value=current.id if current else None, label="Model",
+                                    elem_id="gen-model", scale=3,
+                                    info="Choose another to switch (details in Settings)")
+                model_status = gr.Markdown(elem_id="gen-model-status")
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", max_length=ctx.settings.max_prompt_chars,
                                 placeholder="lo-fi hip hop beat with warm piano and vinyl crackle")
-            duration = gr.Slider(0.5, max_s, value=config.values["default_duration_s"], step=0.5,
-                                 label="Duration (seconds)",
-                                 elem_id="duration")
+            # A number box without Gradio bounds: Gradio's own check raised a traceback on every keystroke over the
+            # limit and its slider clamped the value silently. The studio checks it and says so under the field.
+            duration = gr.Number(value=min(config.values["default_duration_s"], current.max_duration_s)
+                                 if current else config.values["default_duration_s"], step=0.5,
+                                 label="Duration (seconds)", elem_id="duration",
+                                 info=duration_info(current) if current else None)
             hint = gr.Markdown(elem_id="duration-hint")
             # allow_custom_value: a script's session never gets the page's updated choices, so the handler (and the
             # service behind it) check the value instead of Gradio's list.
@@ -173,29 +239,44 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                 gr.Markdown("Start from this model's saved settings (Settings tab), for this generation only. "
                             "Output format, loudness and seed policy apply as saved.", elem_classes=["cfg-hint"])
                 sampling = {name: make_widget(f, config.values[name], f"gen-{name}") for name, f in specs.items()}
-            # -1, not an empty field: Gradio shows and sends an empty Number as 0.
-            seed = gr.Number(label="Seed", value=seed_value(config.values), precision=0, minimum=RANDOM_SEED,
-                             elem_id="seed",
+            # -1, not an empty field: Gradio shows and sends an empty Number as 0. No Gradio bounds (see duration).
+            seed = gr.Number(label="Seed", value=seed_value(config.values), precision=0, elem_id="seed",
                              info="-1: a random seed (shown with the result) · same seed + prompt + settings: "
                                   "same audio")
-            with gr.Row():
-                generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
-                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+            with gr.Row(elem_id="generate-row"):
+                generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=3,
+                                         interactive=False)
+                # Destructive, and only while something runs: quieter than Generate.
+                cancel_btn = gr.Button("Cancel", variant="secondary", elem_id="cancel-btn", scale=1, size="md",
+                                       interactive=False)
         with gr.Column(scale=2):
             audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
-    return GenerateTab(prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed, generate_btn,
-                       cancel_btn, audio, result)
+    return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
+                       generate_btn, cancel_btn, audio, result)
+
+
+def _number(value, name: str, whole: bool = False):
+    """A number box's value as the request wants it (scripts may send anything); None when empty."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise gr.Error(f"{name} must be a number.", print_exception=False)
+    if whole:
+        if value != int(value):
+            raise gr.Error(f"{name} must be a whole number.", print_exception=False)
+        return int(value)
+    return float(value)
 
 
 def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
                  progress=gr.Progress()):
         """Generate music with the loaded model, with a LoRA adapter ('None (base model)', or an adapter id as
-        listed by GET /api/adapters). The sampling values apply to this generation; the other settings (output
-        format, loudness, seed policy for seed -1) are the model's saved ones. Returns the audio file and a summary
-        naming the model, adapter and seed."""
+        listed by GET /api/adapters). Seed -1: a random seed; none: the model's seed policy. The sampling values
+        apply to this generation; the other settings (output format, loudness, seed policy) are the model's saved
+        ones. Returns the audio file and a summary naming the model, adapter, seed and loudness reached."""
         needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
             "", NO_ADAPTER)
         with user_errors():
@@ -203,39 +284,62 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         raw = dict(do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
                    guidance_scale=guidance_scale)
         settings = {name: coerce(tab.specs[name], value) for name, value in raw.items()}
-        req = GenerateRequest(prompt=prompt or "", duration_s=float(duration_s or 0),
-                              seed=None if seed in (None, "", RANDOM_SEED) else int(seed), settings=settings,
-                              adapter_id=adapter_id)
+        duration = _number(duration_s, "Duration")
+        if duration is None:
+            raise gr.Error("Enter a duration in seconds.", print_exception=False)
+        try:
+            req = GenerateRequest(prompt=prompt or "", duration_s=duration, seed=_number(seed, "Seed", whole=True),
+                                  settings=settings, adapter_id=adapter_id)
+        except ValidationError as exc:  # the request's own bounds (seed -1 to 2^32-1): said, never a traceback
+            text = "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items())
+            raise gr.Error(html.escape(f"Not generated: {text}."), print_exception=False) from None
         progress(0, desc="Starting")
 
         def on_step(done: int, total: int) -> None:
             progress((done, total), desc="Decoding", unit="steps")
 
         with user_errors():
-            r = ctx.generation.generate(req, on_step=on_step)
+            try:
+                r = ctx.generation.generate(req, on_step=on_step)
+            except Cancelled as exc:  # not an error: a neutral notice, and no error badge on the result
+                gr.Info(html.escape(exc.message))
+                return None, md_escape(exc.message)
         model_name = ctx.models.get(r.model_id).display_name
         used = f"adapter **{md_escape(r.adapter_label)}**" if r.adapter_label else "no adapter (base model)"
         info = (f"**Job {r.job_id}** · {model_name} · {used} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz"
                 f" · {r.output_file.suffix.lstrip('.').upper()} · seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
+        if r.loudness_note:
+            info += f"  \n⚠️ {md_escape(r.loudness_note)}"
         return str(r.output_file), info
 
     s = tab.sampling
     inputs = [tab.prompt, tab.duration, tab.seed, s["top_k"], s["top_p"], s["temperature"], s["guidance_scale"],
               tab.adapter, s["do_sample"]]
-    tab.generate_btn.click(generate, inputs, [tab.audio, tab.result], api_name="generate", concurrency_id="gpu",
-                           concurrency_limit=1)
+    btns = [tab.generate_btn, tab.cancel_btn]
+
+    def after(prompt, duration):
+        cur = ctx.models.current()
+        return buttons(cur.state, prompt, duration, cur.model)
+
+    started = tab.generate_btn.click(lambda: buttons("generating", None, None, None), None, btns, queue=False,
+                                     api_visibility="private")
+    run = started.then(generate, inputs, [tab.audio, tab.result], api_name="generate", concurrency_id="gpu",
+                       concurrency_limit=1)
+    run.then(after, [tab.prompt, tab.duration], btns, queue=False, api_visibility="private")
+    run.failure(after, [tab.prompt, tab.duration], btns, queue=False, api_visibility="private")
 
     def cancel() -> None:
-        """Stop the running generation at its next step."""
-        if ctx.generation.cancel():
-            gr.Info("Cancelling: the generation stops at its next step.")
-        else:
+        """Stop the running generation at its next step (the generation then reports it as cancelled)."""
+        if not ctx.generation.cancel():
             gr.Info("Nothing is generating.")
 
     tab.cancel_btn.click(cancel, None, None, api_name="cancel_generation", queue=False)
 
-    def hint(value):
-        return duration_hint(value, ctx.models.current().model)
+    def generate_readiness(prompt, duration):
+        """The hint under the duration and whether Generate can run, at every keystroke: never a traceback."""
+        cur = ctx.models.current()
+        return [duration_hint(duration, cur.model), *buttons(cur.state, prompt, duration, cur.model)[:1]]
 
-    tab.duration.change(hint, tab.duration, tab.duration_hint, queue=False, show_progress="hidden",
-                        api_visibility="private")
+    for box in (tab.duration, tab.prompt):  # change: typing, and the updates a model switch sends
+        box.change(generate_readiness, [tab.prompt, tab.duration], [tab.duration_hint, tab.generate_btn], queue=False,
+                   show_progress="hidden", api_visibility="private")

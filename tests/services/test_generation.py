@@ -1,0 +1,67 @@
+"""The generation service: file names a person recognises, the loudness reached reported with the job, and a
+cancelled job told as such (not as a failure)."""
+from __future__ import annotations
+
+import pytest
+
+from studio.errors import Cancelled
+from studio.services.generation import GenerateRequest, download_name, loudness_note
+from studio.gen_settings import settings_class
+
+NAMES = [
+    # (case, prompt, job id, format, file name)
+    ("plain", "lofi hip hop beat", 12, "flac", "lofi-hip-hop-beat_job12.flac"),
+    ("punctuation and case", "  Lo-Fi, HIP hop!!  beat ", 3, "wav", "lo-fi-hip-hop-beat_job3.wav"),
+    ("accents", "café crème jazz", 7, "mp3", "cafe-creme-jazz_job7.mp3"),
+    ("path tricks", "../../etc/passwd", 1, "wav", "etc-passwd_job1.wav"),
+    ("markup", "<img src=x onerror=alert(1)>", 2, "wav", "img-src-x-onerror-alert-1_job2.wav"),
+    ("nothing usable", "🎵🎶", 4, "wav", "music_job4.wav"),
+    ("long", "a very long prompt " * 10, 5, "wav", "a-very-long-prompt-a-very-long-prompt-a_job5.wav"),
+]
+
+
+@pytest.mark.parametrize("prompt,job_id,fmt,name", [n[1:] for n in NAMES], ids=[n[0] for n in NAMES])
+def test_download_names_follow_the_prompt_and_job(prompt, job_id, fmt, name):
+    assert download_name(prompt, job_id, fmt) == name
+
+
+def test_job_records_the_loudness_reached_and_the_true_peak(ctx):
+    ctx.gen_config.update("studio-tiny", {"normalize_loudness": True, "target_lufs": -20.0})
+    r = ctx.generation.generate(GenerateRequest(prompt="lofi hip hop beat", duration_s=2.0, seed=3))
+    assert r.output_file.name == f"lofi-hip-hop-beat_job{r.job_id}.wav"
+    job = ctx.jobs.get(r.job_id)
+    assert job.loudness_lufs == r.loudness_lufs and job.true_peak_dbtp == r.true_peak_dbtp
+    assert abs(job.loudness_lufs - (-20.0)) < 0.5 and job.true_peak_dbtp < -1.0
+    assert r.loudness_note is None  # reached: nothing to say
+
+
+NOTES = [
+    # (case, normalise, target, reached, note expected?)
+    ("reached", True, -14.0, -14.3, False),
+    ("short of the target", True, -14.0, -23.0, True),
+    ("normalisation off", False, -14.0, -30.0, False),
+    ("undefined loudness", True, -14.0, None, False),
+]
+
+
+@pytest.mark.parametrize("on,target,reached,expected", [n[1:] for n in NOTES], ids=[n[0] for n in NOTES])
+def test_a_missed_loudness_target_is_said(on, target, reached, expected):
+    settings = settings_class("transformers", 1, 30.0)(normalize_loudness=on, target_lufs=target)
+    note = loudness_note(settings, reached, -1.2)
+    assert (note is not None) == expected
+    if expected:
+        assert "-23.0 LUFS" in note and "-14 LUFS" in note
+
+
+def test_cancelling_is_recorded_and_said_as_a_cancellation(ctx):
+    def on_step(done, total):
+        if done == 3:
+            assert ctx.generation.cancel()
+
+    with pytest.raises(Cancelled) as caught:
+        ctx.generation.generate(GenerateRequest(prompt="x", duration_s=5.0, seed=1), on_step=on_step)
+    job = ctx.jobs.list()[0]
+    assert job.status == "cancelled" and not job.has_audio
+    assert caught.value.message == f"Cancelled: job {job.id} stopped after {job.elapsed_s:.1f} s."
+    assert caught.value.extra["job_id"] == job.id
+    assert ctx.manager.status().state == "idle"

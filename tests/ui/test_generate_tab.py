@@ -1,0 +1,92 @@
+"""The Generate tab's logic, without a browser: a choice is never changed behind the person's back, the duration
+is checked by the studio (its words, no Gradio bounds), and only what can be done now is enabled."""
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from studio.services.models import ModelInfo
+from studio.ui.common import NO_ADAPTER
+from studio.ui.generate_tab import adapter_id_from, adapter_widgets, buttons, duration_hint
+from tests.test_ui_adapters import TINY, adapter
+
+GONE = [
+    # (case, the adapters listed now, the person's choice, what the hint must say)
+    ("deactivated elsewhere", [adapter(1, "lofi", active=False)], "1", "lofi v1, was deactivated"),
+    ("deleted elsewhere", [], "7", "adapter 7, was deleted"),
+    ("needs another model after a switch", [adapter(2, "keys", base="tiny-b")], "2", "keys v1, needs Tiny B"),
+    ("other weights", [adapter(1, "lofi", compatible=False, compatibility_note="Trained on other weights")], "1",
+     "lofi v1, Trained on other weights"),
+]
+
+
+@pytest.mark.parametrize("adapters,chosen,said", [g[1:] for g in GONE], ids=[g[0] for g in GONE])
+def test_an_unusable_choice_stays_selected_marked_and_explained(adapters, chosen, said):
+    dropdown, hint = adapter_widgets([*adapters, adapter(9, "ok")], TINY, chosen)
+    assert isinstance(dropdown, gr.Dropdown) and dropdown.value == chosen  # never "None (base model)" silently
+    label = dict((v, lab) for lab, v in dropdown.choices)[chosen]
+    assert " — " in label  # greyed by the page's CSS like other unusable choices
+    assert hint.startswith("⚠️ Your choice, ") and said in hint.replace("\\", "")
+    assert "Generate will refuse it" in hint
+    assert adapter_id_from(dropdown.value) == int(chosen)  # Generate sends it: the server refuses it, with why
+
+
+def test_the_base_model_stays_the_base_model():
+    dropdown, _ = adapter_widgets([adapter(1, "lofi")], TINY, NO_ADAPTER)
+    assert dropdown.value == NO_ADAPTER
+
+
+DURATIONS = [
+    # (case, value, hint contains, Generate enabled with a prompt)
+    ("within", 10.0, "", True),
+    ("near the limit", 28.0, "28 s is near Studio Tiny's limit of 30 s", True),
+    ("at the limit", 30.0, "near", True),
+    ("just over", 31.0, "31 s is over Studio Tiny's limit of 30 s.", False),
+    ("far over", 45.0, "45 s is over Studio Tiny's limit of 30 s.", False),
+    ("zero", 0.0, "more than 0 s", False),
+    ("negative", -3.0, "more than 0 s", False),
+    ("empty", None, "Enter a duration", False),
+]
+
+
+@pytest.mark.parametrize("value,said,ready", [d[1:] for d in DURATIONS], ids=[d[0] for d in DURATIONS])
+def test_duration_is_checked_by_the_studio_in_its_own_words(value, said, ready):
+    model = ModelInfo.model_construct(id="studio-tiny", display_name="Studio Tiny", max_duration_s=30.0)
+    hint = duration_hint(value, model)
+    assert said in hint and (hint == "") == (said == "")
+    generate, cancel = buttons("idle", "lofi piano", value, model)
+    assert generate.interactive is ready and cancel.interactive is False
+
+
+BUTTONS = [
+    # (case, studio state, prompt, Generate enabled, Generate's label, Cancel enabled)
+    ("idle with a prompt", "idle", "lofi", True, "Generate", False),
+    ("idle, empty prompt", "idle", "", False, "Generate", False),
+    ("idle, blank prompt", "idle", "  \n", False, "Generate", False),
+    ("generating", "generating", "lofi", False, "Generating…", True),
+    ("switching", "switching", "lofi", False, "Switching model…", False),
+]
+
+
+@pytest.mark.parametrize("state,prompt,gen_on,label,cancel_on", [b[1:] for b in BUTTONS], ids=[b[0] for b in BUTTONS])
+def test_only_what_can_be_done_now_is_enabled(state, prompt, gen_on, label, cancel_on):
+    generate, cancel = buttons(state, prompt, 5.0, TINY)
+    assert (generate.interactive, generate.value, cancel.interactive) == (gen_on, label, cancel_on)
+
+
+def test_no_model_loaded_disables_generate():
+    assert buttons("idle", "lofi", 5.0, None)[0].interactive is False
+
+
+def test_generate_tab_widgets_have_no_gradio_bounds_to_trip_over(ctx):
+    """Gradio's own bound checks raised a traceback per keystroke (and its slider clamped silently): the studio's
+    number boxes leave bounds to the studio."""
+    from studio.ui.app import build_ui
+
+    demo = build_ui(ctx)
+    comps = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None)}
+    for elem_id in ("duration", "seed"):
+        assert isinstance(comps[elem_id], gr.Number), elem_id
+        assert comps[elem_id].minimum is None and comps[elem_id].maximum is None, elem_id
+    assert comps["gen-model"].value == "studio-tiny"
+    assert comps["generate-btn"].variant == "primary" and comps["cancel-btn"].variant == "secondary"
