@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from studio.api.params import RecordId
 from studio.context import AppContext
 from studio.errors import InvalidRequest
 from studio.services.adapters import (AdapterGroup, AdapterInfo, AdapterUpdate, RegisterAdapterRequest,
@@ -78,16 +79,16 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         return service.timeline(name)
 
     @router.get("/{adapter_id}", response_model=AdapterInfo)
-    def get_adapter(adapter_id: int) -> AdapterInfo:
+    def get_adapter(adapter_id: RecordId) -> AdapterInfo:
         return service.get(adapter_id)
 
     @router.patch("/{adapter_id}", response_model=AdapterInfo)
-    def update_adapter(adapter_id: int, change: AdapterUpdate) -> AdapterInfo:
+    def update_adapter(adapter_id: RecordId, change: AdapterUpdate) -> AdapterInfo:
         """Rename (1-100 characters), describe, activate (pre-loads it when it fits) or deactivate."""
         return service.update(adapter_id, change)
 
     @router.delete("/{adapter_id}", response_model=AdapterInfo)
-    def delete_adapter(adapter_id: int) -> AdapterInfo:
+    def delete_adapter(adapter_id: RecordId) -> AdapterInfo:
         """Soft delete: hidden and refused for new generations; jobs that used it keep their reference."""
         return service.delete(adapter_id)
 

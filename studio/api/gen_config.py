@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Request
 
 from studio.api.auth import current_user
+from studio.api.params import Limit, Offset
 from studio.context import AppContext
 from studio.services.gen_config import ConfigHistory, ConfigView
 
@@ -43,7 +44,7 @@ def build_gen_config_router(ctx: AppContext) -> APIRouter:
         return service.reset(model_id, by=current_user(request))
 
     @router.get("/history", response_model=ConfigHistory, responses=ERRORS)
-    def get_history(model_id: str, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+    def get_history(model_id: str, limit: Limit = 50, offset: Offset = 0
                     ) -> ConfigHistory:
         """Changes to the model's settings, newest first: who, when, old and new values."""
         return service.history(model_id, limit=limit, offset=offset)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from studio.api.params import Limit, Offset, RecordId
 from studio.context import AppContext
 from studio.errors import NotFound
 from studio.services.generation import GenerateRequest, GenerationResult
@@ -98,17 +99,17 @@ def build_router(ctx: AppContext) -> APIRouter:
         return CancelResponse(cancelled=ctx.generation.cancel())
 
     @router.get("/jobs", response_model=list[JobResponse], tags=["jobs"])
-    def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> list[JobResponse]:
+    def list_jobs(limit: Limit = 50, offset: Offset = 0) -> list[JobResponse]:
         """Generation jobs, newest first."""
         return [_job(j) for j in ctx.jobs.list(limit=limit, offset=offset)]
 
     @router.get("/jobs/{job_id}", response_model=JobResponse, tags=["jobs"])
-    def get_job(job_id: int) -> JobResponse:
+    def get_job(job_id: RecordId) -> JobResponse:
         return _job(ctx.jobs.get(job_id))
 
     @router.get("/jobs/{job_id}/audio", response_class=FileResponse, tags=["jobs"],
                 responses={200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}}}})
-    def job_audio(job_id: int) -> FileResponse:
+    def job_audio(job_id: RecordId) -> FileResponse:
         """The job's audio, in the output format its settings chose."""
         path = ctx.jobs.audio_path(job_id)
         return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=path.name)
