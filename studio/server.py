@@ -15,6 +15,7 @@ from studio.api.adapters import build_adapters_router
 from studio.api.auth import AuthMiddleware, gradio_user
 from studio.api.errors import install_error_handlers
 from studio.api.gen_config import build_gen_config_router
+from studio.api.openapi import install_openapi
 from studio.api.routes import build_router
 from studio.api.security import install_request_guards
 from studio.context import AppContext
@@ -64,6 +65,7 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
                          description="Text-to-music with MusicGen: models, generation and jobs. "
                                      "Errors are `{detail: {code, message, ...}}`.")
     install_error_handlers(app)
+    install_openapi(app, auth=settings.auth is not None)
     app.include_router(build_adapters_router(ctx))
     app.include_router(build_gen_config_router(ctx))
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes

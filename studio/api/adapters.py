@@ -10,15 +10,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from studio.api.errors import error_responses
 from studio.api.params import RecordId
 from studio.context import AppContext
 from studio.errors import InvalidRequest
 from studio.services.adapters import (AdapterGroup, AdapterInfo, AdapterUpdate, RegisterAdapterRequest,
                                       TimelineEntry)
 
+NOT_FOUND = error_responses({404: "adapter_not_found: unknown (or deleted) adapter"})
 REGISTER_BODY = {
     "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/RegisterAdapterRequest"}},
+        "application/json": {"schema": RegisterAdapterRequest.model_json_schema()},  # inline: no $defs
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["archive"],
             "properties": {"archive": {"type": "string", "format": "binary",
@@ -42,7 +44,12 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         return service.grouped(**filters) if group_by_name else service.list(**filters)
 
     @router.post("", response_model=AdapterInfo, status_code=201, openapi_extra=REGISTER_BODY,
-                 responses={400: {"description": "not a usable LoRA adapter"}, 409: {"description": "conflict"}})
+                 responses=error_responses({
+                     400: "not a usable LoRA adapter or source: not_peft_adapter, not_lora, pickled_weights, "
+                          "invalid_weights, shape_mismatch, unmapped_keys, invalid_archive, path_not_allowed, "
+                          "missing_path, missing_archive, invalid_name, unknown_base_model, ...",
+                     404: "folder_not_found, or an unknown hub repo",
+                     409: "version_exists, base_model_conflict"}))
     async def register_adapter(request: Request) -> AdapterInfo:
         """Register an adapter from a server folder (inside an import root) or a hub repo (JSON), or from an
         uploaded archive (multipart, field `archive`). Files and record are written together or not at all."""
@@ -78,16 +85,16 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         """Every version of an adapter, oldest first: training date, loss, status, training run."""
         return service.timeline(name)
 
-    @router.get("/{adapter_id}", response_model=AdapterInfo)
+    @router.get("/{adapter_id}", response_model=AdapterInfo, responses=NOT_FOUND)
     def get_adapter(adapter_id: RecordId) -> AdapterInfo:
         return service.get(adapter_id)
 
-    @router.patch("/{adapter_id}", response_model=AdapterInfo)
+    @router.patch("/{adapter_id}", response_model=AdapterInfo, responses=NOT_FOUND)
     def update_adapter(adapter_id: RecordId, change: AdapterUpdate) -> AdapterInfo:
         """Rename (1-100 characters), describe, activate (pre-loads it when it fits) or deactivate."""
         return service.update(adapter_id, change)
 
-    @router.delete("/{adapter_id}", response_model=AdapterInfo)
+    @router.delete("/{adapter_id}", response_model=AdapterInfo, responses=NOT_FOUND)
     def delete_adapter(adapter_id: RecordId) -> AdapterInfo:
         """Soft delete: hidden and refused for new generations; jobs that used it keep their reference."""
         return service.delete(adapter_id)

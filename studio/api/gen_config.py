@@ -6,11 +6,12 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 
 from studio.api.auth import current_user
+from studio.api.errors import error_responses
 from studio.api.params import Limit, Offset
 from studio.context import AppContext
 from studio.services.gen_config import ConfigHistory, ConfigView
 
-ERRORS = {404: {"description": "unknown model"}}
+ERRORS = error_responses({404: "not_found: unknown model"})
 
 
 def build_gen_config_router(ctx: AppContext) -> APIRouter:
@@ -23,8 +24,9 @@ def build_gen_config_router(ctx: AppContext) -> APIRouter:
         return service.get(model_id)
 
     @router.put("", response_model=ConfigView,
-                responses={**ERRORS, 422: {"description": "invalid values: `errors` names each bad field; nothing "
-                                                          "is stored"}})
+                responses=error_responses({404: "not_found: unknown model", 422: (
+                    "invalid_settings: `errors` names each bad field, nothing is stored; invalid_parameter, "
+                    "invalid_body, invalid_json")}))
     def put_config(model_id: str, request: Request,
                    values: dict[str, Any] = Body(..., description=(
                        "settings to change, by name (the others keep their values); types, bounds and options: "

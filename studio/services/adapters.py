@@ -87,7 +87,7 @@ class AdapterInfo(BaseModel):
     alpha: float | None
     target_modules: str | list[str] | None
     lora_config: dict[str, Any]
-    source: str
+    source: Literal["folder", "hub", "upload"]
     size_bytes: int
     usage_count: int
     training_dataset: str | None

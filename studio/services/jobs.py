@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -25,7 +25,7 @@ class JobInfo(BaseModel):
     seed: int
     duration_s: float
     sample_rate: int
-    status: str
+    status: Literal["running", "succeeded", "failed", "cancelled"]
     error: str | None
     adapter_id: int | None
     adapter_label: str | None  # 'name vN', or 'Deleted Adapter'

@@ -7,8 +7,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel, Field
 
 from studio.registry import ModelSpec, Registry
-from studio.runtime.manager import ModelManager
-from studio.runtime.progress import ProgressEvent
+from studio.runtime.manager import ModelManager, State
+from studio.runtime.progress import ProgressEvent, Stage
 from studio.runtime.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class ModelInfo(BaseModel):
 
 
 class ProgressInfo(BaseModel):
-    stage: str
+    stage: Stage
     message: str
     model_id: str | None = None
     fraction: float | None = None
@@ -51,7 +51,7 @@ class ProgressInfo(BaseModel):
 
 class CurrentModel(BaseModel):
     model: ModelInfo | None
-    state: str  # idle | switching | generating
+    state: State
     activity: str | None
     note: str
     progress: ProgressInfo | None
