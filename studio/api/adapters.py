@@ -80,7 +80,8 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
                 await run_in_threadpool(shutil.copyfileobj, archive.file, out)
             return await run_in_threadpool(service.register, req, upload=path, upload_name=archive.filename)
 
-    @router.get("/timeline", response_model=list[TimelineEntry])
+    @router.get("/timeline", response_model=list[TimelineEntry], responses=error_responses({
+        404: "adapter_not_found: no adapter has this name"}))
     def timeline(name: str = Query(..., description="the adapter name")) -> list[TimelineEntry]:
         """Every version of an adapter, oldest first: training date, loss, status, training run."""
         return service.timeline(name)
