@@ -78,7 +78,7 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     app = gr.mount_gradio_app(app, blocks, path="", auth_dependency=gradio_user if settings.auth else None,
                               allowed_paths=[str(settings.outputs_dir.resolve())], css=CSS, head=HEAD,
                               footer_links=["api", "gradio"])  # Gradio's "Settings" link read as the studio's tab
-    # Mounted apps never launch(), which is what turns on Gradio's own check that a client's file path was uploaded
-    # (processing_utils._check_allowed): turn it on as a second line behind security.py's check.
-    blocks.has_launched = True
+    # Not `blocks.has_launched = True`, which would turn Gradio's own upload check back on: that check reads the
+    # upload folder from the process environment at call time, so with two studios in one process (the tests) it
+    # refuses the first one's uploads. security.py checks the same payloads against this app's own folder instead.
     return app
