@@ -9,10 +9,10 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 
 from studio.api.adapters import build_adapters_router
 from studio.api.auth import AuthMiddleware, gradio_user
+from studio.api.docs import install_docs
 from studio.api.errors import install_error_handlers
 from studio.api.gen_config import build_gen_config_router
 from studio.api.openapi import install_openapi
@@ -59,11 +59,10 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     _prune(tmp, GRADIO_TMP_MAX_AGE_S)
     os.environ["GRADIO_TEMP_DIR"] = str(tmp)
 
-    # the docs pages' scripts come from the fastapi-offline wheel, not a CDN: they work offline
-    app = FastAPIOffline(title="Text2Song Studio", version="0.1.0", lifespan=lifespan,
-                         swagger_ui_parameters={"validatorUrl": None},  # no call to validator.swagger.io
-                         description="Text-to-music with MusicGen: models, generation and jobs. "
-                                     "Errors are `{detail: {code, message, ...}}`.")
+    app = FastAPI(title="Text2Song Studio", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Text-to-music with MusicGen: models, generation and jobs. "
+                              "Errors are `{detail: {code, message, ...}}`.")
+    install_docs(app)  # offline: assets from a wheel, not a CDN
     install_error_handlers(app)
     install_openapi(app, auth=settings.auth is not None)
     app.include_router(build_adapters_router(ctx))

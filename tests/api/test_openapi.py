@@ -111,3 +111,5 @@ def test_docs_pages_work_offline(module_studio, page):
         r = client.get(asset)
         assert r.status_code == 200 and len(r.content) > 1000, asset
     assert '"validatorUrl": null' in html or page == "/redoc"  # Swagger UI would ask validator.swagger.io
+    # and the browser may ask no other host (ReDoc's bundle has a CDN logo)
+    assert "default-src 'self'" in client.get(page).headers["content-security-policy"]
