@@ -449,8 +449,12 @@ class AdapterService:
         for candidate in candidates:
             resolved = candidate.resolve()
             if any(resolved.is_relative_to(root) for root in self.import_roots):
-                if not resolved.is_dir():
-                    raise InvalidRequest(f"There is no folder {path}.", code="folder_not_found")
+                try:
+                    is_dir = resolved.is_dir()
+                except OSError:  # e.g. a name longer than the file system allows
+                    is_dir = False
+                if not is_dir:
+                    raise InvalidRequest(f"There is no folder {path[:200]}.", code="folder_not_found")
                 # the folder is inside a root; the files copied from it must be too (no symlinks out of it)
                 if all(not (resolved / kept).exists()
                        or any((resolved / kept).resolve().is_relative_to(root) for root in self.import_roots)
