@@ -4,7 +4,8 @@
   (Starlette's TrustedHostMiddleware; a --share link's *.gradio.live host is allowed, its tunnel keeps the Host).
 - Cross-site writes: a browser marks them (Origin, Sec-Fetch-Site); scripts send neither and keep working.
 - REST bodies: JSON only with its content type (multipart only where a route takes it), no compressed bodies,
-  bounded size and nesting, no NUL / unpaired surrogate in text, no integer beyond 64 bits, no NaN/Infinity.
+  bounded size and nesting, no NUL / unpaired surrogate in text (no route can store or print them). Number ranges
+  are each schema's job (it names the field's own bounds); ids and offsets use api/params.py's 64-bit types.
 - Gradio file payloads: a FileData path must be a file Gradio itself uploaded into the studio's own temp dir.
   Mounted apps never `launch()`, so Gradio skips its own check (processing_utils._check_allowed) and would hash
   and copy any server path (`/dev/zero` froze the server); this refuses them all alike, before Gradio reads them.
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,7 +26,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SHARE_HOSTS = ("*.gradio.live",)  # Gradio's share tunnel forwards the public Host header unchanged
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 MAX_JSON_BYTES = 1 << 20  # REST JSON bodies: settings, names, descriptions (uploads are multipart)
 MAX_GRADIO_JSON_BYTES = 4 << 20  # Gradio event payloads (files go through /gradio_api/upload, not JSON)
 MAX_DEPTH = 32  # nesting of a JSON body; json.loads itself overflows the stack near 1000
@@ -155,16 +154,12 @@ async def read_body(receive: Receive, limit: int) -> tuple[bytes, Receive]:
     return body, replay
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        return json.loads(body)
     except RecursionError:
         raise _invalid("body", f"nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise Refusal(422, "invalid_json", f"The request body is not valid JSON: {exc}") from None
 
 
@@ -200,12 +195,6 @@ def check_values(value: Any) -> None:
                 item.encode("utf-8")
             except UnicodeEncodeError:
                 raise _invalid(loc, "text contains an unpaired surrogate (not valid Unicode)") from None
-        elif isinstance(item, bool):
-            continue
-        elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
-            raise _invalid(loc, "integer outside the 64-bit range")
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise _invalid(loc, "number too large")
 
 
 def _is_file_data(item: Any) -> bool:

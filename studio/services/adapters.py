@@ -54,7 +54,8 @@ class RegisterAdapterRequest(BaseModel):
     repo_id: str | None = Field(None, description="hub: org/name of the adapter repo")
     revision: str | None = Field(None, description="hub: branch, tag or commit")
     name: str | None = Field(None, description="default: the folder, repo or archive name")
-    version: int | None = Field(None, ge=1, description="default: the next free version of this name")
+    version: int | None = Field(None, ge=1, le=2 ** 63 - 1,  # stored as a 64-bit integer
+                                description="default: the next free version of this name")
     description: str = Field("", max_length=2000)
     base_model: str | None = Field(None, description="registry model id; default: from adapter_config.json")
     training_dataset: str | None = None
@@ -87,7 +88,7 @@ class AdapterInfo(BaseModel):
     alpha: float | None
     target_modules: str | list[str] | None
     lora_config: dict[str, Any]
-    source: Literal["folder", "hub", "upload"]
+    source: str
     size_bytes: int
     usage_count: int
     training_dataset: str | None

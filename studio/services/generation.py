@@ -35,7 +35,8 @@ class GenerateRequest(BaseModel):
     settings: dict[str, Any] | None = Field(None, description=(
         "overrides of the model's stored generation settings for this request only "
         "(schema: GET /api/models/{id}/config/schema)"))
-    adapter_id: int | None = Field(None, description="a LoRA adapter compatible with the loaded model; none: base")
+    adapter_id: int | None = Field(None, ge=1, le=2 ** 63 - 1,  # a database id: 64 bits
+                                   description="a LoRA adapter compatible with the loaded model; none: base")
 
 
 class GenerationResult(BaseModel):

@@ -6,7 +6,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-ENUM_FIELDS = {"status", "stage", "state", "action", "source"}
+ENUM_FIELDS = {"status", "stage", "state", "action"}
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["no auth", "auth"])
