@@ -1,19 +1,46 @@
-"""build_app(ctx): the FastAPI app with the REST API and the Gradio page mounted on it."""
+"""build_app(ctx): the FastAPI app with the REST API and the Gradio page mounted on it, behind the request edge."""
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
 
 from studio.api.adapters import build_adapters_router
-from studio.api.auth import install_basic_auth
+from studio.api.auth import AuthMiddleware, gradio_user
+from studio.api.docs import install_docs
 from studio.api.errors import install_error_handlers
 from studio.api.gen_config import build_gen_config_router
+from studio.api.openapi import install_openapi
 from studio.api.routes import build_router
+from studio.api.security import install_request_guards
 from studio.context import AppContext
 from studio.ui.app import build_ui
 from studio.ui.common import CSS, HEAD
+
+GRADIO_TMP_MAX_AGE_S = 24 * 3600  # uploads and cached outputs older than a day are gone by the next start
+MULTIPART_ROUTES = {("POST", "/api/adapters")}  # the only REST route that takes a form upload
+
+
+def gradio_temp_dir(ctx: AppContext) -> Path:
+    """The studio's own Gradio upload/cache folder (never the machine-wide /tmp/gradio other apps share)."""
+    return (ctx.settings.data_dir / "tmp" / "gradio").resolve()
+
+
+def _prune(folder: Path, max_age_s: float) -> None:
+    """Remove what a previous run left behind (Gradio's own clean-up only knows this run's files)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - max_age_s
+    for entry in folder.iterdir():
+        try:
+            if entry.lstat().st_mtime < cutoff:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        except OSError:
+            pass  # in use or already gone: the next start tries again
 
 
 def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
@@ -25,15 +52,32 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
             ctx.start_background_load()  # after start-up: the page answers at once, the model arrives later
         yield
 
-    app = FastAPI(title="Text2Song Studio", version="0.1.0", lifespan=lifespan,
+    settings = ctx.settings
+    # Gradio reads its folder from the environment only (when Blocks and its routes are built, and when it checks
+    # a path): set before build_ui.
+    tmp = gradio_temp_dir(ctx)
+    _prune(tmp, GRADIO_TMP_MAX_AGE_S)
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp)
+
+    app = FastAPI(title="Text2Song Studio", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Text-to-music with MusicGen: models, generation and jobs. "
                               "Errors are `{detail: {code, message, ...}}`.")
+    install_docs(app)  # offline: assets from a wheel, not a CDN
     install_error_handlers(app)
-    if ctx.settings.auth:
-        install_basic_auth(app, *ctx.settings.auth)
+    install_openapi(app, auth=settings.auth is not None)
     app.include_router(build_adapters_router(ctx))
     app.include_router(build_gen_config_router(ctx))
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
-    return gr.mount_gradio_app(app, build_ui(ctx), path="", auth=ctx.settings.auth,
-                               allowed_paths=[str(ctx.settings.outputs_dir.resolve())], css=CSS, head=HEAD,
-                               footer_links=["api", "gradio", "settings"])
+    if settings.auth:  # one login for page, Gradio's routes, REST and docs (inside the edge guards)
+        app.add_middleware(AuthMiddleware, user=settings.auth[0], password=settings.auth[1])
+    install_request_guards(app, bind_host=settings.host, share=settings.share, upload_dir=tmp,
+                           multipart_routes=MULTIPART_ROUTES)
+    blocks = build_ui(ctx)
+    blocks.delete_cache = (3600, GRADIO_TMP_MAX_AGE_S)  # Gradio's hourly clean-up of this run's files
+    app = gr.mount_gradio_app(app, blocks, path="", auth_dependency=gradio_user if settings.auth else None,
+                              allowed_paths=[str(settings.outputs_dir.resolve())], css=CSS, head=HEAD,
+                              footer_links=["api", "gradio"])  # Gradio's "Settings" link read as the studio's tab
+    # Not `blocks.has_launched = True`, which would turn Gradio's own upload check back on: that check reads the
+    # upload folder from the process environment at call time, so with two studios in one process (the tests) it
+    # refuses the first one's uploads. security.py checks the same payloads against this app's own folder instead.
+    return app

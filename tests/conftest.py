@@ -18,6 +18,10 @@ from studio.context import AppContext, build_context  # noqa: E402
 from studio.registry import Registry, parse_registry  # noqa: E402
 from studio.runtime.tiny import build_tiny_model  # noqa: E402
 
+# TestClient's default host "testserver" is not a loopback name, which a studio bound to 127.0.0.1 refuses
+# (DNS rebinding): reach it as a browser on this machine would.
+LOCAL = "http://127.0.0.1"
+
 TINY = {
     "id": "studio-tiny", "display_name": "Studio Tiny", "backend": "transformers", "source": {"builtin": "studio-tiny"},
     "parameters": 740798, "sample_rate": 32000, "channels": 1, "frame_rate": 50, "max_duration_s": 30,
@@ -81,7 +85,7 @@ def client(ctx):
 
     from studio.server import build_app
 
-    with TestClient(build_app(ctx, load_model=False)) as c:
+    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
         yield c
 
 

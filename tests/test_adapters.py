@@ -32,7 +32,7 @@ from studio.server import build_app
 from studio.services.adapters import AdapterUpdate, RegisterAdapterRequest, adapter_key
 from studio.services.generation import GenerateRequest
 from tests import adapters_factory as factory
-from tests.conftest import registry_dict
+from tests.conftest import LOCAL, registry_dict
 from tests.fakehub import serve_repos
 
 OTHER = "tiny-other"  # a registry entry for a model shaped like studio-tiny but with other weights
@@ -216,7 +216,7 @@ def test_register_from_a_hub_repo(make_ctx, loras):
     with serve_repos({"test-org/keys-lora": files}) as hub:
         ctx = make_ctx(hf_endpoint=hub.url, host="0.0.0.0")
         assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-        with TestClient(build_app(ctx, load_model=False)) as client:
+        with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as client:
             r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/keys-lora"})
         assert r.status_code == 201, r.text
         assert hub.gets("training_args.bin") == []  # never downloaded, never unpickled
@@ -343,7 +343,7 @@ def test_pickled_only_hub_repo_is_refused_before_downloading(make_ctx, loras):
     with serve_repos({"test-org/pickled-lora": files}) as hub:
         ctx = make_ctx(hf_endpoint=hub.url, host="0.0.0.0")
         assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-        with TestClient(build_app(ctx, load_model=False)) as client:
+        with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as client:
             r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/pickled-lora"})
             detail(r, 400, "pickled_weights")
         assert hub.gets("adapter_model.bin") == []
@@ -592,7 +592,7 @@ def shelf(tmp_path_factory, tiny_folder, loras):
                         hf_cache_dir=data_dir.parent / "hf-cache")
     context = build_context(settings, parse_registry(registry_dict(**{OTHER: {"max_duration_s": OTHER_MAX_S}})))
     assert context.manager.switch_and_wait("studio-tiny").stage == "ready"
-    with TestClient(build_app(context, load_model=False)) as client:
+    with TestClient(build_app(context, load_model=False), base_url=LOCAL) as client:
         ids = {"a1": post_folder(client, context, loras["a"]).json()["id"]}
         shutil.copytree(loras["a"], imports(context) / "a-v2")
         ids["a2"] = client.post("/api/adapters", json={"source": "folder", "path": "a-v2", "name": "lora-a",

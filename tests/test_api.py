@@ -7,6 +7,8 @@ import json
 import pytest
 import soundfile as sf
 
+from tests.conftest import LOCAL
+
 
 def test_models_lists_capabilities(client):
     models = {m["id"]: m for m in client.get("/api/models").json()}
@@ -87,7 +89,7 @@ def test_no_model_loaded(make_ctx):
 
     from studio.server import build_app
 
-    with TestClient(build_app(make_ctx(), load_model=False)) as c:
+    with TestClient(build_app(make_ctx(), load_model=False), base_url=LOCAL) as c:
         assert c.get("/api/models/current").json()["model"] is None
         r = c.post("/api/generate", json={"prompt": "x", "duration_s": 1})
         assert r.status_code == 409 and r.json()["detail"]["code"] == "no_model_loaded"
@@ -100,7 +102,7 @@ def test_limit_follows_the_loaded_model(make_ctx):
     from tests.conftest import registry_dict
 
     ctx = make_ctx(registry_dict(**{"tiny-short": {"max_duration_s": 5}}))
-    with TestClient(build_app(ctx, load_model=False)) as c:
+    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
         events = _switch(c, "tiny-short")
         assert events[-1]["stage"] == "ready"
         r = c.post("/api/generate", json={"prompt": "x", "duration_s": 6})

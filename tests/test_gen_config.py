@@ -23,7 +23,7 @@ from studio.gen_settings import (
 from studio.registry import load_registry, parse_registry
 from studio.server import build_app
 from studio.services.audio_out import PEAK_CEILING, finish_audio, normalize_loudness
-from tests.conftest import TINY, registry_dict
+from tests.conftest import LOCAL, TINY, registry_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 32000
@@ -116,7 +116,7 @@ def _sine(seconds: float, amplitude: float, freq: float = 1000.0, rate: int = SR
 def api(make_ctx):
     """REST client on a context with the test registry (+ stereo and tuned models); no model loaded."""
     ctx = make_ctx(settings_registry())
-    with TestClient(build_app(ctx, load_model=False)) as c:
+    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
         c.ctx = ctx
         yield c
 
@@ -125,7 +125,7 @@ def api(make_ctx):
 def auth_api(make_ctx):
     """REST client of a studio started with --auth ana:pw; the client logs in as ana unless told otherwise."""
     ctx = make_ctx(settings_registry(), auth=("ana", "pw"))
-    with TestClient(build_app(ctx, load_model=False)) as c:
+    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
         c.auth = ("ana", "pw")
         yield c
 
@@ -746,7 +746,7 @@ def test_stored_value_invalid_under_a_new_limit_falls_back_to_the_default(make_c
     lowered = registry_dict()
     lowered["models"][0] = {**TINY, "max_duration_s": 1}  # a deployment caps studio-tiny at 1 s
     ctx = make_ctx(lowered, data_dir=data_dir)
-    with TestClient(build_app(ctx, load_model=False)) as c:
+    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
         view = _config(c)
         assert view["values"]["default_duration_s"] == 1.0 == view["defaults"]["default_duration_s"]
         assert list(view["ignored"]) == ["default_duration_s"] and "at most 1" in view["ignored"]["default_duration_s"]

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from studio.api.errors import error_responses
+from studio.api.params import RecordId
 from studio.context import AppContext
 from studio.errors import InvalidRequest, TooLarge
 from studio.services.adapters import (MAX_UPLOAD_BYTES, AdapterGroup, AdapterInfo, AdapterSummary, AdapterUpdate,
@@ -18,25 +20,29 @@ from studio.services.adapters import (MAX_UPLOAD_BYTES, AdapterGroup, AdapterInf
 FORM_FIELDS = ("name", "version", "description", "base_model", "allow_duplicate")
 MAX_FORM_FIELD_BYTES = 8 * 1024
 MAX_FORM_PARTS = 16
-ERRORS = {
-    400: {"description": "not a usable LoRA adapter, a refused path or archive"},
-    404: {"description": "no such adapter (or hub repo / revision)"},
-    409: {"description": "version_exists, name_taken, identical_adapter (names the existing version), "
-                         "adapter_not_deleted, gated_repo"},
-    413: {"description": "upload_too_large, archive_too_large, weights_too_large, metadata_too_large"},
-    502: {"description": "hub_error: the Hugging Face Hub answered with an error"},
-    503: {"description": "hub_unreachable: the Hugging Face Hub cannot be reached; try again later"},
-}
+ERRORS = error_responses({
+    400: "not a usable LoRA adapter or source: not_peft_adapter, not_lora, pickled_weights, invalid_weights, "
+         "shape_mismatch, unmapped_keys, invalid_archive, path_not_allowed, missing_path, missing_archive, "
+         "invalid_name, unknown_base_model, ...",
+    404: "adapter_not_found, folder_not_found, or an unknown hub repo / revision",
+    409: "version_exists, name_taken, identical_adapter (names the existing version), adapter_not_deleted, "
+         "base_model_conflict, gated_repo",
+    413: "upload_too_large, archive_too_large, weights_too_large, metadata_too_large",
+    502: "hub_error: the Hugging Face Hub answered with an error",
+    503: "hub_unreachable: the Hugging Face Hub cannot be reached; try again later",
+})
 
 REGISTER_BODY = {
     "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/RegisterAdapterRequest"}},
+        "application/json": {"schema": RegisterAdapterRequest.model_json_schema()},  # inline: no $defs
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["archive"],
             "properties": {"archive": {"type": "string", "format": "binary",
                                        "description": ".zip or .tar.gz of the adapter folder"},
                            "name": {"type": "string"}, "version": {"type": "integer"},
-                           "description": {"type": "string"}, "base_model": {"type": "string"}}}},
+                           "description": {"type": "string"}, "base_model": {"type": "string"},
+                           "allow_duplicate": {"type": "boolean", "description": "register even if identical "
+                                                                                  "to a registered version"}}}},
     }}}
 
 
@@ -86,32 +92,33 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
                 raise _invalid(exc) from None
             return await run_in_threadpool(service.register, req, upload=path, upload_name=filename)
 
-    @router.get("/timeline", response_model=list[TimelineEntry])
+    @router.get("/timeline", response_model=list[TimelineEntry], responses=error_responses({
+        404: "adapter_not_found: no adapter has this name"}))
     def timeline(name: str = Query(..., description="the adapter name")) -> list[TimelineEntry]:
         """Every version of an adapter, oldest first: training date, loss, status, training run."""
         return service.timeline(name)
 
     @router.get("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404]})
-    def get_adapter(adapter_id: int) -> AdapterInfo:
+    def get_adapter(adapter_id: RecordId) -> AdapterInfo:
         """One adapter in full: with its LoRA configuration and training configuration and metrics."""
         return service.get(adapter_id)
 
     @router.patch("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404], 409: ERRORS[409]})
-    def update_adapter(adapter_id: int, change: AdapterUpdate) -> AdapterInfo:
+    def update_adapter(adapter_id: RecordId, change: AdapterUpdate) -> AdapterInfo:
         """Describe, activate or deactivate this version. `name` renames the whole name: every version of it
         (deleted ones too) moves to the new name and keeps its number, since a version number only means
         something within its name; 409 name_taken when the new name already has versions."""
         return service.update(adapter_id, change)
 
     @router.delete("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404]})
-    def delete_adapter(adapter_id: int) -> AdapterInfo:
+    def delete_adapter(adapter_id: RecordId) -> AdapterInfo:
         """Soft delete: hidden and refused for new generations; jobs that used it keep their reference.
         POST /api/adapters/{id}/restore undoes it."""
         return service.delete(adapter_id)
 
     @router.post("/{adapter_id}/restore", response_model=AdapterInfo,
-                 responses={404: ERRORS[404], 409: {"description": "adapter_not_deleted, version_exists"}})
-    def restore_adapter(adapter_id: int) -> AdapterInfo:
+                 responses={404: ERRORS[404], 409: ERRORS[409]})
+    def restore_adapter(adapter_id: RecordId) -> AdapterInfo:
         """Undo a delete: the adapter comes back, active, under its name and version (listed meanwhile by
         GET /api/adapters?deleted=true)."""
         return service.restore(adapter_id)

@@ -6,10 +6,36 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from studio.errors import StudioError
 
 log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the parameter or body field, dotted (e.g. settings.top_k)")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code for programs, a sentence for people, and extra fields some codes add."""
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    code: str = Field(description="stable snake_case code, e.g. not_found, invalid_body, busy", examples=["not_found"])
+    message: str = Field(description="what went wrong and what to do, for a person")
+    errors: list[FieldError] | None = Field(None, description="invalid_body, invalid_parameter, invalid_settings: "
+                                                                "each bad field")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer of the REST API."""
+    detail: ErrorDetail
+
+
+def error_responses(described: dict[int, str]) -> dict[int | str, dict]:
+    """`responses=` for a route: status -> ErrorResponse, described by the codes it can carry."""
+    return {status: {"model": ErrorResponse, "description": text} for status, text in described.items()}
 
 
 def _field(loc) -> str:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Request
 
 from studio.api.auth import current_user
+from studio.api.errors import error_responses
+from studio.api.params import Limit, Offset
 from studio.context import AppContext
 from studio.services.gen_config import ConfigHistory, ConfigView
 
-ERRORS = {404: {"description": "unknown model"}}
+ERRORS = error_responses({404: "not_found: unknown model"})
 
 
 def build_gen_config_router(ctx: AppContext) -> APIRouter:
@@ -22,8 +24,9 @@ def build_gen_config_router(ctx: AppContext) -> APIRouter:
         return service.get(model_id)
 
     @router.put("", response_model=ConfigView,
-                responses={**ERRORS, 422: {"description": "invalid values: `errors` names each bad field; nothing "
-                                                          "is stored"}})
+                responses=error_responses({404: "not_found: unknown model", 422: (
+                    "invalid_settings: `errors` names each bad field, nothing is stored; invalid_parameter, "
+                    "invalid_body, invalid_json")}))
     def put_config(model_id: str, request: Request,
                    values: dict[str, Any] = Body(..., description=(
                        "settings to change, by name (the others keep their values); types, bounds and options: "
@@ -43,7 +46,7 @@ def build_gen_config_router(ctx: AppContext) -> APIRouter:
         return service.reset(model_id, by=current_user(request))
 
     @router.get("/history", response_model=ConfigHistory, responses=ERRORS)
-    def get_history(model_id: str, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)
+    def get_history(model_id: str, limit: Limit = 50, offset: Offset = 0
                     ) -> ConfigHistory:
         """Changes to the model's settings, newest first: who, when, old and new values."""
         return service.history(model_id, limit=limit, offset=offset)

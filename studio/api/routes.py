@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from studio.api.errors import error_responses
+from studio.api.params import Limit, Offset, RecordId
 from studio.context import AppContext
 from studio.errors import NotFound
 from studio.services.generation import GenerateRequest, GenerationResult
@@ -69,25 +71,30 @@ def build_router(ctx: AppContext) -> APIRouter:
         return ctx.models.current()
 
     @router.post("/models/current", tags=["models"], response_class=StreamingResponse,
-                 responses={200: {"content": {"text/event-stream": {}},
-                                  "description": "one JSON ProgressEvent per `data:` line; the last is ready or error"},
-                            404: {"description": "unknown model"}, 423: {"description": "busy"}})
+                 responses={200: {"content": {"text/event-stream": {"schema": {
+                                      "type": "string", "description": "`data: <ProgressInfo JSON>` lines"}}},
+                                  "description": "one JSON ProgressInfo per `data:` line; the last is ready or error"},
+                            **error_responses({404: "not_found: unknown model", 423: "busy: a switch or a "
+                                                                                      "generation is running"})})
     def switch_model(body: SwitchRequest) -> StreamingResponse:
         """Switch models: unload, download if needed (byte progress), load. Streams Server-Sent Events."""
         events = ctx.models.switch(body.model_id)  # NotFound / Busy raise here, before the stream starts
         return StreamingResponse(_sse(events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @router.get("/models/{model_id}", response_model=ModelInfo, tags=["models"])
+    @router.get("/models/{model_id}", response_model=ModelInfo, tags=["models"],
+                responses=error_responses({404: "not_found: unknown model"}))
     def get_model(model_id: str) -> ModelInfo:
         return ctx.models.get(model_id)
 
     @router.post("/generate", response_model=GenerateResponse, tags=["generation"],
-                 responses={400: {"description": "the adapter cannot be used"},
-                            409: {"description": "no model loaded; an incompatible adapter; cancelled"},
-                            422: {"description": "a value refused (`errors` names each field): the body's schema, "
-                                                 "the model's limits, or `settings` (code invalid_settings)"},
-                            423: {"description": "busy"}})
+                 responses=error_responses({
+                     400: "adapter_load_failed, adapter_deleted, adapter_inactive: the adapter cannot be used",
+                     404: "adapter_not_found: unknown adapter",
+                     409: "no_model_loaded, adapter_incompatible, cancelled",
+                     422: "a value refused (`errors` names each field): invalid_body, invalid_settings, "
+                          "duration_exceeds_limit, invalid_duration, empty_prompt, prompt_too_long, invalid_seed",
+                     423: "busy: a switch or a generation is running"}))
     def generate(body: GenerateRequest) -> GenerateResponse:
         """Generate audio with the loaded model and its stored settings (overridable per request); returns the job
         and the URL of its audio file."""
@@ -100,17 +107,20 @@ def build_router(ctx: AppContext) -> APIRouter:
         return CancelResponse(cancelled=ctx.generation.cancel())
 
     @router.get("/jobs", response_model=list[JobResponse], tags=["jobs"])
-    def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> list[JobResponse]:
+    def list_jobs(limit: Limit = 50, offset: Offset = 0) -> list[JobResponse]:
         """Generation jobs, newest first."""
         return [_job(j) for j in ctx.jobs.list(limit=limit, offset=offset)]
 
-    @router.get("/jobs/{job_id}", response_model=JobResponse, tags=["jobs"])
-    def get_job(job_id: int) -> JobResponse:
+    @router.get("/jobs/{job_id}", response_model=JobResponse, tags=["jobs"],
+                responses=error_responses({404: "not_found: unknown job"}))
+    def get_job(job_id: RecordId) -> JobResponse:
         return _job(ctx.jobs.get(job_id))
 
     @router.get("/jobs/{job_id}/audio", response_class=FileResponse, tags=["jobs"],
-                responses={200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/mpeg": {}}}})
-    def job_audio(job_id: int) -> FileResponse:
+                responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                             for t in ("audio/wav", "audio/flac", "audio/mpeg")}},
+                           **error_responses({404: "job_not_found, audio_not_found: unknown job, or it has no audio"})})
+    def job_audio(job_id: RecordId) -> FileResponse:
         """The job's audio, in the output format its settings chose, named after its prompt and job
         (`lofi-hip-hop-beat_job12.flac`)."""
         path = ctx.jobs.audio_path(job_id)

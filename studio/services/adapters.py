@@ -97,7 +97,8 @@ class RegisterAdapterRequest(TrainingFields):
     repo_id: str | None = Field(None, description="hub: org/name of the adapter repo")
     revision: str | None = Field(None, description="hub: branch, tag or commit")
     name: str | None = Field(None, description="default: the folder, repo or archive name")
-    version: int | None = Field(None, ge=1, description="default: the next free version of this name")
+    version: int | None = Field(None, ge=1, le=2 ** 63 - 1,  # stored as a 64-bit integer
+                                description="default: the next free version of this name")
     description: str = Field("", max_length=2000)
     base_model: str | None = Field(None, description="registry model id; default: from adapter_config.json")
     allow_duplicate: bool = Field(False, description="register even when an adapter with identical weights and "
@@ -559,8 +560,12 @@ class AdapterService:
         for candidate in candidates:
             resolved = candidate.resolve()
             if any(resolved.is_relative_to(root) for root in self.import_roots):
-                if not resolved.is_dir():
-                    raise InvalidRequest(f"There is no folder {path}.", code="folder_not_found")
+                try:
+                    is_dir = resolved.is_dir()
+                except OSError:  # e.g. a name longer than the file system allows
+                    is_dir = False
+                if not is_dir:
+                    raise InvalidRequest(f"There is no folder {path[:200]}.", code="folder_not_found")
                 # the folder is inside a root; the files copied from it must be too (no symlinks out of it)
                 if all(not (resolved / kept).exists()
                        or any((resolved / kept).resolve().is_relative_to(root) for root in self.import_roots)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -36,7 +36,7 @@ class ConfigView(BaseModel):
 class ConfigChange(BaseModel):
     id: int
     model_id: str
-    action: str = Field(description="seed (from registry.yaml), update or reset")
+    action: Literal["seed", "update", "reset"] = Field(description="seed (from registry.yaml), update or reset")
     changed_by: str = Field(description="the authenticated user, 'local' without auth, 'system' for seeding")
     changed_at: datetime
     old_values: dict[str, Any] = Field(description="the changed settings before")

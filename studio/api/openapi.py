@@ -1,0 +1,66 @@
+"""The /openapi.json document, whole: every error answer typed as ErrorResponse with its codes, the edge's refusals
+(security.py, auth.py) described on the routes they guard, and the login schemes when auth is on."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
+
+from studio.api.errors import ErrorResponse
+
+REF = "#/components/schemas/{model}"
+ERROR_REF = {"$ref": REF.format(model="ErrorResponse")}
+WRITES = {"post", "put", "patch", "delete"}
+EDGE = {  # status: (description, applies to the operation?)
+    401: ("unauthorized: log in first (the form at /login, or HTTP Basic)", "auth"),
+    403: ("cross_site_request: sent by another site's page (Origin / Sec-Fetch-Site)", "write"),
+    413: ("body_too_large: the JSON body is over 1 MiB", "body"),
+    415: ("unsupported_media_type: a body that is not application/json (or multipart where the route takes it); "
+          "unsupported_encoding: a compressed body", "body"),
+    422: ("invalid_parameter, invalid_body (`errors` names each field), invalid_json", "input"),
+    429: ("too_many_attempts: too many failed logins from this address; see Retry-After", "auth"),
+}
+
+
+def install_openapi(app: FastAPI, *, auth: bool) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = complete(doc, auth=auth)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def complete(doc: dict[str, Any], *, auth: bool) -> dict[str, Any]:
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    error_schema = TypeAdapter(ErrorResponse).json_schema(ref_template=REF)
+    schemas.update(error_schema.pop("$defs", {}))
+    schemas["ErrorResponse"] = error_schema
+    for operations in doc.get("paths", {}).values():
+        for method, op in operations.items():
+            applies = {"auth": auth, "write": method in WRITES, "body": "requestBody" in op,
+                       "input": bool(op.get("parameters")) or "requestBody" in op}
+            responses = op.setdefault("responses", {})
+            for status, (text, when) in EDGE.items():
+                if applies[when] and (status != 422 or _fastapi_default(responses.get("422"))):
+                    responses[str(status)] = {"description": text}
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response["content"] = {"application/json": {"schema": ERROR_REF}}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    if auth:
+        doc["components"]["securitySchemes"] = {
+            "basic": {"type": "http", "scheme": "basic", "description": "the studio's --auth user and password"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "studio-session",
+                        "description": "set by POST /login (the login form, or gradio_client)"}}
+        doc["security"] = [{"basic": []}, {"session": []}]
+    return doc
+
+
+def _fastapi_default(response: dict | None) -> bool:
+    """FastAPI's own 422 (HTTPValidationError), which is not what the studio answers."""
+    return response is None or "HTTPValidationError" in str(response.get("content", ""))
