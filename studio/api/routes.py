@@ -72,8 +72,8 @@ def build_router(ctx: AppContext) -> APIRouter:
 
     @router.post("/models/current", tags=["models"], response_class=StreamingResponse,
                  responses={200: {"content": {"text/event-stream": {"schema": {
-                                      "type": "string", "description": "`data: <ProgressInfo JSON>` lines"}}},
-                                  "description": "one JSON ProgressInfo per `data:` line; the last is ready or error"},
+                                      "type": "string", "description": "`data: <ProgressEvent JSON>` lines"}}},
+                                  "description": "one JSON ProgressEvent per `data:` line; the last is ready or error"},
                             **error_responses({404: "not_found: unknown model", 423: "busy: a switch or a "
                                                                                       "generation is running"})})
     def switch_model(body: SwitchRequest) -> StreamingResponse:

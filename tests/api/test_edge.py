@@ -34,7 +34,7 @@ def _files(folder) -> set[str]:
 def _register_payload(path: str) -> list:
     """The register_adapter endpoint's inputs as gradio_client sends them, with `path` as the archive."""
     archive = {"path": path, "orig_name": "a.zip", "meta": {"_type": "gradio.FileData"}}
-    return ["Upload archive", "", archive, "", "", "", 0, "", "From adapter_config.json"]
+    return ["Upload archive", "", archive, "", "", "", 0, "", "From adapter_config.json", False]
 
 
 # ---- Gradio FileData paths ----------------------------------------------------------------------------------------
@@ -224,15 +224,15 @@ BAD_BODIES = {  # name: (method, path, raw body, extra headers, status, code, fi
                                   "invalid_body", "adapter_id"),
     "negative adapter_id beyond 64 bits": ("POST", "/api/generate", f'{{"prompt": "x", "adapter_id": -{BIG}}}', {},
                                            422, "invalid_body", "adapter_id"),
-    "seed beyond 64 bits": ("POST", "/api/generate", f'{{"prompt": "x", "seed": {BIG}}}', {}, 400,
-                            "invalid_seed", None),
+    "seed beyond 64 bits": ("POST", "/api/generate", f'{{"prompt": "x", "seed": {BIG}}}', {}, 422,
+                            "invalid_body", "seed"),
     "setting beyond 64 bits": ("PUT", "/api/models/studio-tiny/config", f'{{"top_k": {BIG}}}', {}, 422,
                                "invalid_settings", "top_k"),
     "version beyond 64 bits": ("POST", "/api/adapters", f'{{"source": "folder", "path": "x", "version": {BIG}}}',
                                {}, 422, "invalid_body", "version"),
-    "number too large": ("POST", "/api/generate", '{"prompt": "x", "duration_s": 1e400}', {}, 400,
-                         "invalid_duration", None),
-    "NaN": ("POST", "/api/generate", '{"prompt": "x", "duration_s": NaN}', {}, 400, "invalid_duration", None),
+    "number too large": ("POST", "/api/generate", '{"prompt": "x", "duration_s": 1e400}', {}, 422,
+                         "invalid_body", "duration_s"),
+    "NaN": ("POST", "/api/generate", '{"prompt": "x", "duration_s": NaN}', {}, 422, "invalid_body", "duration_s"),
     "Infinity": ("PUT", "/api/models/studio-tiny/config", '{"temperature": Infinity}', {}, 422,
                  "invalid_settings", "temperature"),
     "NUL in a folder path": ("POST", "/api/adapters", '{"source": "folder", "path": "imports/a\\u0000b"}', {}, 422,

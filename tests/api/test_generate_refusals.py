@@ -13,7 +13,7 @@ from studio.config import Settings
 from studio.context import build_context
 from studio.registry import parse_registry
 from studio.server import build_app
-from tests.conftest import registry_dict
+from tests.conftest import LOCAL, registry_dict
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def client(tmp_path_factory, tiny_folder):
     ctx = build_context(Settings(data_dir=data_dir, load_at_start=False, device="cpu",
                                  hf_cache_dir=data_dir / "hf-cache"), parse_registry(registry_dict()))
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    with TestClient(build_app(ctx, load_model=False)) as c:
+    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
         yield c
     ctx.engine.dispose()
 
@@ -37,8 +37,8 @@ BAD_REQUESTS = [
     ("empty prompt", {"prompt": "", "duration_s": 1}, "empty_prompt", "prompt"),
     ("blank prompt", {"prompt": "   \n", "duration_s": 1}, "empty_prompt", "prompt"),
     ("over-long prompt", {"prompt": "a" * 1001, "duration_s": 1}, "prompt_too_long", "prompt"),
-    ("lone surrogate in the prompt", {"prompt": "piano \ud800", "duration_s": 1}, "invalid_prompt", "prompt"),
-    ("NUL in the prompt", {"prompt": "piano\x00", "duration_s": 1}, "invalid_prompt", "prompt"),
+    ("lone surrogate in the prompt", {"prompt": "piano \ud800", "duration_s": 1}, "invalid_body", "prompt"),
+    ("NUL in the prompt", {"prompt": "piano\x00", "duration_s": 1}, "invalid_body", "prompt"),
     ("seed below -1", {"prompt": "x", "duration_s": 1, "seed": -2}, "invalid_body", "seed"),
     ("huge seed", {"prompt": "x", "duration_s": 1, "seed": 2**40}, "invalid_body", "seed"),
     ("seed as text", {"prompt": "x", "duration_s": 1, "seed": "7"}, "invalid_body", "seed"),
@@ -100,7 +100,7 @@ def test_openapi_lists_job_status_values_and_the_seed_range(client):
     status = schemas["JobResponse"]["properties"]["status"]
     assert status["enum"] == ["running", "succeeded", "failed", "cancelled"]
     assert schemas["CurrentModel"]["properties"]["state"]["enum"] == ["idle", "switching", "generating"]
-    assert "ready" in schemas["ProgressInfo"]["properties"]["stage"]["enum"]
+    assert "ready" in schemas["ProgressEvent"]["properties"]["stage"]["enum"]
     seed = next(s for s in schemas["GenerateRequest"]["properties"]["seed"]["anyOf"] if s.get("type") == "integer")
     assert seed["minimum"] == -1 and seed["maximum"] == 2**32 - 1
     assert "-1: a random seed" in schemas["GenerateRequest"]["properties"]["seed"]["description"]

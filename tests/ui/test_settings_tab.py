@@ -140,11 +140,12 @@ def test_settings_saved_elsewhere_are_announced_once_by_the_refresh(page):
 
 # ---- the header: which model is loaded and why ----------------------------------------------------------------------
 def _current(ctx, state="idle", loaded=True, note="Studio Tiny was asked for (--model).", progress=None):
-    from studio.services.models import CurrentModel, ProgressInfo
+    from studio.runtime.progress import ProgressEvent
+    from studio.services.models import CurrentModel
 
     return CurrentModel(model=ctx.models.get("studio-tiny") if loaded else None, state=state,
                         activity="generating job 3" if state == "generating" else None, note=note,
-                        progress=ProgressInfo(stage="downloading", message=progress) if progress else None)
+                        progress=ProgressEvent(stage="downloading", message=progress) if progress else None)
 
 
 @pytest.mark.parametrize("state, loaded, progress, says, not_says", [
