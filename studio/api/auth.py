@@ -26,8 +26,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from studio.api.security import Refusal, read_body
+from studio.users import LOCAL_USER
 
-LOCAL_USER = "local"  # who makes a change when the studio runs without auth
 COOKIE = "studio-session"
 LOGIN_PATHS = ("/login", "/login/")  # gradio_client posts to "login"
 LOGOUT_PATHS = ("/logout", "/logout/")

@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Literal
 
@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from studio.db.adapters import (add_adapter, find_identical, get_adapter, job_count, list_adapters, name_in_use,
                                 next_version, rename_all, save_adapter, versions_of)
 from studio.db.engine import session_scope
-from studio.db.models import Adapter, utcnow, version_label
+from studio.db.models import Adapter, UTCTimestamp, utcnow, version_label
 from studio.errors import Conflict, Incompatible, InvalidRequest, NotFound, TooLarge
 from studio.registry import ModelSpec, Registry
 from studio.runtime import hub
@@ -157,10 +157,10 @@ class AdapterSummary(BaseModel):
     usage_count: int
     training_dataset: str | None
     training_run_id: str | None
-    trained_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
+    trained_at: UTCTimestamp | None
+    created_at: UTCTimestamp
+    updated_at: UTCTimestamp
+    deleted_at: UTCTimestamp | None
 
 
 class AdapterInfo(AdapterSummary):
@@ -181,8 +181,8 @@ class AdapterGroup(BaseModel):
 class TimelineEntry(BaseModel):
     id: int
     version: int
-    trained_at: datetime | None
-    created_at: datetime
+    trained_at: UTCTimestamp | None
+    created_at: UTCTimestamp
     final_loss: float | None
     loss: list[float] | None
     status: Literal["active", "inactive", "deleted"]
@@ -206,10 +206,6 @@ def adapter_key(adapter_id: int) -> str:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def _clean_name(name: str | None) -> str:
@@ -265,8 +261,8 @@ class AdapterService:
             base_model_revision=a.base_model_revision, active=a.active, deleted=a.deleted_at is not None,
             compatible=note is None, compatibility_note=note, rank=cfg.get("r"), alpha=cfg.get("lora_alpha"),
             source=a.source, size_bytes=a.size_bytes, usage_count=a.usage_count,
-            training_dataset=a.training_dataset, training_run_id=a.training_run_id, trained_at=_utc(a.trained_at),
-            created_at=_utc(a.created_at), updated_at=_utc(a.updated_at), deleted_at=_utc(a.deleted_at))
+            training_dataset=a.training_dataset, training_run_id=a.training_run_id, trained_at=a.trained_at,
+            created_at=a.created_at, updated_at=a.updated_at, deleted_at=a.deleted_at)
 
     def _info(self, a: Adapter, spec: ModelSpec | None, weights_hash: str | None) -> AdapterInfo:
         cfg = a.lora_config or {}
@@ -332,7 +328,7 @@ class AdapterService:
             final = metrics.get("final_loss", loss_list[-1] if loss_list else loss)
             status = "deleted" if a.deleted_at else ("active" if a.active else "inactive")
             entries.append(TimelineEntry(
-                id=a.id, version=a.version, trained_at=_utc(a.trained_at), created_at=_utc(a.created_at),
+                id=a.id, version=a.version, trained_at=a.trained_at, created_at=a.created_at,
                 final_loss=float(final) if _is_number(final) else None, loss=loss_list, status=status,
                 training_run_id=a.training_run_id,
                 training_run_url=None))  # no training-run pages exist yet: no link that answers 404

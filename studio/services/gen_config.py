@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from studio.db.engine import session_scope
 from studio.db.gen_config import count_changes, get_config, list_changes, save_config
+from studio.db.models import UTCTimestamp
 from studio.errors import InvalidValues
 from studio.gen_settings import MusicgenSettings, field_errors
 from studio.registry import ModelSpec, Registry
@@ -19,7 +19,6 @@ from studio.users import LOCAL_USER, SYSTEM_USER
 
 log = logging.getLogger(__name__)
 
-SYSTEM, LOCAL = SYSTEM_USER, LOCAL_USER  # who seeds the stored settings; who changes them without auth
 
 
 class ConfigView(BaseModel):
@@ -27,7 +26,7 @@ class ConfigView(BaseModel):
     values: dict[str, Any] = Field(description="the stored settings, used by every generation with this model")
     defaults: dict[str, Any] = Field(description="the defaults from registry.yaml")
     changed: list[str] = Field(description="the settings whose value differs from the default")
-    updated_at: datetime | None
+    updated_at: UTCTimestamp | None
     updated_by: str | None
     ignored: dict[str, str] = Field(default_factory=dict, description=(
         "stored values no longer valid (e.g. a limit lowered in registry.yaml): the default is used instead"))
@@ -38,7 +37,7 @@ class ConfigChange(BaseModel):
     model_id: str
     action: Literal["seed", "update", "reset"] = Field(description="seed (from registry.yaml), update or reset")
     changed_by: str = Field(description="the authenticated user, 'local' without auth, 'system' for seeding")
-    changed_at: datetime
+    changed_at: UTCTimestamp
     old_values: dict[str, Any] = Field(description="the changed settings before")
     new_values: dict[str, Any] = Field(description="the changed settings after")
 
@@ -120,7 +119,7 @@ class GenerationConfigService:
             for spec in self.registry.models:
                 if get_config(session, spec.id) is None:
                     values = spec.generation.model_dump()
-                    save_config(session, spec.id, values, action="seed", by=SYSTEM, old={}, new=values)
+                    save_config(session, spec.id, values, action="seed", by=SYSTEM_USER, old={}, new=values)
                     seeded.append(spec.id)
         return seeded
 
@@ -139,7 +138,7 @@ class GenerationConfigService:
             raise InvalidValues(f"Not saved: {text}.", code="invalid_settings", model_id=spec.id,
                                 errors=[{"field": k, "message": v} for k, v in problems.items()]) from None
 
-    def update(self, model_id: str, changes: Any, by: str = LOCAL) -> ConfigView:
+    def update(self, model_id: str, changes: Any, by: str = LOCAL_USER) -> ConfigView:
         """Change some settings (the others keep their values). Nothing is stored unless every value is valid."""
         spec = self.registry.get(model_id)
         with self._write:
@@ -147,7 +146,7 @@ class GenerationConfigService:
             self._store(spec, new, "update", by)
         return self.get(spec.id)
 
-    def reset(self, model_id: str, by: str = LOCAL) -> ConfigView:
+    def reset(self, model_id: str, by: str = LOCAL_USER) -> ConfigView:
         """Back to registry.yaml's defaults; recorded in the history."""
         spec = self.registry.get(model_id)
         with self._write:
@@ -160,7 +159,7 @@ class GenerationConfigService:
             old_all = self._effective(spec, row.values if row else None)[0].model_dump()
             old, changed = _diff(old_all, new)
             if changed or always:  # saving the same values again is not a change
-                save_config(session, spec.id, new, action=action, by=by or LOCAL, old=old, new=changed)
+                save_config(session, spec.id, new, action=action, by=by or LOCAL_USER, old=old, new=changed)
 
     # ---- generation -------------------------------------------------------------------------------------------
     def resolve(self, spec: ModelSpec, overrides: Any) -> MusicgenSettings:

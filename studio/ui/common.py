@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import gradio as gr
 
 from studio.errors import StudioError
+from studio.users import LOCAL_USER
 from studio.services.models import CurrentModel, ModelInfo
 
 NO_ADAPTER = "None (base model)"
@@ -111,6 +112,11 @@ def user_errors():
         yield
     except StudioError as exc:
         raise gr.Error(notify_text(exc.message), print_exception=False) from None
+
+
+def page_user(request: gr.Request | None) -> str:
+    """Who acts on the page, for audit records: the logged-in user, or LOCAL_USER without auth."""
+    return getattr(request, "username", None) or LOCAL_USER
 
 
 def fmt_params(n: int) -> str:

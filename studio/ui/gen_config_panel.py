@@ -11,7 +11,8 @@ import gradio as gr
 from studio.context import AppContext
 from studio.errors import InvalidValues
 from studio.services.gen_config import ConfigChange, ConfigView
-from studio.ui.common import notify_text, user_errors
+from studio.ui.common import notify_text, page_user, user_errors
+from studio.users import SYSTEM_USER
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, fmt_value, make_widget, widget_update
 
 HISTORY_HEADERS = ["When (UTC)", "Who", "Action", "Changes"]
@@ -81,7 +82,7 @@ def summary_text(view: ConfigView, values: dict, errors: dict[str, str], specs: 
                  if changed else "Every setting has its default value.")
     if values.get("seed_policy") == "random" and values.get("seed") != view.defaults.get("seed"):
         parts.append("ℹ️ The fixed seed is used only when the seed policy is 'fixed'.")
-    if view.updated_by == "system":
+    if view.updated_by == SYSTEM_USER:
         parts.append("<small>The studio's defaults, never changed.</small>")
     elif view.updated_by and view.updated_at:
         parts.append(f"<small>Last saved {view.updated_at:%Y-%m-%d %H:%M} UTC by {view.updated_by}.</small>")
@@ -191,7 +192,7 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         shown = data[panel.shown] or {}
         edits = {k: v for k, v in values.items() if k not in shown or v != shown[k]}
         try:
-            ctx.gen_config.update(model_id, edits, by=getattr(request, "username", None) or "local")
+            ctx.gen_config.update(model_id, edits, by=page_user(request))
         except InvalidValues as exc:  # shown at the fields; nothing was stored
             gr.Warning(f"Not saved: {len(exc.extra.get('errors', []))} setting(s) need fixing.")
             errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
@@ -209,7 +210,7 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
 
     def reset(model_id, request: gr.Request):
         with user_errors():
-            ctx.gen_config.reset(model_id, by=getattr(request, "username", None) or "local")
+            ctx.gen_config.reset(model_id, by=page_user(request))
         mark = done_here(model_id, "{name}: settings reset to the studio's defaults.")
         return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False), saved(model_id),
                 mark]
@@ -246,13 +247,13 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
     def save_generation_settings(model_id: str, values: dict, request: gr.Request) -> dict:
         """Change some of a model's settings (the others keep their values); nothing is saved if one is invalid."""
         with user_errors():
-            return ctx.gen_config.update(model_id, values, by=getattr(request, "username", None) or "local"
+            return ctx.gen_config.update(model_id, values, by=page_user(request)
                                          ).model_dump(mode="json")
 
     def reset_generation_settings(model_id: str, request: gr.Request) -> dict:
         """Put a model's settings back to registry.yaml's defaults."""
         with user_errors():
-            return ctx.gen_config.reset(model_id, by=getattr(request, "username", None) or "local"
+            return ctx.gen_config.reset(model_id, by=page_user(request)
                                         ).model_dump(mode="json")
 
     gr.api(generation_settings, api_name="generation_settings")
