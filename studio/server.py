@@ -1,4 +1,5 @@
-"""build_app(ctx): the FastAPI app with the REST API and the Gradio page mounted on it, behind the request edge."""
+"""build_app(ctx): the FastAPI app with the REST API and the Gradio page mounted on it, behind the request edge.
+build_api(ctx): the same app without the page (the REST API, its docs and every guard), for scripts and tests."""
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ def _prune(folder: Path, max_age_s: float) -> None:
             pass  # in use or already gone: the next start tries again
 
 
-def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
-    """load_model: start the background model load when the server starts (default: settings.load_at_start)."""
+def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
+    """The REST API and its docs behind the login and the request guards. load_model: start the background model
+    load when the server starts (default: settings.load_at_start)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -72,6 +74,13 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
         app.add_middleware(AuthMiddleware, user=settings.auth[0], password=settings.auth[1])
     install_request_guards(app, bind_host=settings.host, share=settings.share, upload_dir=tmp,
                            multipart_routes=MULTIPART_ROUTES)
+    return app
+
+
+def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
+    """build_api with the Gradio page mounted at / (its routes behind the same login and guards)."""
+    app = build_api(ctx, load_model)
+    settings = ctx.settings
     blocks = build_ui(ctx)
     blocks.delete_cache = (3600, GRADIO_TMP_MAX_AGE_S)  # Gradio's hourly clean-up of this run's files
     app = gr.mount_gradio_app(app, blocks, path="", auth_dependency=gradio_user if settings.auth else None,

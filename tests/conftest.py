@@ -48,26 +48,51 @@ def tiny_folder(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-build") / "studio-tiny")
 
 
-@pytest.fixture
-def make_ctx(tmp_path, tiny_folder):
-    """Factory: a context in its own temp data dir. Keyword args override Settings fields."""
+def _context_factory(root: Path, tiny_folder: Path):
+    """make(registry=None, **settings overrides) -> a context in its own data dir under root; and what it made."""
     made: list[AppContext] = []
 
     def make(registry: Registry | dict | None = None, **overrides) -> AppContext:
-        data_dir = overrides.pop("data_dir", tmp_path / f"data{len(made)}")
+        data_dir = overrides.pop("data_dir", root / f"data{len(made)}")
         (data_dir / "models").mkdir(parents=True, exist_ok=True)
         if not (data_dir / "models" / "studio-tiny").exists():
             shutil.copytree(tiny_folder, data_dir / "models" / "studio-tiny")
-        overrides.setdefault("hf_cache_dir", tmp_path / "hf-cache")
+        overrides.setdefault("hf_cache_dir", root / "hf-cache")
         settings = Settings(data_dir=data_dir, load_at_start=False, device="cpu", **overrides)
         reg = registry if isinstance(registry, Registry) else parse_registry(registry or registry_dict())
         ctx = build_context(settings, reg)
         made.append(ctx)
         return ctx
 
+    return make, made
+
+
+@pytest.fixture
+def make_ctx(tmp_path, tiny_folder):
+    """Factory: a context in its own temp data dir. Keyword args override Settings fields."""
+    make, made = _context_factory(tmp_path, tiny_folder)
     yield make
     for ctx in made:
         ctx.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def make_module_ctx(tmp_path_factory, tiny_folder):
+    """make_ctx for a whole module: contexts shared by tests that change nothing (tables of refusals, which
+    assert that nothing changed) or that each make their own records."""
+    make, made = _context_factory(tmp_path_factory.mktemp("module"), tiny_folder)
+    yield make
+    for ctx in made:
+        ctx.engine.dispose()
+
+
+def rest_client(ctx: AppContext):
+    """A TestClient on the REST API alone (no page: building it costs a second that REST tests do not need)."""
+    from fastapi.testclient import TestClient
+
+    from studio.server import build_api
+
+    return TestClient(build_api(ctx, load_model=False), base_url=LOCAL)
 
 
 @pytest.fixture
@@ -81,11 +106,18 @@ def ctx(make_ctx) -> AppContext:
 
 @pytest.fixture
 def client(ctx):
-    from fastapi.testclient import TestClient
+    """The REST API of a studio with studio-tiny loaded."""
+    with rest_client(ctx) as c:
+        yield c
 
-    from studio.server import build_app
 
-    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
+@pytest.fixture(scope="module")
+def shared_client(make_module_ctx):
+    """The REST API of one studio (studio-tiny loaded) shared by a module's tables of refusals."""
+    context = make_module_ctx()
+    assert context.manager.switch_and_wait("studio-tiny").stage == "ready"
+    with rest_client(context) as c:
+        c.ctx = context
         yield c
 
 

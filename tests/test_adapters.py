@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from fastapi.testclient import TestClient
 from safetensors.torch import load_file
 
 from studio.config import Settings
@@ -28,11 +27,10 @@ from studio.db.engine import session_scope
 from studio.errors import Incompatible, InvalidRequest, NotFound
 from studio.registry import parse_registry
 from studio.runtime.adapters import check_structure, inspect_adapter
-from studio.server import build_app
 from studio.services.adapters import AdapterUpdate, RegisterAdapterRequest, adapter_key
 from studio.services.generation import GenerateRequest
 from tests import adapters_factory as factory
-from tests.conftest import LOCAL, registry_dict
+from tests.conftest import registry_dict, rest_client
 from tests.fakehub import serve_repos
 
 OTHER = "tiny-other"  # a registry entry for a model shaped like studio-tiny but with other weights
@@ -88,6 +86,16 @@ def ctx(make_ctx):
     return context
 
 
+@pytest.fixture(scope="module")
+def refusing(make_module_ctx):
+    """(REST client, context) like `client` and `ctx`, shared by the module's tables of refusals: each case
+    asserts that nothing was recorded or stored, so a case that wrongly accepts fails itself (and the ones after)."""
+    context = make_module_ctx(registry_dict(**{OTHER: {"max_duration_s": OTHER_MAX_S}}), host="0.0.0.0")
+    assert context.manager.switch_and_wait("studio-tiny").stage == "ready"
+    with rest_client(context) as c:
+        yield c, context
+
+
 # ---- helpers ----------------------------------------------------------------------------------------------
 def imports(ctx) -> Path:
     folder = ctx.settings.data_dir / "imports"
@@ -98,7 +106,7 @@ def imports(ctx) -> Path:
 def put(ctx, source: Path, name: str | None = None) -> str:
     """Copy an adapter folder into the context's default import root; return its name there."""
     name = name or source.name
-    shutil.copytree(source, imports(ctx) / name)
+    shutil.copytree(source, imports(ctx) / name, dirs_exist_ok=True)
     return name
 
 
@@ -216,7 +224,7 @@ def test_register_from_a_hub_repo(make_ctx, loras):
     with serve_repos({"test-org/keys-lora": files}) as hub:
         ctx = make_ctx(hf_endpoint=hub.url, host="0.0.0.0")
         assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-        with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as client:
+        with rest_client(ctx) as client:
             r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/keys-lora"})
         assert r.status_code == 201, r.text
         assert hub.gets("training_args.bin") == []  # never downloaded, never unpickled
@@ -246,7 +254,8 @@ REFUSED_FOLDERS = [
 
 
 @pytest.mark.parametrize("case, kind, fields, status, code", REFUSED_FOLDERS, ids=[c[0] for c in REFUSED_FOLDERS])
-def test_refused_folders(client, ctx, loras, case, kind, fields, status, code):
+def test_refused_folders(refusing, loras, case, kind, fields, status, code):
+    client, ctx = refusing
     detail(post_folder(client, ctx, loras[kind], **fields), status, code)
     assert recorded(ctx) == [] and stored(ctx) == []
     assert client.get("/api/adapters").json() == []
@@ -255,7 +264,8 @@ def test_refused_folders(client, ctx, loras, case, kind, fields, status, code):
 @pytest.mark.parametrize("kind, code", [("pickled", "pickled_weights"), ("not_lora", "not_lora"),
                                         ("wrong_shapes", "shape_mismatch"), ("unmapped", "unmapped_keys")])
 @pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
-def test_refused_archives(client, ctx, loras, tmp_path, kind, code, fmt):
+def test_refused_archives(refusing, loras, tmp_path, kind, code, fmt):
+    client, ctx = refusing
     data = archive_bytes(loras[kind], tmp_path, fmt)
     detail(client.post("/api/adapters", files={"archive": (f"x.{fmt}", data)}), 400, code)
     assert recorded(ctx) == [] and stored(ctx) == []
@@ -299,7 +309,8 @@ MALICIOUS = [
 
 
 @pytest.mark.parametrize("case, filename, build", MALICIOUS, ids=[c[0] for c in MALICIOUS])
-def test_malicious_archives_are_refused(client, ctx, loras, case, filename, build):
+def test_malicious_archives_are_refused(refusing, loras, case, filename, build):
+    client, ctx = refusing
     data = build(_adapter_entries(loras["a"]))
     detail(client.post("/api/adapters", files={"archive": (filename, data)}), 400, "invalid_archive")
     assert recorded(ctx) == [] and stored(ctx) == []
@@ -324,7 +335,8 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("case, raw, status, code", BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
-def test_bad_registration_bodies(client, ctx, case, raw, status, code):
+def test_bad_registration_bodies(refusing, case, raw, status, code):
+    client, ctx = refusing
     imports(ctx)
     r = client.post("/api/adapters", content=raw, headers={"content-type": "application/json"})
     detail(r, status, code)
@@ -343,7 +355,7 @@ def test_pickled_only_hub_repo_is_refused_before_downloading(make_ctx, loras):
     with serve_repos({"test-org/pickled-lora": files}) as hub:
         ctx = make_ctx(hf_endpoint=hub.url, host="0.0.0.0")
         assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-        with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as client:
+        with rest_client(ctx) as client:
             r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/pickled-lora"})
             detail(r, 400, "pickled_weights")
         assert hub.gets("adapter_model.bin") == []
@@ -571,7 +583,8 @@ UNKNOWN = [
 
 
 @pytest.mark.parametrize("method, url, body", UNKNOWN, ids=[c[0] for c in UNKNOWN])
-def test_unknown_adapter_is_404(client, method, url, body):
+def test_unknown_adapter_is_404(refusing, method, url, body):
+    client, _ = refusing
     assert detail(client.request(method, url, json=body), 404, "adapter_not_found")["adapter_id"] == 999
 
 
@@ -592,7 +605,7 @@ def shelf(tmp_path_factory, tiny_folder, loras):
                         hf_cache_dir=data_dir.parent / "hf-cache")
     context = build_context(settings, parse_registry(registry_dict(**{OTHER: {"max_duration_s": OTHER_MAX_S}})))
     assert context.manager.switch_and_wait("studio-tiny").stage == "ready"
-    with TestClient(build_app(context, load_model=False), base_url=LOCAL) as client:
+    with rest_client(context) as client:
         ids = {"a1": post_folder(client, context, loras["a"]).json()["id"]}
         shutil.copytree(loras["a"], imports(context) / "a-v2")
         ids["a2"] = client.post("/api/adapters", json={"source": "folder", "path": "a-v2", "name": "lora-a",

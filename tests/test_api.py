@@ -7,7 +7,7 @@ import json
 import pytest
 import soundfile as sf
 
-from tests.conftest import LOCAL
+from tests.conftest import rest_client
 
 
 def test_models_lists_capabilities(client):
@@ -57,8 +57,9 @@ SEED_CASES = [
 
 
 @pytest.mark.parametrize("policy,seed,expected", [c[1:] for c in SEED_CASES], ids=[c[0] for c in SEED_CASES])
-def test_one_meaning_per_seed_value(client, policy, seed, expected):
+def test_one_meaning_per_seed_value(shared_client, policy, seed, expected):
     """-1 always means a random seed, none means the model's seed policy, on the page and the API alike."""
+    client = shared_client  # each case sets the policy it needs
     assert client.put("/api/models/studio-tiny/config", json={"seed_policy": policy, "seed": 99}).status_code == 200
     body = {"prompt": "x", "duration_s": 0.5} | ({} if seed is None else {"seed": seed})
     seeds = [client.post("/api/generate", json=body).json()["seed"] for _ in range(2)]
@@ -79,30 +80,24 @@ def test_settings_override_is_applied_and_recorded(client):
 
 
 @pytest.mark.parametrize("raw", [b"{bad json", b"", b"null"])
-def test_malformed_bodies(client, raw):
+def test_malformed_bodies(shared_client, raw):
+    client = shared_client
     r = client.post("/api/generate", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"]["code"] in {"invalid_json", "invalid_body"}
 
 
 def test_no_model_loaded(make_ctx):
-    from fastapi.testclient import TestClient
-
-    from studio.server import build_app
-
-    with TestClient(build_app(make_ctx(), load_model=False), base_url=LOCAL) as c:
+    with rest_client(make_ctx()) as c:
         assert c.get("/api/models/current").json()["model"] is None
         r = c.post("/api/generate", json={"prompt": "x", "duration_s": 1})
         assert r.status_code == 409 and r.json()["detail"]["code"] == "no_model_loaded"
 
 
 def test_limit_follows_the_loaded_model(make_ctx):
-    from fastapi.testclient import TestClient
-
-    from studio.server import build_app
     from tests.conftest import registry_dict
 
     ctx = make_ctx(registry_dict(**{"tiny-short": {"max_duration_s": 5}}))
-    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
+    with rest_client(ctx) as c:
         events = _switch(c, "tiny-short")
         assert events[-1]["stage"] == "ready"
         r = c.post("/api/generate", json={"prompt": "x", "duration_s": 6})
@@ -116,9 +111,26 @@ def _switch(c, model_id):
         return [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
 
 
-def test_switch_streams_server_sent_events(client):
-    events = _switch(client, "studio-tiny")
-    assert events[-1]["stage"] == "ready" and "already loaded" in events[-1]["message"]
+def test_switch_streams_server_sent_events(make_ctx):
+    """A real switch streams its stages and ends ready on the new model; switching to the loaded model is a no-op
+    that says so (nothing is unloaded or loaded again)."""
+    from tests.conftest import registry_dict
+
+    ctx = make_ctx(registry_dict(**{"tiny-b": {"display_name": "Tiny B"}}))
+    with rest_client(ctx) as c:
+        assert _switch(c, "studio-tiny")[-1]["stage"] == "ready"
+        events = _switch(c, "tiny-b")
+        stages = [e["stage"] for e in events]
+        assert stages[0] == "checking" and {"unloading", "loading"} <= set(stages) and stages[-1] == "ready"
+        assert events[-1]["model_id"] == "tiny-b" and events[-1]["fraction"] == 1.0
+        assert c.get("/api/models/current").json()["model"]["id"] == "tiny-b"
+        with ctx.manager.use() as model:
+            loaded = model.model
+        again = _switch(c, "tiny-b")
+        assert [e["stage"] for e in again][-1] == "ready" and "already loaded" in again[-1]["message"]
+        assert not {"unloading", "loading"} & {e["stage"] for e in again}
+        with ctx.manager.use() as model:
+            assert model.model is loaded  # the same weights in memory: nothing was reloaded
 
 
 def test_switch_errors(client):

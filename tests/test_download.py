@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import constants as hf_constants
 
 from studio.services.generation import GenerateRequest
-from tests.conftest import LOCAL, registry_dict
+from tests.conftest import registry_dict, rest_client
 from tests.fakehub import Failure, FakeHub, serve_repos
 
 REPO = "test-org/tiny-musicgen"
@@ -191,12 +191,8 @@ def test_unknown_repo_and_unreachable_hub_are_reported(make_ctx, hub):
 
 
 def test_rest_switch_streams_download_progress(make_ctx, slow_hub, tiny_folder):
-    from fastapi.testclient import TestClient
-
-    from studio.server import build_app
-
     ctx = make_ctx(hf_endpoint=slow_hub.url)
-    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as client:
+    with rest_client(ctx) as client:
         with client.stream("POST", "/api/models/current", json={"model_id": "tiny-hub"}) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")

@@ -11,7 +11,6 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 
 from studio.errors import NotFound
 from studio.gen_settings import (
@@ -21,9 +20,8 @@ from studio.gen_settings import (
     settings_class,
 )
 from studio.registry import load_registry, parse_registry
-from studio.server import build_app
 from studio.services.audio_out import PEAK_CEILING, finish_audio, normalize_loudness
-from tests.conftest import LOCAL, TINY, registry_dict
+from tests.conftest import TINY, registry_dict, rest_client
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 32000
@@ -116,8 +114,18 @@ def _sine(seconds: float, amplitude: float, freq: float = 1000.0, rate: int = SR
 def api(make_ctx):
     """REST client on a context with the test registry (+ stereo and tuned models); no model loaded."""
     ctx = make_ctx(settings_registry())
-    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
+    with rest_client(ctx) as c:
         c.ctx = ctx
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shared_api(make_module_ctx):
+    """`api` shared by the module's tables of refusals and read-only questions (each refusal asserts that nothing
+    was stored)."""
+    context = make_module_ctx(settings_registry())
+    with rest_client(context) as c:
+        c.ctx = context
         yield c
 
 
@@ -125,7 +133,7 @@ def api(make_ctx):
 def auth_api(make_ctx):
     """REST client of a studio started with --auth ana:pw; the client logs in as ana unless told otherwise."""
     ctx = make_ctx(settings_registry(), auth=("ana", "pw"))
-    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
+    with rest_client(ctx) as c:
         c.auth = ("ana", "pw")
         yield c
 
@@ -208,7 +216,8 @@ def test_per_model_class_follows_the_model_shape():
 
 @pytest.mark.parametrize("model_id,max_duration", [("studio-tiny", 30), ("tiny-hub", 8), ("tuned", 12),
                                                    ("tiny-stereo", 30)])
-def test_schema_endpoint_has_the_models_limit_and_registry_defaults(api, model_id, max_duration):
+def test_schema_endpoint_has_the_models_limit_and_registry_defaults(shared_api, model_id, max_duration):
+    api = shared_api
     schema = _schema(api, model_id)
     spec = api.ctx.registry.get(model_id)
     assert schema["properties"]["default_duration_s"]["maximum"] == max_duration
@@ -281,7 +290,8 @@ BAD_PUTS = [
 
 
 @pytest.mark.parametrize("model_id,body,bad", [b[1:] for b in BAD_PUTS], ids=[b[0] for b in BAD_PUTS])
-def test_invalid_put_is_422_naming_each_bad_field_and_stores_nothing(api, model_id, body, bad):
+def test_invalid_put_is_422_naming_each_bad_field_and_stores_nothing(shared_api, model_id, body, bad):
+    api = shared_api
     before = _snapshot(api, model_id)
     r = _put(api, body, model_id)
     assert r.status_code == 422, r.text
@@ -306,7 +316,8 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("raw", [b[1] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES])
-def test_put_body_that_is_not_an_object_is_invalid_body(api, raw):
+def test_put_body_that_is_not_an_object_is_invalid_body(shared_api, raw):
+    api = shared_api
     before = _snapshot(api, "studio-tiny")
     r = api.put("/api/models/studio-tiny/config", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
@@ -325,7 +336,8 @@ RAW_BAD_PUTS = [
 
 
 @pytest.mark.parametrize("raw,field,fragment", [b[1:] for b in RAW_BAD_PUTS], ids=[b[0] for b in RAW_BAD_PUTS])
-def test_non_finite_and_odd_numbers_are_refused(api, raw, field, fragment):
+def test_non_finite_and_odd_numbers_are_refused(shared_api, raw, field, fragment):
+    api = shared_api
     before = _snapshot(api, "studio-tiny")
     r = api.put("/api/models/studio-tiny/config", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
@@ -335,7 +347,8 @@ def test_non_finite_and_odd_numbers_are_refused(api, raw, field, fragment):
     assert _snapshot(api, "studio-tiny") == before
 
 
-def test_put_body_that_is_not_json_is_invalid_json(api):
+def test_put_body_that_is_not_json_is_invalid_json(shared_api):
+    api = shared_api
     before = _snapshot(api, "studio-tiny")
     r = api.put("/api/models/studio-tiny/config", content="{top_k: 5", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["detail"]["code"] == "invalid_json"
@@ -571,7 +584,8 @@ NOT_FOUND_ROUTES = [
 
 
 @pytest.mark.parametrize("method,path,body", [r[1:] for r in NOT_FOUND_ROUTES], ids=[r[0] for r in NOT_FOUND_ROUTES])
-def test_unknown_model_is_404_on_every_config_route(api, method, path, body):
+def test_unknown_model_is_404_on_every_config_route(shared_api, method, path, body):
+    api = shared_api
     r = api.request(method, path, json=body)
     assert r.status_code == 404, r.text
     detail = r.json()["detail"]
@@ -646,7 +660,8 @@ BAD_OVERRIDES = [
 
 
 @pytest.mark.parametrize("override,field", [b[1:] for b in BAD_OVERRIDES], ids=[b[0] for b in BAD_OVERRIDES])
-def test_bad_per_request_override_is_422_and_records_no_job(client, override, field):
+def test_bad_per_request_override_is_422_and_records_no_job(shared_client, override, field):
+    client = shared_client
     jobs_before = client.get("/api/jobs").json()
     stored = _config(client)["values"]
     r = client.post("/api/generate", json={"prompt": "x", "duration_s": 0.5, "settings": override})
@@ -746,7 +761,7 @@ def test_stored_value_invalid_under_a_new_limit_falls_back_to_the_default(make_c
     lowered = registry_dict()
     lowered["models"][0] = {**TINY, "max_duration_s": 1}  # a deployment caps studio-tiny at 1 s
     ctx = make_ctx(lowered, data_dir=data_dir)
-    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
+    with rest_client(ctx) as c:
         view = _config(c)
         assert view["values"]["default_duration_s"] == 1.0 == view["defaults"]["default_duration_s"]
         assert list(view["ignored"]) == ["default_duration_s"] and "at most 1" in view["ignored"]["default_duration_s"]

@@ -24,7 +24,7 @@ from studio.context import build_context
 from studio.db.adapters import list_adapters
 from studio.db.engine import session_scope
 from studio.registry import parse_registry
-from studio.server import build_app
+from studio.server import build_api
 from tests import adapters_factory as factory
 from tests.conftest import registry_dict
 
@@ -46,7 +46,7 @@ def studio(tmp_path_factory, tiny_folder):
     settings = Settings(data_dir=data_dir, load_at_start=False, device="cpu", host="0.0.0.0",
                         hf_cache_dir=data_dir.parent / "hf-cache")
     ctx = build_context(settings, parse_registry(registry_dict()))
-    with TestClient(build_app(ctx, load_model=False)) as client:
+    with TestClient(build_api(ctx, load_model=False)) as client:
         yield client, ctx
     ctx.engine.dispose()
 
@@ -225,7 +225,7 @@ def test_identical_adapters_are_refused_unless_asked_for(client, ctx, lora):
 ])
 def test_hub_unreachable_is_not_a_500(make_ctx, endpoint, status, code):
     ctx = make_ctx(hf_endpoint=endpoint, host="0.0.0.0")
-    with TestClient(build_app(ctx, load_model=False)) as client:
+    with TestClient(build_api(ctx, load_model=False)) as client:
         r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/keys-lora"})
     body = detail(r, status, code)
     assert "cannot be reached" in body["message"]
@@ -237,7 +237,7 @@ def test_hub_repo_not_found_is_a_404(make_ctx):
 
     with serve_repos({}) as hub:
         ctx = make_ctx(hf_endpoint=hub.url, host="0.0.0.0")
-        with TestClient(build_app(ctx, load_model=False)) as client:
+        with TestClient(build_api(ctx, load_model=False)) as client:
             r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/missing-lora"})
     detail(r, 404, "repo_not_found")
     nothing_left(ctx)
@@ -250,7 +250,7 @@ def test_hub_files_over_their_limits_are_refused_before_downloading(make_ctx, lo
              "adapter_model.safetensors": lora / "adapter_model.safetensors"}
     with serve_repos({"test-org/padded-lora": files}) as hub:
         ctx = make_ctx(hf_endpoint=hub.url, host="0.0.0.0")
-        with TestClient(build_app(ctx, load_model=False)) as client:
+        with TestClient(build_api(ctx, load_model=False)) as client:
             r = client.post("/api/adapters", json={"source": "hub", "repo_id": "test-org/padded-lora"})
         body = detail(r, 413, "metadata_too_large")
         assert body["file"] == "adapter_config.json"

@@ -7,13 +7,11 @@ import json
 import shutil
 
 import pytest
-from fastapi.testclient import TestClient
 
 from studio.config import Settings
 from studio.context import build_context
 from studio.registry import parse_registry
-from studio.server import build_app
-from tests.conftest import LOCAL, registry_dict
+from tests.conftest import registry_dict, rest_client
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +21,7 @@ def client(tmp_path_factory, tiny_folder):
     ctx = build_context(Settings(data_dir=data_dir, load_at_start=False, device="cpu",
                                  hf_cache_dir=data_dir / "hf-cache"), parse_registry(registry_dict()))
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as c:
+    with rest_client(ctx) as c:
         yield c
     ctx.engine.dispose()
 
