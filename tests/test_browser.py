@@ -35,10 +35,12 @@ def page(url, tmp_path):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         pg = context.new_page()
         pg.set_default_timeout(TIMEOUT_MS)
+        sync_api.expect.set_options(timeout=TIMEOUT_MS)  # a busy machine: generous waits for assertions too
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
         pg.goto(url)
         yield pg
+        sync_api.expect.set_options(timeout=5_000)  # Playwright's default, for other tests
         context.close()
         browser.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
