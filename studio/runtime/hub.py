@@ -82,12 +82,14 @@ def _progress_tqdm(on_bytes: ByteProgress, total: int, min_interval: float = 0.1
 def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None, endpoint: str | None,
                       on_bytes: ByteProgress, *, allow_patterns: list[str] = ALLOW_PATTERNS,
                       local_dir: Path | None = None, listing_patterns: list[str] = (),
-                      check_listing: Callable[[dict[str, int]], None] | None = None) -> Path:
+                      check_listing: Callable[[dict[str, int]], None] | None = None,
+                      storage_folder: Path | None = None) -> Path:
     """Download (or resume) a repo's files matching allow_patterns into the HF cache (or local_dir) and return
     the folder. check_listing first sees the names (and sizes) matching allow_patterns + listing_patterns and may refuse
-    the repo (raise) before anything is downloaded."""
+    the repo (raise) before anything is downloaded. storage_folder: the folder a full or read-only disk is reported
+    for (default: local_dir or the cache)."""
     common = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, local_dir=local_dir)
-    with _hub_errors(repo_id, revision, local_dir or cache_dir or Path(constants.HF_HUB_CACHE)):
+    with _hub_errors(repo_id, revision, storage_folder or local_dir or cache_dir or Path(constants.HF_HUB_CACHE)):
         try:  # sizes first, for a steady percentage
             plan = snapshot_download(repo_id, dry_run=True, allow_patterns=[*allow_patterns, *listing_patterns],
                                      **common)

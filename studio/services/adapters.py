@@ -550,6 +550,7 @@ class AdapterService:
 
         folder = hub.download_snapshot(req.repo_id, req.revision, None, self.hf_endpoint, on_bytes,
                                        allow_patterns=list(KEPT_FILES), local_dir=tmp / "hub",
+                                       storage_folder=self.adapters_dir,
                                        listing_patterns=[f"*{s}" for s in PICKLE_SUFFIXES],
                                        check_listing=check_listing)
         rev = f"@{req.revision}" if req.revision else ""
@@ -720,8 +721,8 @@ def _extract(archive: Path, dest: Path, display_name: str) -> Path:
                         else:
                             _mark_pickle(dest, m.name)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        if (refused := os_storage_error(exc, dest)) is not None:  # the machine's fault, not the archive's
-            raise refused from exc
+        if os_storage_error(exc, dest) is not None:  # the machine's fault, not the archive's: incoming() says so
+            raise
         raise InvalidRequest(f"{display_name} could not be unpacked: {exc}", code="invalid_archive") from None
     found = [p.parent for p in dest.rglob(CONFIG_FILE)]
     if len(found) != 1:
