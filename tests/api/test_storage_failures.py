@@ -152,3 +152,19 @@ def test_a_refused_hub_download_is_507_or_503_and_leaves_nothing(module_studio, 
     monkeypatch.undo()
     refused(r, err, (ctx.settings.data_dir / "adapters").resolve())  # not the temporary folder it wrote in
     no_adapter_left(ctx)
+
+
+@pytest.mark.parametrize("err", sorted(ERRNOS), ids=errno.errorcode.get)
+def test_a_refused_model_build_says_so_in_the_switch(module_studio, monkeypatch, err):
+    """Building the built-in model on first use writes under models/: the switch's error names the disk problem."""
+    import studio.runtime.store as store_module
+
+    ctx, _client = module_studio()
+
+    def build(folder):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setitem(store_module.BUILDERS, "studio-tiny", build)
+    final = ctx.manager.switch_and_wait("studio-tiny")
+    assert final.stage == "error" and ERRNOS[err][2] in final.message, final.message
+    assert str(ctx.settings.data_dir / "models") in final.message
