@@ -2,8 +2,7 @@
 
 - Host: bound to loopback, only loopback names answer, so a DNS-rebinding page cannot read the studio (a --share
   link's *.gradio.live host is allowed, its tunnel keeps the Host). Checked here rather than by Starlette's
-  TrustedHostMiddleware, which answers plain text and never matches "[::1]:port".
-Every refusal has the studio's shape `{"detail": {"code", "message"}}`, the message saying what to do.
+  TrustedHostMiddleware, which answers in plain text.
 - Cross-site writes: a browser marks them (Origin, Sec-Fetch-Site); scripts send neither and keep working.
 - REST bodies: JSON only with its content type (multipart only where a route takes it), no compressed bodies,
   bounded size and nesting, no NUL / unpaired surrogate in text (no route can store or print them). Number ranges
@@ -11,6 +10,7 @@ Every refusal has the studio's shape `{"detail": {"code", "message"}}`, the mess
 - Gradio file payloads: a FileData path must be a file Gradio itself uploaded into the studio's own temp dir.
   Mounted apps never `launch()`, so Gradio skips its own check (processing_utils._check_allowed) and would hash
   and copy any server path (`/dev/zero` froze the server); this refuses them all alike, before Gradio reads them.
+Every refusal has the studio's shape `{"detail": {"code", "message"}}`, the message saying what to do.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def check_host(headers: Headers, hosts: list[str]) -> None:
     raw = headers.get("host", "")
     try:
         name = (urlsplit(f"//{raw}").hostname or "") if raw else ""
-    except ValueError:  # e.g. an unclosed "[" 
+    except ValueError:  # e.g. an unclosed "["
         name = ""
     if not any(name == h or (h.startswith("*.") and name.endswith(h[1:])) for h in hosts):
         shown = raw[:100].encode("ascii", "backslashreplace").decode()
