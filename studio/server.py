@@ -20,6 +20,7 @@ from studio.api.openapi import install_openapi
 from studio.api.routes import build_router
 from studio.api.security import install_request_guards
 from studio.context import AppContext
+from studio.services.adapters import MAX_UPLOAD_BYTES
 from studio.ui.app import build_ui
 from studio.ui.common import CSS, HEAD
 
@@ -85,7 +86,8 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     blocks.delete_cache = (3600, GRADIO_TMP_MAX_AGE_S)  # Gradio's hourly clean-up of this run's files
     app = gr.mount_gradio_app(app, blocks, path="", auth_dependency=gradio_user if settings.auth else None,
                               allowed_paths=[str(settings.outputs_dir.resolve())], css=CSS, head=HEAD,
-                              footer_links=["api", "gradio"])  # Gradio's "Settings" link read as the studio's tab
+                              footer_links=["api", "gradio"],  # Gradio's "Settings" link read as the studio's tab
+                              max_file_size=MAX_UPLOAD_BYTES)  # /gradio_api/upload: the REST upload's cap
     # Not `blocks.has_launched = True`, which would turn Gradio's own upload check back on: that check reads the
     # upload folder from the process environment at call time, so with two studios in one process (the tests) it
     # refuses the first one's uploads. security.py checks the same payloads against this app's own folder instead.

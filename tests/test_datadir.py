@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r'''
 import json, os, shutil, sys, threading
 from pathlib import Path
-import soundfile
 
 from studio.config import Settings
 from studio.context import build_context
@@ -53,11 +52,13 @@ decoding, writing = (build_context(settings(data_dir), parse_registry(registry))
 for ctx in (decoding, writing):
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
 
-real_write = soundfile.write
-def half_written(path, *args, **kwargs):
-    real_write(path, *args, **kwargs)  # the ".part" file is there, not yet renamed to its final name
-    reached("writing audio")
-soundfile.write = half_written
+real_write = Path.write_bytes  # the audio is encoded in memory, then written to "<name>.part" and renamed
+def half_written(self, data):
+    written = real_write(self, data)
+    if self.name.endswith(".part"):  # the ".part" file is there, not yet renamed to its final name
+        reached("writing audio")
+    return written
+Path.write_bytes = half_written
 
 def on_step(done, total):
     if done == 3:

@@ -87,7 +87,7 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         with service.incoming() as tmp:  # inside the data dir: one copy, on the disk the adapter ends up on
             fields, path, filename = await _receive_upload(request, tmp / "upload")
             try:
-                req = RegisterAdapterRequest.model_validate({**fields, "source": "upload"})
+                req = RegisterAdapterRequest.model_validate({**_form_values(fields), "source": "upload"})
             except ValidationError as exc:
                 raise _invalid(exc) from None
             return await run_in_threadpool(service.register, req, upload=path, upload_name=filename)
@@ -198,12 +198,36 @@ async def _receive_upload(request: Request, path: Path) -> tuple[dict[str, str],
         if state["file"] is not None:
             state["file"].close()
     if problems:
-        if isinstance(problems[0], (InvalidRequest, TooLarge)):
-            raise problems[0]
+        if isinstance(problems[0], (InvalidRequest, TooLarge, OSError)):  # OSError: the spool's disk, mapped by
+            raise problems[0]                                              # service.incoming() to 507 / 503
         raise InvalidRequest(f"The form could not be read: {problems[0]}", code="invalid_form")
     if state["file"] is None:
         raise InvalidRequest("The form has no file in the field 'archive'.", code="missing_archive")
     return fields, path, state["filename"] or "archive"
+
+
+def _form_values(fields: dict[str, str]) -> dict[str, object]:
+    """A form's fields are text: convert the typed ones explicitly (the request model is strict, as for JSON), and
+    refuse what is not a whole number or true/false with a 422 naming the field."""
+    values: dict[str, object] = dict(fields)
+    problems = []
+    if "version" in fields:
+        text = fields["version"].strip()
+        if text.isascii() and text.isdigit():
+            values["version"] = int(text)  # the model's own bounds (1 to 2^63-1) still apply
+        else:
+            problems.append({"type": "int_parsing", "loc": ("body", "version"),
+                             "msg": f"a whole number of at least 1 (the form sent {fields['version'][:40]!r})"})
+    if "allow_duplicate" in fields:
+        text = fields["allow_duplicate"].strip().lower()
+        if text in ("true", "false"):
+            values["allow_duplicate"] = text == "true"
+        else:
+            problems.append({"type": "bool_parsing", "loc": ("body", "allow_duplicate"),
+                             "msg": f"true or false (the form sent {fields['allow_duplicate'][:40]!r})"})
+    if problems:
+        raise RequestValidationError(problems)
+    return values
 
 
 def _invalid(exc: Exception) -> RequestValidationError:

@@ -39,7 +39,8 @@ def error_responses(described: dict[int, str]) -> dict[int | str, dict]:
 
 
 def _field(loc) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # only the first element says where (a body field may itself be called "path" or "query")
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc)]
     return ".".join(parts) or "body"
 
 

@@ -14,6 +14,7 @@ REF = "#/components/schemas/{model}"
 ERROR_REF = {"$ref": REF.format(model="ErrorResponse")}
 WRITES = {"post", "put", "patch", "delete"}
 EDGE = {  # status: (description, applies to the operation?)
+    400: ("invalid_host: a Host name this studio does not answer to (bound to loopback)", "any"),
     401: ("unauthorized: log in first (the form at /login, or HTTP Basic)", "auth"),
     403: ("cross_site_request: sent by another site's page (Origin / Sec-Fetch-Site)", "write"),
     413: ("body_too_large: the JSON body is over 1 MiB", "body"),
@@ -21,6 +22,10 @@ EDGE = {  # status: (description, applies to the operation?)
           "unsupported_encoding: a compressed body", "body"),
     422: ("invalid_parameter, invalid_body (`errors` names each field), invalid_json", "input"),
     429: ("too_many_attempts: too many failed logins from this address; see Retry-After", "auth"),
+    503: ("storage_unavailable: the studio's data folder cannot be written (read-only disk, permissions); "
+          "`folder` names it", "write"),
+    507: ("disk_full: the disk holding the studio's data is full (or a quota or file-size limit); `folder` names "
+          "it", "write"),
 }
 
 
@@ -41,11 +46,18 @@ def complete(doc: dict[str, Any], *, auth: bool) -> dict[str, Any]:
     schemas["ErrorResponse"] = error_schema
     for operations in doc.get("paths", {}).values():
         for method, op in operations.items():
-            applies = {"auth": auth, "write": method in WRITES, "body": "requestBody" in op,
+            applies = {"any": True, "auth": auth, "write": method in WRITES, "body": "requestBody" in op,
                        "input": bool(op.get("parameters")) or "requestBody" in op}
             responses = op.setdefault("responses", {})
             for status, (text, when) in EDGE.items():
-                if applies[when] and (status != 422 or _fastapi_default(responses.get("422"))):
+                if not applies[when]:
+                    continue
+                if status == 422:
+                    if _fastapi_default(responses.get("422")):
+                        responses["422"] = {"description": text}
+                elif str(status) in responses:  # the route's own codes for this status, and the edge's
+                    responses[str(status)]["description"] += f"; {text}"
+                else:
                     responses[str(status)] = {"description": text}
             for status, response in responses.items():
                 if int(status) >= 400:

@@ -18,7 +18,7 @@ from studio.services.models import CurrentModel, ModelInfo
 
 
 class SwitchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model_id: str = Field(description="a model id from GET /api/models")
 

@@ -1,7 +1,8 @@
 """The request edge: refuse what must never reach a route, before any route (the studio's or Gradio's) runs.
 
-- Host: bound to loopback, only loopback names answer, so a DNS-rebinding page cannot read the studio
-  (Starlette's TrustedHostMiddleware; a --share link's *.gradio.live host is allowed, its tunnel keeps the Host).
+- Host: bound to loopback, only loopback names answer, so a DNS-rebinding page cannot read the studio (a --share
+  link's *.gradio.live host is allowed, its tunnel keeps the Host). Checked here rather than by Starlette's
+  TrustedHostMiddleware, which answers in plain text.
 - Cross-site writes: a browser marks them (Origin, Sec-Fetch-Site); scripts send neither and keep working.
 - REST bodies: JSON only with its content type (multipart only where a route takes it), no compressed bodies,
   bounded size and nesting, no NUL / unpaired surrogate in text (no route can store or print them). Number ranges
@@ -9,6 +10,7 @@
 - Gradio file payloads: a FileData path must be a file Gradio itself uploaded into the studio's own temp dir.
   Mounted apps never `launch()`, so Gradio skips its own check (processing_utils._check_allowed) and would hash
   and copy any server path (`/dev/zero` froze the server); this refuses them all alike, before Gradio reads them.
+Every refusal has the studio's shape `{"detail": {"code", "message"}}`, the message saying what to do.
 """
 from __future__ import annotations
 
@@ -19,11 +21,10 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 SHARE_HOSTS = ("*.gradio.live",)  # Gradio's share tunnel forwards the public Host header unchanged
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_JSON_BYTES = 1 << 20  # REST JSON bodies: settings, names, descriptions (uploads are multipart)
@@ -51,18 +52,32 @@ def allowed_hosts(bind_host: str, share: bool) -> list[str] | None:
 
 def install_request_guards(app, *, bind_host: str, share: bool, upload_dir: Path,
                            multipart_routes: Iterable[tuple[str, str]]) -> None:
-    """Add the edge middlewares to `app` (the outermost last: Host, then origin and bodies)."""
-    app.add_middleware(RequestGuard, upload_dir=upload_dir, multipart_routes=frozenset(multipart_routes))
-    hosts = allowed_hosts(bind_host, share)
-    if hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
+    """Add the edge middleware to `app` (checks, in order: Host, origin, body)."""
+    app.add_middleware(RequestGuard, upload_dir=upload_dir, multipart_routes=frozenset(multipart_routes),
+                       hosts=allowed_hosts(bind_host, share))
+
+
+def check_host(headers: Headers, hosts: list[str]) -> None:
+    """The Host header's name (any port) must be one of `hosts` ("*.domain": any name under it)."""
+    raw = headers.get("host", "")
+    try:
+        name = (urlsplit(f"//{raw}").hostname or "") if raw else ""
+    except ValueError:  # e.g. an unclosed "["
+        name = ""
+    if not any(name == h or (h.startswith("*.") and name.endswith(h[1:])) for h in hosts):
+        shown = raw[:100].encode("ascii", "backslashreplace").decode()
+        raise Refusal(400, "invalid_host", f"This studio answers only to {', '.join(hosts)} (the request came for "
+                                           f"{shown!r}). Open it at http://127.0.0.1:<port>/, or start it with "
+                                           "--host 0.0.0.0 to serve other names.")
 
 
 class RequestGuard:
     """Pure ASGI (a BaseHTTPMiddleware would buffer the streaming routes)."""
 
-    def __init__(self, app: ASGIApp, upload_dir: Path, multipart_routes: frozenset[tuple[str, str]]) -> None:
+    def __init__(self, app: ASGIApp, upload_dir: Path, multipart_routes: frozenset[tuple[str, str]],
+                 hosts: list[str] | None) -> None:
         self.app = app
+        self.hosts = hosts  # None: any Host (bound to a non-loopback interface, reached by many names)
         self.upload_dir = Path(os.path.realpath(upload_dir))
         self.multipart_routes = multipart_routes
 
@@ -74,6 +89,8 @@ class RequestGuard:
         method = scope.get("method", "GET")
         path: str = scope["path"]
         try:
+            if self.hosts is not None:
+                check_host(headers, self.hosts)
             if scope["type"] == "websocket" or method in WRITE_METHODS:
                 check_same_origin(headers)
             if scope["type"] == "http":
@@ -114,16 +131,20 @@ class RequestGuard:
         return receive
 
 
+CROSS_SITE = ("Requests from other sites may not change this studio: use the studio's own page, or send the "
+              "request from a script (which sends no Origin header).")
+
+
 def check_same_origin(headers: Headers) -> None:
     """A browser names the page that sent a request; refuse any other page. No Origin: a script, not a browser."""
     site = headers.get("sec-fetch-site")
     if site in ("cross-site", "same-site"):
-        raise Refusal(403, "cross_site_request", "Requests from other sites may not change this studio.")
+        raise Refusal(403, "cross_site_request", CROSS_SITE)
     origin = headers.get("origin")
     if origin is None:
         return
     if origin == "null" or urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
-        raise Refusal(403, "cross_site_request", "Requests from other sites may not change this studio.")
+        raise Refusal(403, "cross_site_request", CROSS_SITE)
 
 
 async def read_body(receive: Receive, limit: int) -> tuple[bytes, Receive]:

@@ -4,7 +4,6 @@ A database the studio cannot use stops the start with one line (CannotStart); a 
 the machine (disk full, read-only file) becomes a StorageUnavailable / DiskFull domain error, mapped once here."""
 from __future__ import annotations
 
-import errno
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,13 +16,13 @@ from sqlmodel import Session, create_engine
 
 from studio.db.migrate import upgrade
 from studio.errors import CannotStart, DiskFull, StorageUnavailable
+from studio.storage import disk_full, os_storage_error, unwritable
 
 # SQLite's words for a write the machine refused (sqlite3 gives no error codes before Python 3.11's sqlite_errorcode
 # on every build, so the messages are matched: they are fixed strings in SQLite's source).
 _FULL = ("database or disk is full",)
 _READ_ONLY = ("attempt to write a readonly database", "unable to open database file", "disk i/o error",
               "readonly database")
-_OS_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def storage_error(exc: BaseException, folder: Path) -> StorageUnavailable | None:
@@ -33,16 +32,11 @@ def storage_error(exc: BaseException, folder: Path) -> StorageUnavailable | None
     if isinstance(exc, sqlite3.Error):
         text = str(exc).lower()
         if any(m in text for m in _FULL):
-            return DiskFull(f"The disk holding the studio's data is full: free space in {folder}.", folder=str(folder))
+            return disk_full(folder)
         if any(m in text for m in _READ_ONLY):
-            return StorageUnavailable(f"The studio cannot write its data in {folder} ({exc}): check that the disk "
-                                      "is writable and this user may write there.", folder=str(folder))
-    elif isinstance(exc, OSError) and exc.errno in _OS_FULL:
-        return DiskFull(f"The disk holding the studio's data is full: free space in {folder}.", folder=str(folder))
-    elif isinstance(exc, OSError) and exc.errno == errno.EROFS:
-        return StorageUnavailable(f"The studio cannot write its data in {folder}: the disk is read-only.",
-                                  folder=str(folder))
-    return None
+            return unwritable(folder, str(exc))
+        return None
+    return os_storage_error(exc, folder)  # the same mapping as every other write of the studio's data
 
 
 def database_folder(engine) -> Path:

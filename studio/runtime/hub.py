@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx2
-from huggingface_hub import snapshot_download
+from huggingface_hub import constants, snapshot_download
 from huggingface_hub.utils import filter_repo_objects
 from huggingface_hub.errors import (DryRunError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                     RevisionNotFoundError)
 from tqdm.auto import tqdm
 
 from studio.errors import Conflict, NotFound, OperationFailed, Unavailable, UpstreamError
+from studio.storage import os_storage_error
 
 # Only what transformers needs, and only safetensors weights: the repos also carry audiocraft's pickled
 # .bin checkpoints, which we never download nor unpickle.
@@ -81,12 +82,14 @@ def _progress_tqdm(on_bytes: ByteProgress, total: int, min_interval: float = 0.1
 def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None, endpoint: str | None,
                       on_bytes: ByteProgress, *, allow_patterns: list[str] = ALLOW_PATTERNS,
                       local_dir: Path | None = None, listing_patterns: list[str] = (),
-                      check_listing: Callable[[dict[str, int]], None] | None = None) -> Path:
+                      check_listing: Callable[[dict[str, int]], None] | None = None,
+                      storage_folder: Path | None = None) -> Path:
     """Download (or resume) a repo's files matching allow_patterns into the HF cache (or local_dir) and return
     the folder. check_listing first sees the names (and sizes) matching allow_patterns + listing_patterns and may refuse
-    the repo (raise) before anything is downloaded."""
+    the repo (raise) before anything is downloaded. storage_folder: the folder a full or read-only disk is reported
+    for (default: local_dir or the cache)."""
     common = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, local_dir=local_dir)
-    with _hub_errors(repo_id, revision):
+    with _hub_errors(repo_id, revision, storage_folder or local_dir or cache_dir or Path(constants.HF_HUB_CACHE)):
         try:  # sizes first, for a steady percentage
             plan = snapshot_download(repo_id, dry_run=True, allow_patterns=[*allow_patterns, *listing_patterns],
                                      **common)
@@ -101,9 +104,9 @@ def download_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None
 
 
 @contextmanager
-def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+def _hub_errors(repo_id: str, revision: str | None, folder: Path) -> Iterator[None]:
     """Hub and network failures -> a domain error a person can act on: expected conditions (not found, gated,
-    offline, the hub failing) get their own 4xx/5xx class, never a bare 500."""
+    offline, the hub failing, a full or read-only disk under `folder`) get their own 4xx/5xx class, never a 500."""
     try:
         yield
     except GatedRepoError:
@@ -124,4 +127,7 @@ def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
         raise Unavailable("the connection to the hub broke during the download; try again (it resumes)",
                           code="hub_unreachable") from None
     except OSError as exc:
+        mapped = os_storage_error(exc, folder)
+        if mapped is not None:
+            raise mapped from exc
         raise OperationFailed(f"could not write the download: {exc.strerror or exc}", code="disk_error") from None

@@ -6,6 +6,7 @@ from pathlib import Path
 from studio.registry import ModelSpec
 from studio.runtime import hub
 from studio.runtime.tiny import build_tiny_model
+from studio.storage import storage_writes
 
 BUILDERS = {"studio-tiny": build_tiny_model}
 
@@ -29,7 +30,8 @@ class ModelStore:
     def fetch(self, spec: ModelSpec, on_bytes: hub.ByteProgress) -> Path:
         """A local folder with the model, building or downloading it if needed."""
         if spec.is_builtin:
-            return BUILDERS[spec.source.builtin](self.models_dir / spec.source.builtin)
+            with storage_writes(self.models_dir):  # a full or read-only disk is said as such, naming the folder
+                return BUILDERS[spec.source.builtin](self.models_dir / spec.source.builtin)
         found = self.local_path(spec)
         if found is not None:
             return found

@@ -38,6 +38,7 @@ from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import build_skeleton
 from studio.services.jobs import DELETED_ADAPTER
+from studio.storage import os_storage_error, storage_writes
 
 log = logging.getLogger(__name__)
 PROVENANCE_FILE = "training_provenance.json"  # written by the studio's training; optional for imports
@@ -90,7 +91,9 @@ class TrainingFields(BaseModel):
 
 
 class RegisterAdapterRequest(TrainingFields):
-    model_config = ConfigDict(extra="forbid")
+    # strict like every request body: "2" is not a version, "true" or 1 is not a boolean (an upload's form fields,
+    # which are text by nature, are converted by the route, naming the field it cannot read)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     source: Literal["folder", "hub", "upload"] = Field(description="a server folder, a hub repo, or an archive")
     path: str | None = Field(None, description="folder: a path inside an import root")
@@ -124,7 +127,7 @@ class Provenance(TrainingFields):
 
 
 class AdapterUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "true" or 1 is not `active: true`
 
     name: str | None = Field(None, description="renames the whole name: every version (deleted ones too) moves to "
                                                "the new name and keeps its number; refused (409 name_taken) when "
@@ -433,10 +436,13 @@ class AdapterService:
     @contextmanager
     def incoming(self) -> Iterator[Path]:
         """A temporary folder inside the adapter store (same disk as the result, never the shared /tmp), removed
-        afterwards; start-up removes those a killed studio left behind (`.incoming-*`)."""
-        self.adapters_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".incoming-", dir=self.adapters_dir) as tmp:
-            yield Path(tmp)
+        afterwards; start-up removes those a killed studio left behind (`.incoming-*`). A full or read-only disk
+        while spooling, unpacking, copying or moving in it leaves as 507 disk_full / 503 storage_unavailable
+        naming the folder, after everything written so far is removed."""
+        with storage_writes(self.adapters_dir):
+            self.adapters_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".incoming-", dir=self.adapters_dir) as tmp:
+                yield Path(tmp)
 
     def register(self, req: RegisterAdapterRequest, *, upload: Path | None = None,
                  upload_name: str | None = None, on_progress: ProgressFn | None = None) -> AdapterInfo:
@@ -544,6 +550,7 @@ class AdapterService:
 
         folder = hub.download_snapshot(req.repo_id, req.revision, None, self.hf_endpoint, on_bytes,
                                        allow_patterns=list(KEPT_FILES), local_dir=tmp / "hub",
+                                       storage_folder=self.adapters_dir,
                                        listing_patterns=[f"*{s}" for s in PICKLE_SUFFIXES],
                                        check_listing=check_listing)
         rev = f"@{req.revision}" if req.revision else ""
@@ -714,6 +721,8 @@ def _extract(archive: Path, dest: Path, display_name: str) -> Path:
                         else:
                             _mark_pickle(dest, m.name)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        if os_storage_error(exc, dest) is not None:  # the machine's fault, not the archive's: incoming() says so
+            raise
         raise InvalidRequest(f"{display_name} could not be unpacked: {exc}", code="invalid_archive") from None
     found = [p.parent for p in dest.rglob(CONFIG_FILE)]
     if len(found) != 1:

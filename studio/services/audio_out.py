@@ -2,6 +2,7 @@
 the file format, and what the written file measures (loudness reached, true peak)."""
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -14,6 +15,7 @@ import soundfile as sf
 
 from studio.errors import OperationFailed
 from studio.gen_settings import MusicgenSettings
+from studio.storage import storage_writes
 
 CEILING_DBTP = -1.0  # normalised audio keeps its true peak (between samples too) under -1 dBTP, as promised
 PEAK_CEILING = 10 ** (CEILING_DBTP / 20)
@@ -162,18 +164,27 @@ def measure_file(path: Path) -> Measured:
 
 
 def write_audio(path: Path, audio: np.ndarray, sample_rate: int, fmt: str) -> Path:
-    """Write atomically (a reader never sees half a file); `path` gets the format's extension."""
+    """Write atomically (a reader never sees half a file); `path` gets the format's extension. Encoded in memory
+    first: libsndfile reports a failed write of its own file as "System error", Python's file gives the errno, so a
+    full or read-only disk is said as such (studio.storage)."""
     sf_format, subtype, _ = FORMATS[fmt]
     path = path.with_suffix(f".{fmt}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    try:
+        sf.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, subtype=subtype, format=sf_format)
+    except sf.LibsndfileError as exc:
+        raise OperationFailed(f"Could not encode the audio as {fmt}: {exc}", code="encode_failed") from None
     tmp = path.with_name(path.name + ".part")
     try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype=subtype, format=sf_format)
-        os.replace(tmp, path)
-    except (OSError, sf.LibsndfileError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise OperationFailed(f"Could not write the audio file: {getattr(exc, 'strerror', None) or exc}",
-                              code="disk_error") from None
+        with storage_writes(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.write_bytes(buffer.getbuffer())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)  # no half-written file stays behind
+    except OSError as exc:  # not a refusal of the machine (those are mapped above): still never a bare 500
+        raise OperationFailed(f"Could not write the audio file: {exc.strerror or exc}", code="disk_error") from None
     return path
 
 

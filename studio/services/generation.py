@@ -179,7 +179,8 @@ class GenerationService:
                 path, measured = write_measured(self.outputs_dir / name, audio, spec.sample_rate, settings)
             except Exception as exc:  # noqa: BLE001 - the job is closed as failed, never left "running"
                 finish_job(session, job, "failed", error=str(exc)[:500] or exc.__class__.__name__)
-                if isinstance(exc, StudioError):
+                if isinstance(exc, StudioError):  # e.g. DiskFull: the job's record carries the same message
+                    exc.extra.setdefault("job_id", job.id)
                     raise
                 raise OperationFailed(f"Could not finish the audio: {exc}", code="generation_failed",
                                       job_id=job.id) from None

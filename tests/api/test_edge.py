@@ -142,8 +142,60 @@ def test_only_loopback_names_answer_a_loopback_studio(by_bind, bind, share, host
     _ctx, client = by_bind(bind, share)
     r = client.get(path, headers={"host": host})
     assert (r.status_code == 200) == answered, (r.status_code, r.text[:200])
-    if not answered:
-        assert r.status_code == 400
+    if not answered:  # the studio's shape, saying what to do, on the page's routes too
+        assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+        detail = r.json()["detail"]
+        assert detail["code"] == "invalid_host" and "127.0.0.1" in detail["message"], detail
+
+
+# ---- every refusal at the door has the studio's shape ---------------------------------------------------------------
+DOOR = {  # name: (method, path, headers, raw body, status, code)
+    "unknown Host": ("GET", "/api/jobs", {"host": "evil.example"}, None, 400, "invalid_host"),
+    "no Host": ("GET", "/", {"host": ""}, None, 400, "invalid_host"),
+    "broken Host": ("GET", "/api/jobs", {"host": "[::1"}, None, 400, "invalid_host"),
+    "cross-site write": ("POST", "/api/generate/cancel", {"origin": EVIL}, None, 403, "cross_site_request"),
+    "text body": ("POST", "/api/generate", {"content-type": "text/plain"}, b'{"prompt": "x"}', 415,
+                  "unsupported_media_type"),
+    "form to a JSON route": ("PUT", "/api/models/studio-tiny/config",
+                             {"content-type": "multipart/form-data; boundary=x"}, b"--x--\r\n", 415,
+                             "unsupported_media_type"),
+    "compressed body": ("POST", "/api/generate", {"content-type": "application/json", "content-encoding": "br"},
+                        b"xx", 415, "unsupported_encoding"),
+    "body too large": ("POST", "/api/generate", {"content-type": "application/json"},
+                       b'{"prompt": "' + b"a" * (1 << 20) + b'"}', 413, "body_too_large"),
+    "Gradio file path not uploaded": ("POST", "/gradio_api/call/register_adapter",
+                                      {"content-type": "application/json"},
+                                      json.dumps({"data": _register_payload("/etc/passwd")}).encode(), 403,
+                                      "file_not_uploaded"),
+}
+
+
+@pytest.mark.parametrize("case", list(DOOR))
+def test_every_refusal_at_the_door_has_the_studios_shape(studio, case):
+    method, path, headers, body, status, code = DOOR[case]
+    _ctx, client = studio
+    r = client.request(method, path, headers=headers, content=body)
+    assert r.status_code == status, r.text[:200]
+    assert r.headers["content-type"] == "application/json"
+    detail = r.json()["detail"]
+    assert detail["code"] == code and len(detail["message"]) > 20, detail
+
+
+def test_gradio_uploads_are_capped_like_the_rest_api(make_ctx, monkeypatch):
+    """Gradio's own upload route (/gradio_api/upload) takes no more than an adapter upload (MAX_UPLOAD_BYTES)."""
+    from fastapi.testclient import TestClient
+
+    import studio.server as server
+    from tests.conftest import LOCAL
+
+    monkeypatch.setattr(server, "MAX_UPLOAD_BYTES", 1000)
+    ctx = make_ctx()
+    with TestClient(server.build_app(ctx, load_model=False), base_url=LOCAL) as client:
+        small = client.post("/gradio_api/upload", files={"files": ("a.zip", b"x" * 900)})
+        big = client.post("/gradio_api/upload", files={"files": ("b.zip", b"x" * 1100)})
+    assert small.status_code == 200, small.text
+    assert big.status_code == 413, big.text
+    assert not [p for p in _files(_tmp(ctx)) if p.endswith("b.zip")]  # nothing of the refused file kept
 
 
 # ---- cross-site writes -------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ reads `Function._nodeid`, which pytest 9 no longer has.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +19,8 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 from tests.conftest import LOCAL
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-EXAMPLES = 10  # per operation and mode: the whole run takes about 20 s on 2 cores
+# per operation and mode: the whole run takes about 20 s on 2 cores (FUZZ_EXAMPLES=300 for a deeper local run)
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 
 
 @pytest.fixture(scope="module")

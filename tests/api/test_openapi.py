@@ -92,6 +92,19 @@ def test_status_like_fields_are_enums(doc):
     assert missing == []
 
 
+def test_the_refusals_every_route_may_answer_are_described(doc):
+    """The Host check answers on every route, a refused write of the studio's data on every write."""
+    writes = 0
+    for label, method, op in _operations(doc):
+        responses = op["responses"]
+        assert "invalid_host" in responses["400"]["description"], label
+        if method in ("post", "put", "patch", "delete"):
+            writes += 1
+            assert "storage_unavailable" in responses["503"]["description"], label
+            assert "disk_full" in responses["507"]["description"], label
+    assert writes >= 6
+
+
 def test_auth_is_described_only_when_on(doc):
     secured = "securitySchemes" in doc["components"]
     assert all(("401" in op["responses"]) == secured for _name, _m, op in _operations(doc))
