@@ -4,6 +4,7 @@ new route or field is covered without being added here); an upload's form fields
 explicitly and refused by name when they are not a whole number or true/false."""
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from pathlib import Path
@@ -35,29 +36,26 @@ def studio(module_studio):
     return module_studio()
 
 
-_cache: dict[str, dict] = {}
-
-
+@functools.cache
 def _openapi_once() -> dict:
-    """/openapi.json of a bare studio app (built once; the walk only reads it)."""
-    if "doc" not in _cache:
-        import tempfile
+    """/openapi.json of a bare studio (built once, at collection; the walk only reads it)."""
+    import tempfile
 
-        from fastapi.testclient import TestClient
+    from fastapi.testclient import TestClient
 
-        from studio.config import Settings
-        from studio.context import build_context
-        from studio.registry import parse_registry
-        from studio.server import build_app
-        from tests.conftest import LOCAL, registry_dict
+    from studio.config import Settings
+    from studio.context import build_context
+    from studio.registry import parse_registry
+    from studio.server import build_api
+    from tests.conftest import LOCAL, registry_dict
 
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(data_dir=Path(tmp), load_at_start=False, device="cpu", hf_cache_dir=Path(tmp) / "hf")
-            ctx = build_context(settings, parse_registry(registry_dict()))
-            with TestClient(build_app(ctx, load_model=False), base_url=LOCAL) as client:
-                _cache["doc"] = client.get("/openapi.json").json()
-            ctx.engine.dispose()
-    return _cache["doc"]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), load_at_start=False, device="cpu", hf_cache_dir=Path(tmp) / "hf")
+        ctx = build_context(settings, parse_registry(registry_dict()))
+        with TestClient(build_api(ctx, load_model=False), base_url=LOCAL) as client:
+            doc = client.get("/openapi.json").json()
+        ctx.engine.dispose()
+    return doc
 
 
 def _types(prop: dict, doc: dict) -> set[str]:
