@@ -211,11 +211,27 @@ def signature(model: ModelInfo | None, adapters: list[AdapterInfo]) -> str:
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
+VERSION_INFO = "0 or empty: the next free version of this name"
+
+
+def version_problem(value) -> str | None:
+    """Why the Version box cannot be used (said at the field, never silently replaced), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "The version must be a whole number."
+    if value != int(value) or value < 0:
+        return f"The version must be a whole number, 0 or more, not {value:g}."
+    return None
+
+
 def register_request(source_label: str, path: str | None, repo: str | None, revision: str | None,
                      name: str | None, version: float | None, description: str | None,
                      base: str | None, allow_duplicate: bool = False) -> RegisterAdapterRequest:
     """The registration form as a service request (gr.Error for what the form itself gets wrong)."""
     source = SOURCES.get(source_label, source_label)  # scripts may send folder / upload / hub
+    if version_problem(version):  # never a silent "next free version" for -3, nor 2 for 2.5
+        raise gr.Error(html.escape(f"Check the form: {version_problem(version)}"), print_exception=False)
     fields = dict(source=source, name=(name or "").strip() or None,
                   version=int(version) if version not in (None, "") and int(version) > 0 else None,
                   description=(description or "").strip(),
@@ -287,8 +303,9 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
         with gr.Row():
             reg_name = gr.Textbox(label="Name (optional)", max_lines=1, elem_id="register-name",
                                   info="Default: the folder, archive or repo name")
-            reg_version = gr.Number(label="Version (optional)", value=0, precision=0, minimum=0,
-                                    elem_id="register-version", info="0: the next free version of this name")
+            # No Gradio bounds or rounding (a traceback per keystroke, 2.5 made 2): the studio checks it.
+            reg_version = gr.Number(label="Version (optional)", value=0, step=1, elem_id="register-version",
+                                    info=VERSION_INFO)
             reg_base = gr.Dropdown([(FROM_CONFIG, FROM_CONFIG)] + [(m.display_name, m.id) for m in ctx.registry.models],
                                    value=FROM_CONFIG, label="Base model", elem_id="register-base",
                                    info="The model the adapter was trained on")
@@ -492,6 +509,14 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
 
     tab.source.change(show_source, tab.source, [tab.path, tab.archive, tab.hub_row], queue=False,
                       show_progress="hidden", **private)
+
+    def check_version(value) -> list:
+        problem = version_problem(value)
+        return [gr.update(info=f"⚠️ {problem} · {VERSION_INFO}" if problem else VERSION_INFO),
+                gr.Button(interactive=problem is None)]
+
+    tab.reg_version.change(check_version, tab.reg_version, [tab.reg_version, tab.register_btn], queue=False,
+                           show_progress="hidden", preprocess=False, trigger_mode="always_last", **private)
 
     def register(source, path, archive, repo, revision, name, version, description, base, anyway=False,
                  progress=gr.Progress()) -> list:

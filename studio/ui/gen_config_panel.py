@@ -226,9 +226,8 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
     demo.load(show_loaded, None, [panel.model, *shown_io], queue=False, **private)
     panel.model.change(show, panel.model, shown_io, queue=False, **private)
     # The person's edits only. always_last: keystrokes typed while a check runs are checked after it (Gradio's
-    # default for input events, "once", dropped them: the last value went unchecked). preprocess=False: a value
-    # typed outside a slider's range reaches the validation, which names it at the field (Gradio's own bounds check
-    # failed the event: an HTTP 500 and no message).
+    # default for input events, "once", dropped them: the last value went unchecked). preprocess=False: what was
+    # typed reaches the validation as typed, which names a bad value at the field.
     for widget in widgets:
         widget.input(check, {panel.model, *widgets}, panel.form, queue=False, trigger_mode="always_last",
                      preprocess=False, **private)
