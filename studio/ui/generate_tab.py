@@ -1,4 +1,4 @@
-"""Generate tab: prompt, duration limited by the loaded model, settings, seed, per-step progress, audio."""
+"""Generate tab: prompt, duration limited by the loaded model, settings, seed, progress in seconds of music, audio."""
 from __future__ import annotations
 
 import html
@@ -12,7 +12,7 @@ from studio.errors import Cancelled, InvalidValues
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, field_errors
 from studio.services.adapters import AdapterInfo
 from studio.services.gen_config import ConfigView
-from studio.services.generation import GenerateRequest, duration_over_limit
+from studio.services.generation import GenerateRequest, duration_over_limit, music_progress
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, md_escape, user_errors
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
@@ -327,7 +327,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         progress(0, desc="Starting")
 
         def on_step(done: int, total: int) -> None:
-            progress((done, total), desc="Decoding", unit="steps")
+            # seconds of music and percent (a musician's words), not decoding steps
+            progress(done / total if total else 0.0, desc=f"Generating: {music_progress(done, total, duration)}")
 
         with user_errors():
             try:
