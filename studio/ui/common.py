@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 from contextlib import contextmanager
 
 import gradio as gr
@@ -91,12 +92,20 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 """
 
 
+# What GFM turns into a link by itself (autolinks): a scheme's "://", "www." and e-mail addresses. Backslashes do
+# not stop them (nothing there is Markdown punctuation), so their trigger characters become HTML entities, which
+# show as the same characters but are never parsed as Markdown.
+_AUTOLINK_TRIGGERS = re.compile(r"[:@]|(?i:(?<=www)\.)")
+
+
 def md_escape(text: str | None) -> str:
-    """User text (adapter names, descriptions) inside Markdown: no accidental emphasis, links or table cells."""
-    out = str(text or "")
+    """User text (adapter names, descriptions) inside Markdown: shown as written, never as emphasis, a link (written
+    or automatic), an image, HTML, an entity or a table cell."""
+    out = str(text or "").replace("&", "&amp;")  # "&lt;" typed stays "&lt;" on the page
     for ch in "\\`*_{}[]<>()#+!|~":
         out = out.replace(ch, "\\" + ch)
-    return out.replace("\n", " ")
+    out = _AUTOLINK_TRIGGERS.sub(lambda m: f"&#{ord(m.group())};", out)
+    return out.replace("\r", " ").replace("\n", " ")
 
 
 def notify_text(text: object) -> str:
@@ -157,8 +166,8 @@ def model_card(m: ModelInfo | None) -> str:
     else:
         weights = f"Not downloaded: about {fmt_gb(m.download_gb)} from `{m.hub_repo}` when you choose it"
     return "\n".join([
-        f"### {m.display_name}{'  (loaded)' if m.loaded else ''}",
-        m.description,
+        f"### {md_escape(m.display_name)}{'  (loaded)' if m.loaded else ''}",
+        md_escape(m.description),
         "",
         "| Capability | Value |",
         "|---|---|",
@@ -178,11 +187,12 @@ def status_line(cur: CurrentModel) -> str:
     """The header: which model is loaded and why (the note), or what the studio is busy switching to."""
     if cur.state == "switching":
         msg = cur.progress.message if cur.progress else cur.activity
-        loaded = f"  \n<small>Loaded until then: {cur.model.display_name}.</small>" if cur.model else ""
-        return f"⏳ **Busy switching model:** {msg}. Generating waits until the switch finishes.{loaded}"
+        loaded = f"  \n<small>Loaded until then: {md_escape(cur.model.display_name)}.</small>" if cur.model else ""
+        return f"⏳ **Busy switching model:** {md_escape(msg)}. Generating waits until the switch finishes.{loaded}"
+    # Names and notes are shown as written (md_escape): a note quoting an error or a URL never becomes markup.
     if cur.model is None:
-        return f"**No model loaded.** {cur.note}"
+        return f"**No model loaded.** {md_escape(cur.note)}"
     m = cur.model
-    busy = f" · ⏳ {cur.activity}" if cur.state == "generating" else ""
-    return (f"**Model: {m.display_name}** · up to {m.max_duration_s:g} s · {m.sample_rate / 1000:g} kHz "
-            f"{fmt_channels(m.channels)}{busy}  \n<small>{cur.note}</small>")
+    busy = f" · ⏳ {md_escape(cur.activity)}" if cur.state == "generating" else ""
+    return (f"**Model: {md_escape(m.display_name)}** · up to {m.max_duration_s:g} s · {m.sample_rate / 1000:g} kHz "
+            f"{fmt_channels(m.channels)}{busy}  \n<small>{md_escape(cur.note)}</small>")
