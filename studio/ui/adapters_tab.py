@@ -8,6 +8,7 @@ each change, the list, the detail and the Generate tab's adapter dropdown are br
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from studio.errors import Conflict, NotFound
 from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
 from studio.ui.adapter_config_view import config_view_html, fmt_value
-from studio.ui.common import fmt_gb, md_escape, user_errors
+from studio.ui.common import (failed_status, failures_as_status, fmt_gb, md_escape, plain_status, user_errors)
 from studio.ui.generate_tab import GenerateTab, adapter_label, adapter_widgets
 
 TABLE_HEADERS = ["ID", "Name", "Version", "Base model", "Active", "Compatible", "Usage"]
@@ -431,7 +432,10 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         with user_errors():
             return ctx.adapters.get(int(selected)).name
 
-    tab.name_edit.submit(rename, [tab.selected, tab.name_edit], tab.name_edit, **private).then(**refresh_view)
+    # show_progress hidden on every quick action: a refusal is its notice alone, never Gradio's error badge left
+    # over the outputs (the name box, the dialog, the deleted list).
+    tab.name_edit.submit(rename, [tab.selected, tab.name_edit], tab.name_edit, show_progress="hidden",
+                         **private).then(**refresh_view)
     tab.name_reset.click(saved_name, tab.selected, tab.name_edit, queue=False, show_progress="hidden", **private)
 
     # Rename through a dialog opened from the list.
@@ -450,7 +454,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
 
     for trigger in (tab.dialog_save.click, tab.dialog_name.submit):
         trigger(rename_from_dialog, [tab.selected, tab.dialog_name], [tab.dialog, tab.name_edit],
-                **private).then(**refresh_view)
+                show_progress="hidden", **private).then(**refresh_view)
     tab.dialog_cancel.click(lambda: gr.Column(visible=False), None, tab.dialog, queue=False, show_progress="hidden",
                             **private)
 
@@ -461,7 +465,8 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
             a = ctx.adapters.update(adapter_id, AdapterUpdate(active=bool(active)))
         notify(f"{adapter_label(a)} is {'active: offered for generation' if a.active else 'inactive'}.")
 
-    toggled = tab.active_toggle.input(set_active, [tab.selected, tab.active_toggle], None, **private)
+    toggled = tab.active_toggle.input(set_active, [tab.selected, tab.active_toggle], None, show_progress="hidden",
+                                      **private)
     toggled.then(**refresh_view)
     toggled.failure(**refresh_view)  # puts the checkbox back
 
@@ -484,7 +489,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         return [gr.Row(visible=False), None, deleted_dropdown(ctx)]
 
     tab.confirm_btn.click(delete, tab.selected, [tab.confirm_row, tab.selected, tab.deleted_choice],
-                          **private).then(**refresh_view)
+                          show_progress="hidden", **private).then(**refresh_view)
 
     # Restore a deleted adapter (soft delete is recoverable).
     tab.deleted_acc.expand(lambda: deleted_dropdown(ctx), None, tab.deleted_choice, queue=False,
@@ -499,7 +504,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         return [deleted_dropdown(ctx), a.id, a.name]
 
     tab.restore_btn.click(restore, tab.deleted_choice, [tab.deleted_choice, tab.selected, tab.name_edit],
-                          api_name="restore_adapter").then(**refresh_view)
+                          show_progress="hidden", api_name="restore_adapter").then(**refresh_view)
 
     # Registration.
     def show_source(label: str) -> list:
@@ -547,15 +552,28 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         return [status, a.id, a.name, "", None, "", "", "", 0, "", FROM_CONFIG, False, *closed]
 
     # The last registration's outcome goes at once: it would stand next to this one's refusal otherwise.
-    tab.register_btn.click(lambda: "", None, tab.register_status, queue=False, show_progress="hidden", **private)
-    tab.register_btn.click(
-        register, [tab.source, tab.path, tab.archive, tab.repo, tab.revision, tab.reg_name, tab.reg_version,
-                   tab.reg_description, tab.reg_base, tab.reg_anyway],
-        [tab.register_status, tab.selected, tab.name_edit, tab.path, tab.archive, tab.repo, tab.revision,
-         tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.reg_anyway, tab.dialog,
-         tab.confirm_row],
-        show_progress_on=[tab.register_status],  # progress (or a refusal) there, not over every form field
-        api_name="register_adapter").then(**refresh_view)
+    tab.register_btn.click(lambda: plain_status(), None, tab.register_status, queue=False, show_progress="hidden",
+                           **private)
+    reg_inputs = [tab.source, tab.path, tab.archive, tab.repo, tab.revision, tab.reg_name, tab.reg_version,
+                  tab.reg_description, tab.reg_base, tab.reg_anyway]
+    reg_outputs = [tab.register_status, tab.selected, tab.name_edit, tab.path, tab.archive, tab.repo, tab.revision,
+                   tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.reg_anyway, tab.dialog,
+                   tab.confirm_row]
+
+    def not_registered(message: str) -> list:  # the form stays as typed, to be corrected
+        return [failed_status(f"❌ **Not registered.** {md_escape(message)}"), *[gr.skip()] * (len(reg_outputs) - 1)]
+
+    def registered(*args, **kwargs) -> list:
+        out = register(*args, **kwargs)
+        return [plain_status(out[0]), *out[1:]]
+
+    # The page's Register: a refusal is a message in the status line under the button (no error badge over it,
+    # no second notice); progress shows there too. Scripts get their own endpoint (a hidden button), which fails.
+    tab.register_btn.click(failures_as_status(functools.wraps(register)(registered), not_registered), reg_inputs,
+                           reg_outputs, show_progress_on=[tab.register_status], api_name="register_on_page",
+                           **private).then(**refresh_view)
+    gr.Button(visible=False, elem_id="register-api").click(register, reg_inputs, reg_outputs,
+                                                           api_name="register_adapter").then(**refresh_view)
 
 
 def filter_view(ctx: AppContext, active_only) -> list:

@@ -1,9 +1,11 @@
 """Small helpers shared by the tabs: error mapping and how models are described to a person."""
 from __future__ import annotations
 
+import functools
 import html
 import re
 from contextlib import contextmanager
+from typing import Callable
 
 import gradio as gr
 
@@ -64,6 +66,9 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 #switch-status.switch-failed, #gen-model-status.switch-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px;
   padding: 6px 10px; background: var(--error-background-fill, #fef2f2); }
 #loaded-model-section, #gen-config { margin-bottom: 12px; }
+/* A refused action's message in its status line (instead of Gradio's "Error" badge over the outputs). */
+.studio-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px; padding: 6px 10px !important;
+  background: var(--error-background-fill, #fef2f2); }
 #loaded-model-section > .styler > .form, #loaded-model-section .prose h3, #gen-config .prose h3 { margin-top: 0; }
 #config-reset-confirm { border: 2px solid var(--error-border-color, #ef4444); border-radius: 10px; padding: 10px 12px; }
 /* Adapters tab */
@@ -121,6 +126,30 @@ def user_errors():
         yield
     except StudioError as exc:
         raise gr.Error(notify_text(exc.message), print_exception=False) from None
+
+
+def failed_status(text: str) -> gr.Markdown:
+    """A status line saying an action was refused, styled as a failure (text: Markdown, user text escaped)."""
+    return gr.Markdown(text, elem_classes=["studio-failed"])
+
+
+def plain_status(text: str = "") -> gr.Markdown:
+    return gr.Markdown(text, elem_classes=[])
+
+
+def failures_as_status(fn: Callable, on_failure: Callable[[str], list]) -> Callable:
+    """The page's version of an action that scripts call too: a refusal (gr.Error, its text already escaped for
+    HTML) becomes on_failure(plain text)'s outputs, a message in the action's status line, instead of failing the
+    event, which put Gradio's red "Error" badge over the outputs, where it stayed. Scripts keep the failing event
+    (their endpoint is registered separately), so they still get the error. Same signature (functools.wraps), so
+    Gradio still injects gr.Progress and gr.Request."""
+    @functools.wraps(fn)
+    def page_fn(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as exc:
+            return on_failure(html.unescape(str(exc.message)))
+    return page_fn
 
 
 def page_user(request: gr.Request | None) -> str:

@@ -14,7 +14,7 @@ from studio.services.adapters import AdapterInfo
 from studio.services.gen_config import ConfigView
 from studio.services.generation import GenerateRequest, duration_over_limit, music_progress
 from studio.services.models import ModelInfo
-from studio.ui.common import NO_ADAPTER, md_escape, user_errors
+from studio.ui.common import NO_ADAPTER, failed_status, failures_as_status, md_escape, plain_status, user_errors
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
 
@@ -353,10 +353,20 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         cur = ctx.models.current()
         return buttons(cur.state, prompt, duration, cur.model, fields_ok)
 
-    started = tab.generate_btn.click(lambda: buttons("generating", None, None, None), None, btns, queue=False,
-                                     api_visibility="private")
-    run = started.then(generate, inputs, [tab.audio, tab.result], api_name="generate", concurrency_id="gpu",
-                       concurrency_limit=1)
+    def not_generated(message: str) -> list:
+        return [gr.skip(), failed_status(f"❌ **Not generated.** {md_escape(message)}")]
+
+    started = tab.generate_btn.click(lambda: [*buttons("generating", None, None, None), plain_status()], None,
+                                     [*btns, tab.result], queue=False, api_visibility="private")
+    # The page's Generate: a refusal is a message in the result line (failures_as_status), never Gradio's error
+    # badge over the audio. Scripts call the same function through an endpoint of their own (a hidden button),
+    # which fails with the error as before.
+    run = started.then(failures_as_status(generate, not_generated), inputs, [tab.audio, tab.result],
+                       concurrency_id="gpu", concurrency_limit=1, api_name="generate_on_page",
+                       api_visibility="private")
+    gr.Button(visible=False, elem_id="generate-api").click(generate, inputs, [tab.audio, tab.result],
+                                                           api_name="generate", concurrency_id="gpu",
+                                                           concurrency_limit=1)
     typed = [tab.prompt, tab.duration, tab.fields_ok]
     run.then(after, typed, btns, queue=False, api_visibility="private")
     run.failure(after, typed, btns, queue=False, api_visibility="private")
