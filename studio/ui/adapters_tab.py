@@ -157,7 +157,7 @@ def detail_markdown(a: AdapterInfo, model: ModelInfo | None) -> str:
     """The detail view: description, base model and its limit, compatibility and why not, usage, source, dates."""
     status = "Active: offered in the Generate tab" if a.active else "Inactive: not offered for generation"
     limit = (f" · up to {a.base_model_max_duration_s:g} s per clip" if a.base_model_max_duration_s else
-             " · not in this studio's registry")
+             " · not among this studio's models")
     uses = f"{a.usage_count} generation{'s' if a.usage_count != 1 else ''}"
     lora = ", ".join(x for x in (f"rank {a.rank}" if a.rank is not None else "",
                                  f"alpha {fmt_value(a.alpha)}" if a.alpha is not None else "") if x) or "—"

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from studio.context import AppContext
-from studio.errors import InvalidValues
+from studio.errors import InvalidValues, StudioError
 from studio.services.gen_config import ConfigChange, ConfigView
 from studio.ui.common import notify_text, page_user, user_errors
 from studio.users import SYSTEM_USER
@@ -197,6 +197,8 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
             gr.Warning(f"Not saved: {len(exc.extra.get('errors', []))} setting(s) need fixing.")
             errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
             return [*form_updates(ctx, names, model_id, values, errors), gr.skip(), gr.skip(), gr.skip()]
+        except StudioError as exc:  # any other refusal (the disk full, ...): its notice, never a traceback
+            raise gr.Error(notify_text(exc.message), print_exception=False) from None
         mark = done_here(model_id, "Saved the settings of {name}.")
         return [*form_updates(ctx, names, model_id), history(model_id), saved(model_id), mark]
 
