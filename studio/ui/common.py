@@ -56,6 +56,7 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
   opacity: 0.45; font-style: italic; pointer-events: none; }
 #adapter-hint { color: var(--body-text-color-subdued); font-size: var(--text-sm); margin-top: -6px; }
 #adapter-hint p { margin: 0; }
+#generate-problems p { margin: 0; color: var(--error-text-color, #b91c1c); }
 /* Generation settings forms (built from the settings schema) */
 #config-form .cfg-field { flex: 1 1 320px !important; min-width: min(320px, 100%) !important; }  /* checkboxes too */
 #config-summary { padding: 4px 12px; }

@@ -36,7 +36,7 @@ class GenerateTab:
     sampling: dict[str, gr.components.Component]  # SAMPLING_FIELDS, built from the settings schema
     specs: dict[str, FieldSpec]
     seed: gr.Number
-    seed_hint: gr.Markdown
+    problems: gr.Markdown  # above Generate: what in the seed and settings boxes keeps it disabled, and why
     fields_ok: gr.State  # the seed and sampling boxes hold values the studio accepts (set by their check)
     generate_btn: gr.Button
     cancel_btn: gr.Button
@@ -273,7 +273,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             seed = gr.Number(label="Seed", value=seed_value(config.values), step=1, elem_id="seed",
                              info="-1: a random seed (shown with the result) · same seed + prompt + settings: "
                                   "same audio")
-            seed_hint = gr.Markdown(elem_id="seed-hint")
+            problems = gr.Markdown(elem_id="generate-problems")
             with gr.Row(elem_id="generate-row"):
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=3,
                                          interactive=False)
@@ -285,7 +285,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
-                       seed_hint, gr.State(True), generate_btn, cancel_btn, audio, result)
+                       problems, gr.State(True), generate_btn, cancel_btn, audio, result)
 
 
 def _number(value, name: str, whole: bool = False):
@@ -388,14 +388,18 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         seed_error = seed_problem(seed)
         errors = sampling_problems(ctx, cur.model, tab.specs, dict(zip(names, sampling)))
         ok = seed_error is None and not errors
-        fields = [widget_update(tab.specs[n], error=errors.get(n)) for n in names]
-        return [duration_hint(duration, cur.model), f"⚠️ {seed_error}" if seed_error else "", *fields, ok,
+        fields = [widget_update(tab.specs[n], error=errors.get(n)) for n in names]  # said at each field
+        # and once above Generate, which they keep disabled (the settings may sit in a closed accordion)
+        said = [seed_error] if seed_error else []
+        said += [f"{tab.specs[n].label}: {e}" for n, e in errors.items()]
+        problems = ("⚠️ " + md_escape(" · ".join(said)) + " — fix it to generate.") if said else ""
+        return [duration_hint(duration, cur.model), problems, *fields, ok,
                 *buttons(cur.state, prompt, duration, cur.model, ok)[:1]]
 
     # change: typing, and the updates a model switch sends. preprocess=False: the values as typed (Gradio's own
     # conversion never runs on them); always_last: the last keystroke is always checked.
     for box in checked:
         box.change(generate_readiness, checked,
-                   [tab.duration_hint, tab.seed_hint, *tab.sampling.values(), tab.fields_ok, tab.generate_btn],
+                   [tab.duration_hint, tab.problems, *tab.sampling.values(), tab.fields_ok, tab.generate_btn],
                    queue=False, show_progress="hidden", api_visibility="private", preprocess=False,
                    trigger_mode="always_last")
