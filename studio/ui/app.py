@@ -66,7 +66,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 fields_ok = True  # the seed and settings boxes get the saved values (rechecked as they change)
             models = gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True)
             return [status_line(cur), page_key(cur), *model_updates(cur.model, config), models, models,
-                    model_card(cur.model), models_table(ctx), *buttons(cur.state, prompt, duration, cur.model, fields_ok),
+                    model_card(cur.model), models_table(ctx),
+                    *buttons(cur.state, prompt, duration, cur.model, fields_ok),
                     *view_updates(ctx, *view_args, force=True)]
 
         def refresh(seen, saved_here, prompt, duration, fields_ok, *view_args):
