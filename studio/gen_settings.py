@@ -23,7 +23,7 @@ class MusicgenSettings(BaseModel):
 
     do_sample: bool = Field(True, title="Sampling", description=(
         "Pick each next slice of sound at random among the likely ones, for variety. Off: always the most likely "
-        "one (greedy decoding), which tends to loop; Top-k, Top-p and Temperature then do nothing."))
+        "one, which tends to repeat itself; Top-k, Top-p and Temperature then do nothing."))
     top_k: int = Field(250, ge=0, le=2048, title="Top-k", description=(
         "Choose each next slice of sound among only the k most likely ones (0: no limit). Lower: safer; higher: "
         "more varied."))

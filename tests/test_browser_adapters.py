@@ -146,9 +146,10 @@ def test_adapters_tab_register_filter_detail_rename_toggle_delete(studio, page, 
     page.locator("#register-file input[type=file]").set_input_files(str(archive))
     expect(page.locator("#register-file")).to_contain_text(re.compile(r"lofi-piano\s*\.zip"))  # uploaded
     page.locator("#register-btn").click()
-    refused = page.locator(".toast-body", has_text="identical to lofi-piano v1")
-    expect(refused.first).to_be_visible(timeout=60_000)
-    expect(refused.first).to_contain_text("Register even if identical")
+    # refused: the reason in the status line under the button (styled as a refusal), no error badge over it
+    expect(status).to_contain_text("Not registered. This adapter is identical to lofi-piano v1", timeout=60_000)
+    expect(status).to_contain_text("Register even if identical")
+    assert page.locator("#register-status .error").count() == 0
     shot(page, "3a-identical-refused")
     assert len(ctx.adapters.list()) == 2
     page.locator("#register-anyway input[type=checkbox]").check()
@@ -317,9 +318,11 @@ def test_generate_with_adapter_and_incompatible_choice(studio, page):
     box.press("Enter")
     expect(box).to_have_value("keys-for-b v1 — Requires Tiny B")
     page.locator("#generate-btn").click()
-    toast = page.locator(".toast-body", has_text="cannot be used with Studio Tiny")
-    expect(toast.first).to_be_visible(timeout=30_000)
-    expect(toast.first).to_contain_text("Tiny B")
+    refused = page.locator("#result-info")  # the refusal in the result line, no error badge over the audio
+    expect(refused).to_contain_text("Not generated.", timeout=30_000)
+    expect(refused).to_contain_text("cannot be used with Studio Tiny")
+    expect(refused).to_contain_text("Tiny B")
+    assert page.locator("#audio-out .error, #result-info .error").count() == 0
     shot(page, "10-incompatible-refused")
 
     # Switching to Tiny B turns the dropdown round: keys-for-b usable, lofi-piano needs Studio Tiny.

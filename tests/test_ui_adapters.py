@@ -127,7 +127,8 @@ def test_detail_view_compatible():
     a = adapter(1, "lofi", description="Warm piano", usage_count=2, training_dataset="loops")
     text = detail_markdown(a, TINY)
     for expected in ("### lofi v1", "Warm piano", "Studio Tiny (`studio-tiny`) · up to 30 s per clip",
-                     "✓ Compatible with the loaded Studio Tiny", "2 generations", "rank 4, alpha 8", "folder:/x",
+                     "✓ Compatible with the loaded Studio Tiny", "2 generations", "rank 4, alpha 8",
+                     "folder&#58;/x",  # shown as "folder:/x" (":" an entity: "https://..." never an autolink)
                      "Training data | loops", "2025-03-01 12:30 UTC", "Active: offered in the Generate tab"):
         assert expected in text, (expected, text)
 

@@ -17,20 +17,20 @@ from studio.registry import load_registry
 from studio.ui.app import build_ui
 from studio.ui.gen_config_panel import form_updates, history_rows
 from studio.ui.generate_tab import RANDOM_SEED, SAMPLING_FIELDS
-from studio.ui.settings_form import (KEEP, MAX_SLIDER_STEPS, UNSAVED_MARK, FieldSpec, coerce, field_spec, field_specs,
-                                     info_for, label_for, make_widget, widget_update)
+from studio.ui.settings_form import (KEEP, UNSAVED_MARK, FieldSpec, bounds_text, coerce, field_spec,
+                                     field_specs, info_for, label_for, make_widget, widget_update)
 from tests.conftest import registry_dict
 from tests.live import serve
 
 STEREO = {"stereo": {"display_name": "Tiny Stereo", "channels": 2}}
 STEREO_ONLY = "downmix_to_mono"
 REAL_REGISTRY = PROJECT_ROOT / "registry.yaml"
-WIDGET_CLASS = {"slider": gr.Slider, "number": gr.Number, "dropdown": gr.Dropdown, "checkbox": gr.Checkbox}
+WIDGET_CLASS = {"number": gr.Number, "dropdown": gr.Dropdown, "checkbox": gr.Checkbox}
 # How a person sees each MusicGen setting (written out, not derived from the code under test).
-EXPECTED_KIND = {"do_sample": "checkbox", "top_k": "slider", "top_p": "slider", "temperature": "slider",
-                 "guidance_scale": "slider", "seed_policy": "dropdown", "seed": "number",
-                 "default_duration_s": "slider", "output_format": "dropdown", "normalize_loudness": "checkbox",
-                 "target_lufs": "slider", "downmix_to_mono": "checkbox"}
+EXPECTED_KIND = {"do_sample": "checkbox", "top_k": "number", "top_p": "number", "temperature": "number",
+                 "guidance_scale": "number", "seed_policy": "dropdown", "seed": "number",
+                 "default_duration_s": "number", "output_format": "dropdown", "normalize_loudness": "checkbox",
+                 "target_lufs": "number", "downmix_to_mono": "checkbox"}
 
 
 def stereo_registry():
@@ -98,8 +98,7 @@ def test_field_specs_match_the_schema_for_every_model(make_ctx):
                 assert f.step == expected_step(prop), where
                 assert (f.minimum, f.maximum) == expected_bounds(prop), where
                 assert f.minimum <= f.default <= f.maximum, where
-                steps = (f.maximum - f.minimum) / f.step
-                assert (f.kind == "slider") is (steps <= MAX_SLIDER_STEPS), where
+                assert f.kind == "number", where  # never a slider: Gradio's clamps typed values silently
         by_name = {f.name: f for f in specs}
         # spot checks written out: the bounds a person reads in the form
         assert (by_name["top_k"].minimum, by_name["top_k"].maximum, by_name["top_k"].step) == (0, 2048, 1)
@@ -119,14 +118,11 @@ def test_widgets_made_from_the_specs_carry_kind_bounds_options_label_and_help(ma
             assert w.label == f.label and w.elem_id == f"x-{f.name}", where
             assert w.info.startswith(f.description) and "default " in w.info, where
             assert w.value == f.default, where
-            if f.kind == "slider":
-                assert (w.minimum, w.maximum, w.step) == (f.minimum, f.maximum, f.step), where
-                # no ↺: it put back the page's first value (not the default), unchecked
-                assert w.buttons == [], where
             if f.kind == "dropdown":
                 assert [v for _, v in w.choices] == list(f.choices), where
-            if f.kind == "number":  # out-of-range input must reach the server's validation, so no browser bounds
-                assert w.minimum is None and w.maximum is None and w.precision == (0 if f.integer else None), where
+            if f.kind == "number":  # what was typed reaches the studio's validation: no Gradio bounds or rounding
+                assert w.minimum is None and w.maximum is None and w.precision is None, where
+                assert w.step == f.step and bounds_text(f) in w.info, where  # arrows step; the range is said
 
 
 # ---- the built page: Settings tab panel and Generate tab widgets --------------------------------------------------
@@ -147,10 +143,9 @@ def test_settings_panel_has_one_widget_per_setting_with_the_schema_s_bounds(make
         assert w.label == prop["title"], name  # saved values are the defaults: no mark, no hint
         assert prop["description"] in w.info and "default " in w.info, name
         assert w.value == prop["default"], name
-        if isinstance(w, gr.Slider):
-            assert (w.minimum, w.maximum) == expected_bounds(prop), name
-            assert w.step == expected_step(prop), name
-            assert f"{w.minimum:g} to {w.maximum:g}" in w.info, name
+        if isinstance(w, gr.Number) and prop.get("type") == "number":  # the range in words, arrows by a step
+            low, high = expected_bounds(prop)
+            assert w.step == expected_step(prop) and f"{low:g} to {high:g}" in w.info, name
         elif isinstance(w, gr.Dropdown):
             assert [v for _, v in w.choices] == prop["enum"], name
             assert "one of " + ", ".join(prop["enum"]) in w.info, name
@@ -186,12 +181,12 @@ def test_choosing_another_model_shows_or_hides_its_settings_and_bounds(make_ctx)
     assert stereo[i(STEREO_ONLY)]["visible"] is True and stereo[i(STEREO_ONLY)]["value"] is False
     mono = form_updates(ctx, names, "studio-tiny")
     assert mono[i(STEREO_ONLY)] == gr.update(visible=False)
-    # tiny-hub allows 8 s: the duration slider narrows and its default follows
+    # tiny-hub allows 8 s: the duration's range in words narrows and its default follows (no Gradio bounds)
     hub = form_updates(ctx, names, "tiny-hub")
     dur = hub[i("default_duration_s")]
-    assert (dur["minimum"], dur["maximum"], dur["value"]) == (0.5, 8, 8)
+    assert dur["value"] == 8 and "minimum" not in dur and "maximum" not in dur
     assert "0.5 to 8" in dur["info"]
-    assert mono[i("default_duration_s")]["maximum"] == 30
+    assert "0.5 to 30)" in mono[i("default_duration_s")]["info"]
     summary, save = mono[-2], mono[-1]
     assert "All changes saved" in summary and save.interactive is False
 
@@ -216,8 +211,8 @@ def test_panel_and_generate_tab_start_from_the_stored_settings(ctx):
         w = comps[f"gen-{name}"]
         assert type(w) is WIDGET_CLASS[EXPECTED_KIND[name]], name
         assert w.value == ctx.gen_config.get("studio-tiny").values[name], name
-        if isinstance(w, gr.Slider):
-            assert (w.minimum, w.maximum) == expected_bounds(schema[name]), name
+        if isinstance(w, gr.Number):
+            assert w.minimum is None and w.maximum is None, name
     assert comps["gen-top_k"].value == 100 and comps["gen-do_sample"].value is False
     assert comps["duration"].value == 4.5
     assert comps["seed"].value == 77  # seed policy fixed: the stored seed
@@ -300,11 +295,11 @@ def test_every_edit_is_checked_with_what_the_person_typed(make_ctx):
 
 
 # ---- pure helpers: tables --------------------------------------------------------------------------------------------
-TOP_K = FieldSpec("top_k", "slider", "Top-k", "Sample from the k best.", 250, integer=True, minimum=0,
+TOP_K = FieldSpec("top_k", "number", "Top-k", "Sample from the k best.", 250, integer=True, minimum=0,
                   maximum=2048, step=1)
-TOP_P = FieldSpec("top_p", "slider", "Top-p", "Nucleus.", 0.0, minimum=0.0, maximum=1.0, step=0.01)
-TEMP = FieldSpec("temperature", "slider", "Temperature", "Sharpens.", 1.0, minimum=0.05, maximum=5.0, step=0.05)
-LUFS = FieldSpec("target_lufs", "slider", "Target loudness (LUFS)", "Loudness.", -14.0, minimum=-40.0, maximum=-6.0,
+TOP_P = FieldSpec("top_p", "number", "Top-p", "Nucleus.", 0.0, minimum=0.0, maximum=1.0, step=0.01)
+TEMP = FieldSpec("temperature", "number", "Temperature", "Sharpens.", 1.0, minimum=0.05, maximum=5.0, step=0.05)
+LUFS = FieldSpec("target_lufs", "number", "Target loudness (LUFS)", "Loudness.", -14.0, minimum=-40.0, maximum=-6.0,
                  step=0.5)
 SEED = FieldSpec("seed", "number", "Fixed seed", "The seed.", 0, integer=True, minimum=0, maximum=2**32 - 1, step=1)
 FREE = FieldSpec("gain", "number", "Gain", "Free.", 0.5, step=None)
@@ -385,16 +380,16 @@ def test_info_for(f, error, expected):
 
 @pytest.mark.parametrize("name, prop, expected", [
     ("n", {"type": "integer", "minimum": 0, "maximum": 10, "default": 3},
-     dict(kind="slider", integer=True, minimum=0, maximum=10, step=1)),
-    ("n", {"type": "integer", "minimum": 0, "maximum": MAX_SLIDER_STEPS + 1, "default": 3},
-     dict(kind="number", integer=True, minimum=0, maximum=MAX_SLIDER_STEPS + 1)),  # too many steps for a slider
+     dict(kind="number", integer=True, minimum=0, maximum=10, step=1)),
+    ("n", {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 3},
+     dict(kind="number", integer=True, minimum=0, maximum=2**32 - 1)),
     ("n", {"type": "integer", "minimum": 0, "default": 3},
      dict(kind="number", minimum=0, maximum=None)),  # open-ended
     ("x", {"type": "number", "exclusiveMinimum": 0.0, "exclusiveMaximum": 1.0, "x-step": 0.1, "default": 0.5},
-     dict(kind="slider", minimum=0.1, maximum=0.9, step=0.1)),
+     dict(kind="number", minimum=0.1, maximum=0.9, step=0.1)),
     ("x", {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": 0.5},
-     dict(kind="slider", step=0.01)),  # no x-step: a hundredth of the range
-    ("x", {"type": "number", "minimum": 0.0, "maximum": 20.0, "default": 3.0}, dict(kind="slider", step=0.1)),
+     dict(kind="number", step=0.01)),  # no x-step: a hundredth of the range
+    ("x", {"type": "number", "minimum": 0.0, "maximum": 20.0, "default": 3.0}, dict(kind="number", step=0.1)),
     ("x", {"type": "number", "default": 0.5}, dict(kind="number", minimum=None, maximum=None)),
     ("c", {"enum": ["a", "b"], "type": "string", "default": "a", "title": "Choice"},
      dict(kind="dropdown", choices=("a", "b"), label="Choice")),
@@ -419,7 +414,8 @@ def test_widget_update_hides_unknown_fields_and_keeps_values_unless_given():
     up = widget_update(TOP_K, error="must be at most 2048", unsaved=True)
     assert "value" not in up  # KEEP: the person's input stays
     assert up["label"] == "Top-k ● unsaved" and up["info"].startswith("⚠️ must be at most 2048")
-    assert (up["minimum"], up["maximum"], up["step"], up["visible"]) == (0, 2048, 1, True)
+    assert up["visible"] is True and "minimum" not in up and "maximum" not in up  # no Gradio bounds
+    assert "0 to 2048" in up["info"]
     assert widget_update(TOP_K, value=KEEP) == widget_update(TOP_K)
     assert widget_update(FORMAT, value="flac")["choices"] == ["wav", "flac", "mp3"]
     assert widget_update(SEED, value=0)["value"] == 0

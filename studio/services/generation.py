@@ -27,6 +27,12 @@ StepCallback = Callable[[int, int], None]
 MAX_ID = 2**63 - 1  # the database's integer range
 
 
+def music_progress(done: int, total: int, duration_s: float) -> str:
+    """A generation's progress as a musician reads it: seconds of music made and percent, not decoding steps."""
+    fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
+    return f"{fraction * duration_s:.1f} of {duration_s:g} s ({fraction * 100:.0f} %)"
+
+
 class GenerateRequest(BaseModel):
     # strict: "7" is not a seed and true is not a duration (like the settings); a misspelt field is an error
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -157,7 +163,7 @@ class GenerationService:
 
             def step(done: int, total: int) -> None:
                 if done == total or done % 10 == 0:
-                    self.manager.set_activity(f"generating job {job.id} (step {done}/{total})")
+                    self.manager.set_activity(f"generating job {job.id}: {music_progress(done, total, duration_s)}")
                 if on_step:
                     on_step(done, total)
 

@@ -8,6 +8,7 @@ each change, the list, the detail and the Generate tab's adapter dropdown are br
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from studio.errors import Conflict, NotFound
 from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
 from studio.ui.adapter_config_view import config_view_html, fmt_value
-from studio.ui.common import fmt_gb, md_escape, user_errors
+from studio.ui.common import (failed_status, failures_as_status, fmt_gb, md_escape, plain_status, user_errors)
 from studio.ui.generate_tab import GenerateTab, adapter_label, adapter_widgets
 
 TABLE_HEADERS = ["ID", "Name", "Version", "Base model", "Active", "Compatible", "Usage"]
@@ -156,7 +157,7 @@ def detail_markdown(a: AdapterInfo, model: ModelInfo | None) -> str:
     """The detail view: description, base model and its limit, compatibility and why not, usage, source, dates."""
     status = "Active: offered in the Generate tab" if a.active else "Inactive: not offered for generation"
     limit = (f" · up to {a.base_model_max_duration_s:g} s per clip" if a.base_model_max_duration_s else
-             " · not in this studio's registry")
+             " · not among this studio's models")
     uses = f"{a.usage_count} generation{'s' if a.usage_count != 1 else ''}"
     lora = ", ".join(x for x in (f"rank {a.rank}" if a.rank is not None else "",
                                  f"alpha {fmt_value(a.alpha)}" if a.alpha is not None else "") if x) or "—"
@@ -211,11 +212,27 @@ def signature(model: ModelInfo | None, adapters: list[AdapterInfo]) -> str:
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
+VERSION_INFO = "0 or empty: the next free version of this name"
+
+
+def version_problem(value) -> str | None:
+    """Why the Version box cannot be used (said at the field, never silently replaced), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "The version must be a whole number."
+    if value != int(value) or value < 0:
+        return f"The version must be a whole number, 0 or more, not {value:g}."
+    return None
+
+
 def register_request(source_label: str, path: str | None, repo: str | None, revision: str | None,
                      name: str | None, version: float | None, description: str | None,
                      base: str | None, allow_duplicate: bool = False) -> RegisterAdapterRequest:
     """The registration form as a service request (gr.Error for what the form itself gets wrong)."""
     source = SOURCES.get(source_label, source_label)  # scripts may send folder / upload / hub
+    if version_problem(version):  # never a silent "next free version" for -3, nor 2 for 2.5
+        raise gr.Error(html.escape(f"Check the form: {version_problem(version)}"), print_exception=False)
     fields = dict(source=source, name=(name or "").strip() or None,
                   version=int(version) if version not in (None, "") and int(version) > 0 else None,
                   description=(description or "").strip(),
@@ -287,8 +304,9 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
         with gr.Row():
             reg_name = gr.Textbox(label="Name (optional)", max_lines=1, elem_id="register-name",
                                   info="Default: the folder, archive or repo name")
-            reg_version = gr.Number(label="Version (optional)", value=0, precision=0, minimum=0,
-                                    elem_id="register-version", info="0: the next free version of this name")
+            # No Gradio bounds or rounding (a traceback per keystroke, 2.5 made 2): the studio checks it.
+            reg_version = gr.Number(label="Version (optional)", value=0, step=1, elem_id="register-version",
+                                    info=VERSION_INFO)
             reg_base = gr.Dropdown([(FROM_CONFIG, FROM_CONFIG)] + [(m.display_name, m.id) for m in ctx.registry.models],
                                    value=FROM_CONFIG, label="Base model", elem_id="register-base",
                                    info="The model the adapter was trained on")
@@ -414,7 +432,10 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         with user_errors():
             return ctx.adapters.get(int(selected)).name
 
-    tab.name_edit.submit(rename, [tab.selected, tab.name_edit], tab.name_edit, **private).then(**refresh_view)
+    # show_progress hidden on every quick action: a refusal is its notice alone, never Gradio's error badge left
+    # over the outputs (the name box, the dialog, the deleted list).
+    tab.name_edit.submit(rename, [tab.selected, tab.name_edit], tab.name_edit, show_progress="hidden",
+                         **private).then(**refresh_view)
     tab.name_reset.click(saved_name, tab.selected, tab.name_edit, queue=False, show_progress="hidden", **private)
 
     # Rename through a dialog opened from the list.
@@ -433,7 +454,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
 
     for trigger in (tab.dialog_save.click, tab.dialog_name.submit):
         trigger(rename_from_dialog, [tab.selected, tab.dialog_name], [tab.dialog, tab.name_edit],
-                **private).then(**refresh_view)
+                show_progress="hidden", **private).then(**refresh_view)
     tab.dialog_cancel.click(lambda: gr.Column(visible=False), None, tab.dialog, queue=False, show_progress="hidden",
                             **private)
 
@@ -444,7 +465,8 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
             a = ctx.adapters.update(adapter_id, AdapterUpdate(active=bool(active)))
         notify(f"{adapter_label(a)} is {'active: offered for generation' if a.active else 'inactive'}.")
 
-    toggled = tab.active_toggle.input(set_active, [tab.selected, tab.active_toggle], None, **private)
+    toggled = tab.active_toggle.input(set_active, [tab.selected, tab.active_toggle], None, show_progress="hidden",
+                                      **private)
     toggled.then(**refresh_view)
     toggled.failure(**refresh_view)  # puts the checkbox back
 
@@ -467,7 +489,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         return [gr.Row(visible=False), None, deleted_dropdown(ctx)]
 
     tab.confirm_btn.click(delete, tab.selected, [tab.confirm_row, tab.selected, tab.deleted_choice],
-                          **private).then(**refresh_view)
+                          show_progress="hidden", **private).then(**refresh_view)
 
     # Restore a deleted adapter (soft delete is recoverable).
     tab.deleted_acc.expand(lambda: deleted_dropdown(ctx), None, tab.deleted_choice, queue=False,
@@ -482,7 +504,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         return [deleted_dropdown(ctx), a.id, a.name]
 
     tab.restore_btn.click(restore, tab.deleted_choice, [tab.deleted_choice, tab.selected, tab.name_edit],
-                          api_name="restore_adapter").then(**refresh_view)
+                          show_progress="hidden", api_name="restore_adapter").then(**refresh_view)
 
     # Registration.
     def show_source(label: str) -> list:
@@ -492,6 +514,14 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
 
     tab.source.change(show_source, tab.source, [tab.path, tab.archive, tab.hub_row], queue=False,
                       show_progress="hidden", **private)
+
+    def check_version(value) -> list:
+        problem = version_problem(value)
+        return [gr.update(info=f"⚠️ {problem} · {VERSION_INFO}" if problem else VERSION_INFO),
+                gr.Button(interactive=problem is None)]
+
+    tab.reg_version.change(check_version, tab.reg_version, [tab.reg_version, tab.register_btn], queue=False,
+                           show_progress="hidden", preprocess=False, trigger_mode="always_last", **private)
 
     def register(source, path, archive, repo, revision, name, version, description, base, anyway=False,
                  progress=gr.Progress()) -> list:
@@ -522,15 +552,28 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         return [status, a.id, a.name, "", None, "", "", "", 0, "", FROM_CONFIG, False, *closed]
 
     # The last registration's outcome goes at once: it would stand next to this one's refusal otherwise.
-    tab.register_btn.click(lambda: "", None, tab.register_status, queue=False, show_progress="hidden", **private)
-    tab.register_btn.click(
-        register, [tab.source, tab.path, tab.archive, tab.repo, tab.revision, tab.reg_name, tab.reg_version,
-                   tab.reg_description, tab.reg_base, tab.reg_anyway],
-        [tab.register_status, tab.selected, tab.name_edit, tab.path, tab.archive, tab.repo, tab.revision,
-         tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.reg_anyway, tab.dialog,
-         tab.confirm_row],
-        show_progress_on=[tab.register_status],  # progress (or a refusal) there, not over every form field
-        api_name="register_adapter").then(**refresh_view)
+    tab.register_btn.click(lambda: plain_status(), None, tab.register_status, queue=False, show_progress="hidden",
+                           **private)
+    reg_inputs = [tab.source, tab.path, tab.archive, tab.repo, tab.revision, tab.reg_name, tab.reg_version,
+                  tab.reg_description, tab.reg_base, tab.reg_anyway]
+    reg_outputs = [tab.register_status, tab.selected, tab.name_edit, tab.path, tab.archive, tab.repo, tab.revision,
+                   tab.reg_name, tab.reg_version, tab.reg_description, tab.reg_base, tab.reg_anyway, tab.dialog,
+                   tab.confirm_row]
+
+    def not_registered(message: str) -> list:  # the form stays as typed, to be corrected
+        return [failed_status(f"❌ **Not registered.** {md_escape(message)}"), *[gr.skip()] * (len(reg_outputs) - 1)]
+
+    def registered(*args, **kwargs) -> list:
+        out = register(*args, **kwargs)
+        return [plain_status(out[0]), *out[1:]]
+
+    # The page's Register: a refusal is a message in the status line under the button (no error badge over it,
+    # no second notice); progress shows there too. Scripts get their own endpoint (a hidden button), which fails.
+    tab.register_btn.click(failures_as_status(functools.wraps(register)(registered), not_registered), reg_inputs,
+                           reg_outputs, show_progress_on=[tab.register_status], api_name="register_on_page",
+                           **private).then(**refresh_view)
+    gr.Button(visible=False, elem_id="register-api").click(register, reg_inputs, reg_outputs,
+                                                           api_name="register_adapter").then(**refresh_view)
 
 
 def filter_view(ctx: AppContext, active_only) -> list:

@@ -44,7 +44,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         controls = [settings.model, gen.model, settings.card, settings.table, gen.generate_btn, gen.cancel_btn]
         v_in, v_out = view_inputs(adapters, gen, active_pref), view_outputs(adapters, gen)
         outputs = [header, seen_model, *limits, *controls, *v_out]
-        typed = [gen.prompt, gen.duration]  # what Generate's readiness depends on, besides the studio's state
+        # what Generate's readiness depends on, besides the studio's state (fields_ok: the seed and settings boxes)
+        typed = [gen.prompt, gen.duration, gen.fields_ok]
 
         def locked() -> list:
             return [gr.Dropdown(interactive=False), gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
@@ -56,18 +57,20 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 return None
             return cur.model.id, str(ctx.gen_config.get(cur.model.id).updated_at)
 
-        def follow(cur, prompt, duration, *view_args) -> list:
+        def follow(cur, prompt, duration, fields_ok, *view_args) -> list:
             """Bring every widget in line with the loaded model and its saved settings, controls unlocked."""
             model_id = cur.model.id if cur.model else None
             config = ctx.gen_config.get(model_id) if model_id else None
             if config is not None:
                 duration = min(config.values["default_duration_s"], cur.model.max_duration_s)  # as model_updates
+                fields_ok = True  # the seed and settings boxes get the saved values (rechecked as they change)
             models = gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True)
             return [status_line(cur), page_key(cur), *model_updates(cur.model, config), models, models,
-                    model_card(cur.model), models_table(ctx), *buttons(cur.state, prompt, duration, cur.model),
+                    model_card(cur.model), models_table(ctx),
+                    *buttons(cur.state, prompt, duration, cur.model, fields_ok),
                     *view_updates(ctx, *view_args, force=True)]
 
-        def refresh(seen, saved_here, prompt, duration, *view_args):
+        def refresh(seen, saved_here, prompt, duration, fields_ok, *view_args):
             """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
             or a switch made elsewhere) and its settings when they were saved (here or elsewhere). Controls are
             locked during any switch, whoever asked for it, and unlocked outside one, so a page whose own switch
@@ -80,11 +83,11 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             key = page_key(cur)
             if key == seen:
                 return [*keep, gr.Dropdown(interactive=True), gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
-                        *buttons(cur.state, prompt, duration, cur.model), *view_updates(ctx, *view_args)]
+                        *buttons(cur.state, prompt, duration, cur.model, fields_ok), *view_updates(ctx, *view_args)]
             if seen and key and seen[0] == key[0] and tuple(saved_here or ()) != key:  # saved elsewhere
                 gr.Info(notify_text(f"The settings of {cur.model.display_name} were saved: the Generate tab starts "
                                     "from them again."))
-            return follow(cur, prompt, duration, *view_args)
+            return follow(cur, prompt, duration, fields_ok, *view_args)
 
         refresh_io = dict(inputs=[seen_model, settings.config.saved_here, *typed, *v_in], outputs=outputs,
                           show_progress="hidden",

@@ -1,8 +1,11 @@
 """Small helpers shared by the tabs: error mapping and how models are described to a person."""
 from __future__ import annotations
 
+import functools
 import html
+import re
 from contextlib import contextmanager
+from typing import Callable
 
 import gradio as gr
 
@@ -53,6 +56,7 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
   opacity: 0.45; font-style: italic; pointer-events: none; }
 #adapter-hint { color: var(--body-text-color-subdued); font-size: var(--text-sm); margin-top: -6px; }
 #adapter-hint p { margin: 0; }
+#generate-problems p { margin: 0; color: var(--error-text-color, #b91c1c); }
 /* Generation settings forms (built from the settings schema) */
 #config-form .cfg-field { flex: 1 1 320px !important; min-width: min(320px, 100%) !important; }  /* checkboxes too */
 #config-summary { padding: 4px 12px; }
@@ -63,6 +67,9 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 #switch-status.switch-failed, #gen-model-status.switch-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px;
   padding: 6px 10px; background: var(--error-background-fill, #fef2f2); }
 #loaded-model-section, #gen-config { margin-bottom: 12px; }
+/* A refused action's message in its status line (instead of Gradio's "Error" badge over the outputs). */
+.studio-failed { border: 1px solid var(--error-border-color, #ef4444); border-radius: 8px; padding: 6px 10px !important;
+  background: var(--error-background-fill, #fef2f2); }
 #loaded-model-section > .styler > .form, #loaded-model-section .prose h3, #gen-config .prose h3 { margin-top: 0; }
 #config-reset-confirm { border: 2px solid var(--error-border-color, #ef4444); border-radius: 10px; padding: 10px 12px; }
 /* Adapters tab */
@@ -91,12 +98,20 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 """
 
 
+# What GFM turns into a link by itself (autolinks): a scheme's "://", "www." and e-mail addresses. Backslashes do
+# not stop them (nothing there is Markdown punctuation), so their trigger characters become HTML entities, which
+# show as the same characters but are never parsed as Markdown.
+_AUTOLINK_TRIGGERS = re.compile(r"[:@]|(?i:(?<=www)\.)")
+
+
 def md_escape(text: str | None) -> str:
-    """User text (adapter names, descriptions) inside Markdown: no accidental emphasis, links or table cells."""
-    out = str(text or "")
+    """User text (adapter names, descriptions) inside Markdown: shown as written, never as emphasis, a link (written
+    or automatic), an image, HTML, an entity or a table cell."""
+    out = str(text or "").replace("&", "&amp;")  # "&lt;" typed stays "&lt;" on the page
     for ch in "\\`*_{}[]<>()#+!|~":
         out = out.replace(ch, "\\" + ch)
-    return out.replace("\n", " ")
+    out = _AUTOLINK_TRIGGERS.sub(lambda m: f"&#{ord(m.group())};", out)
+    return out.replace("\r", " ").replace("\n", " ")
 
 
 def notify_text(text: object) -> str:
@@ -112,6 +127,30 @@ def user_errors():
         yield
     except StudioError as exc:
         raise gr.Error(notify_text(exc.message), print_exception=False) from None
+
+
+def failed_status(text: str) -> gr.Markdown:
+    """A status line saying an action was refused, styled as a failure (text: Markdown, user text escaped)."""
+    return gr.Markdown(text, elem_classes=["studio-failed"])
+
+
+def plain_status(text: str = "") -> gr.Markdown:
+    return gr.Markdown(text, elem_classes=[])
+
+
+def failures_as_status(fn: Callable, on_failure: Callable[[str], list]) -> Callable:
+    """The page's version of an action that scripts call too: a refusal (gr.Error, its text already escaped for
+    HTML) becomes on_failure(plain text)'s outputs, a message in the action's status line, instead of failing the
+    event, which put Gradio's red "Error" badge over the outputs, where it stayed. Scripts keep the failing event
+    (their endpoint is registered separately), so they still get the error. Same signature (functools.wraps), so
+    Gradio still injects gr.Progress and gr.Request."""
+    @functools.wraps(fn)
+    def page_fn(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as exc:
+            return on_failure(html.unescape(str(exc.message)))
+    return page_fn
 
 
 def page_user(request: gr.Request | None) -> str:
@@ -157,8 +196,8 @@ def model_card(m: ModelInfo | None) -> str:
     else:
         weights = f"Not downloaded: about {fmt_gb(m.download_gb)} from `{m.hub_repo}` when you choose it"
     return "\n".join([
-        f"### {m.display_name}{'  (loaded)' if m.loaded else ''}",
-        m.description,
+        f"### {md_escape(m.display_name)}{'  (loaded)' if m.loaded else ''}",
+        md_escape(m.description),
         "",
         "| Capability | Value |",
         "|---|---|",
@@ -178,11 +217,12 @@ def status_line(cur: CurrentModel) -> str:
     """The header: which model is loaded and why (the note), or what the studio is busy switching to."""
     if cur.state == "switching":
         msg = cur.progress.message if cur.progress else cur.activity
-        loaded = f"  \n<small>Loaded until then: {cur.model.display_name}.</small>" if cur.model else ""
-        return f"⏳ **Busy switching model:** {msg}. Generating waits until the switch finishes.{loaded}"
+        loaded = f"  \n<small>Loaded until then: {md_escape(cur.model.display_name)}.</small>" if cur.model else ""
+        return f"⏳ **Busy switching model:** {md_escape(msg)}. Generating waits until the switch finishes.{loaded}"
+    # Names and notes are shown as written (md_escape): a note quoting an error or a URL never becomes markup.
     if cur.model is None:
-        return f"**No model loaded.** {cur.note}"
+        return f"**No model loaded.** {md_escape(cur.note)}"
     m = cur.model
-    busy = f" · ⏳ {cur.activity}" if cur.state == "generating" else ""
-    return (f"**Model: {m.display_name}** · up to {m.max_duration_s:g} s · {m.sample_rate / 1000:g} kHz "
-            f"{fmt_channels(m.channels)}{busy}  \n<small>{cur.note}</small>")
+    busy = f" · ⏳ {md_escape(cur.activity)}" if cur.state == "generating" else ""
+    return (f"**Model: {md_escape(m.display_name)}** · up to {m.max_duration_s:g} s · {m.sample_rate / 1000:g} kHz "
+            f"{fmt_channels(m.channels)}{busy}  \n<small>{md_escape(cur.note)}</small>")

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from studio.context import AppContext
-from studio.errors import InvalidValues
+from studio.errors import InvalidValues, StudioError
 from studio.services.gen_config import ConfigChange, ConfigView
 from studio.ui.common import notify_text, page_user, user_errors
 from studio.users import SYSTEM_USER
@@ -197,6 +197,8 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
             gr.Warning(f"Not saved: {len(exc.extra.get('errors', []))} setting(s) need fixing.")
             errors = {e["field"]: e["message"] for e in exc.extra.get("errors", [])}
             return [*form_updates(ctx, names, model_id, values, errors), gr.skip(), gr.skip(), gr.skip()]
+        except StudioError as exc:  # any other refusal (the disk full, ...): its notice, never a traceback
+            raise gr.Error(notify_text(exc.message), print_exception=False) from None
         mark = done_here(model_id, "Saved the settings of {name}.")
         return [*form_updates(ctx, names, model_id), history(model_id), saved(model_id), mark]
 
@@ -226,9 +228,8 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
     demo.load(show_loaded, None, [panel.model, *shown_io], queue=False, **private)
     panel.model.change(show, panel.model, shown_io, queue=False, **private)
     # The person's edits only. always_last: keystrokes typed while a check runs are checked after it (Gradio's
-    # default for input events, "once", dropped them: the last value went unchecked). preprocess=False: a value
-    # typed outside a slider's range reaches the validation, which names it at the field (Gradio's own bounds check
-    # failed the event: an HTTP 500 and no message).
+    # default for input events, "once", dropped them: the last value went unchecked). preprocess=False: what was
+    # typed reaches the validation as typed, which names a bad value at the field.
     for widget in widgets:
         widget.input(check, {panel.model, *widgets}, panel.form, queue=False, trigger_mode="always_last",
                      preprocess=False, **private)

@@ -1,4 +1,4 @@
-"""Generate tab: prompt, duration limited by the loaded model, settings, seed, per-step progress, audio."""
+"""Generate tab: prompt, duration limited by the loaded model, settings, seed, progress in seconds of music, audio."""
 from __future__ import annotations
 
 import html
@@ -8,14 +8,14 @@ import gradio as gr
 from pydantic import ValidationError
 
 from studio.context import AppContext
-from studio.errors import Cancelled
-from studio.gen_settings import RANDOM_SEED, field_errors
+from studio.errors import Cancelled, InvalidValues
+from studio.gen_settings import MAX_SEED, RANDOM_SEED, field_errors
 from studio.services.adapters import AdapterInfo
 from studio.services.gen_config import ConfigView
-from studio.services.generation import GenerateRequest, duration_over_limit
+from studio.services.generation import GenerateRequest, duration_over_limit, music_progress
 from studio.services.models import ModelInfo
-from studio.ui.common import NO_ADAPTER, md_escape, user_errors
-from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget
+from studio.ui.common import NO_ADAPTER, failed_status, failures_as_status, md_escape, plain_status, user_errors
+from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
@@ -36,6 +36,8 @@ class GenerateTab:
     sampling: dict[str, gr.components.Component]  # SAMPLING_FIELDS, built from the settings schema
     specs: dict[str, FieldSpec]
     seed: gr.Number
+    problems: gr.Markdown  # above Generate: what in the seed and settings boxes keeps it disabled, and why
+    fields_ok: gr.State  # the seed and sampling boxes hold values the studio accepts (set by their check)
     generate_btn: gr.Button
     cancel_btn: gr.Button
     audio: gr.Audio
@@ -72,15 +74,43 @@ def duration_hint(value: float | None, model: ModelInfo | None) -> str:
     return ""
 
 
-def buttons(state: str, prompt: str | None, duration: float | None, model: ModelInfo | None) -> list:
+def buttons(state: str, prompt: str | None, duration: float | None, model: ModelInfo | None,
+            fields_ok: bool | None = True) -> list:
     """[Generate, Cancel]: only what can be done now is enabled. Generate wants a prompt, a duration within the
-    model's limit and an idle studio; Cancel a running generation."""
+    model's limit, a seed and settings the studio accepts (fields_ok) and an idle studio; Cancel a running
+    generation."""
     if state == "switching":
         return [gr.Button(interactive=False, value="Switching model…"), gr.Button(interactive=False)]
     if state == "generating":
         return [gr.Button(interactive=False, value="Generating…"), gr.Button(interactive=True)]
-    ready = model is not None and bool((prompt or "").strip()) and duration_problem(duration, model) is None
+    ready = (model is not None and bool((prompt or "").strip()) and duration_problem(duration, model) is None
+             and fields_ok is not False)
     return [gr.Button(interactive=ready, value="Generate"), gr.Button(interactive=False)]
+
+
+def seed_problem(value) -> str | None:
+    """Why the seed box cannot be used (the studio's words, at the field), or None. Empty: the seed policy."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "The seed must be a whole number."
+    if value != int(value):
+        return f"The seed must be a whole number, not {value:g}."
+    if not RANDOM_SEED <= value <= MAX_SEED:
+        return f"The seed {value:.0f} is out of range: use -1 (random) or 0 to {MAX_SEED}."
+    return None
+
+
+def sampling_problems(ctx: AppContext, model: ModelInfo | None, specs: dict[str, FieldSpec],
+                      values: dict) -> dict[str, str]:
+    """{setting: what is wrong} for the sampling boxes, in the Settings tab's words (the model's own rules)."""
+    if model is None:
+        return {}
+    try:
+        ctx.gen_config.validate_changes(model.id, {k: coerce(specs[k], v) for k, v in values.items()})
+    except InvalidValues as exc:
+        return {e["field"]: e["message"] for e in exc.extra.get("errors", []) if e["field"] in values}
+    return {}
 
 
 def seed_value(values: dict) -> int:
@@ -240,9 +270,10 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                             "Output format, loudness and seed policy apply as saved.", elem_classes=["cfg-hint"])
                 sampling = {name: make_widget(f, config.values[name], f"gen-{name}") for name, f in specs.items()}
             # -1, not an empty field: Gradio shows and sends an empty Number as 0. No Gradio bounds (see duration).
-            seed = gr.Number(label="Seed", value=seed_value(config.values), precision=0, elem_id="seed",
+            seed = gr.Number(label="Seed", value=seed_value(config.values), step=1, elem_id="seed",
                              info="-1: a random seed (shown with the result) · same seed + prompt + settings: "
                                   "same audio")
+            problems = gr.Markdown(elem_id="generate-problems")
             with gr.Row(elem_id="generate-row"):
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=3,
                                          interactive=False)
@@ -254,7 +285,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
-                       generate_btn, cancel_btn, audio, result)
+                       problems, gr.State(True), generate_btn, cancel_btn, audio, result)
 
 
 def _number(value, name: str, whole: bool = False):
@@ -296,7 +327,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         progress(0, desc="Starting")
 
         def on_step(done: int, total: int) -> None:
-            progress((done, total), desc="Decoding", unit="steps")
+            # seconds of music and percent (a musician's words), not decoding steps
+            progress(done / total if total else 0.0, desc=f"Generating: {music_progress(done, total, duration)}")
 
         with user_errors():
             try:
@@ -317,16 +349,27 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
               tab.adapter, s["do_sample"]]
     btns = [tab.generate_btn, tab.cancel_btn]
 
-    def after(prompt, duration):
+    def after(prompt, duration, fields_ok):
         cur = ctx.models.current()
-        return buttons(cur.state, prompt, duration, cur.model)
+        return buttons(cur.state, prompt, duration, cur.model, fields_ok)
 
-    started = tab.generate_btn.click(lambda: buttons("generating", None, None, None), None, btns, queue=False,
-                                     api_visibility="private")
-    run = started.then(generate, inputs, [tab.audio, tab.result], api_name="generate", concurrency_id="gpu",
-                       concurrency_limit=1)
-    run.then(after, [tab.prompt, tab.duration], btns, queue=False, api_visibility="private")
-    run.failure(after, [tab.prompt, tab.duration], btns, queue=False, api_visibility="private")
+    def not_generated(message: str) -> list:
+        return [gr.skip(), failed_status(f"❌ **Not generated.** {md_escape(message)}")]
+
+    started = tab.generate_btn.click(lambda: [*buttons("generating", None, None, None), plain_status()], None,
+                                     [*btns, tab.result], queue=False, api_visibility="private")
+    # The page's Generate: a refusal is a message in the result line (failures_as_status), never Gradio's error
+    # badge over the audio. Scripts call the same function through an endpoint of their own (a hidden button),
+    # which fails with the error as before.
+    run = started.then(failures_as_status(generate, not_generated), inputs, [tab.audio, tab.result],
+                       concurrency_id="gpu", concurrency_limit=1, api_name="generate_on_page",
+                       api_visibility="private")
+    gr.Button(visible=False, elem_id="generate-api").click(generate, inputs, [tab.audio, tab.result],
+                                                           api_name="generate", concurrency_id="gpu",
+                                                           concurrency_limit=1)
+    typed = [tab.prompt, tab.duration, tab.fields_ok]
+    run.then(after, typed, btns, queue=False, api_visibility="private")
+    run.failure(after, typed, btns, queue=False, api_visibility="private")
 
     def cancel() -> None:
         """Stop the running generation at its next step (the generation then reports it as cancelled)."""
@@ -335,11 +378,28 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
 
     tab.cancel_btn.click(cancel, None, None, api_name="cancel_generation", queue=False)
 
-    def generate_readiness(prompt, duration):
-        """The hint under the duration and whether Generate can run, at every keystroke: never a traceback."""
-        cur = ctx.models.current()
-        return [duration_hint(duration, cur.model), *buttons(cur.state, prompt, duration, cur.model)[:1]]
+    names = list(tab.sampling)
+    checked = [tab.prompt, tab.duration, tab.seed, *tab.sampling.values()]
 
-    for box in (tab.duration, tab.prompt):  # change: typing, and the updates a model switch sends
-        box.change(generate_readiness, [tab.prompt, tab.duration], [tab.duration_hint, tab.generate_btn], queue=False,
-                   show_progress="hidden", api_visibility="private")
+    def generate_readiness(prompt, duration, seed, *sampling):
+        """At every keystroke: the studio's own message at each field that holds a value it cannot use (nothing
+        changed behind the person's back), and whether Generate can run. Never a traceback."""
+        cur = ctx.models.current()
+        seed_error = seed_problem(seed)
+        errors = sampling_problems(ctx, cur.model, tab.specs, dict(zip(names, sampling)))
+        ok = seed_error is None and not errors
+        fields = [widget_update(tab.specs[n], error=errors.get(n)) for n in names]  # said at each field
+        # and once above Generate, which they keep disabled (the settings may sit in a closed accordion)
+        said = [seed_error] if seed_error else []
+        said += [f"{tab.specs[n].label}: {e}" for n, e in errors.items()]
+        problems = ("⚠️ " + md_escape(" · ".join(said)) + " — fix it to generate.") if said else ""
+        return [duration_hint(duration, cur.model), problems, *fields, ok,
+                *buttons(cur.state, prompt, duration, cur.model, ok)[:1]]
+
+    # change: typing, and the updates a model switch sends. preprocess=False: the values as typed (Gradio's own
+    # conversion never runs on them); always_last: the last keystroke is always checked.
+    for box in checked:
+        box.change(generate_readiness, checked,
+                   [tab.duration_hint, tab.problems, *tab.sampling.values(), tab.fields_ok, tab.generate_btn],
+                   queue=False, show_progress="hidden", api_visibility="private", preprocess=False,
+                   trigger_mode="always_last")

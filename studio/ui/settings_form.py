@@ -1,5 +1,5 @@
-"""Forms built from a settings JSON Schema: one widget per property (slider or number input with the schema's
-bounds, dropdown for options, checkbox for booleans), the description as help text and tooltip, unsaved edits
+"""Forms built from a settings JSON Schema: one widget per property (a number box, dropdown for options, checkbox
+for booleans), the description as help text and tooltip, unsaved edits
 marked, values that differ from the default hinted (two different things: "● unsaved" goes away on Save, the
 "default: 250" hint stays while the saved value differs), and per-field error messages. Pure functions, plus one
 that creates the widgets."""
@@ -11,7 +11,6 @@ from typing import Any
 
 import gradio as gr
 
-MAX_SLIDER_STEPS = 10_000  # wider ranges (a 32-bit seed) get a number input
 UNSAVED_MARK = " ● unsaved"
 DEFAULT_HINT = " · default: {}"
 KEEP = object()  # widget_update: leave the value alone
@@ -22,7 +21,7 @@ class FieldSpec:
     """How one schema property is shown."""
 
     name: str
-    kind: str  # slider | number | dropdown | checkbox
+    kind: str  # number | dropdown | checkbox
     label: str
     description: str
     default: Any
@@ -55,9 +54,8 @@ def field_spec(name: str, prop: dict) -> FieldSpec:
         step = _step(prop, integer)
         low = prop.get("minimum", prop["exclusiveMinimum"] + step if "exclusiveMinimum" in prop else None)
         high = prop.get("maximum", prop["exclusiveMaximum"] - step if "exclusiveMaximum" in prop else None)
-        slider = low is not None and high is not None and (high - low) / step <= MAX_SLIDER_STEPS
-        return FieldSpec(name, "slider" if slider else "number", label, description, default, integer=integer,
-                         minimum=low, maximum=high, step=step)
+        return FieldSpec(name, "number", label, description, default, integer=integer, minimum=low, maximum=high,
+                         step=step)
     raise ValueError(f"setting {name!r}: no widget for schema type {kind!r}")
 
 
@@ -77,7 +75,7 @@ def fmt_value(value: Any) -> str:
 def bounds_text(f: FieldSpec) -> str:
     if f.kind == "dropdown":
         return "one of " + ", ".join(map(str, f.choices))
-    if f.kind in ("slider", "number") and f.minimum is not None and f.maximum is not None:
+    if f.kind == "number" and f.minimum is not None and f.maximum is not None:
         return f"{fmt_value(f.minimum)} to {fmt_value(f.maximum)}"
     return ""
 
@@ -121,12 +119,12 @@ def make_widget(f: FieldSpec, value: Any, elem_id: str, visible: bool = True, no
         return gr.Checkbox(value=bool(value), **common)
     if f.kind == "dropdown":
         return gr.Dropdown(list(f.choices), value=value, **common)
-    if f.kind == "slider":
-        # No ↺ button: it puts back the value the page was built with (not the default it claims), and without an
-        # input event, so the form's marks, summary and Save went stale. "Reset to defaults…" resets.
-        return gr.Slider(f.minimum, f.maximum, value=value, step=f.step, buttons=[], **common)
-    # No minimum/maximum here: out-of-range input reaches the server's validation, which says what is wrong inline.
-    return gr.Number(value=value, precision=0 if f.integer else None, **common)
+    # A number box without Gradio bounds, never a slider: Gradio's slider silently clamped a typed value (2 in
+    # Top-p became 1 when the field lost focus) and its bounds check failed events with a traceback. Musicians
+    # copy exact values from recipes ("temperature 1.1"): the box keeps what was typed, the allowed range is in the
+    # help text, the arrows step by a sensible amount, and the studio's own check names a bad value at the field.
+    # No precision either: Gradio would round 2.5 to 2 behind the person's back; the check says "whole number".
+    return gr.Number(value=value, step=f.step or 1, **common)
 
 
 def widget_update(f: FieldSpec | None, *, value: Any = KEEP, error: str | None = None, unsaved: bool = False,
@@ -137,8 +135,6 @@ def widget_update(f: FieldSpec | None, *, value: Any = KEEP, error: str | None =
     kw: dict[str, Any] = dict(label=label_for(f, unsaved, non_default), info=info_for(f, error), visible=True)
     if value is not KEEP:
         kw["value"] = value
-    if f.kind == "slider":
-        kw.update(minimum=f.minimum, maximum=f.maximum, step=f.step)
     if f.kind == "dropdown":
         kw["choices"] = list(f.choices)
     return gr.update(**kw)

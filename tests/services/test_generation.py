@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from studio.errors import Cancelled
-from studio.services.generation import GenerateRequest, download_name, loudness_note
+from studio.services.generation import GenerateRequest, download_name, loudness_note, music_progress
 from studio.gen_settings import settings_class
 
 NAMES = [
@@ -65,3 +65,32 @@ def test_cancelling_is_recorded_and_said_as_a_cancellation(ctx):
     assert caught.value.message == f"Cancelled: job {job.id} stopped after {job.elapsed_s:.1f} s."
     assert caught.value.extra["job_id"] == job.id
     assert ctx.manager.status().state == "idle"
+
+
+PROGRESS = [
+    # (case, steps done, steps in all, seconds asked for, what the header says)
+    ("start", 0, 503, 10.0, "0.0 of 10 s (0 %)"),
+    ("an eighth", 63, 503, 10.0, "1.3 of 10 s (13 %)"),
+    ("half of a short piece", 50, 100, 2.0, "1.0 of 2 s (50 %)"),
+    ("done", 503, 503, 10.0, "10.0 of 10 s (100 %)"),
+    ("fractional length", 10, 40, 7.5, "1.9 of 7.5 s (25 %)"),
+    ("no steps known", 0, 0, 5.0, "0.0 of 5 s (0 %)"),
+]
+
+
+@pytest.mark.parametrize("done,total,seconds,said", [p[1:] for p in PROGRESS], ids=[p[0] for p in PROGRESS])
+def test_progress_reads_in_seconds_of_music_and_percent(done, total, seconds, said):
+    assert music_progress(done, total, seconds) == said
+
+
+def test_the_header_says_seconds_of_music_during_a_generation_never_steps(ctx):
+    seen: list[str] = []
+
+    def on_step(done, total):
+        seen.append(ctx.models.current().activity or "")
+
+    r = ctx.generation.generate(GenerateRequest(prompt="lofi", duration_s=2.0, seed=1), on_step=on_step)
+    said = [s for s in seen if s.startswith(f"generating job {r.job_id}: ")]
+    assert said, seen[:5]
+    assert all("step" not in s for s in seen)
+    assert said[-1] == f"generating job {r.job_id}: 2.0 of 2 s (100 %)"

@@ -87,6 +87,93 @@ def test_generate_tab_widgets_have_no_gradio_bounds_to_trip_over(ctx):
     comps = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None)}
     for elem_id in ("duration", "seed"):
         assert isinstance(comps[elem_id], gr.Number), elem_id
-        assert comps[elem_id].minimum is None and comps[elem_id].maximum is None, elem_id
+    # Every numeric input on the page (Generate's settings, the Settings tab's form): a number box that keeps what
+    # was typed. No slider (Gradio's clamps a typed value silently), no Gradio bounds or rounding (their checks
+    # failed events with a traceback and changed 2.5 into 2).
+    numeric = [c for c in demo.blocks.values() if isinstance(c, (gr.Number, gr.Slider))]
+    assert len(numeric) >= 2 + 4 + 6, [c.elem_id for c in numeric]
+    for c in numeric:
+        assert isinstance(c, gr.Number), c.elem_id
+        assert c.minimum is None and c.maximum is None and c.precision is None, c.elem_id
     assert comps["gen-model"].value == "studio-tiny"
     assert comps["generate-btn"].variant == "primary" and comps["cancel-btn"].variant == "secondary"
+
+
+SEEDS = [
+    # (case, value typed, message at the field or None)
+    ("empty: the seed policy", None, None),
+    ("random", -1, None),
+    ("largest", 2**32 - 1, None),
+    ("whole float from the box", 7.0, None),
+    ("too large", 2**32, "out of range: use -1 (random) or 0 to 4294967295"),
+    ("below -1", -2, "out of range"),
+    ("not whole", 2.5, "whole number, not 2.5"),
+    ("text from a script", "7", "whole number"),
+]
+
+
+@pytest.mark.parametrize("value,said", [s[1:] for s in SEEDS], ids=[s[0] for s in SEEDS])
+def test_the_seed_is_checked_by_the_studio_at_the_field(value, said):
+    from studio.ui.generate_tab import seed_problem
+
+    problem = seed_problem(value)
+    assert (problem is None) if said is None else (said in problem)
+
+
+SAMPLING = [
+    # (case, values typed, {field: words of the message at it}); fields not named must show no message
+    ("defaults", {}, {}),
+    ("top_p over 1", {"top_p": 2}, {"top_p": "1"}),
+    ("temperature 0", {"temperature": 0}, {"temperature": "0"}),
+    ("negative guidance", {"guidance_scale": -1}, {"guidance_scale": "0"}),
+    ("top_k not whole", {"top_k": 2.5}, {"top_k": "whole number"}),
+    ("top_k negative", {"top_k": -5}, {"top_k": "0"}),
+    ("empty box", {"top_p": None}, {"top_p": ""}),
+    ("two at once", {"top_p": 1.5, "top_k": -1}, {"top_p": "1", "top_k": "0"}),
+]
+
+
+@pytest.mark.parametrize("typed,said", [s[1:] for s in SAMPLING], ids=[s[0] for s in SAMPLING])
+def test_sampling_values_are_checked_by_the_studio_at_their_fields_and_gate_generate(ctx, typed, said):
+    """Typing 2 in Top-p: the value stays 2, the studio names it at the field, and Generate is disabled."""
+    from studio.ui.app import build_ui
+
+    demo = build_ui(ctx)
+    fn = next(f for f in demo.fns.values() if f.name == "generate_readiness")
+    comps = {c.elem_id: c for c in fn.inputs}
+    values = {c: c.value for c in fn.inputs}
+    values[comps["prompt"]], values[comps["duration"]] = "lofi", 10
+    for name, value in typed.items():
+        values[comps[f"gen-{name}"]] = value
+    out = fn.fn(*[values[c] for c in fn.inputs])
+    fields = dict(zip([c.elem_id for c in fn.inputs[3:]], out[2:-2]))
+    for elem_id, update in fields.items():
+        name = elem_id.removeprefix("gen-")
+        assert "value" not in update  # nothing changed behind the person's back
+        if name in said:
+            assert update["info"].startswith("⚠️ ") and said[name] in update["info"].split(" · ")[0], update
+        else:
+            assert not update["info"].startswith("⚠️"), (name, update)
+    ok, generate = out[-2], out[-1]
+    assert ok is (not said) and generate.interactive is (not said)
+
+
+VERSIONS = [
+    # (case, value typed in the Adapters tab's Version box, message or None)
+    ("empty", None, None), ("zero: next free", 0, None), ("three", 3, None), ("whole float", 3.0, None),
+    ("negative", -3, "0 or more, not -3"), ("not whole", 2.5, "not 2.5"), ("text", "2", "whole number"),
+]
+
+
+@pytest.mark.parametrize("value,said", [v[1:] for v in VERSIONS], ids=[v[0] for v in VERSIONS])
+def test_the_register_version_is_checked_never_silently_replaced(value, said):
+    from studio.ui.adapters_tab import register_request, version_problem
+
+    problem = version_problem(value)
+    assert (problem is None) if said is None else (said in problem)
+    if said is None:
+        req = register_request("folder", "/x", None, None, None, value, "", None)
+        assert req.version == (int(value) if value else None)
+    else:  # refused with the reason, never "the next free version" for -3 nor v2 for 2.5
+        with pytest.raises(gr.Error, match="Check the form"):
+            register_request("folder", "/x", None, None, None, value, "", None)
