@@ -206,7 +206,6 @@ def test_panel_and_generate_tab_start_from_the_stored_settings(ctx):
     assert comps["cfg-top_p"].label == "Top-p"  # the default value: no hint
     assert "Top-k" in comps["config-summary"].value and "Last saved" in comps["config-summary"].value
     # Generate tab: the sampling widgets come from the same schema and start at the stored values
-    schema = ctx.gen_config.schema("studio-tiny")["properties"]
     for name in SAMPLING_FIELDS:
         w = comps[f"gen-{name}"]
         assert type(w) is WIDGET_CLASS[EXPECTED_KIND[name]], name
