@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -19,6 +20,7 @@ from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget,
 from studio.ui.settings_tab import model_choices
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
+CANCEL_WAIT_S = 3.0  # how long a Cancel waits for a Generate still queued in Gradio to start
 # The stored settings a person tunes per generation here; the others (output format, loudness, seed policy) apply
 # as stored in the Settings tab.
 SAMPLING_FIELDS = ("do_sample", "top_k", "top_p", "temperature", "guidance_scale")
@@ -372,9 +374,15 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     run.failure(after, typed, btns, queue=False, api_visibility="private")
 
     def cancel() -> None:
-        """Stop the running generation at its next step (the generation then reports it as cancelled)."""
-        if not ctx.generation.cancel():
-            gr.Info("Nothing is generating.")
+        """Stop the running generation at its next step (the generation then reports it as cancelled). Generate's
+        run may still wait in Gradio's queue when Cancel is clicked: wait briefly for it to start rather than lose
+        the cancel (jobs with ids of their own, cancellable while queued, come with the job queue)."""
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while not ctx.generation.cancel():
+            if time.monotonic() >= deadline:
+                gr.Info("Nothing is generating.")
+                return
+            time.sleep(0.05)
 
     tab.cancel_btn.click(cancel, None, None, api_name="cancel_generation", queue=False)
 

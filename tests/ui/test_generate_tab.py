@@ -8,7 +8,7 @@ import pytest
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER
 from studio.ui.generate_tab import adapter_id_from, adapter_widgets, buttons, duration_hint
-from tests.test_ui_adapters import TINY, adapter
+from tests.ui.test_adapters_tab import TINY, adapter
 
 GONE = [
     # (case, the adapters listed now, the person's choice, what the hint must say)

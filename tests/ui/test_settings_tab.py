@@ -1,6 +1,6 @@
 """The Settings tab's handlers called as Gradio calls them (no browser, no server): a failed switch ends as a
 message in the switch status and leaves the header's note alone; one save gives one notice; user text in
-notifications is escaped. tests/test_browser.py and tests/test_browser_gen_config.py drive the same in Chromium."""
+notifications is escaped. tests/ui/test_browser.py and tests/ui/test_browser_gen_config.py drive the same in Chromium."""
 from __future__ import annotations
 
 from types import SimpleNamespace

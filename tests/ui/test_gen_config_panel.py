@@ -1,7 +1,7 @@
 """Generation-settings forms built from the settings JSON Schema (studio/ui/settings_form.py), the Settings tab's
 panel and the Generate tab's sampling widgets as built by build_ui, and the panel's gradio_client endpoints.
 
-No browser: tests/test_browser_gen_config.py drives the same panel in Chromium."""
+No browser: tests/ui/test_browser_gen_config.py drives the same panel in Chromium."""
 from __future__ import annotations
 
 import math

@@ -23,7 +23,7 @@ from studio.registry import load_registry, parse_registry
 from studio.services.audio_out import PEAK_CEILING, finish_audio, normalize_loudness
 from tests.conftest import TINY, registry_dict, rest_client
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SR = 32000
 
 # Every setting as a user reads it in the docs: (JSON type, class default, bounds or options). Written out by hand
