@@ -104,8 +104,21 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             """Switch to model_id: streams download and load progress; the last update says ready or error."""
             yield from switch_events(ctx, model_id, progress)
 
-        unlock_io = dict(fn=lambda *args: follow(ctx.models.current(), *args), inputs=[*typed, *v_in],
-                         outputs=outputs, js=JS_SWITCH_END, api_visibility="private")
+        def unlock(seen, prompt, duration, fields_ok, *view_args) -> list:
+            """After a switch, whether it worked or not: controls unlocked and the dropdowns on the loaded model.
+            When that is still the model the widgets were set up for (the switch failed, or changed nothing),
+            what the person typed stays; otherwise every widget follows the new model."""
+            cur = ctx.models.current()
+            if page_key(cur) != seen:
+                return follow(cur, prompt, duration, fields_ok, *view_args)
+            models = gr.Dropdown(choices=model_choices(ctx), value=cur.model.id if cur.model else None,
+                                 interactive=True)
+            return [status_line(cur), seen, *[gr.skip()] * len(limits), models, models, model_card(cur.model),
+                    models_table(ctx), *buttons(cur.state, prompt, duration, cur.model, fields_ok),
+                    *view_updates(ctx, *view_args, force=True)]
+
+        unlock_io = dict(fn=unlock, inputs=[seen_model, *typed, *v_in], outputs=outputs, js=JS_SWITCH_END,
+                         api_visibility="private")
         # The Settings tab's dropdown (the /switch_model endpoint) and the Generate tab's: the same switch, the same
         # locking; each shows the progress beside itself. show_progress hidden: the status streams its own
         # progress, and a failure is a message there (styled by status_style), not Gradio's error badge over it.

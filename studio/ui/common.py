@@ -208,8 +208,8 @@ def model_card(m: ModelInfo | None) -> str:
         f"| Parameters | {fmt_params(m.parameters)} |",
         f"| Weights | {weights} |",
         f"| Studio defaults | Top-k {m.generation['top_k']}, Top-p {m.generation['top_p']:g}, Temperature "
-        f"{m.generation['temperature']:g}, Guidance {m.generation['guidance_scale']:g} (the settings in use: "
-        "Generation settings, below) |",
+        f"{m.generation['temperature']:g}, Guidance {m.generation['guidance_scale']:g} (what a new model starts "
+        "from; its saved settings, in use: Generation settings, below) |",
     ])
 
 

@@ -71,7 +71,8 @@ def duration_hint(value: float | None, model: ModelInfo | None) -> str:
     if problem:
         return f"⚠️ {problem}"
     if value >= NEAR_LIMIT * model.max_duration_s:
-        return (f"⚠️ {value:g} s is near {model.display_name}'s limit of {model.max_duration_s:g} s: "
+        where = "at" if value >= model.max_duration_s else "near"
+        return (f"⚠️ {value:g} s is {where} {model.display_name}'s limit of {model.max_duration_s:g} s: "
                 "long clips take longer and need more memory.")
     return ""
 
@@ -253,7 +254,10 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                                     elem_id="gen-model", scale=3,
                                     info="Choose another to switch (details in Settings)")
                 model_status = gr.Markdown(elem_id="gen-model-status")
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", max_length=ctx.settings.max_prompt_chars,
+            # No max_length: the browser would cut a pasted prompt silently; the studio refuses an over-long one
+            # with its length and the limit instead.
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
+                                info=f"Up to {ctx.settings.max_prompt_chars} characters",
                                 placeholder="lo-fi hip hop beat with warm piano and vinyl crackle")
             # A number box without Gradio bounds: Gradio's own check raised a traceback on every keystroke over the
             # limit and its slider clamped the value silently. The studio checks it and says so under the field.

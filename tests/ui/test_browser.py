@@ -219,6 +219,9 @@ def test_failed_switch_is_a_message_in_the_status_and_the_header_keeps_its_note(
     expect = sync_api.expect
     header, status = page.locator("#current-model"), page.locator("#switch-status")
     expect(header).to_contain_text("Studio Tiny loaded.")  # why this model: the note of the switch that loaded it
+    page.wait_for_timeout(1000)  # the page's first refresh (on load) puts the model's values in: type after it
+    typed = page.locator("#duration input[type=number]")
+    typed.fill("3")  # what the person typed survives a switch that changed nothing
     page.get_by_role("tab", name="Settings").click()
     for option, reason in FAILED_SWITCHES:
         page.locator("#model-dropdown input").click()
@@ -235,6 +238,8 @@ def test_failed_switch_is_a_message_in_the_status_and_the_header_keeps_its_note(
         expect(header).to_contain_text("Model: Studio Tiny")
         expect(header).to_contain_text("Studio Tiny loaded.")
         expect(header).not_to_contain_text(reason)
+        expect(page.locator("#model-dropdown input")).to_have_value(re.compile(r"^Studio Tiny"))  # back on it
+        assert typed.input_value() == "3"
         shot(page, f"switch-failed-{option.split()[0].lower()}")
     # The next action in the tab (here: choosing whose generation settings to edit) clears the old news.
     page.locator("#config-model input[role=combobox]").click()

@@ -40,7 +40,7 @@ DURATIONS = [
     # (case, value, hint contains, Generate enabled with a prompt)
     ("within", 10.0, "", True),
     ("near the limit", 28.0, "28 s is near Studio Tiny's limit of 30 s", True),
-    ("at the limit", 30.0, "near", True),
+    ("at the limit", 30.0, "30 s is at Studio Tiny's limit of 30 s", True),
     ("just over", 31.0, "31 s is over Studio Tiny's limit of 30 s.", False),
     ("far over", 45.0, "45 s is over Studio Tiny's limit of 30 s.", False),
     ("zero", 0.0, "more than 0 s", False),
