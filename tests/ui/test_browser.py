@@ -274,7 +274,7 @@ def test_over_the_limit_is_said_at_the_field_and_cancel_is_no_error(url, page, c
     shot(page, "5-over-limit")
 
     number.fill("30")
-    expect(page.locator("#duration-hint")).to_contain_text("near")
+    expect(page.locator("#duration-hint")).to_contain_text("30 s is at Studio Tiny's limit")
     expect(generate).to_be_enabled()
     generate.click()
     expect(cancel).to_be_enabled()
