@@ -27,10 +27,12 @@ StepCallback = Callable[[int, int], None]
 MAX_ID = 2**63 - 1  # the database's integer range
 
 
-def music_progress(done: int, total: int, duration_s: float) -> str:
-    """A generation's progress as a musician reads it: seconds of music made and percent, not decoding steps."""
+def music_progress(done: int, total: int, duration_s: float, percent: bool = True) -> str:
+    """A generation's progress as a musician reads it: seconds of music made and percent, not decoding steps
+    (percent=False where a progress bar shows its own)."""
     fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
-    return f"{fraction * duration_s:.1f} of {duration_s:g} s ({fraction * 100:.0f} %)"
+    text = f"{fraction * duration_s:.1f} of {duration_s:g} s"
+    return f"{text} ({fraction * 100:.0f} %)" if percent else text
 
 
 class GenerateRequest(BaseModel):

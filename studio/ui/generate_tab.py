@@ -333,8 +333,9 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         progress(0, desc="Starting")
 
         def on_step(done: int, total: int) -> None:
-            # seconds of music and percent (a musician's words), not decoding steps
-            progress(done / total if total else 0.0, desc=f"Generating: {music_progress(done, total, duration)}")
+            # seconds of music (a musician's words), not decoding steps; the bar shows the percent itself
+            made = music_progress(done, total, duration, percent=False)
+            progress(done / total if total else 0.0, desc=f"Generating: {made}")
 
         with user_errors():
             try:

@@ -81,6 +81,7 @@ PROGRESS = [
 @pytest.mark.parametrize("done,total,seconds,said", [p[1:] for p in PROGRESS], ids=[p[0] for p in PROGRESS])
 def test_progress_reads_in_seconds_of_music_and_percent(done, total, seconds, said):
     assert music_progress(done, total, seconds) == said
+    assert music_progress(done, total, seconds, percent=False) == said.split(" (")[0]  # beside a progress bar
 
 
 def test_the_header_says_seconds_of_music_during_a_generation_never_steps(ctx):
