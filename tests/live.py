@@ -82,3 +82,9 @@ def studio_page(browser, base: str, model_name: str = "Studio Tiny", timeout_ms:
         expect.set_options(timeout=5_000)  # Playwright's default, for other tests
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def screenshot(page, name: str) -> None:
+    """/tmp/<name>.png of the whole page, once toasts and layout settle: for a person to look at."""
+    page.wait_for_timeout(300)
+    page.screenshot(path=f"/tmp/{name}.png", full_page=True)

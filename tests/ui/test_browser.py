@@ -6,6 +6,7 @@ Screenshots land in /tmp/studio-*.png for a person to look at.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 import pytest
 
@@ -143,9 +144,10 @@ def test_untouched_seed_field_gives_random_seeds(page):
     assert page.locator("#seed input").input_value() == "-1"  # the untouched field means "random"
 
 
-def test_switch_blocks_generate_and_warns_before_the_tab_closes(make_ctx):
-    """While a switch runs (held here at its download step) the page locks Generate and the model dropdown, and
-    closing the tab asks first; when the switch ends everything is usable again."""
+@contextmanager
+def held_switch_page(make_ctx):
+    """(page, gate): a page on a studio with Studio Tiny loaded and Tiny B to switch to, whose switches wait at
+    their download step until the gate is set (always set, and the browser closed, on the way out)."""
     ctx = make_ctx(registry_dict(**{SECOND["id"]: {k: v for k, v in SECOND.items() if k != "id"}}))
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
     gate = hold_fetch(ctx)
@@ -155,44 +157,52 @@ def test_switch_blocks_generate_and_warns_before_the_tab_closes(make_ctx):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(base)
-            expect = sync_api.expect
-            expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
-            page.get_by_role("tab", name="Settings").click()
-            page.locator("#model-dropdown input").click()
-            page.get_by_role("option", name=re.compile("Tiny B")).click()
-            expect(page.locator("#switch-status")).to_contain_text("Checking")
-            expect(page.locator("#model-dropdown input")).to_be_disabled()
-            page.get_by_role("tab", name="Generate").click()
-            expect(page.locator("#generate-btn")).to_be_disabled()
-            expect(page.locator("#current-model")).to_contain_text("Busy")
-
-            dialogs: list[str] = []
-
-            def on_dialog(dialog):
-                dialogs.append(dialog.type)
-                dialog.dismiss()  # stay on the page
-
-            page.on("dialog", on_dialog)
-            # Leaving the page asks first (this Chromium shows beforeunload on navigation, not on page.close).
-            with pytest.raises(sync_api.Error):
-                page.goto("about:blank", timeout=5000)
-            assert dialogs == ["beforeunload"]
-            # Staying reloads the page (Gradio closed its connection): it still shows the switch and stays locked.
-            page.wait_for_timeout(1500)
-            assert page.url.startswith(base)
-            expect(page.locator("#current-model")).to_contain_text("Busy", timeout=TIMEOUT_MS)
-            expect(page.locator("#generate-btn")).to_be_disabled()
-
-            gate.set()
-            expect(page.locator("#current-model")).to_contain_text("Tiny B")
-            expect(page.locator("#generate-btn")).to_have_text("Generate")  # unlocked: ready once there is a prompt
-            page.locator("#prompt textarea").fill("lofi")
-            expect(page.locator("#generate-btn")).to_be_enabled(timeout=TIMEOUT_MS)
-            page.goto("about:blank")  # nothing running: leaves without asking
-            assert dialogs == ["beforeunload"]
+            sync_api.expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
+            yield page, gate
         finally:
             gate.set()
             browser.close()
+
+
+def test_switch_blocks_generate_and_warns_before_the_tab_closes(make_ctx):
+    """While a switch runs (held here at its download step) the page locks Generate and the model dropdown, and
+    closing the tab asks first; when the switch ends everything is usable again."""
+    with held_switch_page(make_ctx) as (page, gate):
+        expect = sync_api.expect
+        base = page.url
+        page.get_by_role("tab", name="Settings").click()
+        page.locator("#model-dropdown input").click()
+        page.get_by_role("option", name=re.compile("Tiny B")).click()
+        expect(page.locator("#switch-status")).to_contain_text("Checking")
+        expect(page.locator("#model-dropdown input")).to_be_disabled()
+        page.get_by_role("tab", name="Generate").click()
+        expect(page.locator("#generate-btn")).to_be_disabled()
+        expect(page.locator("#current-model")).to_contain_text("Busy")
+
+        dialogs: list[str] = []
+
+        def on_dialog(dialog):
+            dialogs.append(dialog.type)
+            dialog.dismiss()  # stay on the page
+
+        page.on("dialog", on_dialog)
+        # Leaving the page asks first (this Chromium shows beforeunload on navigation, not on page.close).
+        with pytest.raises(sync_api.Error):
+            page.goto("about:blank", timeout=5000)
+        assert dialogs == ["beforeunload"]
+        # Staying reloads the page (Gradio closed its connection): it still shows the switch and stays locked.
+        page.wait_for_timeout(1500)
+        assert page.url.startswith(base)
+        expect(page.locator("#current-model")).to_contain_text("Busy", timeout=TIMEOUT_MS)
+        expect(page.locator("#generate-btn")).to_be_disabled()
+
+        gate.set()
+        expect(page.locator("#current-model")).to_contain_text("Tiny B")
+        expect(page.locator("#generate-btn")).to_have_text("Generate")  # unlocked: ready once there is a prompt
+        page.locator("#prompt textarea").fill("lofi")
+        expect(page.locator("#generate-btn")).to_be_enabled(timeout=TIMEOUT_MS)
+        page.goto("about:blank")  # nothing running: leaves without asking
+        assert dialogs == ["beforeunload"]
 
 
 def shown_error_badges(page, elem_id: str) -> int:
@@ -296,34 +306,22 @@ def test_over_the_limit_is_said_at_the_field_and_cancel_is_no_error(url, page, c
 def test_switching_from_the_generate_tab_locks_like_settings(make_ctx):
     """The Generate tab's model dropdown runs the same switch: while it runs, both model dropdowns and Generate
     are locked; afterwards the tab shows the new model and its limit."""
-    ctx = make_ctx(registry_dict(**{SECOND["id"]: {k: v for k, v in SECOND.items() if k != "id"}}))
-    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    gate = hold_fetch(ctx)
-    with serve(ctx) as base, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(base)
-            expect = sync_api.expect
-            expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
-            page.locator("#prompt textarea").fill("lofi")
-            page.locator("#gen-model input").click()
-            page.get_by_role("option", name=re.compile("Tiny B")).click()
-            expect(page.locator("#gen-model-status")).to_contain_text("Checking")
-            expect(page.locator("#gen-model input")).to_be_disabled()
-            expect(page.locator("#generate-btn")).to_be_disabled()
-            page.get_by_role("tab", name="Settings").click()
-            expect(page.locator("#model-dropdown input")).to_be_disabled()
-            page.get_by_role("tab", name="Generate").click()
-            gate.set()
-            expect(page.locator("#gen-model-status")).to_contain_text("Tiny B is ready")
-            expect(page.locator("#generate-btn")).to_be_enabled()
-            expect(page.locator("#gen-model input")).to_be_enabled()
-            expect(page.locator("#duration")).to_contain_text("Tiny B allows up to 12 s")
-            expect(page.locator("#current-model")).to_contain_text("Model: Tiny B")
-            page.get_by_role("tab", name="Settings").click()
-            expect(page.locator("#model-dropdown input")).to_have_value(re.compile(r"^Tiny B"))
-        finally:
-            gate.set()
-            browser.close()
+    with held_switch_page(make_ctx) as (page, gate):
+        expect = sync_api.expect
+        page.locator("#prompt textarea").fill("lofi")
+        page.locator("#gen-model input").click()
+        page.get_by_role("option", name=re.compile("Tiny B")).click()
+        expect(page.locator("#gen-model-status")).to_contain_text("Checking")
+        expect(page.locator("#gen-model input")).to_be_disabled()
+        expect(page.locator("#generate-btn")).to_be_disabled()
+        page.get_by_role("tab", name="Settings").click()
+        expect(page.locator("#model-dropdown input")).to_be_disabled()
+        page.get_by_role("tab", name="Generate").click()
+        gate.set()
+        expect(page.locator("#gen-model-status")).to_contain_text("Tiny B is ready")
+        expect(page.locator("#generate-btn")).to_be_enabled()
+        expect(page.locator("#gen-model input")).to_be_enabled()
+        expect(page.locator("#duration")).to_contain_text("Tiny B allows up to 12 s")
+        expect(page.locator("#current-model")).to_contain_text("Model: Tiny B")
+        page.get_by_role("tab", name="Settings").click()
+        expect(page.locator("#model-dropdown input")).to_have_value(re.compile(r"^Tiny B"))

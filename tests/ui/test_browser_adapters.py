@@ -18,7 +18,7 @@ from tests.browser_support import expect  # noqa: E402
 from studio.services.adapters import RegisterAdapterRequest  # noqa: E402
 from tests.adapters_factory import make_archive, make_lora  # noqa: E402
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import BROWSER_TIMEOUT_MS, serve, studio_page  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, screenshot, serve, studio_page  # noqa: E402
 
 TIMEOUT_MS = BROWSER_TIMEOUT_MS
 TRAINING = {"training_config": {"method": "sft", "learning_rate": 0.0001, "epochs": 3.0, "batch_size": 2,
@@ -47,8 +47,7 @@ def page(studio, browser):
 
 
 def shot(page, name: str) -> None:
-    page.wait_for_timeout(300)  # let toasts and layout settle
-    page.screenshot(path=f"/tmp/adapters-{name}.png", full_page=True)
+    screenshot(page, f"adapters-{name}")
 
 
 def field(page, elem_id: str):

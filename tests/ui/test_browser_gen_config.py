@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 from tests.browser_support import expect  # noqa: E402
 
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import BROWSER_TIMEOUT_MS, serve, studio_page  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, screenshot, serve, studio_page  # noqa: E402
 
 TIMEOUT_MS = BROWSER_TIMEOUT_MS
 UNSAVED = "● unsaved"  # an edit not saved yet
@@ -44,8 +44,7 @@ def page(studio, browser):
 
 
 def shot(page, name: str) -> None:
-    page.wait_for_timeout(300)  # let toasts and layout settle
-    page.screenshot(path=f"/tmp/gen-config-{name}.png", full_page=True)
+    screenshot(page, f"gen-config-{name}")
 
 
 def rest_config(base: str, model_id: str = MODEL) -> dict:
