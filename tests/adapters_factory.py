@@ -18,6 +18,7 @@ The global torch RNG is left untouched (everything seeded runs inside `torch.ran
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import shutil
 import tarfile
@@ -187,3 +188,27 @@ def make_archive(folder, out_path, fmt: str = "zip") -> Path:
     else:
         raise ValueError(f"unknown archive format {fmt!r} (zip or tar.gz)")
     return out_path
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    """A deflated .zip holding entries (name -> bytes), as an upload would carry it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def tar_gz_bytes(entries: dict[str, bytes], link: tuple[str, str] | None = None) -> bytes:
+    """A .tar.gz holding entries (name -> bytes), plus a symlink (name, target) when given."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in entries.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tf.addfile(member, io.BytesIO(data))
+        if link:
+            member = tarfile.TarInfo(link[0])
+            member.type, member.linkname = tarfile.SYMTYPE, link[1]
+            tf.addfile(member)
+    return buf.getvalue()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -69,28 +68,10 @@ def entries(folder: Path, prefix: str = "lora-a/", **replace: bytes) -> dict[str
     return files
 
 
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            member = tarfile.TarInfo(name)
-            member.size = len(data)
-            tf.addfile(member, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def lying_zip(files: dict[str, bytes], member: str, declared: int) -> bytes:
     """A zip whose `member` declares `declared` bytes unpacked (local header and central directory) while it
     really holds more."""
-    data = bytearray(zip_of(files))
+    data = bytearray(factory.zip_bytes(files))
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
         info = zf.getinfo(member)
     struct.pack_into("<I", data, info.header_offset + 22, declared)  # local header: uncompressed size
@@ -129,30 +110,30 @@ def nothing_left(ctx) -> None:
 # (case, file name, builder(lora folder) -> archive bytes, status, code)
 BOMBS = [
     ("zip bomb: weights unpack past the limit", "bomb.zip",
-     lambda f: zip_of(entries(f, adapter_model__safetensors=zeros(8 * MB))), 413, "weights_too_large"),
+     lambda f: factory.zip_bytes(entries(f, adapter_model__safetensors=zeros(8 * MB))), 413, "weights_too_large"),
     ("tar.gz bomb: weights unpack past the limit", "bomb.tar.gz",
-     lambda f: tar_of(entries(f, adapter_model__safetensors=zeros(8 * MB))), 413, "weights_too_large"),
+     lambda f: factory.tar_gz_bytes(entries(f, adapter_model__safetensors=zeros(8 * MB))), 413, "weights_too_large"),
     ("zip: 100 KB of padding in adapter_config.json", "padded.zip",
-     lambda f: zip_of(entries(f, adapter_config__json=padded_config(f, 100_000))), 413, "metadata_too_large"),
+     lambda f: factory.zip_bytes(entries(f, adapter_config__json=padded_config(f, 100_000))), 413, "metadata_too_large"),
     ("tar.gz: 100 KB of padding in adapter_config.json", "padded.tar.gz",
-     lambda f: tar_of(entries(f, adapter_config__json=padded_config(f, 100_000))), 413, "metadata_too_large"),
+     lambda f: factory.tar_gz_bytes(entries(f, adapter_config__json=padded_config(f, 100_000))), 413, "metadata_too_large"),
     ("zip: README.md past its limit", "readme.zip",
-     lambda f: zip_of(entries(f, README__md=zeros(300_000))), 413, "metadata_too_large"),
+     lambda f: factory.zip_bytes(entries(f, README__md=zeros(300_000))), 413, "metadata_too_large"),
     ("zip: provenance past its limit", "prov.zip",
-     lambda f: zip_of(entries(f, training_provenance__json=b'{"x": "' + b"y" * 600_000 + b'"}')), 413,
+     lambda f: factory.zip_bytes(entries(f, training_provenance__json=b'{"x": "' + b"y" * 600_000 + b'"}')), 413,
      "metadata_too_large"),
     ("zip: each copy under the limit, all together over", "copies.zip",
-     lambda f: zip_of({**entries(f), **{f"c{i}/adapter_model.safetensors": zeros(900_000) for i in range(3)}}),
+     lambda f: factory.zip_bytes({**entries(f), **{f"c{i}/adapter_model.safetensors": zeros(900_000) for i in range(3)}}),
      413, "archive_too_large"),
     ("tar.gz: a huge file that is not kept still counts while unpacking", "junk.tar.gz",
-     lambda f: tar_of({**entries(f), "lora-a/optimizer.pt.zeros": zeros(6 * MB)}), 413, "archive_too_large"),
+     lambda f: factory.tar_gz_bytes({**entries(f), "lora-a/optimizer.pt.zeros": zeros(6 * MB)}), 413, "archive_too_large"),
     ("zip: declares 100 bytes, holds 2 MB", "liar.zip",
      lambda f: lying_zip(entries(f, adapter_model__safetensors=zeros(2 * MB)), "lora-a/adapter_model.safetensors",
                          100), 400, "invalid_archive"),
     ("zip: too many entries", "many.zip",
-     lambda f: zip_of({**entries(f), **{f"junk/{i}.txt": b"" for i in range(250)}}), 400, "invalid_archive"),
+     lambda f: factory.zip_bytes({**entries(f), **{f"junk/{i}.txt": b"" for i in range(250)}}), 400, "invalid_archive"),
     ("upload past the upload limit", "big.zip",
-     lambda f: zip_of(entries(f)) + b"\0" * (4 * MB), 413, "upload_too_large"),
+     lambda f: factory.zip_bytes(entries(f)) + b"\0" * (4 * MB), 413, "upload_too_large"),
 ]
 
 
@@ -191,7 +172,7 @@ def test_oversized_metadata_in_the_body_is_refused(studio, case, fields):
 
 
 def test_unknown_config_keys_are_dropped_and_listings_stay_small(client, ctx, lora, tmp_path):
-    archive = zip_of(entries(lora, adapter_config__json=padded_config(lora, 30_000)))
+    archive = factory.zip_bytes(entries(lora, adapter_config__json=padded_config(lora, 30_000)))
     r = client.post("/api/adapters", files={"archive": ("padded.zip", archive)})
     assert r.status_code == 201, r.text
     body = r.json()
@@ -206,13 +187,13 @@ def test_unknown_config_keys_are_dropped_and_listings_stay_small(client, ctx, lo
 
 
 def test_identical_adapters_are_refused_unless_asked_for(client, ctx, lora):
-    archive = zip_of(entries(lora))
+    archive = factory.zip_bytes(entries(lora))
     first = client.post("/api/adapters", files={"archive": ("lofi.zip", archive)}, data={"name": "lofi"}).json()
     again = detail(client.post("/api/adapters", files={"archive": ("lofi.zip", archive)}), 409, "identical_adapter")
     assert (again["existing_id"], again["existing_label"]) == (first["id"], "lofi v1")
     assert "lofi v1" in again["message"] and "anyway" in again["message"]
     # the same files under another archive (or folder) name are still the same adapter
-    other = tar_of(entries(lora, prefix="renamed/"))
+    other = factory.tar_gz_bytes(entries(lora, prefix="renamed/"))
     detail(client.post("/api/adapters", files={"archive": ("renamed.tar.gz", other)}), 409, "identical_adapter")
     forced = client.post("/api/adapters", files={"archive": ("lofi.zip", archive)},
                          data={"name": "lofi", "allow_duplicate": "true"})

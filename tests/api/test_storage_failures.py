@@ -8,7 +8,6 @@ import errno
 import io
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -100,11 +99,7 @@ def test_a_refused_audio_write_fails_the_job_with_the_message(loaded, monkeypatc
 
 
 def _zip(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for p in folder.iterdir():
-            zf.writestr(f"lora-a/{p.name}", p.read_bytes())
-    return buf.getvalue()
+    return factory.zip_bytes({f"lora-a/{p.name}": p.read_bytes() for p in folder.iterdir()})
 
 
 # (place, how the adapter is registered, which written files fail)

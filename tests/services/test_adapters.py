@@ -6,13 +6,10 @@ other shapes, or on a same-shaped tiny MusicGen with other weights; they are bui
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
-import tarfile
 import weakref
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -271,39 +268,17 @@ def test_refused_archives(refusing, loras, tmp_path, kind, code, fmt):
     assert recorded(ctx) == [] and stored(ctx) == []
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def _tar(entries: dict[str, bytes], link: tuple[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in entries.items():
-            member = tarfile.TarInfo(name)
-            member.size = len(data)
-            tf.addfile(member, io.BytesIO(data))
-        if link:
-            member = tarfile.TarInfo(link[0])
-            member.type, member.linkname = tarfile.SYMTYPE, link[1]
-            tf.addfile(member)
-    return buf.getvalue()
-
-
 def _adapter_entries(folder: Path, prefix: str = "lora-a/") -> dict[str, bytes]:
     return {prefix + p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 MALICIOUS = [
     # (case, archive name, builder(adapter entries) -> bytes)
-    ("zip with ../", "evil.zip", lambda e: _zip({**e, "../escaped.txt": b"pwned"})),
-    ("zip with lora/../../", "evil.zip", lambda e: _zip({**e, "lora-a/../../escaped.txt": b"pwned"})),
-    ("zip with an absolute path", "evil.zip", lambda e: _zip({**e, "/tmp/escaped.txt": b"pwned"})),
-    ("tar.gz with ../", "evil.tar.gz", lambda e: _tar({**e, "../escaped.txt": b"pwned"})),
-    ("tar.gz with a symlink out", "evil.tar.gz", lambda e: _tar(e, link=("lora-a/README.md", "/etc/passwd"))),
+    ("zip with ../", "evil.zip", lambda e: factory.zip_bytes({**e, "../escaped.txt": b"pwned"})),
+    ("zip with lora/../../", "evil.zip", lambda e: factory.zip_bytes({**e, "lora-a/../../escaped.txt": b"pwned"})),
+    ("zip with an absolute path", "evil.zip", lambda e: factory.zip_bytes({**e, "/tmp/escaped.txt": b"pwned"})),
+    ("tar.gz with ../", "evil.tar.gz", lambda e: factory.tar_gz_bytes({**e, "../escaped.txt": b"pwned"})),
+    ("tar.gz with a symlink out", "evil.tar.gz", lambda e: factory.tar_gz_bytes(e, link=("lora-a/README.md", "/etc/passwd"))),
     ("not an archive", "lora.zip", lambda e: b"this is not a zip file" * 10),
 ]
 
