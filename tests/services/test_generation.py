@@ -64,6 +64,7 @@ def test_cancelling_is_recorded_and_said_as_a_cancellation(ctx):
     assert job.status == "cancelled" and not job.has_audio
     assert caught.value.message == f"Cancelled: job {job.id} stopped after {job.elapsed_s:.1f} s."
     assert caught.value.extra["job_id"] == job.id
+    assert not [p for p in (ctx.settings.data_dir / "outputs").rglob("*") if p.is_file()]  # no file, half or whole
     assert ctx.manager.status().state == "idle"
 
 
