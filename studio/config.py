@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         kind="append", metavar="FOLDER", env_name="IMPORT_ROOTS")] = ()
     load_at_start: Annotated[bool, Option(
         "--no-load-at-start", "start with no model", "off", kind="negate")] = True
+    max_queue: Annotated[int, Field(ge=1, le=10_000), Option(
+        "--max-queue", "generation jobs that may wait at once; more are refused with 429 and `Retry-After`",
+        metavar="N")] = 64
+    stream_every_s: Annotated[float, Field(ge=0.2, le=30), Option(
+        "--stream-every", "seconds of new audio per streamed chunk while a job decodes", metavar="SECONDS")] = 1.0
+    fast_path: Annotated[bool, Option(
+        "--no-fast-path", "turn off the GPU fast path (CUDA graphs over a static cache, half precision); it is on "
+        "for CUDA devices only", "on with CUDA", kind="negate")] = True
     # Not options of the studio: read as they are from their own environment variables, or set by tests.
     hf_endpoint: str | None = None  # None: huggingface.co (or HF_ENDPOINT)
     max_prompt_chars: int = Field(1000, gt=0)

@@ -16,8 +16,10 @@ from studio.runtime.transformers_backend import TransformersBackend
 from studio.services.adapters import AdapterService
 from studio.services.gen_config import GenerationConfigService
 from studio.services.generation import GenerationService
+from studio.services.job_events import JobEvents
 from studio.services.jobs import JobService
 from studio.services.models import ModelService
+from studio.services.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,31 @@ class AppContext:
     jobs: JobService
     adapters: AdapterService
     gen_config: GenerationConfigService
+    queue: JobQueue
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
-        """Load the start-up model after the server answers (never before: start-up stays fast)."""
-        if not self.settings.load_at_start:
-            return None
-        thread = threading.Thread(target=self._load_initial, name="initial-load", daemon=True)
+        """After the server answers (never before: start-up stays fast): queue the start-up model's load, then the
+        jobs a stopped studio had accepted and not run."""
+        thread = threading.Thread(target=self._start_work, name="initial-load", daemon=True)
         thread.start()
         return thread
 
-    def _load_initial(self) -> None:
+    def _start_work(self) -> None:
         try:
-            self.models.load_initial()
-        except Exception:  # noqa: BLE001 - a busy manager or a bad --model: the page shows the state
+            if self.settings.load_at_start:
+                self.models.load_initial()
+        except Exception:  # noqa: BLE001 - a bad --model: the page shows the state
             log.exception("start-up model load failed")
+        try:
+            self.generation.resume()
+        except Exception:  # noqa: BLE001 - the jobs stay queued in the database; said in the log
+            log.exception("could not queue the jobs waiting when the studio stopped")
+
+    def close(self) -> None:
+        """Stop the worker (waiting jobs stay queued in the database) and release the database."""
+        self.queue.close()
+        self.engine.dispose()
 
 
 def check_device(device: str) -> None:
@@ -81,16 +93,19 @@ def build_context(settings: Settings, registry: Registry | None = None,
                               settings.hf_endpoint)
     gen_config = GenerationConfigService(engine, registry)
     gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
+    queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
+                     stream_every_s=settings.stream_every_s, fast_path=None if settings.fast_path else False)
     return AppContext(
         settings=settings,
         registry=registry,
         engine=engine,
         manager=manager,
-        models=ModelService(registry, manager, store, settings.model),
-        generation=GenerationService(manager, engine, adapters, gen_config, settings.data_dir,
+        models=ModelService(registry, manager, store, queue, settings.model),
+        generation=GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
                                      settings.max_prompt_chars),
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,
         gen_config=gen_config,
+        queue=queue,
         storage=storage,
     )

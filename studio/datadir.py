@@ -119,11 +119,12 @@ def open_storage(settings: Settings, registry: Registry | None = None) -> Storag
 
 def recover_interrupted_work(settings: Settings, engine) -> list[int]:
     """A studio killed mid-operation (kill -9, power cut) left jobs open and temporary files behind: no studio
-    runs them now, so close the jobs as failed and remove the files. Returns the ids of the jobs closed."""
+    runs them now, so record the running jobs as interrupted (queued ones stay queued: the queue runs them
+    again) and remove the files. Returns the ids of the jobs interrupted."""
     with session_scope(engine) as session:
         closed = close_interrupted_jobs(session)
     if closed:
-        log.warning("closed %d job(s) interrupted when the studio last stopped: %s", len(closed),
+        log.warning("%d job(s) were interrupted when the studio last stopped: %s", len(closed),
                     ", ".join(map(str, closed)))
     remove_leftovers(settings)
     return closed

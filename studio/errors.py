@@ -62,6 +62,13 @@ class Busy(StudioError):
     code = "busy"
 
 
+class QueueFull(StudioError):
+    """The job queue holds --max-queue jobs: try again after `retry_after_s` (sent as Retry-After)."""
+
+    status = 429
+    code = "queue_full"
+
+
 class TooLarge(InvalidRequest):
     """An upload, archive or metadata file over the studio's size limits."""
 

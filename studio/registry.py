@@ -58,6 +58,9 @@ class ModelSpec(_Strict):
     max_duration_s: float = Field(gt=0, le=600)
     memory_gb: float = Field(gt=0, description="memory needed to load and generate in float32")
     download_gb: float = Field(0.0, ge=0)
+    max_batch: int = Field(4, ge=1, le=8, description=(
+        "jobs decoded together at most (fewer when free memory is short); 8 at most: the adapters of one batch "
+        "must all stay loaded"))
     # The model's default generation settings: its family's settings class (studio/gen_settings.py), so a value
     # that a user could not save is refused here too. These seed the settings stored in the database.
     generation: SerializeAsAny[MusicgenSettings] = Field(default_factory=dict, validate_default=True)

@@ -73,7 +73,7 @@ def make_ctx(tmp_path, tiny_folder):
     make, made = _context_factory(tmp_path, tiny_folder)
     yield make
     for ctx in made:
-        ctx.engine.dispose()
+        ctx.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def make_module_ctx(tmp_path_factory, tiny_folder):
     make, made = _context_factory(tmp_path_factory.mktemp("module"), tiny_folder)
     yield make
     for ctx in made:
-        ctx.engine.dispose()
+        ctx.close()
 
 
 def rest_client(ctx: AppContext):

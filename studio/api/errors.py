@@ -47,7 +47,9 @@ def _field(loc) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StudioError)
     async def studio_error(_request: Request, exc: StudioError):
-        return JSONResponse(status_code=exc.status, content={"detail": exc.to_dict()})
+        retry = exc.extra.get("retry_after_s")
+        headers = {"Retry-After": str(retry)} if retry is not None else None
+        return JSONResponse(status_code=exc.status, content={"detail": exc.to_dict()}, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, exc: RequestValidationError):

@@ -4,16 +4,17 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.api.errors import error_responses
-from studio.api.params import Limit, Offset, RecordId
+from studio.api.auth import current_user
+from studio.api.jobs import GENERATE_REFUSALS
 from studio.context import AppContext
 from studio.errors import NotFound
 from studio.services.generation import GenerateRequest, GenerationResult
-from studio.services.jobs import JobInfo
+from studio.services.queue import audio_url
 from studio.services.models import CurrentModel, ModelInfo
 
 
@@ -34,22 +35,17 @@ class GenerateResponse(BaseModel):
     settings: dict[str, Any]
     adapter_id: int | None
     adapter_label: str | None
-    elapsed_s: float
+    elapsed_s: float = Field(description="seconds from the start of decoding to the written file")
+    wait_s: float = Field(description="seconds the job waited in the queue")
+    batch_size: int = Field(description="jobs decoded together with this one (itself included)")
+    submitted_by: str
     loudness_lufs: float | None = Field(description="integrated loudness of the audio file (None: undefined)")
     true_peak_dbtp: float | None = Field(description="true peak of the audio file, decoded (None: silence)")
     loudness_note: str | None = Field(description="set when loudness normalisation did not reach its target")
 
 
-class JobResponse(JobInfo):
-    audio_url: str | None
-
-
 class CancelResponse(BaseModel):
     cancelled: bool
-
-
-def _audio_url(job_id: int) -> str:
-    return f"/api/jobs/{job_id}/audio"
 
 
 def _sse(events: Iterator) -> Iterator[str]:
@@ -74,11 +70,11 @@ def build_router(ctx: AppContext) -> APIRouter:
                  responses={200: {"content": {"text/event-stream": {"schema": {
                                       "type": "string", "description": "`data: <ProgressEvent JSON>` lines"}}},
                                   "description": "one JSON ProgressEvent per `data:` line; the last is ready or error"},
-                            **error_responses({404: "not_found: unknown model", 423: "busy: a switch or a "
-                                                                                      "generation is running"})})
+                            **error_responses({404: "not_found: unknown model"})})
     def switch_model(body: SwitchRequest) -> StreamingResponse:
-        """Switch models: unload, download if needed (byte progress), load. Streams Server-Sent Events."""
-        events = ctx.models.switch(body.model_id)  # NotFound / Busy raise here, before the stream starts
+        """Switch models, in the job queue: jobs accepted before the switch run on the old model first (a `queued`
+        event says so), then unload, download if needed (byte progress), load. Streams Server-Sent Events."""
+        events = ctx.models.switch(body.model_id)  # NotFound raises here, before the stream starts
         return StreamingResponse(_sse(events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -89,42 +85,21 @@ def build_router(ctx: AppContext) -> APIRouter:
 
     @router.post("/generate", response_model=GenerateResponse, tags=["generation"],
                  responses=error_responses({
+                     **GENERATE_REFUSALS,
                      400: "adapter_load_failed, adapter_deleted, adapter_inactive: the adapter cannot be used",
-                     404: "adapter_not_found: unknown adapter",
-                     409: "no_model_loaded, adapter_incompatible, cancelled",
-                     422: "a value refused (`errors` names each field): invalid_body, invalid_settings, "
-                          "duration_exceeds_limit, invalid_duration, empty_prompt, prompt_too_long, invalid_seed",
-                     423: "busy: a switch or a generation is running"}))
-    def generate(body: GenerateRequest) -> GenerateResponse:
-        """Generate audio with the loaded model and its stored settings (overridable per request); returns the job
-        and the URL of its audio file."""
-        result: GenerationResult = ctx.generation.generate(body)
-        return GenerateResponse(**result.model_dump(exclude={"output_file"}), audio_url=_audio_url(result.job_id))
+                     409: "no_model_loaded, adapter_incompatible, cancelled (the job was cancelled while it ran)",
+                     500: "generation_failed"}))
+    def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
+        """Generate audio and wait for it: a job queued like any other (POST /api/jobs answers at once instead),
+        with the loaded model's stored settings (overridable per request); returns the job and its audio URL."""
+        result: GenerationResult = ctx.generation.generate(body, user=current_user(request))
+        return GenerateResponse(**result.model_dump(exclude={"output_file"}), audio_url=audio_url(result.job_id))
 
     @router.post("/generate/cancel", response_model=CancelResponse, tags=["generation"])
     def cancel_generation() -> CancelResponse:
-        """Stop the running generation at its next decoding step (its job is recorded as cancelled)."""
+        """Stop the running generation jobs at their next decoding step (recorded as cancelled). To cancel one job,
+        waiting or running: POST /api/jobs/{id}/cancel."""
         return CancelResponse(cancelled=ctx.generation.cancel())
-
-    @router.get("/jobs", response_model=list[JobResponse], tags=["jobs"])
-    def list_jobs(limit: Limit = 50, offset: Offset = 0) -> list[JobResponse]:
-        """Generation jobs, newest first."""
-        return [_job(j) for j in ctx.jobs.list(limit=limit, offset=offset)]
-
-    @router.get("/jobs/{job_id}", response_model=JobResponse, tags=["jobs"],
-                responses=error_responses({404: "not_found: unknown job"}))
-    def get_job(job_id: RecordId) -> JobResponse:
-        return _job(ctx.jobs.get(job_id))
-
-    @router.get("/jobs/{job_id}/audio", response_class=FileResponse, tags=["jobs"],
-                responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                             for t in ("audio/wav", "audio/flac", "audio/mpeg")}},
-                           **error_responses({404: "job_not_found, audio_not_found: unknown job, or it has no audio"})})
-    def job_audio(job_id: RecordId) -> FileResponse:
-        """The job's audio, in the output format its settings chose, named after its prompt and job
-        (`lofi-hip-hop-beat_job12.flac`)."""
-        path = ctx.jobs.audio_path(job_id)
-        return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=ctx.jobs.download_name(job_id, path))
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown_route(path: str):
@@ -132,6 +107,3 @@ def build_router(ctx: AppContext) -> APIRouter:
 
     return router
 
-
-def _job(info: JobInfo) -> JobResponse:
-    return JobResponse(**info.model_dump(), audio_url=_audio_url(info.id) if info.has_audio else None)

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from studio.db.types import UTCDateTime
-from studio.users import SYSTEM_USER
+from studio.users import LOCAL_USER, SYSTEM_USER
 
 
 def utcnow() -> datetime:
@@ -24,7 +24,8 @@ def as_utc(moment: datetime) -> datetime:
 
 # The one timestamp type of the studio's public records: always timezone-aware, always UTC.
 UTCTimestamp = Annotated[datetime, AfterValidator(as_utc)]
-JobStatus = Literal["running", "succeeded", "failed", "cancelled"]
+# queued -> running -> succeeded | failed | cancelled; interrupted: it was running when the studio stopped
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
 class Adapter(SQLModel, table=True):
@@ -67,7 +68,8 @@ def version_label(name: str, version: int) -> str:
 
 
 class Job(SQLModel, table=True):
-    """One generation request: what was asked, what happened, and the audio file it produced."""
+    """One generation request: what was asked (everything needed to run it again), who asked, how it went in the
+    queue, and the audio and codes files it produced."""
 
     id: int | None = Field(default=None, primary_key=True)
     prompt: str
@@ -76,13 +78,18 @@ class Job(SQLModel, table=True):
     seed: int
     duration_s: float
     sample_rate: int
-    status: str = Field(default="running", index=True)  # a JobStatus
+    status: str = Field(default="queued", index=True)  # a JobStatus
     error: str | None = None
+    error_code: str | None = None  # failed: a stable snake_case code
+    submitted_by: str = LOCAL_USER  # the signed-in user, LOCAL_USER without auth
     adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
     output_file: str | None = None  # relative to the data directory
-    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+    codes_file: str | None = None  # the generated codes (safetensors), beside the audio
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)  # accepted into the queue
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    elapsed_s: float | None = None
+    elapsed_s: float | None = None  # started -> finished: the decoding and the files
+    batch_size: int | None = None  # jobs decoded together with this one (itself included)
     # What the written file measures (decoded): integrated loudness (None: undefined) and true peak (None: silence)
     loudness_lufs: float | None = None
     true_peak_dbtp: float | None = None

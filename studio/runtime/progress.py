@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
-Stage = Literal["checking", "downloading", "unloading", "loading", "restoring", "ready", "error"]
+Stage = Literal["queued", "checking", "downloading", "unloading", "loading", "restoring", "ready", "error"]
 TERMINAL_STAGES = ("ready", "error")
 
 

@@ -142,6 +142,24 @@ class TransformersMusicgen:
         """Decoding steps for duration_s: the codebook delay pattern costs codebooks-1 extra steps."""
         return round(duration_s * self.spec.frame_rate) + self.codebooks_per_channel - 1
 
+    def generate_batch(self, rows, hooks=None, stream_every_s=1.0, fast_path=None):
+        # INTERIM (replaced by the decode loop of studio/runtime/decode.py): rows one after the other.
+        from studio.runtime.backend import DecodeHooks, RowResult
+
+        hooks = hooks or DecodeHooks()
+        out = []
+        for i, row in enumerate(rows):
+            self.activate_adapter(row.adapter, self.adapters.get(row.adapter) if row.adapter else None)
+            try:
+                audio = self.generate(row.prompt, row.frames / self.spec.frame_rate, row.params, row.seed,
+                                      on_step=hooks.on_step, should_stop=lambda i=i: hooks.stopped(i))
+            except Cancelled:
+                out.append(None)
+                continue
+            hooks.on_audio(i, 0, audio)
+            out.append(RowResult(codes=np.zeros((self.codebooks_per_channel, row.frames), np.int64), audio=audio))
+        return out
+
     def generate(self, prompt: str, duration_s: float, params: SamplingParams, seed: int,
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         inputs = self.processor(text=[prompt], padding=True, return_tensors="pt").to(self.device)

@@ -1,38 +1,32 @@
-"""Generation use case: validate against the loaded model's limits, generate, store audio + job together."""
+"""Generation use case: validate a request against the model it will run on, queue it as jobs, follow them."""
 from __future__ import annotations
 
 import math
 import secrets
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.db.engine import session_scope
-from studio.db.adapters import record_use
-from studio.db.jobs import create_job, finish_job
-from studio.errors import Cancelled, InvalidRequest, InvalidValues, OperationFailed, StudioError
+from studio.db.jobs import get_job
+from studio.db.models import Job
+from studio.errors import (Cancelled, Conflict, DiskFull, InvalidRequest, InvalidValues, NoModelLoaded, NotFound,
+                           OperationFailed, StorageUnavailable, StudioError)
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings
 from studio.registry import ModelSpec
-from studio.runtime.backend import SamplingParams
 from studio.runtime.manager import ModelManager
-from studio.services.adapters import AdapterRef, AdapterService
-from studio.services.audio_out import TARGET_TOLERANCE_LU, download_name, finish_audio, write_measured
+from studio.services.adapters import AdapterService
+from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
+from studio.services.job_events import AudioChunk, JobEvent, JobEvents
+from studio.services.queue import AdapterUse, JobPlan, JobQueue, audio_url
+from studio.users import LOCAL_USER
 
 StepCallback = Callable[[int, int], None]
 
 
 MAX_ID = 2**63 - 1  # the database's integer range
-
-
-def music_progress(done: int, total: int, duration_s: float, percent: bool = True) -> str:
-    """A generation's progress as a musician reads it: seconds of music made and percent, not decoding steps
-    (percent=False where a progress bar shows its own)."""
-    fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
-    text = f"{fraction * duration_s:.1f} of {duration_s:g} s"
-    return f"{text} ({fraction * 100:.0f} %)" if percent else text
 
 
 class GenerateRequest(BaseModel):
@@ -52,6 +46,26 @@ class GenerateRequest(BaseModel):
                                    description="a LoRA adapter compatible with the loaded model; none: base")
 
 
+MAX_VARIATIONS = 4
+
+
+class JobRequest(GenerateRequest):
+    variations: int = Field(1, ge=1, le=MAX_VARIATIONS, description=(
+        "takes of the same request with different seeds (the seed, then seed+1, ...; random seeds for a random "
+        "seed), decoded together: one job each"))
+
+
+class JobAccepted(BaseModel):
+    job_id: int = Field(description="the first job (the only one without variations)")
+    job_ids: list[int] = Field(description="every job of the request, one per variation")
+    seeds: list[int] = Field(description="each job's seed")
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    position: int = Field(description="the first job's place: 0 running, 1 next to start, ...")
+    eta_s: float | None = Field(description="seconds until the first job should be done (None: not known yet)")
+    model_id: str = Field(description="the model the jobs will run on")
+    events_url: str = Field(description="Server-Sent Events of the first job")
+
+
 class GenerationResult(BaseModel):
     job_id: int
     model_id: str
@@ -63,7 +77,10 @@ class GenerationResult(BaseModel):
     adapter_id: int | None
     adapter_label: str | None
     output_file: Path  # absolute path of the audio file (wav, flac or mp3, as the settings say)
-    elapsed_s: float
+    elapsed_s: float = Field(description="seconds from the start of decoding to the written file")
+    wait_s: float = Field(description="seconds the job waited in the queue")
+    batch_size: int = Field(description="jobs decoded together with this one (itself included)")
+    submitted_by: str
     loudness_lufs: float | None = Field(description="integrated loudness of the written file (None: undefined)")
     true_peak_dbtp: float | None = Field(description="true peak of the written file, decoded (None: silence)")
     loudness_note: str | None = Field(description="set when loudness normalisation did not reach its target")
@@ -102,12 +119,24 @@ def _check_duration(duration_s: float, spec: ModelSpec) -> None:
                       "invalid_duration", max_duration_s=spec.max_duration_s)
 
 
+# What a failed job's code means for a caller that waited on it (POST /api/generate, Gradio's generate).
+_FAILURES: dict[str, type[StudioError]] = {"adapter_load_failed": InvalidRequest, "model_not_loaded": NoModelLoaded,
+                                           "disk_full": DiskFull, "storage_unavailable": StorageUnavailable}
+
+
+def _job_failure(job: Job) -> StudioError:
+    cls = _FAILURES.get(job.error_code or "", OperationFailed)
+    return cls(job.error or "Generation failed.", code=job.error_code or "generation_failed", job_id=job.id)
+
+
 class GenerationService:
-    def __init__(self, manager: ModelManager, engine, adapters: AdapterService, configs: GenerationConfigService,
-                 data_dir: Path, max_prompt_chars: int = 1000):
-        self.manager, self.engine, self.adapters, self.configs = manager, engine, adapters, configs
+    def __init__(self, queue: JobQueue, manager: ModelManager, engine, adapters: AdapterService,
+                 configs: GenerationConfigService, data_dir: Path, max_prompt_chars: int = 1000):
+        self.queue, self.manager, self.engine = queue, manager, engine
+        self.adapters, self.configs = adapters, configs
+        self.registry = queue.registry
+        self.events: JobEvents = queue.events
         self.data_dir = Path(data_dir)
-        self.outputs_dir = self.data_dir / "outputs"
         self.max_prompt_chars = max_prompt_chars
 
     def _check_request(self, req: GenerateRequest) -> str:
@@ -126,91 +155,148 @@ class GenerationService:
             raise _refuse("prompt", "The prompt holds a NUL character.", "invalid_prompt")
         return prompt
 
-    def generate(self, req: GenerateRequest, on_step: StepCallback | None = None) -> GenerationResult:
+    # ---- accepting -----------------------------------------------------------------------------------------
+    def plan(self, req: GenerateRequest, user: str = LOCAL_USER, variations: int = 1) -> list[JobPlan]:
+        """The jobs a request makes, validated against the model they will run on: the loaded one, or the one
+        the last switch waiting in the queue loads (jobs after a switch run on the new model)."""
         prompt = self._check_request(req)
-        with self.manager.use("generating") as model:
-            spec = model.spec
-            settings = self.configs.resolve(spec, req.settings)
-            duration_s = req.duration_s if req.duration_s is not None else settings.default_duration_s
-            _check_duration(duration_s, spec)
-            adapter = (self.adapters.for_generation(req.adapter_id, spec, model.weights_hash)
-                       if req.adapter_id is not None else None)
-            # Applying is a set_adapter when loaded (milliseconds): the base model is never reloaded. A structure
-            # that does not fit is refused here, before any job is recorded.
-            try:
-                model.activate_adapter(adapter.key if adapter else None, adapter.folder if adapter else None)
-            except StudioError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - PEFT refusing the files: the request's fault, said once
-                if adapter is None:
-                    raise
-                raise InvalidRequest(f"Adapter {adapter.label} could not be applied to "
-                                     f"{spec.display_name}: {str(exc).splitlines()[0][:300] if str(exc) else exc!r}",
-                                     code="adapter_load_failed", adapter_id=req.adapter_id) from None
-            if req.seed is not None and req.seed != RANDOM_SEED:
-                seed = req.seed
-            elif req.seed is None and settings.seed_policy == "fixed":
-                seed = settings.seed
-            else:
-                seed = secrets.randbelow(MAX_SEED + 1)
-            return self._run(model, spec, prompt, duration_s, settings, seed, adapter, on_step)
+        model_id = self.queue.target_model()
+        if model_id is None:
+            raise NoModelLoaded("No model is loaded. Choose a model in Settings (or POST /api/models/current).")
+        spec = self.registry.get(model_id)
+        settings = self.configs.resolve(spec, req.settings)
+        duration_s = req.duration_s if req.duration_s is not None else settings.default_duration_s
+        _check_duration(duration_s, spec)
+        adapter = None
+        if req.adapter_id is not None:
+            loaded, weights_hash = self.manager.identity()
+            ref = self.adapters.for_generation(req.adapter_id, spec,
+                                               weights_hash if loaded is not None and loaded.id == spec.id else None)
+            adapter = AdapterUse(ref.id, ref.key, ref.folder, ref.label)
+        if req.seed is not None and req.seed != RANDOM_SEED:
+            seeds = [(req.seed + i) % (MAX_SEED + 1) for i in range(variations)]
+        elif req.seed is None and settings.seed_policy == "fixed":
+            seeds = [(settings.seed + i) % (MAX_SEED + 1) for i in range(variations)]
+        else:
+            seeds = [secrets.randbelow(MAX_SEED + 1) for _ in range(variations)]
+        frames = round(duration_s * spec.frame_rate)
+        return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user)
+                for seed in seeds]
 
-    def _run(self, model, spec: ModelSpec, prompt: str, duration_s: float, settings: MusicgenSettings, seed: int,
-             adapter: AdapterRef | None, on_step: StepCallback | None) -> GenerationResult:
+    def submit(self, req: JobRequest, user: str = LOCAL_USER) -> JobAccepted:
+        """Queue the request's jobs and answer at once: ids, seeds, place in the queue and ETA."""
+        plans = self.plan(req, user, req.variations)
+        ids = self.queue.accept(plans)
+        position, eta = self.queue.position(ids[0])
+        latest = self.events.latest(ids[0])
+        status = latest.status if latest is not None and position < 0 else ("running" if position == 0
+                                                                             else "queued")
+        return JobAccepted(job_id=ids[0], job_ids=ids, seeds=[p.seed for p in plans], status=status,
+                           position=max(position, 0), eta_s=eta, model_id=plans[0].model_id,
+                           events_url=f"/api/jobs/{ids[0]}/events")
+
+    def resubmit(self, job_id: int, user: str = LOCAL_USER) -> JobAccepted:
+        """Run a recorded job again (an interrupted one, or any other): same prompt, model, adapter, settings,
+        duration and seed, as a new job on the model it will run on."""
         with session_scope(self.engine) as session:
-            job = create_job(session, prompt=prompt, model_id=spec.id, settings=settings.model_dump(), seed=seed,
-                             duration_s=duration_s, sample_rate=spec.sample_rate,
-                             adapter_id=adapter.id if adapter else None)
-            started = time.perf_counter()
+            job = get_job(session, job_id)
+            if job is None:
+                raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+            if job.status in ("queued", "running"):
+                raise Conflict(f"Job {job_id} is {job.status}: it needs no resubmitting.", code="job_not_finished",
+                               job_id=job_id)
+            req = JobRequest(prompt=job.prompt, duration_s=job.duration_s, seed=job.seed,
+                             settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id)
+        return self.submit(req, user)
 
-            def step(done: int, total: int) -> None:
-                if done == total or done % 10 == 0:
-                    self.manager.set_activity(f"generating job {job.id}: {music_progress(done, total, duration_s)}")
-                if on_step:
-                    on_step(done, total)
+    def plan_of(self, job: Job) -> JobPlan:
+        """A recorded queued job's plan (after a restart), checked again: the model's limits or the adapter may
+        have changed while the studio was stopped."""
+        spec = self.registry.get(job.model_id)
+        settings = self.configs.resolve(spec, job.settings)
+        _check_duration(job.duration_s, spec)
+        adapter = None
+        if job.adapter_id is not None:
+            ref = self.adapters.for_generation(job.adapter_id, spec, None)
+            adapter = AdapterUse(ref.id, ref.key, ref.folder, ref.label)
+        return JobPlan(spec.id, job.prompt, job.duration_s, round(job.duration_s * spec.frame_rate),
+                       spec.sample_rate, settings, job.seed, adapter, job.submitted_by)
 
-            try:
-                params = SamplingParams(do_sample=settings.do_sample, top_k=settings.top_k, top_p=settings.top_p,
-                                        temperature=settings.temperature, guidance_scale=settings.guidance_scale)
-                audio = model.generate(prompt, duration_s, params, seed, on_step=step,
-                                       should_stop=self.manager.should_stop)
-            except Cancelled:
-                job = finish_job(session, job, "cancelled", error="Cancelled by the user.")
-                raise Cancelled(f"Cancelled: job {job.id} stopped after {job.elapsed_s:.1f} s.", job_id=job.id,
-                                elapsed_s=job.elapsed_s) from None
-            except Exception as exc:  # noqa: BLE001 - recorded, then reported as a domain error
-                finish_job(session, job, "failed", error=str(exc)[:500] or exc.__class__.__name__)
-                raise OperationFailed(f"Generation failed: {exc}", code="generation_failed", job_id=job.id) from None
-            try:
-                audio = finish_audio(audio, spec.sample_rate, settings)
-                name = download_name(prompt, job.id, settings.output_format)
-                path, measured = write_measured(self.outputs_dir / name, audio, spec.sample_rate, settings)
-            except Exception as exc:  # noqa: BLE001 - the job is closed as failed, never left "running"
-                finish_job(session, job, "failed", error=str(exc)[:500] or exc.__class__.__name__)
-                if isinstance(exc, StudioError):  # e.g. DiskFull: the job's record carries the same message
-                    exc.extra.setdefault("job_id", job.id)
-                    raise
-                raise OperationFailed(f"Could not finish the audio: {exc}", code="generation_failed",
-                                      job_id=job.id) from None
-            relative = path.relative_to(self.data_dir)
-            try:
-                if adapter is not None:
-                    record_use(session, adapter.id)  # committed with the job
-                finish_job(session, job, "succeeded", output_file=relative.as_posix(),
-                           loudness_lufs=measured.loudness_lufs, true_peak_dbtp=measured.true_peak_dbtp)
-            except Exception:
-                path.unlink(missing_ok=True)  # the record and the file exist together or not at all
-                session.rollback()
-                finish_job(session, job, "failed", error="could not record the result")
-                raise
-            return GenerationResult(job_id=job.id, model_id=spec.id, prompt=prompt, seed=seed,
-                                    duration_s=duration_s, sample_rate=spec.sample_rate, settings=settings.model_dump(),
-                                    adapter_id=adapter.id if adapter else None,
-                                    adapter_label=adapter.label if adapter else None, output_file=path.resolve(),
-                                    elapsed_s=round(time.perf_counter() - started, 3),
-                                    loudness_lufs=measured.loudness_lufs, true_peak_dbtp=measured.true_peak_dbtp,
-                                    loudness_note=loudness_note(settings, measured.loudness_lufs,
-                                                                measured.true_peak_dbtp))
+    def resume(self) -> list[int]:
+        return self.queue.resume(self.plan_of)
+
+    # ---- following -----------------------------------------------------------------------------------------
+    def follow(self, job_id: int, keepalive_s: float | None = None) -> Iterator[JobEvent | AudioChunk | None]:
+        """The job's events up to its final one (NotFound for an unknown job). A job over long ago: its final
+        event, from its record."""
+        if not self.events.known(job_id):
+            yield self.final_event(job_id)
+            return
+        yield from self.events.follow(job_id, keepalive_s)
+
+    def final_event(self, job_id: int) -> JobEvent:
+        with session_scope(self.engine) as session:
+            job = get_job(session, job_id)
+            if job is None:
+                raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+            status, error, code = job.status, job.error, job.error_code
+            has_audio = job.output_file is not None
+        if status in ("queued", "running"):  # accepted by a studio that stopped, not taken up again (yet)
+            return JobEvent(job_id=job_id, event=status, status=status, message=f"The job is {status}.")
+        if status == "succeeded":
+            return JobEvent(job_id=job_id, event="succeeded", status=status, fraction=1.0, message="Done.",
+                            audio_url=audio_url(job_id) if has_audio else None)
+        return JobEvent(job_id=job_id, event=status, status=status, message=error or status.capitalize(),
+                        code=code)
+
+    def wait(self, job_id: int, on_step: StepCallback | None = None) -> GenerationResult:
+        """Wait for a job's end; its result, or the reason it has none raised as a StudioError."""
+        for item in self.follow(job_id):
+            if isinstance(item, JobEvent) and item.event == "running" and on_step and item.total:
+                on_step(item.step or 0, item.total)
+        return self.result(job_id)
+
+    def generate(self, req: GenerateRequest, on_step: StepCallback | None = None,
+                 user: str = LOCAL_USER) -> GenerationResult:
+        """Queue one job and wait for it (the blocking contract of POST /api/generate)."""
+        accepted = self.submit(JobRequest(**req.model_dump()), user)
+        return self.wait(accepted.job_id, on_step)
+
+    def result(self, job_id: int) -> GenerationResult:
+        with session_scope(self.engine) as session:
+            job = get_job(session, job_id)
+            if job is None:
+                raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+            if job.status == "cancelled":
+                raise Cancelled(f"Cancelled: job {job.id} stopped"
+                                + (f" after {job.elapsed_s:.1f} s." if job.elapsed_s is not None else " before it "
+                                   "started."), job_id=job.id, elapsed_s=job.elapsed_s)
+            if job.status != "succeeded":
+                if job.status in ("queued", "running"):
+                    raise Conflict(f"Job {job_id} is {job.status}.", code="job_not_finished", job_id=job_id)
+                raise _job_failure(job)
+            spec = self.registry.get(job.model_id)
+            settings = spec.settings_class.model_validate(job.settings)
+            adapter_label = self.adapters.label(job.adapter_id)
+            wait = (job.started_at - job.created_at).total_seconds() if job.started_at else 0.0
+            return GenerationResult(
+                job_id=job.id, model_id=job.model_id, prompt=job.prompt, seed=job.seed, duration_s=job.duration_s,
+                sample_rate=job.sample_rate, settings=job.settings, adapter_id=job.adapter_id,
+                adapter_label=adapter_label, output_file=(self.data_dir / job.output_file).resolve(),
+                elapsed_s=job.elapsed_s or 0.0, wait_s=round(max(wait, 0.0), 3), batch_size=job.batch_size or 1,
+                submitted_by=job.submitted_by, loudness_lufs=job.loudness_lufs, true_peak_dbtp=job.true_peak_dbtp,
+                loudness_note=loudness_note(settings, job.loudness_lufs, job.true_peak_dbtp))
+
+    # ---- cancelling ----------------------------------------------------------------------------------------
+    def cancel_job(self, job_id: int) -> Literal["queued", "running"] | None:
+        """Cancel a job waiting (at once) or running (at its next step). None: it is over already (or unknown:
+        NotFound)."""
+        where = self.queue.cancel(job_id)
+        if where is None:
+            self.final_event(job_id)  # NotFound for an unknown job
+        return where
 
     def cancel(self) -> bool:
-        return self.manager.cancel()
+        """Cancel every running job (the page's and scripts' Cancel before jobs had ids)."""
+        running = [i.job_id for i in self.queue.view().items if i.kind == "generate" and i.state == "running"]
+        return any([self.queue.cancel(j) is not None for j in running])

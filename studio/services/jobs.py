@@ -26,23 +26,29 @@ class JobInfo(BaseModel):
     sample_rate: int
     status: JobStatus
     error: str | None
+    error_code: str | None = Field(description="failed / interrupted: a stable snake_case code")
+    submitted_by: str
     adapter_id: int | None
     adapter_label: str | None = Field(description="'name vN', or 'Deleted Adapter'")
     has_audio: bool
-    created_at: UTCTimestamp
+    has_codes: bool = Field(description="its generated codes are kept beside the audio")
+    created_at: UTCTimestamp = Field(description="accepted into the queue")
+    started_at: UTCTimestamp | None
     finished_at: UTCTimestamp | None
-    elapsed_s: float | None
+    elapsed_s: float | None = Field(description="started -> finished")
+    batch_size: int | None = Field(description="jobs decoded together with this one (itself included)")
     loudness_lufs: float | None = Field(description="integrated loudness of the audio file (None: undefined)")
     true_peak_dbtp: float | None = Field(description="true peak of the audio file, decoded (None: silence)")
 
 
 def _info(session, job: Job) -> JobInfo:
-    fields = job.model_dump(exclude={"output_file"})
+    fields = job.model_dump(exclude={"output_file", "codes_file"})
     label = None
     if job.adapter_id is not None:
         a = get_adapter(session, job.adapter_id)
         label = DELETED_ADAPTER if a is None or a.deleted_at is not None else a.label
-    return JobInfo(**fields, adapter_label=label, has_audio=job.output_file is not None)
+    return JobInfo(**fields, adapter_label=label, has_audio=job.output_file is not None,
+                   has_codes=job.codes_file is not None)
 
 
 class JobService:

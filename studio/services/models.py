@@ -10,6 +10,7 @@ from studio.registry import ModelSpec, Registry
 from studio.runtime.manager import ModelManager, State
 from studio.runtime.progress import ProgressEvent
 from studio.runtime.store import ModelStore
+from studio.services.queue import JobQueue
 
 log = logging.getLogger(__name__)
 FALLBACK_MODEL = "studio-tiny"
@@ -48,8 +49,9 @@ class CurrentModel(BaseModel):
 
 
 class ModelService:
-    def __init__(self, registry: Registry, manager: ModelManager, store: ModelStore, requested_model: str | None):
-        self.registry, self.manager, self.store = registry, manager, store
+    def __init__(self, registry: Registry, manager: ModelManager, store: ModelStore, queue: JobQueue,
+                 requested_model: str | None):
+        self.registry, self.manager, self.store, self.queue = registry, manager, store, queue
         self.requested_model = requested_model
 
     def _info(self, spec: ModelSpec, loaded_id: str | None) -> ModelInfo:
@@ -76,9 +78,10 @@ class ModelService:
         return CurrentModel(model=model, state=st.state, activity=st.activity, note=st.note, progress=st.progress)
 
     def switch(self, model_id: str, note: str | None = None) -> Iterator[ProgressEvent]:
-        """Progress events of a switch; raises NotFound or Busy before anything starts. `note`: why the model is
+        """Queue a switch behind the jobs accepted before it; its progress events (first 'queued' when it has
+        to wait), ending with ready or error. Raises NotFound before anything is queued. `note`: why the model is
         loaded, said in the page's header once it is."""
-        return self.manager.switch(model_id, note)
+        return self.queue.switch(model_id, note)
 
     # ---- start-up ----------------------------------------------------------------------------------------
     def initial_choice(self) -> tuple[str | None, str]:
@@ -103,6 +106,8 @@ class ModelService:
             self.manager.set_note(note)
             log.info(note)
             return None
-        final = self.manager.switch_and_wait(model_id, note)
+        final = None
+        for final in self.switch(model_id, note):
+            pass
         log.info("start-up model: %s", final.message)
         return final

@@ -13,7 +13,8 @@ from studio.errors import Cancelled, InvalidValues
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, field_errors
 from studio.services.adapters import AdapterInfo
 from studio.services.gen_config import ConfigView
-from studio.services.generation import GenerateRequest, duration_over_limit, music_progress
+from studio.services.generation import GenerateRequest, duration_over_limit
+from studio.services.job_events import music_progress
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, failed_status, failures_as_status, md_escape, plain_status, user_errors
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update

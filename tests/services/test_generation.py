@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from studio.errors import Cancelled
-from studio.services.generation import GenerateRequest, download_name, loudness_note, music_progress
+from studio.services.audio_out import download_name
+from studio.services.generation import GenerateRequest, loudness_note
+from studio.services.job_events import music_progress
 from studio.gen_settings import settings_class
 
 NAMES = [

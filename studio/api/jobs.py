@@ -1,0 +1,144 @@
+"""The /api/jobs and /api/queue routes: submit, follow (Server-Sent Events), cancel, resubmit, list, download."""
+from __future__ import annotations
+
+import base64
+from typing import Iterator, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field
+
+from studio.api.auth import current_user
+from studio.api.errors import error_responses
+from studio.api.params import Limit, Offset, RecordId
+from studio.context import AppContext
+from studio.services.generation import JobAccepted, JobRequest
+from studio.services.job_events import AudioChunk
+from studio.services.jobs import JobInfo
+from studio.services.queue import QueueView, audio_url
+
+KEEPALIVE_S = 15.0  # a comment line this often while nothing happens (proxies close idle streams)
+
+GENERATE_REFUSALS = {
+    400: "adapter_deleted, adapter_inactive: the adapter cannot be used",
+    404: "adapter_not_found: unknown adapter",
+    409: "no_model_loaded, adapter_incompatible",
+    422: "a value refused (`errors` names each field): invalid_body, invalid_settings, duration_exceeds_limit, "
+         "invalid_duration, empty_prompt, prompt_too_long, invalid_seed",
+    429: "queue_full: --max-queue jobs wait already; try again after Retry-After seconds",
+}
+
+
+class JobResponse(JobInfo):
+    audio_url: str | None
+
+
+class AudioEvent(BaseModel):
+    """The `data` of an `audio` event: new audio of a running job, as it decodes."""
+    job_id: int
+    seq: int = Field(description="0, 1, 2, ... in order")
+    start_s: float = Field(description="where this chunk starts in the clip")
+    sample_rate: int
+    channels: int
+    format: Literal["pcm_s16le"] = Field("pcm_s16le", description="little-endian 16-bit PCM, channels interleaved")
+    data: str = Field(description="base64 of the PCM bytes")
+
+
+class JobCancelResponse(BaseModel):
+    job_id: int
+    cancelled: bool = Field(description="false: the job was over already")
+    was: Literal["queued", "running"] | None = Field(description="where the job was when cancelled")
+
+
+def _job(info: JobInfo) -> JobResponse:
+    return JobResponse(**info.model_dump(), audio_url=audio_url(info.id) if info.has_audio else None)
+
+
+def _pcm(audio: np.ndarray) -> str:
+    return base64.b64encode((np.clip(audio, -1.0, 1.0) * 32767).round().astype("<i2").tobytes()).decode("ascii")
+
+
+def sse_items(items: Iterator) -> Iterator[ServerSentEvent]:
+    for item in items:
+        if item is None:
+            yield ServerSentEvent(comment="keep-alive")
+        elif isinstance(item, AudioChunk):
+            audio = item.audio if item.audio.ndim == 2 else item.audio[:, None]
+            data = AudioEvent(job_id=item.job_id, seq=item.seq, start_s=round(item.start_s, 4),
+                              sample_rate=item.sample_rate, channels=audio.shape[1], data=_pcm(audio))
+            yield ServerSentEvent(event="audio", data=data, id=f"a{item.seq}")
+        else:
+            yield ServerSentEvent(event=item.event, data=item.model_dump(exclude_none=True))
+
+
+def build_jobs_router(ctx: AppContext) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["jobs"])
+
+    def existing_job(job_id: RecordId) -> int:
+        """A dependency runs before a stream starts: an unknown job is a 404, not a broken stream."""
+        ctx.jobs.get(job_id)
+        return job_id
+
+    @router.post("/jobs", status_code=202, response_model=JobAccepted, responses=error_responses(GENERATE_REFUSALS))
+    def submit_job(body: JobRequest, request: Request) -> JobAccepted:
+        """Queue a generation (1-4 variations, one job each) and answer at once with the job ids, their place in
+        the queue and an ETA. Follow it at `events_url`; its audio is at /api/jobs/{id}/audio when it succeeds.
+        The request is validated against the model it will run on (after the switches queued before it)."""
+        return ctx.generation.submit(body, current_user(request))
+
+    @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse,
+                responses={200: {"description": (
+                    "Server-Sent Events, JSON in each `data:` line. `queued` (position, eta_s), `running` (step, "
+                    "total, fraction, eta_s), `audio` (new audio as it decodes: AudioEvent), then one final event: "
+                    "`succeeded` (audio_url), `failed` (code, message), `cancelled` or `interrupted`. Comment lines "
+                    "keep the connection alive. A job over already sends its final event only."),
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    **error_responses({404: "job_not_found: unknown job"})})
+    def job_events(job_id: int = Depends(existing_job)) -> Iterator[ServerSentEvent]:
+        """Everything that happens to a job, as it happens."""
+        yield from sse_items(ctx.generation.follow(job_id, keepalive_s=KEEPALIVE_S))
+
+    @router.post("/jobs/{job_id}/cancel", response_model=JobCancelResponse,
+                 responses=error_responses({404: "job_not_found: unknown job"}))
+    def cancel_job(job_id: RecordId) -> JobCancelResponse:
+        """Cancel a job: a waiting one at once, a running one at its next decoding step (no audio is kept)."""
+        was = ctx.generation.cancel_job(job_id)
+        return JobCancelResponse(job_id=job_id, cancelled=was is not None, was=was)
+
+    @router.post("/jobs/{job_id}/resubmit", status_code=202, response_model=JobAccepted,
+                 responses=error_responses({404: "job_not_found, adapter_not_found", 409: "job_not_finished, "
+                                            "no_model_loaded, adapter_incompatible", **{
+                                                k: v for k, v in GENERATE_REFUSALS.items() if k in (400, 422, 429)}}))
+    def resubmit_job(job_id: RecordId, request: Request) -> JobAccepted:
+        """Run a finished job again as a new job (an interrupted one, or any other): same prompt, adapter,
+        settings, duration and seed."""
+        return ctx.generation.resubmit(job_id, current_user(request))
+
+    @router.get("/queue", response_model=QueueView)
+    def queue_view() -> QueueView:
+        """What runs and what waits, in order (model switches included), with ETAs, and what comes next."""
+        return ctx.queue.view()
+
+    @router.get("/jobs", response_model=list[JobResponse])
+    def list_jobs(limit: Limit = 50, offset: Offset = 0) -> list[JobResponse]:
+        """Generation jobs, newest first."""
+        return [_job(j) for j in ctx.jobs.list(limit=limit, offset=offset)]
+
+    @router.get("/jobs/{job_id}", response_model=JobResponse,
+                responses=error_responses({404: "not_found: unknown job"}))
+    def get_job(job_id: RecordId) -> JobResponse:
+        return _job(ctx.jobs.get(job_id))
+
+    @router.get("/jobs/{job_id}/audio", response_class=FileResponse,
+                responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                             for t in ("audio/wav", "audio/flac", "audio/mpeg")}},
+                           **error_responses({404: "job_not_found, audio_not_found: unknown job, or it has no audio"})})
+    def job_audio(job_id: RecordId) -> FileResponse:
+        """The job's audio, in the output format its settings chose, named after its prompt and job
+        (`lofi-hip-hop-beat_job12.flac`)."""
+        path = ctx.jobs.audio_path(job_id)
+        return FileResponse(path, media_type=ctx.jobs.media_type(path), filename=ctx.jobs.download_name(job_id, path))
+
+    return router

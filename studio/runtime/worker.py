@@ -1,0 +1,384 @@
+"""The worker: the one user of the device, the loaded model and its adapters.
+
+Callers submit tasks and may cancel them; the worker runs them in the order they came, one at a time: a model
+switch is a barrier (jobs submitted before it run on the old model, jobs after it on the new one), and the
+generation jobs waiting together for the loaded model are decoded as one batch. What happens is told to a
+WorkerListener, so the same protocol fits a worker in another process or on another machine (a Ray Serve replica):
+only these plain events cross the seam.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Protocol
+
+import numpy as np
+
+from studio.runtime.backend import DecodeHooks, Row, RowResult
+from studio.runtime.manager import ModelManager
+from studio.runtime.progress import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.25  # progress events per job at most this often (a step can take 2 ms)
+SWITCH_GUESS_S = 10.0  # a switch's duration before one was measured
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    return text.strip().splitlines()[0][:300].rstrip(".")
+
+
+@dataclass(frozen=True)
+class GenerateTask:
+    job_id: int
+    model_id: str  # the model the job was validated against: it runs on that model or fails, never on another
+    row: Row
+    adapter_folder: Path | None = None  # where row.adapter's files are (loaded on first use)
+
+
+@dataclass(frozen=True)
+class SwitchTask:
+    model_id: str
+    note: str | None = None  # why the model is loaded, for the page's header
+    task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+Task = GenerateTask | SwitchTask
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One task as the queue view shows it."""
+    kind: Literal["generate", "switch"]
+    state: Literal["running", "queued"]
+    position: int  # 0: running; 1, 2, ...: waiting, in the order they will start
+    model_id: str
+    job_id: int | None = None
+    eta_s: float | None = None  # seconds until it is done, from measured speeds (None: nothing measured yet)
+    done: int | None = None  # decoding steps done (running jobs)
+    total: int | None = None
+    batch_size: int | None = None
+    task_id: str | None = None  # switches
+
+
+class WorkerListener(Protocol):
+    """What a worker tells its owner. Called from the worker's thread, never while it holds its lock."""
+
+    def started(self, job_ids: list[int], batch_size: int) -> None: ...
+
+    def progress(self, job_id: int, done: int, total: int, eta_s: float | None) -> None: ...
+
+    def audio(self, job_id: int, start_sample: int, chunk: np.ndarray) -> None: ...
+
+    def finished(self, job_id: int, result: RowResult) -> None: ...
+
+    def failed(self, job_id: int, code: str, message: str) -> None: ...
+
+    def cancelled(self, job_id: int) -> None: ...
+
+    def switch_progress(self, task: SwitchTask, event: ProgressEvent) -> None: ...
+
+    def queue_changed(self) -> None: ...
+
+
+class Worker(Protocol):
+    """The seam between the studio's queue service and whatever owns a device (this process, or a remote one)."""
+
+    def submit(self, *tasks: Task) -> None: ...
+
+    def cancel(self, job_id: int) -> Literal["queued", "running"] | None: ...
+
+    def snapshot(self) -> list[QueueEntry]: ...
+
+    def target_model(self) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+class _BatchHooks(DecodeHooks):
+    def __init__(self, worker: "LocalWorker", tasks: list[GenerateTask], model_id: str):
+        self.worker, self.tasks, self.model_id = worker, tasks, model_id
+        self.max_frames = max(t.row.frames for t in tasks)
+        self.last_step = time.perf_counter()
+        self.last_sent = 0.0
+
+    def on_step(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        self.worker._measure_step(self.model_id, now - self.last_step)
+        self.last_step = now
+        with self.worker._cond:
+            self.worker._progress = (done, total)
+        if done < total and now - self.last_sent < PROGRESS_EVERY_S:
+            return
+        self.last_sent = now
+        extra = total - self.max_frames  # the delay pattern's extra steps, the same for every row
+        step_s = self.worker.step_seconds(self.model_id)
+        for i, task in enumerate(self.tasks):
+            own = task.row.frames + extra
+            if self.stopped(i) or done > own:
+                continue
+            eta = (own - done) * step_s if step_s is not None else None
+            self.worker.listener.progress(task.job_id, done, own, eta)
+
+    def stopped(self, row: int) -> bool:
+        return self.tasks[row].job_id in self.worker._stopping
+
+    def on_audio(self, row: int, start_sample: int, chunk: np.ndarray) -> None:
+        if not self.stopped(row):
+            self.worker.listener.audio(self.tasks[row].job_id, start_sample, chunk)
+
+
+class LocalWorker:
+    """The in-process worker: one thread that owns the ModelManager's model (nothing else uses it)."""
+
+    def __init__(self, manager: ModelManager, listener: WorkerListener, *, max_batch: Callable[[str], int],
+                 stream_every_s: float | None = 1.0, fast_path: bool | None = None):
+        self.manager, self.listener = manager, listener
+        self.max_batch, self.stream_every_s, self.fast_path = max_batch, stream_every_s, fast_path
+        self._cond = threading.Condition()  # guards every field below
+        self._pending: deque[Task] = deque()
+        self._running: list[GenerateTask] | SwitchTask | None = None
+        self._stopping: set[int] = set()  # running jobs asked to stop
+        self._progress: tuple[int, int] | None = None  # (done, total) steps of the running batch
+        self._step_s: dict[str, float] = {}  # measured seconds per decoding step, per model
+        self._switch_s: dict[str, float] = {}  # measured seconds per switch, per model
+        self._told: set[int] = set()  # jobs of the running batch whose end the listener was told (worker thread)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # ---- the protocol ------------------------------------------------------------------------------------
+    def submit(self, *tasks: Task) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the worker is closed")
+            self._pending.extend(tasks)
+            if self._thread is None:  # started on first use: a context that never generates has no thread
+                self._thread = threading.Thread(target=self._loop, name="studio-worker", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        self.listener.queue_changed()
+
+    def cancel(self, job_id: int) -> Literal["queued", "running"] | None:
+        """Remove a waiting job (told as cancelled at once) or stop a running one at its next step."""
+        with self._cond:
+            running = self._running if isinstance(self._running, list) else []
+            if any(t.job_id == job_id for t in running):
+                self._stopping.add(job_id)
+                return "running"
+            task = next((t for t in self._pending if isinstance(t, GenerateTask) and t.job_id == job_id), None)
+            if task is None:
+                return None
+            self._pending.remove(task)
+        self.listener.cancelled(job_id)
+        self.listener.queue_changed()
+        return "queued"
+
+    def target_model(self) -> str | None:
+        """The model a job submitted now will run on: the last switch waiting, the one running, or the loaded one."""
+        with self._cond:
+            switches = [t for t in self._pending if isinstance(t, SwitchTask)]
+            if switches:
+                return switches[-1].model_id
+            if isinstance(self._running, SwitchTask):
+                return self._running.model_id
+        return self.manager.status().model_id
+
+    def pending_jobs(self) -> int:
+        with self._cond:
+            return sum(isinstance(t, GenerateTask) for t in self._pending)
+
+    def step_seconds(self, model_id: str) -> float | None:
+        with self._cond:
+            return self._step_s.get(model_id)
+
+    def snapshot(self) -> list[QueueEntry]:
+        """What runs and what waits, in order, each with an estimate of when it will be done."""
+        with self._cond:
+            running, pending, progress = self._running, list(self._pending), self._progress
+            step_s, switch_s = dict(self._step_s), dict(self._switch_s)
+        entries: list[QueueEntry] = []
+        clock = 0.0  # seconds from now, while the simulation walks the queue
+        known = True
+        model = self.manager.status().model_id
+
+        def cost(model_id: str, steps: int) -> float | None:
+            per = step_s.get(model_id)
+            return steps * per if per is not None else None
+
+        if isinstance(running, SwitchTask):
+            entries.append(QueueEntry("switch", "running", 0, running.model_id, task_id=running.task_id))
+            clock += switch_s.get(running.model_id, SWITCH_GUESS_S) / 2
+            model = running.model_id
+        elif running:
+            done, total = progress or (0, max(t.row.frames for t in running))
+            left = cost(running[0].model_id, max(total - done, 0))
+            known = left is not None
+            clock += left or 0.0
+            extra = total - max(t.row.frames for t in running)
+            for t in running:
+                own = t.row.frames + extra
+                eta = cost(t.model_id, max(own - done, 0)) if known else None
+                entries.append(QueueEntry("generate", "running", 0, t.model_id, t.job_id, eta, min(done, own), own,
+                                          len(running)))
+        position = 0
+        i = 0
+        while i < len(pending):
+            task = pending[i]
+            if isinstance(task, SwitchTask):
+                position += 1
+                clock += switch_s.get(task.model_id, SWITCH_GUESS_S)
+                entries.append(QueueEntry("switch", "queued", position, task.model_id,
+                                          eta_s=round(clock, 1) if known else None, task_id=task.task_id))
+                model = task.model_id
+                i += 1
+                continue
+            batch = self._batch_of(pending, i, model)
+            steps = max(t.row.frames for t in batch) + 3  # + the delay pattern, about
+            c = cost(task.model_id, steps)
+            known = known and c is not None
+            clock += c or 0.0
+            for t in batch:
+                position += 1
+                entries.append(QueueEntry("generate", "queued", position, t.model_id, t.job_id,
+                                          round(clock, 1) if known else None))
+            i += len(batch)
+        return entries
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop after the running step (running jobs are cancelled; waiting ones stay recorded as queued)."""
+        with self._cond:
+            self._closed = True
+            if isinstance(self._running, list):
+                self._stopping.update(t.job_id for t in self._running)
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # ---- the thread --------------------------------------------------------------------------------------
+    def _batch_of(self, pending: list[Task] | deque, start: int, loaded: str | None) -> list[GenerateTask]:
+        """The jobs decoded together from pending[start]: the next ones for the same model, up to its max_batch,
+        never past a switch. A job for a model that is not the loaded one runs alone (it will fail)."""
+        head = pending[start]
+        if head.model_id != loaded:
+            return [head]
+        limit = self.max_batch(head.model_id)
+        batch = []
+        for task in itertools.islice(pending, start, None):
+            if not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit:
+                break
+            batch.append(task)
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                head = self._pending[0]
+                if isinstance(head, SwitchTask):
+                    work: list[GenerateTask] | SwitchTask = self._pending.popleft()
+                else:
+                    work = self._batch_of(self._pending, 0, self.manager.status().model_id)
+                    for _ in work:
+                        self._pending.popleft()
+                self._running, self._progress = work, None
+            self.listener.queue_changed()
+            try:
+                if isinstance(work, SwitchTask):
+                    self._switch(work)
+                else:
+                    self._generate(work)
+            except Exception as exc:  # noqa: BLE001 - the worker outlives any one task, and says why it failed
+                log.exception("worker task crashed")
+                if isinstance(work, SwitchTask):
+                    self.listener.switch_progress(work, ProgressEvent(
+                        "error", f"Switch failed: {_reason(exc)}", work.model_id, code="switch_failed"))
+                else:
+                    for task in work:
+                        if task.job_id not in self._told:
+                            self.listener.failed(task.job_id, "generation_failed",
+                                                 f"Generation failed: {_reason(exc)}.")
+            finally:
+                with self._cond:
+                    if isinstance(work, list):
+                        self._stopping.difference_update(t.job_id for t in work)
+                    self._running, self._progress = None, None
+                    self._told = set()
+            self.listener.queue_changed()
+
+    def _measure_step(self, model_id: str, seconds: float) -> None:
+        with self._cond:
+            old = self._step_s.get(model_id)
+            self._step_s[model_id] = seconds if old is None else 0.9 * old + 0.1 * seconds
+
+    def _switch(self, task: SwitchTask) -> None:
+        started = time.perf_counter()
+        final = self.manager.switch_and_wait(task.model_id, task.note,
+                                             on_event=lambda e: self.listener.switch_progress(task, e))
+        if final.stage == "ready":
+            with self._cond:
+                self._switch_s[task.model_id] = time.perf_counter() - started
+
+    def _failed(self, job_id: int, code: str, message: str) -> None:
+        self._told.add(job_id)
+        self.listener.failed(job_id, code, message)
+
+    def _cancelled(self, job_id: int) -> None:
+        self._told.add(job_id)
+        self.listener.cancelled(job_id)
+
+    def _finished(self, job_id: int, result: RowResult) -> None:
+        self._told.add(job_id)
+        self.listener.finished(job_id, result)
+
+    def _generate(self, batch: list[GenerateTask]) -> None:
+        loaded = self.manager.status().model_id
+        if batch[0].model_id != loaded:
+            for task in batch:
+                what = f"model {loaded} is loaded" if loaded else "no model is loaded"
+                self._failed(task.job_id, "model_not_loaded",
+                             f"This job was for model {task.model_id}, but {what} (its switch failed or another "
+                             "switch came first). Submit it again.")
+            return
+        with self.manager.use(f"generating {len(batch)} job(s)") as model:
+            ready: list[GenerateTask] = []
+            for task in batch:
+                if task.row.adapter is None:
+                    ready.append(task)
+                    continue
+                try:
+                    model.load_adapter(task.row.adapter, task.adapter_folder)
+                except Exception as exc:  # noqa: BLE001 - the adapter's files: this job's fault, not the batch's
+                    self._failed(task.job_id, "adapter_load_failed", f"The adapter could not be applied: {_reason(exc)}.")
+                    continue
+                ready.append(task)
+            if not ready:
+                return
+            self.listener.started([t.job_id for t in ready], len(ready))
+            hooks = _BatchHooks(self, ready, ready[0].model_id)
+            try:
+                results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s,
+                                               fast_path=self.fast_path)
+            except Exception as exc:  # noqa: BLE001 - every job of the batch is told why
+                log.exception("decoding failed")
+                for i, task in enumerate(ready):
+                    if hooks.stopped(i):
+                        self._cancelled(task.job_id)
+                    else:
+                        self._failed(task.job_id, "generation_failed", f"Generation failed: {_reason(exc)}.")
+                return
+        for task, result in zip(ready, results):
+            if result is None:
+                self._cancelled(task.job_id)
+            else:
+                self._finished(task.job_id, result)

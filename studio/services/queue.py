@@ -1,0 +1,372 @@
+"""The job queue: every generation and every model switch of every client goes through one worker, in order.
+
+The service records each job (queued -> running -> succeeded / failed / cancelled), hands it to the worker, turns
+what the worker says into database updates (short sessions, never one held during a decode) and into events that
+the page, SSE clients and waiting calls follow, and writes each job's audio and codes. Nothing accepted is lost:
+queued jobs are run again after a restart, running ones are recorded as interrupted.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue as stdqueue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from studio.db.adapters import record_use
+from studio.db.engine import session_scope
+from studio.db.jobs import create_jobs, finish_job, get_job, mark_running, queued_jobs
+from studio.errors import NotFound, QueueFull, StudioError
+from studio.gen_settings import MusicgenSettings
+from studio.registry import Registry
+from studio.runtime.backend import Row, RowResult, SamplingParams
+from studio.runtime.manager import ModelManager
+from studio.runtime.progress import ProgressEvent
+from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, SwitchTask, Worker
+from studio.services.audio_out import download_name, finish_audio, write_measured
+from studio.services.job_events import JobEvent, JobEvents, music_progress
+from studio.storage import storage_writes
+
+log = logging.getLogger(__name__)
+
+
+def audio_url(job_id: int) -> str:
+    """Where a job's audio is served (the REST API's route)."""
+    return f"/api/jobs/{job_id}/audio"
+
+
+@dataclass(frozen=True)
+class AdapterUse:
+    id: int
+    key: str  # PEFT adapter name inside the loaded model
+    folder: Path
+    label: str
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything needed to run a job (and to record it): validated against the model it will run on."""
+    model_id: str
+    prompt: str
+    duration_s: float
+    frames: int
+    sample_rate: int
+    settings: MusicgenSettings
+    seed: int
+    adapter: AdapterUse | None
+    submitted_by: str
+
+    def task(self, job_id: int) -> GenerateTask:
+        s = self.settings
+        params = SamplingParams(do_sample=s.do_sample, top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
+                                guidance_scale=s.guidance_scale)
+        row = Row(self.prompt, self.frames, self.seed, params, self.adapter.key if self.adapter else None)
+        return GenerateTask(job_id, self.model_id, row, self.adapter.folder if self.adapter else None)
+
+
+class QueueItem(BaseModel):
+    kind: Literal["generate", "switch"]
+    state: Literal["running", "queued"]
+    position: int = Field(description="0: running; 1, 2, ...: waiting, in the order they will start")
+    model_id: str
+    job_id: int | None = None
+    prompt: str | None = None
+    submitted_by: str | None = None
+    eta_s: float | None = Field(None, description="seconds until it should be done (None: not known yet)")
+    fraction: float | None = Field(None, description="running jobs: 0 to 1")
+    batch_size: int | None = None
+
+
+class QueueView(BaseModel):
+    items: list[QueueItem] = Field(description="running first, then waiting in order")
+    waiting: int = Field(description="generation jobs waiting")
+    max_queue: int
+    next: str = Field(description="what the studio will do next, for a person")
+
+
+def _position_text(position: int, eta_s: float | None) -> str:
+    place = "next to start" if position == 1 else f"number {position} in the queue"
+    return f"Waiting: {place}" + (f", ready in about {eta_s:.0f} s" if eta_s is not None else "")
+
+
+class JobQueue:
+    def __init__(self, engine, manager: ModelManager, registry: Registry, events: JobEvents, data_dir: Path, *,
+                 max_queue: int = 64, stream_every_s: float | None = 1.0, fast_path: bool | None = None,
+                 worker: Worker | None = None):
+        self.engine, self.manager, self.registry, self.events = engine, manager, registry, events
+        self.data_dir = Path(data_dir)
+        self.outputs_dir = self.data_dir / "outputs"
+        self.max_queue = max_queue
+        self.worker: Worker = worker or LocalWorker(manager, self, max_batch=lambda m: registry.get(m).max_batch,
+                                                    stream_every_s=stream_every_s, fast_path=fast_path)
+        self._lock = threading.Lock()  # guards _plans, _positions, _switches; serialises accepting
+        self._plans: dict[int, JobPlan] = {}  # jobs accepted and not over
+        self._positions: dict[int, tuple[int, int | None]] = {}  # what each waiting job was last told
+        self._switches: dict[str, stdqueue.SimpleQueue] = {}  # switch task id -> its followers' events
+
+    # ---- accepting -----------------------------------------------------------------------------------------
+    def target_model(self) -> str | None:
+        return self.worker.target_model()
+
+    def accept(self, plans: list[JobPlan]) -> list[int]:
+        """Record the plans as queued jobs (all or none) and queue them; their ids. QueueFull when the queue holds
+        max_queue jobs already."""
+        with self._lock:
+            waiting = self.worker.pending_jobs()
+            if waiting + len(plans) > self.max_queue:
+                raise QueueFull(f"The queue is full ({waiting} jobs wait, at most {self.max_queue}): try again in "
+                                f"{self.retry_after_s()} s.", retry_after_s=self.retry_after_s(),
+                                max_queue=self.max_queue)
+            rows = [dict(prompt=p.prompt, model_id=p.model_id, settings=p.settings.model_dump(), seed=p.seed,
+                         duration_s=p.duration_s, sample_rate=p.sample_rate, submitted_by=p.submitted_by,
+                         adapter_id=p.adapter.id if p.adapter else None) for p in plans]
+            with session_scope(self.engine) as session:
+                ids = [job.id for job in create_jobs(session, rows)]
+            for job_id, plan in zip(ids, plans):
+                self._plans[job_id] = plan
+                self.events.open(job_id)
+        self.worker.submit(*(plan.task(job_id) for job_id, plan in zip(ids, plans)))
+        return ids
+
+    def retry_after_s(self) -> int:
+        """When a refused client should try again: when the next job should be done (at least a second)."""
+        etas = [e.eta_s for e in self.worker.snapshot() if e.kind == "generate" and e.eta_s is not None]
+        return max(1, math.ceil(min(etas))) if etas else 5
+
+    def position(self, job_id: int) -> tuple[int, float | None]:
+        """(position, eta_s) of an accepted job: 0 when running; -1 when it is not in the queue."""
+        for entry in self.worker.snapshot():
+            if entry.job_id == job_id:
+                return entry.position, entry.eta_s
+        return -1, None
+
+    def cancel(self, job_id: int) -> Literal["queued", "running"] | None:
+        """Cancel a waiting job at once, or a running one at its next step; None when it is not in the queue."""
+        return self.worker.cancel(job_id)
+
+    def switch(self, model_id: str, note: str | None = None) -> Iterator[ProgressEvent]:
+        """Queue a model switch behind the work already accepted; its events, from 'queued' to ready or error."""
+        spec = self.registry.get(model_id)  # NotFound before anything is queued
+        task = SwitchTask(spec.id, note)
+        events: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
+        with self._lock:
+            self._switches[task.task_id] = events
+        self.worker.submit(task)
+        entries = self.worker.snapshot()
+        mine = next((e for e in entries if e.task_id == task.task_id and e.state == "queued"), None)
+        ahead = [e for e in entries if mine is not None and e.kind == "generate"
+                 and (e.state == "running" or e.position < mine.position)]
+        if ahead:
+            eta = max((e.eta_s for e in ahead if e.eta_s is not None), default=None)
+            when = f" (about {eta:.0f} s)" if eta is not None else ""
+            events.put(ProgressEvent("queued", f"Switching to {spec.display_name} after the {len(ahead)} job(s) "
+                                               f"accepted before it{when}", spec.id, fraction=0.0))
+        return _drain(events)
+
+    # ---- the worker's listener ---------------------------------------------------------------------------
+    def started(self, job_ids: list[int], batch_size: int) -> None:
+        with session_scope(self.engine) as session:
+            mark_running(session, job_ids, batch_size)
+        for job_id in job_ids:
+            with self._lock:
+                self._positions.pop(job_id, None)
+            self.events.publish(JobEvent(job_id=job_id, event="running", status="running", step=0, fraction=0.0,
+                                         message="Starting" + (f" (in a batch of {batch_size})"
+                                                               if batch_size > 1 else "")))
+
+    def progress(self, job_id: int, done: int, total: int, eta_s: float | None) -> None:
+        plan = self._plan(job_id)
+        if plan is None:
+            return
+        fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
+        self.events.publish(JobEvent(job_id=job_id, event="running", status="running", step=done, total=total,
+                                     fraction=round(fraction, 4), eta_s=None if eta_s is None else round(eta_s, 1),
+                                     message=f"Generating: {music_progress(done, total, plan.duration_s)}"))
+
+    def audio(self, job_id: int, start_sample: int, chunk: np.ndarray) -> None:
+        plan = self._plan(job_id)
+        if plan is not None:
+            self.events.publish_audio(job_id, start_sample, plan.sample_rate, chunk)
+
+    def finished(self, job_id: int, result: RowResult) -> None:
+        plan = self._plan(job_id)
+        if plan is None:
+            return
+        try:
+            event = self._store(job_id, plan, result)
+        except Exception as exc:  # noqa: BLE001 - the job is closed as failed, never left running
+            log.exception("could not finish job %s", job_id)
+            code = exc.code if isinstance(exc, StudioError) else "generation_failed"
+            message = exc.message if isinstance(exc, StudioError) else f"Could not finish the audio: {exc}"
+            self.failed(job_id, code, message)
+            return
+        self._forget(job_id)
+        self.events.publish(event)
+
+    def failed(self, job_id: int, code: str, message: str) -> None:
+        self._close(job_id, "failed", message, code)
+
+    def cancelled(self, job_id: int) -> None:
+        self._close(job_id, "cancelled", "Cancelled.", None)
+
+    def switch_progress(self, task: SwitchTask, event: ProgressEvent) -> None:
+        with self._lock:
+            followers = self._switches.get(task.task_id)
+            if event.terminal:
+                self._switches.pop(task.task_id, None)
+        if followers is not None:
+            followers.put(event)
+
+    def queue_changed(self) -> None:
+        """Tell each waiting job its new place and ETA when they changed."""
+        for entry in self.worker.snapshot():
+            if entry.kind != "generate" or entry.state != "queued":
+                continue
+            told = (entry.position, None if entry.eta_s is None else round(entry.eta_s))
+            with self._lock:
+                if self._positions.get(entry.job_id) == told:
+                    continue
+                self._positions[entry.job_id] = told
+            self.events.publish(JobEvent(job_id=entry.job_id, event="queued", status="queued",
+                                         position=entry.position, eta_s=entry.eta_s,
+                                         message=_position_text(entry.position, entry.eta_s)))
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+    def _plan(self, job_id: int) -> JobPlan | None:
+        with self._lock:
+            return self._plans.get(job_id)
+
+    def _forget(self, job_id: int) -> None:
+        with self._lock:
+            self._plans.pop(job_id, None)
+            self._positions.pop(job_id, None)
+
+    def _close(self, job_id: int, status: str, message: str, code: str | None) -> None:
+        with session_scope(self.engine) as session:
+            job = get_job(session, job_id)
+            if job is not None and job.status in ("queued", "running"):
+                finish_job(session, job, status, error=message, error_code=code)
+        self._forget(job_id)
+        self.events.publish(JobEvent(job_id=job_id, event=status, status=status, message=message, code=code))
+
+    def _store(self, job_id: int, plan: JobPlan, result: RowResult) -> JobEvent:
+        """Write the job's audio and codes and record them, together or not at all."""
+        want = round(plan.duration_s * plan.sample_rate)
+        audio = result.audio[:want] if len(result.audio) >= want else np.pad(
+            result.audio, ((0, want - len(result.audio)), (0, 0)))
+        audio = finish_audio(audio, plan.sample_rate, plan.settings)
+        name = download_name(plan.prompt, job_id, plan.settings.output_format)
+        path, measured = write_measured(self.outputs_dir / name, audio, plan.sample_rate, plan.settings)
+        codes = path.with_name(path.stem + ".codes.safetensors")
+        try:
+            _write_codes(codes, result.codes)
+            with session_scope(self.engine) as session:
+                job = get_job(session, job_id)
+                if job is None or job.status != "running":  # cancelled meanwhile: no file without its record
+                    raise NotFound(f"Job {job_id} is no longer running.", code="job_not_running")
+                if plan.adapter is not None:
+                    record_use(session, plan.adapter.id)  # committed with the job
+                finish_job(session, job, "succeeded", output_file=path.relative_to(self.data_dir).as_posix(),
+                           codes_file=codes.relative_to(self.data_dir).as_posix(),
+                           loudness_lufs=measured.loudness_lufs, true_peak_dbtp=measured.true_peak_dbtp)
+                elapsed = job.elapsed_s
+        except BaseException:
+            path.unlink(missing_ok=True)
+            codes.unlink(missing_ok=True)
+            raise
+        return JobEvent(job_id=job_id, event="succeeded", status="succeeded", audio_url=audio_url(job_id),
+                        message=f"Done in {elapsed or 0:.1f} s.", fraction=1.0)
+
+    # ---- restart -------------------------------------------------------------------------------------------
+    def resume(self, plan_of) -> list[int]:
+        """Queue again the jobs a stopped studio had accepted and not started, in their order, with the model
+        switches they need. plan_of(job) rebuilds a job's plan (or raises a StudioError: the job fails, saying
+        why). Their ids."""
+        with session_scope(self.engine) as session:
+            jobs = queued_jobs(session)
+        resumed = []
+        for job in jobs:
+            try:
+                plan = plan_of(job)
+            except StudioError as exc:
+                self.failed(job.id, exc.code, f"Could not be run again after a restart: {exc.message}")
+                continue
+            if self.worker.target_model() != plan.model_id:
+                self.worker.submit(SwitchTask(plan.model_id, "Loaded to run the jobs waiting when the studio "
+                                                             "stopped."))
+            with self._lock:
+                self._plans[job.id] = plan
+            self.events.open(job.id)
+            self.worker.submit(plan.task(job.id))
+            resumed.append(job.id)
+        if resumed:
+            log.info("running again %d job(s) queued when the studio stopped: %s", len(resumed),
+                     ", ".join(map(str, resumed)))
+        return resumed
+
+    def view(self) -> QueueView:
+        entries = self.worker.snapshot()
+        with self._lock:
+            plans = dict(self._plans)
+        items = []
+        for e in entries:
+            plan = plans.get(e.job_id) if e.job_id is not None else None
+            fraction = round(e.done / e.total, 4) if e.done is not None and e.total else None
+            items.append(QueueItem(kind=e.kind, state=e.state, position=e.position, model_id=e.model_id,
+                                   job_id=e.job_id, prompt=plan.prompt if plan else None,
+                                   submitted_by=plan.submitted_by if plan else None, eta_s=e.eta_s,
+                                   fraction=fraction, batch_size=e.batch_size))
+        return QueueView(items=items, waiting=sum(e.kind == "generate" and e.state == "queued" for e in entries),
+                         max_queue=self.max_queue, next=self._next_text(entries))
+
+    def _next_text(self, entries: list[QueueEntry]) -> str:
+        def name(model_id: str) -> str:
+            try:
+                return self.registry.get(model_id).display_name
+            except NotFound:
+                return model_id
+
+        running = [e for e in entries if e.state == "running"]
+        waiting = [e for e in entries if e.state == "queued"]
+        if running and running[0].kind == "switch":
+            now = f"Switching to {name(running[0].model_id)}."
+        elif running:
+            now = f"Generating {len(running)} job(s) with {name(running[0].model_id)}."
+        else:
+            now = "Idle."
+        if not waiting:
+            return now + " Nothing waits."
+        first = waiting[0]
+        then = (f"switch to {name(first.model_id)}" if first.kind == "switch"
+                else f"generate job {first.job_id} with {name(first.model_id)}")
+        return f"{now} Next: {then}; {len(waiting)} task(s) wait."
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def _write_codes(path: Path, codes: np.ndarray) -> None:
+    """The job's codes as safetensors (never a pickle), written atomically."""
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(path.name + ".part")
+    with storage_writes(path.parent):
+        try:
+            save_file({"codes": np.ascontiguousarray(codes, dtype=np.int64)}, str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _drain(events: stdqueue.SimpleQueue) -> Iterator[ProgressEvent]:
+    while True:
+        event = events.get()
+        yield event
+        if event.terminal:
+            return
