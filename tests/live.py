@@ -55,6 +55,26 @@ def hold_fetch(ctx: AppContext) -> threading.Event:
     return gate
 
 
+@contextmanager
+def held_decoding(ctx: AppContext) -> Iterator[threading.Event]:
+    """The worker stops at the first progress report of the next batch it decodes (its jobs are running) until the
+    block exits; the event yielded is set once it is there."""
+    reached, release = threading.Event(), threading.Event()
+    real = ctx.queue.progress
+
+    def progress(job_id, done, total, eta_s):
+        real(job_id, done, total, eta_s)
+        reached.set()
+        release.wait(30)
+
+    ctx.queue.progress = progress  # the worker calls its listener's method: this instance's attribute wins
+    try:
+        yield reached
+    finally:
+        release.set()
+        del ctx.queue.progress
+
+
 # Browser tests: Debian's Chromium (never `playwright install`), with no background traffic off this machine.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -58,6 +58,9 @@ PRECEDENCE = [
     ("import_roots", "/a:/b", ["--import-root", "/c", "--import-root", "/d"], (Path("/a"), Path("/b")),
      (Path("/c"), Path("/d"))),
     ("load_at_start", "1", ["--no-load-at-start"], False, False),
+    ("max_queue", "8", ["--max-queue", "100"], 8, 100),
+    ("stream_every_s", "2", ["--stream-every", "0.5"], 2.0, 0.5),
+    ("fast_path", "1", ["--no-fast-path"], False, False),
 ]
 
 

@@ -1,6 +1,6 @@
 """Crash recovery: a studio killed with SIGKILL in the middle of its work (decoding, writing audio, receiving an
-adapter, building studio-tiny) leaves jobs open and temporary files behind; the next start closes those jobs as
-failed and removes the files."""
+adapter, building studio-tiny) leaves jobs open and temporary files behind; the next start records the running jobs
+as interrupted, runs the queued ones again and removes the files."""
 from __future__ import annotations
 
 import json
@@ -31,7 +31,7 @@ from studio.config import Settings
 from studio.context import build_context
 from studio.registry import parse_registry
 from studio.services.adapters import RegisterAdapterRequest
-from studio.services.generation import GenerateRequest
+from studio.services.generation import GenerateRequest, JobRequest
 import studio.runtime.tiny as tiny
 
 data_dir, archive, registry = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
@@ -60,9 +60,13 @@ def half_written(self, data):
     return written
 Path.write_bytes = half_written
 
-def on_step(done, total):
-    if done == 3:
+real_progress = decoding.queue.progress
+def progress(job_id, done, total, eta_s):  # in the worker's thread: the decode stops here
+    real_progress(job_id, done, total, eta_s)
+    if done >= 3:
+        decoding.generation.submit(JobRequest(prompt="blues", duration_s=0.5, seed=3))  # waits behind "rock"
         reached("decoding")
+decoding.queue.progress = progress
 
 def os_replace_held(src, dst):
     reached("building studio-tiny")
@@ -75,7 +79,7 @@ def upload():
     decoding.adapters.register(RegisterAdapterRequest(source="upload"), upload=spool / "archive",
                                upload_name="lofi.zip", on_progress=lambda f, m: reached("receiving an adapter"))
 
-jobs = [lambda: decoding.generation.generate(GenerateRequest(prompt="rock", duration_s=20, seed=1), on_step=on_step),
+jobs = [lambda: decoding.generation.generate(GenerateRequest(prompt="rock", duration_s=20, seed=1)),
         lambda: writing.generation.generate(GenerateRequest(prompt="jazz", duration_s=0.5, seed=2)),
         lambda: tiny.build_tiny_model(data_dir / "models" / "second-tiny"),
         upload]
@@ -112,7 +116,8 @@ def test_a_studio_killed_mid_operation_is_recovered_at_the_next_start(tmp_path, 
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
 
-    # What a kill leaves: two jobs "running" forever, a half-written audio file and three temporary folders.
+    # What a kill leaves: two jobs "running" forever, one queued, a half-written audio file and three temporary
+    # folders.
     def leftovers():
         return sorted(str(p.relative_to(data_dir)) for pattern in ("tmp/*", "adapters/.incoming-*",
                                                                      "models/.tiny-*", "outputs/*.part")
@@ -127,19 +132,27 @@ def test_a_studio_killed_mid_operation_is_recovered_at_the_next_start(tmp_path, 
     with ctx.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT prompt, status, error, output_file, finished_at FROM job "
                                     "ORDER BY id").all()
-    assert sorted((r[0], r[1], r[2], r[3]) for r in rows) == [("jazz", "failed", INTERRUPTED, None),
-                                                            ("rock", "failed", INTERRUPTED, None)]
-    assert all(r[4] is not None for r in rows)
+    assert sorted((r[0], r[1], r[2], r[3]) for r in rows) == [("blues", "queued", None, None),
+                                                            ("jazz", "interrupted", INTERRUPTED, None),
+                                                            ("rock", "interrupted", INTERRUPTED, None)]
+    assert all(r[4] is not None for r in rows if r[1] != "queued")
     assert leftovers() == [] and list((data_dir / "tmp").iterdir()) == []
+    # The queued job runs again once the studio starts its work (loading its model first), nothing accepted lost.
+    blues = next(i for i, r in enumerate(rows, 1) if r[0] == "blues")
+    ctx.start_background_load().join(60)
+    assert ctx.generation.wait(blues).prompt == "blues"
+    interrupted = next(i for i, r in enumerate(rows, 1) if r[0] == "rock")
+    again = ctx.generation.resubmit(interrupted)  # an interrupted job is resubmittable: same request, new job
+    assert ctx.generation.wait(again.job_id).seed == 1
     assert (data_dir / "models" / "studio-tiny" / "model.safetensors").is_file()  # nothing of value was removed
     assert not (data_dir / "models" / "second-tiny").exists()  # the interrupted build was never moved into place
     # The interrupted build does not block the next one.
     assert (build_tiny_model(data_dir / "models" / "second-tiny") / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("status,closed", [("running", True), ("queued", True), ("succeeded", False),
-                                           ("failed", False), ("cancelled", False)])
-def test_only_open_jobs_are_closed_at_start(make_ctx, status, closed):
+@pytest.mark.parametrize("status,after", [("running", "interrupted"), ("queued", "queued"), ("succeeded", "succeeded"),
+                                          ("failed", "failed"), ("cancelled", "cancelled")])
+def test_only_running_jobs_are_interrupted_at_start(make_ctx, status, after):
     from studio.db.engine import session_scope
     from studio.db.jobs import create_job
 
@@ -150,5 +163,5 @@ def test_only_open_jobs_are_closed_at_start(make_ctx, status, closed):
     again = make_ctx(data_dir=ctx.settings.data_dir)
     with again.engine.connect() as conn:
         row = conn.exec_driver_sql(f"SELECT status, error FROM job WHERE id = {job.id}").one()
-    assert (row[0] == "failed" and row[1] == INTERRUPTED) is closed
-    assert closed or row[0] == status
+    assert row[0] == after
+    assert (row[1] == INTERRUPTED) is (after == "interrupted")

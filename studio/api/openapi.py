@@ -62,6 +62,9 @@ def complete(doc: dict[str, Any], *, auth: bool) -> dict[str, Any]:
             for status, response in responses.items():
                 if int(status) >= 400:
                     response["content"] = {"application/json": {"schema": ERROR_REF}}
+                # FastAPI's SSE routes add OpenAPI 3.2's itemSchema; this document is 3.1 (its description says
+                # what the events hold)
+                response.get("content", {}).get("text/event-stream", {}).pop("itemSchema", None)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     if auth:

@@ -124,9 +124,10 @@ _FAILURES: dict[str, type[StudioError]] = {"adapter_load_failed": InvalidRequest
                                            "disk_full": DiskFull, "storage_unavailable": StorageUnavailable}
 
 
-def _job_failure(job: Job) -> StudioError:
+def _job_failure(job: Job, detail: dict | None = None) -> StudioError:
     cls = _FAILURES.get(job.error_code or "", OperationFailed)
-    return cls(job.error or "Generation failed.", code=job.error_code or "generation_failed", job_id=job.id)
+    return cls(job.error or "Generation failed.", code=job.error_code or "generation_failed", job_id=job.id,
+               **(detail or {}))
 
 
 class GenerationService:
@@ -251,10 +252,12 @@ class GenerationService:
 
     def wait(self, job_id: int, on_step: StepCallback | None = None) -> GenerationResult:
         """Wait for a job's end; its result, or the reason it has none raised as a StudioError."""
+        final = None
         for item in self.follow(job_id):
             if isinstance(item, JobEvent) and item.event == "running" and on_step and item.total:
                 on_step(item.step or 0, item.total)
-        return self.result(job_id)
+            final = item
+        return self.result(job_id, final.detail if isinstance(final, JobEvent) else None)
 
     def generate(self, req: GenerateRequest, on_step: StepCallback | None = None,
                  user: str = LOCAL_USER) -> GenerationResult:
@@ -262,7 +265,9 @@ class GenerationService:
         accepted = self.submit(JobRequest(**req.model_dump()), user)
         return self.wait(accepted.job_id, on_step)
 
-    def result(self, job_id: int) -> GenerationResult:
+    def result(self, job_id: int, detail: dict | None = None) -> GenerationResult:
+        """A job's result, or the reason it has none raised as a StudioError (detail: the failure's extra fields,
+        known to a caller that followed the job to its end)."""
         with session_scope(self.engine) as session:
             job = get_job(session, job_id)
             if job is None:
@@ -274,7 +279,7 @@ class GenerationService:
             if job.status != "succeeded":
                 if job.status in ("queued", "running"):
                     raise Conflict(f"Job {job_id} is {job.status}.", code="job_not_finished", job_id=job_id)
-                raise _job_failure(job)
+                raise _job_failure(job, detail)
             spec = self.registry.get(job.model_id)
             settings = spec.settings_class.model_validate(job.settings)
             adapter_label = self.adapters.label(job.adapter_id)

@@ -42,6 +42,7 @@ class JobEvent(BaseModel):
     fraction: float | None = Field(None, description="running: 0 to 1")
     code: str | None = Field(None, description="failed: a stable snake_case code")
     audio_url: str | None = Field(None, description="succeeded: where the audio file is")
+    detail: dict | None = Field(None, description="failed: the error's extra fields (e.g. `folder` for disk_full)")
 
     @property
     def terminal(self) -> bool:

@@ -185,6 +185,7 @@ class JobQueue:
         if plan is None:
             return
         fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
+        self.manager.set_activity(f"generating job {job_id}: {music_progress(done, total, plan.duration_s)}")
         self.events.publish(JobEvent(job_id=job_id, event="running", status="running", step=done, total=total,
                                      fraction=round(fraction, 4), eta_s=None if eta_s is None else round(eta_s, 1),
                                      message=f"Generating: {music_progress(done, total, plan.duration_s)}"))
@@ -202,14 +203,21 @@ class JobQueue:
             event = self._store(job_id, plan, result)
         except Exception as exc:  # noqa: BLE001 - the job is closed as failed, never left running
             log.exception("could not finish job %s", job_id)
-            code = exc.code if isinstance(exc, StudioError) else "generation_failed"
-            message = exc.message if isinstance(exc, StudioError) else f"Could not finish the audio: {exc}"
-            self.failed(job_id, code, message)
+            if isinstance(exc, StudioError):
+                self._close(job_id, "failed", exc.message, exc.code, {k: v for k, v in exc.extra.items()
+                                                                      if k != "job_id"})
+            else:
+                self.failed(job_id, "generation_failed", f"Could not finish the audio: {exc}")
             return
         self._forget(job_id)
         self.events.publish(event)
 
     def failed(self, job_id: int, code: str, message: str) -> None:
+        plan = self._plan(job_id)
+        if code == "adapter_load_failed" and plan is not None and plan.adapter is not None:
+            self._close(job_id, "failed", f"Adapter {plan.adapter.label}: {message}", code,
+                        {"adapter_id": plan.adapter.id})
+            return
         self._close(job_id, "failed", message, code)
 
     def cancelled(self, job_id: int) -> None:
@@ -247,13 +255,14 @@ class JobQueue:
             self._plans.pop(job_id, None)
             self._positions.pop(job_id, None)
 
-    def _close(self, job_id: int, status: str, message: str, code: str | None) -> None:
+    def _close(self, job_id: int, status: str, message: str, code: str | None, detail: dict | None = None) -> None:
         with session_scope(self.engine) as session:
             job = get_job(session, job_id)
             if job is not None and job.status in ("queued", "running"):
                 finish_job(session, job, status, error=message, error_code=code)
         self._forget(job_id)
-        self.events.publish(JobEvent(job_id=job_id, event=status, status=status, message=message, code=code))
+        self.events.publish(JobEvent(job_id=job_id, event=status, status=status, message=message, code=code,
+                                     detail=detail or None))
 
     def _store(self, job_id: int, plan: JobPlan, result: RowResult) -> JobEvent:
         """Write the job's audio and codes and record them, together or not at all."""

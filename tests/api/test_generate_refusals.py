@@ -96,7 +96,7 @@ def test_openapi_lists_job_status_values_and_the_seed_range(client):
     doc = client.get("/openapi.json").json()
     schemas = doc["components"]["schemas"]
     status = schemas["JobResponse"]["properties"]["status"]
-    assert status["enum"] == ["running", "succeeded", "failed", "cancelled"]
+    assert status["enum"] == ["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
     assert schemas["CurrentModel"]["properties"]["state"]["enum"] == ["idle", "switching", "generating"]
     assert "ready" in schemas["ProgressEvent"]["properties"]["stage"]["enum"]
     seed = next(s for s in schemas["GenerateRequest"]["properties"]["seed"]["anyOf"] if s.get("type") == "integer")

@@ -17,6 +17,7 @@ from tests import adapters_factory as factory
 # the walk below fails on a route it has no base for).
 BASE_BODIES = {
     ("post", "/api/generate"): {"prompt": "x"},
+    ("post", "/api/jobs"): {"prompt": "x"},
     ("post", "/api/models/current"): {"model_id": "studio-tiny"},
     ("post", "/api/adapters"): {"source": "folder"},
     ("patch", "/api/adapters/{adapter_id}"): {},

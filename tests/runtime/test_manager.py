@@ -8,11 +8,10 @@ import weakref
 import numpy as np
 import pytest
 
-from studio.errors import Busy, NoModelLoaded, NotFound
+from studio.errors import NoModelLoaded, NotFound
 from studio.runtime.tiny import build_tiny_model
 from studio.services.generation import GenerateRequest
 from tests.conftest import registry_dict
-from tests.live import hold_fetch
 
 
 def _stages(events):
@@ -88,49 +87,6 @@ def test_failed_load_with_nothing_to_restore_says_so(make_ctx):
     with pytest.raises(NoModelLoaded):
         ctx.generation.generate(GenerateRequest(prompt="x", duration_s=1))
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"  # still usable
-
-
-def test_generation_and_switch_exclude_each_other(ctx):
-    started, release = threading.Event(), threading.Event()
-    result = {}
-
-    def slow_step(done, total):
-        started.set()
-        release.wait(10)
-
-    def run():
-        result["r"] = ctx.generation.generate(GenerateRequest(prompt="busy", duration_s=0.5, seed=1),
-                                              on_step=slow_step)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    assert started.wait(10)
-    try:
-        with pytest.raises(Busy, match="busy generating"):
-            ctx.manager.switch("studio-tiny")
-        with pytest.raises(Busy):
-            ctx.generation.generate(GenerateRequest(prompt="second", duration_s=0.5))
-        assert ctx.manager.status().state == "generating"
-    finally:
-        release.set()
-        worker.join(20)
-    assert result["r"].job_id
-    assert ctx.manager.status().state == "idle"
-
-
-def test_switch_blocks_generation_until_ready(make_ctx):
-    ctx = make_ctx(registry_dict(**{"tiny-b": {}}))
-    ctx.manager.switch_and_wait("studio-tiny")
-    gate = hold_fetch(ctx)
-    events = ctx.manager.switch("tiny-b")
-    assert next(events).stage == "checking"
-    with pytest.raises(Busy, match="switching to tiny-b"):
-        ctx.generation.generate(GenerateRequest(prompt="x", duration_s=1))
-    with pytest.raises(Busy):
-        ctx.manager.switch("studio-tiny")
-    gate.set()
-    assert list(events)[-1].stage == "ready"
-    assert ctx.generation.generate(GenerateRequest(prompt="x", duration_s=0.5)).model_id == "tiny-b"
 
 
 def test_same_seed_same_audio_and_other_seed_other_audio(ctx):

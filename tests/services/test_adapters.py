@@ -722,10 +722,11 @@ def test_adapter_peft_cannot_load_is_a_400_and_leaves_the_base_intact(client, ct
     config.write_text(json.dumps({**json.loads(config.read_text()), "target_modules": "matches_nothing"}))
     assert client.patch(f"/api/adapters/{a['id']}", json={"active": True}).status_code == 200  # nothing loads ahead of use
     assert loaded_keys(ctx) == set()
-    jobs = len(client.get("/api/jobs").json())
     body = detail(_gen(client, a["id"]), 400, "adapter_load_failed")
     assert "lora-a v1" in body["message"] and body["adapter_id"] == a["id"]
-    assert len(client.get("/api/jobs").json()) == jobs and loaded_keys(ctx) == set()
+    job = client.get(f"/api/jobs/{body['job_id']}").json()  # accepted into the queue, then failed, saying why
+    assert job["status"] == "failed" and job["error_code"] == "adapter_load_failed" and job["audio_url"] is None
+    assert loaded_keys(ctx) == set()
     assert (samples(generate(ctx).output_file) == base).all()
 
 

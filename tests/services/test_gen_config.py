@@ -643,7 +643,8 @@ def test_output_format_sets_file_type_extension_and_content_type(ctx, client, fm
         assert len(data) == SR
     assert np.abs(data).max() > 0.01  # the audio, not silence
     files = sorted(p.name for p in ctx.settings.outputs_dir.glob(f"*_job{body['job_id']}.*"))
-    assert files == [name]  # the right extension, no leftover temp file
+    # the right extension and the job's codes beside it, no leftover temp file
+    assert files == sorted([name, f"warm-lofi-piano_job{body['job_id']}.codes.safetensors"])
 
 
 BAD_OVERRIDES = [
