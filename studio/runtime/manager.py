@@ -1,8 +1,8 @@
-"""ModelManager: the sole owner of the loaded model and of the studio's busy state.
+"""ModelManager: the sole owner of the loaded model, used by the worker (studio.runtime.worker) alone.
 
-Switching and generating exclude each other: whoever arrives while the other runs gets studio.errors.Busy
-at once (never a hang). A switch runs in its own thread and streams ProgressEvents, so a client that goes
-away never leaves the manager half-switched.
+The worker runs switches and generations one at a time, in queue order; the manager's own exclusion (Busy) only
+guards against a caller that bypasses the queue (tests, benchmarks). A switch runs in its own thread and streams
+ProgressEvents, so a follower that goes away never leaves the manager half-switched.
 """
 from __future__ import annotations
 
