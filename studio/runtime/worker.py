@@ -225,6 +225,7 @@ class LocalWorker:
             for t in running:
                 own = t.row.frames + extra
                 eta = cost(t.model_id, max(own - done, 0)) if known else None
+                eta = None if eta is None else round(eta, 1)
                 entries.append(QueueEntry("generate", "running", 0, t.model_id, t.job_id, eta, min(done, own), own,
                                           len(running)))
         position = 0

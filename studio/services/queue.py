@@ -301,6 +301,9 @@ class JobQueue:
             jobs = queued_jobs(session)
         resumed = []
         for job in jobs:
+            with self._lock:
+                if job.id in self._plans:  # accepted by this studio (while its start-up model loaded)
+                    continue
             try:
                 plan = plan_of(job)
             except StudioError as exc:

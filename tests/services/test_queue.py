@@ -158,3 +158,17 @@ def test_many_clients_at_once_are_all_served(ctx):
         t.join(60)
     assert errors == [] and sorted(r.prompt for r in results) == sorted(f"client {i}" for i in range(8))
     assert max(r.batch_size for r in results) > 1  # those that waited together were decoded together
+
+
+def test_jobs_accepted_while_the_start_up_model_loads_run_once(make_ctx):
+    """Start-up queues the model's load, then the jobs a stopped studio left queued: a job accepted meanwhile by
+    this studio is not queued a second time."""
+    ctx = make_ctx()
+    gate = hold_fetch(ctx)
+    switch = ctx.models.switch("studio-tiny")
+    accepted = ctx.generation.submit(JobRequest(prompt="early", duration_s=0.5, seed=1))
+    assert ctx.generation.resume() == []  # it is this studio's own job, already in the queue
+    gate.set()
+    assert list(switch)[-1].stage == "ready"
+    assert ctx.generation.wait(accepted.job_id).prompt == "early"
+    assert [j.prompt for j in ctx.jobs.list()] == ["early"]
