@@ -100,6 +100,12 @@ class _Decoder:
         self.codebooks = self.dec.num_codebooks
         self.static = static
         n = enc.shape[0]
+        # CPU: a plain Linear as weight @ x.T (a gemm whose long side is the weight's rows) streams the weights at
+        # memory speed for 2-4 rows (one or two rows with guidance); F.linear (what nn.Linear runs) takes 2-4x
+        # longer there (musicgen-small-shaped fc1, 2 rows: 0.5 vs 2.1 ms on the 2-core development machine), and
+        # from 8 rows on it is as fast or faster. The floats differ from F.linear's in the last bits (greedy codes
+        # still equal generate()'s in the tests). PEFT-wrapped layers are always called as modules (adapters apply).
+        self.matvec = enc.device.type == "cpu" and not static and n <= 4
         first = self.dec.layers[0].self_attn
         self.head_dim = first.head_dim
         heads = first.num_heads
@@ -125,6 +131,14 @@ class _Decoder:
             for t in (*self.k_cache, *self.v_cache):
                 torch._dynamo.mark_static_address(t)  # CUDA graphs replay on these very buffers
 
+    def _linear(self, module, x: torch.Tensor) -> torch.Tensor:
+        if not self.matvec or type(module) is not torch.nn.Linear:
+            return module(x)
+        y = torch.mm(module.weight, x.reshape(-1, x.shape[-1]).T).T
+        if module.bias is not None:
+            y = y + module.bias
+        return y.reshape(*x.shape[:-1], -1)
+
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], 1, -1, self.head_dim).transpose(1, 2)
 
@@ -144,9 +158,9 @@ class _Decoder:
             residual = x
             h = layer.self_attn_layer_norm(x)
             attn = layer.self_attn
-            q = self._split(attn.q_proj(h))
-            k = self._split(attn.k_proj(h))
-            v = self._split(attn.v_proj(h))
+            q = self._split(self._linear(attn.q_proj, h))
+            k = self._split(self._linear(attn.k_proj, h))
+            v = self._split(self._linear(attn.v_proj, h))
             if self.static:  # fixed shapes: write at a tensor position, attend over the whole buffer with a mask
                 self.k_cache[i].index_copy_(2, pos_index, k.to(self.k_cache[i].dtype))
                 self.v_cache[i].index_copy_(2, pos_index, v.to(self.v_cache[i].dtype))
@@ -157,21 +171,21 @@ class _Decoder:
                 self.v_cache[i][:, :, pos] = v[:, :, 0]
                 o = F.scaled_dot_product_attention(q, self.k_cache[i][:, :, :pos + 1],
                                                    self.v_cache[i][:, :, :pos + 1], scale=attn.scaling)
-            x = residual + attn.out_proj(o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
+            x = residual + self._linear(attn.out_proj, o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
 
             residual = x
             h = layer.encoder_attn_layer_norm(x)
             cross = layer.encoder_attn
-            q = self._split(cross.q_proj(h))
+            q = self._split(self._linear(cross.q_proj, h))
             o = F.scaled_dot_product_attention(q.to(self.cross_k[i].dtype), self.cross_k[i], self.cross_v[i],
                                                attn_mask=self.cross_mask, scale=cross.scaling)
-            x = residual + cross.out_proj(o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
+            x = residual + self._linear(cross.out_proj, o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
 
             residual = x
             h = layer.final_layer_norm(x)
-            x = residual + layer.fc2(layer.activation_fn(layer.fc1(h)))
+            x = residual + self._linear(layer.fc2, layer.activation_fn(self._linear(layer.fc1, h)))
         x = dec.layer_norm(x)
-        return torch.stack([head(x) for head in self.heads], dim=1)[:, :, 0]
+        return torch.stack([self._linear(head, x) for head in self.heads], dim=1)[:, :, 0]
 
 
 def _guided(logits: torch.Tensor, rows: int, scales: torch.Tensor | None) -> torch.Tensor:
@@ -367,12 +381,13 @@ def _fast_decoder(model, enc: torch.Tensor, mask: torch.Tensor, total: int):
     cache) under torch.compile(mode="reduce-overhead"), i.e. CUDA graphs, in half precision (autocast to bfloat16
     when the weights are float32). Kept apart so the exact float32 path stays simple; benchmarked by
     bench/bench_gpu_decode.py."""
+    cuda = enc.device.type == "cuda"
+    if not cuda:  # only tests reach this: the static-shape step, uncompiled, in the weights' own dtype
+        return (decoder := _Decoder(model, enc, mask, total, static=True, cache_dtype=enc.dtype)), decoder.step, \
+            nullcontext()
     half = enc.dtype if enc.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
-    autocast = (torch.autocast(device_type=enc.device.type, dtype=half) if enc.dtype == torch.float32
-                else nullcontext())
+    autocast = torch.autocast(device_type="cuda", dtype=half) if enc.dtype == torch.float32 else nullcontext()
     with autocast:
         decoder = _Decoder(model, enc, mask, total, static=True, cache_dtype=half)
-    step = decoder.step
-    if enc.device.type == "cuda":
-        step = torch.compile(decoder.step, mode="reduce-overhead", dynamic=False)
+    step = torch.compile(decoder.step, mode="reduce-overhead", dynamic=False)
     return decoder, step, autocast
