@@ -87,105 +87,170 @@ def mixed_adapters(model: torch.nn.Module, names: list[str] | None) -> Iterator[
             handle.remove()
 
 
+class FastPath:
+    """The GPU fast path of one loaded model: the decoder step compiled once with torch.compile(mode=
+    "reduce-overhead") (CUDA graphs) over static buffers, in half precision (autocast to bfloat16 when the
+    weights are float32).
+
+    CUDA graphs replay on fixed addresses and the compiled graph is specialised to shapes, so the buffers of the
+    last batch shape are kept and reused, and shapes are bucketed (cache length to a multiple of STEP_BUCKET
+    steps, prompt length to a multiple of TEXT_BUCKET tokens, both masked): a new clip length or prompt does not
+    recompile. Kept apart from the exact float32 path; measured by bench/bench_gpu_decode.py. compile=False (the
+    CPU tests) runs the same static-shape step eagerly."""
+    STEP_BUCKET = 256
+    TEXT_BUCKET = 32
+
+    def __init__(self, compile: bool = True):
+        self.step = torch.compile(_step, mode="reduce-overhead", dynamic=False) if compile else _step
+        self.compiled = compile
+        self._key: tuple | None = None
+        self._buffers: dict | None = None
+
+    def buffers(self, key: tuple, make) -> dict:
+        if key != self._key:
+            self._buffers, self._key = None, None  # free the old shape's memory first
+            self._buffers = make()
+            for t in (*self._buffers["k"], *self._buffers["v"], *self._buffers["ck"], *self._buffers["cv"],
+                      self._buffers["mask"]):
+                torch._dynamo.mark_static_address(t)  # CUDA graphs replay on these very buffers
+            self._key = key
+        return self._buffers
+
+
 class _Decoder:
     """The decoder of one batch: preallocated self-attention cache, cross-attention keys/values computed once.
 
     Rows stay in the batch until the last one ends: a finished or stopped row's later steps are wasted work, but
     the batch keeps fixed shapes (what CUDA graphs need) and no cache is ever copied to drop a row."""
 
-    def __init__(self, model, enc: torch.Tensor, enc_mask: torch.Tensor, max_steps: int, static: bool,
-                 cache_dtype: torch.dtype):
+    def __init__(self, model, enc: torch.Tensor, enc_mask: torch.Tensor, max_steps: int,
+                 cache_dtype: torch.dtype, fast: FastPath | None = None):
         self.dec = model.decoder.model.decoder
         self.heads = model.decoder.lm_heads
-        self.codebooks = self.dec.num_codebooks
-        self.static = static
-        n = enc.shape[0]
+        self.fast = fast
+        n, device = enc.shape[0], enc.device
         # CPU: a plain Linear as weight @ x.T (a gemm whose long side is the weight's rows) streams the weights at
         # memory speed for 2-4 rows (one or two rows with guidance); F.linear (what nn.Linear runs) takes 2-4x
         # longer there (musicgen-small-shaped fc1, 2 rows: 0.5 vs 2.1 ms on the 2-core development machine), and
         # from 8 rows on it is as fast or faster. The floats differ from F.linear's in the last bits (greedy codes
         # still equal generate()'s in the tests). PEFT-wrapped layers are always called as modules (adapters apply).
-        self.matvec = enc.device.type == "cpu" and not static and n <= 4
+        self.matvec = device.type == "cpu" and fast is None and n <= 4
         first = self.dec.layers[0].self_attn
-        self.head_dim = first.head_dim
-        heads = first.num_heads
+        head_dim, heads, layers = first.head_dim, first.num_heads, len(self.dec.layers)
         if max_steps > self.dec.embed_positions.weights.size(0):  # what the decoder's forward does too
             self.dec.embed_positions.make_weights(max_steps, self.dec.embed_positions.embedding_dim)
-        shape = (n, heads, max_steps, self.head_dim)
-        self.k_cache = [torch.zeros(shape, dtype=cache_dtype, device=enc.device) for _ in self.dec.layers]
-        self.v_cache = [torch.zeros(shape, dtype=cache_dtype, device=enc.device) for _ in self.dec.layers]
-        self.cross_k, self.cross_v = [], []
-        for layer in self.dec.layers:
-            attn = layer.encoder_attn
-            kv_shape = (n, enc.shape[1], -1, self.head_dim)
-            self.cross_k.append(attn.k_proj(enc).view(kv_shape).transpose(1, 2).to(cache_dtype))
-            self.cross_v.append(attn.v_proj(enc).view(kv_shape).transpose(1, 2).to(cache_dtype))
         mask = enc_mask.bool()
         # The unconditional half has an all-zero mask over all-zero states: its cross-attention output is 0 either
         # way (transformers' SDPA path returns 0 for a fully masked row); attending to the zeros says so without
         # relying on a kernel's fully-masked-row behaviour (CUDA kernels differ).
         mask[~mask.any(dim=1)] = True
-        self.cross_mask = None if bool(mask.all()) else mask[:, None, None, :]
-        if static:
-            self.positions = torch.arange(max_steps, device=enc.device)
-            for t in (*self.k_cache, *self.v_cache):
-                torch._dynamo.mark_static_address(t)  # CUDA graphs replay on these very buffers
+        kv_shape = (n, enc.shape[1], -1, head_dim)
+        cross = [(layer.encoder_attn.k_proj(enc).view(kv_shape).transpose(1, 2),
+                  layer.encoder_attn.v_proj(enc).view(kv_shape).transpose(1, 2)) for layer in self.dec.layers]
+        if fast is None:
+            shape = (n, heads, max_steps, head_dim)
+            self.k_cache = [torch.zeros(shape, dtype=cache_dtype, device=device) for _ in range(layers)]
+            self.v_cache = [torch.zeros(shape, dtype=cache_dtype, device=device) for _ in range(layers)]
+            self.cross_k = [k.to(cache_dtype) for k, _ in cross]
+            self.cross_v = [v.to(cache_dtype) for _, v in cross]
+            self.cross_mask = None if bool(mask.all()) else mask[:, None, None, :]
+            self.positions = None
+            return
+        steps = -(-max_steps // fast.STEP_BUCKET) * fast.STEP_BUCKET
+        text = -(-enc.shape[1] // fast.TEXT_BUCKET) * fast.TEXT_BUCKET
 
-    def _linear(self, module, x: torch.Tensor) -> torch.Tensor:
-        if not self.matvec or type(module) is not torch.nn.Linear:
-            return module(x)
-        y = torch.mm(module.weight, x.reshape(-1, x.shape[-1]).T).T
-        if module.bias is not None:
-            y = y + module.bias
-        return y.reshape(*x.shape[:-1], -1)
+        def make() -> dict:
+            def zeros(length):
+                return [torch.zeros((n, heads, length, head_dim), dtype=cache_dtype, device=device)
+                        for _ in range(layers)]
+            return {"k": zeros(steps), "v": zeros(steps), "ck": zeros(text), "cv": zeros(text),
+                    "mask": torch.zeros((n, 1, 1, text), dtype=torch.bool, device=device),
+                    "positions": torch.arange(steps, device=device)}
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], 1, -1, self.head_dim).transpose(1, 2)
+        buffers = fast.buffers((n, steps, text, cache_dtype, device), make)
+        # Every self-attention slot up to the current position is written before it is read: no zeroing needed.
+        self.k_cache, self.v_cache, self.positions = buffers["k"], buffers["v"], buffers["positions"]
+        for (k, v), ck, cv in zip(cross, buffers["ck"], buffers["cv"]):
+            ck.zero_()
+            cv.zero_()
+            ck[:, :, :k.shape[2]] = k
+            cv[:, :, :v.shape[2]] = v
+        buffers["mask"].zero_()
+        buffers["mask"][:, 0, 0, :mask.shape[1]] = mask
+        self.cross_k, self.cross_v, self.cross_mask = buffers["ck"], buffers["cv"], buffers["mask"]
 
     def step(self, tokens: torch.Tensor, pos: int | torch.Tensor) -> torch.Tensor:
-        """tokens (rows, codebooks) at position pos -> logits (rows, codebooks, vocab)."""
-        dec = self.dec
-        n = tokens.shape[0]
-        # Same order of operations as MusicgenDecoder.forward (sum over codebooks, then the position).
-        x = sum(dec.embed_tokens[k](tokens[:, k:k + 1]) for k in range(self.codebooks))
-        if self.static:
-            pos_index = pos.view(1)
-            self_mask = (self.positions <= pos)[None, None, None, :]
+        """tokens (rows, codebooks) at position pos (a 0-d tensor on the fast path) -> logits (rows, codebooks,
+        vocab). On the fast path the result lives in CUDA graph memory until the next step: copy what you keep."""
+        fn = _step
+        if self.fast is not None:
+            fn = self.fast.step
+            if self.fast.compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+        return fn(self.dec, self.heads, self.matvec, tokens, pos, self.k_cache, self.v_cache, self.cross_k,
+                  self.cross_v, self.cross_mask, self.positions)
+
+
+def _linear(matvec: bool, module, x: torch.Tensor) -> torch.Tensor:
+    if not matvec or type(module) is not torch.nn.Linear:
+        return module(x)
+    y = torch.mm(module.weight, x.reshape(-1, x.shape[-1]).T).T
+    if module.bias is not None:
+        y = y + module.bias
+    return y.reshape(*x.shape[:-1], -1)
+
+
+def _step(dec, heads, matvec: bool, tokens: torch.Tensor, pos, k_cache: list, v_cache: list, cross_k: list,
+          cross_v: list, cross_mask, positions):
+    """One decoder step over the caches (a plain function of its arguments, so it compiles once per model).
+    positions None: python-int position, attention over the cache's filled prefix (the exact path); else static
+    shapes: write at a tensor position, attend over the whole buffer with a mask (the fast path)."""
+    n, head_dim = tokens.shape[0], dec.layers[0].self_attn.head_dim
+
+    def split(x):
+        return x.view(n, 1, -1, head_dim).transpose(1, 2)
+
+    # Same order of operations as MusicgenDecoder.forward (sum over codebooks, then the position).
+    x = sum(dec.embed_tokens[k](tokens[:, k:k + 1]) for k in range(tokens.shape[1]))
+    static = positions is not None
+    if static:
+        pos_index = pos.view(1)
+        self_mask = (positions <= pos)[None, None, None, :]
+    else:
+        pos_index = torch.tensor([pos], device=tokens.device)
+    x = x + dec.embed_positions.weights.index_select(0, pos_index)
+    for i, layer in enumerate(dec.layers):
+        residual = x
+        h = layer.self_attn_layer_norm(x)
+        attn = layer.self_attn
+        q = split(_linear(matvec, attn.q_proj, h))
+        k = split(_linear(matvec, attn.k_proj, h))
+        v = split(_linear(matvec, attn.v_proj, h))
+        if static:
+            k_cache[i].index_copy_(2, pos_index, k.to(k_cache[i].dtype))
+            v_cache[i].index_copy_(2, pos_index, v.to(v_cache[i].dtype))
+            o = F.scaled_dot_product_attention(q.to(k_cache[i].dtype), k_cache[i], v_cache[i], attn_mask=self_mask,
+                                               scale=attn.scaling)
         else:
-            pos_index = torch.tensor([pos], device=tokens.device)
-        x = x + dec.embed_positions.weights.index_select(0, pos_index)
-        for i, layer in enumerate(dec.layers):
-            residual = x
-            h = layer.self_attn_layer_norm(x)
-            attn = layer.self_attn
-            q = self._split(self._linear(attn.q_proj, h))
-            k = self._split(self._linear(attn.k_proj, h))
-            v = self._split(self._linear(attn.v_proj, h))
-            if self.static:  # fixed shapes: write at a tensor position, attend over the whole buffer with a mask
-                self.k_cache[i].index_copy_(2, pos_index, k.to(self.k_cache[i].dtype))
-                self.v_cache[i].index_copy_(2, pos_index, v.to(self.v_cache[i].dtype))
-                o = F.scaled_dot_product_attention(q.to(self.k_cache[i].dtype), self.k_cache[i], self.v_cache[i],
-                                                   attn_mask=self_mask, scale=attn.scaling)
-            else:
-                self.k_cache[i][:, :, pos] = k[:, :, 0]
-                self.v_cache[i][:, :, pos] = v[:, :, 0]
-                o = F.scaled_dot_product_attention(q, self.k_cache[i][:, :, :pos + 1],
-                                                   self.v_cache[i][:, :, :pos + 1], scale=attn.scaling)
-            x = residual + self._linear(attn.out_proj, o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
+            k_cache[i][:, :, pos] = k[:, :, 0]
+            v_cache[i][:, :, pos] = v[:, :, 0]
+            o = F.scaled_dot_product_attention(q, k_cache[i][:, :, :pos + 1], v_cache[i][:, :, :pos + 1],
+                                               scale=attn.scaling)
+        x = residual + _linear(matvec, attn.out_proj, o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
 
-            residual = x
-            h = layer.encoder_attn_layer_norm(x)
-            cross = layer.encoder_attn
-            q = self._split(self._linear(cross.q_proj, h))
-            o = F.scaled_dot_product_attention(q.to(self.cross_k[i].dtype), self.cross_k[i], self.cross_v[i],
-                                               attn_mask=self.cross_mask, scale=cross.scaling)
-            x = residual + self._linear(cross.out_proj, o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
+        residual = x
+        h = layer.encoder_attn_layer_norm(x)
+        cross = layer.encoder_attn
+        q = split(_linear(matvec, cross.q_proj, h))
+        o = F.scaled_dot_product_attention(q.to(cross_k[i].dtype), cross_k[i], cross_v[i], attn_mask=cross_mask,
+                                           scale=cross.scaling)
+        x = residual + _linear(matvec, cross.out_proj, o.transpose(1, 2).reshape(n, 1, -1).to(x.dtype))
 
-            residual = x
-            h = layer.final_layer_norm(x)
-            x = residual + self._linear(layer.fc2, layer.activation_fn(self._linear(layer.fc1, h)))
-        x = dec.layer_norm(x)
-        return torch.stack([self._linear(head, x) for head in self.heads], dim=1)[:, :, 0]
+        residual = x
+        h = layer.final_layer_norm(x)
+        x = residual + _linear(matvec, layer.fc2, layer.activation_fn(_linear(matvec, layer.fc1, h)))
+    x = dec.layer_norm(x)
+    return torch.stack([_linear(matvec, head, x) for head in heads], dim=1)[:, :, 0]
 
 
 def _guided(logits: torch.Tensor, rows: int, scales: torch.Tensor | None) -> torch.Tensor:
@@ -262,16 +327,15 @@ class _Stream:
 
 def decode_batch(model, processor, rows: Sequence[Row], *, frame_rate: float, sample_rate: int,
                  hooks: DecodeHooks | None = None, stream_every_s: float | None = 1.0,
-                 adapter_names: list[str] | None = None, fast_path: bool | None = None,
+                 adapter_names: list[str] | None = None, fast: FastPath | None = None,
                  stream: StreamSettings = StreamSettings()) -> list[RowResult | None]:
     """Decode `rows` together; see the module docstring. adapter_names: per-row PEFT adapter names for a mixed
-    batch (None: whatever adapter state the model has). fast_path: torch.compile + CUDA graphs in half precision
-    (None: on when the model is on CUDA)."""
+    batch (None: whatever adapter state the model has). fast: the model's GPU fast path (None: the exact eager
+    float32 path)."""
     if not rows:
         return []
     hooks_ = _Hooks(hooks)
     device = next(model.decoder.parameters()).device
-    fast = device.type == "cuda" if fast_path is None else fast_path
     config = model.config.decoder
     channels = max(1, getattr(config, "audio_channels", 1))
     codebooks = config.num_codebooks
@@ -309,11 +373,15 @@ def decode_batch(model, processor, rows: Sequence[Row], *, frame_rate: float, sa
             enc = model.enc_to_dec_proj(enc)
         enc = enc * mask[..., None]  # as MusicgenForConditionalGeneration.forward does
 
-        if fast:
-            decoder, step_fn, autocast = _fast_decoder(model, enc, mask, total)
+        autocast = nullcontext()
+        if fast is not None and device.type == "cuda":
+            half = enc.dtype if enc.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+            if enc.dtype == torch.float32:
+                autocast = torch.autocast(device_type="cuda", dtype=half)
+            with autocast:
+                decoder = _Decoder(model, enc, mask, total, cache_dtype=half, fast=fast)
         else:
-            decoder = _Decoder(model, enc, mask, total, static=False, cache_dtype=enc.dtype)
-            step_fn, autocast = decoder.step, nullcontext()
+            decoder = _Decoder(model, enc, mask, total, cache_dtype=enc.dtype, fast=fast)
 
         seq = torch.full((b, codebooks, total + 1), pad, dtype=torch.long, device=device)
         stopped = [False] * b
@@ -327,7 +395,7 @@ def decode_batch(model, processor, rows: Sequence[Row], *, frame_rate: float, sa
             if guided:
                 tokens = torch.cat([tokens, tokens])
             with autocast:
-                logits = step_fn(tokens, torch.tensor(t, device=device) if fast else t)
+                logits = decoder.step(tokens, torch.tensor(t, device=device) if fast is not None else t)
             hooks_.on_logits(t, logits)
             scores = _guided(logits, b, scales if guided else None)
             nxt = torch.empty((b, codebooks), dtype=torch.long, device=device)
@@ -374,20 +442,3 @@ def _undelay(seq: torch.Tensor, frames: int, per_channel: int, channels: int) ->
     """(codebooks, steps + 1) with the delay pattern -> (codebooks, frames): codebook c's frame f sits at position
     f + delay(c) + 1."""
     return torch.stack([seq[c, c // channels + 1:c // channels + 1 + frames] for c in range(seq.shape[0])])
-
-
-def _fast_decoder(model, enc: torch.Tensor, mask: torch.Tensor, total: int):
-    """The GPU fast path: the static-shape step (tensor position, masked attention over the whole preallocated
-    cache) under torch.compile(mode="reduce-overhead"), i.e. CUDA graphs, in half precision (autocast to bfloat16
-    when the weights are float32). Kept apart so the exact float32 path stays simple; benchmarked by
-    bench/bench_gpu_decode.py."""
-    cuda = enc.device.type == "cuda"
-    if not cuda:  # only tests reach this: the static-shape step, uncompiled, in the weights' own dtype
-        return (decoder := _Decoder(model, enc, mask, total, static=True, cache_dtype=enc.dtype)), decoder.step, \
-            nullcontext()
-    half = enc.dtype if enc.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
-    autocast = torch.autocast(device_type="cuda", dtype=half) if enc.dtype == torch.float32 else nullcontext()
-    with autocast:
-        decoder = _Decoder(model, enc, mask, total, static=True, cache_dtype=half)
-    step = torch.compile(decoder.step, mode="reduce-overhead", dynamic=False)
-    return decoder, step, autocast

@@ -17,7 +17,7 @@ from studio.registry import ModelSpec
 from studio.runtime.adapters import (MAX_LOADED_ADAPTER_BYTES, MAX_LOADED_ADAPTERS, WEIGHTS_FILE, check_structure,
                                     inspect_adapter)
 from studio.runtime.backend import DecodeHooks, Row, RowResult, SamplingParams, StepCallback
-from studio.runtime.decode import BASE_ADAPTER, decode_batch
+from studio.runtime.decode import BASE_ADAPTER, FastPath, decode_batch
 from studio.runtime.fingerprint import weights_fingerprint
 
 
@@ -36,6 +36,7 @@ class TransformersMusicgen:
                  max_adapters: int = MAX_LOADED_ADAPTERS, max_adapter_bytes: int = MAX_LOADED_ADAPTER_BYTES,
                  fast_path: bool | None = None):
         self.fast_path = fast_path  # the decode loop's GPU path (compile + CUDA graphs, half); None: on with CUDA
+        self._fast: FastPath | None = None  # its compiled step and static buffers, made on first use
         self.spec, self.model, self.processor, self.device = spec, model, processor, device
         self.weights_hash = weights_hash
         self.max_adapters, self.max_adapter_bytes = max_adapters, max_adapter_bytes
@@ -149,10 +150,15 @@ class TransformersMusicgen:
                 self._apply()
         else:
             mixed = [r.adapter or BASE_ADAPTER for r in rows]
+        fast = None
+        if self.fast_path or (self.fast_path is None and self.device.type == "cuda"):
+            if self._fast is None:
+                self._fast = FastPath(compile=self.device.type == "cuda")  # off CUDA: the same step, eager
+            fast = self._fast
         try:
             return decode_batch(self.model, self.processor, rows, frame_rate=self.spec.frame_rate,
                                 sample_rate=self.spec.sample_rate, hooks=hooks, stream_every_s=stream_every_s,
-                                adapter_names=mixed, fast_path=self.fast_path)
+                                adapter_names=mixed, fast=fast)
         finally:
             if mixed is not None:
                 self._apply()  # the mixed pass enabled every LoRA layer: back to the active adapter's state
@@ -199,6 +205,7 @@ class TransformersBackend:
         # Drop the references this object holds; the manager drops the object and releases memory.
         model.model = None
         model.processor = None
+        model._fast = None  # its static buffers
 
 
 @contextmanager
