@@ -10,8 +10,7 @@ Exactness (tests/runtime/test_decode.py): greedy codes equal model.generate()'s 
 step equal a plain full-sequence decoder forward within float tolerance.
 
 Stereo models (audio_channels 2) interleave left/right codebooks (0 L, 1 R, 2 L, ...): codebook c has the delay
-c // 2, and left and right are decoded by EnCodec separately, as transformers does (not tested: no stereo model
-is shipped with the studio).
+c // 2, and left and right are decoded by EnCodec separately, as transformers does (tested on a tiny stereo model).
 """
 from __future__ import annotations
 
