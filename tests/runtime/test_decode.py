@@ -179,6 +179,15 @@ def test_a_rows_codes_do_not_depend_on_its_batch_mates(models):
             fractions.append(_same_fraction(alone.codes, result.codes))
     print(f"batch independence: share of identical frames per case: {fractions}")
     assert min(fractions) >= 0.9 and np.mean(fractions) >= 0.97
+    # below the codes: the greedy row's raw logits alone (2 rows with guidance: the CPU's weight @ x.T products)
+    # vs as row 3 of 4 (8 rows: F.linear), over the steps before any code differs
+    alone, batched = Recorder(), Recorder()
+    loaded.generate_batch([target[1]], alone, stream_every_s=None)
+    loaded.generate_batch([*mates, target[1]], batched, stream_every_s=None)
+    steps = min(len(alone.logits), len(batched.logits)) if fractions[-1] == 1.0 else int(50 * fractions[-1])
+    diff = max(float((a[[0, 1]] - b[[3, 7]]).abs().max()) for a, b in zip(alone.logits[:steps], batched.logits))
+    print(f"batch independence: max abs logit difference alone vs in a batch of 4: {diff:.2e}")
+    assert diff < 1e-3
 
 
 def test_mixed_adapters_in_one_batch(models):
