@@ -88,13 +88,14 @@ def build_context(settings: Settings, registry: Registry | None = None,
     storage = storage or open_storage(settings, registry)
     registry, engine = storage.registry, storage.engine
     store = ModelStore(settings.models_dir, settings.hf_cache_dir, settings.hf_endpoint)
-    manager = ModelManager(registry, store, TransformersBackend(), settings.device, settings.dtype)
+    backend = TransformersBackend(fast_path=None if settings.fast_path else False)
+    manager = ModelManager(registry, store, backend, settings.device, settings.dtype)
     adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
                               settings.hf_endpoint)
     gen_config = GenerationConfigService(engine, registry)
     gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
-                     stream_every_s=settings.stream_every_s, fast_path=None if settings.fast_path else False)
+                     stream_every_s=settings.stream_every_s)
     return AppContext(
         settings=settings,
         registry=registry,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -24,32 +24,37 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class Row:
-    """One row of a decoding batch: its own prompt, length, seed, sampling settings and adapter."""
+    """One clip of a batch decode: its own prompt, length, seed, sampling settings and adapter."""
     prompt: str
     frames: int  # audio frames wanted (round(duration_s * frame_rate)); rows of a batch may differ
-    seed: int  # each row samples with its own generator seeded with this
+    seed: int  # each row gets its own torch.Generator seeded with this
     params: SamplingParams
-    adapter: str | None = None  # name of a PEFT adapter already loaded in the model; None: the base weights
+    adapter: str | None = None  # name of an adapter already loaded in the model (load_adapter); None = base
 
 
-class DecodeHooks:
-    """What a caller hears from a decoding batch; every method is optional (the defaults do nothing)."""
+class DecodeHooks(Protocol):
+    """What a batch decode reports and asks while it runs. The bodies are the defaults: subclass this to override
+    only what you need (an object that does not subclass it may also leave methods out)."""
 
     def on_step(self, done: int, total: int) -> None:
         """After each decoder step of the batch."""
 
     def stopped(self, row: int) -> bool:
-        """True once row `row` was cancelled: it stops being decoded and its result is None."""
+        """True once row `row` is cancelled: it is no longer emitted and its result is None."""
         return False
 
     def on_audio(self, row: int, start_sample: int, chunk: np.ndarray) -> None:
         """New streamed audio of row `row`: float32 (samples, channels) starting at start_sample."""
 
+    def on_logits(self, step: int, logits: torch.Tensor) -> None:
+        """Debug: the decoder's raw logits at step `step`, BEFORE guidance, shaped (rows or 2 x rows, codebooks,
+        vocab); with guidance the conditional rows come first, then the unconditional ones."""
+
 
 @dataclass
 class RowResult:
     codes: np.ndarray  # int64 (codebooks, frames): the generated codes, delay pattern undone
-    audio: np.ndarray  # float32 (samples, channels), exactly frames / frame_rate seconds
+    audio: np.ndarray  # float32 (samples, channels), exactly round(frames / frame_rate * sample_rate) samples
 
 
 class LoadedModel(Protocol):
@@ -71,9 +76,10 @@ class LoadedModel(Protocol):
 
         Raises studio.errors.Cancelled when should_stop() turned true during decoding."""
 
-    def generate_batch(self, rows: list[Row], hooks: DecodeHooks | None = None, stream_every_s: float | None = 1.0,
-                       fast_path: bool | None = None) -> list[RowResult | None]:
-        """Decode rows together (None for a row its hooks stopped)."""
+    def generate_batch(self, rows: Sequence[Row], hooks: DecodeHooks | None = None,
+                       stream_every_s: float | None = 1.0) -> list[RowResult | None]:
+        """Decode several rows in one batch (None for a row that hooks.stopped() cancelled); streams each row's
+        audio to hooks.on_audio every stream_every_s seconds of new audio (None: no streaming)."""
 
     def nbytes(self) -> int:
         """Bytes held by the weights (for memory checks before the next load)."""

@@ -6,17 +6,18 @@ import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoProcessor
 
 from studio.errors import Cancelled, Incompatible
 from studio.registry import ModelSpec
 from studio.runtime.adapters import (MAX_LOADED_ADAPTER_BYTES, MAX_LOADED_ADAPTERS, WEIGHTS_FILE, check_structure,
                                     inspect_adapter)
-from studio.runtime.backend import SamplingParams, StepCallback
+from studio.runtime.backend import DecodeHooks, Row, RowResult, SamplingParams, StepCallback
+from studio.runtime.decode import BASE_ADAPTER, FastPath, decode_batch
 from studio.runtime.fingerprint import weights_fingerprint
 
 
@@ -30,24 +31,12 @@ def _model_class(model_type: str):
     return classes[model_type]
 
 
-class _StepHook(StoppingCriteria):
-    """Called once per decoding step (Musicgen ignores `streamer=`): reports progress, stops on cancel."""
-
-    def __init__(self, total: int, on_step: StepCallback | None, should_stop: Callable[[], bool] | None):
-        self.total, self.on_step, self.should_stop = total, on_step, should_stop
-        self.step = 0
-
-    def __call__(self, input_ids, scores, **kwargs):
-        self.step += 1
-        if self.on_step is not None:
-            self.on_step(min(self.step, self.total), self.total)
-        stop = bool(self.should_stop and self.should_stop())
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
 class TransformersMusicgen:
     def __init__(self, spec: ModelSpec, model, processor, device: torch.device, weights_hash: str | None = None,
-                 max_adapters: int = MAX_LOADED_ADAPTERS, max_adapter_bytes: int = MAX_LOADED_ADAPTER_BYTES):
+                 max_adapters: int = MAX_LOADED_ADAPTERS, max_adapter_bytes: int = MAX_LOADED_ADAPTER_BYTES,
+                 fast_path: bool | None = None):
+        self.fast_path = fast_path  # the decode loop's GPU path (compile + CUDA graphs, half); None: on with CUDA
+        self._fast: FastPath | None = None  # its compiled step and static buffers, made on first use
         self.spec, self.model, self.processor, self.device = spec, model, processor, device
         self.weights_hash = weights_hash
         self.max_adapters, self.max_adapter_bytes = max_adapters, max_adapter_bytes
@@ -142,54 +131,66 @@ class TransformersMusicgen:
         """Decoding steps for duration_s: the codebook delay pattern costs codebooks-1 extra steps."""
         return round(duration_s * self.spec.frame_rate) + self.codebooks_per_channel - 1
 
-    def generate_batch(self, rows, hooks=None, stream_every_s=1.0, fast_path=None):
-        # INTERIM (replaced by the decode loop of studio/runtime/decode.py): rows one after the other.
-        from studio.runtime.backend import DecodeHooks, RowResult
+    def generate_batch(self, rows: Sequence[Row], hooks: DecodeHooks | None = None,
+                       stream_every_s: float | None = 1.0) -> list[RowResult | None]:
+        """Decode `rows` in one batch with the studio's own loop (studio/runtime/decode.py).
 
-        hooks = hooks or DecodeHooks()
-        out = []
-        for i, row in enumerate(rows):
-            self.activate_adapter(row.adapter, self.adapters.get(row.adapter) if row.adapter else None)
-            try:
-                audio = self.generate(row.prompt, row.frames / self.spec.frame_rate, row.params, row.seed,
-                                      on_step=hooks.on_step, should_stop=lambda i=i: hooks.stopped(i))
-            except Cancelled:
-                out.append(None)
-                continue
-            hooks.on_audio(i, 0, audio)
-            out.append(RowResult(codes=np.zeros((self.codebooks_per_channel, row.frames), np.int64), audio=audio))
-        return out
+        Rows name adapters already loaded (load_adapter). One adapter (or none) for all rows: the fast set-adapter
+        path, and it stays the active one. Different adapters: PEFT's mixed-batch forward, row by row."""
+        names = {r.adapter for r in rows}
+        missing = sorted(n for n in names if n is not None and n not in self.adapters)
+        if missing:
+            raise Incompatible(f"Adapter(s) {', '.join(missing)} are not loaded in {self.spec.display_name}.",
+                               code="adapter_not_loaded")
+        mixed = None
+        if len(names) == 1:
+            name = next(iter(names))
+            if name != self.active_adapter:
+                self.active_adapter = name
+                self._apply()
+        else:
+            mixed = [r.adapter or BASE_ADAPTER for r in rows]
+        fast = None
+        if self.fast_path or (self.fast_path is None and self.device.type == "cuda"):
+            if self._fast is None:
+                self._fast = FastPath(compile=self.device.type == "cuda")  # off CUDA: the same step, eager
+            fast = self._fast
+        try:
+            return decode_batch(self.model, self.processor, rows, frame_rate=self.spec.frame_rate,
+                                sample_rate=self.spec.sample_rate, hooks=hooks, stream_every_s=stream_every_s,
+                                adapter_names=mixed, fast=fast)
+        finally:
+            if mixed is not None:
+                self._apply()  # the mixed pass enabled every LoRA layer: back to the active adapter's state
 
     def generate(self, prompt: str, duration_s: float, params: SamplingParams, seed: int,
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-        inputs = self.processor(text=[prompt], padding=True, return_tensors="pt").to(self.device)
-        total = self.tokens_for(duration_s)
-        hook = _StepHook(total, on_step, should_stop)
-        # Greedy decoding takes no sampling parameters (transformers warns about unused ones).
-        sampling = dict(do_sample=True, top_k=params.top_k, top_p=params.top_p if params.top_p > 0 else 1.0,
-                        temperature=params.temperature) if params.do_sample else dict(do_sample=False)  # top_p 0: off
-        torch.manual_seed(seed)  # seeds CPU and every CUDA device: same prompt+settings+seed -> same audio
-        try:
-            with torch.inference_mode():
-                out = self.model.generate(
-                    **inputs, **sampling, max_new_tokens=total, guidance_scale=params.guidance_scale,
-                    stopping_criteria=StoppingCriteriaList([hook]))
-        except Exception:
-            # Stopping before every codebook has started makes the decoder's post-processing fail: that is a
-            # cancellation, not an error.
-            if should_stop and should_stop():
-                raise Cancelled("Generation cancelled.") from None
-            raise
-        if should_stop and should_stop():
+        """One row through generate_batch, with the active adapter; audio exactly duration_s long."""
+        row = Row(prompt=prompt, frames=round(duration_s * self.spec.frame_rate), seed=seed, params=params,
+                  adapter=self.active_adapter)
+
+        class Hooks(DecodeHooks):
+            def on_step(self, done: int, total: int) -> None:
+                if on_step is not None:
+                    on_step(done, total)
+
+            def stopped(self, row: int) -> bool:
+                return bool(should_stop and should_stop())
+
+        result = self.generate_batch([row], Hooks(), stream_every_s=None)[0]
+        if result is None or (should_stop and should_stop()):
             raise Cancelled("Generation cancelled.")
-        audio = out[0].float().cpu().numpy().T  # (samples, channels)
         want = round(duration_s * self.spec.sample_rate)
+        audio = result.audio
         if audio.shape[0] >= want:
             return np.ascontiguousarray(audio[:want])
         return np.pad(audio, ((0, want - audio.shape[0]), (0, 0)))
 
 
 class TransformersBackend:
+    def __init__(self, fast_path: bool | None = None):
+        self.fast_path = fast_path  # None: the GPU fast path on CUDA devices, off elsewhere
+
     def load(self, folder: Path, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> TransformersMusicgen:
         try:
             config = json.loads((Path(folder) / "config.json").read_text())
@@ -201,12 +202,14 @@ class TransformersBackend:
         model.to(device).eval()
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
         _check_matches_registry(model, spec)
-        return TransformersMusicgen(spec, model, processor, device, weights_fingerprint(folder))
+        return TransformersMusicgen(spec, model, processor, device, weights_fingerprint(folder),
+                                    fast_path=self.fast_path)
 
     def unload(self, model: TransformersMusicgen) -> None:
         # Drop the references this object holds; the manager drops the object and releases memory.
         model.model = None
         model.processor = None
+        model._fast = None  # its static buffers
 
 
 @contextmanager

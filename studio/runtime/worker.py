@@ -139,9 +139,9 @@ class LocalWorker:
     """The in-process worker: one thread that owns the ModelManager's model (nothing else uses it)."""
 
     def __init__(self, manager: ModelManager, listener: WorkerListener, *, max_batch: Callable[[str], int],
-                 stream_every_s: float | None = 1.0, fast_path: bool | None = None):
+                 stream_every_s: float | None = 1.0):
         self.manager, self.listener = manager, listener
-        self.max_batch, self.stream_every_s, self.fast_path = max_batch, stream_every_s, fast_path
+        self.max_batch, self.stream_every_s = max_batch, stream_every_s
         self._cond = threading.Condition()  # guards every field below
         self._pending: deque[Task] = deque()
         self._running: list[GenerateTask] | SwitchTask | None = None
@@ -368,8 +368,7 @@ class LocalWorker:
             self.listener.started([t.job_id for t in ready], len(ready))
             hooks = _BatchHooks(self, ready, ready[0].model_id)
             try:
-                results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s,
-                                               fast_path=self.fast_path)
+                results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s)
             except Exception as exc:  # noqa: BLE001 - every job of the batch is told why
                 log.exception("decoding failed")
                 for i, task in enumerate(ready):

@@ -97,14 +97,13 @@ def _position_text(position: int, eta_s: float | None) -> str:
 
 class JobQueue:
     def __init__(self, engine, manager: ModelManager, registry: Registry, events: JobEvents, data_dir: Path, *,
-                 max_queue: int = 64, stream_every_s: float | None = 1.0, fast_path: bool | None = None,
-                 worker: Worker | None = None):
+                 max_queue: int = 64, stream_every_s: float | None = 1.0, worker: Worker | None = None):
         self.engine, self.manager, self.registry, self.events = engine, manager, registry, events
         self.data_dir = Path(data_dir)
         self.outputs_dir = self.data_dir / "outputs"
         self.max_queue = max_queue
         self.worker: Worker = worker or LocalWorker(manager, self, max_batch=lambda m: registry.get(m).max_batch,
-                                                    stream_every_s=stream_every_s, fast_path=fast_path)
+                                                    stream_every_s=stream_every_s)
         self._lock = threading.Lock()  # guards _plans, _positions, _switches; serialises accepting
         self._plans: dict[int, JobPlan] = {}  # jobs accepted and not over
         self._positions: dict[int, tuple[int, int | None]] = {}  # what each waiting job was last told

@@ -119,7 +119,7 @@ def test_failed_generation_is_recorded_without_a_file(ctx, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(model, "generate", broken)
+    monkeypatch.setattr(model, "generate_batch", broken)
     from studio.errors import OperationFailed
 
     with pytest.raises(OperationFailed, match="CUDA out of memory"):
