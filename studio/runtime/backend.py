@@ -81,6 +81,9 @@ class LoadedModel(Protocol):
         """Decode several rows in one batch (None for a row that hooks.stopped() cancelled); streams each row's
         audio to hooks.on_audio every stream_every_s seconds of new audio (None: no streaming)."""
 
+    def row_bytes(self, frames: int) -> int:
+        """Memory one row of `frames` audio frames holds while a batch decodes."""
+
     def nbytes(self) -> int:
         """Bytes held by the weights (for memory checks before the next load)."""
 

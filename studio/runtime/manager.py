@@ -147,6 +147,22 @@ class ModelManager:
         """True when `nbytes` more would not fit in the device's free memory."""
         return nbytes > free_bytes(self.device)
 
+    def rows_that_fit(self, frames: list[int]) -> int:
+        """How many of these rows (in order) the loaded model can decode together in the device's free memory;
+        at least one (a single row that does not fit fails as it would alone)."""
+        with self._guard:
+            model = self._model
+        if model is None:
+            return 1
+        free = free_bytes(self.device)
+        need, fit = 0, 0
+        for n in frames:
+            need += model.row_bytes(n)
+            if fit and need > free:
+                break
+            fit += 1
+        return max(fit, 1)
+
     def memory_shortfall(self, spec: ModelSpec) -> str | None:
         """Why spec would not fit in the device's free memory (counting the loaded model as freed), or None."""
         need = spec.memory_gb * GB * torch.finfo(self.dtype).bits / 32

@@ -127,6 +127,14 @@ class TransformersMusicgen:
         while a switch may be unloading this very object."""
         return self._nbytes
 
+    def row_bytes(self, frames: int) -> int:
+        """Memory one row of a decoding batch holds: its self-attention keys and values in every layer for all its
+        steps, twice with guidance (the unconditional copy); what bounds a batch on a GPU."""
+        d = self.model.config.decoder
+        steps = frames + self.codebooks_per_channel - 1
+        elem = next(self.model.parameters()).element_size()
+        return 2 * 2 * d.num_hidden_layers * d.hidden_size * steps * elem
+
     def tokens_for(self, duration_s: float) -> int:
         """Decoding steps for duration_s: the codebook delay pattern costs codebooks-1 extra steps."""
         return round(duration_s * self.spec.frame_rate) + self.codebooks_per_channel - 1

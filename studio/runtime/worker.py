@@ -290,6 +290,7 @@ class LocalWorker:
                     work: list[GenerateTask] | SwitchTask = self._pending.popleft()
                 else:
                     work = self._batch_of(self._pending, 0, self.manager.status().model_id)
+                    work = work[:self.manager.rows_that_fit([t.row.frames for t in work])]  # bounded by memory
                     for _ in work:
                         self._pending.popleft()
                 self._running, self._progress = work, None

@@ -157,3 +157,15 @@ def test_model_questions_are_answered_while_a_switch_unloads(make_ctx):
         for t in askers:
             t.join(10)
     assert errors == []
+
+
+def test_a_batch_is_bounded_by_free_memory(ctx, monkeypatch):
+    import studio.runtime.manager as manager_module
+
+    with ctx.manager.use() as model:
+        one = model.row_bytes(500)
+    assert one == 2 * 2 * 2 * 32 * (500 + 3) * 4  # keys and values, guidance copy, 2 layers x 32 wide, fp32
+    monkeypatch.setattr(manager_module, "free_bytes", lambda device: int(2.5 * one))
+    assert ctx.manager.rows_that_fit([500] * 4) == 2
+    monkeypatch.setattr(manager_module, "free_bytes", lambda device: 0)
+    assert ctx.manager.rows_that_fit([500] * 4) == 1  # one row is always tried
