@@ -326,6 +326,7 @@ class JobQueue:
         with self._lock:
             plans = dict(self._plans)
         items = []
+        entries = [e for e in entries if e.job_id is None or e.job_id in plans]  # over, the worker not yet told
         for e in entries:
             plan = plans.get(e.job_id) if e.job_id is not None else None
             fraction = round(e.done / e.total, 4) if e.done is not None and e.total else None
