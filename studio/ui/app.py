@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.context import AppContext
-from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, VIEW_COUNT, build_adapters_tab, filter_view,
+from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
 from studio.ui.gen_config_panel import wire_config_panel

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,8 +19,7 @@ from studio.services.generation import (MAX_VARIATIONS, GenerateRequest, Generat
                                         duration_over_limit)
 from studio.services.job_events import AudioChunk, JobEvent, music_progress
 from studio.services.models import ModelInfo
-from studio.ui.common import (NO_ADAPTER, failed_status, md_escape, notify_text, page_user, plain_status,
-                              user_errors)
+from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
@@ -516,8 +514,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         done = [(i, r) for i, r in enumerate(results) if isinstance(r, GenerationResult)]
         if isinstance(first, GenerationResult):
             audio, result = str(first.output_file), result_summary(first, ctx.models.get(first.model_id).display_name)
-        elif isinstance(first, Cancelled):  # not an error: a neutral notice, no error badge on the result
-            gr.Info(notify_text(first.message))
+        elif isinstance(first, Cancelled):  # not an error: a neutral line (no toast over the players, no badge)
             audio, result = None, plain_status(md_escape(first.message))
         else:
             audio, result = None, failed_status(f"❌ **Not generated.** {md_escape(first.message)}")

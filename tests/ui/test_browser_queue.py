@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 from tests.browser_support import sync_api  # noqa: E402
-from tests.live import CHROMIUM, CHROMIUM_ARGS, serve, studio_page  # noqa: E402
+from tests.live import CHROMIUM, CHROMIUM_ARGS, screenshot, serve, studio_page  # noqa: E402
 
 SECONDS = 7  # each page's clip: long enough on the tiny model for the two jobs to overlap and stream
 
@@ -61,6 +61,12 @@ def _fill(page, prompt: str, seconds: float, takes: int = 1) -> None:
     sync_api.expect(page.locator("#generate-btn")).to_be_enabled()
 
 
+def _retype(page, prompt: str, seconds: float) -> None:
+    page.locator("#prompt textarea").fill(prompt)
+    page.locator("#duration input[type=number]").fill(str(seconds))
+    sync_api.expect(page.locator("#generate-btn")).to_be_enabled()
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="Gradio's streaming audio needs ffmpeg")
 def test_two_pages_generate_at_once_each_hears_and_gets_its_own(served):
     expect = sync_api.expect
@@ -83,7 +89,6 @@ def test_two_pages_generate_at_once_each_hears_and_gets_its_own(served):
                 for page in (a, b):
                     expect(page.locator("#queue-table")).to_contain_text("(this page)")
                 a.wait_for_timeout(500)
-                from tests.live import screenshot
                 screenshot(a, "studio-queue-1-two-pages-running-a")
                 screenshot(b, "studio-queue-1-two-pages-running-b")
                 jobs = {}
@@ -106,5 +111,33 @@ def test_two_pages_generate_at_once_each_hears_and_gets_its_own(served):
                     if chunks.get(job, 0) > 1:  # the decode loop streams ~1 s chunks: heard well before the end
                         assert watch["streamBeforeResult"], watch
                 screenshot(a, "studio-queue-2-done-a")
+
+                # Cancel stops this page's own job, never another page's: B's waiting job goes, A's runs on.
+                _retype(a, "a long one to cancel", 25)
+                _retype(b, "a short one that waits", 1)
+                a.locator("#generate-btn").click()
+                expect(a.locator("#job-status")).to_contain_text("Generating")
+                b.locator("#generate-btn").click()
+                expect(b.locator("#job-status")).to_contain_text("Waiting")
+                b.locator("#cancel-btn").click()
+                expect(b.locator("#result-info")).to_contain_text(re.compile(r"Cancelled: job \d+ stopped before"))
+                expect(b.locator("#generate-btn")).to_be_enabled()
+                expect(a.locator("#job-status")).to_contain_text("Generating")  # untouched
+                a.locator("#cancel-btn").click()
+                expect(a.locator("#result-info")).to_contain_text(re.compile(r"Cancelled: job \d+ stopped after"))
+
+                # Takes: one request, the takes side by side, each with its seed; unused players stay hidden.
+                _retype(a, "three takes of a bass line", 2)
+                a.locator("#takes input[type=number]").fill("3")
+                expect(a.locator("#generate-btn")).to_be_enabled()
+                a.locator("#generate-btn").click()
+                expect(a.locator("#job-status")).to_contain_text("3 takes together")
+                for i in (1, 2, 3):
+                    expect(a.locator(f"#take-{i}")).to_contain_text(re.compile(rf"Take {i} · seed \d+"),
+                                                                    timeout=120_000)
+                expect(a.locator("#take-4")).to_be_hidden()
+                expect(a.locator("#result-info")).to_contain_text("3 takes")
+                a.wait_for_timeout(800)  # the waveforms draw
+                screenshot(a, "studio-queue-3-takes")
         finally:
             browser.close()
