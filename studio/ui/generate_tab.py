@@ -425,7 +425,7 @@ def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, to
 
 def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
-                 progress=gr.Progress(), request: gr.Request = None):
+                 progress=gr.Progress(), request: gr.Request | None = None):
         """Generate music with the model the next job runs on, with a LoRA adapter ('None (base model)', or an
         adapter id as listed by GET /api/adapters), waiting in the queue for its turn. Seed -1: a random seed;
         none: the model's seed policy. The sampling values apply to this generation; the other settings (output
@@ -446,7 +446,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         return str(r.output_file), result_summary(r, ctx.models.get(r.model_id).display_name)
 
     def submit_job(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
-                   takes=1, request: gr.Request = None) -> dict:
+                   takes=1, request: gr.Request | None = None) -> dict:
         """Queue a generation (takes: 1-4 variations with the next seeds) and answer at once: the job ids, seeds,
         place in the queue, ETA and the events URL (GET /api/jobs/{id}/events follows it)."""
         req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
@@ -469,7 +469,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     skip_players = [gr.skip()] * len(players)
 
     def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
-                request: gr.Request = None) -> Iterator[list]:
+                request: gr.Request | None = None) -> Iterator[list]:
         """The page's Generate: submit, then follow this page's job in the same handler: its place in the queue,
         its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
         a message in the result line, never Gradio's error badge over the players."""

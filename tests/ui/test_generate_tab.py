@@ -178,3 +178,17 @@ def test_the_register_version_is_checked_never_silently_replaced(value, said):
     else:  # refused with the reason, never "the next free version" for -3 nor v2 for 2.5
         with pytest.raises(gr.Error, match="Check the form"):
             register_request("folder", "/x", None, None, None, value, "", None)
+
+
+@pytest.mark.parametrize("ffmpeg", [True, False])
+def test_the_live_player_is_there_only_where_gradio_can_stream(ctx, monkeypatch, ffmpeg):
+    """Gradio encodes streamed audio with ffmpeg: without it a stream would fail the whole generation, so the
+    live player is left out (the result still comes at the end)."""
+    from studio.ui import generate_tab
+    from studio.ui.app import build_ui
+
+    monkeypatch.setattr(generate_tab.shutil, "which", lambda name: "/usr/bin/ffmpeg" if ffmpeg else None)
+    comps = {c.elem_id: c for c in build_ui(ctx).blocks.values() if getattr(c, "elem_id", None)}
+    stream = comps["audio-stream"]
+    assert stream.streaming and stream.autoplay and stream.visible is ffmpeg
+    assert [comps[f"take-{i}"].visible for i in range(1, 5)] == [False] * 4  # takes show once used
