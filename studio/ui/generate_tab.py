@@ -512,25 +512,24 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         (the full decode, not the stream), each take beside the others with its seed, the summary line."""
         first = results[0]
         done = [(i, r) for i, r in enumerate(results) if isinstance(r, GenerationResult)]
+        failed = False
         if isinstance(first, GenerationResult):
-            audio, result = str(first.output_file), result_summary(first, ctx.models.get(first.model_id).display_name)
+            audio, text = str(first.output_file), result_summary(first, ctx.models.get(first.model_id).display_name)
         elif isinstance(first, Cancelled):  # not an error: a neutral line (no toast over the players, no badge)
-            audio, result = None, plain_status(md_escape(first.message))
+            audio, text = None, md_escape(first.message)
         else:
-            audio, result = None, failed_status(f"❌ **Not generated.** {md_escape(first.message)}")
+            audio, text, failed = None, f"❌ **Not generated.** {md_escape(first.message)}", True
         shown = [gr.Audio(visible=False)] * len(players)
-        if len(results) > 1:
+        if len(results) > 1 and done:
             for i, r in done:
                 shown[i] = gr.Audio(value=str(r.output_file), label=take_label(i + 1, r), visible=True)
             seeds = ", ".join(f"take {i + 1}: `{r.seed}`" for i, r in done)
+            text += f"  \n{len(results)} takes · seeds {seeds}"
             lost = [f"take {i + 1}: {md_escape(r.message)}" for i, r in enumerate(results)
                     if not isinstance(r, GenerationResult)]
-            extra = f"  \n{len(results)} takes · seeds {seeds}" if done else ""
-            extra += ("  \n" + " · ".join(lost)) if lost and done else ""
-            if isinstance(result, str):
-                result += extra
-            elif done:
-                result = plain_status(result.value + extra)
+            if lost:
+                text += "  \n" + " · ".join(lost)
+        result = failed_status(text) if failed else plain_status(text)
         return [gr.skip(), audio, result, *shown]
 
     s = tab.sampling
