@@ -4,11 +4,11 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.context import AppContext
-from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, VIEW_COUNT, build_adapters_tab, filter_view,
+from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
 from studio.ui.gen_config_panel import wire_config_panel
-from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, wire_generate_tab
+from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, next_model, wire_generate_tab
 from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, status_style, switch_events,
                                    wire_settings_tab)
 
@@ -36,58 +36,64 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)
 
-        # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets,
-        # the controls a switch locks, and what depends on the adapters and the loaded model (the adapter dropdown
-        # and its hint, the Adapters tab's list and detail).
+        # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets
+        # (they follow the model the next job runs on), the model dropdowns a switch locks, Generate and Cancel,
+        # and what depends on the adapters and the loaded model (the adapter dropdown and its hint, the Adapters
+        # tab's list and detail).
         limits = [gen.duration, gen.duration_hint, *gen.settings]
         # the model dropdowns (Settings and Generate tabs), the card, the table, Generate and Cancel
         controls = [settings.model, gen.model, settings.card, settings.table, gen.generate_btn, gen.cancel_btn]
         v_in, v_out = view_inputs(adapters, gen, active_pref), view_outputs(adapters, gen)
         outputs = [header, seen_model, *limits, *controls, *v_out]
-        # what Generate's readiness depends on, besides the studio's state (fields_ok: the seed and settings boxes)
-        typed = [gen.prompt, gen.duration, gen.fields_ok]
+        # what Generate's readiness depends on (fields_ok: the seed and settings boxes; jobs: this page's own)
+        typed = [gen.prompt, gen.duration, gen.fields_ok, gen.jobs]
 
         def locked() -> list:
+            """During a switch: the model dropdowns (the switch's progress shows beside them). Generate stays
+            usable: a job submitted now waits in the queue and runs on the new model."""
             return [gr.Dropdown(interactive=False), gr.Dropdown(interactive=False), gr.skip(), gr.skip(),
-                    *buttons("switching", None, None, None)]
+                    gr.skip(), gr.skip()]
 
-        def page_key(cur) -> tuple[str, str] | None:
-            """What the Generate tab's widgets depend on: the loaded model and when its settings were saved."""
-            if cur.model is None:
+        def page_key(model) -> tuple[str, str] | None:
+            """What the Generate tab's widgets depend on: the model the next job runs on and when its settings
+            were saved."""
+            if model is None:
                 return None
-            return cur.model.id, str(ctx.gen_config.get(cur.model.id).updated_at)
+            return model.id, str(ctx.gen_config.get(model.id).updated_at)
 
-        def follow(cur, prompt, duration, fields_ok, *view_args) -> list:
-            """Bring every widget in line with the loaded model and its saved settings, controls unlocked."""
-            model_id = cur.model.id if cur.model else None
-            config = ctx.gen_config.get(model_id) if model_id else None
+        def follow(cur, model, prompt, duration, fields_ok, jobs, *view_args) -> list:
+            """Bring every widget in line with the model the next job runs on and its saved settings."""
+            config = ctx.gen_config.get(model.id) if model else None
             if config is not None:
-                duration = min(config.values["default_duration_s"], cur.model.max_duration_s)  # as model_updates
+                duration = min(config.values["default_duration_s"], model.max_duration_s)  # as model_updates
                 fields_ok = True  # the seed and settings boxes get the saved values (rechecked as they change)
-            models = gr.Dropdown(choices=model_choices(ctx), value=model_id, interactive=True)
-            return [status_line(cur), page_key(cur), *model_updates(cur.model, config), models, models,
-                    model_card(cur.model), models_table(ctx),
-                    *buttons(cur.state, prompt, duration, cur.model, fields_ok),
+            models = gr.Dropdown(choices=model_choices(ctx), value=model.id if model else None,
+                                 interactive=cur.state != "switching")
+            return [status_line(cur), page_key(model), *model_updates(model, config), models, models,
+                    model_card(model), models_table(ctx),
+                    *buttons(bool(jobs), prompt, duration, model, fields_ok),
                     *view_updates(ctx, *view_args, force=True)]
 
-        def refresh(seen, saved_here, prompt, duration, fields_ok, *view_args):
-            """Status line for every page; the widgets follow the loaded model when it changed (the start-up load,
-            or a switch made elsewhere) and its settings when they were saved (here or elsewhere). Controls are
-            locked during any switch, whoever asked for it, and unlocked outside one, so a page whose own switch
-            stream broke recovers. Adapter widgets follow changes made elsewhere (another page, the REST API, a
-            generation's usage count). Settings saved on this page were announced by its Save: no second notice."""
+        def refresh(seen, saved_here, prompt, duration, fields_ok, jobs, *view_args):
+            """Status line for every page; the widgets follow the model the next job runs on when it changed (the
+            start-up load, or a switch asked for here or elsewhere) and its settings when they were saved (here or
+            elsewhere). The model dropdowns are locked during any switch, whoever asked for it, and unlocked
+            outside one, so a page whose own switch stream broke recovers. Adapter widgets follow changes made
+            elsewhere (another page, the REST API, a generation's usage count). Settings saved on this page were
+            announced by its Save: no second notice."""
             cur = ctx.models.current()
+            model = next_model(ctx)
             keep = [status_line(cur), seen, *[gr.skip()] * len(limits)]
-            if cur.state == "switching":
-                return [*keep, *locked(), *[gr.skip()] * VIEW_COUNT]
-            key = page_key(cur)
+            key = page_key(model)
             if key == seen:
-                return [*keep, gr.Dropdown(interactive=True), gr.Dropdown(interactive=True), gr.skip(), gr.skip(),
-                        *buttons(cur.state, prompt, duration, cur.model, fields_ok), *view_updates(ctx, *view_args)]
+                dropdowns = (locked()[:4] if cur.state == "switching" else
+                             [gr.Dropdown(interactive=True), gr.Dropdown(interactive=True), gr.skip(), gr.skip()])
+                return [*keep, *dropdowns, *buttons(bool(jobs), prompt, duration, model, fields_ok),
+                        *view_updates(ctx, *view_args)]
             if seen and key and seen[0] == key[0] and tuple(saved_here or ()) != key:  # saved elsewhere
-                gr.Info(notify_text(f"The settings of {cur.model.display_name} were saved: the Generate tab starts "
+                gr.Info(notify_text(f"The settings of {model.display_name} were saved: the Generate tab starts "
                                     "from them again."))
-            return follow(cur, prompt, duration, fields_ok, *view_args)
+            return follow(cur, model, prompt, duration, fields_ok, jobs, *view_args)
 
         refresh_io = dict(inputs=[seen_model, settings.config.saved_here, *typed, *v_in], outputs=outputs,
                           show_progress="hidden",
@@ -98,23 +104,25 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                   api_visibility="private")
         gr.Timer(STATUS_EVERY_S).tick(refresh, **refresh_io)
 
-        # Switching: lock the controls (and warn before the tab closes), stream progress, then unlock and
-        # bring every widget in line with the model now loaded, whether the switch worked or not.
+        # Switching: lock the model dropdowns (and warn before the tab closes), stream progress, then unlock and
+        # bring every widget in line with the model now loaded, whether the switch worked or not. Generate is not
+        # locked: a job submitted meanwhile waits in the queue behind the switch and runs on the new model.
         def switch_model(model_id, progress=gr.Progress()):
             """Switch to model_id: streams download and load progress; the last update says ready or error."""
             yield from switch_events(ctx, model_id, progress)
 
-        def unlock(seen, prompt, duration, fields_ok, *view_args) -> list:
-            """After a switch, whether it worked or not: controls unlocked and the dropdowns on the loaded model.
+        def unlock(seen, prompt, duration, fields_ok, jobs, *view_args) -> list:
+            """After a switch, whether it worked or not: dropdowns unlocked and on the model the next job runs on.
             When that is still the model the widgets were set up for (the switch failed, or changed nothing),
             what the person typed stays; otherwise every widget follows the new model."""
             cur = ctx.models.current()
-            if page_key(cur) != seen:
-                return follow(cur, prompt, duration, fields_ok, *view_args)
-            models = gr.Dropdown(choices=model_choices(ctx), value=cur.model.id if cur.model else None,
-                                 interactive=True)
-            return [status_line(cur), seen, *[gr.skip()] * len(limits), models, models, model_card(cur.model),
-                    models_table(ctx), *buttons(cur.state, prompt, duration, cur.model, fields_ok),
+            model = next_model(ctx)
+            if page_key(model) != seen:
+                return follow(cur, model, prompt, duration, fields_ok, jobs, *view_args)
+            models = gr.Dropdown(choices=model_choices(ctx), value=model.id if model else None,
+                                 interactive=cur.state != "switching")
+            return [status_line(cur), seen, *[gr.skip()] * len(limits), models, models, model_card(model),
+                    models_table(ctx), *buttons(bool(jobs), prompt, duration, model, fields_ok),
                     *view_updates(ctx, *view_args, force=True)]
 
         unlock_io = dict(fn=unlock, inputs=[seen_model, *typed, *v_in], outputs=outputs, js=JS_SWITCH_END,
@@ -126,8 +134,10 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                                       (gen.model, gen.model_status, dict(api_visibility="private"))):
             start = dropdown.input(lambda: [*locked(), status_style(failed=False)], None, [*controls, status],
                                    js=JS_SWITCH_START, queue=False, api_visibility="private")
-            switching = start.then(switch_model, dropdown, [status, settings.card], concurrency_id="gpu",
-                                   concurrency_limit=1, show_progress="hidden", **api)
+            # concurrency_limit=None: the job queue orders switches and jobs; Gradio's own queue would only hide a
+            # switch waiting behind another page's, without its 'queued' progress.
+            switching = start.then(switch_model, dropdown, [status, settings.card], concurrency_limit=None,
+                                   show_progress="hidden", **api)
             switching.then(**unlock_io)
             switching.failure(**unlock_io)
             switching.failure(lambda: status_style(failed=True), None, status, queue=False, show_progress="hidden",

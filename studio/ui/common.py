@@ -214,15 +214,17 @@ def model_card(m: ModelInfo | None) -> str:
 
 
 def status_line(cur: CurrentModel) -> str:
-    """The header: which model is loaded and why (the note), or what the studio is busy switching to."""
+    """The header: which model is loaded and why (the note), or which model the studio is switching to. A switch
+    locks nothing but the model dropdowns: jobs submitted meanwhile wait in the queue and run on the new model."""
     if cur.state == "switching":
         msg = cur.progress.message if cur.progress else cur.activity
         loaded = f"  \n<small>Loaded until then: {md_escape(cur.model.display_name)}.</small>" if cur.model else ""
-        return f"⏳ **Busy switching model:** {md_escape(msg)}. Generating waits until the switch finishes.{loaded}"
+        return (f"⏳ **Switching model:** {md_escape(msg)}. Jobs submitted now wait for it and run on the new "
+                f"model.{loaded}")
     # Names and notes are shown as written (md_escape): a note quoting an error or a URL never becomes markup.
     if cur.model is None:
         return f"**No model loaded.** {md_escape(cur.note)}"
     m = cur.model
-    busy = f" · ⏳ {md_escape(cur.activity)}" if cur.state == "generating" else ""
+    doing = f" · ⏳ {md_escape(cur.activity)}" if cur.state == "generating" else ""
     return (f"**Model: {md_escape(m.display_name)}** · up to {m.max_duration_s:g} s · {m.sample_rate / 1000:g} kHz "
-            f"{fmt_channels(m.channels)}{busy}  \n<small>{md_escape(cur.note)}</small>")
+            f"{fmt_channels(m.channels)}{doing}  \n<small>{md_escape(cur.note)}</small>")

@@ -2,26 +2,29 @@
 from __future__ import annotations
 
 import html
-import time
+import shutil
 from dataclasses import dataclass
+from typing import Iterator
 
 import gradio as gr
+import numpy as np
 from pydantic import ValidationError
 
 from studio.context import AppContext
-from studio.errors import Cancelled, InvalidValues
+from studio.errors import Cancelled, InvalidValues, StudioError
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, field_errors
 from studio.services.adapters import AdapterInfo
 from studio.services.gen_config import ConfigView
-from studio.services.generation import GenerateRequest, duration_over_limit
-from studio.services.job_events import music_progress
+from studio.services.generation import (MAX_VARIATIONS, GenerateRequest, GenerationResult, JobRequest,
+                                        duration_over_limit)
+from studio.services.job_events import AudioChunk, JobEvent, music_progress
 from studio.services.models import ModelInfo
-from studio.ui.common import NO_ADAPTER, failed_status, failures_as_status, md_escape, plain_status, user_errors
+from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
+from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
-CANCEL_WAIT_S = 3.0  # how long a Cancel waits for a Generate still queued in Gradio to start
 # The stored settings a person tunes per generation here; the others (output format, loudness, seed policy) apply
 # as stored in the Settings tab.
 SAMPLING_FIELDS = ("do_sample", "top_k", "top_p", "temperature", "guidance_scale")
@@ -43,8 +46,14 @@ class GenerateTab:
     fields_ok: gr.State  # the seed and sampling boxes hold values the studio accepts (set by their check)
     generate_btn: gr.Button
     cancel_btn: gr.Button
-    audio: gr.Audio
+    audio: gr.Audio  # the first take's final file (the full decode, not the stream)
     result: gr.Markdown
+    takes: gr.Number  # how many takes (variations) one Generate asks for
+    job_status: gr.Markdown  # this page's job: its place in the queue, then its progress
+    stream: gr.Audio  # the first take as it decodes (hidden where ffmpeg is missing: Gradio encodes with it)
+    take_players: list[gr.Audio]  # the takes side by side, hidden when unused
+    jobs: gr.State  # this page's own job ids while they wait or run: Cancel cancels these and nothing else
+    queue_table: gr.Markdown
 
     @property
     def settings(self) -> list:
@@ -78,18 +87,24 @@ def duration_hint(value: float | None, model: ModelInfo | None) -> str:
     return ""
 
 
-def buttons(state: str, prompt: str | None, duration: float | None, model: ModelInfo | None,
+def buttons(running: bool, prompt: str | None, duration: float | None, model: ModelInfo | None,
             fields_ok: bool | None = True) -> list:
     """[Generate, Cancel]: only what can be done now is enabled. Generate wants a prompt, a duration within the
-    model's limit, a seed and settings the studio accepts (fields_ok) and an idle studio; Cancel a running
-    generation."""
-    if state == "switching":
-        return [gr.Button(interactive=False, value="Switching model…"), gr.Button(interactive=False)]
-    if state == "generating":
+    limit of the model the next job runs on, a seed and settings the studio accepts (fields_ok), and none of this
+    page's own jobs running (other people's jobs never lock it: a job waits its turn in the queue); Cancel wants
+    one of this page's jobs (running: this page's jobs are queued or running)."""
+    if running:
         return [gr.Button(interactive=False, value="Generating…"), gr.Button(interactive=True)]
     ready = (model is not None and bool((prompt or "").strip()) and duration_problem(duration, model) is None
              and fields_ok is not False)
     return [gr.Button(interactive=ready, value="Generate"), gr.Button(interactive=False)]
+
+
+def next_model(ctx: AppContext) -> ModelInfo | None:
+    """The model a job submitted now runs on: the loaded one, or the one a switch waiting in the queue loads. The
+    page's limits follow it, so a job is checked against the model it will really run on."""
+    model_id = ctx.queue.target_model()
+    return ctx.models.get(model_id) if model_id else None
 
 
 def seed_problem(value) -> str | None:
@@ -103,6 +118,67 @@ def seed_problem(value) -> str | None:
     if not RANDOM_SEED <= value <= MAX_SEED:
         return f"The seed {value:.0f} is out of range: use -1 (random) or 0 to {MAX_SEED}."
     return None
+
+
+def takes_problem(value) -> str | None:
+    """Why the Takes box cannot be used (the studio's words, at the field), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"Takes must be a whole number from 1 to {MAX_VARIATIONS}."
+    if value != int(value) or not 1 <= value <= MAX_VARIATIONS:
+        return f"Takes must be a whole number from 1 to {MAX_VARIATIONS}, not {value:g}."
+    return None
+
+
+def position_text(position: int | None, eta_s: float | None) -> str:
+    """Where a waiting job stands, for a person: 'Waiting: number 3 in the queue, ready in about 40 s'."""
+    if not position:
+        place = "about to start"
+    elif position == 1:
+        place = "next to start"
+    else:
+        place = f"number {position} in the queue"
+    eta = fmt_eta(eta_s)
+    return f"Waiting: {place}" + (f", ready in {eta}" if eta else "")
+
+
+def job_status(event: JobEvent, duration_s: float, takes: int = 1) -> str:
+    """This page's job as its latest event tells it: place and ETA while queued, seconds of music made and ETA
+    while running (a musician's words, not decoding steps); '' once it is over (the result line says how)."""
+    several = f" ({takes} takes together)" if takes > 1 else ""
+    if event.event == "queued":
+        return f"⏳ {position_text(event.position, event.eta_s)}{several}"
+    if event.event == "running":
+        if not event.total:
+            return f"🎵 Starting{several}"
+        eta = fmt_eta(event.eta_s)
+        return (f"🎵 Generating{several}: {music_progress(event.step or 0, event.total, duration_s)}"
+                + (f", ready in {eta}" if eta else ""))
+    return ""
+
+
+def pcm16(chunk: AudioChunk) -> tuple[int, np.ndarray]:
+    """A streamed chunk as Gradio's streaming audio takes it: (sample rate, int16 samples), mono as one column."""
+    audio = np.clip(chunk.audio, -1.0, 1.0)
+    if audio.ndim == 2 and audio.shape[1] == 1:
+        audio = audio[:, 0]
+    return chunk.sample_rate, (audio * 32767).round().astype(np.int16)
+
+
+def result_summary(r: GenerationResult, model_name: str) -> str:
+    """The line under the result: job, model, adapter, length, format, seed, loudness, time waited and taken."""
+    used = f"adapter **{md_escape(r.adapter_label)}**" if r.adapter_label else "no adapter (base model)"
+    loud = f" · {r.loudness_lufs:.1f} LUFS" if r.loudness_lufs is not None else ""
+    batch = f" · in a batch of {r.batch_size}" if r.batch_size > 1 else ""
+    info = (f"**Job {r.job_id}** · {md_escape(model_name)} · {used} · {r.duration_s:g} s at "
+            f"{r.sample_rate / 1000:g} kHz · {r.output_file.suffix.lstrip('.').upper()} · seed `{r.seed}`{loud} · "
+            f"waited {r.wait_s:.1f} s · {r.elapsed_s:.1f} s to generate{batch}")
+    if r.loudness_note:
+        info += f"  \n⚠️ {md_escape(r.loudness_note)}"
+    return info
+
+
+def take_label(number: int, r: GenerationResult) -> str:
+    return f"Take {number} · seed {r.seed} · job {r.job_id}"
 
 
 def sampling_problems(ctx: AppContext, model: ModelInfo | None, specs: dict[str, FieldSpec],
@@ -276,23 +352,38 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                 gr.Markdown("Start from this model's saved settings (Settings tab), for this generation only. "
                             "Output format, loudness and seed policy apply as saved.", elem_classes=["cfg-hint"])
                 sampling = {name: make_widget(f, config.values[name], f"gen-{name}") for name, f in specs.items()}
-            # -1, not an empty field: Gradio shows and sends an empty Number as 0. No Gradio bounds (see duration).
-            seed = gr.Number(label="Seed", value=seed_value(config.values), step=1, elem_id="seed",
-                             info="-1: a random seed (shown with the result) · same seed + prompt + settings: "
-                                  "same audio")
+            with gr.Row(equal_height=True):
+                # -1, not an empty field: Gradio shows and sends an empty Number as 0. No Gradio bounds (see
+                # duration).
+                seed = gr.Number(label="Seed", value=seed_value(config.values), step=1, elem_id="seed", scale=3,
+                                 info="-1: a random seed (shown with the result) · same seed + prompt + settings: "
+                                      "same audio")
+                # Checked by the studio like the other boxes (no Gradio bounds).
+                takes = gr.Number(label="Takes", value=1, step=1, elem_id="takes", scale=1,
+                                  info=f"1-{MAX_VARIATIONS} versions with the next seeds, made together")
             problems = gr.Markdown(elem_id="generate-problems")
             with gr.Row(elem_id="generate-row"):
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=3,
                                          interactive=False)
-                # Destructive, and only while something runs: quieter than Generate.
+                # Destructive, and only while this page's job waits or runs: quieter than Generate.
                 cancel_btn = gr.Button("Cancel", variant="secondary", elem_id="cancel-btn", scale=1, size="md",
                                        interactive=False)
         with gr.Column(scale=2):
+            job_status_md = gr.Markdown(elem_id="job-status")
+            # Gradio encodes streamed audio with ffmpeg: without it the stream would fail the whole generation,
+            # so the player is left out and the result comes at the end as before.
+            stream = gr.Audio(label="Listen while it generates (first take)", streaming=True, autoplay=True,
+                              interactive=False, elem_id="audio-stream", visible=shutil.which("ffmpeg") is not None)
             audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
+    with gr.Row(elem_id="takes-row"):
+        take_players = [gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False, visible=False,
+                                 elem_id=f"take-{i + 1}", buttons=["download"]) for i in range(MAX_VARIATIONS)]
+    queue_table = build_queue_panel(ctx)
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
-                       problems, gr.State(True), generate_btn, cancel_btn, audio, result)
+                       problems, gr.State(True), generate_btn, cancel_btn, audio, result, takes, job_status_md,
+                       stream, take_players, gr.State([]), queue_table)
 
 
 def _number(value, name: str, whole: bool = False):
@@ -308,112 +399,212 @@ def _number(value, name: str, whole: bool = False):
     return float(value)
 
 
+def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, top_k, top_p, temperature,
+                 guidance_scale, adapter, do_sample=True, takes=1) -> JobRequest:
+    """The request a page or script sends, checked as the studio checks it (gr.Error with its words)."""
+    needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
+        "", NO_ADAPTER)
+    with user_errors():
+        adapter_id = adapter_id_from(adapter, ctx.adapters.list(active=True) if needs_listing else None)
+    raw = dict(do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
+               guidance_scale=guidance_scale)
+    settings = {name: coerce(tab.specs[name], value) for name, value in raw.items()}
+    duration = _number(duration_s, "Duration")
+    if duration is None:
+        raise gr.Error("Enter a duration in seconds.", print_exception=False)
+    problem = takes_problem(takes)
+    if problem:
+        raise gr.Error(html.escape(problem), print_exception=False)
+    try:
+        return JobRequest(prompt=prompt or "", duration_s=duration, seed=_number(seed, "Seed", whole=True),
+                          settings=settings, adapter_id=adapter_id, variations=int(takes))
+    except ValidationError as exc:  # the request's own bounds (seed -1 to 2^32-1): said, never a traceback
+        text = "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items())
+        raise gr.Error(html.escape(f"Not generated: {text}."), print_exception=False) from None
+
+
 def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
-                 progress=gr.Progress()):
-        """Generate music with the loaded model, with a LoRA adapter ('None (base model)', or an adapter id as
-        listed by GET /api/adapters). Seed -1: a random seed; none: the model's seed policy. The sampling values
-        apply to this generation; the other settings (output format, loudness, seed policy) are the model's saved
-        ones. Returns the audio file and a summary naming the model, adapter, seed and loudness reached."""
-        needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
-            "", NO_ADAPTER)
-        with user_errors():
-            adapter_id = adapter_id_from(adapter, ctx.adapters.list(active=True) if needs_listing else None)
-        raw = dict(do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
-                   guidance_scale=guidance_scale)
-        settings = {name: coerce(tab.specs[name], value) for name, value in raw.items()}
-        duration = _number(duration_s, "Duration")
-        if duration is None:
-            raise gr.Error("Enter a duration in seconds.", print_exception=False)
-        try:
-            req = GenerateRequest(prompt=prompt or "", duration_s=duration, seed=_number(seed, "Seed", whole=True),
-                                  settings=settings, adapter_id=adapter_id)
-        except ValidationError as exc:  # the request's own bounds (seed -1 to 2^32-1): said, never a traceback
-            text = "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items())
-            raise gr.Error(html.escape(f"Not generated: {text}."), print_exception=False) from None
-        progress(0, desc="Starting")
+                 progress=gr.Progress(), request: gr.Request | None = None):
+        """Generate music with the model the next job runs on, with a LoRA adapter ('None (base model)', or an
+        adapter id as listed by GET /api/adapters), waiting in the queue for its turn. Seed -1: a random seed;
+        none: the model's seed policy. The sampling values apply to this generation; the other settings (output
+        format, loudness, seed policy) are the model's saved ones. Returns the audio file and a summary naming
+        the job, model, adapter, seed, loudness, time waited and batch size."""
+        req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
+                           do_sample)
+        progress(0, desc="Waiting for its turn")
 
         def on_step(done: int, total: int) -> None:
             # seconds of music (a musician's words), not decoding steps; the bar shows the percent itself
-            made = music_progress(done, total, duration, percent=False)
+            made = music_progress(done, total, req.duration_s, percent=False)
             progress(done / total if total else 0.0, desc=f"Generating: {made}")
 
         with user_errors():
+            r = ctx.generation.generate(GenerateRequest(**req.model_dump(exclude={"variations"})), on_step=on_step,
+                                        user=page_user(request))
+        return str(r.output_file), result_summary(r, ctx.models.get(r.model_id).display_name)
+
+    def submit_job(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
+                   takes=1, request: gr.Request | None = None) -> dict:
+        """Queue a generation (takes: 1-4 variations with the next seeds) and answer at once: the job ids, seeds,
+        place in the queue, ETA and the events URL (GET /api/jobs/{id}/events follows it)."""
+        req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
+                           do_sample, takes)
+        with user_errors():
+            return ctx.generation.submit(req, page_user(request)).model_dump(mode="json")
+
+    def cancel_job(job_id) -> dict:
+        """Cancel a job by its id, waiting (at once) or running (at its next step). cancelled: false when it was
+        over already."""
+        if isinstance(job_id, bool) or not isinstance(job_id, (int, float)) or job_id != int(job_id):
+            raise gr.Error("job_id must be a whole number.", print_exception=False)
+        with user_errors():
+            was = ctx.generation.cancel_job(int(job_id))
+        return {"job_id": int(job_id), "cancelled": was is not None, "was": was}
+
+    players = tab.take_players
+    page_outputs = [tab.jobs, tab.job_status, tab.stream, tab.audio, tab.result, *players, tab.cancel_btn,
+                    tab.queue_table]
+    skip_players = [gr.skip()] * len(players)
+
+    def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
+                request: gr.Request | None = None) -> Iterator[list]:
+        """The page's Generate: submit, then follow this page's job in the same handler: its place in the queue,
+        its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
+        a message in the result line, never Gradio's error badge over the players."""
+        def out(jobs=gr.skip(), status=gr.skip(), stream=gr.skip(), audio=gr.skip(), result=gr.skip(),
+                takes_out=None, cancel=gr.skip(), queue=gr.skip()) -> list:
+            return [jobs, status, stream, audio, result, *(takes_out or skip_players), cancel, queue]
+
+        try:
+            req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale,
+                               adapter, do_sample, takes)
+            with user_errors():
+                accepted = ctx.generation.submit(req, page_user(request))
+        except gr.Error as exc:
+            message = html.unescape(str(exc.message))
+            yield out(jobs=[], status="", result=failed_status(f"❌ **Not generated.** {md_escape(message)}"))
+            return
+        ids, n = accepted.job_ids, len(accepted.job_ids)
+        first = JobEvent(job_id=accepted.job_id, event="queued" if accepted.status == "queued" else "running",
+                         status=accepted.status, message="", position=accepted.position, eta_s=accepted.eta_s)
+        # A fresh stream player (the last run's stream is over), the players of the last run emptied.
+        yield out(jobs=ids, status=job_status(first, req.duration_s, n), stream=gr.Audio(value=None), audio=None,
+                  result=plain_status(), takes_out=[gr.Audio(value=None, visible=False)] * len(players),
+                  cancel=gr.Button(interactive=True), queue=render_queue(ctx, ids))
+        for item in ctx.generation.follow(accepted.job_id):
+            if isinstance(item, AudioChunk):
+                if tab.stream.visible:
+                    yield out(stream=pcm16(item))
+            elif isinstance(item, JobEvent) and not item.terminal:
+                yield out(status=job_status(item, req.duration_s, n))
+        results: list[GenerationResult | StudioError] = []
+        for job_id in ids:
             try:
-                r = ctx.generation.generate(req, on_step=on_step)
-            except Cancelled as exc:  # not an error: a neutral notice, and no error badge on the result
-                gr.Info(html.escape(exc.message))
-                return None, md_escape(exc.message)
-        model_name = ctx.models.get(r.model_id).display_name
-        used = f"adapter **{md_escape(r.adapter_label)}**" if r.adapter_label else "no adapter (base model)"
-        info = (f"**Job {r.job_id}** · {model_name} · {used} · {r.duration_s:g} s at {r.sample_rate / 1000:g} kHz"
-                f" · {r.output_file.suffix.lstrip('.').upper()} · seed `{r.seed}` · {r.elapsed_s:.1f} s to generate")
-        if r.loudness_note:
-            info += f"  \n⚠️ {md_escape(r.loudness_note)}"
-        return str(r.output_file), info
+                results.append(ctx.generation.wait(job_id))  # the other takes end with the first (one batch)
+            except StudioError as exc:
+                results.append(exc)
+        yield [[], "", *final_outputs(results), gr.skip(), render_queue(ctx)]
+
+    def final_outputs(results: list) -> list:
+        """[stream, audio, result, *players] once every take is over: the first take's file in the Result player
+        (the full decode, not the stream), each take beside the others with its seed, the summary line."""
+        first = results[0]
+        done = [(i, r) for i, r in enumerate(results) if isinstance(r, GenerationResult)]
+        failed = False
+        if isinstance(first, GenerationResult):
+            audio, text = str(first.output_file), result_summary(first, ctx.models.get(first.model_id).display_name)
+        elif isinstance(first, Cancelled):  # not an error: a neutral line (no toast over the players, no badge)
+            audio, text = None, md_escape(first.message)
+        else:
+            audio, text, failed = None, f"❌ **Not generated.** {md_escape(first.message)}", True
+        shown = [gr.Audio(visible=False)] * len(players)
+        if len(results) > 1 and done:
+            for i, r in done:
+                shown[i] = gr.Audio(value=str(r.output_file), label=take_label(i + 1, r), visible=True)
+            seeds = ", ".join(f"take {i + 1}: `{r.seed}`" for i, r in done)
+            text += f"  \n{len(results)} takes · seeds {seeds}"
+            lost = [f"take {i + 1}: {md_escape(r.message)}" for i, r in enumerate(results)
+                    if not isinstance(r, GenerationResult)]
+            if lost:
+                text += "  \n" + " · ".join(lost)
+        result = failed_status(text) if failed else plain_status(text)
+        return [gr.skip(), audio, result, *shown]
 
     s = tab.sampling
     inputs = [tab.prompt, tab.duration, tab.seed, s["top_k"], s["top_p"], s["temperature"], s["guidance_scale"],
               tab.adapter, s["do_sample"]]
     btns = [tab.generate_btn, tab.cancel_btn]
+    typed = [tab.prompt, tab.duration, tab.fields_ok]
 
     def after(prompt, duration, fields_ok):
-        cur = ctx.models.current()
-        return buttons(cur.state, prompt, duration, cur.model, fields_ok)
+        return buttons(False, prompt, duration, next_model(ctx), fields_ok)
 
-    def not_generated(message: str) -> list:
-        return [gr.skip(), failed_status(f"❌ **Not generated.** {md_escape(message)}")]
-
-    started = tab.generate_btn.click(lambda: [*buttons("generating", None, None, None), plain_status()], None,
-                                     [*btns, tab.result], queue=False, api_visibility="private")
-    # The page's Generate: a refusal is a message in the result line (failures_as_status), never Gradio's error
-    # badge over the audio. Scripts call the same function through an endpoint of their own (a hidden button),
-    # which fails with the error as before.
-    run = started.then(failures_as_status(generate, not_generated), inputs, [tab.audio, tab.result],
-                       concurrency_id="gpu", concurrency_limit=1, api_name="generate_on_page",
+    # Generate is disabled at once (no double submit); Cancel waits for the job ids, so it always has something
+    # of this page's to cancel.
+    started = tab.generate_btn.click(lambda: [*buttons(True, None, None, None)[:1], gr.Button(interactive=False)],
+                                     None, btns, queue=False, api_visibility="private")
+    # concurrency_limit=None: every page follows its own job at once (Gradio's default, 1 per event, would make
+    # a second page wait for the first one's job before its own was even queued); the job queue orders the work.
+    # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
+    run = started.then(on_page, [*inputs, tab.takes], page_outputs, concurrency_limit=None, show_progress="hidden",
                        api_visibility="private")
-    gr.Button(visible=False, elem_id="generate-api").click(generate, inputs, [tab.audio, tab.result],
-                                                           api_name="generate", concurrency_id="gpu",
-                                                           concurrency_limit=1)
-    typed = [tab.prompt, tab.duration, tab.fields_ok]
     run.then(after, typed, btns, queue=False, api_visibility="private")
     run.failure(after, typed, btns, queue=False, api_visibility="private")
+    run.failure(lambda: [], None, tab.jobs, queue=False, api_visibility="private")
+    # Scripts: the blocking generate (the page's old contract), and the queue's submit and cancel by id. Hidden
+    # buttons give them endpoints of their own, which fail with the studio's message (gr.Error).
+    gr.Button(visible=False, elem_id="generate-api").click(generate, inputs, [tab.audio, tab.result],
+                                                           api_name="generate", concurrency_limit=None)
+    accepted_json = gr.JSON(visible=False)
+    gr.Button(visible=False, elem_id="submit-job-api").click(submit_job, [*inputs, tab.takes], accepted_json,
+                                                             api_name="submit_job", concurrency_limit=None)
+    job_id_box = gr.Number(visible=False)  # checked by cancel_job (no Gradio bounds, as elsewhere)
+    gr.Button(visible=False, elem_id="cancel-job-api").click(cancel_job, job_id_box, accepted_json,
+                                                             api_name="cancel_job", queue=False)
 
-    def cancel() -> None:
-        """Stop the running generation at its next step (the generation then reports it as cancelled). Generate's
-        run may still wait in Gradio's queue when Cancel is clicked: wait briefly for it to start rather than lose
-        the cancel (jobs with ids of their own, cancellable while queued, come with the job queue)."""
-        deadline = time.monotonic() + CANCEL_WAIT_S
-        while not ctx.generation.cancel():
-            if time.monotonic() >= deadline:
-                gr.Info("Nothing is generating.")
-                return
-            time.sleep(0.05)
+    def cancel(jobs: list[int] | None) -> str:
+        """Cancel this page's own jobs (waiting: at once; running: at their next step), never another page's:
+        the ids come from this page's state. The following Generate handler then says 'Cancelled'."""
+        stopped = False
+        for job_id in jobs or []:
+            try:
+                stopped = ctx.generation.cancel_job(job_id) is not None or stopped
+            except StudioError:  # gone from the records: nothing left to stop
+                pass
+        if not stopped:
+            gr.Info("Nothing of this page's is waiting or running.")
+        return render_queue(ctx, jobs or ())
 
-    tab.cancel_btn.click(cancel, None, None, api_name="cancel_generation", queue=False)
+    tab.cancel_btn.click(cancel, tab.jobs, tab.queue_table, queue=False, show_progress="hidden",
+                         api_visibility="private")
+    wire_queue_panel(ctx, tab.queue_table, tab.jobs)
 
     names = list(tab.sampling)
-    checked = [tab.prompt, tab.duration, tab.seed, *tab.sampling.values()]
+    checked = [tab.prompt, tab.duration, tab.seed, *tab.sampling.values(), tab.takes]
 
-    def generate_readiness(prompt, duration, seed, *sampling):
+    def generate_readiness(prompt, duration, seed, *rest):
         """At every keystroke: the studio's own message at each field that holds a value it cannot use (nothing
-        changed behind the person's back), and whether Generate can run. Never a traceback."""
-        cur = ctx.models.current()
-        seed_error = seed_problem(seed)
-        errors = sampling_problems(ctx, cur.model, tab.specs, dict(zip(names, sampling)))
-        ok = seed_error is None and not errors
+        changed behind the person's back), and whether Generate can run. Never a traceback. rest: the sampling
+        boxes, Takes, and this page's jobs."""
+        sampling, (takes, jobs) = rest[:len(names)], rest[len(names):]
+        model = next_model(ctx)
+        seed_error, takes_error = seed_problem(seed), takes_problem(takes)
+        errors = sampling_problems(ctx, model, tab.specs, dict(zip(names, sampling)))
+        ok = seed_error is None and takes_error is None and not errors
         fields = [widget_update(tab.specs[n], error=errors.get(n)) for n in names]  # said at each field
         # and once above Generate, which they keep disabled (the settings may sit in a closed accordion)
-        said = [seed_error] if seed_error else []
+        said = [e for e in (seed_error, takes_error) if e]
         said += [f"{tab.specs[n].label}: {e}" for n, e in errors.items()]
         problems = ("⚠️ " + md_escape(" · ".join(said)) + " — fix it to generate.") if said else ""
-        return [duration_hint(duration, cur.model), problems, *fields, ok,
-                *buttons(cur.state, prompt, duration, cur.model, ok)[:1]]
+        return [duration_hint(duration, model), problems, *fields, ok,
+                *buttons(bool(jobs), prompt, duration, model, ok)[:1]]
 
     # change: typing, and the updates a model switch sends. preprocess=False: the values as typed (Gradio's own
     # conversion never runs on them); always_last: the last keystroke is always checked.
     for box in checked:
-        box.change(generate_readiness, checked,
+        box.change(generate_readiness, [*checked, tab.jobs],
                    [tab.duration_hint, tab.problems, *tab.sampling.values(), tab.fields_ok, tab.generate_btn],
                    queue=False, show_progress="hidden", api_visibility="private", preprocess=False,
                    trigger_mode="always_last")

@@ -50,7 +50,8 @@ def build_settings_tab(ctx: AppContext) -> SettingsTab:
                 model = gr.Dropdown(model_choices(ctx), value=current.id if current else None,
                                     label="Switch model", elem_id="model-dropdown",
                                     info="Choosing another model loads it in place of this one (downloading it "
-                                         "first if needed). Generating waits until it is ready.")
+                                         "first if needed), after the jobs already waiting; jobs "
+                                         "submitted after it run on the new model.")
                 status = gr.Markdown(elem_id="switch-status")
             with gr.Column(scale=3):
                 card = gr.Markdown(model_card(current), elem_id="model-card")
@@ -95,7 +96,7 @@ def switch_events(ctx: AppContext, model_id: str, progress: gr.Progress):
         events = ctx.models.switch(model_id, note=f"{name} was chosen on the page "
                                                   f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC).")
         spec_card = model_card(ctx.models.get(model_id))
-    except StudioError as exc:  # unknown model, or the studio busy: nothing started
+    except StudioError as exc:  # an unknown model: nothing started
         yield switch_status("error", exc.message), gr.skip()
         raise gr.Error(notify_text(exc.message), visible=False, print_exception=False) from None
     final = None

@@ -54,28 +54,29 @@ def test_duration_is_checked_by_the_studio_in_its_own_words(value, said, ready):
     model = ModelInfo.model_construct(id="studio-tiny", display_name="Studio Tiny", max_duration_s=30.0)
     hint = duration_hint(value, model)
     assert said in hint and (hint == "") == (said == "")
-    generate, cancel = buttons("idle", "lofi piano", value, model)
+    generate, cancel = buttons(False, "lofi piano", value, model)
     assert generate.interactive is ready and cancel.interactive is False
 
 
 BUTTONS = [
-    # (case, studio state, prompt, Generate enabled, Generate's label, Cancel enabled)
-    ("idle with a prompt", "idle", "lofi", True, "Generate", False),
-    ("idle, empty prompt", "idle", "", False, "Generate", False),
-    ("idle, blank prompt", "idle", "  \n", False, "Generate", False),
-    ("generating", "generating", "lofi", False, "Generating…", True),
-    ("switching", "switching", "lofi", False, "Switching model…", False),
+    # (case, this page's job waiting or running, prompt, Generate enabled, Generate's label, Cancel enabled).
+    # Other pages' jobs and model switches lock nothing: a job waits its turn in the queue.
+    ("nothing of this page's, a prompt", False, "lofi", True, "Generate", False),
+    ("empty prompt", False, "", False, "Generate", False),
+    ("blank prompt", False, "  \n", False, "Generate", False),
+    ("this page's job waits or runs", True, "lofi", False, "Generating…", True),
 ]
 
 
-@pytest.mark.parametrize("state,prompt,gen_on,label,cancel_on", [b[1:] for b in BUTTONS], ids=[b[0] for b in BUTTONS])
-def test_only_what_can_be_done_now_is_enabled(state, prompt, gen_on, label, cancel_on):
-    generate, cancel = buttons(state, prompt, 5.0, TINY)
+@pytest.mark.parametrize("running,prompt,gen_on,label,cancel_on", [b[1:] for b in BUTTONS],
+                         ids=[b[0] for b in BUTTONS])
+def test_only_what_can_be_done_now_is_enabled(running, prompt, gen_on, label, cancel_on):
+    generate, cancel = buttons(running, prompt, 5.0, TINY)
     assert (generate.interactive, generate.value, cancel.interactive) == (gen_on, label, cancel_on)
 
 
 def test_no_model_loaded_disables_generate():
-    assert buttons("idle", "lofi", 5.0, None)[0].interactive is False
+    assert buttons(False, "lofi", 5.0, None)[0].interactive is False
 
 
 def test_generate_tab_widgets_have_no_gradio_bounds_to_trip_over(ctx):
@@ -177,3 +178,17 @@ def test_the_register_version_is_checked_never_silently_replaced(value, said):
     else:  # refused with the reason, never "the next free version" for -3 nor v2 for 2.5
         with pytest.raises(gr.Error, match="Check the form"):
             register_request("folder", "/x", None, None, None, value, "", None)
+
+
+@pytest.mark.parametrize("ffmpeg", [True, False])
+def test_the_live_player_is_there_only_where_gradio_can_stream(ctx, monkeypatch, ffmpeg):
+    """Gradio encodes streamed audio with ffmpeg: without it a stream would fail the whole generation, so the
+    live player is left out (the result still comes at the end)."""
+    from studio.ui import generate_tab
+    from studio.ui.app import build_ui
+
+    monkeypatch.setattr(generate_tab.shutil, "which", lambda name: "/usr/bin/ffmpeg" if ffmpeg else None)
+    comps = {c.elem_id: c for c in build_ui(ctx).blocks.values() if getattr(c, "elem_id", None)}
+    stream = comps["audio-stream"]
+    assert stream.streaming and stream.autoplay and stream.visible is ffmpeg
+    assert [comps[f"take-{i}"].visible for i in range(1, 5)] == [False] * 4  # takes show once used

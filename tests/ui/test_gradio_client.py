@@ -115,6 +115,56 @@ def test_api_duration_limit_follows_the_loaded_model(make_ctx):
             c.close()
 
 
+def test_two_clients_generate_at_once_and_both_get_their_files(gclient, url):
+    """Gradio no longer serialises generation (one job queue orders the work): a second client's request is
+    queued while the first one's decodes, and each gets its own file."""
+    other = Client(url, verbose=False)
+    try:
+        s = DEFAULTS
+        jobs = [c.submit(prompt, 3.0, 5, s["top_k"], s["top_p"], s["temperature"], s["guidance_scale"], NO_ADAPTER,
+                         api_name="/generate")
+                for c, prompt in ((gclient, "first client piano"), (other, "second client drums"))]
+        (path_a, info_a), (path_b, info_b) = [job.result(timeout=120) for job in jobs]
+    finally:
+        other.close()
+    assert Path(path_a).name.startswith("first-client-piano_job") and Path(path_a).is_file()
+    assert Path(path_b).name.startswith("second-client-drums_job") and Path(path_b).is_file()
+    waits = [float(re.search(r"waited (\d+\.\d) s", i).group(1)) for i in (info_a, info_b)]
+    batched = all("in a batch of 2" in i for i in (info_a, info_b))
+    assert batched or max(waits) > 0, (info_a, info_b)  # the two requests were in the queue together
+
+
+def _submit(client: Client, prompt: str, duration_s: float, takes: int = 1) -> dict:
+    s = DEFAULTS
+    return client.predict(prompt, duration_s, -1, s["top_k"], s["top_p"], s["temperature"], s["guidance_scale"],
+                          NO_ADAPTER, True, takes, api_name="/submit_job")
+
+
+def test_submit_job_answers_at_once_and_cancel_job_stops_it(gclient, ctx):
+    from studio.errors import Cancelled
+
+    running = _submit(gclient, "a long piece to cancel", 20.0)
+    assert running["status"] in ("queued", "running") and running["job_ids"] == [running["job_id"]]
+    assert running["events_url"] == f"/api/jobs/{running['job_id']}/events"
+    takes = _submit(gclient, "two takes that wait", 1.0, takes=2)
+    assert len(takes["job_ids"]) == 2 and len(set(takes["seeds"])) == 2
+    assert takes["status"] == "queued" and takes["position"] >= 1
+    for job_id in takes["job_ids"]:
+        assert gclient.predict(job_id, api_name="/cancel_job") == {"job_id": job_id, "cancelled": True,
+                                                                    "was": "queued"}
+    stopped = gclient.predict(running["job_id"], api_name="/cancel_job")
+    assert stopped["cancelled"] is True and stopped["was"] in ("queued", "running")
+    for job_id in (running["job_id"], *takes["job_ids"]):
+        with pytest.raises(Cancelled):
+            ctx.generation.wait(job_id)
+    again = gclient.predict(running["job_id"], api_name="/cancel_job")
+    assert again == {"job_id": running["job_id"], "cancelled": False, "was": None}  # over already
+    with pytest.raises(AppError, match="There is no job 999999"):
+        gclient.predict(999999, api_name="/cancel_job")
+    with pytest.raises(AppError, match="Takes must be a whole number from 1 to 4"):
+        _submit(gclient, "x", 1.0, takes=5)
+
+
 def test_unknown_adapter_is_refused(gclient):
     with pytest.raises(AppError, match="Unknown adapter 'no-such-adapter'"):
         gclient.predict("x", 1.0, 1, 250, 0.0, 1.0, 3.0, "no-such-adapter", api_name="/generate")

@@ -149,12 +149,14 @@ def _current(ctx, state="idle", loaded=True, note="Studio Tiny was asked for (--
 
 
 @pytest.mark.parametrize("state, loaded, progress, says, not_says", [
-    ("idle", True, None, ["Model: Studio Tiny", "up to 30 s", "Studio Tiny was asked for (--model)."], ["Busy"]),
-    ("generating", True, None, ["Model: Studio Tiny", "generating job 3", "was asked for"], ["Busy"]),
+    ("idle", True, None, ["Model: Studio Tiny", "up to 30 s", "Studio Tiny was asked for (--model)."],
+     ["Switching", "Busy"]),
+    ("generating", True, None, ["Model: Studio Tiny", "generating job 3", "was asked for"], ["Switching", "Busy"]),
     ("idle", False, None, ["No model loaded.", "was asked for"], ["Model: Studio Tiny"]),
     ("switching", True, "Downloading Tiny Hub (40%)",
-     ["Busy switching model:", "Downloading Tiny Hub (40%)", "Loaded until then: Studio Tiny."], ["was asked for"]),
-    ("switching", False, "Loading Tiny Hub", ["Busy switching model:", "Loading Tiny Hub"], ["Loaded until then"]),
+     ["Switching model:", "Downloading Tiny Hub (40%)", "Jobs submitted now wait for it",
+      "Loaded until then: Studio Tiny."], ["was asked for", "Busy"]),
+    ("switching", False, "Loading Tiny Hub", ["Switching model:", "Loading Tiny Hub"], ["Loaded until then", "Busy"]),
 ])
 def test_header_says_which_model_is_loaded_and_why(ctx, state, loaded, progress, says, not_says):
     import html

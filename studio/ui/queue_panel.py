@@ -1,0 +1,105 @@
+"""The queue panel: what the studio runs and what waits (every client's jobs and switches), and what it does next."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import gradio as gr
+
+from studio.context import AppContext
+from studio.errors import NotFound
+from studio.services.queue import QueueItem, QueueView
+from studio.ui.common import md_escape
+
+QUEUE_EVERY_S = 1.5  # the panel's refresh while the page is open (a gr.Timer only ticks on an open page)
+PROMPT_CHARS = 48  # a prompt's length in the table; the whole prompt is the job's own business
+REST_NOTE = ("<small>Scripts use the same queue: `POST /api/jobs` (the generate body, `variations` 1-4) answers at "
+             "once with the job ids, place and ETA; `GET /api/jobs/{id}/events` streams its progress and audio "
+             "(Server-Sent Events); `POST /api/jobs/{id}/cancel` stops it; `GET /api/queue` lists this "
+             "table.</small>")
+
+
+def shorten(text: str | None, limit: int = PROMPT_CHARS) -> str:
+    """One line of at most `limit` characters (an ellipsis says it was cut). Not escaped."""
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
+
+
+def fmt_eta(eta_s: float | None) -> str:
+    """'about 40 s', 'about 3 min', or '' when not known yet."""
+    if eta_s is None:
+        return ""
+    if eta_s < 1:
+        return "under a second"
+    if eta_s < 90:
+        return f"about {eta_s:.0f} s"
+    return f"about {eta_s / 60:.0f} min"
+
+
+def _state(item: QueueItem) -> str:
+    if item.kind == "switch":
+        return "switching" if item.state == "running" else "waiting"
+    if item.state == "queued":
+        return "waiting"
+    done = f" {item.fraction * 100:.0f} %" if item.fraction is not None else ""
+    batch = f" (batch of {item.batch_size})" if item.batch_size and item.batch_size > 1 else ""
+    return f"generating{done}{batch}"
+
+
+def queue_rows(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = ()) -> list[list[str]]:
+    """The table's rows, as Markdown cells (user text escaped): place, job, prompt, model, who, state, ready in.
+    This page's own jobs say so, so a person finds theirs among everyone's."""
+    own = set(mine or ())
+    rows = []
+    for item in view.items:
+        place = "▶" if item.state == "running" else str(item.position)
+        if item.kind == "switch":
+            job, prompt, who = "—", f"*model switch to {md_escape(model_name(item.model_id))}*", ""
+        else:
+            job = str(item.job_id)
+            prompt = md_escape(shorten(item.prompt))
+            who = md_escape(item.submitted_by or "")
+            if item.job_id in own:
+                who += " **(this page)**"
+        rows.append([place, job, prompt, md_escape(model_name(item.model_id)), who, _state(item),
+                     fmt_eta(item.eta_s)])
+    return rows
+
+
+def queue_markdown(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = ()) -> str:
+    """The panel: a table of what runs and waits, then what the studio does next."""
+    rows = queue_rows(view, model_name, mine)
+    nxt = f"**What the studio does next:** {md_escape(view.next)}"
+    if not rows:
+        return f"Nothing runs or waits.  \n{nxt}"
+    head = ["#", "Job", "Prompt", "Model", "Who", "State", "Ready in"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell or " " for cell in row) + " |" for row in rows]
+    waiting = f"{view.waiting} job(s) waiting, at most {view.max_queue}."
+    return "\n".join([*lines, "", f"{waiting}  \n{nxt}"])
+
+
+def model_namer(ctx: AppContext) -> Callable[[str], str]:
+    def name(model_id: str) -> str:
+        try:
+            return ctx.registry.get(model_id).display_name
+        except NotFound:  # a model dropped from the registry while its job waited: its id says enough
+            return model_id
+    return name
+
+
+def render_queue(ctx: AppContext, mine: Iterable[int] = ()) -> str:
+    return queue_markdown(ctx.queue.view(), model_namer(ctx), mine)
+
+
+def build_queue_panel(ctx: AppContext) -> gr.Markdown:
+    """The accordion under the Generate tab's controls; returns the table (refreshed by wire_queue_panel)."""
+    with gr.Accordion("Queue: what runs and waits", open=True, elem_id="queue-panel"):
+        table = gr.Markdown(lambda: render_queue(ctx), elem_id="queue-table")
+        gr.Markdown(REST_NOTE, elem_id="queue-rest-note")
+    return table
+
+
+def wire_queue_panel(ctx: AppContext, table: gr.Markdown, jobs: gr.State) -> None:
+    # queue=False: a tick never waits behind anything in Gradio's queue; view() reads memory only.
+    gr.Timer(QUEUE_EVERY_S).tick(lambda mine: render_queue(ctx, mine or ()), jobs, table, queue=False,
+                                 show_progress="hidden", api_visibility="private")
