@@ -321,7 +321,8 @@ class LocalWorker:
     def _measure_step(self, model_id: str, seconds: float) -> None:
         with self._cond:
             old = self._step_s.get(model_id)
-            self._step_s[model_id] = seconds if old is None else 0.9 * old + 0.1 * seconds
+            # smoothed over about a second of steps: single steps jitter with the machine's load
+            self._step_s[model_id] = seconds if old is None else 0.98 * old + 0.02 * seconds
 
     def _switch(self, task: SwitchTask) -> None:
         started = time.perf_counter()
@@ -330,6 +331,8 @@ class LocalWorker:
         if final.stage == "ready":
             with self._cond:
                 self._switch_s[task.model_id] = time.perf_counter() - started
+        else:
+            log.warning("switch to %s failed: %s", task.model_id, final.message)
 
     def _failed(self, job_id: int, code: str, message: str) -> None:
         self._told.add(job_id)

@@ -108,6 +108,7 @@ class JobQueue:
         self._plans: dict[int, JobPlan] = {}  # jobs accepted and not over
         self._positions: dict[int, tuple[int, int | None]] = {}  # what each waiting job was last told
         self._switches: dict[str, stdqueue.SimpleQueue] = {}  # switch task id -> its followers' events
+        self._switch_errors: dict[str, str] = {}  # model id -> why its last switch failed
 
     # ---- accepting -----------------------------------------------------------------------------------------
     def target_model(self) -> str | None:
@@ -213,6 +214,8 @@ class JobQueue:
 
     def failed(self, job_id: int, code: str, message: str) -> None:
         plan = self._plan(job_id)
+        if code == "model_not_loaded" and plan is not None:
+            message = self._not_loaded(plan.model_id)
         if code == "adapter_load_failed" and plan is not None and plan.adapter is not None:
             self._close(job_id, "failed", f"Adapter {plan.adapter.label}: {message}", code,
                         {"adapter_id": plan.adapter.id})
@@ -222,7 +225,28 @@ class JobQueue:
     def cancelled(self, job_id: int) -> None:
         self._close(job_id, "cancelled", "Cancelled.", None)
 
+    def _not_loaded(self, model_id: str) -> str:
+        """Why a job for model_id cannot run, in names a person knows, with what to do."""
+        name = self._name(model_id)
+        with self._lock:
+            why = self._switch_errors.get(model_id)
+        loaded = self.manager.status().model_id
+        now = f"{self._name(loaded)} is loaded" if loaded else "no model is loaded"
+        reason = f" ({why})" if why else ""
+        return (f"Not generated: this job was for {name}, which could not be loaded{reason}; {now}. Generate again "
+                f"to run it on {self._name(loaded)}, or switch models again." if loaded else
+                f"Not generated: this job was for {name}, which could not be loaded{reason}; {now}. Choose a model.")
+
+    def _name(self, model_id: str | None) -> str:
+        try:
+            return self.registry.get(model_id).display_name if model_id else "no model"
+        except NotFound:
+            return str(model_id)
+
     def switch_progress(self, task: SwitchTask, event: ProgressEvent) -> None:
+        if event.stage == "error":
+            with self._lock:
+                self._switch_errors[task.model_id] = event.message.rstrip(".")
         with self._lock:
             followers = self._switches.get(task.task_id)
             if event.terminal:
@@ -338,12 +362,7 @@ class JobQueue:
                          max_queue=self.max_queue, next=self._next_text(entries))
 
     def _next_text(self, entries: list[QueueEntry]) -> str:
-        def name(model_id: str) -> str:
-            try:
-                return self.registry.get(model_id).display_name
-            except NotFound:
-                return model_id
-
+        name = self._name
         running = [e for e in entries if e.state == "running"]
         waiting = [e for e in entries if e.state == "queued"]
         if running and running[0].kind == "switch":

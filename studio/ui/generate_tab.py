@@ -372,8 +372,11 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             job_status_md = gr.Markdown(elem_id="job-status")
             # Gradio encodes streamed audio with ffmpeg: without it the stream would fail the whole generation,
             # so the player is left out and the result comes at the end as before.
+            # No buttons: Gradio's share fails on a stream, and its download would be the stream, not the file the
+            # Result player offers.
             stream = gr.Audio(label="Listen while it generates (first take)", streaming=True, autoplay=True,
-                              interactive=False, elem_id="audio-stream", visible=shutil.which("ffmpeg") is not None)
+                              interactive=False, elem_id="audio-stream", visible=shutil.which("ffmpeg") is not None,
+                              buttons=[])
             audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from studio.errors import Cancelled, InvalidValues, QueueFull
+from studio.errors import Cancelled, InvalidValues, QueueFull, StudioError
 from studio.services.generation import GenerateRequest, JobRequest
 from studio.services.job_events import AudioChunk, JobEvent
 from tests.conftest import registry_dict
@@ -172,3 +172,27 @@ def test_jobs_accepted_while_the_start_up_model_loads_run_once(make_ctx):
     assert list(switch)[-1].stage == "ready"
     assert ctx.generation.wait(accepted.job_id).prompt == "early"
     assert [j.prompt for j in ctx.jobs.list()] == ["early"]
+
+
+def test_a_job_behind_a_failed_switch_fails_saying_why_in_model_names(make_ctx):
+    ctx = make_ctx(registry_dict(**{"tiny-b": {}}))
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    gate = hold_fetch(ctx)
+
+    def broken(spec, on_bytes):
+        gate.wait(30)
+        raise OSError("the hub cannot be reached")
+
+    ctx.manager.store.fetch = broken
+    switch = ctx.models.switch("tiny-b")
+    job = ctx.generation.submit(JobRequest(prompt="after", duration_s=0.5, seed=1))
+    assert job.model_id == "tiny-b"
+    gate.set()
+    assert list(switch)[-1].stage == "error"
+    with pytest.raises(StudioError) as failed:
+        ctx.generation.wait(job.job_id)
+    assert failed.value.code == "model_not_loaded" and failed.value.status == 409
+    assert failed.value.message == ("Not generated: this job was for tiny-b, which could not be loaded (Could not "
+                                    "download tiny-b: the hub cannot be reached. Studio Tiny stays loaded); "
+                                    "Studio Tiny is loaded. Generate again to run it on Studio Tiny, or switch "
+                                    "models again.")
