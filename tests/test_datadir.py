@@ -141,9 +141,9 @@ def test_a_studio_killed_mid_operation_is_recovered_at_the_next_start(tmp_path, 
     blues = next(i for i, r in enumerate(rows, 1) if r[0] == "blues")
     ctx.start_background_load().join(60)
     assert ctx.generation.wait(blues).prompt == "blues"
-    interrupted = next(i for i, r in enumerate(rows, 1) if r[0] == "rock")
+    interrupted = next(i for i, r in enumerate(rows, 1) if r[0] == "jazz")
     again = ctx.generation.resubmit(interrupted)  # an interrupted job is resubmittable: same request, new job
-    assert ctx.generation.wait(again.job_id).seed == 1
+    assert ctx.generation.wait(again.job_id).seed == 2
     assert (data_dir / "models" / "studio-tiny" / "model.safetensors").is_file()  # nothing of value was removed
     assert not (data_dir / "models" / "second-tiny").exists()  # the interrupted build was never moved into place
     # The interrupted build does not block the next one.
