@@ -109,6 +109,7 @@ class JobQueue:
         self._positions: dict[int, tuple[int, int | None]] = {}  # what each waiting job was last told
         self._switches: dict[str, stdqueue.SimpleQueue] = {}  # switch task id -> its followers' events
         self._switch_errors: dict[str, str] = {}  # model id -> why its last switch failed
+        self._header: tuple[int | None, int] = (None, 0)  # (the running batch's longest job, its size)
 
     # ---- accepting -----------------------------------------------------------------------------------------
     def target_model(self) -> str | None:
@@ -173,6 +174,9 @@ class JobQueue:
     def started(self, job_ids: list[int], batch_size: int) -> None:
         with session_scope(self.engine) as session:
             mark_running(session, job_ids, batch_size)
+        with self._lock:  # the page's header follows the batch's longest job: the batch runs as long as it does
+            self._header = (max(job_ids, key=lambda j: self._plans[j].frames if j in self._plans else 0),
+                            len(job_ids))
         for job_id in job_ids:
             with self._lock:
                 self._positions.pop(job_id, None)
@@ -185,7 +189,11 @@ class JobQueue:
         if plan is None:
             return
         fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
-        self.manager.set_activity(f"generating job {job_id}: {music_progress(done, total, plan.duration_s)}")
+        with self._lock:
+            header_job, batch = self._header
+        if job_id == header_job:
+            more = f" and {batch - 1} more" if batch > 1 else ""
+            self.manager.set_activity(f"generating job {job_id}{more}: {music_progress(done, total, plan.duration_s)}")
         self.events.publish(JobEvent(job_id=job_id, event="running", status="running", step=done, total=total,
                                      fraction=round(fraction, 4), eta_s=None if eta_s is None else round(eta_s, 1),
                                      message=f"Generating: {music_progress(done, total, plan.duration_s)}"))

@@ -518,6 +518,9 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         failed = False
         if isinstance(first, GenerationResult):
             audio, text = str(first.output_file), result_summary(first, ctx.models.get(first.model_id).display_name)
+        elif isinstance(first, Cancelled) and len(results) > 1 and all(isinstance(r, Cancelled) for r in results):
+            jobs = ", ".join(str(r.extra.get("job_id")) for r in results)
+            audio, text = None, md_escape(f"Cancelled: all {len(results)} takes (jobs {jobs}).")
         elif isinstance(first, Cancelled):  # not an error: a neutral line (no toast over the players, no badge)
             audio, text = None, md_escape(first.message)
         else:

@@ -196,3 +196,11 @@ def test_a_job_behind_a_failed_switch_fails_saying_why_in_model_names(make_ctx):
                                     "download tiny-b: the hub cannot be reached. Studio Tiny stays loaded); "
                                     "Studio Tiny is loaded. Generate again to run it on Studio Tiny, or switch "
                                     "models again.")
+
+
+def test_the_header_follows_the_batch_not_whichever_row_reported_last(ctx):
+    accepted = ctx.generation.submit(JobRequest(prompt="takes", duration_s=2, seed=5, variations=3))
+    seen: list[str] = []
+    ctx.generation.wait(accepted.job_ids[1], on_step=lambda done, total: seen.append(ctx.models.current().activity))
+    said = [s for s in seen if s]
+    assert said and all(s.startswith(f"generating job {accepted.job_id} and 2 more: ") for s in said), said
