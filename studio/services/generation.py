@@ -20,7 +20,7 @@ from studio.services.adapters import AdapterService
 from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
-from studio.services.queue import AdapterUse, JobPlan, JobQueue, audio_url
+from studio.services.queue import JobPlan, JobQueue, audio_url
 from studio.users import LOCAL_USER
 
 StepCallback = Callable[[int, int], None]
@@ -171,9 +171,8 @@ class GenerationService:
         adapter = None
         if req.adapter_id is not None:
             loaded, weights_hash = self.manager.identity()
-            ref = self.adapters.for_generation(req.adapter_id, spec,
-                                               weights_hash if loaded is not None and loaded.id == spec.id else None)
-            adapter = AdapterUse(ref.id, ref.key, ref.folder, ref.label)
+            adapter = self.adapters.for_generation(
+                req.adapter_id, spec, weights_hash if loaded is not None and loaded.id == spec.id else None)
         if req.seed is not None and req.seed != RANDOM_SEED:
             seeds = [(req.seed + i) % (MAX_SEED + 1) for i in range(variations)]
         elif req.seed is None and settings.seed_policy == "fixed":
@@ -218,8 +217,7 @@ class GenerationService:
         _check_duration(job.duration_s, spec)
         adapter = None
         if job.adapter_id is not None:
-            ref = self.adapters.for_generation(job.adapter_id, spec, None)
-            adapter = AdapterUse(ref.id, ref.key, ref.folder, ref.label)
+            adapter = self.adapters.for_generation(job.adapter_id, spec, None)
         return JobPlan(spec.id, job.prompt, job.duration_s, round(job.duration_s * spec.frame_rate),
                        spec.sample_rate, settings, job.seed, adapter, job.submitted_by)
 

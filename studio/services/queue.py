@@ -29,6 +29,7 @@ from studio.runtime.backend import Row, RowResult, SamplingParams
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
 from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, SwitchTask, Worker
+from studio.services.adapters import AdapterRef
 from studio.services.audio_out import download_name, finish_audio, write_measured
 from studio.services.job_events import JobEvent, JobEvents, music_progress
 from studio.storage import storage_writes
@@ -42,14 +43,6 @@ def audio_url(job_id: int) -> str:
 
 
 @dataclass(frozen=True)
-class AdapterUse:
-    id: int
-    key: str  # PEFT adapter name inside the loaded model
-    folder: Path
-    label: str
-
-
-@dataclass(frozen=True)
 class JobPlan:
     """Everything needed to run a job (and to record it): validated against the model it will run on."""
     model_id: str
@@ -59,7 +52,7 @@ class JobPlan:
     sample_rate: int
     settings: MusicgenSettings
     seed: int
-    adapter: AdapterUse | None
+    adapter: AdapterRef | None
     submitted_by: str
 
     def task(self, job_id: int) -> GenerateTask:
