@@ -66,7 +66,7 @@ def wire_settings_tab(tab: SettingsTab) -> None:
     """The last switch's outcome stays in the status area until the person's next action in the tab (a switch
     replaces it with its own progress): then it is old news."""
     panel = tab.config
-    for event in (panel.model.change, panel.save_btn.click, panel.reset_btn.click):
+    for event in (panel.model.input, panel.save_btn.click, panel.reset_btn.click):  # the person's own actions
         event(lambda: gr.Markdown("", elem_classes=[]), None, tab.status, queue=False, show_progress="hidden",
               api_visibility="private")
 
