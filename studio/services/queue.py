@@ -114,9 +114,9 @@ class JobQueue:
         with self._lock:
             waiting = self.worker.pending_jobs()
             if waiting + len(plans) > self.max_queue:
+                retry = self.retry_after_s()
                 raise QueueFull(f"The queue is full ({waiting} jobs wait, at most {self.max_queue}): try again in "
-                                f"{self.retry_after_s()} s.", retry_after_s=self.retry_after_s(),
-                                max_queue=self.max_queue)
+                                f"{retry} s.", retry_after_s=retry, max_queue=self.max_queue)
             rows = [dict(prompt=p.prompt, model_id=p.model_id, settings=p.settings.model_dump(), seed=p.seed,
                          duration_s=p.duration_s, sample_rate=p.sample_rate, submitted_by=p.submitted_by,
                          adapter_id=p.adapter.id if p.adapter else None) for p in plans]
