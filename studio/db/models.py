@@ -90,6 +90,9 @@ class Job(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     elapsed_s: float | None = None  # started -> finished: the decoding and the files
     batch_size: int | None = None  # jobs decoded together with this one (itself included)
+    # A clip made for a blind A/B test or an evaluation run (None: a person's own generation, shown in History)
+    abtest_id: int | None = Field(default=None, foreign_key="abtest.id", index=True)
+    evaluation_id: int | None = Field(default=None, foreign_key="evaluation.id", index=True)
     # What the written file measures (decoded): integrated loudness (None: undefined) and true peak (None: silence)
     loudness_lufs: float | None = None
     true_peak_dbtp: float | None = None
@@ -118,3 +121,104 @@ class GenerationConfigChange(SQLModel, table=True):
     changed_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
     old_values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     new_values: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Rating(SQLModel, table=True):
+    """A person's 1-5 rating of a job: one per user per job, changeable."""
+
+    __table_args__ = (UniqueConstraint("job_id", "user", name="uq_rating_job_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    user: str = Field(index=True, max_length=100)
+    stars: int  # 1..5
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# A side of an A/B test: {"adapter_id": int | None (None: the base model), "overrides": {setting: value}}
+ABSide = dict[str, Any]
+
+
+class ABTest(SQLModel, table=True):
+    """A blind A/B test: two sides on one base model, every (prompt, seed) generated for both."""
+
+    __tablename__ = "abtest"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    model_id: str = Field(index=True)  # the base model both sides run on
+    side_a: ABSide = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    side_b: ABSide = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prompts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    seeds_per_prompt: int
+    duration_s: float
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # common to both
+    status: str = "generating"  # generating | ready | failed | cancelled
+    error: str | None = None
+    secret: str  # salts each listener's random order; never leaves the server
+    created_by: str = LOCAL_USER
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # results revealed to everyone
+
+
+class ABPair(SQLModel, table=True):
+    """One (prompt, seed) of a test: the job of each side and its loudness-matched clip for listening."""
+
+    __tablename__ = "abtest_pair"
+    __table_args__ = (UniqueConstraint("abtest_id", "position", name="uq_abtest_pair_position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    abtest_id: int = Field(foreign_key="abtest.id", index=True)
+    position: int  # 0, 1, ... in the order the pairs were made
+    prompt: str
+    seed: int
+    job_a_id: int | None = Field(default=None, foreign_key="job.id")
+    job_b_id: int | None = Field(default=None, foreign_key="job.id")
+    clip_a: str | None = None  # loudness-matched audio, relative to the data directory (a name that hides the side)
+    clip_b: str | None = None
+
+
+class ABVote(SQLModel, table=True):
+    """A listener's vote on one pair: the side they preferred ('a', 'b') or 'none'."""
+
+    __tablename__ = "abtest_vote"
+    __table_args__ = (UniqueConstraint("pair_id", "listener", name="uq_abtest_vote_pair_listener"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    abtest_id: int = Field(foreign_key="abtest.id", index=True)
+    pair_id: int = Field(foreign_key="abtest_pair.id", index=True)
+    listener: str = Field(index=True, max_length=100)
+    choice: str  # a | b | none
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Score(SQLModel, table=True):
+    """An automatic score of a job's audio (text-audio agreement by an evaluation model such as CLAP)."""
+
+    __table_args__ = (UniqueConstraint("job_id", "scorer", name="uq_score_job_scorer"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    scorer: str = Field(index=True)  # the evaluation model's id
+    value: float
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Evaluation(SQLModel, table=True):
+    """An evaluation run: a base model or adapter version over the fixed evaluation prompt set, each clip scored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: str = Field(index=True)
+    adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)  # None: the base model
+    scorer: str
+    prompts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    seeds: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    duration_s: float
+    status: str = "running"  # running | succeeded | failed | cancelled
+    error: str | None = None
+    mean_score: float | None = None
+    n: int = 0  # clips scored
+    created_by: str = LOCAL_USER
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
