@@ -1,6 +1,7 @@
 """Generation use case: validate a request against the model it will run on, queue it as jobs, follow them."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 from pathlib import Path
@@ -183,9 +184,12 @@ class GenerationService:
         return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user)
                 for seed in seeds]
 
-    def submit(self, req: JobRequest, user: str = LOCAL_USER) -> JobAccepted:
-        """Queue the request's jobs and answer at once: ids, seeds, place in the queue and ETA."""
-        plans = self.plan(req, user, req.variations)
+    def submit(self, req: JobRequest, user: str = LOCAL_USER, *, abtest_id: int | None = None,
+               evaluation_id: int | None = None) -> JobAccepted:
+        """Queue the request's jobs and answer at once: ids, seeds, place in the queue and ETA. abtest_id /
+        evaluation_id: the jobs are clips of that blind A/B test or evaluation run (kept out of History)."""
+        plans = [dataclasses.replace(p, abtest_id=abtest_id, evaluation_id=evaluation_id)
+                 for p in self.plan(req, user, req.variations)]
         ids = self.queue.accept(plans)
         position, eta = self.queue.position(ids[0])
         latest = self.events.latest(ids[0])
@@ -219,7 +223,8 @@ class GenerationService:
         if job.adapter_id is not None:
             adapter = self.adapters.for_generation(job.adapter_id, spec, None)
         return JobPlan(spec.id, job.prompt, job.duration_s, round(job.duration_s * spec.frame_rate),
-                       spec.sample_rate, settings, job.seed, adapter, job.submitted_by)
+                       spec.sample_rate, settings, job.seed, adapter, job.submitted_by, job.abtest_id,
+                       job.evaluation_id)
 
     def resume(self) -> list[int]:
         return self.queue.resume(self.plan_of)

@@ -54,6 +54,9 @@ class JobPlan:
     seed: int
     adapter: AdapterRef | None
     submitted_by: str
+    # the blind A/B test or evaluation run this clip is made for (None: a person's own generation)
+    abtest_id: int | None = None
+    evaluation_id: int | None = None
 
     def task(self, job_id: int) -> GenerateTask:
         s = self.settings
@@ -119,7 +122,8 @@ class JobQueue:
                                 f"{retry} s.", retry_after_s=retry, max_queue=self.max_queue)
             rows = [dict(prompt=p.prompt, model_id=p.model_id, settings=p.settings.model_dump(), seed=p.seed,
                          duration_s=p.duration_s, sample_rate=p.sample_rate, submitted_by=p.submitted_by,
-                         adapter_id=p.adapter.id if p.adapter else None) for p in plans]
+                         adapter_id=p.adapter.id if p.adapter else None, abtest_id=p.abtest_id,
+                         evaluation_id=p.evaluation_id) for p in plans]
             with session_scope(self.engine) as session:
                 ids = [job.id for job in create_jobs(session, rows)]
             for job_id, plan in zip(ids, plans):
