@@ -18,6 +18,7 @@ from studio.services.gen_config import GenerationConfigService
 from studio.services.generation import GenerationService
 from studio.services.job_events import JobEvents
 from studio.services.jobs import JobService
+from studio.services.metrics import MetricsService
 from studio.services.models import ModelService
 from studio.services.queue import JobQueue
 
@@ -34,6 +35,7 @@ class AppContext:
     generation: GenerationService
     jobs: JobService
     adapters: AdapterService
+    metrics: MetricsService  # adapter performance and version comparison (reads ratings, A/B votes, scores)
     gen_config: GenerationConfigService
     queue: JobQueue
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
@@ -106,6 +108,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
                                      settings.max_prompt_chars),
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,
+        metrics=MetricsService(engine, registry),
         gen_config=gen_config,
         queue=queue,
         storage=storage,

@@ -17,6 +17,7 @@ from studio.api.docs import install_docs
 from studio.api.errors import install_error_handlers
 from studio.api.gen_config import build_gen_config_router
 from studio.api.jobs import build_jobs_router
+from studio.api.metrics import build_metrics_router
 from studio.api.openapi import install_openapi
 from studio.api.routes import build_router
 from studio.api.security import install_request_guards
@@ -69,6 +70,7 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     install_docs(app)  # offline: assets from a wheel, not a CDN
     install_error_handlers(app)
     install_openapi(app, auth=settings.auth is not None)
+    app.include_router(build_metrics_router(ctx))  # before the adapters' /{adapter_id}: /compare stays its own
     app.include_router(build_adapters_router(ctx))
     app.include_router(build_gen_config_router(ctx))
     app.include_router(build_jobs_router(ctx))

@@ -24,6 +24,8 @@ from studio.errors import Conflict, NotFound
 from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
 from studio.ui.adapter_config_view import config_view_html, fmt_value
+from studio.ui.adapter_metrics_view import (CompareView, build_compare_view, build_performance_panel,
+                                            performance_or_note, timeline_cells, wire_compare_view)
 from studio.ui.common import (failed_status, failures_as_status, fmt_gb, md_escape, plain_status, user_errors)
 from studio.ui.generate_tab import GenerateTab, adapter_label, adapter_widgets
 
@@ -77,6 +79,8 @@ class AdaptersTab:
     restore_btn: gr.Button
     selected: gr.State  # the adapter id shown in the detail view
     seen: gr.State  # signature of what the page shows (the tick refreshes only when it changed)
+    performance: gr.Markdown | None = None  # the detail view's performance beside the base model
+    compare: CompareView | None = None  # "Compare versions"
 
 
 # ---- pure helpers --------------------------------------------------------------------------------------------------
@@ -183,19 +187,24 @@ def detail_markdown(a: AdapterInfo, model: ModelInfo | None) -> str:
     return f"### {md_escape(adapter_label(a))}\n{description}\n\n| About | |\n|---|---|\n{table}"
 
 
-def history_markdown(name: str, entries: list[TimelineEntry], selected_id: int | None) -> str:
-    """The version history of a name, oldest first; the version shown in the detail view in bold."""
+def history_markdown(name: str, entries: list[TimelineEntry], selected_id: int | None,
+                     figures: dict | None = None) -> str:
+    """The version history of a name, oldest first; the version shown in the detail view in bold; each version's
+    average rating (how many) and latest evaluation score (clips) from `figures` (MetricsService.timeline_figures)."""
     if not entries:
         return ""
+    figures = figures or {}
     lines = [f"#### Versions of {md_escape(name)}", "",
-             "| Version | Status | Registered | Trained | Final loss | Training run |", "|---|---|---|---|---|---|"]
+             "| Version | Status | Registered | Trained | Final loss | Rating (n) | Eval score (n) | Training run |",
+             "|---|---|---|---|---|---|---|---|"]
     for e in entries:
         version = f"**v{e.version} (shown)**" if e.id == selected_id else f"v{e.version}"
         loss = fmt_value(e.final_loss) if e.final_loss is not None else "—"
         run = (f"[{md_escape(e.training_run_id)}]({e.training_run_url})" if e.training_run_url else
                md_escape(e.training_run_id) if e.training_run_id else "—")  # no link until run pages exist
+        rating, score = timeline_cells(figures.get(e.id))
         lines.append(f"| {version} | {e.status} | {fmt_time(e.created_at)} | {fmt_time(e.trained_at)} | {loss} | "
-                     f"{run} |")
+                     f"{rating} | {score} | {run} |")
     return "\n".join(lines)
 
 
@@ -286,9 +295,11 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
             confirm_btn = gr.Button("Delete", variant="stop", scale=0, min_width=110, elem_id="adapter-delete-confirm")
             confirm_cancel = gr.Button("Cancel", scale=0, min_width=110, elem_id="adapter-delete-cancel")
         info = gr.Markdown(elem_id="adapter-detail-info")
+        performance = build_performance_panel()
         with gr.Accordion("Training configuration", open=True, elem_id="adapter-config-accordion"):
             config = gr.HTML(elem_id="adapter-config")
         history = gr.Markdown(elem_id="adapter-history")
+    compare = build_compare_view()
     with gr.Accordion("Register an adapter", open=False, elem_id="register-accordion"):
         roots = ", ".join(str(r) for r in ctx.settings.allowed_import_roots)
         source = gr.Radio(list(SOURCES), value="Folder on the server", label="Source", elem_id="register-source")
@@ -326,7 +337,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
                        confirm_row, confirm_text, confirm_btn, confirm_cancel, info, config, history, source, path,
                        archive, hub_row, repo, revision, reg_name, reg_version, reg_base, reg_description,
                        reg_anyway, register_btn, register_status, deleted_acc, deleted_choice, restore_btn,
-                       gr.State(None), gr.State(None))
+                       gr.State(None), gr.State(None), performance=performance, compare=compare)
 
 
 # ---- keeping the page in line with the registry ---------------------------------------------------------------
@@ -339,16 +350,17 @@ def view_outputs(tab: AdaptersTab, gen: GenerateTab) -> list:
 
 
 def detail_outputs(tab: AdaptersTab) -> list:
-    return [tab.selected, tab.detail, tab.info, tab.active_toggle, tab.config, tab.history, tab.rename_open]
+    return [tab.selected, tab.detail, tab.info, tab.active_toggle, tab.config, tab.history, tab.rename_open,
+            tab.performance]
 
 
-DETAIL_COUNT = 7  # len(detail_outputs(tab))
+DETAIL_COUNT = 8  # len(detail_outputs(tab))
 VIEW_COUNT = 5 + DETAIL_COUNT  # len(view_outputs(tab, gen))
 
 
 def detail_updates(ctx: AppContext, adapter_id: int | None, model: ModelInfo | None) -> list:
-    """[selected, detail column, info, active checkbox, configuration, history, rename button]; hidden when the
-    adapter is gone (deleted here or elsewhere)."""
+    """[selected, detail column, info, active checkbox, configuration, history, rename button, performance];
+    hidden when the adapter is gone (deleted here or elsewhere)."""
     a = None
     if adapter_id is not None:
         try:
@@ -356,15 +368,17 @@ def detail_updates(ctx: AppContext, adapter_id: int | None, model: ModelInfo | N
         except NotFound:
             a = None
     if a is None:
-        return [None, gr.Column(visible=False), "", gr.skip(), "", "", gr.Button(interactive=False)]
+        return [None, gr.Column(visible=False), "", gr.skip(), "", "", gr.Button(interactive=False), ""]
     try:
-        history = history_markdown(a.name, ctx.adapters.timeline(a.name), a.id)
+        entries = ctx.adapters.timeline(a.name)
+        history = history_markdown(a.name, entries, a.id, ctx.metrics.timeline_figures([e.id for e in entries]))
     except NotFound:
         history = ""
     known = {"base_model": f"{a.base_model_name} ({a.base_model})", "base_model_revision": a.base_model_revision,
              "dataset": a.training_dataset}
     return [a.id, gr.Column(visible=True), detail_markdown(a, model), gr.Checkbox(value=a.active),
-            config_view_html(a.training_config, a.lora_config, known), history, gr.Button(interactive=True)]
+            config_view_html(a.training_config, a.lora_config, known), history, gr.Button(interactive=True),
+            performance_or_note(ctx, a.id)]
 
 
 def view_updates(ctx: AppContext, seen: str | None, active_only: bool | None, selected: int | None,
@@ -399,6 +413,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
     tab.active_only.input(lambda active_only: filter_view(ctx, active_only), tab.active_only,
                           [active_pref, tab.table, tab.empty], queue=False, show_progress="hidden", **private)
     tab.refresh_btn.click(**refresh_view)
+    wire_compare_view(ctx, tab.compare, tab.selected)
 
     # Selecting a row opens its detail view.
     def select(evt: gr.SelectData) -> list:
