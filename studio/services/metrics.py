@@ -422,11 +422,12 @@ class MetricsService:
             keys = sorted(scores_a.keys() & scores_b.keys())
             test = wilcoxon_paired([scores_a[k] for k in keys], [scores_b[k] for k in keys])
             how = f"on the same {len(keys)} prompt and seed pairs (paired Wilcoxon signed-rank test)"
-            need = "clips that score differently on the same prompt and seed"
+            need = ("clip that scores differently on the same prompt and seed",
+                    "clips that score differently on the same prompt and seed")
         else:
             test = mann_whitney(list(scores_a.values()), list(scores_b.values()), what="score")
             how = "on different prompt sets or seeds (Mann-Whitney U test; the same set would allow a paired test)"
-            need = "scored clips of each version"
+            need = ("scored clip of each version", "scored clips of each version")
         return _from_two_sample("evaluation_score", test, names, "mean evaluation score", how, need, ".3f")
 
     @staticmethod
@@ -437,7 +438,7 @@ class MetricsService:
             return _no_verdict("rating", values, "not_comparable", reason)
         return _from_two_sample("rating", test, names, "average rating",
                                 "over every rating of each version's own generations (Mann-Whitney U test)",
-                                "ratings of each version", ".2f")
+                                ("rating of each version", "ratings of each version"), ".2f")
 
     def _compare_ab(self, session, a: Adapter, b: Adapter, names, reason) -> tuple[MetricComparison, int]:
         """Revealed tests between exactly these two versions with the same setting overrides on both sides."""
@@ -472,8 +473,9 @@ class MetricsService:
                                  f"compare them by ear (at least {test.more_needed} decisive votes)." + pending_note)
             metric.more_needed, metric.test, metric.detail = test.more_needed, "sign_test", test
             return metric, pending
-        where = (f"{names[0]} won {wins['a']} and {names[1]} won {wins['b']} of {decisive} decisive votes "
-                 f"({ties} without preference, {tests} test{'s' if tests != 1 else ''})")
+        where = (f"{names[0]} won {wins['a']} and {names[1]} won {wins['b']} of {decisive} decisive "
+                 f"vote{'s' if decisive != 1 else ''} ({ties} without preference, "
+                 f"{tests} test{'s' if tests != 1 else ''})")
         better = None if wins["a"] == wins["b"] else ("a" if wins["a"] > wins["b"] else "b")
         if test.verdict == "not_enough_data":
             summary = (f"Not enough votes for a verdict: {where}; at least {_more(test.more_needed, 'decisive vote')}"
@@ -495,8 +497,9 @@ def _no_verdict(metric: str, values: dict, verdict: str, summary: str) -> Metric
                             verdict=verdict, more_needed=0, summary=summary, detail=None)
 
 
-def _from_two_sample(metric: str, test: TwoSampleTest, names, what: str, how: str, need: str,
+def _from_two_sample(metric: str, test: TwoSampleTest, names, what: str, how: str, need: tuple[str, str],
                      fmt: str) -> MetricComparison:
+    """need: what is missing, (one, several)."""
     def show(x):
         return "—" if x is None else format(x, fmt)
 
@@ -506,7 +509,8 @@ def _from_two_sample(metric: str, test: TwoSampleTest, names, what: str, how: st
     where = (f"{what} {show(test.mean_a)} for {names[0]} ({test.n_a}) and {show(test.mean_b)} for {names[1]} "
              f"({test.n_b}), {how}")
     if test.verdict == "not_enough_data":
-        summary = f"Not enough data: {where}; at least {test.more_needed} more {need} are needed for a verdict."
+        summary = (f"Not enough data: {where}; at least {test.more_needed} more {need[test.more_needed != 1]} "
+                   f"{'is' if test.more_needed == 1 else 'are'} needed for a verdict.")
     elif test.verdict in ("a", "b"):
         summary = f"{names[0 if test.verdict == 'a' else 1]} is better: {where}; p = {test.p_value:.3g}, " \
                   "significant at 5 %."

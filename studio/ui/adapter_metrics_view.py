@@ -60,7 +60,7 @@ def versus_base(test: TwoSampleTest | SignTest | None, what: str) -> str:
     if test is None:
         return f"{what}: no comparison with the base model yet."
     if test.verdict == "not_enough_data":
-        return f"{what}: not enough data yet ({test.more_needed} more needed, see below)." \
+        return f"{what}: not enough votes yet; at least {plural(test.more_needed, 'more decisive vote')}." \
             if isinstance(test, SignTest) else \
             f"{what}: not enough data to compare with the base model; at least {test.more_needed} more on each side."
     if test.verdict == "b":
@@ -77,13 +77,14 @@ def performance_markdown(p: AdapterPerformance) -> str:
     base = md_escape(p.base_model_name)
     ab = p.ab
     vs = ab.vs_base
-    vs_text = (f"{vs.wins_b} won, {vs.wins_a} lost, {vs.ties} ties" if vs.decisive or vs.ties else DASH)
+    vs_text = (f"{vs.wins_a} won, {vs.wins_b} lost, {plural(vs.ties, 'tie')}" if vs.decisive or vs.ties else DASH)
     rows = [
         ("Generations", str(p.adapter.generations), f"{p.base.generations} on the same prompts"),
         ("Average rating", rating_text(p.adapter), rating_text(p.base)),
         ("Ratings (1★ to 5★)", distribution_text(p.adapter), distribution_text(p.base)),
         ("Evaluation score", evaluation_text(p.adapter), evaluation_text(p.base)),
-        ("Blind A/B votes", f"{ab.wins} won, {ab.losses} lost, {ab.ties} ties ({plural(len(ab.tests), 'test')})",
+        ("Blind A/B votes", f"{ab.wins} won, {ab.losses} lost, {plural(ab.ties, 'tie')} "
+                            f"({plural(len(ab.tests), 'test')})",
          f"against this version: {vs_text}"),
     ]
     table = "\n".join(f"| {k} | {a} | {b} |" for k, a, b in rows)
@@ -156,7 +157,7 @@ def _metric_values(m: MetricComparison) -> tuple[str, str, str]:
         if not isinstance(d, SignTest) or not d.decisive:
             return DASH, DASH, "0 decisive votes"
         return (f"{d.wins_a} won ({fmt(m.value_a, '.0%')})", f"{d.wins_b} won ({fmt(m.value_b, '.0%')})",
-                f"{d.decisive} decisive votes, {d.ties} ties")
+                f"{plural(d.decisive, 'decisive vote')}, {plural(d.ties, 'tie')}")
     digits = ".3f" if m.metric == "evaluation_score" else ".2f"
     unit = "clips" if m.metric == "evaluation_score" else "ratings"
     return (f"{fmt(m.value_a, digits)} ({m.n_a})", f"{fmt(m.value_b, digits)} ({m.n_b})",
