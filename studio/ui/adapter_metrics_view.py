@@ -106,9 +106,6 @@ def performance_markdown(p: AdapterPerformance) -> str:
     lines.append(f"<small>Base model figures are on the same prompts. {md_escape(ab.rule)}{pending}</small>")
     if p.notes:
         lines += ["", *[f"- {md_escape(n)}" for n in p.notes]]
-    # LEAD: an "Evaluate now" button belongs beside this panel (the evaluation service is on another branch):
-    # ctx.evaluations.evaluate(model_id=p.base_model, adapter_id=p.adapter_id, user=page_user(request)), then
-    # refresh the detail view. Shown when p.adapter.evaluation is None or to run again.
     return "\n".join(lines)
 
 
@@ -220,6 +217,10 @@ class CompareView:
 
 def build_performance_panel() -> gr.Markdown:
     """The detail view's performance (filled by the Adapters tab's detail updates)."""
+    # LEAD: the "Evaluate now" button goes here, under the performance (the evaluation service is on another
+    # branch): its click calls EvaluationService.evaluate(model_id=<the adapter's base_model>,
+    # adapter_id=<tab.selected>, user=page_user(request)) and then refreshes the detail view (detail_updates), which
+    # shows the new run's score here and in the version timeline once it has succeeded.
     return gr.Markdown(elem_id="adapter-performance")
 
 
@@ -250,15 +251,19 @@ def compare_text(ctx: AppContext, a, b) -> str:
         raise gr.Error("Choose the versions in the lists.", print_exception=False) from None
 
 
-def wire_compare_view(ctx: AppContext, view: CompareView, selected: gr.State) -> None:
-    """Opening the view lists every version (A: the one open in the detail view, B: the one before it)."""
-    def choices(shown) -> list:
-        live, deleted = ctx.adapters.list(), ctx.adapters.list(deleted=True)
-        options = version_choices(live, deleted)
-        a, b = default_pair(options, live, shown)
-        return [gr.Dropdown(choices=options, value=a), gr.Dropdown(choices=options, value=b)]
+def compare_choices(ctx: AppContext, shown) -> list:
+    """[version A, version B, result] when the view opens: every version listed, A the one open in the detail view,
+    B the one before it; a hint instead of a result when there are fewer than two versions."""
+    live, deleted = ctx.adapters.list(), ctx.adapters.list(deleted=True)
+    options = version_choices(live, deleted)
+    a, b = default_pair(options, live, shown)
+    hint = "" if len(options) >= 2 else "Register two versions of an adapter to compare them."
+    return [gr.Dropdown(choices=options, value=a), gr.Dropdown(choices=options, value=b), hint]
 
-    view.accordion.expand(choices, selected, [view.version_a, view.version_b], queue=False, show_progress="hidden",
+
+def wire_compare_view(ctx: AppContext, view: CompareView, selected: gr.State) -> None:
+    view.accordion.expand(lambda shown: compare_choices(ctx, shown), selected,
+                          [view.version_a, view.version_b, view.result], queue=False, show_progress="hidden",
                           api_visibility="private")
     view.compare_btn.click(lambda a, b: compare_text(ctx, a, b), [view.version_a, view.version_b], view.result,
                            show_progress="hidden", api_name="compare_versions")

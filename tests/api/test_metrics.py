@@ -48,6 +48,8 @@ def test_compare_route_is_not_an_adapter_id(api):
     assert body["comparable"] is True and (body["a"]["label"], body["b"]["label"]) == ("lofi v1", "lofi v2")
     assert body["ab"]["verdict"] == "no_difference" and body["ab"]["n_a"] == 7  # 1 + 6 decisive: p = 16/128
     assert body["ab"]["p_value"] == pytest.approx(16 / 128) and body["ab_pending_tests"] == 1
+    assert (body["ab"]["detail"]["wins_a"], body["ab"]["detail"]["wins_b"]) == (1, 6)  # the sign test in full
+    assert body["rating"]["detail"]["test"] == "mann_whitney_u"
     assert body["training_loss"]["final_a"] == 1.5 and body["training_loss"]["final_b"] is None
     assert body["rating"]["n_a"] == 2 and body["rating"]["n_b"] == 0
     for metric in ("evaluation", "rating", "ab"):

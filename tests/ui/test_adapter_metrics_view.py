@@ -10,8 +10,9 @@ from sqlmodel import Session
 
 from studio.services.adapters import TimelineEntry
 from studio.services.metrics import TimelineFigures
-from studio.ui.adapter_metrics_view import (comparison_markdown, compare_text, default_pair, performance_markdown,
-                                            performance_or_note, timeline_cells, version_choices)
+from studio.ui.adapter_metrics_view import (compare_choices, compare_text, comparison_markdown, default_pair,
+                                            performance_markdown, performance_or_note, timeline_cells,
+                                            version_choices)
 from studio.ui.adapters_tab import detail_updates, history_markdown
 from tests.metrics_seed import Seeder
 
@@ -124,3 +125,13 @@ def test_version_choices_and_default_pair(seeded):
     assert default_pair(choices, live, ids["v1"]) == (str(ids["v1"]), str(ids["v2"]))  # else another version
     assert default_pair(choices, live, None)[0] == choices[0][1]
     assert default_pair([], [], None) == (None, None)
+
+
+def test_opening_the_comparison_lists_every_version(seeded, make_module_ctx):
+    ctx, ids = seeded
+    a, b, hint = compare_choices(ctx, ids["v2"])
+    assert (a.value, b.value, hint) == (str(ids["v2"]), str(ids["v1"]), "")
+    assert len(a.choices) == 3 and a.choices == b.choices
+    empty = make_module_ctx()
+    a, b, hint = compare_choices(empty, None)
+    assert (a.value, b.value, a.choices) == (None, None, []) and "Register two versions" in hint
