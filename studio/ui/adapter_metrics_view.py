@@ -230,15 +230,18 @@ def build_compare_view() -> CompareView:
                     "votes, with a verdict at the 5 % level or how much more data is needed.",
                     elem_id="compare-help")
         with gr.Row(equal_height=True):
-            version_a = gr.Dropdown([], label="Version A", elem_id="compare-a", scale=2)
-            version_b = gr.Dropdown([], label="Version B", elem_id="compare-b", scale=2)
+            # allow_custom_value: scripts send adapter ids (/compare_versions); compare_text checks them
+            version_a = gr.Dropdown([], label="Version A", elem_id="compare-a", scale=2, allow_custom_value=True)
+            version_b = gr.Dropdown([], label="Version B", elem_id="compare-b", scale=2, allow_custom_value=True)
             compare_btn = gr.Button("Compare", variant="primary", scale=0, min_width=120, elem_id="compare-btn")
         result = gr.Markdown(elem_id="compare-result")
     return CompareView(accordion, version_a, version_b, compare_btn, result)
 
 
 def compare_text(ctx: AppContext, a, b) -> str:
-    """The comparison of two chosen versions (gr.Error, escaped, for a missing choice or a refusal)."""
+    """Compare two adapter versions (a, b: adapter ids): Markdown with training loss, evaluation score, average
+    rating and blind A/B votes side by side, a verdict per metric at 5 % and the samples behind it. gr.Error
+    (escaped) for a missing choice or a refusal."""
     if a in (None, "") or b in (None, ""):
         raise gr.Error("Choose two versions to compare.", print_exception=False)
     if str(a) == str(b):
@@ -265,5 +268,10 @@ def wire_compare_view(ctx: AppContext, view: CompareView, selected: gr.State) ->
     view.accordion.expand(lambda shown: compare_choices(ctx, shown), selected,
                           [view.version_a, view.version_b, view.result], queue=False, show_progress="hidden",
                           api_visibility="private")
-    view.compare_btn.click(lambda a, b: compare_text(ctx, a, b), [view.version_a, view.version_b], view.result,
-                           show_progress="hidden", api_name="compare_versions")
+    def compare_versions(version_a, version_b) -> str:
+        """Compare two adapter versions by id (A, B): Markdown with a verdict per metric (also REST:
+        GET /api/adapters/compare?ids=a,b, as JSON)."""
+        return compare_text(ctx, version_a, version_b)
+
+    view.compare_btn.click(compare_versions, [view.version_a, view.version_b], view.result, show_progress="hidden",
+                           api_name="compare_versions")
