@@ -215,11 +215,16 @@ def loss_figures(metrics: dict[str, Any] | None) -> tuple[float | None, float | 
     return final, best, len(values)
 
 
+UNREADABLE_SIDE = -1  # an adapter_id that is neither an id nor None: matches no version and is not the base model
+
+
 def _side_of(side: dict) -> tuple[int | None, dict]:
-    adapter_id = side.get("adapter_id") if isinstance(side, dict) else None
-    overrides = side.get("overrides") if isinstance(side, dict) else None
-    return (adapter_id if isinstance(adapter_id, int) and not isinstance(adapter_id, bool) else None,
-            overrides if isinstance(overrides, dict) else {})
+    """(adapter id or None for the base model, overrides) of an A/B side as the A/B service stores it."""
+    side = side if isinstance(side, dict) else {}
+    adapter_id, overrides = side.get("adapter_id"), side.get("overrides")
+    if adapter_id is not None and (not isinstance(adapter_id, int) or isinstance(adapter_id, bool)):
+        adapter_id = int(adapter_id) if isinstance(adapter_id, str) and adapter_id.isdigit() else UNREADABLE_SIDE
+    return adapter_id, overrides if isinstance(overrides, dict) else {}
 
 
 def _more(n: int, what: str) -> str:

@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from studio.db.models import Job, Rating
 from studio.errors import InvalidRequest, NotFound
-from studio.services.metrics import loss_figures
+from studio.services.metrics import UNREADABLE_SIDE, _side_of, loss_figures
 from tests.metrics_seed import SCORER, Seeder
 
 PROMPTS, SEEDS = ["piano", "rain", "wind"], [1, 2]
@@ -289,3 +289,16 @@ def test_timeline_figures(seeded):
 ], ids=["none", "empty", "curve", "explicit", "number", "final only", "junk"])
 def test_loss_figures_read_the_training_record(metrics, expected):
     assert loss_figures(metrics) == expected
+
+
+@pytest.mark.parametrize("side, expected", [
+    ({"adapter_id": 3, "overrides": {"top_k": 50}}, (3, {"top_k": 50})),
+    ({"adapter_id": None, "overrides": {}}, (None, {})),
+    ({"adapter_id": None}, (None, {})),
+    ({"adapter_id": "3", "overrides": None}, (3, {})),
+    ({"adapter_id": "lofi"}, (UNREADABLE_SIDE, {})),  # never taken for the base model
+    ({"adapter_id": True}, (UNREADABLE_SIDE, {})),
+    (None, (None, {})),
+])
+def test_ab_sides_are_read_defensively(side, expected):
+    assert _side_of(side) == expected
