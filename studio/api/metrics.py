@@ -48,7 +48,7 @@ def build_metrics_router(ctx: AppContext) -> APIRouter:
         return service.compare(a, b)
 
     @router.get("/{adapter_id}/performance", response_model=AdapterPerformance, responses=error_responses({
-        404: "adapter_not_found"}))
+        404: "adapter_not_found: no adapter has this id (deleted ones are still found)"}))
     def adapter_performance(adapter_id: RecordId) -> AdapterPerformance:
         """One version's own generations, average rating and distribution, A/B record (revealed tests only) and
         latest evaluation score, beside the base model's figures on the same prompts (and its evaluation run on
