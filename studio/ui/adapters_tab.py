@@ -2,6 +2,8 @@
 version history, activation, rename (inline: Enter saves, Escape cancels; or through a dialog from the list; renaming
 moves every version of the name), delete with confirmation and restore, and registration from a server folder, an
 uploaded archive or a hub repo, with progress ("register anyway" for an adapter identical to a registered one).
+A version's performance beside the base model, its rating and score in the version history, and "Compare versions"
+come from adapter_metrics_view.
 
 Every action goes through ctx.adapters (studio.services.adapters.AdapterService); its errors become gr.Error. After
 each change, the list, the detail and the Generate tab's adapter dropdown are brought up to date (`view_updates`).
