@@ -26,7 +26,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             header = gr.Markdown(status_line(ctx.models.current()), elem_id="current-model")
         seen_model = gr.State(None)  # per page: the model (and its saved settings) the widgets were set up for
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab("Generate", id="generate") as generate_tab:
                 gen = build_generate_tab(ctx)
             with gr.Tab("History", id="history", elem_id="history-tab") as history_tab:
                 history = build_history_tab(ctx)
@@ -35,7 +35,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings_tab(ctx)
         wire_generate_tab(ctx, gen)
-        wire_history_tab(ctx, history, gen, tabs, history_tab)
+        wire_history_tab(ctx, history, gen, tabs, history_tab, generate_tab)
         wire_adapters_tab(ctx, adapters, gen, active_pref)
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)

@@ -10,10 +10,10 @@ import gradio as gr
 import pandas as pd
 
 from studio.context import AppContext
-from studio.errors import NotFound
+from studio.errors import NotFound, StudioError
 from studio.services.jobs import DELETED_ADAPTER, MAX_STARS, JobInfo, JobQuery
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, page_user, plain_status, user_errors
-from studio.ui.generate_tab import GenerateTab, adapter_widgets, next_model
+from studio.ui.generate_tab import GenerateTab, adapter_widgets, next_model, rating_updates
 from studio.ui.queue_panel import model_namer, shorten
 
 PAGE_SIZE = 20
@@ -29,6 +29,8 @@ SOURCES = [("People's generations", "person"), ("Evaluation clips", "evaluation"
 SORTS = [("Newest first", "newest"), ("Oldest first", "oldest"), ("Best rated", "best_rated"),
          ("Worst rated", "worst_rated"), ("Longest", "longest"), ("Shortest", "shortest")]
 NO_RATING = 0
+# Stored settings a job records but did not use as such: its own seed and duration are what it ran with.
+NOT_USED = ("seed", "seed_policy", "default_duration_s")
 STAR_CHOICES = [("No rating", NO_RATING), *[("★" * n, n) for n in range(1, MAX_STARS + 1)]]
 
 
@@ -148,7 +150,8 @@ def detail_markdown(ctx: AppContext, j: JobInfo) -> str:
         adapter = f"⚠️ **{DELETED_ADAPTER}** (id {j.adapter_id}): the job stays readable and playable"
     else:
         adapter = md_escape(j.adapter_label)
-    settings = " · ".join(f"{md_escape(k)} `{md_escape(str(v))}`" for k, v in sorted(j.settings.items()))
+    settings = " · ".join(f"{md_escape(k)} `{md_escape(str(v))}`" for k, v in sorted(j.settings.items())
+                          if k not in NOT_USED)
     waited = (j.started_at - j.created_at).total_seconds() if j.started_at else None
     timings = [f"submitted {when(j.created_at)}"]
     if waited is not None:
@@ -226,8 +229,8 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
 
 
 # ---- events ----------------------------------------------------------------------------------------------------
-def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: gr.Tabs,
-                     history_tab: gr.Tab) -> None:
+def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: gr.Tabs, history_tab: gr.Tab,
+                     generate_tab: gr.Tab) -> None:
     private = dict(api_visibility="private", show_progress="hidden")
     list_outputs = [tab.table, tab.empty, tab.page_info, tab.prev_btn, tab.next_btn, tab.offset, tab.seen]
 
@@ -410,6 +413,16 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
     reuse_outputs = [tabs, gen.prompt, gen.duration, gen.seed, gen.takes, *gen.sampling.values(), gen.adapter,
                      gen.adapter_hint, tab.action_status]
 
+    def stored_differences(job: JobInfo) -> list[str]:
+        """The job's settings that the Generate tab does not set and that differ from the model's saved ones
+        (output format, loudness, ...): they apply as saved."""
+        try:
+            saved = ctx.gen_config.get(job.model_id).values
+        except StudioError:  # a model gone from the registry
+            return []
+        return [f"{k} {job.settings[k]} (saved: {saved[k]})" for k in sorted(job.settings)
+                if k in saved and k not in NOT_USED and k not in gen.sampling and job.settings[k] != saved[k]]
+
     def reuse(job_id) -> list:
         if job_id is None:
             return [gr.skip()] * len(reuse_outputs)
@@ -422,6 +435,10 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
             gr.Warning(notify_text(f"{problem} Its settings are filled in, but Generate would use the loaded model: "
                                    f"choose {model_namer(ctx)(job.model_id)} in the Model list to make the same "
                                    "music."))
+        differ = stored_differences(job)
+        if differ:
+            gr.Info(notify_text("Filled in. These settings of the job apply as saved in the Settings tab, not as the "
+                                f"job had them: {'; '.join(differ)}."))
         model = next_model(ctx)
         adapter_value = NO_ADAPTER if job.adapter_id is None else str(job.adapter_id)
         sampling = [gr.update(value=job.settings[name]) if name in job.settings else gr.skip()
@@ -429,5 +446,13 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         return [gr.Tabs(selected="generate"), job.prompt, gr.Number(value=job.duration_s), job.seed, 1, *sampling,
                 *adapter_widgets(ctx.adapters.list(), model, adapter_value), plain_status()]
 
-    tab.reuse_btn.click(reuse, tab.selected, reuse_outputs, **private)
+    # The Generate tab's stars follow ratings changed here (or elsewhere) when the person goes back to it.
+    rates = [gen.rate_result, *gen.take_rates]
+
+    def generate_ratings(ids, request: gr.Request | None = None) -> list:
+        return rating_updates(ctx, ids, page_user(request))
+
+    tab.reuse_btn.click(reuse, tab.selected, reuse_outputs, **private).then(
+        generate_ratings, gen.result_jobs, rates, queue=False, **private)
+    generate_tab.select(generate_ratings, gen.result_jobs, rates, queue=False, **private)
 
