@@ -103,28 +103,27 @@ def table_rows(ctx: AppContext, jobs: list[JobInfo]) -> list[list]:
 
 
 def history_query(text, model, adapter, status, rating, who, source, sort, offset) -> JobQuery:
-    """The service's query from the filter widgets (values from scripts are checked the same way: gr.Error)."""
-    fields: dict = dict(text=(text or "").strip() or None, submitted_by=(who or "").strip() or None,
-                        offset=max(int(offset or 0), 0), limit=PAGE_SIZE)
-    if model not in (None, "", ANY):
-        fields["model_id"] = model
-    if adapter not in (None, "", ANY):
-        fields["adapter"] = "none" if adapter == "none" else int(adapter)
-    if status not in (None, "", ANY):
-        fields["status"] = status
-    if rating == "unrated":
-        fields["rated"] = False
-    elif rating == "rated":
-        fields["rated"] = True
-    elif isinstance(rating, str) and rating.endswith("+"):
-        fields["min_rating"] = int(rating[:-1])
-    elif isinstance(rating, str) and rating.startswith("-"):
-        fields["max_rating"] = int(rating[1:])
-    fields["source"] = source or "person"
-    fields["sort"] = sort or "newest"
+    """The service's query from the filter widgets (values the widgets never offer are refused: gr.Error)."""
     try:
+        fields: dict = dict(text=(text or "").strip() or None, submitted_by=(who or "").strip() or None,
+                            offset=max(int(offset or 0), 0), limit=PAGE_SIZE, source=source or "person",
+                            sort=sort or "newest")
+        if model not in (None, "", ANY):
+            fields["model_id"] = model
+        if adapter not in (None, "", ANY):
+            fields["adapter"] = "none" if adapter == "none" else int(adapter)
+        if status not in (None, "", ANY):
+            fields["status"] = status
+        if rating in ("unrated", "rated"):
+            fields["rated"] = rating == "rated"
+        elif isinstance(rating, str) and rating.endswith("+"):
+            fields["min_rating"] = int(rating[:-1])
+        elif isinstance(rating, str) and rating.startswith("-"):
+            fields["max_rating"] = int(rating[1:])
+        elif rating not in (None, "", ANY):
+            raise ValueError(f"unknown rating filter {rating!r}")
         return JobQuery(**fields)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
         raise gr.Error(notify_text(f"Check the filters: {exc}"), print_exception=False) from None
 
 
