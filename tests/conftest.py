@@ -166,7 +166,7 @@ def seed_history(ctx: AppContext) -> dict[str, int]:
         s.commit()
         rows = [("piano", "Lo-Fi piano 50% beat", "studio-tiny", None, "succeeded", 2.0, "alice", {}),
                 ("drone", "dark_ambient drone", "studio-tiny", live.id, "succeeded", 5.0, "bob", {}),
-                ("jazz", "jazz trio", "tiny-hub", gone.id, "succeeded", 1.0, "local", {}),
+                ("jazz", "Jazz trio at the Café", "tiny-hub", gone.id, "succeeded", 1.0, "local", {}),
                 ("failed", "noise that failed", "studio-tiny", None, "failed", 3.0, "alice", {}),
                 ("waiting", "still waiting", "studio-tiny", None, "queued", 4.0, "local", {}),
                 ("ab", "ab piano secret", "studio-tiny", None, "succeeded", 1.0, "local", {"abtest_id": ab.id}),

@@ -99,6 +99,12 @@ def search_jobs(session: Session, where: Sequence[ColumnElement], *, min_rating:
     return [(job, None if avg is None else float(avg), int(count or 0)) for job, avg, count in rows], int(total)
 
 
+def prompt_contains(text: str) -> ColumnElement:
+    """The prompt holds `text`, whatever the case (any letter, not only ASCII); LIKE's wildcards `%` and `_` are
+    plain characters here."""
+    return func.casefold(Job.prompt).contains(text.casefold(), autoescape=True)
+
+
 def find_job(session: Session, job_id: int, where: Sequence[ColumnElement] = ()) -> Job | None:
     """The job, if it meets the caller's conditions."""
     return session.exec(select(Job).where(Job.id == job_id, *where)).first()

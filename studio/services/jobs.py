@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.db.adapters import get_adapter
 from studio.db.engine import session_scope
-from studio.db.jobs import (JobSort, delete_job, find_job, job_scores, rating_stats, search_jobs, set_rating,
-                            delete_rating, user_ratings)
+from studio.db.jobs import (JobSort, delete_job, delete_rating, find_job, job_scores, prompt_contains, rating_stats,
+                            search_jobs, set_rating, user_ratings)
 from studio.db.models import Job, JobStatus, UTCTimestamp
 from studio.errors import Conflict, InvalidValues, NotFound
 from studio.services.audio_out import download_name, media_type
@@ -178,8 +178,7 @@ class JobService:
         if q.submitted_by is not None:
             where.append(Job.submitted_by == _text(q.submitted_by, "submitted_by"))
         if q.text:
-            # LIKE with its wildcards escaped: '50%' and 'lo_fi' are found as typed
-            where.append(Job.prompt.icontains(_text(q.text, "q"), autoescape=True))
+            where.append(prompt_contains(_text(q.text, "q")))
         if q.evaluation_id is not None:
             where.append(Job.evaluation_id == q.evaluation_id)
         with session_scope(self.engine) as session:

@@ -32,7 +32,7 @@ def test_listing_filters_pages_and_counts(seeded):
     prompts, total = listed(client, "?limit=2")
     assert prompts == ["still waiting", "noise that failed"] and total == 5
     assert listed(client, "?limit=2&offset=4") == (["Lo-Fi piano 50% beat"], 5)
-    assert listed(client, f"?adapter={ids['gone']}") == (["jazz trio"], 1)
+    assert listed(client, f"?adapter={ids['gone']}") == (["Jazz trio at the Café"], 1)
     assert listed(client, "?adapter=none&status=succeeded") == (["Lo-Fi piano 50% beat"], 1)
     assert listed(client, "?q=50%25") == (["Lo-Fi piano 50% beat"], 1)
     assert listed(client, "?min_rating=2&max_rating=2&submitted_by=bob") == (["dark_ambient drone"], 1)

@@ -40,6 +40,8 @@ FILTERS = [
     ({"submitted_by": "alice"}, ["failed", "piano"]),
     ({"submitted_by": "ALICE"}, []),  # exact
     ({"text": "LO-FI"}, ["piano"]),  # case-insensitive
+    ({"text": "café"}, ["jazz"]),  # beyond ASCII too
+    ({"text": "CAFÉ"}, ["jazz"]),
     ({"text": "50%"}, ["piano"]),  # LIKE's wildcards are plain characters
     ({"text": "%"}, ["piano"]),
     ({"text": "_"}, ["drone"]),
