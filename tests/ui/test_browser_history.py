@@ -1,5 +1,6 @@
 """The History tab, driven as a person would in a real Chromium: generate, rate the result on the Generate tab, find
-the job in History (a blind A/B test's clip is not there), change the rating, use its settings again, delete it.
+the job in History (a blind A/B test's clip is not there), change the rating, use its settings again, generate it
+again, delete it.
 
 Screenshots land in /tmp/history-*.png for a person to look at.
 """
@@ -72,16 +73,25 @@ def test_rate_find_reuse_and_delete_a_job(studio, browser):
         expect(page.locator("#rate-result")).to_contain_text("average 2.0 ★ from 1")  # History's change shows
         screenshot(page, "history-reused")
 
-        # delete it, after a confirmation
+        # generate it again: a new job with the same seed, listed at once
         page.get_by_role("tab", name="History").click()
         history_row(page, PROMPT).locator("[role=gridcell]").nth(2).click()
+        expect(info).to_contain_text(f"Job {job.id}")
+        page.locator("#history-again").click()
+        expect(page.locator("#history-action-status")).to_contain_text("with seed 21")
+        expect(history_row(page, PROMPT)).to_have_count(2)
+        again = max(j.id for j in ctx.jobs.list() if j.prompt == PROMPT)
+        assert ctx.generation.wait(again).seed == 21
+
+        # delete the first one, after a confirmation
+        history_row(page, PROMPT).filter(has_text="★★").locator("[role=gridcell]").nth(2).click()
         expect(info).to_contain_text(f"Job {job.id}")
         page.locator("#history-delete").click()
         expect(page.locator("#history-delete-confirm")).to_be_visible()
         expect(page.locator("#history-delete-text")).to_contain_text(f"Delete job {job.id}")
         screenshot(page, "history-delete-confirm")
         page.locator("#history-delete-yes").click()
-        expect(history_row(page, PROMPT)).to_have_count(0)
+        expect(history_row(page, PROMPT)).to_have_count(1)  # the new take stays
         expect(page.locator("#history-detail")).to_be_hidden()
-        expect(page.locator("#history-page")).to_contain_text("of 5")
+        expect(page.locator("#history-page")).to_contain_text("of 6")
     assert not list((ctx.settings.data_dir / "outputs").glob(f"*_job{job.id}.*"))
