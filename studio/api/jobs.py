@@ -204,8 +204,8 @@ def build_jobs_router(ctx: AppContext) -> APIRouter:
     @router.get("/jobs/{job_id}/audio", response_class=FileResponse,
                 responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
                                              for t in ("audio/wav", "audio/flac", "audio/mpeg")}},
-                           **error_responses({404: "job_not_found, audio_not_found: unknown job (or an A/B clip), or it has "
-                                                    "no audio"})})
+                           **error_responses({404: "job_not_found, audio_not_found: unknown job (or an A/B clip), "
+                                                   "or it has no audio"})})
     def job_audio(job_id: RecordId) -> FileResponse:
         """The job's audio, in the output format its settings chose, named after its prompt and job
         (`lofi-hip-hop-beat_job12.flac`)."""

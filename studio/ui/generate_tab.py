@@ -18,6 +18,7 @@ from studio.services.gen_config import ConfigView
 from studio.services.generation import (MAX_VARIATIONS, GenerateRequest, GenerationResult, JobRequest,
                                         duration_over_limit)
 from studio.services.job_events import AudioChunk, JobEvent, music_progress
+from studio.services.jobs import MAX_STARS, MIN_STARS
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
@@ -397,7 +398,8 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                        stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates)
 
 
-RATING_CHOICES = [("No rating", 0), *[("★" * n, n) for n in range(1, 6)]]
+NO_RATING = 0  # the radio's choice that removes the person's rating
+RATING_CHOICES = [("No rating", NO_RATING), *[("★" * n, n) for n in range(MIN_STARS, MAX_STARS + 1)]]
 
 
 def rating_radio(elem_id: str) -> gr.Radio:
@@ -420,7 +422,8 @@ def rating_updates(ctx: AppContext, job_ids: list[int] | None, user: str) -> lis
     def radio(r) -> gr.Radio:
         if r is None:
             return gr.Radio(visible=False, value=None)
-        return gr.Radio(visible=True, value=r.mine or 0, label=rating_label(r))
+        return gr.Radio(visible=True, value=r.mine or NO_RATING, label=rating_label(r))
+
     single = [radio(ratings[0])] if len(ids) == 1 else [gr.Radio(visible=False, value=None)]
     takes = [radio(ratings[i]) if len(ids) > 1 and i < len(ids) else gr.Radio(visible=False, value=None)
              for i in range(MAX_VARIATIONS)]
@@ -604,6 +607,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     run = started.then(on_page, [*inputs, tab.takes], page_outputs, concurrency_limit=None, show_progress="hidden",
                        api_visibility="private")
     run.then(after, typed, btns, queue=False, api_visibility="private")
+
     def show_ratings(ids, request: gr.Request):
         return rating_updates(ctx, ids, page_user(request))
 

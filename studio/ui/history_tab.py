@@ -13,7 +13,8 @@ from studio.context import AppContext
 from studio.errors import NotFound, StudioError
 from studio.services.jobs import DELETED_ADAPTER, MAX_STARS, JobInfo, JobQuery
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, page_user, plain_status, user_errors
-from studio.ui.generate_tab import GenerateTab, adapter_widgets, next_model, rating_updates
+from studio.ui.generate_tab import (NO_RATING, RATING_CHOICES, GenerateTab, adapter_widgets, next_model,
+                                    rating_updates)
 from studio.ui.queue_panel import model_namer, shorten
 
 PAGE_SIZE = 20
@@ -28,10 +29,8 @@ RATING_FILTERS = [("Any rating", ANY), ("Not rated yet", "unrated"), ("Rated", "
 SOURCES = [("People's generations", "person"), ("Evaluation clips", "evaluation"), ("Both", "all")]
 SORTS = [("Newest first", "newest"), ("Oldest first", "oldest"), ("Best rated", "best_rated"),
          ("Worst rated", "worst_rated"), ("Longest", "longest"), ("Shortest", "shortest")]
-NO_RATING = 0
 # Stored settings a job records but did not use as such: its own seed and duration are what it ran with.
 NOT_USED = ("seed", "seed_policy", "default_duration_s")
-STAR_CHOICES = [("No rating", NO_RATING), *[("★" * n, n) for n in range(1, MAX_STARS + 1)]]
 
 
 @dataclass
@@ -209,7 +208,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
             with gr.Column(scale=2):
                 audio = gr.Audio(label="Audio", type="filepath", interactive=False, elem_id="history-audio",
                                  buttons=["download"])
-                stars = gr.Radio(STAR_CHOICES, label="Your rating", elem_id="history-stars",
+                stars = gr.Radio(RATING_CHOICES, label="Your rating", elem_id="history-stars",
                                  info="1-5 stars; rate again to change it")
                 with gr.Row():
                     reuse_btn = gr.Button("Use these settings again", size="sm", elem_id="history-reuse")

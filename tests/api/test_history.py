@@ -80,7 +80,8 @@ def test_a_blind_ab_clip_is_unknown_to_every_jobs_route(seeded):
                                ("GET", f"/api/jobs/{clip}/events", None), ("GET", f"/api/jobs/{clip}/rating", None),
                                ("PUT", f"/api/jobs/{clip}/rating", {"stars": 5}),
                                ("DELETE", f"/api/jobs/{clip}/rating", None), ("DELETE", f"/api/jobs/{clip}", None),
-                               ("POST", f"/api/jobs/{clip}/resubmit", None), ("POST", f"/api/jobs/{clip}/cancel", None)]:
+                               ("POST", f"/api/jobs/{clip}/resubmit", None),
+                               ("POST", f"/api/jobs/{clip}/cancel", None)]:
         r = client.request(method, path, json=body)
         assert r.status_code == 404, (method, path, r.text)
         assert r.json()["detail"] == {"code": "job_not_found", "message": f"There is no job {clip}.",
@@ -125,7 +126,7 @@ def test_two_signed_in_users_rate_the_same_job_each_their_own(make_ctx):
         assert alice.get(f"/api/jobs/{jazz}", headers=a).json()["rating"] == {"job_id": jazz, "mine": 5,
                                                                                "average": 3.5, "count": 2}
         assert alice.put(f"/api/jobs/{jazz}/rating", json={"stars": 4}, headers=a).json()["average"] == 3.0
-        assert bob.get(f"/api/jobs?min_rating=3&q=jazz", headers=b).json()[0]["rating"]["mine"] == 2
+        assert bob.get("/api/jobs?min_rating=3&q=jazz", headers=b).json()[0]["rating"]["mine"] == 2
         assert bob.delete(f"/api/jobs/{jazz}/rating", headers=b).json() == {"job_id": jazz, "mine": None,
                                                                             "average": 4.0, "count": 1}
         assert alice.get(f"/api/jobs/{jazz}/rating", headers=a).json()["mine"] == 4

@@ -40,7 +40,8 @@ def test_filter_widgets_become_the_query(changed, expected):
     assert query == JobQuery(**{"limit": PAGE_SIZE, "offset": 40, **expected})
 
 
-@pytest.mark.parametrize("changed", [{"status": "done"}, {"sort": "random"}, {"source": "mine"}, {"adapter": "x"}, {"rating": "best"}])
+@pytest.mark.parametrize("changed", [{"status": "done"}, {"sort": "random"}, {"source": "mine"}, {"adapter": "x"},
+                                     {"rating": "best"}])
 def test_values_the_widgets_never_offer_are_refused_with_a_message(changed):
     with pytest.raises(gr.Error):
         history_query(*widgets(**changed), 0)
