@@ -6,7 +6,6 @@ shown or served through the jobs (it would reveal a side), and evaluation-run cl
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +16,10 @@ from studio.db.engine import session_scope
 from studio.db.jobs import (JobSort, delete_job, delete_rating, find_job, job_scores, prompt_contains, rating_stats,
                             search_jobs, set_rating, user_ratings)
 from studio.db.models import Job, JobStatus, UTCTimestamp
+from studio.deletions import remove_files, write_marker
 from studio.errors import Conflict, InvalidValues, NotFound
 from studio.services.audio_out import download_name, media_type
-
-log = logging.getLogger(__name__)
+from studio.storage import storage_writes
 
 DELETED_ADAPTER = "Deleted Adapter"
 MIN_STARS, MAX_STARS = 1, 5
@@ -118,6 +117,7 @@ def _text(value: str | None, field: str) -> str | None:
 class JobService:
     def __init__(self, engine, data_dir: Path):
         self.engine, self.data_dir = engine, Path(data_dir)
+        self.outputs_dir = self.data_dir / "outputs"
 
     # ---- who may see what ----------------------------------------------------------------------------------
     @staticmethod
@@ -228,8 +228,8 @@ class JobService:
     # ---- deleting ------------------------------------------------------------------------------------------
     def delete(self, job_id: int) -> JobDeleted:
         """Delete a finished job: its record, ratings and scores in one transaction, then its audio and codes files
-        (only after the commit: a failed commit leaves everything as it was; a crash after it leaves, at worst,
-        files nothing refers to). A queued or running job is refused: cancel it first."""
+        (only after the commit: a failed commit leaves everything as it was; a marker written before it lets the
+        next start finish a removal a kill interrupted). A queued or running job is refused: cancel it first."""
         with session_scope(self.engine) as session:
             job = self._find(session, job_id)
             if job.status not in OVER:
@@ -240,18 +240,19 @@ class JobService:
                                "in that run, so it is kept with it.", code="evaluation_clip", job_id=job_id,
                                evaluation_id=job.evaluation_id)
             files = [f for f in (job.output_file, job.codes_file) if f]
-            delete_job(session, job)
-        removed = []
-        root = self.data_dir.resolve()
-        for name in files:
-            path = (root / name).resolve()
-            if not path.is_relative_to(root):  # never outside the data directory, whatever the record says
-                continue
+            marker = None
+            if files:
+                with storage_writes(self.outputs_dir):
+                    marker = write_marker(self.outputs_dir, job.id, files)
             try:
-                path.unlink(missing_ok=True)
-                removed.append(name)
-            except OSError as exc:  # the record is gone already: nothing refers to the file any more
-                log.warning("job %s deleted, but its file %s could not be removed: %s", job_id, path, exc)
+                delete_job(session, job)
+            except BaseException:
+                if marker is not None:
+                    marker.unlink(missing_ok=True)
+                raise
+        removed, complete = remove_files(self.data_dir, files)
+        if marker is not None and complete:  # else the next start tries again
+            marker.unlink(missing_ok=True)
         return JobDeleted(job_id=job_id, files_removed=removed)
 
     # ---- audio ---------------------------------------------------------------------------------------------

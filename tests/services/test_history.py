@@ -206,3 +206,42 @@ def test_a_delete_the_database_refuses_keeps_the_files(make_ctx, monkeypatch):
     with pytest.raises(StorageUnavailable):
         ctx.jobs.delete(ids["piano"])
     assert ctx.jobs.audio_path(ids["piano"]).is_file() and ctx.jobs.get(ids["piano"]).has_codes
+    assert not list((ctx.settings.data_dir / "outputs").glob(".delete-job*"))  # nothing left to settle
+
+
+class Killed(BaseException):
+    """Stands for a kill: nothing after it runs."""
+
+
+@pytest.mark.parametrize("killed", ["before the commit", "after the commit"])
+def test_a_delete_killed_midway_is_settled_at_the_next_start(make_ctx, monkeypatch, killed):
+    """Killed before the commit: the job keeps its files. Killed after it, before the files went: the next start
+    removes them (nothing refers to them any more). No marker is left either way."""
+    from studio.datadir import recover_interrupted_work
+    from studio.deletions import write_marker
+
+    ctx = make_ctx()
+    ids = seed_history(ctx)
+    outputs = ctx.settings.data_dir / "outputs"
+    files = sorted(outputs.glob(f"piano_job{ids['piano']}.*"))
+    assert len(files) == 2
+    if killed == "before the commit":  # what a kill there leaves: the marker, the record, the files
+        write_marker(outputs, ids["piano"], [f.relative_to(ctx.settings.data_dir).as_posix() for f in files])
+    else:
+        def kill(*args, **kwargs):
+            raise Killed()
+
+        with monkeypatch.context() as m:
+            m.setattr("studio.services.jobs.remove_files", kill)
+            with pytest.raises(Killed):
+                ctx.jobs.delete(ids["piano"])
+    assert all(f.is_file() for f in files) and list(outputs.glob(".delete-job*"))
+    recover_interrupted_work(ctx.settings, ctx.engine)  # what the next start runs
+    assert not list(outputs.glob(".delete-job*"))
+    if killed == "before the commit":
+        assert ctx.jobs.get(ids["piano"]).has_audio and all(f.is_file() for f in files)
+    else:
+        with pytest.raises(NotFound):
+            ctx.jobs.get(ids["piano"])
+        assert not any(f.exists() for f in files)
+    assert ctx.jobs.audio_path(ids["drone"]).is_file()  # other jobs' files untouched
