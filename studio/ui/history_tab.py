@@ -246,9 +246,12 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         key = repr((rows, page.total, query.offset))
         if not force and key == seen:
             return [gr.skip()] * len(list_outputs)
-        empty = "" if page.total else "No jobs match these filters." if any(
-            f not in (None, "", ANY, "person", "newest") for f in filters) else "No generations yet: make one in " \
-                                                                                 "the Generate tab."
+        if page.total:
+            empty = ""
+        elif any(f not in (None, "", ANY, "person", "newest") for f in filters):
+            empty = "No jobs match these filters."
+        else:
+            empty = "No generations yet: make one in the Generate tab."
         shown = len(page.items)
         return [pd.DataFrame(rows, columns=HEADERS), empty, page_text(page.total, query.offset, shown),
                 gr.Button(interactive=query.offset > 0),
