@@ -131,8 +131,9 @@ class JobService:
             where.append(Job.evaluation_id.is_not(None))
         return where
 
-    def _find(self, session, job_id: int) -> Job:
-        job = find_job(session, job_id, self.visible()) if 1 <= job_id <= MAX_ID else None
+    def _find(self, session, job_id: int, include_clips: bool = False) -> Job:
+        """include_clips: for the services that own A/B clips (never for a person's request)."""
+        job = find_job(session, job_id, [] if include_clips else self.visible()) if 1 <= job_id <= MAX_ID else None
         if job is None:  # an A/B clip is unknown here: even its existence would say something
             raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
         return job
@@ -190,10 +191,11 @@ class JobService:
         """People's own jobs, newest first (History's default view)."""
         return self.search(JobQuery(limit=max(1, min(limit, 500)), offset=max(0, offset)), user).items
 
-    def get(self, job_id: int, user: str | None = None) -> JobInfo:
-        """A job a person may see (NotFound for an unknown job and for an A/B clip alike)."""
+    def get(self, job_id: int, user: str | None = None, *, include_clips: bool = False) -> JobInfo:
+        """A job a person may see (NotFound for an unknown job and for an A/B clip alike). include_clips=True: any
+        job, for the services that make and read A/B clips (the A/B test's own, never a person's request)."""
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id)
+            job = self._find(session, job_id, include_clips)
             average, count = rating_stats(session, [job.id]).get(job.id, (None, 0))
             return self._infos(session, [(job, average, count)], user)[0]
 
@@ -265,9 +267,10 @@ class JobService:
         files were named so too."""
         return download_name(self.get(job_id).prompt, job_id, path.suffix.lstrip("."))
 
-    def audio_path(self, job_id: int) -> Path:
+    def audio_path(self, job_id: int, *, include_clips: bool = False) -> Path:
+        """The job's audio file, inside the data directory (include_clips: as for get)."""
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id)
+            job = self._find(session, job_id, include_clips)
         if not job.output_file:
             raise NotFound(f"Job {job_id} has no audio (status: {job.status}).", code="audio_not_found", job_id=job_id)
         root = self.data_dir.resolve()

@@ -124,6 +124,9 @@ def test_a_blind_ab_clip_is_unknown_to_every_job_operation(seeded):
         assert err.value.code == "job_not_found" and err.value.message == f"There is no job {clip}."
     for source in ("person", "evaluation", "all"):
         assert clip not in [j.id for j in ctx.jobs.search(JobQuery(source=source, limit=500)).items]
+    # the services that own the clips still read them, when they say so
+    assert ctx.jobs.get(clip, include_clips=True).prompt == "ab piano secret"
+    assert ctx.jobs.audio_path(clip, include_clips=True).is_file()
     # an evaluation clip is readable (a filter shows it), just not listed by default
     assert ctx.jobs.get(ids["eval"]).evaluation_id == ids["evaluation"]
 
