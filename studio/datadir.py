@@ -14,7 +14,9 @@ from pathlib import Path
 
 from studio.config import Settings
 from studio.db.engine import make_engine, session_scope
+from studio.db.jobs import get_job
 from studio.db.recovery import close_interrupted_jobs
+from studio.deletions import MARKER_GLOB, read_marker, remove_files
 from studio.errors import CannotStart
 from studio.registry import Registry, load_registry
 
@@ -127,4 +129,19 @@ def recover_interrupted_work(settings: Settings, engine) -> list[int]:
         log.warning("%d job(s) were interrupted when the studio last stopped: %s", len(closed),
                     ", ".join(map(str, closed)))
     remove_leftovers(settings)
+    finish_deletes(settings, engine)
     return closed
+
+
+def finish_deletes(settings: Settings, engine) -> None:
+    """Job deletions a kill interrupted (studio/deletions.py): the files of a job whose record is gone are removed;
+    a job still recorded (killed before the commit) keeps its files."""
+    for marker in sorted(settings.outputs_dir.glob(MARKER_GLOB)) if settings.outputs_dir.is_dir() else []:
+        found = read_marker(marker)
+        if found is not None:
+            job_id, files = found
+            with session_scope(engine) as session:
+                gone = get_job(session, job_id) is None
+            if gone and not remove_files(settings.data_dir, files)[1]:
+                continue  # tried again at the next start
+        marker.unlink(missing_ok=True)

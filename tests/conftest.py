@@ -132,3 +132,67 @@ def browser():
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+# ---- History: jobs recorded as if generated (no decoding), for tests of filters, ratings and visibility --------
+def seed_history(ctx: AppContext) -> dict[str, int]:
+    """Records straight into the database: a live adapter 'lofi v1' and a deleted 'gone v1'; an A/B test and an
+    evaluation run; jobs, oldest first (ids by name): piano (alice, no adapter, 2 s, rated 5 by alice and 3 by bob),
+    drone (bob, lofi, 5 s, rated 2 by alice), jazz (local, gone, 1 s, on tiny-hub), failed (alice, 3 s), waiting
+    (queued, 4 s), and two clips that History never lists by default: ab (of the A/B test) and eval (of the run).
+    Succeeded jobs get small real files (audio and codes) in outputs/."""
+    from datetime import datetime, timedelta, timezone
+
+    import numpy as np
+
+    from studio.db.adapters import add_adapter
+    from studio.db.engine import session_scope
+    from studio.db.models import ABTest, Adapter, Evaluation, Job, Rating, Score
+    from studio.services.audio_out import write_audio
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    outputs = ctx.settings.data_dir / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    ids: dict[str, int] = {}
+    with session_scope(ctx.engine) as s:
+        live = add_adapter(s, Adapter(name="lofi", version=1, base_model="studio-tiny", path="adapters/lofi-v1",
+                                      source="test"))
+        gone = add_adapter(s, Adapter(name="gone", version=1, base_model="studio-tiny", path="adapters/gone-v1",
+                                      source="test", deleted_at=t0))
+        ab = ABTest(name="blind", model_id="studio-tiny", prompts=["ab piano"], seeds_per_prompt=1, duration_s=1,
+                    secret="s")
+        ev = Evaluation(model_id="studio-tiny", scorer="clap-tiny", duration_s=1)
+        s.add_all([ab, ev])
+        s.commit()
+        rows = [("piano", "Lo-Fi piano 50% beat", "studio-tiny", None, "succeeded", 2.0, "alice", {}),
+                ("drone", "dark_ambient drone", "studio-tiny", live.id, "succeeded", 5.0, "bob", {}),
+                ("jazz", "Jazz trio at the Café", "tiny-hub", gone.id, "succeeded", 1.0, "local", {}),
+                ("failed", "noise that failed", "studio-tiny", None, "failed", 3.0, "alice", {}),
+                ("waiting", "still waiting", "studio-tiny", None, "queued", 4.0, "local", {}),
+                ("ab", "ab piano secret", "studio-tiny", None, "succeeded", 1.0, "local", {"abtest_id": ab.id}),
+                ("eval", "eval piano", "studio-tiny", None, "succeeded", 1.0, "local", {"evaluation_id": ev.id})]
+        for i, (name, prompt, model, adapter, status, duration, who, extra) in enumerate(rows):
+            job = Job(prompt=prompt, model_id=model, settings={"top_k": 250, "temperature": 1.0}, seed=100 + i,
+                      duration_s=duration, sample_rate=32000, status=status, submitted_by=who, adapter_id=adapter,
+                      created_at=t0 + timedelta(minutes=i), **extra)
+            if status == "succeeded":
+                job.started_at, job.finished_at, job.elapsed_s = t0 + timedelta(minutes=i, seconds=1), \
+                    t0 + timedelta(minutes=i, seconds=3), 2.0
+            s.add(job)
+            s.commit()
+            s.refresh(job)
+            ids[name] = job.id
+            if status == "succeeded":
+                audio = write_audio(outputs / f"{name}_job{job.id}.wav", np.zeros((3200, 1), np.float32), 32000,
+                                    "wav")
+                codes = outputs / f"{name}_job{job.id}.codes.safetensors"
+                codes.write_bytes(b"codes")
+                job.output_file = audio.relative_to(ctx.settings.data_dir).as_posix()
+                job.codes_file = codes.relative_to(ctx.settings.data_dir).as_posix()
+                s.add(job)
+        s.add_all([Rating(job_id=ids["piano"], user="alice", stars=5), Rating(job_id=ids["piano"], user="bob", stars=3),
+                   Rating(job_id=ids["drone"], user="alice", stars=2),
+                   Score(job_id=ids["piano"], scorer="clap-tiny", value=0.25)])
+        s.commit()
+    ids.update(lofi=live.id, gone=gone.id, abtest=ab.id, evaluation=ev.id)
+    return ids

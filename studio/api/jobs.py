@@ -1,14 +1,15 @@
-"""The /api/jobs and /api/queue routes: submit, follow (Server-Sent Events), cancel, resubmit, list, download."""
+"""The /api/jobs and /api/queue routes: submit, follow (Server-Sent Events), cancel, resubmit, History (search, show,
+rate, delete), download. Clips of blind A/B tests are unknown here (404 job_not_found): JobService decides."""
 from __future__ import annotations
 
 import base64
-from typing import Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from studio.api.auth import current_user
 from studio.api.errors import error_responses
@@ -16,7 +17,8 @@ from studio.api.params import Limit, Offset, RecordId
 from studio.context import AppContext
 from studio.services.generation import JobAccepted, JobRequest
 from studio.services.job_events import AudioChunk
-from studio.services.jobs import JobInfo
+from studio.services.jobs import (MAX_STARS, MIN_STARS, JobDeleted, JobInfo, JobQuery, JobRating, JobSort,
+                                  JobSource, JobStatus)
 from studio.services.queue import QueueView, audio_url
 
 KEEPALIVE_S = 15.0  # a comment line this often while nothing happens (proxies close idle streams)
@@ -33,6 +35,17 @@ GENERATE_REFUSALS = {
 
 class JobResponse(JobInfo):
     audio_url: str | None
+
+
+class RatingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    stars: int = Field(ge=MIN_STARS, le=MAX_STARS, description="1 (poor) to 5 (great)")
+
+
+NOT_FOUND = {404: "job_not_found: unknown job (clips of blind A/B tests are unknown here too)"}
+TOTAL_HEADER = {"X-Total-Count": {"description": "jobs matching the filters, on every page",
+                                  "schema": {"type": "integer"}}}
 
 
 class AudioEvent(BaseModel):
@@ -101,9 +114,10 @@ def build_jobs_router(ctx: AppContext) -> APIRouter:
         yield from sse_items(ctx.generation.follow(job_id, keepalive_s=KEEPALIVE_S))
 
     @router.post("/jobs/{job_id}/cancel", response_model=JobCancelResponse,
-                 responses=error_responses({404: "job_not_found: unknown job"}))
+                 responses=error_responses(NOT_FOUND))
     def cancel_job(job_id: RecordId) -> JobCancelResponse:
         """Cancel a job: a waiting one at once, a running one at its next decoding step (no audio is kept)."""
+        ctx.jobs.get(job_id)  # a job a person may see (never an A/B clip)
         was = ctx.generation.cancel_job(job_id)
         return JobCancelResponse(job_id=job_id, cancelled=was is not None, was=was)
 
@@ -113,7 +127,8 @@ def build_jobs_router(ctx: AppContext) -> APIRouter:
                                                 k: v for k, v in GENERATE_REFUSALS.items() if k in (400, 422, 429)}}))
     def resubmit_job(job_id: RecordId, request: Request) -> JobAccepted:
         """Run a finished job again as a new job (an interrupted one, or any other): same prompt, adapter,
-        settings, duration and seed."""
+        settings, duration and seed. On the same model, it gives the same audio."""
+        ctx.jobs.get(job_id)  # a job a person may see (never an A/B clip)
         return ctx.generation.resubmit(job_id, current_user(request))
 
     @router.get("/queue", response_model=QueueView)
@@ -121,20 +136,76 @@ def build_jobs_router(ctx: AppContext) -> APIRouter:
         """What runs and what waits, in order (model switches included), with ETAs, and what comes next."""
         return ctx.queue.view()
 
-    @router.get("/jobs", response_model=list[JobResponse])
-    def list_jobs(limit: Limit = 50, offset: Offset = 0) -> list[JobResponse]:
-        """Generation jobs, newest first."""
-        return [_job(j) for j in ctx.jobs.list(limit=limit, offset=offset)]
+    @router.get("/jobs", response_model=list[JobResponse],
+                responses={200: {"headers": TOTAL_HEADER},
+                           **error_responses({422: "invalid_parameter: a filter value refused (`errors` names it)"})})
+    def list_jobs(
+            request: Request, response: Response,
+            model: Annotated[str | None, Query(description="a model id")] = None,
+            adapter: Annotated[str | None, Query(pattern=r"^(none|[1-9][0-9]{0,18})$", description=(
+                "an adapter id (a deleted adapter's too), or `none`: jobs without an adapter"))] = None,
+            status: JobStatus | None = None,
+            min_rating: Annotated[int | None, Query(ge=MIN_STARS, le=MAX_STARS, description=(
+                "average stars (of every user) at least"))] = None,
+            max_rating: Annotated[int | None, Query(ge=MIN_STARS, le=MAX_STARS, description=(
+                "average stars at most (min_rating = max_rating: exactly)"))] = None,
+            rated: Annotated[bool | None, Query(description="true: rated by someone; false: not rated yet")] = None,
+            submitted_by: Annotated[str | None, Query(max_length=200, description="who submitted them")] = None,
+            q: Annotated[str | None, Query(max_length=1000, description=(
+                "text in the prompt (case-insensitive; % and _ are plain characters)"))] = None,
+            source: Annotated[JobSource, Query(description=(
+                "person: people's own generations; evaluation: clips of evaluation runs; all: both"))] = "person",
+            evaluation_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description=(
+                "clips of this evaluation run"))] = None,
+            sort: Annotated[JobSort, Query(description=(
+                "newest, oldest, best_rated / worst_rated (average stars; unrated last), longest / shortest "
+                "(duration)"))] = "newest",
+            limit: Limit = 50, offset: Offset = 0) -> list[JobResponse]:
+        """Generation jobs (History), newest first unless sorted otherwise, filtered and paged; the number matching
+        in all is in the `X-Total-Count` header. Each carries the asking user's rating, the average and count, and
+        its automatic scores. Clips of blind A/B tests are never listed."""
+        query = JobQuery(model_id=model, adapter=None if adapter is None else (
+            adapter if adapter == "none" else int(adapter)), status=status, min_rating=min_rating,
+            max_rating=max_rating, rated=rated, submitted_by=submitted_by, text=q, source=source,
+            evaluation_id=evaluation_id, sort=sort, limit=limit, offset=offset)
+        page = ctx.jobs.search(query, current_user(request))
+        response.headers["X-Total-Count"] = str(page.total)
+        return [_job(j) for j in page.items]
 
-    @router.get("/jobs/{job_id}", response_model=JobResponse,
-                responses=error_responses({404: "not_found: unknown job"}))
-    def get_job(job_id: RecordId) -> JobResponse:
-        return _job(ctx.jobs.get(job_id))
+    @router.get("/jobs/{job_id}", response_model=JobResponse, responses=error_responses(NOT_FOUND))
+    def get_job(job_id: RecordId, request: Request) -> JobResponse:
+        """A job with everything it used, its timings, who submitted it, its ratings and scores."""
+        return _job(ctx.jobs.get(job_id, current_user(request)))
+
+    @router.delete("/jobs/{job_id}", response_model=JobDeleted, responses=error_responses({
+        **NOT_FOUND, 409: "job_not_finished: it waits or runs (cancel it first); evaluation_clip: part of an "
+                          "evaluation run"}))
+    def delete_job(job_id: RecordId) -> JobDeleted:
+        """Delete a finished job with its audio and codes files, its ratings and scores."""
+        return ctx.jobs.delete(job_id)
+
+    @router.get("/jobs/{job_id}/rating", response_model=JobRating, responses=error_responses(NOT_FOUND))
+    def get_rating(job_id: RecordId, request: Request) -> JobRating:
+        """Your rating of the job (the signed-in user, or `local`), and everyone's average and count."""
+        return ctx.jobs.rating(job_id, current_user(request))
+
+    @router.put("/jobs/{job_id}/rating", response_model=JobRating, responses=error_responses({
+        **NOT_FOUND, 409: "job_not_rateable: only a succeeded job can be rated",
+        422: "invalid_body: stars must be a whole number from 1 to 5"}))
+    def put_rating(job_id: RecordId, body: RatingRequest, request: Request) -> JobRating:
+        """Rate a succeeded job 1-5 stars: one rating per user per job; rating again changes it."""
+        return ctx.jobs.rate(job_id, current_user(request), body.stars)
+
+    @router.delete("/jobs/{job_id}/rating", response_model=JobRating, responses=error_responses(NOT_FOUND))
+    def delete_rating(job_id: RecordId, request: Request) -> JobRating:
+        """Remove your rating of the job (nothing to remove is fine)."""
+        return ctx.jobs.unrate(job_id, current_user(request))
 
     @router.get("/jobs/{job_id}/audio", response_class=FileResponse,
                 responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
                                              for t in ("audio/wav", "audio/flac", "audio/mpeg")}},
-                           **error_responses({404: "job_not_found, audio_not_found: unknown job, or it has no audio"})})
+                           **error_responses({404: "job_not_found, audio_not_found: unknown job (or an A/B clip), "
+                                                   "or it has no audio"})})
     def job_audio(job_id: RecordId) -> FileResponse:
         """The job's audio, in the output format its settings chose, named after its prompt and job
         (`lofi-hip-hop-beat_job12.flac`)."""

@@ -43,6 +43,10 @@ def database_folder(engine) -> Path:
     return Path(engine.url.database).parent
 
 
+def _casefold(text: str | None) -> str | None:
+    return text.casefold() if isinstance(text, str) else text
+
+
 def make_engine(url: str):
     """The engine of a usable, migrated, writable database; anything else is refused with one line."""
     engine = create_engine(url, connect_args={"check_same_thread": False})
@@ -54,6 +58,8 @@ def make_engine(url: str):
         cur.execute("PRAGMA synchronous=NORMAL")  # with WAL: still consistent after a crash, fewer fsyncs
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+        # SQLite's lower() and LIKE fold ASCII only: History's prompt search folds every letter (É, ß, ...)
+        dbapi_conn.create_function("casefold", 1, _casefold, deterministic=True)
 
     try:
         _check_usable(engine)

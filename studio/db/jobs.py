@@ -1,9 +1,12 @@
-"""Session-first crud for jobs."""
+"""Session-first crud for jobs, their ratings and scores (as History reads them)."""
 from __future__ import annotations
 
+from typing import Literal, Sequence
+
+from sqlalchemy import ColumnElement, delete as sa_delete, func
 from sqlmodel import Session, col, select
 
-from studio.db.models import Job, JobStatus, utcnow
+from studio.db.models import Job, JobStatus, Rating, Score, utcnow
 
 
 def create_jobs(session: Session, rows: list[dict]) -> list[Job]:
@@ -57,3 +60,105 @@ def list_jobs(session: Session, limit: int = 50, offset: int = 0) -> list[Job]:
 def queued_jobs(session: Session) -> list[Job]:
     """Jobs accepted and not started, oldest first (the order they run in)."""
     return list(session.exec(select(Job).where(Job.status == "queued").order_by(Job.id)))
+
+
+# ---- History: search, ratings, scores, delete ------------------------------------------------------------------
+JobSort = Literal["newest", "oldest", "best_rated", "worst_rated", "longest", "shortest"]
+
+
+def _rating_stats():
+    """Per job: the average stars and the number of ratings (jobs without ratings have no row)."""
+    return (select(Rating.job_id.label("job_id"), func.avg(Rating.stars).label("average"),
+                   func.count(Rating.id).label("count"))
+            .group_by(Rating.job_id).subquery("rating_stats"))
+
+
+def search_jobs(session: Session, where: Sequence[ColumnElement], *, min_rating: int | None = None,
+                max_rating: int | None = None, rated: bool | None = None, sort: JobSort = "newest",
+                limit: int = 50, offset: int = 0) -> tuple[list[tuple[Job, float | None, int]], int]:
+    """(a page of (job, average stars, number of ratings), how many match in all). where: the caller's conditions
+    on Job; the rating conditions apply to the average of every user's stars."""
+    stats = _rating_stats()
+    conditions = list(where)
+    if rated is True:
+        conditions.append(stats.c.count.is_not(None))
+    elif rated is False:
+        conditions.append(stats.c.count.is_(None))
+    if min_rating is not None:
+        conditions.append(stats.c.average >= min_rating)
+    if max_rating is not None:
+        conditions.append(stats.c.average <= max_rating)
+    base = select(Job, stats.c.average, stats.c.count).outerjoin(stats, stats.c.job_id == Job.id).where(*conditions)
+    total = session.exec(select(func.count()).select_from(base.subquery())).one()
+    newest = (Job.created_at.desc(), Job.id.desc())
+    order = {"newest": newest, "oldest": (Job.created_at.asc(), Job.id.asc()),
+             "best_rated": (stats.c.average.desc().nulls_last(), stats.c.count.desc().nulls_last(), *newest),
+             "worst_rated": (stats.c.average.asc().nulls_last(), stats.c.count.desc().nulls_last(), *newest),
+             "longest": (Job.duration_s.desc(), *newest), "shortest": (Job.duration_s.asc(), *newest)}[sort]
+    rows = session.exec(base.order_by(*order).offset(offset).limit(limit)).all()
+    return [(job, None if avg is None else float(avg), int(count or 0)) for job, avg, count in rows], int(total)
+
+
+def prompt_contains(text: str) -> ColumnElement:
+    """The prompt holds `text`, whatever the case (any letter, not only ASCII); LIKE's wildcards `%` and `_` are
+    plain characters here."""
+    return func.casefold(Job.prompt).contains(text.casefold(), autoescape=True)
+
+
+def find_job(session: Session, job_id: int, where: Sequence[ColumnElement] = ()) -> Job | None:
+    """The job, if it meets the caller's conditions."""
+    return session.exec(select(Job).where(Job.id == job_id, *where)).first()
+
+
+def rating_stats(session: Session, job_ids: Sequence[int]) -> dict[int, tuple[float, int]]:
+    """{job id: (average stars, number of ratings)} for the rated ones among job_ids."""
+    if not job_ids:
+        return {}
+    rows = session.exec(select(Rating.job_id, func.avg(Rating.stars), func.count(Rating.id))
+                        .where(col(Rating.job_id).in_(job_ids)).group_by(Rating.job_id)).all()
+    return {job_id: (float(avg), int(count)) for job_id, avg, count in rows}
+
+
+def user_ratings(session: Session, job_ids: Sequence[int], user: str) -> dict[int, int]:
+    """{job id: stars} of one user's ratings among job_ids."""
+    if not job_ids:
+        return {}
+    rows = session.exec(select(Rating.job_id, Rating.stars).where(col(Rating.job_id).in_(job_ids),
+                                                                  Rating.user == user)).all()
+    return {job_id: stars for job_id, stars in rows}
+
+
+def job_scores(session: Session, job_ids: Sequence[int]) -> dict[int, dict[str, float]]:
+    """{job id: {scorer: value}} of the automatic scores among job_ids."""
+    out: dict[int, dict[str, float]] = {}
+    if job_ids:
+        for job_id, scorer, value in session.exec(select(Score.job_id, Score.scorer, Score.value)
+                                                  .where(col(Score.job_id).in_(job_ids))).all():
+            out.setdefault(job_id, {})[scorer] = value
+    return out
+
+
+def set_rating(session: Session, job_id: int, user: str, stars: int) -> None:
+    """A user's rating of a job, new or changed (one per user per job)."""
+    rating = session.exec(select(Rating).where(Rating.job_id == job_id, Rating.user == user)).first()
+    if rating is None:
+        rating = Rating(job_id=job_id, user=user, stars=stars)
+    else:
+        rating.stars, rating.updated_at = stars, utcnow()
+    session.add(rating)
+    session.commit()
+
+
+def delete_rating(session: Session, job_id: int, user: str) -> bool:
+    """Remove a user's rating of a job; whether there was one."""
+    result = session.execute(sa_delete(Rating).where(Rating.job_id == job_id, Rating.user == user))
+    session.commit()
+    return bool(result.rowcount)
+
+
+def delete_job(session: Session, job: Job) -> None:
+    """The job and everything recorded about it (ratings, scores), in one transaction."""
+    session.execute(sa_delete(Rating).where(Rating.job_id == job.id))
+    session.execute(sa_delete(Score).where(Score.job_id == job.id))
+    session.delete(job)
+    session.commit()

@@ -1,19 +1,42 @@
-"""Job records: list, show, and locate their audio inside the data directory."""
+"""Job records for History: search (filters, sorting, paging), show, rate, delete, and locate their audio inside the
+data directory.
+
+The one rule of what a person may see of a job lives here (JobService.visible): a clip of a blind A/B test is never
+shown or served through the jobs (it would reveal a side), and evaluation-run clips stay out of the default listing.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from studio.db.adapters import get_adapter
 from studio.db.engine import session_scope
-from studio.db.jobs import get_job, list_jobs
+from studio.db.jobs import (JobSort, delete_job, delete_rating, find_job, job_scores, prompt_contains, rating_stats,
+                            search_jobs, set_rating, user_ratings)
 from studio.db.models import Job, JobStatus, UTCTimestamp
-from studio.errors import NotFound
+from studio.deletions import remove_files, write_marker
+from studio.errors import Conflict, InvalidValues, NotFound
 from studio.services.audio_out import download_name, media_type
+from studio.storage import storage_writes
 
 DELETED_ADAPTER = "Deleted Adapter"
+MIN_STARS, MAX_STARS = 1, 5
+MAX_ID = 2**63 - 1
+# person: people's own generations (History's default); evaluation: clips of evaluation runs; all: both.
+# Clips of blind A/B tests are in none of them.
+JobSource = Literal["person", "evaluation", "all"]
+NO_ADAPTER_FILTER = "none"
+OVER = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+class JobRating(BaseModel):
+    """A job's ratings as one user sees them: their own stars, and everyone's average and count."""
+    job_id: int
+    mine: int | None = Field(description="the asking user's stars (1-5), None: not rated by them")
+    average: float | None = Field(description="the average of every user's stars, None: not rated")
+    count: int = Field(description="how many users rated it")
 
 
 class JobInfo(BaseModel):
@@ -30,6 +53,9 @@ class JobInfo(BaseModel):
     submitted_by: str
     adapter_id: int | None
     adapter_label: str | None = Field(description="'name vN', or 'Deleted Adapter'")
+    adapter_deleted: bool = Field(False, description="the adapter it used was deleted since (the job stays readable)")
+    evaluation_id: int | None = Field(None, description="the evaluation run this clip was made for (None: a "
+                                                        "person's own generation)")
     has_audio: bool
     has_codes: bool = Field(description="its generated codes are kept beside the audio")
     created_at: UTCTimestamp = Field(description="accepted into the queue")
@@ -39,33 +65,199 @@ class JobInfo(BaseModel):
     batch_size: int | None = Field(description="jobs decoded together with this one (itself included)")
     loudness_lufs: float | None = Field(description="integrated loudness of the audio file (None: undefined)")
     true_peak_dbtp: float | None = Field(description="true peak of the audio file, decoded (None: silence)")
+    rating: JobRating = Field(description="the asking user's rating, and everyone's average and count")
+    scores: dict[str, float] = Field(default_factory=dict, description="automatic scores: scorer -> value")
 
 
-def _info(session, job: Job) -> JobInfo:
-    fields = job.model_dump(exclude={"output_file", "codes_file"})
-    label = None
-    if job.adapter_id is not None:
-        a = get_adapter(session, job.adapter_id)
-        label = DELETED_ADAPTER if a is None or a.deleted_at is not None else a.label
-    return JobInfo(**fields, adapter_label=label, has_audio=job.output_file is not None,
-                   has_codes=job.codes_file is not None)
+class JobQuery(BaseModel):
+    """History's filters, sorting and paging (every filter optional; they combine with AND)."""
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str | None = Field(None, description="jobs of this model")
+    adapter: int | Literal["none"] | None = Field(None, description="jobs with this adapter id, or 'none': without")
+    status: JobStatus | None = None
+    min_rating: int | None = Field(None, ge=MIN_STARS, le=MAX_STARS, description="average stars at least")
+    max_rating: int | None = Field(None, ge=MIN_STARS, le=MAX_STARS, description="average stars at most")
+    rated: bool | None = Field(None, description="true: rated by someone; false: not rated yet")
+    submitted_by: str | None = Field(None, description="who submitted them (exact)")
+    text: str | None = Field(None, description="in the prompt: a case-insensitive substring")
+    source: JobSource = "person"
+    evaluation_id: int | None = Field(None, ge=1, le=MAX_ID, description="clips of this evaluation run")
+    sort: JobSort = "newest"
+    limit: int = Field(50, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=MAX_ID)
+
+
+class JobPage(BaseModel):
+    total: int = Field(description="jobs matching the filters, on every page")
+    items: list[JobInfo]
+
+
+class JobDeleted(BaseModel):
+    job_id: int
+    files_removed: list[str] = Field(description="the job's files removed (relative to the data directory)")
+
+
+def _refuse(field: str, message: str, code: str = "invalid_parameter") -> InvalidValues:
+    return InvalidValues(message, code=code, errors=[{"field": field, "message": message}])
+
+
+def _text(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise _refuse(field, f"{field} holds a NUL character.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse(field, f"{field} holds a character that is not valid text (a lone surrogate).") from None
+    return value
 
 
 class JobService:
     def __init__(self, engine, data_dir: Path):
         self.engine, self.data_dir = engine, Path(data_dir)
+        self.outputs_dir = self.data_dir / "outputs"
 
-    def list(self, limit: int = 50, offset: int = 0) -> list[JobInfo]:
+    # ---- who may see what ----------------------------------------------------------------------------------
+    @staticmethod
+    def visible(source: JobSource = "all") -> list:
+        """The conditions on Job of what History and /api/jobs* may show: never a blind A/B test's clip; people's
+        own generations and/or evaluation-run clips as `source` says."""
+        where = [Job.abtest_id.is_(None)]
+        if source == "person":
+            where.append(Job.evaluation_id.is_(None))
+        elif source == "evaluation":
+            where.append(Job.evaluation_id.is_not(None))
+        return where
+
+    def _find(self, session, job_id: int, include_clips: bool = False) -> Job:
+        """include_clips: for the services that own A/B clips (never for a person's request)."""
+        job = find_job(session, job_id, [] if include_clips else self.visible()) if 1 <= job_id <= MAX_ID else None
+        if job is None:  # an A/B clip is unknown here: even its existence would say something
+            raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+        return job
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def _infos(self, session, rows: list[tuple[Job, float | None, int]], user: str | None) -> list[JobInfo]:
+        ids = [job.id for job, _, _ in rows]
+        mine = user_ratings(session, ids, user) if user is not None else {}
+        scores = job_scores(session, ids)
+        adapters: dict[int, Any] = {}
+        out = []
+        for job, average, count in rows:
+            label, deleted = None, False
+            if job.adapter_id is not None:
+                if job.adapter_id not in adapters:
+                    adapters[job.adapter_id] = get_adapter(session, job.adapter_id)
+                a = adapters[job.adapter_id]
+                deleted = a is None or a.deleted_at is not None
+                label = DELETED_ADAPTER if deleted else a.label
+            fields = job.model_dump(exclude={"output_file", "codes_file", "abtest_id"})
+            out.append(JobInfo(
+                **fields, adapter_label=label, adapter_deleted=deleted, has_audio=job.output_file is not None,
+                has_codes=job.codes_file is not None, scores=scores.get(job.id, {}),
+                rating=JobRating(job_id=job.id, mine=mine.get(job.id), average=average, count=count)))
+        return out
+
+    def search(self, query: JobQuery | None = None, user: str | None = None) -> JobPage:
+        """A page of jobs matching the query, and how many match in all. user: whose own rating each carries."""
+        q = query or JobQuery()
+        if q.min_rating is not None and q.max_rating is not None and q.min_rating > q.max_rating:
+            raise _refuse("min_rating", f"min_rating {q.min_rating} is above max_rating {q.max_rating}.")
+        if isinstance(q.adapter, int) and not 1 <= q.adapter <= MAX_ID:
+            raise _refuse("adapter", "adapter must be an adapter id (1 to 2^63-1) or 'none'.")
+        where = self.visible("all" if q.evaluation_id is not None and q.source == "person" else q.source)
+        if q.model_id is not None:
+            where.append(Job.model_id == _text(q.model_id, "model"))
+        if q.adapter == NO_ADAPTER_FILTER:
+            where.append(Job.adapter_id.is_(None))
+        elif q.adapter is not None:
+            where.append(Job.adapter_id == q.adapter)
+        if q.status is not None:
+            where.append(Job.status == q.status)
+        if q.submitted_by is not None:
+            where.append(Job.submitted_by == _text(q.submitted_by, "submitted_by"))
+        if q.text:
+            where.append(prompt_contains(_text(q.text, "q")))
+        if q.evaluation_id is not None:
+            where.append(Job.evaluation_id == q.evaluation_id)
         with session_scope(self.engine) as session:
-            return [_info(session, j) for j in list_jobs(session, limit=max(1, min(limit, 500)), offset=max(0, offset))]
+            rows, total = search_jobs(session, where, min_rating=q.min_rating, max_rating=q.max_rating,
+                                      rated=q.rated, sort=q.sort, limit=q.limit, offset=q.offset)
+            return JobPage(total=total, items=self._infos(session, rows, user))
 
-    def get(self, job_id: int) -> JobInfo:
+    def list(self, limit: int = 50, offset: int = 0, user: str | None = None) -> list[JobInfo]:
+        """People's own jobs, newest first (History's default view)."""
+        return self.search(JobQuery(limit=max(1, min(limit, 500)), offset=max(0, offset)), user).items
+
+    def get(self, job_id: int, user: str | None = None, *, include_clips: bool = False) -> JobInfo:
+        """A job a person may see (NotFound for an unknown job and for an A/B clip alike). include_clips=True: any
+        job, for the services that make and read A/B clips (the A/B test's own, never a person's request)."""
         with session_scope(self.engine) as session:
-            job = get_job(session, job_id)
-            if job is None:
-                raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
-            return _info(session, job)
+            job = self._find(session, job_id, include_clips)
+            average, count = rating_stats(session, [job.id]).get(job.id, (None, 0))
+            return self._infos(session, [(job, average, count)], user)[0]
 
+    # ---- ratings -------------------------------------------------------------------------------------------
+    def rating(self, job_id: int, user: str) -> JobRating:
+        with session_scope(self.engine) as session:
+            self._find(session, job_id)
+            average, count = rating_stats(session, [job_id]).get(job_id, (None, 0))
+            return JobRating(job_id=job_id, mine=user_ratings(session, [job_id], user).get(job_id),
+                             average=average, count=count)
+
+    def rate(self, job_id: int, user: str, stars: int) -> JobRating:
+        """A user's 1-5 stars for a succeeded job (one rating per user per job; rating again changes it)."""
+        if isinstance(stars, bool) or not isinstance(stars, int) or not MIN_STARS <= stars <= MAX_STARS:
+            raise _refuse("stars", f"stars must be a whole number from {MIN_STARS} to {MAX_STARS}.",
+                          "invalid_rating")
+        with session_scope(self.engine) as session:
+            job = self._find(session, job_id)
+            if job.status != "succeeded":
+                raise Conflict(f"Job {job_id} is {job.status}: only a finished job with audio can be rated.",
+                               code="job_not_rateable", job_id=job_id, status=job.status)
+            set_rating(session, job_id, user, stars)
+        return self.rating(job_id, user)
+
+    def unrate(self, job_id: int, user: str) -> JobRating:
+        """Remove a user's rating of a job (nothing to remove is fine)."""
+        with session_scope(self.engine) as session:
+            self._find(session, job_id)
+            delete_rating(session, job_id, user)
+        return self.rating(job_id, user)
+
+    # ---- deleting ------------------------------------------------------------------------------------------
+    def delete(self, job_id: int) -> JobDeleted:
+        """Delete a finished job: its record, ratings and scores in one transaction, then its audio and codes files
+        (only after the commit: a failed commit leaves everything as it was; a marker written before it lets the
+        next start finish a removal a kill interrupted). A queued or running job is refused: cancel it first."""
+        with session_scope(self.engine) as session:
+            job = self._find(session, job_id)
+            if job.status not in OVER:
+                raise Conflict(f"Job {job_id} is {job.status}: cancel it first, then delete it.",
+                               code="job_not_finished", job_id=job_id, status=job.status)
+            if job.evaluation_id is not None:
+                raise Conflict(f"Job {job_id} is a clip of evaluation run {job.evaluation_id}: its score counts "
+                               "in that run, so it is kept with it.", code="evaluation_clip", job_id=job_id,
+                               evaluation_id=job.evaluation_id)
+            files = [f for f in (job.output_file, job.codes_file) if f]
+            marker = None
+            if files:
+                with storage_writes(self.outputs_dir):
+                    marker = write_marker(self.outputs_dir, job.id, files)
+            try:
+                delete_job(session, job)
+            except BaseException:
+                if marker is not None:
+                    marker.unlink(missing_ok=True)
+                raise
+        removed, complete = remove_files(self.data_dir, files)
+        if marker is not None and complete:  # else the next start tries again
+            marker.unlink(missing_ok=True)
+        return JobDeleted(job_id=job_id, files_removed=removed)
+
+    # ---- audio ---------------------------------------------------------------------------------------------
     @staticmethod
     def media_type(path: Path) -> str:
         return media_type(path)
@@ -75,11 +267,10 @@ class JobService:
         files were named so too."""
         return download_name(self.get(job_id).prompt, job_id, path.suffix.lstrip("."))
 
-    def audio_path(self, job_id: int) -> Path:
+    def audio_path(self, job_id: int, *, include_clips: bool = False) -> Path:
+        """The job's audio file, inside the data directory (include_clips: as for get)."""
         with session_scope(self.engine) as session:
-            job = get_job(session, job_id)
-        if job is None:
-            raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+            job = self._find(session, job_id, include_clips)
         if not job.output_file:
             raise NotFound(f"Job {job_id} has no audio (status: {job.status}).", code="audio_not_found", job_id=job_id)
         root = self.data_dir.resolve()

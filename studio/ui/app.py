@@ -9,6 +9,7 @@ from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapt
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
 from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, next_model, wire_generate_tab
+from studio.ui.history_tab import build_history_tab, wire_history_tab
 from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, status_style, switch_events,
                                    wire_settings_tab)
 
@@ -24,14 +25,17 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             gr.Markdown("## 🎵 Text2Song Studio")
             header = gr.Markdown(status_line(ctx.models.current()), elem_id="current-model")
         seen_model = gr.State(None)  # per page: the model (and its saved settings) the widgets were set up for
-        with gr.Tabs():
-            with gr.Tab("Generate", id="generate"):
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate") as generate_tab:
                 gen = build_generate_tab(ctx)
+            with gr.Tab("History", id="history", elem_id="history-tab") as history_tab:
+                history = build_history_tab(ctx)
             with gr.Tab("Adapters", id="adapters"):
                 adapters = build_adapters_tab(ctx)
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings_tab(ctx)
         wire_generate_tab(ctx, gen)
+        wire_history_tab(ctx, history, gen, tabs, history_tab, generate_tab)
         wire_adapters_tab(ctx, adapters, gen, active_pref)
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)

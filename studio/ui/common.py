@@ -94,6 +94,13 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
 .adapter-config .cfg-name { text-decoration: underline dotted; }
 .adapter-config .cfg-key { font-size: 0.8em; color: var(--body-text-color-subdued); background: none; }
 .adapter-config td { word-break: break-word; font-family: var(--font-mono); }
+/* History tab */
+#history-info table { width: 100%; font-size: var(--text-sm); }
+#history-info thead { display: none; }
+#history-info td { padding: 4px 8px; word-break: break-word; }
+#history-info td:first-child { width: 20%; white-space: nowrap; color: var(--body-text-color-subdued); }
+#history-delete-confirm { border: 2px solid var(--error-border-color, #ef4444); border-radius: 10px; padding: 8px 10px; }
+#history-empty p { margin: 4px 0; color: var(--body-text-color-subdued); }
 .adapter-config .cfg-missing { color: var(--body-text-color-subdued); font-family: inherit; font-style: italic; }
 """
 

@@ -18,6 +18,7 @@ from studio.services.gen_config import ConfigView
 from studio.services.generation import (MAX_VARIATIONS, GenerateRequest, GenerationResult, JobRequest,
                                         duration_over_limit)
 from studio.services.job_events import AudioChunk, JobEvent, music_progress
+from studio.services.jobs import MAX_STARS, MIN_STARS
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
@@ -54,6 +55,9 @@ class GenerateTab:
     take_players: list[gr.Audio]  # the takes side by side, hidden when unused
     jobs: gr.State  # this page's own job ids while they wait or run: Cancel cancels these and nothing else
     queue_table: gr.Markdown
+    result_jobs: gr.State  # the last Generate's job ids, in take order (what the rating radios rate)
+    rate_result: gr.Radio  # the person's stars for the result (one take)
+    take_rates: list[gr.Radio]  # the person's stars for each take (several takes)
 
     @property
     def settings(self) -> list:
@@ -380,13 +384,56 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
+            rate_result = rating_radio("rate-result")
+    take_players, take_rates = [], []
     with gr.Row(elem_id="takes-row"):
-        take_players = [gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False, visible=False,
-                                 elem_id=f"take-{i + 1}", buttons=["download"]) for i in range(MAX_VARIATIONS)]
+        for i in range(MAX_VARIATIONS):
+            with gr.Column(min_width=200):
+                take_players.append(gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False,
+                                             visible=False, elem_id=f"take-{i + 1}", buttons=["download"]))
+                take_rates.append(rating_radio(f"rate-take-{i + 1}"))
     queue_table = build_queue_panel(ctx)
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
                        problems, gr.State(True), generate_btn, cancel_btn, audio, result, takes, job_status_md,
-                       stream, take_players, gr.State([]), queue_table)
+                       stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates)
+
+
+NO_RATING = 0  # the radio's choice that removes the person's rating
+RATING_CHOICES = [("No rating", NO_RATING), *[("★" * n, n) for n in range(MIN_STARS, MAX_STARS + 1)]]
+
+
+def rating_radio(elem_id: str) -> gr.Radio:
+    """Stars for a finished take, hidden until there is one (History shows and changes the same rating)."""
+    return gr.Radio(RATING_CHOICES, label="Your rating", elem_id=elem_id, visible=False, elem_classes=["rate-take"])
+
+
+def rating_updates(ctx: AppContext, job_ids: list[int] | None, user: str) -> list:
+    """[result radio, *take radios] after a Generate: one radio for a single take, one per take for several; only
+    for takes that succeeded, with the person's rating of each (the average and count in the label)."""
+    ids = list(job_ids or [])
+    ratings = []
+    for job_id in ids:
+        try:
+            job = ctx.jobs.get(job_id, user)
+        except StudioError:  # deleted meanwhile (History)
+            job = None
+        ratings.append(job.rating if job is not None and job.status == "succeeded" else None)
+
+    def radio(r) -> gr.Radio:
+        if r is None:
+            return gr.Radio(visible=False, value=None)
+        return gr.Radio(visible=True, value=r.mine or NO_RATING, label=rating_label(r))
+
+    single = [radio(ratings[0])] if len(ids) == 1 else [gr.Radio(visible=False, value=None)]
+    takes = [radio(ratings[i]) if len(ids) > 1 and i < len(ids) else gr.Radio(visible=False, value=None)
+             for i in range(MAX_VARIATIONS)]
+    return [*single, *takes]
+
+
+def rating_label(r) -> str:
+    if r.average is None:
+        return "Your rating"
+    return f"Your rating · average {r.average:.1f} ★ from {r.count}"
 
 
 def _number(value, name: str, whole: bool = False):
@@ -468,7 +515,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
 
     players = tab.take_players
     page_outputs = [tab.jobs, tab.job_status, tab.stream, tab.audio, tab.result, *players, tab.cancel_btn,
-                    tab.queue_table]
+                    tab.queue_table, tab.result_jobs]
     skip_players = [gr.skip()] * len(players)
 
     def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
@@ -477,8 +524,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
         a message in the result line, never Gradio's error badge over the players."""
         def out(jobs=gr.skip(), status=gr.skip(), stream=gr.skip(), audio=gr.skip(), result=gr.skip(),
-                takes_out=None, cancel=gr.skip(), queue=gr.skip()) -> list:
-            return [jobs, status, stream, audio, result, *(takes_out or skip_players), cancel, queue]
+                takes_out=None, cancel=gr.skip(), queue=gr.skip(), result_jobs=gr.skip()) -> list:
+            return [jobs, status, stream, audio, result, *(takes_out or skip_players), cancel, queue, result_jobs]
 
         try:
             req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale,
@@ -487,7 +534,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
                 accepted = ctx.generation.submit(req, page_user(request))
         except gr.Error as exc:
             message = html.unescape(str(exc.message))
-            yield out(jobs=[], status="", result=failed_status(f"❌ **Not generated.** {md_escape(message)}"))
+            yield out(jobs=[], status="", result=failed_status(f"❌ **Not generated.** {md_escape(message)}"),
+                      result_jobs=[])
             return
         ids, n = accepted.job_ids, len(accepted.job_ids)
         first = JobEvent(job_id=accepted.job_id, event="queued" if accepted.status == "queued" else "running",
@@ -495,7 +543,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         # A fresh stream player (the last run's stream is over), the players of the last run emptied.
         yield out(jobs=ids, status=job_status(first, req.duration_s, n), stream=gr.Audio(value=None), audio=None,
                   result=plain_status(), takes_out=[gr.Audio(value=None, visible=False)] * len(players),
-                  cancel=gr.Button(interactive=True), queue=render_queue(ctx, ids))
+                  cancel=gr.Button(interactive=True), queue=render_queue(ctx, ids), result_jobs=ids)
         for item in ctx.generation.follow(accepted.job_id):
             if isinstance(item, AudioChunk):
                 if tab.stream.visible:
@@ -508,7 +556,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
                 results.append(ctx.generation.wait(job_id))  # the other takes end with the first (one batch)
             except StudioError as exc:
                 results.append(exc)
-        yield [[], "", *final_outputs(results), gr.skip(), render_queue(ctx)]
+        yield [[], "", *final_outputs(results), gr.skip(), render_queue(ctx), gr.skip()]
 
     def final_outputs(results: list) -> list:
         """[stream, audio, result, *players] once every take is over: the first take's file in the Result player
@@ -549,14 +597,38 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
 
     # Generate is disabled at once (no double submit); Cancel waits for the job ids, so it always has something
     # of this page's to cancel.
-    started = tab.generate_btn.click(lambda: [*buttons(True, None, None, None)[:1], gr.Button(interactive=False)],
-                                     None, btns, queue=False, api_visibility="private")
+    rates = [tab.rate_result, *tab.take_rates]
+    started = tab.generate_btn.click(lambda: [*buttons(True, None, None, None)[:1], gr.Button(interactive=False),
+                                              *[gr.Radio(visible=False, value=None)] * len(rates)],
+                                     None, [*btns, *rates], queue=False, api_visibility="private")
     # concurrency_limit=None: every page follows its own job at once (Gradio's default, 1 per event, would make
     # a second page wait for the first one's job before its own was even queued); the job queue orders the work.
     # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
     run = started.then(on_page, [*inputs, tab.takes], page_outputs, concurrency_limit=None, show_progress="hidden",
                        api_visibility="private")
     run.then(after, typed, btns, queue=False, api_visibility="private")
+
+    def show_ratings(ids, request: gr.Request):
+        return rating_updates(ctx, ids, page_user(request))
+
+    run.then(show_ratings, tab.result_jobs, rates, queue=False, show_progress="hidden", api_visibility="private")
+
+    def rate_take(index: int):
+        def rate(ids, stars, request: gr.Request):
+            """The person's stars for a take of the last Generate (0: remove them); History shows the same."""
+            ids = list(ids or [])
+            if index >= len(ids):
+                return gr.skip()
+            user = page_user(request)
+            with user_errors():
+                r = (ctx.jobs.unrate(ids[index], user) if not stars else ctx.jobs.rate(ids[index], user, int(stars)))
+            return gr.Radio(label=rating_label(r))
+        return rate
+
+    for index, radio in enumerate([tab.rate_result, *tab.take_rates]):
+        # the result radio rates the only take; take radio i rates take i
+        radio.input(rate_take(max(index - 1, 0)), [tab.result_jobs, radio], radio, queue=False,
+                    show_progress="hidden", api_visibility="private")
     run.failure(after, typed, btns, queue=False, api_visibility="private")
     run.failure(lambda: [], None, tab.jobs, queue=False, api_visibility="private")
     # Scripts: the blocking generate (the page's old contract), and the queue's submit and cancel by id. Hidden
