@@ -29,7 +29,7 @@ from studio.db.evaluation import (add_score, create_evaluation, finish_evaluatio
                                   jobs_of_evaluation, list_evaluations, scores_of)
 from studio.db.jobs import get_job
 from studio.db.models import Evaluation, Job, UTCTimestamp
-from studio.errors import Conflict, NotFound, StudioError
+from studio.errors import Conflict, NotFound, OperationFailed, StudioError
 from studio.gen_settings import MAX_SEED
 from studio.registry import EvaluationModelSpec, Registry
 from studio.runtime.progress import ProgressEvent
@@ -236,11 +236,7 @@ class EvaluationService:
             events.put(ProgressEvent("ready", f"{spec.display_name} scores clips now.", spec.id, fraction=1.0))
 
         threading.Thread(target=run, name=f"eval-model-{spec.id}", daemon=True).start()
-        while True:
-            event = events.get()
-            yield event
-            if event.terminal:
-                return
+        return _drain(events)
 
     def _scorer(self) -> tuple[EvaluationModelSpec, Path]:
         """The evaluation model in use and its folder, or Conflict no_evaluation_model saying how to get one."""
@@ -265,7 +261,14 @@ class EvaluationService:
         if items:
             task = ScoreTask(spec.id, folder, tuple(items))
             self.queue.worker.submit(task)
-            values = task.result.result()
+            try:
+                values = task.result.result()
+            except Exception as exc:  # noqa: BLE001 - a broken download, out of memory: said, never a traceback
+                if self._stop.is_set():
+                    raise
+                reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc.__class__.__name__
+                raise OperationFailed(f"Scoring with {spec.display_name} failed: {reason}",
+                                      code="scoring_failed", scorer=spec.id) from None
             with session_scope(self.engine) as session:
                 for job_id, value in zip(ids, values):
                     if value is not None and math.isfinite(value):
@@ -556,3 +559,11 @@ class EvaluationService:
     def close(self) -> None:
         """Stop following runs (they stay 'running' in the database and are taken up at the next start)."""
         self._stop.set()
+
+
+def _drain(events: "stdqueue.SimpleQueue[ProgressEvent]") -> Iterator[ProgressEvent]:
+    while True:
+        event = events.get()
+        yield event
+        if event.terminal:
+            return
