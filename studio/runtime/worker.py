@@ -278,10 +278,13 @@ class LocalWorker:
             if isinstance(self._running, list):
                 self._stopping.update(t.job_id for t in self._running)
             scores = [t for t in self._pending if isinstance(t, ScoreTask)]
+            for task in scores:
+                self._pending.remove(task)
             self._cond.notify_all()
             thread = self._thread
         for task in scores:  # nobody will run them: their waiters are told
-            task.result.set_exception(RuntimeError("the studio stopped before the clips were scored"))
+            if not task.result.done():
+                task.result.set_exception(RuntimeError("the studio stopped before the clips were scored"))
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 

@@ -223,3 +223,47 @@ def test_a_run_that_cannot_go_on_after_a_restart_is_recorded_as_failed(make_ctx)
     info = ctx.evaluation.get_evaluation(evaluation_id)
     assert info.status == "failed" and info.finished_at is not None
     assert "start the evaluation again" in info.error and "Interrupted" in info.error
+
+
+def test_the_base_model_and_an_adapter_are_compared_on_the_same_prompts_and_seeds(make_ctx, tiny_folder, tmp_path):
+    from studio.services.adapters import RegisterAdapterRequest
+    from tests import adapters_factory as factory
+
+    ctx = _studio(make_ctx)
+    lora = factory.make_lora(tiny_folder, ctx.settings.data_dir / "imports" / "lora", seed=1)
+    adapter = ctx.adapters.register(RegisterAdapterRequest(source="folder", path=str(lora)))
+    base = _over(ctx, ctx.evaluation.evaluate(None, None).id)
+    tuned = _over(ctx, ctx.evaluation.evaluate("studio-tiny", adapter.id).id)
+    assert tuned.status == "succeeded" and tuned.adapter_id == adapter.id and tuned.adapter_label == adapter.label
+    assert [(c.prompt, c.seed) for c in tuned.clips] == [(c.prompt, c.seed) for c in base.clips]
+    assert all(ctx.jobs.get(c.job_id).adapter_id == adapter.id for c in tuned.clips)
+    pairs = ctx.evaluation.paired_scores(base.id, tuned.id)
+    assert pairs == [(b.score, t.score) for b, t in zip(base.clips, tuned.clips)]
+    assert [e.id for e in ctx.evaluation.list_evaluations(adapter_id=adapter.id)] == [tuned.id]
+    assert [e.id for e in ctx.evaluation.list_evaluations(base_only=True)] == [base.id]
+
+
+def test_scoring_waits_for_the_generation_running_on_the_device(make_ctx):
+    """A score is a task of the worker that owns the device: asked for while a batch decodes, it runs after it."""
+    ctx = _studio(make_ctx)
+    first = _generate(ctx)
+    ctx.evaluation.score_job(first)  # the CLAP is loaded: what follows measures the order, not the load
+    second = _generate(ctx, seed=9)
+    long = ctx.generation.submit(JobRequest(prompt="long", duration_s=4.0, seed=1)).job_id
+    while ctx.jobs.get(long).status == "queued":
+        time.sleep(0.01)
+    score = ctx.evaluation.score_job(second)
+    job = ctx.jobs.get(long)
+    assert job.status == "succeeded" and job.finished_at <= score.created_at
+
+
+def test_a_score_waiting_when_the_studio_stops_is_told_so(make_ctx):
+    from studio.runtime.worker import ScoreTask
+
+    ctx = _studio(make_ctx)
+    ctx.generation.submit(JobRequest(prompt="long", duration_s=10.0, seed=1))
+    task = ScoreTask("studio-tiny-clap", ctx.settings.models_dir / "studio-tiny-clap", (("x", ctx.settings.data_dir),))
+    ctx.queue.worker.submit(task)
+    ctx.close()
+    with pytest.raises(RuntimeError, match="stopped"):
+        task.result.result(timeout=10)
