@@ -100,8 +100,8 @@ def test_an_unknown_eval_model_is_refused_at_start(make_ctx):
 
 
 @pytest.mark.parametrize("status", ["queued", "running", "failed", "cancelled", "interrupted"])
-def test_a_job_without_audio_cannot_be_scored(make_ctx, status):
-    ctx = make_ctx(eval_model="studio-tiny-clap")
+def test_a_job_without_audio_cannot_be_scored(make_module_ctx, status):
+    ctx = make_module_ctx(eval_model="studio-tiny-clap")
     with session_scope(ctx.engine) as session:
         job = Job(prompt="p", model_id="studio-tiny", settings={}, seed=1, duration_s=1.0, sample_rate=32000,
                   status=status)
