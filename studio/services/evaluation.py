@@ -137,13 +137,17 @@ class EvaluationRequest(BaseModel):
     adapter_id: int | None = Field(None, ge=1, le=2**63 - 1, description="an adapter version of it; none: the base")
 
 
+def _size(gb: float) -> str:
+    return f"{gb:.1f} GB" if gb >= 1 else f"{max(gb * 1024, 1):.0f} MB"
+
+
 def _no_evaluation_model(registry: Registry, chosen: EvaluationModelSpec | None = None) -> Conflict:
     if not registry.evaluation_models:
         return Conflict("No evaluation model is available: registry.yaml lists none (add an evaluation_models "
                         "entry).", code="no_evaluation_model")
     default = (registry.evaluation_model(registry.default_evaluation_model)
                if registry.default_evaluation_model else registry.evaluation_models[0])
-    get = (f"download {default.display_name} (about {default.download_gb:.1f} GB) in Settings > Evaluation or with "
+    get = (f"download {default.display_name} (about {_size(default.download_gb)}) in Settings > Evaluation or with "
            f"POST /api/evaluation/models/current {{\"model_id\": \"{default.id}\"}}")
     builtin = next((s for s in registry.evaluation_models if s.is_builtin), None)
     offline = (f"; offline, start the studio with --eval-model {builtin.id} (random weights: its scores mean "
@@ -221,7 +225,7 @@ class EvaluationService:
                 events.put(ProgressEvent("checking", f"Checking {spec.display_name}", spec.id, fraction=0.0))
                 if not self.store.available(spec):
                     events.put(ProgressEvent("downloading", f"Downloading {spec.display_name} (about "
-                                                            f"{spec.download_gb:.1f} GB)", spec.id, fraction=0.0))
+                                                            f"{_size(spec.download_gb)})", spec.id, fraction=0.0))
                 elif spec.is_builtin and self.store.local_path(spec) is None:
                     events.put(ProgressEvent("loading", f"Building {spec.display_name} on this machine", spec.id,
                                              fraction=0.0))

@@ -46,7 +46,7 @@ def build_evaluation_panel(ctx: AppContext) -> EvaluationPanel:
         with gr.Row():
             model = gr.Dropdown(model_choices(ctx), value=default, label="Evaluation model",
                                 elem_id="evaluation-model", scale=3)
-            use_btn = gr.Button("Download and use", elem_id="evaluation-use", scale=1)
+            use_btn = gr.Button("Download and use", elem_id="evaluation-use", variant="primary", scale=1)
         status = gr.Markdown(elem_id="evaluation-status")
     return EvaluationPanel(state, model, use_btn, status)
 
