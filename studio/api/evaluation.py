@@ -65,7 +65,7 @@ def build_evaluation_router(ctx: AppContext) -> APIRouter:
         404: "not_found: unknown model; adapter_not_found",
         409: f"{NO_EVALUATION_MODEL}; model_not_loaded (switch to the model first), no_model_loaded, "
              "adapter_incompatible",
-        422: "invalid_body",
+        422: "invalid_body: a value refused (`errors` names each field)",
         429: "queue_full: try again after Retry-After seconds"}))
     def start_evaluation(body: EvaluationRequest, request: Request) -> EvaluationInfo:
         """Evaluate the loaded model, or an adapter version of it, over the fixed evaluation prompt set: its clips

@@ -52,7 +52,7 @@ EvaluationStatus = Literal["running", "succeeded", "failed", "cancelled"]
 
 # ---- the prompt set ------------------------------------------------------------------------------------------
 class EvaluationPrompt(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)  # jobs store prompts stripped
 
     prompt: str = Field(min_length=1, max_length=1000)
     seed: int = Field(ge=0, le=MAX_SEED)
@@ -334,7 +334,8 @@ class EvaluationService:
                 if self._wait_over(ids):
                     self._score_jobs(spec, folder, ids)
             except Exception:  # noqa: BLE001 - a background score: the clips stay unscored, said in the log
-                log.exception("scoring jobs %s failed", ids)
+                if not self._stop.is_set():  # (stopping: the worker is gone, nothing to say)
+                    log.exception("scoring jobs %s failed", ids)
 
         threading.Thread(target=run, name="score-jobs", daemon=True).start()
         return True
@@ -544,6 +545,19 @@ class EvaluationService:
             runs = list_evaluations(session, model_id=model_id, adapter_id=adapter_id, base_only=base_only,
                                     limit=max(1, min(limit, 500)), offset=max(0, offset))
             return [self._info(session, ev) for ev in runs]
+
+    def latest(self, model_id: str, adapter_id: int | None = None, scorer: str | None = None
+               ) -> EvaluationInfo | None:
+        """The latest succeeded run of a base model (adapter_id None) or of an adapter version, scored by `scorer`
+        (default: the evaluation model in use, else any); None when there is none."""
+        if scorer is None:
+            current = self.current_model()
+            scorer = current.id if current is not None and self.store.available(current) else None
+        with session_scope(self.engine) as session:
+            runs = list_evaluations(session, model_id=model_id, adapter_id=adapter_id, base_only=adapter_id is None,
+                                    status="succeeded", limit=10_000)
+            run = next((ev for ev in runs if scorer is None or ev.scorer == scorer), None)
+            return self._info(session, run) if run is not None else None
 
     def paired_scores(self, a_id: int, b_id: int) -> list[tuple[float, float]]:
         """The scores of two runs on the clips they share (same prompt and seed) and both scored, in order."""

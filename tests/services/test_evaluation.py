@@ -241,6 +241,10 @@ def test_the_base_model_and_an_adapter_are_compared_on_the_same_prompts_and_seed
     assert pairs == [(b.score, t.score) for b, t in zip(base.clips, tuned.clips)]
     assert [e.id for e in ctx.evaluation.list_evaluations(adapter_id=adapter.id)] == [tuned.id]
     assert [e.id for e in ctx.evaluation.list_evaluations(base_only=True)] == [base.id]
+    assert ctx.evaluation.latest("studio-tiny").id == base.id
+    assert ctx.evaluation.latest("studio-tiny", adapter.id).id == tuned.id
+    assert ctx.evaluation.latest("studio-tiny", adapter.id, scorer="tiny-clap-hub") is None
+    assert ctx.evaluation.latest("tiny-hub") is None
 
 
 def test_scoring_waits_for_the_generation_running_on_the_device(make_ctx):
