@@ -230,6 +230,9 @@ class EvaluationService:
                     events.put(ProgressEvent("loading", f"Building {spec.display_name} on this machine", spec.id,
                                              fraction=0.0))
                 self.store.fetch(spec, on_bytes)
+                if not self.store.available(spec):  # the hub copy lacks config.json or safetensors weights
+                    raise Conflict(f"{spec.source.hub} has no config.json with safetensors weights; the studio never "
+                                   "loads pickled weights.", code="no_safetensors")
             except Exception as exc:  # noqa: BLE001 - network, disk, hub errors: said in the stream's last event
                 reason = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
                 events.put(ProgressEvent("error", f"Could not get {spec.display_name}: {reason}", spec.id,

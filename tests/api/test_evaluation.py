@@ -68,6 +68,16 @@ def test_the_default_hub_clap_once_in_the_cache_is_used_without_asking(make_ctx,
     assert again.evaluation.models().current == "tiny-clap-hub"
 
 
+def test_a_hub_clap_without_safetensors_is_refused_and_its_pickle_never_fetched(make_ctx, clap_folder):
+    files = {"config.json": (clap_folder / "config.json").read_bytes(), **PICKLE}
+    with serve_repos({CLAP_REPO: files}) as hub:
+        ctx = make_ctx(hf_endpoint=hub.url)
+        final = list(ctx.evaluation.use_model("tiny-clap-hub"))[-1]
+        assert final.stage == "error" and final.code == "no_safetensors" and "pickled" in final.message
+        assert "pytorch_model.bin" not in hub.requested_files("GET")
+    assert ctx.evaluation.models().current is None
+
+
 def test_a_failed_download_says_why_and_changes_nothing(make_ctx):
     ctx = make_ctx(hf_endpoint="http://127.0.0.1:9")  # a closed port: the hub cannot be reached
     events = list(ctx.evaluation.use_model("tiny-clap-hub"))
