@@ -236,7 +236,7 @@ class EvaluationService:
             except Exception as exc:  # noqa: BLE001 - network, disk, hub errors: said in the stream's last event
                 reason = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
                 events.put(ProgressEvent("error", f"Could not get {spec.display_name}: {reason}", spec.id,
-                                         code=getattr(exc, "code", "download_failed")))
+                                         code=exc.code if isinstance(exc, StudioError) else "download_failed"))
                 return
             with self._lock:
                 self._selected = spec.id

@@ -271,3 +271,19 @@ def test_a_score_waiting_when_the_studio_stops_is_told_so(make_ctx):
     ctx.close()
     with pytest.raises(RuntimeError, match="stopped"):
         task.result.result(timeout=10)
+
+
+def test_a_damaged_evaluation_model_fails_the_score_saying_why_and_the_next_one_works(make_ctx):
+    from studio.errors import OperationFailed
+
+    ctx = _studio(make_ctx)
+    job_id = _generate(ctx)
+    folder = ctx.evaluation._scorer()[1]
+    good = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(good[:100])  # a truncated file
+    with pytest.raises(OperationFailed) as failed:
+        ctx.evaluation.score_job(job_id)
+    assert failed.value.code == "scoring_failed" and "Studio Tiny CLAP" in failed.value.message
+    assert _scores(ctx) == []
+    (folder / "model.safetensors").write_bytes(good)
+    assert -1 <= ctx.evaluation.score_job(job_id).value <= 1  # the worker went on
