@@ -188,32 +188,39 @@ def test_a_cancelled_run_ends_cancelled(make_ctx):
         ctx.evaluation.cancel(999)
 
 
-def _killed_mid_run(make_ctx):
-    """A studio that died during an evaluation run: its first clip was decoding, the second waiting."""
+def _killed_mid_run(make_ctx, statuses=("running", "queued")):
+    """A studio that died during an evaluation run: by default its first clip was decoding, the second waiting
+    (None: the clip's job was not recorded yet)."""
     first = make_ctx(eval_model="studio-tiny-clap")
     with session_scope(first.engine) as session:
         ev = Evaluation(model_id="studio-tiny", scorer="studio-tiny-clap", prompts=["rock drums", "calm piano"],
                         seeds=[11, 12], duration_s=1.0, status="running")
         session.add(ev)
         session.commit()
-        for prompt, seed, status in (("rock drums", 11, "running"), ("calm piano", 12, "queued")):
-            session.add(Job(prompt=prompt, model_id="studio-tiny", settings={}, seed=seed, duration_s=1.0,
-                            sample_rate=32000, status=status, evaluation_id=ev.id))
+        for prompt, seed, status in zip(ev.prompts, ev.seeds, statuses):
+            if status is not None:
+                session.add(Job(prompt=prompt, model_id="studio-tiny", settings={}, seed=seed, duration_s=1.0,
+                                sample_rate=32000, status=status, evaluation_id=ev.id))
         session.commit()
         return first.settings.data_dir, ev.id
 
 
-def test_a_run_interrupted_by_a_restart_is_taken_up_again_and_completes(make_ctx):
-    data_dir, evaluation_id = _killed_mid_run(make_ctx)
+@pytest.mark.parametrize("statuses, kept", [
+    (("running", "queued"), [("calm piano", "succeeded"), ("rock drums", "interrupted"), ("rock drums", "succeeded")]),
+    ((None, None), [("calm piano", "succeeded"), ("rock drums", "succeeded")]),  # killed before its clips were queued
+], ids=["a clip decoding, one waiting", "no clip queued yet"])
+def test_a_run_interrupted_by_a_restart_is_taken_up_again_and_completes(make_ctx, statuses, kept):
+    data_dir, evaluation_id = _killed_mid_run(make_ctx, statuses)
     ctx = make_ctx(eval_model="studio-tiny-clap", data_dir=data_dir)  # the next start: running -> interrupted
-    assert ctx.evaluation.get_evaluation(evaluation_id).clips[0].status == "interrupted"
-    ctx.start_background_load().join(60)  # loads Studio Tiny, runs the waiting clip, takes the run up again
+    assert ctx.evaluation.get_evaluation(evaluation_id).clips[0].status == (
+        "interrupted" if statuses[0] else "pending")
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"  # the start-up model (--model studio-tiny)
+    ctx.start_background_load().join(60)  # runs the waiting clip, then takes the run up again
     info = _over(ctx, evaluation_id)
     assert info.status == "succeeded" and info.n == 2 and info.error is None
     assert [c.status for c in info.clips] == ["succeeded", "succeeded"]
-    with session_scope(ctx.engine) as session:  # the interrupted job is kept as it was; a new one made the clip
-        statuses = sorted((j.prompt, j.status) for j in session.exec(select(Job)))
-    assert statuses == [("calm piano", "succeeded"), ("rock drums", "interrupted"), ("rock drums", "succeeded")]
+    with session_scope(ctx.engine) as session:  # an interrupted job is kept as it was; a new one made the clip
+        assert sorted((j.prompt, j.status) for j in session.exec(select(Job))) == kept
 
 
 def test_a_run_that_cannot_go_on_after_a_restart_is_recorded_as_failed(make_ctx):
