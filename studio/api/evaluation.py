@@ -12,7 +12,8 @@ from studio.api.auth import current_user
 from studio.api.errors import error_responses
 from studio.api.params import INT64_MAX, Limit, Offset, RecordId
 from studio.context import AppContext
-from studio.services.evaluation import EvaluationInfo, EvaluationModels, EvaluationRequest, ScoreInfo
+from studio.services.evaluation import (EvaluationComparison, EvaluationInfo, EvaluationModels, EvaluationRequest,
+                                       ScoreInfo)
 
 NO_EVALUATION_MODEL = ("no_evaluation_model: no evaluation model is on this machine (the message says how to get "
                        "one)")
@@ -89,6 +90,16 @@ def build_evaluation_router(ctx: AppContext) -> APIRouter:
         """A run: progress (`done` of `total` clips), each clip's job, status and score, and once over the mean
         score and the number of clips scored."""
         return service.get_evaluation(evaluation_id)
+
+    @router.get("/evaluations/{evaluation_id}/compare/{other_id}", response_model=EvaluationComparison,
+                responses=error_responses({404: "evaluation_not_found: unknown evaluation",
+                                           409: "different_scorers: the runs were scored by different evaluation "
+                                                "models"}))
+    def compare_evaluations(evaluation_id: RecordId, other_id: RecordId) -> EvaluationComparison:
+        """Run A (`evaluation_id`) and run B (`other_id`), e.g. the base model and an adapter version, compared clip
+        by clip on the prompts and seeds they share: the paired scores and a Wilcoxon signed-rank test (which is
+        better, whether significant at 5 %, or not enough data and how much more)."""
+        return service.comparison(evaluation_id, other_id)
 
     @router.post("/evaluations/{evaluation_id}/cancel", response_model=EvaluationInfo,
                  responses=error_responses({404: "evaluation_not_found: unknown evaluation"}))

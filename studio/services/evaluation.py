@@ -129,6 +129,14 @@ class EvaluationInfo(BaseModel):
     clips: list[EvaluationClip]
 
 
+class EvaluationComparison(BaseModel):
+    a: int = Field(description="evaluation run A")
+    b: int = Field(description="evaluation run B")
+    pairs: list[tuple[float, float]] = Field(description="(score in A, score in B) of each clip both runs scored, "
+                                                         "matched by prompt and seed")
+    test: TwoSampleTest = Field(description="two-sided Wilcoxon signed-rank test on the pairs")
+
+
 class EvaluationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -574,8 +582,13 @@ class EvaluationService:
 
     def compare(self, a_id: int, b_id: int) -> TwoSampleTest:
         """Two runs compared clip by clip: a two-sided Wilcoxon signed-rank test on their paired scores."""
+        return self.comparison(a_id, b_id).test
+
+    def comparison(self, a_id: int, b_id: int) -> EvaluationComparison:
+        """The paired scores of two runs and the test on them (NotFound; Conflict different_scorers)."""
         pairs = self.paired_scores(a_id, b_id)
-        return wilcoxon_paired([a for a, _ in pairs], [b for _, b in pairs], what="score")
+        test = wilcoxon_paired([a for a, _ in pairs], [b for _, b in pairs], what="score")
+        return EvaluationComparison(a=a_id, b=b_id, pairs=pairs, test=test)
 
     def close(self) -> None:
         """Stop following runs (they stay 'running' in the database and are taken up at the next start)."""

@@ -110,6 +110,9 @@ def test_an_evaluation_run_over_rest(make_ctx):
         assert [e["id"] for e in client.get("/api/evaluations", params={"model_id": "studio-tiny"}).json()] == [
             run["id"]]
         assert client.post(f"/api/evaluations/{run['id']}/cancel").json()["status"] == "succeeded"  # over already
+        same = client.get(f"/api/evaluations/{run['id']}/compare/{run['id']}").json()
+        assert same["pairs"] == [[clip["score"], clip["score"]]]
+        assert same["test"]["verdict"] == "not_enough_data" and same["test"]["more_needed"] > 0
 
 
 REFUSALS = [
@@ -119,6 +122,9 @@ REFUSALS = [
     ("unknown job", "POST", "/api/jobs/99999/score", None, 404, "job_not_found"),
     ("unknown evaluation", "GET", "/api/evaluations/99999", None, 404, "evaluation_not_found"),
     ("cancel unknown evaluation", "POST", "/api/evaluations/99999/cancel", None, 404, "evaluation_not_found"),
+    ("compare unknown evaluations", "GET", "/api/evaluations/99998/compare/99999", None, 404,
+     "evaluation_not_found"),
+    ("compare with id zero", "GET", "/api/evaluations/1/compare/0", None, 422, "invalid_parameter"),
     ("unknown evaluation model", "POST", "/api/evaluation/models/current", {"model_id": "nope"}, 404,
      "evaluation_model_not_found"),
     ("a generation model is no evaluation model", "POST", "/api/evaluation/models/current",

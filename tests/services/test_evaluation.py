@@ -294,3 +294,17 @@ def test_a_damaged_evaluation_model_fails_the_score_saying_why_and_the_next_one_
     assert _scores(ctx) == []
     (folder / "model.safetensors").write_bytes(good)
     assert -1 <= ctx.evaluation.score_job(job_id).value <= 1  # the worker went on
+
+
+def test_runs_scored_by_different_evaluation_models_are_not_compared(make_ctx):
+    ctx = make_ctx(eval_model="studio-tiny-clap")
+    with session_scope(ctx.engine) as session:
+        runs = [Evaluation(model_id="studio-tiny", scorer=scorer, prompts=["p"], seeds=[1], duration_s=1.0,
+                           status="succeeded") for scorer in ("studio-tiny-clap", "tiny-clap-hub")]
+        session.add_all(runs)
+        session.commit()
+        a, b = (r.id for r in runs)
+    with pytest.raises(Conflict) as refused:
+        ctx.evaluation.comparison(a, b)
+    assert refused.value.code == "different_scorers"
+    assert ctx.evaluation.comparison(a, a).pairs == []  # no clip scored: nothing to pair
