@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     model: Annotated[str | None, Option(
         "--model", "model to load at start", "the registry's default if downloaded, else `studio-tiny`",
         metavar="ID")] = None
+    eval_model: Annotated[str | None, Option(
+        "--eval-model", "evaluation model for automatic scores (`GET /api/evaluation/models` lists them; "
+        "`studio-tiny-clap` works offline, its scores mean nothing)",
+        "the registry's default (`clap-music`) once downloaded, else none", metavar="ID")] = None
     share: Annotated[bool, Option(
         "--share", "a public Gradio link (the home folder is then no import root)", "off", kind="switch")] = False
     auth: Annotated[tuple[str, str] | None, Field(repr=False), Option(

@@ -14,6 +14,7 @@ from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
 from studio.services.adapters import AdapterService
+from studio.services.evaluation import EvaluationService
 from studio.services.gen_config import GenerationConfigService
 from studio.services.generation import GenerationService
 from studio.services.job_events import JobEvents
@@ -38,6 +39,7 @@ class AppContext:
     metrics: MetricsService  # adapter performance and version comparison (reads ratings, A/B votes, scores)
     gen_config: GenerationConfigService
     queue: JobQueue
+    evaluation: EvaluationService
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
@@ -57,9 +59,14 @@ class AppContext:
             self.generation.resume()
         except Exception:  # noqa: BLE001 - the jobs stay queued in the database; said in the log
             log.exception("could not queue the jobs waiting when the studio stopped")
+        try:
+            self.evaluation.resume()
+        except Exception:  # noqa: BLE001 - the runs stay 'running' in the database; said in the log
+            log.exception("could not take up the evaluation runs open when the studio stopped")
 
     def close(self) -> None:
         """Stop the worker (waiting jobs stay queued in the database) and release the database."""
+        self.evaluation.close()
         self.queue.close()
         self.engine.dispose()
 
@@ -98,18 +105,21 @@ def build_context(settings: Settings, registry: Registry | None = None,
     gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
                      stream_every_s=settings.stream_every_s)
+    generation = GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
+                                   settings.max_prompt_chars)
     return AppContext(
         settings=settings,
         registry=registry,
         engine=engine,
         manager=manager,
         models=ModelService(registry, manager, store, queue, settings.model),
-        generation=GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
-                                     settings.max_prompt_chars),
+        generation=generation,
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,
         metrics=MetricsService(engine, registry),
         gen_config=gen_config,
         queue=queue,
+        evaluation=EvaluationService(engine, registry, store, queue, generation, adapters, settings.data_dir,
+                                     settings.eval_model),
         storage=storage,
     )

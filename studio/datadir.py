@@ -108,6 +108,8 @@ def open_storage(settings: Settings, registry: Registry | None = None) -> Storag
     registry = registry or load_registry(settings.registry_path)
     if settings.model:
         registry.get(settings.model)  # an unknown --model fails at start-up, naming the known ones
+    if settings.eval_model:
+        registry.evaluation_model(settings.eval_model)  # the same for --eval-model
     open_data_dir(settings)
     lock = lock_data_dir(settings)
     engine = make_engine(settings.database_url)

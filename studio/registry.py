@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
@@ -13,6 +13,7 @@ from studio.errors import NotFound, RegistryError
 from studio.gen_settings import MusicgenSettings, field_errors, settings_class
 
 BUILTIN_MODELS = {"studio-tiny"}
+BUILTIN_EVALUATION_MODELS = {"studio-tiny-clap"}
 
 
 class _Strict(BaseModel):
@@ -30,6 +31,8 @@ class SettingsProblems(ValueError):
 class ModelSource(_Strict):
     """Where the weights come from: a hub repo (optionally pinned), or a model the studio builds itself."""
 
+    BUILTINS: ClassVar[set[str]] = BUILTIN_MODELS
+
     hub: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
     revision: str | None = None
     builtin: str | None = None
@@ -38,8 +41,8 @@ class ModelSource(_Strict):
     def _one_kind(self) -> "ModelSource":
         if (self.hub is None) == (self.builtin is None):
             raise ValueError("give exactly one of 'hub' or 'builtin'")
-        if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
-            raise ValueError(f"unknown builtin {self.builtin!r}; known: {sorted(BUILTIN_MODELS)}")
+        if self.builtin is not None and self.builtin not in self.BUILTINS:
+            raise ValueError(f"unknown builtin {self.builtin!r}; known: {sorted(self.BUILTINS)}")
         if self.builtin is not None and self.revision is not None:
             raise ValueError("'revision' only applies to hub sources")
         return self
@@ -93,20 +96,61 @@ class ModelSpec(_Strict):
         return self.source.builtin is not None
 
 
+class EvaluationModelSource(ModelSource):
+    """Where an evaluation model's weights come from: a hub repo, or one the studio builds (studio-tiny-clap)."""
+
+    BUILTINS: ClassVar[set[str]] = BUILTIN_EVALUATION_MODELS
+
+
+class EvaluationModelSpec(_Strict):
+    """A model that scores generated audio (not one that generates): a CLAP scores text-audio agreement as the
+    cosine of its text and audio embeddings. Downloaded, cached and loaded like a generation model."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
+    display_name: str = Field(min_length=1, max_length=80)
+    description: str = ""
+    kind: Literal["clap"]
+    source: EvaluationModelSource
+    parameters: int = Field(gt=0, description="parameter count")
+    sample_rate: int = Field(gt=0, description="the audio rate the model takes (clips are resampled to it)")
+    memory_gb: float = Field(gt=0, description="memory needed to load and score in float32")
+    download_gb: float = Field(0.0, ge=0)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source.builtin is not None
+
+
 class Registry(_Strict):
     default_model: str
     models: list[ModelSpec] = Field(min_length=1)
+    # Models that score audio (the automatic score); the default is used when it is on this machine (--eval-model
+    # chooses another)
+    default_evaluation_model: str | None = None
+    evaluation_models: list[EvaluationModelSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Registry":
         seen: set[str] = set()
-        for spec in self.models:
+        for spec in [*self.models, *self.evaluation_models]:
             if spec.id in seen:
                 raise ValueError(f"duplicate model id {spec.id!r}")
             seen.add(spec.id)
-        if self.default_model not in seen:
+        if self.default_model not in {m.id for m in self.models}:
             raise ValueError(f"default_model {self.default_model!r} is not one of the models")
+        if self.default_evaluation_model is not None and \
+                self.default_evaluation_model not in {m.id for m in self.evaluation_models}:
+            raise ValueError(f"default_evaluation_model {self.default_evaluation_model!r} is not one of the "
+                             "evaluation_models")
         return self
+
+    def evaluation_model(self, model_id: str) -> EvaluationModelSpec:
+        for spec in self.evaluation_models:
+            if spec.id == model_id:
+                return spec
+        known = ", ".join(s.id for s in self.evaluation_models) or "none"
+        raise NotFound(f"Unknown evaluation model {model_id!r}. Known evaluation models: {known}.",
+                       code="evaluation_model_not_found", model_id=model_id)
 
     def get(self, model_id: str) -> ModelSpec:
         for spec in self.models:
@@ -121,12 +165,13 @@ class Registry(_Strict):
 
 def _location(raw: dict, loc: tuple) -> str:
     """Turn a pydantic error location into 'model 'x': field 'a.b'' using the entry's id when it has one."""
-    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
-        entries = raw.get("models") or []
+    if len(loc) >= 2 and loc[0] in ("models", "evaluation_models") and isinstance(loc[1], int):
+        entries = raw.get(loc[0]) or []
         entry = entries[loc[1]] if loc[1] < len(entries) else None
         name = entry.get("id") if isinstance(entry, dict) and entry.get("id") else f"#{loc[1] + 1}"
         field = ".".join(str(p) for p in loc[2:]) or "(entry)"
-        return f"model {name!r}: field {field!r}"
+        what = "model" if loc[0] == "models" else "evaluation model"
+        return f"{what} {name!r}: field {field!r}"
     return f"field {'.'.join(str(p) for p in loc) or '(top level)'!r}"
 
 

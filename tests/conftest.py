@@ -28,6 +28,11 @@ TINY = {
     "memory_gb": 0.1, "generation": {"top_k": 250, "top_p": 0.0, "temperature": 1.0, "guidance_scale": 3.0},
 }
 
+# Evaluation models of the test registry: studio-tiny-clap (built here), and 'tiny-clap-hub', its copy on the fake
+# hub, which is the default evaluation model: not downloaded, so a test studio has no evaluation model unless asked
+TINY_CLAP = {"id": "studio-tiny-clap", "display_name": "Studio Tiny CLAP", "kind": "clap",
+             "source": {"builtin": "studio-tiny-clap"}, "parameters": 11845, "sample_rate": 48000, "memory_gb": 0.1}
+
 
 def registry_dict(**extra_models) -> dict:
     """The test registry: studio-tiny, a hub copy of it ('tiny-hub', served by the fake hub), a model too big
@@ -39,7 +44,9 @@ def registry_dict(**extra_models) -> dict:
                "memory_gb": 100000}]
     for model_id, overrides in extra_models.items():
         models.append({**TINY, "id": model_id, "display_name": model_id, **overrides})
-    return {"default_model": "studio-tiny", "models": models}
+    return {"default_model": "studio-tiny", "models": models, "default_evaluation_model": "tiny-clap-hub",
+            "evaluation_models": [dict(TINY_CLAP), {**TINY_CLAP, "id": "tiny-clap-hub", "display_name": "Tiny CLAP Hub",
+                                                    "source": {"hub": "test-org/tiny-clap"}, "download_gb": 0.001}]}
 
 
 @pytest.fixture(scope="session")

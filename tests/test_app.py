@@ -120,6 +120,8 @@ REFUSALS = [
     ("registry of 200 MB", _registry(200_000_000), "is 200 MB, too big for a model registry"),
     ("registry not YAML", _registry(b"models: [unclosed"), "is not valid YAML at line 1, column 18"),
     ("unknown --model", lambda d: ["--model", "nope"], "Unknown model 'nope'. Known models: musicgen-small"),
+    ("unknown --eval-model", lambda d: ["--eval-model", "nope"],
+     "Unknown evaluation model 'nope'. Known evaluation models: clap-music, studio-tiny-clap."),
     ("absent GPU index", lambda d: ["--device", "cuda:99"], "--device cuda:99: "),
 ]
 if not _has_cuda():

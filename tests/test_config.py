@@ -50,6 +50,7 @@ PRECEDENCE = [
     ("data_dir", "/tmp/x", ["--data-dir", "/tmp/y"], Path("/tmp/x"), Path("/tmp/y")),
     ("registry_path", "r.yaml", ["--registry", "s.yaml"], Path("r.yaml"), Path("s.yaml")),
     ("model", "studio-tiny", ["--model", "musicgen-small"], "studio-tiny", "musicgen-small"),
+    ("eval_model", "studio-tiny-clap", ["--eval-model", "clap-music"], "studio-tiny-clap", "clap-music"),
     ("share", "1", ["--share"], True, True),
     ("auth", "a:b", ["--auth", "c:d"], ("a", "b"), ("c", "d")),
     ("device", "cpu", ["--device", "cuda:1"], "cpu", "cuda:1"),

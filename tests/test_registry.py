@@ -27,6 +27,16 @@ def test_shipped_registry_has_every_musicgen_model_and_the_tiny_one():
     assert reg.get(reg.default_model).id == "musicgen-small"
 
 
+def test_shipped_registry_has_the_music_clap_as_default_and_the_tiny_clap():
+    reg = load_registry(REPO_REGISTRY)
+    music = reg.evaluation_model(reg.default_evaluation_model)
+    assert (music.id, music.kind, music.source.hub, music.sample_rate) == ("clap-music", "clap",
+                                                                          "laion/larger_clap_music", 48000)
+    tiny = reg.evaluation_model("studio-tiny-clap")
+    assert tiny.is_builtin and tiny.sample_rate == 48000
+    assert not set(reg.ids()) & {s.id for s in reg.evaluation_models}  # an id names one thing
+
+
 def _broken(mutate):
     raw = copy.deepcopy(registry_dict())
     mutate(raw)
@@ -42,6 +52,18 @@ def _set(idx, key, value):
 def _drop(idx, key):
     def mutate(raw):
         del raw["models"][idx][key]
+    return mutate
+
+
+def _set_eval(idx, key, value):
+    def mutate(raw):
+        raw["evaluation_models"][idx][key] = value
+    return mutate
+
+
+def _drop_eval(idx, key):
+    def mutate(raw):
+        del raw["evaluation_models"][idx][key]
     return mutate
 
 
@@ -63,6 +85,17 @@ BROKEN = [
     ("bad default", lambda raw: raw.update(default_model="nope"), "default_model 'nope' is not one of the models"),
     ("no models", lambda raw: raw.update(models=[]), "field 'models'"),
     ("entry without id", _drop(0, "id"), "model '#1': field 'id'"),
+    # evaluation models
+    ("evaluation kind", _set_eval(0, "kind", "fad"), "evaluation model 'studio-tiny-clap': field 'kind'"),
+    ("evaluation builtin unknown", _set_eval(0, "source", {"builtin": "studio-tiny"}),
+     "unknown builtin 'studio-tiny'; known: ['studio-tiny-clap']"),
+    ("generation builtin is not a CLAP", _set(0, "source", {"builtin": "studio-tiny-clap"}),
+     "unknown builtin 'studio-tiny-clap'"),
+    ("evaluation sample rate", _set_eval(1, "sample_rate", 0), "evaluation model 'tiny-clap-hub': field 'sample_rate'"),
+    ("evaluation memory missing", _drop_eval(1, "memory_gb"), "field 'memory_gb': Field required"),
+    ("evaluation id taken by a model", _set_eval(0, "id", "studio-tiny"), "duplicate model id 'studio-tiny'"),
+    ("bad default evaluation model", lambda raw: raw.update(default_evaluation_model="studio-tiny"),
+     "default_evaluation_model 'studio-tiny' is not one of the evaluation_models"),
 ]
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.registry import ModelSpec
+from studio.registry import EvaluationModelSpec, ModelSpec
 from studio.runtime import hub
+from studio.runtime.clap import build_tiny_clap
 from studio.runtime.tiny import build_tiny_model
 from studio.storage import storage_writes
 
-BUILDERS = {"studio-tiny": build_tiny_model}
+BUILDERS = {"studio-tiny": build_tiny_model, "studio-tiny-clap": build_tiny_clap}
+AnySpec = ModelSpec | EvaluationModelSpec  # generation and evaluation models are stored alike
 
 
 class ModelStore:
@@ -17,17 +19,17 @@ class ModelStore:
         self.hf_cache_dir = hf_cache_dir
         self.hf_endpoint = hf_endpoint
 
-    def available(self, spec: ModelSpec) -> bool:
+    def available(self, spec: AnySpec) -> bool:
         """Usable without a download (built-in models are built locally on first use)."""
         return spec.is_builtin or self.local_path(spec) is not None
 
-    def local_path(self, spec: ModelSpec) -> Path | None:
+    def local_path(self, spec: AnySpec) -> Path | None:
         if spec.is_builtin:
             folder = self.models_dir / spec.source.builtin
             return folder if (folder / "config.json").is_file() else None
         return hub.cached_snapshot(spec.source.hub, spec.source.revision, self.hf_cache_dir)
 
-    def fetch(self, spec: ModelSpec, on_bytes: hub.ByteProgress) -> Path:
+    def fetch(self, spec: AnySpec, on_bytes: hub.ByteProgress) -> Path:
         """A local folder with the model, building or downloading it if needed."""
         if spec.is_builtin:
             with storage_writes(self.models_dir):  # a full or read-only disk is said as such, naming the folder

@@ -2,7 +2,8 @@
 
 Callers submit tasks and may cancel them; the worker runs them in the order they came, one at a time: a model
 switch is a barrier (jobs submitted before it run on the old model, jobs after it on the new one), and the
-generation jobs waiting together for the loaded model are decoded as one batch. What happens is told to a
+generation jobs waiting together for the loaded model are decoded as one batch, and a score task (an evaluation
+model scoring clips) runs between them, so scoring never races generation for the device. What happens is told to a
 WorkerListener, so the same protocol fits a worker in another process or on another machine (a Ray Serve replica):
 only these plain events cross the seam.
 """
@@ -14,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Protocol
@@ -21,6 +23,7 @@ from typing import Callable, Literal, Protocol
 import numpy as np
 
 from studio.runtime.backend import DecodeHooks, Row, RowResult
+from studio.runtime.clap import ClapScorer, read_audio
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
 
@@ -50,7 +53,19 @@ class SwitchTask:
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-Task = GenerateTask | SwitchTask
+@dataclass(frozen=True)
+class ScoreTask:
+    """Score (text, audio file) pairs with an evaluation model, on the device, in queue order. The model is loaded
+    from `folder` the first time and kept until another one is asked for or the generation model switches.
+    `result` gets one value per item (None: that clip could not be read) or the exception that stopped the task."""
+    scorer_id: str
+    folder: Path
+    items: tuple[tuple[str, Path], ...]
+    result: Future = field(default_factory=Future, compare=False, repr=False)
+    task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+Task = GenerateTask | SwitchTask | ScoreTask
 
 
 @dataclass(frozen=True)
@@ -144,7 +159,7 @@ class LocalWorker:
         self.max_batch, self.stream_every_s = max_batch, stream_every_s
         self._cond = threading.Condition()  # guards every field below
         self._pending: deque[Task] = deque()
-        self._running: list[GenerateTask] | SwitchTask | None = None
+        self._running: list[GenerateTask] | SwitchTask | ScoreTask | None = None
         self._stopping: set[int] = set()  # running jobs asked to stop
         self._progress: tuple[int, int] | None = None  # (done, total) steps of the running batch
         self._step_s: dict[str, float] = {}  # measured seconds per decoding step, per model
@@ -152,6 +167,7 @@ class LocalWorker:
         self._told: set[int] = set()  # jobs of the running batch whose end the listener was told (worker thread)
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._scorer: tuple[str, Path, ClapScorer] | None = None  # the loaded evaluation model (worker thread only)
 
     # ---- the protocol ------------------------------------------------------------------------------------
     def submit(self, *tasks: Task) -> None:
@@ -216,7 +232,7 @@ class LocalWorker:
             entries.append(QueueEntry("switch", "running", 0, running.model_id, task_id=running.task_id))
             clock += switch_s.get(running.model_id, SWITCH_GUESS_S) / 2
             model = running.model_id
-        elif running:
+        elif isinstance(running, list) and running:
             done, total = progress or (0, max(t.row.frames for t in running))
             left = cost(running[0].model_id, max(total - done, 0))
             known = left is not None
@@ -232,6 +248,9 @@ class LocalWorker:
         i = 0
         while i < len(pending):
             task = pending[i]
+            if isinstance(task, ScoreTask):  # short, and not a job: not shown
+                i += 1
+                continue
             if isinstance(task, SwitchTask):
                 position += 1
                 clock += switch_s.get(task.model_id, SWITCH_GUESS_S)
@@ -258,8 +277,14 @@ class LocalWorker:
             self._closed = True
             if isinstance(self._running, list):
                 self._stopping.update(t.job_id for t in self._running)
+            scores = [t for t in self._pending if isinstance(t, ScoreTask)]
+            for task in scores:
+                self._pending.remove(task)
             self._cond.notify_all()
             thread = self._thread
+        for task in scores:  # nobody will run them: their waiters are told
+            if not task.result.done():
+                task.result.set_exception(RuntimeError("the studio stopped before the clips were scored"))
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -286,8 +311,8 @@ class LocalWorker:
                 if self._closed:
                     return
                 head = self._pending[0]
-                if isinstance(head, SwitchTask):
-                    work: list[GenerateTask] | SwitchTask = self._pending.popleft()
+                if isinstance(head, (SwitchTask, ScoreTask)):
+                    work: list[GenerateTask] | SwitchTask | ScoreTask = self._pending.popleft()
                 else:
                     work = self._batch_of(self._pending, 0, self.manager.status().model_id)
                     work = work[:self.manager.rows_that_fit([t.row.frames for t in work])]  # bounded by memory
@@ -298,11 +323,16 @@ class LocalWorker:
             try:
                 if isinstance(work, SwitchTask):
                     self._switch(work)
+                elif isinstance(work, ScoreTask):
+                    self._score(work)
                 else:
                     self._generate(work)
             except Exception as exc:  # noqa: BLE001 - the worker outlives any one task, and says why it failed
                 log.exception("worker task crashed")
-                if isinstance(work, SwitchTask):
+                if isinstance(work, ScoreTask):
+                    if not work.result.done():
+                        work.result.set_exception(exc)
+                elif isinstance(work, SwitchTask):
                     self.listener.switch_progress(work, ProgressEvent(
                         "error", f"Switch failed: {_reason(exc)}", work.model_id, code="switch_failed"))
                 else:
@@ -325,6 +355,7 @@ class LocalWorker:
             self._step_s[model_id] = seconds if old is None else 0.98 * old + 0.02 * seconds
 
     def _switch(self, task: SwitchTask) -> None:
+        self._scorer = None  # the evaluation model leaves the device to the new model; it loads again in a second
         started = time.perf_counter()
         final = self.manager.switch_and_wait(task.model_id, task.note,
                                              on_event=lambda e: self.listener.switch_progress(task, e))
@@ -333,6 +364,22 @@ class LocalWorker:
                 self._switch_s[task.model_id] = time.perf_counter() - started
         else:
             log.warning("switch to %s failed: %s", task.model_id, final.message)
+
+    def _score(self, task: ScoreTask) -> None:
+        if self._scorer is None or self._scorer[:2] != (task.scorer_id, task.folder):
+            self._scorer = None  # one evaluation model on the device at a time
+            self._scorer = (task.scorer_id, task.folder, ClapScorer.load(task.folder, self.manager.device))
+        scorer = self._scorer[2]
+        values: list[float | None] = []
+        for text, path in task.items:
+            try:
+                audio, rate = read_audio(path)
+            except Exception as exc:  # noqa: BLE001 - a clip deleted or damaged since: that clip has no score
+                log.warning("cannot read %s for scoring: %s", path, exc)
+                values.append(None)
+                continue
+            values.append(scorer.score([(text, audio, rate)])[0])
+        task.result.set_result(values)
 
     def _failed(self, job_id: int, code: str, message: str) -> None:
         self._told.add(job_id)

@@ -7,6 +7,7 @@ from studio.context import AppContext
 from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
+from studio.ui.evaluation_panel import build_evaluation_panel, wire_evaluation_panel
 from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, next_model, wire_generate_tab
 from studio.ui.history_tab import build_history_tab, wire_history_tab
@@ -34,11 +35,13 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 adapters = build_adapters_tab(ctx)
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings_tab(ctx)
+                evaluation = build_evaluation_panel(ctx)
         wire_generate_tab(ctx, gen)
         wire_history_tab(ctx, history, gen, tabs, history_tab, generate_tab)
         wire_adapters_tab(ctx, adapters, gen, active_pref)
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)
+        wire_evaluation_panel(ctx, evaluation)
 
         # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets
         # (they follow the model the next job runs on), the model dropdowns a switch locks, Generate and Cancel,

@@ -22,6 +22,8 @@ BASE_BODIES = {
     ("post", "/api/adapters"): {"source": "folder"},
     ("patch", "/api/adapters/{adapter_id}"): {},
     ("put", "/api/jobs/{job_id}/rating"): {},
+    ("post", "/api/evaluation/models/current"): {"model_id": "studio-tiny-clap"},
+    ("post", "/api/evaluations"): {},
 }
 PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny"}
 WRONG = {  # JSON type -> values of another type that a lax parser would coerce
