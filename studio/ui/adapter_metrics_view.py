@@ -7,7 +7,9 @@ handlers call ctx.metrics (studio.services.metrics.MetricsService) only.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import gradio as gr
 
@@ -17,7 +19,8 @@ from studio.services.adapters import AdapterSummary
 from studio.services.metrics import (AdapterPerformance, MetricComparison, TimelineFigures, VersionComparison,
                                      VersionFigures)
 from studio.services.stats import SignTest, TwoSampleTest
-from studio.ui.common import md_escape, notify_text
+from studio.services.evaluation import EvaluationInfo
+from studio.ui.common import failed_status, md_escape, notify_text, page_user, plain_status, user_errors
 
 DASH = "—"
 VERDICT_WORDS = {"not_enough_data": "Not enough data", "no_difference": "No significant difference",
@@ -217,11 +220,67 @@ class CompareView:
 
 def build_performance_panel() -> gr.Markdown:
     """The detail view's performance (filled by the Adapters tab's detail updates)."""
-    # LEAD: the "Evaluate now" button goes here, under the performance (the evaluation service is on another
-    # branch): its click calls EvaluationService.evaluate(model_id=<the adapter's base_model>,
-    # adapter_id=<tab.selected>, user=page_user(request)) and then refreshes the detail view (detail_updates), which
-    # shows the new run's score here and in the version timeline once it has succeeded.
     return gr.Markdown(elem_id="adapter-performance")
+
+
+@dataclass
+class EvaluateRow:
+    button: gr.Button
+    status: gr.Markdown
+
+
+def build_evaluate_row() -> EvaluateRow:
+    """Under the performance: evaluate this version (and the base model, when it has no run on the same prompts)."""
+    with gr.Row(equal_height=True):
+        button = gr.Button("Evaluate with CLAP", size="sm", scale=0, min_width=200, elem_id="adapter-evaluate")
+        status = gr.Markdown("Scores this version over the evaluation prompt set (and the base model on the same "
+                             "prompts and seeds, if it has no such run yet).", elem_id="adapter-evaluate-status")
+    return EvaluateRow(button, status)
+
+
+EVALUATE_POLL_S = 1.0
+
+
+def same_prompts(a: EvaluationInfo, b: EvaluationInfo) -> bool:
+    return a.scorer == b.scorer and [(c.prompt, c.seed) for c in a.clips] == [(c.prompt, c.seed) for c in b.clips]
+
+
+def run_progress(run: EvaluationInfo, name: str) -> str:
+    if run.status == "running":
+        return f"{md_escape(name)}: {run.done} of {run.total} clips"
+    if run.status == "succeeded":
+        return f"{md_escape(name)}: mean score **{fmt(run.mean_score, '.3f')}** ({plural(run.n, 'clip')})"
+    return f"{md_escape(name)}: {run.status}" + (f" ({md_escape(run.error)})" if run.error else "")
+
+
+def wire_evaluate(ctx: AppContext, row: EvaluateRow, selected: gr.State, performance: gr.Markdown) -> None:
+    def evaluate(adapter_id, request: gr.Request | None = None) -> Iterator[list]:
+        if adapter_id is None:
+            yield [failed_status("Select a version first."), gr.skip()]
+            return
+        user = page_user(request)
+        try:
+            with user_errors():
+                adapter = ctx.adapters.get(int(adapter_id))
+                runs = [(adapter.label, ctx.evaluation.evaluate(adapter.base_model, adapter.id, user))]
+                base_name = ctx.registry.get(adapter.base_model).display_name
+                base = ctx.evaluation.latest(adapter.base_model, None, runs[0][1].scorer)
+                if base is None or not same_prompts(base, runs[0][1]):
+                    runs.append((base_name, ctx.evaluation.evaluate(adapter.base_model, None, user)))
+        except gr.Error as exc:
+            yield [failed_status(f"❌ {md_escape(str(exc.message))}"), gr.skip()]
+            return
+        while True:  # the page follows the runs: their clips go through the queue like any job
+            runs = [(name, ctx.evaluation.get_evaluation(run.id)) for name, run in runs]
+            text = " · ".join(run_progress(run, name) for name, run in runs)
+            if all(run.status != "running" for _, run in runs):
+                break
+            yield [plain_status(f"Evaluating… {text}"), gr.skip()]
+            time.sleep(EVALUATE_POLL_S)
+        yield [plain_status(f"Evaluated: {text}"), performance_or_note(ctx, int(adapter_id))]
+
+    row.button.click(evaluate, selected, [row.status, performance], api_visibility="private",
+                     show_progress="hidden")
 
 
 def build_compare_view() -> CompareView:

@@ -26,8 +26,9 @@ from studio.errors import Conflict, NotFound
 from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
 from studio.ui.adapter_config_view import config_view_html, fmt_value
-from studio.ui.adapter_metrics_view import (CompareView, build_compare_view, build_performance_panel,
-                                            performance_or_note, timeline_cells, wire_compare_view)
+from studio.ui.adapter_metrics_view import (CompareView, EvaluateRow, build_compare_view, build_evaluate_row,
+                                            build_performance_panel, performance_or_note, timeline_cells,
+                                            wire_compare_view, wire_evaluate)
 from studio.ui.common import (failed_status, failures_as_status, fmt_gb, md_escape, plain_status, user_errors)
 from studio.ui.generate_tab import GenerateTab, adapter_label, adapter_widgets
 
@@ -83,6 +84,7 @@ class AdaptersTab:
     seen: gr.State  # signature of what the page shows (the tick refreshes only when it changed)
     performance: gr.Markdown | None = None  # the detail view's performance beside the base model
     compare: CompareView | None = None  # "Compare versions"
+    evaluate: EvaluateRow | None = None  # "Evaluate with CLAP" under the performance
 
 
 # ---- pure helpers --------------------------------------------------------------------------------------------------
@@ -298,6 +300,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
             confirm_cancel = gr.Button("Cancel", scale=0, min_width=110, elem_id="adapter-delete-cancel")
         info = gr.Markdown(elem_id="adapter-detail-info")
         performance = build_performance_panel()
+        evaluate = build_evaluate_row()
         with gr.Accordion("Training configuration", open=True, elem_id="adapter-config-accordion"):
             config = gr.HTML(elem_id="adapter-config")
         history = gr.Markdown(elem_id="adapter-history")
@@ -339,7 +342,8 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
                        confirm_row, confirm_text, confirm_btn, confirm_cancel, info, config, history, source, path,
                        archive, hub_row, repo, revision, reg_name, reg_version, reg_base, reg_description,
                        reg_anyway, register_btn, register_status, deleted_acc, deleted_choice, restore_btn,
-                       gr.State(None), gr.State(None), performance=performance, compare=compare)
+                       gr.State(None), gr.State(None), performance=performance, compare=compare,
+                       evaluate=evaluate)
 
 
 # ---- keeping the page in line with the registry ---------------------------------------------------------------
@@ -416,6 +420,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
                           [active_pref, tab.table, tab.empty], queue=False, show_progress="hidden", **private)
     tab.refresh_btn.click(**refresh_view)
     wire_compare_view(ctx, tab.compare, tab.selected)
+    wire_evaluate(ctx, tab.evaluate, tab.selected, tab.performance)
 
     # Selecting a row opens its detail view.
     def select(evt: gr.SelectData) -> list:

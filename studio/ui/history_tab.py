@@ -55,6 +55,7 @@ class HistoryTab:
     stars: gr.Radio
     reuse_btn: gr.Button
     again_btn: gr.Button
+    score_btn: gr.Button
     delete_btn: gr.Button
     confirm_row: gr.Row
     confirm_text: gr.Markdown
@@ -213,6 +214,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
                 with gr.Row():
                     reuse_btn = gr.Button("Use these settings again", size="sm", elem_id="history-reuse")
                     again_btn = gr.Button("Generate again", size="sm", elem_id="history-again")
+                    score_btn = gr.Button("Score (CLAP)", size="sm", elem_id="history-score")
                     delete_btn = gr.Button("Delete…", size="sm", variant="stop", elem_id="history-delete")
                 with gr.Row(visible=False, elem_id="history-delete-confirm", equal_height=True) as confirm_row:
                     confirm_text = gr.Markdown(elem_id="history-delete-text")
@@ -221,7 +223,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
                     confirm_cancel = gr.Button("Keep", scale=0, min_width=100, elem_id="history-delete-no")
                 action_status = gr.Markdown(elem_id="history-action-status")
     return HistoryTab(text, model, adapter, status, rating, who, source, sort, refresh_btn, table, empty, prev_btn,
-                      page_info, next_btn, detail, info, audio, stars, reuse_btn, again_btn, delete_btn,
+                      page_info, next_btn, detail, info, audio, stars, reuse_btn, again_btn, score_btn, delete_btn,
                       confirm_row, confirm_text, confirm_btn, confirm_cancel, action_status, gr.State(0),
                       gr.State(None), gr.State(None))
 
@@ -344,6 +346,23 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
 
     tab.stars.input(rate, [tab.selected, tab.stars, *tab.filters, tab.offset, tab.seen],
                     [*detail_outputs, *list_outputs], **private)
+
+    # ---- the automatic score: computed by the evaluation model, in the worker's turn ----
+    def score(job_id, *args, request: gr.Request | None = None) -> list:
+        *filters, offset, seen = args
+        if job_id is None:
+            return [gr.skip()] * (len(detail_outputs) + len(list_outputs))
+        try:
+            with user_errors():
+                got = ctx.evaluation.score_job(int(job_id), page_user(request))
+            said = plain_status(f"Score ({md_escape(got.scorer)}): **{got.value:.3f}** (text-audio agreement, "
+                                "-1 to 1; compare clips of the same prompt).")
+        except gr.Error as exc:
+            said = failed_status(f"❌ {md_escape(html.unescape(str(exc.message)))}")
+        return [*details(job_id, request, said), *listing(filters, offset, seen, request, force=False)]
+
+    tab.score_btn.click(score, [tab.selected, *tab.filters, tab.offset, tab.seen], [*detail_outputs, *list_outputs],
+                        api_visibility="private", show_progress="minimal")
 
     # ---- delete, with a confirmation ----
     def ask_delete(job_id) -> list:
