@@ -13,6 +13,7 @@ from studio.runtime.hf_logging import quiet_musicgen_token_layout
 from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
+from studio.services.abtests import ABTestService
 from studio.services.adapters import AdapterService
 from studio.services.gen_config import GenerationConfigService
 from studio.services.generation import GenerationService
@@ -36,6 +37,7 @@ class AppContext:
     adapters: AdapterService
     gen_config: GenerationConfigService
     queue: JobQueue
+    abtests: ABTestService
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
@@ -55,9 +57,14 @@ class AppContext:
             self.generation.resume()
         except Exception:  # noqa: BLE001 - the jobs stay queued in the database; said in the log
             log.exception("could not queue the jobs waiting when the studio stopped")
+        try:  # after the queue's own: the A/B tests follow the jobs it resumed
+            self.abtests.resume()
+        except Exception:  # noqa: BLE001 - the tests stay 'generating'; said in the log
+            log.exception("could not take up the A/B tests generating when the studio stopped")
 
     def close(self) -> None:
         """Stop the worker (waiting jobs stay queued in the database) and release the database."""
+        self.abtests.close()
         self.queue.close()
         self.engine.dispose()
 
@@ -96,17 +103,20 @@ def build_context(settings: Settings, registry: Registry | None = None,
     gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
                      stream_every_s=settings.stream_every_s)
+    generation = GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
+                                   settings.max_prompt_chars)
     return AppContext(
         settings=settings,
         registry=registry,
         engine=engine,
         manager=manager,
         models=ModelService(registry, manager, store, queue, settings.model),
-        generation=GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
-                                     settings.max_prompt_chars),
+        generation=generation,
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,
         gen_config=gen_config,
         queue=queue,
+        abtests=ABTestService(engine, generation, queue, adapters, gen_config, settings.data_dir,
+                              auth=settings.auth is not None),
         storage=storage,
     )
