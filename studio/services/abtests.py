@@ -566,14 +566,17 @@ class ABTestService:
         while True:
             with session_scope(self.engine) as session:
                 job_ids = [j.id for j in jobs_of(session, test_id) if j.status in ("queued", "running")]
-            for job_id in job_ids:
-                self.queue.cancel(job_id)
-            if thread is None or thread is threading.current_thread() or not thread.is_alive():
+            waiting = [job_id for job_id in job_ids if self.queue.cancel(job_id) is not None]
+            feeding = thread is not None and thread is not threading.current_thread() and thread.is_alive()
+            if not feeding and not waiting:  # the feeder is gone and no job of the test is still in the queue
                 return
-            thread.join(timeout=0.5)
             if time.monotonic() > deadline:
-                log.warning("A/B test %s: its feeder did not stop within 30 s", test_id)
+                log.warning("A/B test %s: its feeder or jobs did not stop within 30 s", test_id)
                 return
+            if feeding:
+                thread.join(timeout=0.2)
+            else:
+                time.sleep(0.05)  # a running job stops at its next decoding step
 
     def close(self) -> None:
         """The studio stops: feeders stop at their next step (the jobs stay queued; resume() takes them up)."""
