@@ -23,6 +23,7 @@ from studio.context import AppContext
 from studio.errors import Conflict, NotFound
 from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
+from studio.ui.abtests_tab import QuickAB, build_quick_ab
 from studio.ui.adapter_config_view import config_view_html, fmt_value
 from studio.ui.common import (failed_status, failures_as_status, fmt_gb, md_escape, plain_status, user_errors)
 from studio.ui.generate_tab import GenerateTab, adapter_label, adapter_widgets
@@ -77,6 +78,7 @@ class AdaptersTab:
     restore_btn: gr.Button
     selected: gr.State  # the adapter id shown in the detail view
     seen: gr.State  # signature of what the page shows (the tick refreshes only when it changed)
+    quick_ab: QuickAB | None = None  # two versions -> a new A/B test (studio/ui/abtests_tab.py wires it)
 
 
 # ---- pure helpers --------------------------------------------------------------------------------------------------
@@ -289,6 +291,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
         with gr.Accordion("Training configuration", open=True, elem_id="adapter-config-accordion"):
             config = gr.HTML(elem_id="adapter-config")
         history = gr.Markdown(elem_id="adapter-history")
+        quick_ab = build_quick_ab()
     with gr.Accordion("Register an adapter", open=False, elem_id="register-accordion"):
         roots = ", ".join(str(r) for r in ctx.settings.allowed_import_roots)
         source = gr.Radio(list(SOURCES), value="Folder on the server", label="Source", elem_id="register-source")
@@ -326,7 +329,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
                        confirm_row, confirm_text, confirm_btn, confirm_cancel, info, config, history, source, path,
                        archive, hub_row, repo, revision, reg_name, reg_version, reg_base, reg_description,
                        reg_anyway, register_btn, register_status, deleted_acc, deleted_choice, restore_btn,
-                       gr.State(None), gr.State(None))
+                       gr.State(None), gr.State(None), quick_ab)
 
 
 # ---- keeping the page in line with the registry ---------------------------------------------------------------
