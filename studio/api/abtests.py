@@ -31,7 +31,7 @@ CREATE_REFUSALS = {
          "duration_exceeds_limit, invalid_settings (side_a.overrides.top_k, ...)",
 }
 LISTEN_REFUSALS = {
-    404: "abtest_not_found, pair_not_found, clip_not_found",
+    404: "abtest_not_found, pair_not_found, clip_not_found: unknown test or pair",
     409: "test_not_ready: the clips are still being generated (or generation failed or was cancelled)",
     422: "listener_required, invalid_listener, listener_not_you (with --auth: another user's name), "
          "invalid_parameter",
@@ -70,7 +70,7 @@ def build_abtests_router(ctx: AppContext) -> APIRouter:
         return service.list(limit=limit, offset=offset)
 
     @router.get("/{test_id}", response_model=ABTestView,
-                responses=error_responses({404: "abtest_not_found", 422: "invalid_listener, listener_not_you"}))
+                responses=error_responses({404: "abtest_not_found: unknown A/B test", 422: "invalid_listener, listener_not_you: not a usable listener name"}))
     def get_test(test_id: RecordId, request: Request, listener: ListenerParam = None) -> ABTestView:
         """Progress (clips ready, votes per listener) and, once revealed, the results: when the test is closed,
         or to a listener who voted on every pair."""
@@ -103,24 +103,24 @@ def build_abtests_router(ctx: AppContext) -> APIRouter:
         return service.vote(test_id, listener_of(request, body.listener), body.pair, body.choice)
 
     @router.post("/{test_id}/close", response_model=ABTestView,
-                 responses=error_responses({404: "abtest_not_found", 409: "test_generating"}))
+                 responses=error_responses({404: "abtest_not_found: unknown A/B test", 409: "test_generating: cancel it or wait"}))
     def close(test_id: RecordId) -> ABTestView:
         """Close the test: no more votes, results revealed to everyone."""
         return service.close_test(test_id)
 
     @router.post("/{test_id}/cancel", response_model=ABTestView,
-                 responses=error_responses({404: "abtest_not_found", 409: "test_not_generating"}))
+                 responses=error_responses({404: "abtest_not_found: unknown A/B test", 409: "test_not_generating: it is not generating"}))
     def cancel(test_id: RecordId) -> ABTestView:
         """Stop generating the test's clips (its waiting and running jobs are cancelled)."""
         return service.cancel(test_id)
 
     @router.post("/{test_id}/resume", response_model=ABTestView,
-                 responses=error_responses({404: "abtest_not_found", 409: "test_not_failed, test_closed"}))
+                 responses=error_responses({404: "abtest_not_found: unknown A/B test", 409: "test_not_failed, test_closed: nothing to resume"}))
     def resume(test_id: RecordId) -> ABTestView:
         """Generate what a failed or cancelled test is missing."""
         return service.retry(test_id)
 
-    @router.delete("/{test_id}", response_model=DeletedResponse, responses=error_responses({404: "abtest_not_found"}))
+    @router.delete("/{test_id}", response_model=DeletedResponse, responses=error_responses({404: "abtest_not_found: unknown A/B test"}))
     def delete(test_id: RecordId) -> DeletedResponse:
         """Delete the test with its votes, clips, their jobs and every file they had."""
         service.delete(test_id)
