@@ -41,13 +41,13 @@ from studio.db.abtests import (create_test, delete_test, get_test, jobs_of, list
                                tests_with_status, votes_of)
 from studio.db.engine import session_scope
 from studio.db.jobs import get_job
-from studio.db.models import ABPair, ABTest, ABVote, Job, UTCTimestamp, utcnow
+from studio.db.models import ABPair, ABTest, ABVote, UTCTimestamp, utcnow
 from studio.errors import Conflict, InvalidValues, NoModelLoaded, NotFound, QueueFull, StudioError
 from studio.gen_settings import MAX_SEED
 from studio.services.adapters import AdapterService
 from studio.services.audio_out import integrated_loudness, normalize_loudness, write_audio
 from studio.services.gen_config import GenerationConfigService
-from studio.services.generation import MAX_ID, GenerateRequest, GenerationService, duration_over_limit
+from studio.services.generation import MAX_ID, GenerateRequest, GenerationService
 from studio.services.queue import JobQueue
 from studio.services.stats import SignTest, sign_test
 from studio.users import LOCAL_USER

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from studio.context import AppContext
 from studio.errors import InvalidValues, StudioError
-from studio.services.abtests import ABResults, ABSideSpec, ABTestCreate, ABTestView, NextPair
+from studio.services.abtests import ABResults, ABSideSpec, ABTestCreate, ABTestSummary, ABTestView, NextPair
 from studio.ui.common import md_escape, notify_text, page_user, user_errors
 
 BASE = "base"  # the side dropdowns' value for the base model
@@ -111,14 +111,14 @@ def create_request(name, side_a, over_a, side_b, over_b, prompts, seeds, duratio
         raise gr.Error(notify_text(f"Check the form: {problems}."), print_exception=False) from None
 
 
-def list_frame(ctx: AppContext) -> pd.DataFrame:
-    rows = [[t.id, t.name, t.status if t.status != "failed" else "failed", f"{t.clips_ready} of {t.pairs}",
-             t.listeners, t.votes, "yes" if t.closed else ""] for t in ctx.abtests.list()]
+def list_frame(tests: list[ABTestSummary]) -> pd.DataFrame:
+    rows = [[t.id, t.name, t.status, f"{t.clips_ready} of {t.pairs}", t.listeners, t.votes, "yes" if t.closed else ""]
+            for t in tests]
     return pd.DataFrame(rows, columns=LIST_HEADERS)
 
 
-def test_choices(ctx: AppContext) -> list[tuple[str, int]]:
-    return [(f"#{t.id} {t.name}", t.id) for t in ctx.abtests.list()]
+def choices_of(tests: list[ABTestSummary]) -> list[tuple[str, int]]:
+    return [(f"#{t.id} {t.name}", t.id) for t in tests]
 
 
 def progress_markdown(view: ABTestView) -> str:
@@ -257,12 +257,14 @@ def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
 
     def overview(test_id, listener, request: gr.Request):
         """The list, the choice of test, its progress and (once revealed) its results."""
-        choices = test_choices(ctx)
+        tests = ctx.abtests.list()
+        choices = choices_of(tests)
         ids = [c[1] for c in choices]
         value = int(test_id) if test_id not in (None, "") and int(test_id) in ids else (ids[0] if ids else None)
         view = view_of(value, listener, request)
-        sig = (repr(list_frame(ctx).values.tolist()), value, view.model_dump_json() if view else None)
-        return [list_frame(ctx), gr.Dropdown(choices=choices, value=value),
+        frame = list_frame(tests)
+        sig = (repr(frame.values.tolist()), value, view.model_dump_json() if view else None)
+        return [frame, gr.Dropdown(choices=choices, value=value),
                 progress_markdown(view) if view else "*No A/B test yet: create one above.*",
                 results_markdown(view.results) if view else "", sig]
 
@@ -288,7 +290,8 @@ def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
         with user_errors():
             view = ctx.abtests.create(req, page_user(request))
         gr.Info(notify_text(f"A/B test #{view.id} created: generating {view.pairs} pairs."))
-        return [list_frame(ctx), gr.Dropdown(choices=test_choices(ctx), value=view.id), progress_markdown(view),
+        tests = ctx.abtests.list()
+        return [list_frame(tests), gr.Dropdown(choices=choices_of(tests), value=view.id), progress_markdown(view),
                 results_markdown(None), None, "", EMPTY_PLAYERS, gr.Row(visible=False)]
 
     tab.create_btn.click(create, [tab.name, tab.side_a, tab.over_a, tab.side_b, tab.over_b, tab.prompts, tab.seeds,

@@ -21,7 +21,6 @@ from studio.services.abtests import (ABSideSpec, ABTestCreate, first_is_b, integ
                                      match_loudness)
 from studio.services.audio_out import true_peak_dbtp
 from studio.services.generation import JobRequest
-from tests.conftest import registry_dict
 
 TEMPERATURE = {"temperature": 0.5}
 
