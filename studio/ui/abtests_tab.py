@@ -297,7 +297,7 @@ def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
     tab.create_btn.click(create, [tab.name, tab.side_a, tab.over_a, tab.side_b, tab.over_b, tab.prompts, tab.seeds,
                                   tab.duration],
                          [tab.table, tab.choice, tab.progress, tab.results, tab.pair, tab.pair_info, tab.players,
-                          tab.vote_row], api_name="create_abtest")
+                          tab.vote_row], **private)  # scripts use POST /api/abtests
 
     listen_out = [tab.pair, tab.pair_info, tab.players, tab.vote_row, tab.progress, tab.results]
 
