@@ -471,8 +471,9 @@ class ABTestService:
                                       adapter_id=side.get("adapter_id"))
                 plan = self.generation.plan(req, test.created_by)[0]
                 if plan.model_id != test.model_id:
-                    raise Conflict(f"The studio now runs {plan.model_id}; this test is for {test.model_id}: switch "
-                                   "back to it and resume the test.", code="model_not_loaded")
+                    now, mine = (self.registry.get(m).display_name for m in (plan.model_id, test.model_id))
+                    raise Conflict(f"The studio now runs {now}; this test is for {mine}: switch back to it and "
+                                   "resume the test.", code="model_not_loaded")
                 plans.append(plan)
         ids = self.queue.accept([dataclasses.replace(p, abtest_id=test.id) for p in plans])
         with session_scope(self.engine) as session:

@@ -388,3 +388,24 @@ def test_cancel_stops_generation_and_delete_removes_everything(make_ctx):
     with pytest.raises(StudioError) as gone:
         ctx.abtests.get(view.id)
     assert gone.value.code == "abtest_not_found"
+
+
+def test_a_model_switch_mid_test_fails_it_clearly_and_resume_finishes_it(make_ctx):
+    from tests.conftest import registry_dict
+
+    ctx = make_ctx(registry_dict(**{"tiny-b": {}}))
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    view = make_test(ctx, prompts=[f"p{i}" for i in range(12)], duration_s=0.5)
+    assert list(ctx.models.switch("tiny-b"))[-1].stage == "ready"  # someone switches models meanwhile
+    failed = wait_done(ctx, view.id)
+    assert failed.status == "failed" and failed.clips_ready < 12
+    assert "switch back to it and resume the test" in failed.error
+    with pytest.raises(Conflict) as refused:
+        ctx.abtests.next_pair(view.id, "fay")
+    assert refused.value.code == "test_not_ready" and "generation failed" in refused.value.message
+    assert list(ctx.models.switch("studio-tiny"))[-1].stage == "ready"
+    ctx.abtests.retry(view.id)
+    done = wait_done(ctx, view.id)
+    assert done.status == "ready" and done.clips_ready == 12
+    _, pairs, jobs = records(ctx, view.id)
+    assert all(jobs[p.job_a_id].model_id == jobs[p.job_b_id].model_id == "studio-tiny" for p in pairs)
