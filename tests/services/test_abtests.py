@@ -361,7 +361,7 @@ def test_a_restart_mid_generation_resumes_the_test(make_ctx, monkeypatch):
 def test_cancel_stops_generation_and_delete_removes_everything(make_ctx):
     ctx = make_ctx()
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    view = make_test(ctx, prompts=[f"long {i}" for i in range(8)], duration_s=3.0)
+    view = make_test(ctx, prompts=[f"long {i}" for i in range(8)], duration_s=1.0)
     deadline = time.monotonic() + 30
     while not any(j.status == "running" for j in records(ctx, view.id)[2].values()):
         assert time.monotonic() < deadline
