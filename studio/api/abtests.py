@@ -26,8 +26,8 @@ CREATE_REFUSALS = {
     400: "adapter_inactive: a side's adapter cannot be used",
     409: "no_model_loaded, model_not_loaded (the test's model is not the one the next job runs on), "
          "adapter_incompatible, queue_too_small",
-    422: "a value refused (`errors` names each field): invalid_body, empty_name, name_too_long, no_prompts, "
-         "too_many_prompts, too_many_pairs, empty_prompt, prompt_too_long, invalid_prompt, invalid_duration, "
+    422: "a value refused (`errors` names each field): invalid_body, empty_name, name_too_long, invalid_name, "
+         "no_prompts, too_many_prompts, too_many_pairs, empty_prompt, prompt_too_long, invalid_prompt, invalid_duration, "
          "duration_exceeds_limit, invalid_settings (side_a.overrides.top_k, ...)",
 }
 LISTEN_REFUSALS = {

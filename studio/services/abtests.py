@@ -272,6 +272,8 @@ class ABTestService:
         if len(name) > MAX_NAME_CHARS:
             raise _refuse("name", f"The name is {len(name)} characters long; the limit is {MAX_NAME_CHARS}.",
                           "name_too_long")
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+            raise _refuse("name", "The name holds a control character or a lone surrogate.", "invalid_name")
         if not req.prompts:
             raise _refuse("prompts", "Give at least one prompt.", "no_prompts")
         if len(req.prompts) > MAX_PROMPTS:

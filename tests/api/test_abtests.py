@@ -96,6 +96,7 @@ def test_nothing_over_http_names_a_side_before_the_vote(shared_client, made):
 @pytest.mark.parametrize("change, status, code, field", [
     ({"name": "  "}, 422, "empty_name", "name"),
     ({"name": "n" * 101}, 422, "name_too_long", "name"),
+    ({"name": "a\u0000b"}, 422, "invalid_body", "name"),  # the request edge refuses NUL in any text
     ({"prompts": []}, 422, "no_prompts", "prompts"),
     ({"prompts": ["p"] * 51}, 422, "too_many_prompts", "prompts"),
     ({"prompts": ["p"] * 20, "seeds_per_prompt": 6}, 422, "too_many_pairs", "seeds_per_prompt"),

@@ -284,6 +284,14 @@ def test_listener_names_are_checked(studio, ready_test, name, code):
     assert refused.value.code == code and refused.value.extra["errors"][0]["field"] == "listener"
 
 
+@pytest.mark.parametrize("name", ["a\x00b", "a\ud800", "bell\x07"])
+def test_test_names_hold_text_only(studio, name):
+    before = len(studio.abtests.list())
+    with pytest.raises(InvalidValues) as refused:
+        make_test(studio, name=name)
+    assert refused.value.code == "invalid_name" and len(studio.abtests.list()) == before
+
+
 def test_a_pair_ready_callback_gets_each_pairs_jobs(studio):
     seen = []
     studio.abtests.on_pair_ready(lambda test_id, job_ids: seen.append((test_id, job_ids)))
