@@ -104,12 +104,17 @@ def test_an_adapter_side_runs_the_adapter_on_the_same_seed(studio, tiny_folder):
     make_lora(tiny_folder, studio.settings.data_dir / "imports" / "ab-lora", base_name="studio-tiny")
     lora = studio.adapters.register(RegisterAdapterRequest(source="folder", path="ab-lora"))
     view = make_test(studio, side_b={"adapter_id": lora.id}, prompts=["adapter"])
-    assert wait_done(studio, view.id).status == "ready"
+    same = make_test(studio, side_a={"adapter_id": lora.id}, side_b={"adapter_id": lora.id}, prompts=["adapter"])
+    assert wait_done(studio, view.id).status == wait_done(studio, same.id).status == "ready"
     _, [pair], jobs = records(studio, view.id)
     a, b = jobs[pair.job_a_id], jobs[pair.job_b_id]
     assert (a.adapter_id, b.adapter_id) == (None, lora.id) and a.seed == b.seed and a.settings == b.settings
-    assert a.batch_size == b.batch_size == 2 and a.started_at == b.started_at  # base and adapter rows in one batch
+    assert a.batch_size == b.batch_size >= 2 and a.started_at == b.started_at  # base and adapter rows in one batch
     assert not np.array_equal(codes(studio, a), codes(studio, b))
+    # both sides the adapter: identical codes, also when decoded in one batch with base rows (PEFT's mixed batch)
+    _, [twin], twin_jobs = records(studio, same.id)
+    a2, b2 = twin_jobs[twin.job_a_id], twin_jobs[twin.job_b_id]
+    assert np.array_equal(codes(studio, a2), codes(studio, b2))
     studio.abtests.close_test(view.id)
     assert studio.abtests.get(view.id).results.side_b.label == "ab-lora v1"
 
