@@ -188,7 +188,7 @@ def test_nothing_a_listener_gets_names_a_side(studio, ready_test):
     assert nxt.pair.second_url.endswith(f"/pairs/{nxt.pair.pair}/second?listener=blind%20listener")
     view = studio.abtests.get(ready_test, listener).model_dump_json()
     test, pairs, jobs = records(studio, ready_test)
-    for secret in ("temperature", "0.5", "side_a", "side_b", "Base model", test.secret, *(p.clip_a for p in pairs),
+    for secret in ("temperature", "side_a", "side_b", "Base model", test.secret, *(p.clip_a for p in pairs),
                    *(p.clip_b for p in pairs)):
         assert secret not in view and secret not in nxt.model_dump_json()
     assert studio.abtests.get(ready_test, listener).results is None
