@@ -111,12 +111,22 @@ class ListenerResult(BaseModel):
     test: SignTest
 
 
+class RawVote(BaseModel):
+    """One vote as recorded: the side preferred (what the listener's first/second meant), for recomputing by hand."""
+    pair: int
+    prompt: str
+    seed: int
+    listener: str
+    choice: Literal["a", "b", "none"]
+
+
 class ABResults(BaseModel):
     side_a: ABSideInfo
     side_b: ABSideInfo
     overall: SignTest
     verdict: str = Field(description="the verdict as a sentence, with the sides' names")
     listeners: list[ListenerResult]
+    votes: list[RawVote] = Field(description="every vote, by pair then listener")
 
 
 class ABTestSummary(BaseModel):
@@ -669,10 +679,14 @@ class ABTestService:
                                     label=_side_label(self.adapters.label(side.get("adapter_id")), overrides),
                                     mean_scores={k: sum(v) / len(v) for k, v in per_scorer.items()},
                                     scored_clips={k: len(v) for k, v in per_scorer.items()}))
+        by_pair = {p.id: p for p in pairs}
+        raw = sorted((RawVote(pair=by_pair[v.pair_id].position + 1, prompt=by_pair[v.pair_id].prompt,
+                              seed=by_pair[v.pair_id].seed, listener=v.listener, choice=v.choice)
+                      for v in votes if v.pair_id in by_pair), key=lambda r: (r.pair, r.listener))
         return ABResults(side_a=sides[0], side_b=sides[1], overall=overall,
                          verdict=verdict_sentence(overall, sides[0].label, sides[1].label),
                          listeners=[ListenerResult(listener=name, votes=len(vs), test=counts(vs))
-                                    for name, vs in sorted(by_listener.items())])
+                                    for name, vs in sorted(by_listener.items())], votes=raw)
 
     # ---- listening ---------------------------------------------------------------------------------------
     def _listening(self, session, test_id: int, listener: str) -> tuple[ABTest, list[ABPair], dict[int, ABVote]]:

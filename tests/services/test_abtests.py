@@ -244,6 +244,10 @@ def test_votes_per_listener_and_results_match_the_sign_test_by_hand(studio, read
         ("ann", 10, 0, 9, 1), ("bob", 2, 2, 0, 0)]
     assert res.listeners[0].test.p_value == pytest.approx(2 / 2 ** 9) and res.listeners[0].test.verdict == "b"
     assert res.listeners[1].test.verdict == "not_enough_data"  # two votes: too few, says how many more
+    # the raw votes, as sides: the counts above recomputed from them
+    raw = [(v.listener, v.choice) for v in res.votes]
+    assert len(raw) == 12 and raw.count(("ann", "b")) == 9 and raw.count(("ann", "none")) == 1
+    assert raw.count(("bob", "a")) == 2 and {v.pair for v in res.votes if v.listener == "ann"} == set(range(1, 11))
     assert "4 more" in res.listeners[1].test.summary
 
 

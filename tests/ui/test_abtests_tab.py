@@ -24,7 +24,7 @@ def test_results_escape_names_and_show_the_verdict():
     side = dict(overrides={}, mean_scores={}, scored_clips={}, adapter_id=None)
     res = ABResults(side_a=ABSideInfo(side="A", label=EVIL, **side), side_b=ABSideInfo(side="B", label="v2", **side),
                     overall=sign_test(1, 9), verdict="B is better", listeners=[
-                        ListenerResult(listener=EVIL, votes=10, test=sign_test(1, 9))])
+                        ListenerResult(listener=EVIL, votes=10, test=sign_test(1, 9))], votes=[])
     text = results_markdown(res)
     assert "### B is better" in text
     assert text.count("\\<img") == 2 and "<img" not in text.replace("\\<img", "")  # md_escape'd: shown as written
