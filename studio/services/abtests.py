@@ -499,8 +499,9 @@ class ABTestService:
     def _follow(self, pair: ABPair) -> str:
         """Wait (no database session held) for both jobs of the pair: 'succeeded', 'again', or why it failed."""
         for job_id in (pair.job_a_id, pair.job_b_id):
-            for _ in self.generation.follow(job_id):
-                pass
+            for item in self.generation.follow(job_id, keepalive_s=FOLLOW_POLL_S):
+                if item is None and self._stopped(pair.abtest_id):  # the studio closes: the job stays queued
+                    raise _Stop
         with session_scope(self.engine) as session:
             jobs = [get_job(session, pair.job_a_id), get_job(session, pair.job_b_id)]
         if all(j is not None and j.status == "succeeded" for j in jobs):

@@ -426,3 +426,19 @@ def test_a_model_switch_mid_test_fails_it_clearly_and_resume_finishes_it(make_ct
     assert done.status == "ready" and done.clips_ready == 12
     _, pairs, jobs = records(ctx, view.id)
     assert all(jobs[p.job_a_id].model_id == jobs[p.job_b_id].model_id == "studio-tiny" for p in pairs)
+
+
+def test_closing_the_studio_stops_its_feeders_and_leaves_the_clips_queued(make_ctx):
+    ctx = make_ctx()
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    view = make_test(ctx, prompts=[f"c{i}" for i in range(10)], duration_s=2.0)
+    deadline = time.monotonic() + 30
+    while not records(ctx, view.id)[2]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    feeder = ctx.abtests._feeders[view.id]
+    ctx.close()
+    feeder.join(10)
+    assert not feeder.is_alive(), "the feeder outlived the studio"
+    again = make_ctx(data_dir=ctx.settings.data_dir)  # the next start finds the test still generating
+    assert again.abtests.get(view.id).status == "generating"
