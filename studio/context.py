@@ -13,6 +13,7 @@ from studio.runtime.hf_logging import quiet_musicgen_token_layout
 from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
+from studio.services.abtests import ABTestService
 from studio.services.adapters import AdapterService
 from studio.services.evaluation import EvaluationService
 from studio.services.gen_config import GenerationConfigService
@@ -40,6 +41,7 @@ class AppContext:
     gen_config: GenerationConfigService
     queue: JobQueue
     evaluation: EvaluationService
+    abtests: ABTestService
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
@@ -59,6 +61,10 @@ class AppContext:
             self.generation.resume()
         except Exception:  # noqa: BLE001 - the jobs stay queued in the database; said in the log
             log.exception("could not queue the jobs waiting when the studio stopped")
+        try:  # after the queue's own: the A/B tests follow the jobs it resumed
+            self.abtests.resume()
+        except Exception:  # noqa: BLE001 - the tests stay 'generating'; said in the log
+            log.exception("could not take up the A/B tests generating when the studio stopped")
         try:
             self.evaluation.resume()
         except Exception:  # noqa: BLE001 - the runs stay 'running' in the database; said in the log
@@ -66,6 +72,7 @@ class AppContext:
 
     def close(self) -> None:
         """Stop the worker (waiting jobs stay queued in the database) and release the database."""
+        self.abtests.close()
         self.evaluation.close()
         self.queue.close()
         self.engine.dispose()
@@ -107,6 +114,13 @@ def build_context(settings: Settings, registry: Registry | None = None,
                      stream_every_s=settings.stream_every_s)
     generation = GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
                                    settings.max_prompt_chars)
+    evaluation = EvaluationService(engine, registry, store, queue, generation, adapters, settings.data_dir,
+                                   settings.eval_model)
+    abtests = ABTestService(engine, generation, queue, adapters, gen_config, settings.data_dir,
+                            auth=settings.auth is not None)
+    # every clip of an A/B test is scored once ready (when an evaluation model is available): the results show
+    # each side's mean score beside the votes, never on the listening page
+    abtests.on_pair_ready(lambda _test_id, job_ids: evaluation.request_scores(job_ids))
     return AppContext(
         settings=settings,
         registry=registry,
@@ -119,7 +133,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
         metrics=MetricsService(engine, registry),
         gen_config=gen_config,
         queue=queue,
-        evaluation=EvaluationService(engine, registry, store, queue, generation, adapters, settings.data_dir,
-                                     settings.eval_model),
+        evaluation=evaluation,
+        abtests=abtests,
         storage=storage,
     )

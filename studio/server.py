@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 
+from studio.api.abtests import build_abtests_router
 from studio.api.adapters import build_adapters_router
 from studio.api.auth import AuthMiddleware, gradio_user
 from studio.api.docs import install_docs
@@ -76,6 +77,7 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     app.include_router(build_gen_config_router(ctx))
     app.include_router(build_jobs_router(ctx))
     app.include_router(build_evaluation_router(ctx))
+    app.include_router(build_abtests_router(ctx))
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
     if settings.auth:  # one login for page, Gradio's routes, REST and docs (inside the edge guards)
         app.add_middleware(AuthMiddleware, user=settings.auth[0], password=settings.auth[1])

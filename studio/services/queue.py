@@ -359,8 +359,11 @@ class JobQueue:
         for e in entries:
             plan = plans.get(e.job_id) if e.job_id is not None else None
             fraction = round(e.done / e.total, 4) if e.done is not None and e.total else None
+            # a blind A/B test's clip shows as such: its prompt and adapter would tell a listener its side
+            prompt = (f"clip of A/B test {plan.abtest_id}" if plan.abtest_id is not None else plan.prompt
+                      ) if plan else None
             items.append(QueueItem(kind=e.kind, state=e.state, position=e.position, model_id=e.model_id,
-                                   job_id=e.job_id, prompt=plan.prompt if plan else None,
+                                   job_id=e.job_id, prompt=prompt,
                                    submitted_by=plan.submitted_by if plan else None, eta_s=e.eta_s,
                                    fraction=fraction, batch_size=e.batch_size))
         return QueueView(items=items, waiting=sum(e.kind == "generate" and e.state == "queued" for e in entries),

@@ -25,6 +25,7 @@ from studio.context import AppContext
 from studio.errors import Conflict, NotFound
 from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
+from studio.ui.abtests_tab import QuickAB, build_quick_ab
 from studio.ui.adapter_config_view import config_view_html, fmt_value
 from studio.ui.adapter_metrics_view import (CompareView, EvaluateRow, build_compare_view, build_evaluate_row,
                                             build_performance_panel, performance_or_note, timeline_cells,
@@ -85,6 +86,7 @@ class AdaptersTab:
     performance: gr.Markdown | None = None  # the detail view's performance beside the base model
     compare: CompareView | None = None  # "Compare versions"
     evaluate: EvaluateRow | None = None  # "Evaluate with CLAP" under the performance
+    quick_ab: QuickAB | None = None  # two versions -> a new A/B test (studio/ui/abtests_tab.py wires it)
 
 
 # ---- pure helpers --------------------------------------------------------------------------------------------------
@@ -304,6 +306,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
         with gr.Accordion("Training configuration", open=True, elem_id="adapter-config-accordion"):
             config = gr.HTML(elem_id="adapter-config")
         history = gr.Markdown(elem_id="adapter-history")
+        quick_ab = build_quick_ab()
     compare = build_compare_view()
     with gr.Accordion("Register an adapter", open=False, elem_id="register-accordion"):
         roots = ", ".join(str(r) for r in ctx.settings.allowed_import_roots)
@@ -343,7 +346,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
                        archive, hub_row, repo, revision, reg_name, reg_version, reg_base, reg_description,
                        reg_anyway, register_btn, register_status, deleted_acc, deleted_choice, restore_btn,
                        gr.State(None), gr.State(None), performance=performance, compare=compare,
-                       evaluate=evaluate)
+                       evaluate=evaluate, quick_ab=quick_ab)
 
 
 # ---- keeping the page in line with the registry ---------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.context import AppContext
+from studio.ui.abtests_tab import build_abtests_tab, wire_abtests_tab, wire_quick_ab
 from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
@@ -33,6 +34,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 history = build_history_tab(ctx)
             with gr.Tab("Adapters", id="adapters"):
                 adapters = build_adapters_tab(ctx)
+            with gr.Tab("A/B tests", id="abtests") as abtests_item:
+                abtests = build_abtests_tab(ctx)
             with gr.Tab("Settings", id="settings"):
                 settings = build_settings_tab(ctx)
                 evaluation = build_evaluation_panel(ctx)
@@ -42,6 +45,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)
         wire_evaluation_panel(ctx, evaluation)
+        wire_abtests_tab(ctx, abtests, abtests_item)
+        wire_quick_ab(ctx, adapters.quick_ab, adapters.selected, abtests, tabs, "abtests")
 
         # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets
         # (they follow the model the next job runs on), the model dropdowns a switch locks, Generate and Cancel,
