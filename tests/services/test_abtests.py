@@ -442,3 +442,20 @@ def test_closing_the_studio_stops_its_feeders_and_leaves_the_clips_queued(make_c
     assert not feeder.is_alive(), "the feeder outlived the studio"
     again = make_ctx(data_dir=ctx.settings.data_dir)  # the next start finds the test still generating
     assert again.abtests.get(view.id).status == "generating"
+
+
+def test_with_an_evaluation_model_every_clip_is_scored_once_ready(make_ctx):
+    """The studio wires A/B tests to the evaluation service: each pair's clips get their automatic score."""
+    ctx = make_ctx(eval_model="studio-tiny-clap")
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    view = make_test(ctx, side_b={"overrides": TEMPERATURE}, prompts=["scored"], seeds=2)
+    assert wait_done(ctx, view.id).status == "ready"
+    _, pairs, jobs = records(ctx, view.id)
+    deadline = time.monotonic() + 60
+    while len(scored := ctx.evaluation.scores(list(jobs))) < len(jobs) or not all(scored.values()):
+        assert time.monotonic() < deadline, scored
+        time.sleep(0.1)
+    res = ctx.abtests.results(view.id)
+    assert res.side_a.scored_clips == res.side_b.scored_clips == {"studio-tiny-clap": 2}
+    a_scores = [scored[p.job_a_id][0].value for p in pairs]
+    assert res.side_a.mean_scores["studio-tiny-clap"] == pytest.approx(sum(a_scores) / 2)
