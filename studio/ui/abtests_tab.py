@@ -101,10 +101,13 @@ def side_spec(value: str | None, overrides: str | None, field: str) -> ABSideSpe
 
 def create_request(name, side_a, over_a, side_b, over_b, prompts, seeds, duration) -> ABTestCreate:
     lines = [line.strip() for line in str(prompts or "").splitlines() if line.strip()]
+    if seeds is None or not float(seeds).is_integer():  # the box keeps what was typed; the studio says why not
+        raise gr.Error(notify_text("Seeds per prompt is a whole number (1 or more)" + ("." if seeds is None else f", not {seeds:g}.")),
+                       print_exception=False)
     try:
         return ABTestCreate(name=str(name or ""), side_a=side_spec(side_a, over_a, "A"),
                             side_b=side_spec(side_b, over_b, "B"), prompts=lines,
-                            seeds_per_prompt=int(seeds) if seeds is not None and float(seeds).is_integer() else -1,
+                            seeds_per_prompt=int(seeds),
                             duration_s=float(duration) if duration not in (None, "") else None)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -196,7 +199,7 @@ def build_abtests_tab(ctx: AppContext) -> ABTestsTab:
         prompts = gr.Textbox(label="Prompts (one per line)", lines=5, value="\n".join(DEFAULT_PROMPTS),
                              elem_id="ab-prompts")
         with gr.Row():
-            seeds = gr.Number(label="Seeds per prompt", value=2, precision=0, elem_id="ab-seeds",
+            seeds = gr.Number(label="Seeds per prompt", value=2, elem_id="ab-seeds",
                               info="pairs = prompts x seeds; both sides get the same seed")
             duration = gr.Number(label="Seconds per clip", value=5, elem_id="ab-duration")
         create_btn = gr.Button("Create and generate", variant="primary", elem_id="ab-create")

@@ -24,8 +24,10 @@ BASE_BODIES = {
     ("put", "/api/jobs/{job_id}/rating"): {},
     ("post", "/api/evaluation/models/current"): {"model_id": "studio-tiny-clap"},
     ("post", "/api/evaluations"): {},
+    ("post", "/api/abtests"): {"name": "t", "side_a": {}, "side_b": {}, "prompts": ["x"]},
+    ("post", "/api/abtests/{test_id}/votes"): {"pair": 1, "choice": "first", "listener": "ann"},
 }
-PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny"}
+PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny", "test_id": "1"}
 WRONG = {  # JSON type -> values of another type that a lax parser would coerce
     "integer": ["2", 2.5, True],
     "number": ["2.5", True],

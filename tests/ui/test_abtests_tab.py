@@ -34,8 +34,9 @@ def test_results_escape_names_and_show_the_verdict():
 @pytest.mark.parametrize("fields, problem", [
     (dict(over_a="{temperature: 1}"), "Side A overrides: not valid JSON"),
     (dict(over_b="[1, 2]"), "Side B overrides: write an object"),
-    (dict(seeds=1.5), "seeds_per_prompt"),
-    (dict(seeds=None), "seeds_per_prompt"),
+    (dict(seeds=1.5), "Seeds per prompt is a whole number (1 or more), not 1.5."),
+    (dict(seeds=None), "Seeds per prompt is a whole number (1 or more)."),
+    (dict(seeds=0), "seeds_per_prompt"),
 ])
 def test_form_problems_are_messages(fields, problem):
     values = dict(name="t", side_a=BASE, over_a="", side_b=BASE, over_b="", prompts="a\nb", seeds=1, duration=1)
