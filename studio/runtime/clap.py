@@ -117,8 +117,12 @@ class ClapScorer:
 
     @torch.inference_mode()
     def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
-        """(n, dim) unit vectors."""
-        inputs = self.processor.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        """(n, dim) unit vectors. A text longer than the text encoder's positions is cut there: RoBERTa's positions
+        start after the padding index (2 fewer than max_position_embeddings), and a tokenizer may not say its own
+        limit (model_max_length unset: ~1e30, so truncation alone would cut nothing)."""
+        tokenizer = self.processor.tokenizer
+        limit = min(int(tokenizer.model_max_length), self.model.config.text_config.max_position_embeddings - 2)
+        inputs = tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         return self.model.get_text_features(**inputs).pooler_output.float().cpu()
 

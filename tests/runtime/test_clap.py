@@ -96,3 +96,14 @@ def test_a_clip_longer_than_the_window_is_scored_whole_and_deterministically(sco
     weighted = torch.nn.functional.normalize(10 * parts[0] + 10 * parts[1] + 4 * parts[2], dim=0)
     assert torch.allclose(first, weighted, atol=1e-5)
     assert not torch.allclose(first, parts[0], atol=1e-3)  # the end of the clip counts too
+
+
+@pytest.mark.parametrize("chars", [78, 84, 1000])  # 1000: the studio's longest prompt
+def test_a_prompt_longer_than_the_text_encoder_is_cut_there_not_a_crash(scorer, chars):
+    """The tiny CLAP's tokenizer states no length limit and its text encoder has 80 positions: a long prompt (one
+    of the evaluation set's is 84 tokens) was an index error in every evaluation run."""
+    long = ("upbeat electronic dance track with a four-on-the-floor kick and bright synth leads " * 13)[:chars]
+    value, = scorer.score([(long, _clip(1, 1.0), 32000)])
+    assert -1.0 <= value <= 1.0
+    if chars > 80:  # everything past the cut weighs nothing: the score is the cut prompt's
+        assert value == pytest.approx(scorer.score([(long + " and more words", _clip(1, 1.0), 32000)])[0])
