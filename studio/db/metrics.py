@@ -80,6 +80,12 @@ def succeeded_evaluations(session: Session, *, model_id: str, adapter_id: int | 
     return list(session.exec(stmt.order_by(col(Evaluation.created_at).desc(), col(Evaluation.id).desc())))
 
 
+def latest_evaluation(session: Session, *, model_id: str, adapter_id: int | None) -> Evaluation | None:
+    """The newest evaluation run of a version (any status: a failed one is said, not hidden)."""
+    stmt = select(Evaluation).where(Evaluation.model_id == model_id, Evaluation.adapter_id == adapter_id)
+    return session.exec(stmt.order_by(col(Evaluation.id).desc()).limit(1)).first()
+
+
 def evaluation_scores(session: Session, evaluation: Evaluation) -> dict[tuple[str, int], float]:
     """(prompt, seed) -> the score of that clip of the run by the run's scorer (clips without a score left out)."""
     stmt = (select(Job.prompt, Job.seed, Score.value).join(Score, Score.job_id == Job.id)

@@ -171,7 +171,8 @@ class NextPair(BaseModel):
     listener: str
     voted: int
     total: int
-    done: bool = Field(description="this listener has voted on every pair: the results are revealed to them")
+    done: bool = Field(description=("no pair left for this listener: they voted on every pair, or the test is closed; "
+                                    "either way the results are revealed to them"))
     pair: BlindPair | None
     message: str
 
@@ -707,6 +708,10 @@ class ABTestService:
         order = listener_order(test.secret, listener, [p.id for p in pairs])
         by_id = {p.id: p for p in pairs}
         total = len(order)
+        if test.closed_at is not None:  # no pair to vote on: a vote would be refused
+            return NextPair(test_id=test.id, listener=listener, voted=len(mine), total=total, done=True, pair=None,
+                            message=f"The test is closed: it takes no more votes (you voted on {len(mine)} of "
+                                    f"{total} pairs). Its results are revealed to everyone.")
         for index, pair_id in enumerate(order, start=1):
             if pair_id in mine:
                 continue
@@ -717,9 +722,8 @@ class ABTestService:
                               second_url=clip_url(test.id, number, "second", url_listener))
             return NextPair(test_id=test.id, listener=listener, voted=len(mine), total=total, done=False, pair=blind,
                             message=f"Pair {index} of {total}.")
-        closed = " The test is closed." if test.closed_at is not None else ""
         return NextPair(test_id=test.id, listener=listener, voted=len(mine), total=total, done=True, pair=None,
-                        message=f"You voted on all {total} pairs: the results are revealed to you.{closed}")
+                        message=f"You voted on all {total} pairs: the results are revealed to you.")
 
     def next_pair(self, test_id: int, listener: str) -> NextPair:
         """The next pair this listener has not voted on, in their own order; done once they voted on all."""

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 
 from studio.db.adapters import get_adapter
 from studio.db.engine import session_scope
-from studio.db.metrics import (abtests_on, evaluation_scores, generation_count, ratings, succeeded_evaluations,
-                               vote_counts)
+from studio.db.metrics import (abtests_on, evaluation_scores, generation_count, latest_evaluation, ratings,
+                               succeeded_evaluations, vote_counts)
 from studio.db.models import ABTest, Adapter, Evaluation, UTCTimestamp
 from studio.errors import InvalidRequest, NotFound
 from studio.registry import Registry
@@ -268,6 +268,12 @@ class MetricsService:
             base_rows = ratings(session, model_id=model, adapter_id=None, prompts_of_adapter=a.id)
             runs = succeeded_evaluations(session, model_id=model, adapter_id=a.id)
             run = runs[0] if runs else None
+            newest = latest_evaluation(session, model_id=model, adapter_id=a.id)
+            newest_note = None
+            if newest is not None and newest.status != "succeeded" and (run is None or newest.id > run.id):
+                newest_note = (f"The newest evaluation run ({newest.id}) is {newest.status}"
+                               + (f": {newest.error}" if newest.error else ".")
+                               + ("" if newest.status == "running" else " Evaluate again once the cause is fixed."))
             base_run = None
             if run is not None:
                 base_run = next((r for r in succeeded_evaluations(session, model_id=model, adapter_id=None)
@@ -289,13 +295,17 @@ class MetricsService:
         if mine and not base_rows:
             notes.append("The base model has no rated generation on the prompts this version was rated on: "
                          "generate them without the adapter and rate them to compare.")
+        if newest_note:
+            notes.append(newest_note)
         if run is None:
-            notes.append("No evaluation run of this version yet.")
+            if not newest_note:
+                notes.append("No evaluation run of this version yet.")
         elif base_run is None:
             notes.append("No evaluation run of the base model on the same prompt set and seeds yet.")
         if not ab.tests:
             notes.append("No revealed A/B test with this version yet." +
-                         (f" {ab.pending_tests} test(s) are still running." if ab.pending_tests else ""))
+                         (f" {ab.pending_tests} test(s) not revealed yet: close a test (A/B tests tab) to count its votes."
+                          if ab.pending_tests else ""))
         return AdapterPerformance(
             adapter_id=a.id, label=a.label, name=a.name, version=a.version, deleted=a.deleted_at is not None,
             base_model=model, base_model_name=self._model_name(model), adapter=adapter, base=base,

@@ -292,7 +292,10 @@ def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
         req = create_request(name, side_a, over_a, side_b, over_b, prompts, seeds, duration)
         with user_errors():
             view = ctx.abtests.create(req, page_user(request))
-        gr.Info(notify_text(f"A/B test #{view.id} created: generating {view.pairs} pairs."))
+        same = req.side_a.model_dump() == req.side_b.model_dump()
+        gr.Info(notify_text(f"A/B test #{view.id} created: generating {view.pairs} pairs."
+                            + (" Both sides are the same: an A/A test (a check of the listeners and the blinding; "
+                               "expect no difference)." if same else "")))
         tests = ctx.abtests.list()
         return [list_frame(tests), gr.Dropdown(choices=choices_of(tests), value=view.id), progress_markdown(view),
                 results_markdown(None), None, "", EMPTY_PLAYERS, gr.Row(visible=False)]

@@ -264,6 +264,9 @@ def test_too_few_votes_say_how_many_more_and_closing_reveals_to_everyone(studio)
     with pytest.raises(Conflict) as late:
         studio.abtests.vote(view.id, "carol", 2, "first")
     assert late.value.code == "test_closed"
+    for listener in ("carol", "dave"):  # a closed test offers no pair to anyone (a vote would be refused)
+        nxt = studio.abtests.next_pair(view.id, listener)
+        assert nxt.done and nxt.pair is None and "closed" in nxt.message
 
 
 def test_mean_automatic_scores_per_side_appear_only_in_results(studio):

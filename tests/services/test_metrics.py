@@ -302,3 +302,23 @@ def test_loss_figures_read_the_training_record(metrics, expected):
 ])
 def test_ab_sides_are_read_defensively(side, expected):
     assert _side_of(side) == expected
+
+
+def test_a_failed_newest_evaluation_is_said_not_hidden(make_module_ctx):
+    """A run that failed (a broken evaluation model, a restart it could not survive) is the version's news: the
+    performance says so with the reason, instead of 'no evaluation run yet'."""
+    from studio.db.engine import session_scope
+    from studio.db.models import Adapter, Evaluation
+
+    ctx = make_module_ctx()
+    with session_scope(ctx.engine) as s:
+        a = Adapter(name="broke", version=1, base_model="studio-tiny", path="adapters/x", source="test")
+        s.add(a)
+        s.commit()
+        s.refresh(a)
+        s.add(Evaluation(model_id="studio-tiny", adapter_id=a.id, scorer="clap-tiny", prompts=["p"], seeds=[1],
+                         duration_s=1.0, status="failed", error="Scoring failed: index out of range"))
+        s.commit()
+        adapter_id = a.id
+    notes = " ".join(ctx.metrics.performance(adapter_id).notes)
+    assert "is failed: Scoring failed: index out of range" in notes and "No evaluation run" not in notes
