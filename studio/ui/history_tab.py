@@ -135,8 +135,8 @@ def adapter_filter_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def page_text(total: int, offset: int, shown: int) -> str:
-    if total == 0:
-        return "No jobs match."
+    if total == 0:  # the note above the table says why it is empty
+        return ""
     return f"Jobs {offset + 1}–{offset + shown} of {total}"
 
 
