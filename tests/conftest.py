@@ -128,10 +128,9 @@ def shared_client(make_module_ctx):
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
-    """Debian's Chromium through Playwright (browser tests skip themselves when either is missing). One per worker:
-    launching it is seconds of the suite's time, and every test opens its own context (cookies, storage, pages)."""
+    """Debian's Chromium through Playwright (browser tests skip themselves when either is missing)."""
     from playwright.sync_api import sync_playwright
 
     from tests.live import CHROMIUM, CHROMIUM_ARGS

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.browser
 
 from tests.browser_support import sync_api  # noqa: E402
 from tests.conftest import registry_dict  # noqa: E402
-from tests.live import BROWSER_TIMEOUT_MS, hold_fetch, serve  # noqa: E402
+from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, hold_fetch, serve  # noqa: E402
 
 SECOND = {"id": "tiny-b", "display_name": "Tiny B", "max_duration_s": 12}  # same built-in weights, other limits
 TIMEOUT_MS = BROWSER_TIMEOUT_MS
@@ -30,17 +30,20 @@ def url(make_ctx):
 
 
 @pytest.fixture
-def page(url, browser, tmp_path):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    sync_api.expect.set_options(timeout=TIMEOUT_MS)  # a busy machine: generous waits for assertions too
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto(url)
-    yield pg
-    sync_api.expect.set_options(timeout=5_000)  # Playwright's default, for other tests
-    context.close()
+def page(url, tmp_path):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        sync_api.expect.set_options(timeout=TIMEOUT_MS)  # a busy machine: generous waits for assertions too
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(url)
+        yield pg
+        sync_api.expect.set_options(timeout=5_000)  # Playwright's default, for other tests
+        context.close()
+        browser.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
@@ -142,30 +145,30 @@ def test_untouched_seed_field_gives_random_seeds(page):
 
 
 @contextmanager
-def held_switch_page(make_ctx, browser):
+def held_switch_page(make_ctx):
     """(page, gate): a page on a studio with Studio Tiny loaded and Tiny B to switch to, whose switches wait at
-    their download step until the gate is set (always set, and the page's context closed, on the way out)."""
+    their download step until the gate is set (always set, and the browser closed, on the way out)."""
     ctx = make_ctx(registry_dict(**{SECOND["id"]: {k: v for k, v in SECOND.items() if k != "id"}}))
     assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
     gate = hold_fetch(ctx)
-    with serve(ctx) as base:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+    with serve(ctx) as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = context.new_page()
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(base)
             sync_api.expect(page.locator("#current-model")).to_contain_text("Studio Tiny")
             yield page, gate
         finally:
             gate.set()
-            context.close()
+            browser.close()
 
 
-def test_a_switch_locks_the_model_dropdowns_not_generate_and_warns_before_the_tab_closes(make_ctx, browser):
+def test_a_switch_locks_the_model_dropdowns_not_generate_and_warns_before_the_tab_closes(make_ctx):
     """While a switch runs (held here at its download step) the page locks the model dropdowns and closing the
     tab asks first, but Generate stays usable: its limits already follow the model the job will run on, and the
     job waits in the queue behind the switch, then runs on the new model."""
-    with held_switch_page(make_ctx, browser) as (page, gate):
+    with held_switch_page(make_ctx) as (page, gate):
         expect = sync_api.expect
         base = page.url
         page.get_by_role("tab", name="Settings").click()
@@ -309,10 +312,10 @@ def test_over_the_limit_is_said_at_the_field_and_cancel_is_no_error(url, page, c
     assert "Traceback" not in out.err and "greater than maximum" not in out.err, out.err[-2000:]
 
 
-def test_switching_from_the_generate_tab_locks_the_dropdowns_like_settings(make_ctx, browser):
+def test_switching_from_the_generate_tab_locks_the_dropdowns_like_settings(make_ctx):
     """The Generate tab's model dropdown runs the same switch: while it runs, both model dropdowns are locked and
     the duration already follows the new model (Generate stays usable); afterwards the tab shows the new model."""
-    with held_switch_page(make_ctx, browser) as (page, gate):
+    with held_switch_page(make_ctx) as (page, gate):
         expect = sync_api.expect
         page.locator("#prompt textarea").fill("lofi")
         page.locator("#gen-model input").click()

@@ -53,12 +53,12 @@ def test_user_text_renders_as_written_in_a_table_cell(text):
 
 
 @pytest.mark.browser
-def test_gradio_renders_user_text_as_written_never_a_link(browser):
+def test_gradio_renders_user_text_as_written_never_a_link():
     """Gradio's Markdown (marked, GFM: bare URLs, www. and e-mail addresses become links) in Chromium."""
     from tests.browser_support import sync_api  # skips without Chromium
     import gradio as gr
 
-    from tests.live import BROWSER_TIMEOUT_MS, free_port
+    from tests.live import BROWSER_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, free_port
 
     with gr.Blocks() as demo:
         for i, (_, text) in enumerate(HOSTILE):
@@ -67,16 +67,18 @@ def test_gradio_renders_user_text_as_written_never_a_link(browser):
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        page = browser.new_page()
-        page.set_default_timeout(BROWSER_TIMEOUT_MS)
-        page.goto(f"http://127.0.0.1:{port}/")
-        for i, (case, text) in enumerate(HOSTILE):
-            box = page.locator(f"#md-{i}")
-            sync_api.expect(box.locator("h3")).to_have_count(1)
-            assert box.locator("a, img, em, strong, code, ul, ol, h1").count() == 0, (case, box.inner_html())
-            assert box.locator("td").count() == 2, case
-            assert box.locator("h3").inner_text() == shown(text), case
-            assert box.locator("td").nth(1).inner_text() == shown(text), case
-        page.close()
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            page.goto(f"http://127.0.0.1:{port}/")
+            for i, (case, text) in enumerate(HOSTILE):
+                box = page.locator(f"#md-{i}")
+                sync_api.expect(box.locator("h3")).to_have_count(1)
+                assert box.locator("a, img, em, strong, code, ul, ol, h1").count() == 0, (case, box.inner_html())
+                assert box.locator("td").count() == 2, case
+                assert box.locator("h3").inner_text() == shown(text), case
+                assert box.locator("td").nth(1).inner_text() == shown(text), case
+            browser.close()
     finally:
         demo.close()
