@@ -13,14 +13,13 @@ of the windows' embeddings weighted by their length. The same clip and prompt al
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from studio.runtime.tiny import save_built
 
 TINY_CLAP_SEED = 4321
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 .,-'!?&/"
@@ -56,17 +55,7 @@ def build_tiny_clap(folder: Path, *, seed: int = TINY_CLAP_SEED) -> Path:
         torch.manual_seed(seed)
         model = ClapModel(config)
     processor = ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"), tokenizer=tokenizer)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-clap-", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        if folder.exists():  # a broken earlier build
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return save_built(model, processor, folder, prefix=".tiny-clap-")
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -61,7 +61,14 @@ def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SE
                 buf.copy_(torch.randn_like(buf))
     processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
                                   tokenizer=_tokenizer())
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    return save_built(model, processor, folder)
+
+
+def save_built(model, processor, folder: Path, prefix: str = ".tiny-") -> Path:
+    """Write a model built on this machine as a transformers folder (safetensors), whole or not at all: it is
+    written beside its place (prefix: what start-up recovery removes, studio/datadir.py) and moved there in one
+    step, so a kill mid-build leaves no half folder to load."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=folder.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
