@@ -75,7 +75,8 @@ def test_rate_find_reuse_and_delete_a_job(studio, browser):
 
         # generate it again: a new job with the same seed, listed at once
         page.get_by_role("tab", name="History").click()
-        history_row(page, PROMPT).locator("[role=gridcell]").nth(2).click()
+        # the job's details stay open across tabs (selecting its row again would race the click below: the
+        # selection's answer, arriving after Generate again's, clears the action status)
         expect(info).to_contain_text(f"Job {job.id}")
         page.locator("#history-again").click()
         expect(page.locator("#history-action-status")).to_contain_text("with seed 21")
@@ -86,6 +87,8 @@ def test_rate_find_reuse_and_delete_a_job(studio, browser):
         # delete the first one, after a confirmation
         history_row(page, PROMPT).filter(has_text="★★").locator("[role=gridcell]").nth(2).click()
         expect(info).to_contain_text(f"Job {job.id}")
+        # the selection has answered (it clears the last action's status) before Delete opens its confirmation
+        expect(page.locator("#history-action-status")).not_to_contain_text("with seed 21")
         page.locator("#history-delete").click()
         expect(page.locator("#history-delete-confirm")).to_be_visible()
         expect(page.locator("#history-delete-text")).to_contain_text(f"Delete job {job.id}")
