@@ -279,11 +279,15 @@ def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
                 show_progress="hidden", **private).then(overview, **overview_io)
 
     def tick(test_id, listener, seen, request: gr.Request):
-        out = overview(test_id, listener, request)
+        try:
+            out = overview(test_id, listener, request)
+        except (gr.Error, StudioError):  # e.g. the test deleted from another page meanwhile: said when the person acts
+            return [gr.skip()] * 4 + [seen]
         return [gr.skip()] * 4 + [seen] if out[-1] == seen else out
 
-    gr.Timer(REFRESH_EVERY_S).tick(tick, inputs=[tab.choice, tab.listener, tab.seen],
-                                   outputs=overview_io["outputs"], show_progress="hidden", **private)
+    # outside Gradio's queue, like the other refreshes: a tick never waits behind (or delays) a person's action
+    gr.Timer(REFRESH_EVERY_S).tick(tick, inputs=[tab.choice, tab.listener, tab.seen], outputs=overview_io["outputs"],
+                                   queue=False, show_progress="hidden", **private)
     tab.choice.input(overview, **overview_io).then(
         lambda: [None, "", EMPTY_PLAYERS, gr.Row(visible=False)], None,
         [tab.pair, tab.pair_info, tab.players, tab.vote_row], show_progress="hidden", **private)
