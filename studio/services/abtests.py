@@ -401,11 +401,12 @@ class ABTestService:
             self._generate(test_id)
         except _Stop:
             return
-        except StudioError as exc:
-            self._fail(test_id, exc.message)
         except Exception as exc:  # noqa: BLE001 - the test says why it stopped, never stays 'generating' silently
-            log.exception("A/B test %s: generation failed", test_id)
-            self._fail(test_id, f"Generation failed: {exc}")
+            if self._stopped(test_id):  # the studio closing (or the test stopped) under the feeder: not a failure,
+                return  # the test stays as it was and resume() takes it up at the next start
+            if not isinstance(exc, StudioError):
+                log.exception("A/B test %s: generation failed", test_id)
+            self._fail(test_id, exc.message if isinstance(exc, StudioError) else f"Generation failed: {exc}")
         finally:
             with self._lock:
                 if self._feeders.get(test_id) is threading.current_thread():
