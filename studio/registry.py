@@ -48,10 +48,15 @@ class ModelSource(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class _Listed(_Strict):
+    """What every model in the registry has, generating or scoring: its id, and how a person sees it."""
+
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
     display_name: str = Field(min_length=1, max_length=80)
     description: str = ""
+
+
+class ModelSpec(_Listed):
     backend: Literal["transformers"]
     source: ModelSource
     parameters: int = Field(gt=0, description="parameter count")
@@ -102,13 +107,10 @@ class EvaluationModelSource(ModelSource):
     BUILTINS: ClassVar[set[str]] = BUILTIN_EVALUATION_MODELS
 
 
-class EvaluationModelSpec(_Strict):
+class EvaluationModelSpec(_Listed):
     """A model that scores generated audio (not one that generates): a CLAP scores text-audio agreement as the
     cosine of its text and audio embeddings. Downloaded, cached and loaded like a generation model."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
-    display_name: str = Field(min_length=1, max_length=80)
-    description: str = ""
     kind: Literal["clap"]
     source: EvaluationModelSource
     parameters: int = Field(gt=0, description="parameter count")
