@@ -45,12 +45,6 @@ def jobs_of(session: Session, test_id: int) -> list[Job]:
     return list(session.exec(select(Job).where(Job.abtest_id == test_id)))
 
 
-def scores_of(session: Session, job_ids: list[int]) -> list[Score]:
-    if not job_ids:
-        return []
-    return list(session.exec(select(Score).where(col(Score.job_id).in_(job_ids))))
-
-
 def delete_test(session: Session, test: ABTest) -> None:
     """The test, its votes and pairs, its clips' jobs and what refers to them (scores, ratings), in one commit."""
     job_ids = [j.id for j in jobs_of(session, test.id)]

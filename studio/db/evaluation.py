@@ -12,6 +12,9 @@ def get_score(session: Session, job_id: int, scorer: str) -> Score | None:
 
 
 def scores_of(session: Session, job_ids: list[int], scorer: str | None = None) -> list[Score]:
+    """The automatic scores of these jobs (by one scorer, or all), the one reader of the score table."""
+    if not job_ids:
+        return []
     stmt = select(Score).where(col(Score.job_id).in_(job_ids))
     if scorer is not None:
         stmt = stmt.where(Score.scorer == scorer)

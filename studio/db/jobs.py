@@ -6,6 +6,7 @@ from typing import Literal, Sequence
 from sqlalchemy import ColumnElement, delete as sa_delete, func
 from sqlmodel import Session, col, select
 
+from studio.db.evaluation import scores_of
 from studio.db.models import Job, JobStatus, Rating, Score, utcnow
 
 
@@ -131,10 +132,8 @@ def user_ratings(session: Session, job_ids: Sequence[int], user: str) -> dict[in
 def job_scores(session: Session, job_ids: Sequence[int]) -> dict[int, dict[str, float]]:
     """{job id: {scorer: value}} of the automatic scores among job_ids."""
     out: dict[int, dict[str, float]] = {}
-    if job_ids:
-        for job_id, scorer, value in session.exec(select(Score.job_id, Score.scorer, Score.value)
-                                                  .where(col(Score.job_id).in_(job_ids))).all():
-            out.setdefault(job_id, {})[scorer] = value
+    for s in scores_of(session, list(job_ids)):
+        out.setdefault(s.job_id, {})[s.scorer] = s.value
     return out
 
 

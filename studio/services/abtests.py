@@ -37,9 +37,10 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
 
-from studio.db.abtests import (create_test, delete_test, get_test, jobs_of, list_tests, pairs_of, scores_of,
+from studio.db.abtests import (create_test, delete_test, get_test, jobs_of, list_tests, pairs_of,
                                tests_with_status, votes_of)
 from studio.db.engine import session_scope
+from studio.db.evaluation import scores_of
 from studio.db.jobs import get_job
 from studio.db.models import ABPair, ABTest, ABVote, UTCTimestamp, utcnow
 from studio.errors import Conflict, InvalidValues, NoModelLoaded, NotFound, QueueFull, StudioError
