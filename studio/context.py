@@ -15,6 +15,7 @@ from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
 from studio.services.abtests import ABTestService
 from studio.services.adapters import AdapterService
+from studio.services.datasets import DatasetService
 from studio.services.evaluation import EvaluationService
 from studio.services.gen_config import GenerationConfigService
 from studio.services.generation import GenerationService
@@ -23,6 +24,7 @@ from studio.services.jobs import JobService
 from studio.services.metrics import MetricsService
 from studio.services.models import ModelService
 from studio.services.queue import JobQueue
+from studio.services.training import TrainingService
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class AppContext:
     queue: JobQueue
     evaluation: EvaluationService
     abtests: ABTestService
+    datasets: DatasetService
+    training: TrainingService  # runs LoRA training in subprocesses beside the worker
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
@@ -69,9 +73,14 @@ class AppContext:
             self.evaluation.resume()
         except Exception:  # noqa: BLE001 - the runs stay 'running' in the database; said in the log
             log.exception("could not take up the evaluation runs open when the studio stopped")
+        try:
+            self.training.resume_interrupted()
+        except Exception:  # noqa: BLE001 - the runs stay 'interrupted' and can be resumed from the page
+            log.exception("could not resume the training runs open when the studio stopped")
 
     def close(self) -> None:
         """Stop the worker (waiting jobs stay queued in the database) and release the database."""
+        self.training.close()  # first: a run saves its checkpoint while the rest closes
         self.abtests.close()
         self.evaluation.close()
         self.queue.close()
@@ -121,6 +130,9 @@ def build_context(settings: Settings, registry: Registry | None = None,
     # every clip of an A/B test is scored once ready (when an evaluation model is available): the results show
     # each side's mean score beside the votes, never on the listening page
     abtests.on_pair_ready(lambda _test_id, job_ids: evaluation.request_scores(job_ids))
+    datasets = DatasetService(engine, registry, queue, settings.data_dir, settings.allowed_import_roots)
+    training = TrainingService(engine, registry, store, manager, queue, generation, adapters, datasets, evaluation,
+                               settings.data_dir, settings.device)
     return AppContext(
         settings=settings,
         registry=registry,
@@ -135,5 +147,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
         queue=queue,
         evaluation=evaluation,
         abtests=abtests,
+        datasets=datasets,
+        training=training,
         storage=storage,
     )

@@ -93,6 +93,10 @@ class Job(SQLModel, table=True):
     # A clip made for a blind A/B test or an evaluation run (None: a person's own generation, shown in History)
     abtest_id: int | None = Field(default=None, foreign_key="abtest.id", index=True)
     evaluation_id: int | None = Field(default=None, foreign_key="evaluation.id", index=True)
+    # A clip made to audition a training run's checkpoint (kept out of History): the run, and the checkpoint's step
+    # (0: the run's starting point, the base model or the adapter it started from, with the same prompts and seeds)
+    training_run_id: int | None = Field(default=None, foreign_key="training_run.id", index=True)
+    checkpoint_step: int | None = None
     # What the written file measures (decoded): integrated loudness (None: undefined) and true peak (None: silence)
     loudness_lufs: float | None = None
     true_peak_dbtp: float | None = None
@@ -222,3 +226,94 @@ class Evaluation(SQLModel, table=True):
     created_by: str = LOCAL_USER
     created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Dataset(SQLModel, table=True):
+    """A training dataset: clips cut from audio files with captions, prepared for one model's sample rate and
+    window. Its version goes up and its content hash changes whenever a caption or an exclusion changes."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, index=True)
+    model_id: str = Field(index=True)  # the model the clips were prepared for (sample rate, channels, window)
+    sample_rate: int
+    channels: int
+    max_clip_s: float  # clips are at most this long (the model's window at creation)
+    overlap_s: float  # overlap between consecutive clips of a long file
+    source: str  # where it was created from, for a person ("folder:/path", "upload:name.zip")
+    folder: str  # relative to the data directory: its clips' audio
+    report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # DatasetReport
+    version: int = 1
+    content_hash: str  # sha256 of the used clips' hashes and captions, in order
+    created_by: str = LOCAL_USER
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime)
+
+
+class DatasetClip(SQLModel, table=True):
+    """One training clip of a dataset: a slice of a source file, resampled, with its caption."""
+
+    __tablename__ = "dataset_clip"
+    __table_args__ = (UniqueConstraint("dataset_id", "position", name="uq_dataset_clip_position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    position: int  # 0, 1, ... in file order, then time order
+    source_file: str  # the file's path inside the dataset's folder or archive, for a person
+    start_s: float  # where in the source file the clip starts
+    duration_s: float
+    caption: str
+    excluded: bool = False  # left out of training (kept, shown greyed)
+    file: str  # the clip's audio, relative to the data directory
+    hash: str  # sha256 of the clip's samples (its codes are cached under it)
+
+
+class TrainingRun(SQLModel, table=True):
+    """A LoRA training run in a subprocess: supervised on a dataset, or DPO on an A/B test's votes."""
+
+    __tablename__ = "training_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)  # the adapter name its versions are registered under
+    method: str  # sft | dpo
+    model_id: str = Field(index=True)  # the base model
+    base_model_revision: str | None = None
+    base_weights_hash: str | None = None
+    dataset_id: int | None = Field(default=None, foreign_key="dataset.id", index=True)  # sft
+    dataset_version: int | None = None  # the dataset's version and hash when the run was created
+    dataset_hash: str | None = None
+    abtest_id: int | None = Field(default=None, foreign_key="abtest.id", index=True)  # dpo: the votes
+    start_adapter_id: int | None = Field(default=None, foreign_key="adapter.id")  # continued from (dpo: winner)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # TrainingConfig
+    audition_prompts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    audition_seeds: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # queued -> running -> (stopping ->) succeeded | stopped | failed; interrupted: the studio or the process
+    # stopped mid-run (resumable from its last checkpoint)
+    status: str = Field(default="queued", index=True)
+    error: str | None = None
+    error_code: str | None = None
+    step: int = 0  # the last step done
+    total_steps: int = 0
+    loss: float | None = None  # the last step's loss
+    folder: str  # the run folder, relative to the data directory
+    auto_register: bool = True  # register the last checkpoint as an adapter version when the run succeeds
+    adapter_id: int | None = Field(default=None, foreign_key="adapter.id")  # the version registered at the end
+    created_by: str = LOCAL_USER
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TrainingCheckpoint(SQLModel, table=True):
+    """A checkpoint a run wrote (never overwritten), and the adapter version it was registered as, if any."""
+
+    __tablename__ = "training_checkpoint"
+    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_training_checkpoint_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="training_run.id", index=True)
+    step: int
+    loss: float | None = None  # mean loss of the steps since the previous checkpoint
+    folder: str  # relative to the data directory
+    adapter_id: int | None = Field(default=None, foreign_key="adapter.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
