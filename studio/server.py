@@ -16,12 +16,14 @@ from studio.api.adapters import build_adapters_router
 from studio.api.auth import AuthMiddleware, gradio_user
 from studio.api.docs import install_docs
 from studio.api.errors import install_error_handlers
+from studio.api.datasets import build_datasets_router
 from studio.api.evaluation import build_evaluation_router
 from studio.api.gen_config import build_gen_config_router
 from studio.api.jobs import build_jobs_router
 from studio.api.metrics import build_metrics_router
 from studio.api.openapi import install_openapi
 from studio.api.routes import build_router
+from studio.api.training import build_training_router
 from studio.api.security import install_request_guards
 from studio.context import AppContext
 from studio.services.adapters import MAX_UPLOAD_BYTES
@@ -78,6 +80,8 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     app.include_router(build_jobs_router(ctx))
     app.include_router(build_evaluation_router(ctx))
     app.include_router(build_abtests_router(ctx))
+    app.include_router(build_datasets_router(ctx))
+    app.include_router(build_training_router(ctx))
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
     if settings.auth:  # one login for page, Gradio's routes, REST and docs (inside the edge guards)
         app.add_middleware(AuthMiddleware, user=settings.auth[0], password=settings.auth[1])
