@@ -143,7 +143,8 @@ class Trainer:
     # ---- the run ------------------------------------------------------------------------------------------------
     def run(self) -> DoneEvent:
         # the global RNG is seeded per step for dropout: keep the caller's (tests run this in-process)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        on_cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        with torch.random.fork_rng(devices=[self.device] if on_cuda else []):
             try:
                 done = self._run()
             except Stopped:
