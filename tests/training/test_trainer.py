@@ -231,3 +231,13 @@ def test_events_rewritten_up_to_a_step(tmp_path):
     assert [(e.kind, getattr(e, "step", None)) for e in kept] == [
         ("stage", None), ("step", 1), ("step", 2), ("step", 3), ("step", 4), ("checkpoint", 4)]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_epochs_decide_the_number_of_steps(make_spec):
+    # 8 clips, batch 2 x accumulation 2: 2 steps per epoch
+    folder, spec = make_spec(epochs=2, max_steps=999, gradient_accumulation_steps=2, checkpoint_every=3)
+    done = Trainer(folder, spec).run()
+    assert (done.status, done.step) == ("succeeded", 4)
+    last = [e for e in events_of(folder) if e.kind == "step"][-1]
+    assert (last.total_steps, last.epoch) == (4, 2.0)
+    assert layout.checkpoint_steps(folder) == [3, 4]
