@@ -3,6 +3,7 @@ stop/resume, checkpoints, the codes cache and clean failures. Subprocess behavio
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from pathlib import Path
 
@@ -241,3 +242,21 @@ def test_epochs_decide_the_number_of_steps(make_spec):
     last = [e for e in events_of(folder) if e.kind == "step"][-1]
     assert (last.total_steps, last.epoch) == (4, 2.0)
     assert layout.checkpoint_steps(folder) == [3, 4]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_trains_with_fp32_lora(make_spec, precision):
+    """The GPU policies (bf16; fp16 with loss scaling), exercised on the CPU: the frozen base in that precision,
+    the LoRA matrices and the optimiser in fp32, and a resumable checkpoint."""
+    folder, spec = make_spec(max_steps=3, checkpoint_every=2, precision=precision, cfg_dropout=0.0)
+    trainer = Trainer(folder, spec)
+    done = trainer.run()
+    assert done.status == "succeeded", done.message
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters() if p.requires_grad)
+    base = trainer.model.base_model.model.decoder.model.decoder.layers[0].fc1.weight
+    assert base.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    losses = losses_of(folder)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses.values())
+    resumed = Trainer(folder, spec.model_copy(update={"resume_from": 2})).run()
+    assert resumed.status == "succeeded"
+    assert losses_of(folder)[3] == pytest.approx(losses[3], rel=1e-3)
