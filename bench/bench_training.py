@@ -2,7 +2,7 @@
 studio.training.run` runs) vs a plain PEFT training loop, on the same model, LoRA and batch.
 
 Run from the repo root:  python bench/bench_training.py [--layers 24] [--steps 8] [--warmup 2] [--rounds 2]
-                                                        [--batch 2] [--seconds 2] [--device auto] [--threads 0]
+                                                        [--batch 2] [--seconds 2] [--device auto] [--threads 1]
 
 A random-weight MusicGen shaped like musicgen-small's decoder (hidden 1024, 16 heads, ffn 4096, --layers 24; tiny
 T5 and EnCodec as in studio-tiny: the text and codec are frozen and precomputed by both loops, so they do not
@@ -18,7 +18,8 @@ that has it):
   generators, builds the labels, sets the learning rate, writes a StepEvent line and checks the stop file.
 
 Each loop runs --warmup + --steps steps per round; the warm-up steps are not timed; --rounds rounds alternate which
-loop goes first. Summary line: `training step ratio (studio / plain PEFT) = X.XX (goal <= 1.10)`, the median time
+loop goes first. On a CPU with one thread (the default: --threads 1) a step is timed as the CPU time of the training
+thread, which other programs on a shared machine do not disturb; otherwise (GPU, more threads) as wall time. Summary line: `training step ratio (studio / plain PEFT) = X.XX (goal <= 1.10)`, the median time
 per step of each. Nothing is asserted: read the numbers.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers of bench
 GOAL = 1.10
 
 
-def plain_peft(folder: Path, args, device, dtype, config) -> float:
+def plain_peft(folder: Path, args, device, dtype, config, clock) -> float:
     """Seconds per step of the plainest PEFT loop on the same shapes."""
     import warnings
     from contextlib import nullcontext
@@ -75,7 +76,7 @@ def plain_peft(folder: Path, args, device, dtype, config) -> float:
     model.train()
     times = []
     for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+        t0 = clock()
         with autocast:
             loss = model(encoder_outputs=(states,), attention_mask=mask, labels=labels).loss
         loss.backward()
@@ -84,15 +85,23 @@ def plain_peft(folder: Path, args, device, dtype, config) -> float:
         opt.zero_grad(set_to_none=True)
         float(loss.detach())  # the studio reads every step's loss: same synchronisation on a GPU
         if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
     del model, opt
     return statistics.median(times)
 
 
-def studio_loop(folder: Path, work: Path, clips, args, device, config, round_no: int) -> float:
-    """Seconds per step of Trainer.run(), from the times of its step events (warm-up steps left out)."""
+def studio_loop(folder: Path, work: Path, clips, args, device, config, round_no: int, clock) -> float:
+    """Seconds per step of Trainer.run(), read on `clock` as each step event is written (warm-up steps left out)."""
     from studio.training import layout
     from studio.training.trainer import Trainer
+
+    ends: list[float] = []
+
+    class Timed(Trainer):
+        def emit(self, event) -> None:
+            if event.kind == "step":
+                ends.append(clock())
+            super().emit(event)
 
     run = work / f"run-{round_no}"
     run.mkdir()
@@ -100,10 +109,9 @@ def studio_loop(folder: Path, work: Path, clips, args, device, config, round_no:
                           sample_rate=32000, frame_rate=50, max_clip_s=30.0, device=str(device), config=config,
                           clips=clips, codes_cache=str(work / "codes"))
     layout.write_json_atomic(run / layout.SPEC_FILE, spec)
-    done = Trainer(run, spec).run()
+    done = Timed(run, spec).run()
     if done.status != "succeeded":
         raise SystemExit(f"the studio's run failed: {done.message}")
-    ends = [e.time for e in layout.read_events(run / layout.EVENTS_FILE)[0] if e.kind == "step"]
     timed = ends[args.warmup - 1:] if args.warmup else ends
     return statistics.median(b - a for a, b in zip(timed, timed[1:]))
 
@@ -117,7 +125,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (0: torch's default)")
     args = parser.parse_args()
 
     import soundfile as sf
@@ -140,6 +148,10 @@ def main() -> None:
                             lr_scheduler="constant", checkpoint_every=1_000_000, cfg_dropout=0.3,
                             threads=args.threads)
     dtype = resolve_precision(config, device)
+    # On one CPU thread all the work is the main thread's: its CPU time per step is what the loop costs, whatever
+    # else the (shared) machine runs; wall time there scattered 4.7-16.6 s for the same step. Otherwise wall time.
+    cpu_clock = device.type == "cpu" and torch.get_num_threads() == 1
+    clock = time.thread_time if cpu_clock else time.perf_counter
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         work = Path(tmp)
         tiny = build_tiny_model(work / "studio-tiny")
@@ -148,7 +160,8 @@ def main() -> None:
         params = _build_model(folder, args.layers, 0, tiny)
         print(f"model: musicgen-small-shaped decoder, {args.layers} layers, {params / 1e6:.0f} M parameters "
               f"(built in {time.perf_counter() - t0:.1f} s); device {device}, {str(dtype).removeprefix('torch.')}, "
-              f"{torch.get_num_threads()} threads; batch {args.batch} x {args.seconds} s")
+              f"{torch.get_num_threads()} threads; batch {args.batch} x {args.seconds} s; timed in "
+              f"{'CPU time of the training thread' if cpu_clock else 'wall time'}")
         clips = []
         for i in range(max(4, args.batch * 2)):
             path = work / f"clip{i}.wav"
@@ -160,9 +173,9 @@ def main() -> None:
             order = ("plain", "studio") if round_no % 2 == 0 else ("studio", "plain")
             for which in order:
                 if which == "plain":
-                    plain.append(plain_peft(folder, args, device, dtype, config))
+                    plain.append(plain_peft(folder, args, device, dtype, config, clock))
                 else:
-                    studio.append(studio_loop(folder, work, clips, args, device, config, round_no))
+                    studio.append(studio_loop(folder, work, clips, args, device, config, round_no, clock))
                 print(f"  round {round_no + 1} {which:>6}: {(plain if which == 'plain' else studio)[-1] * 1000:8.1f}"
                       " ms/step")
                 if device.type == "cuda":
