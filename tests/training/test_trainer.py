@@ -265,3 +265,28 @@ def test_reduced_precision_trains_with_fp32_lora(make_spec, precision):
     resumed = Trainer(folder, spec.model_copy(update={"resume_from": 2})).run()
     assert resumed.status == "succeeded"
     assert losses_of(folder)[3] == pytest.approx(losses[3], rel=1e-3)
+
+
+@pytest.mark.parametrize("error, code", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out_of_memory"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"), "out_of_memory"),
+    (ValueError("something unforeseen"), "training_failed"),
+])
+def test_a_failure_mid_training_ends_with_its_code(make_spec, monkeypatch, error, code):
+    folder, spec = make_spec(max_steps=5, checkpoint_every=2)
+    real = Trainer.forward_loss
+    calls = []
+
+    def failing_at_step_3(self, *batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise error
+        return real(self, *batch)
+
+    monkeypatch.setattr(Trainer, "forward_loss", failing_at_step_3)
+    logged = []
+    done = Trainer(folder, spec, log=logged.append).run()
+    assert (done.status, done.code, done.step) == ("failed", code, 2)
+    assert "Traceback" not in done.message
+    assert layout.checkpoint_steps(folder) == [2]  # what was saved before stays
+    assert bool([m for m in logged if "Traceback" in m]) == (code == "training_failed")  # train.log has it
