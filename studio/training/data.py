@@ -18,6 +18,7 @@ import torch
 
 CODES_KEY = "codes"
 TMP_SUFFIX = ".tmp"
+MAX_TEXT_TOKENS = 512
 
 
 class TrainingError(Exception):
@@ -170,11 +171,11 @@ class TextStates:
 @torch.no_grad()
 def text_states(model, tokenizer, captions: list[str], device: torch.device) -> TextStates:
     encoder = model.text_encoder
+    # MusicGen's T5 was trained on 512 tokens; a tokenizer without a stated limit says ~1e30
+    max_length = min(getattr(tokenizer, "model_max_length", MAX_TEXT_TOKENS) or MAX_TEXT_TOKENS, MAX_TEXT_TOKENS)
     out = {}
     for caption in dict.fromkeys(captions):
-        tokens = tokenizer([caption], return_tensors="pt", truncation=True,
-                           max_length=getattr(tokenizer, "model_max_length", 512) if
-                           getattr(tokenizer, "model_max_length", 0) < 100_000 else 512)
+        tokens = tokenizer([caption], return_tensors="pt", truncation=True, max_length=max_length)
         ids = tokens["input_ids"].to(device)
         mask = tokens["attention_mask"].to(device)
         hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]

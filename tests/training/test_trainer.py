@@ -290,3 +290,31 @@ def test_a_failure_mid_training_ends_with_its_code(make_spec, monkeypatch, error
     assert "Traceback" not in done.message
     assert layout.checkpoint_steps(folder) == [2]  # what was saved before stays
     assert bool([m for m in logged if "Traceback" in m]) == (code == "training_failed")  # train.log has it
+
+
+def test_stop_between_accumulated_batches_saves_the_last_whole_step(make_spec):
+    """Stop asked in the middle of step 3 (of 4 accumulated batches): step 2 is saved, step 3's partial gradients
+    dropped, and the resumed run's step 3 is the uninterrupted run's."""
+    fields = dict(max_steps=4, gradient_accumulation_steps=4, batch_size=1, checkpoint_every=100)
+    whole, spec = make_spec("whole", **fields)
+    Trainer(whole, spec).run()
+    part, spec = make_spec("part", **fields)
+    real = Trainer.forward_loss
+    calls = []
+
+    def touching_stop(self, *batch):
+        calls.append(1)
+        if len(calls) == 10:  # step 3, second batch
+            (part / layout.STOP_FILE).touch()
+        return real(self, *batch)
+
+    trainer = Trainer(part, spec)
+    trainer.forward_loss = touching_stop.__get__(trainer)
+    done = trainer.run()
+    assert (done.status, done.step) == ("stopped", 2)
+    assert layout.checkpoint_steps(part) == [2]
+    (part / layout.STOP_FILE).unlink()
+    assert Trainer(part, spec.model_copy(update={"resume_from": 2})).run().status == "succeeded"
+    expected, got = losses_of(whole), losses_of(part)
+    assert sorted(got) == [1, 2, 3, 4]
+    assert all(got[s] == pytest.approx(expected[s], rel=1e-5, abs=1e-6) for s in expected)
