@@ -123,7 +123,9 @@ class Trainer:
         self.captions: list[str] = []
         self.text: TextStates | None = None
         self.ref: tuple[torch.Tensor, torch.Tensor] | None = None  # dpo reference log-probs (chosen, rejected)
+        self.weights: torch.Tensor | None = None  # dpo: each pair's decisive votes
         self.dtype = torch.float32
+        self.num_codebooks, self.pad, self.channels = 0, 0, 1  # the base model's, once loaded
 
     # ---- plumbing -----------------------------------------------------------------------------------------------
     def emit(self, event) -> None:
