@@ -135,7 +135,12 @@ def encode_clips(model, clips, cache: Path, sample_rate: int, channels: int, num
         if stop_requested():
             raise Stopped()
         path = cache / f"{clip.hash}.safetensors"
-        found = read_codes(path, num_codebooks) if path.is_file() else None
+        found = None
+        if path.is_file():
+            try:
+                found = read_codes(path, num_codebooks)
+            except TrainingError:  # a damaged cache entry is encoded again, not a failed run
+                found = None
         if found is None:
             found = encode_audio(model, read_clip(clip.file, sample_rate, channels))
             write_codes(path, found)

@@ -134,12 +134,18 @@ def test_a_cached_clip_is_not_encoded_again(make_spec, tmp_path, monkeypatch):
     assert len(calls) == len(spec.clips)
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{c.hash}.safetensors" for c in spec.clips)
     (cache / ".leftover.tmp").write_bytes(b"half")  # a kill mid-write earlier
+    damaged = cache / f"{spec.clips[0].hash}.safetensors"
+    damaged.write_bytes(b"not safetensors")
     folder, spec = make_spec("second", max_steps=1, codes_cache=str(cache))
     assert Trainer(folder, spec).run().status == "succeeded"
-    assert len(calls) == len(spec.clips)  # nothing encoded the second time
+    assert len(calls) == len(spec.clips) + 1  # only the damaged entry was encoded again
     assert not (cache / ".leftover.tmp").exists()
+    assert data.read_codes(damaged, 4).shape == (4, 150)
     stages = [e.message for e in events_of(folder) if e.kind == "stage" and e.stage == "encoding"]
-    assert f"({len(spec.clips)} from the cache)" in stages[-1]
+    assert f"({len(spec.clips) - 1} from the cache)" in stages[-1]
+    folder, spec = make_spec("third", max_steps=1, codes_cache=str(cache))
+    assert Trainer(folder, spec).run().status == "succeeded"
+    assert len(calls) == len(spec.clips) + 1  # nothing encoded the third time
 
 
 def test_codes_have_the_models_layout(make_spec, codes_cache):
