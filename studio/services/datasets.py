@@ -543,6 +543,9 @@ class DatasetService:
                 progress(None, "Unpacking the archive")
                 extract(upload, tmp / "archive", shown, _dataset_archive(unsupported))
                 root = _top_folder(tmp / "archive")
+                if root != tmp / "archive":  # the report names files inside the archive's one folder
+                    top = root.name + "/"
+                    unsupported[:] = [n.removeprefix(top) for n in unsupported]
                 default_name, source = archive_stem(shown), f"upload:{shown}"
                 found = scan_folder(root)
             name = _clean_name(req.name or default_name)
