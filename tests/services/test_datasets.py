@@ -473,3 +473,14 @@ def test_listing_counts(tones):
     assert (summary.clips, summary.excluded, summary.version) == (5, 1, 2)
     assert summary.total_minutes == pytest.approx(10 / 60, abs=1e-3)
     assert json.loads(ctx.datasets.get(info.id).model_dump_json())["report"]["files_found"] == 6
+
+
+def test_per_clip_edits_of_captions_and_exclusion_are_one_version(tones):
+    ctx, info, clips = tones
+    out = ctx.datasets.edit_clips(info.id, ClipsEdit(captions=[
+        ClipCaption(id=clips[0].id, excluded=True), ClipCaption(id=clips[1].id, caption="fast  synth pad"),
+        ClipCaption(id=clips[2].id, caption="calm bass", excluded=False)]))  # clip 2: unchanged
+    assert (out.version, out.clips, out.excluded) == (2, 5, 1)
+    now = ctx.datasets.clips(info.id)
+    assert [(c.caption, c.excluded) for c in now[:3]] == [("calm bass", True), ("fast synth pad", False),
+                                                          ("calm bass", False)]
