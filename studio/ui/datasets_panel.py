@@ -30,6 +30,11 @@ GRID_HEADERS = ["ID", "#", "File", "Start (s)", "Length (s)", "Use", "Caption"]
 GRID_TYPES = ["number", "number", "str", "number", "number", "bool", "str"]
 BULK_ACTIONS = {"Leave as they are": None, "Exclude them": True, "Include them": False}
 MAX_PROBLEMS_SHOWN = 50
+PLAYER_LABEL = "Clip (click a row of the grid)"
+
+
+def empty_player() -> gr.Audio:  # noqa: N802 - reads as the constant it stands for
+    return gr.Audio(value=None, label=PLAYER_LABEL)
 
 
 @dataclass
@@ -67,6 +72,10 @@ class DatasetsPanel:
 
 
 # ---- pure helpers --------------------------------------------------------------------------------------------
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def dataset_label(d: DatasetSummary) -> str:
     return f"{d.name} v{d.version} · {d.clips} clips · {d.total_minutes:.1f} min"
 
@@ -101,7 +110,7 @@ def report_markdown(r: DatasetReport) -> str:
              f"{md_escape(r.caption_source)}"]
     if not r.problems:
         return lines[0] + "  \nNo problems."
-    lines += ["", f"**{len(r.problems)} problem{'s' if len(r.problems) != 1 else ''}:**", "",
+    lines += ["", f"**{plural(len(r.problems), 'problem')}:**", "",
               "| File | Problem | Details |", "|---|---|---|"]
     for p in r.problems[:MAX_PROBLEMS_SHOWN]:
         lines.append(f"| {md_escape(p.file)} | {p.code.replace('_', ' ')} | {md_escape(p.message)} |")
@@ -226,7 +235,7 @@ def build_datasets_panel(ctx: AppContext) -> DatasetsPanel:
             save_btn = gr.Button("Save edits", variant="primary", scale=0, min_width=140, elem_id="dataset-save")
             revert_btn = gr.Button("Undo unsaved edits", scale=0, min_width=160, elem_id="dataset-revert")
             edit_status = gr.Markdown(elem_id="dataset-edit-status")
-        player = gr.Audio(label="Clip", type="numpy", interactive=False, elem_id="dataset-player")
+        player = gr.Audio(label=PLAYER_LABEL, type="numpy", interactive=False, elem_id="dataset-player")
         with gr.Accordion("Edit many clips", open=False, elem_id="dataset-bulk"):
             bulk_clips = gr.Textbox(label="Clips", value="all", max_lines=1, elem_id="bulk-clips",
                                     info="'all', or numbers (#) and ranges: 1-5, 8")
@@ -287,12 +296,13 @@ def wire_datasets_panel(ctx: AppContext, panel: DatasetsPanel, tab_item: gr.Tab 
         if dataset_id not in ids:
             dataset_id = ids[0] if ids else None
         if dataset_id is None:
-            return [gr.Dropdown(choices=[], value=None), summary_markdown(None), "", clip_rows([]), None, False]
+            return [gr.Dropdown(choices=[], value=None), summary_markdown(None), "", clip_rows([]), empty_player(),
+                    False]
         with user_errors():
             info = ctx.datasets.get(dataset_id)
             clips = ctx.datasets.clips(dataset_id)
         return [gr.Dropdown(choices=dataset_choices(datasets), value=dataset_id), summary_markdown(info),
-                report_markdown(info.report), clip_rows(clips), None, False]
+                report_markdown(info.report), clip_rows(clips), empty_player(), False]
 
     view_outputs = [panel.dataset, panel.summary, panel.report, panel.grid, panel.player, panel.delete_sure]
 
@@ -412,7 +422,8 @@ def wire_datasets_panel(ctx: AppContext, panel: DatasetsPanel, tab_item: gr.Tab 
             return [*[gr.skip()] * len(view_outputs), failed_status(refusal_markdown(_message(exc), report)),
                     gr.skip()]
         status = (f"✅ Created **{md_escape(info.name)}**: {info.clips} clips, {info.total_minutes:.2f} min"
-                  + (f", {len(info.report.problems)} problems (see the report)" if info.report.problems else "")
+                  + (f", {plural(len(info.report.problems), 'problem')} (see the report)" if info.report.problems
+                     else "")
                   + ".")
         return [*view(info.id), plain_status(status), None]
 
