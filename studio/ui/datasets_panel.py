@@ -33,7 +33,7 @@ MAX_PROBLEMS_SHOWN = 50
 PLAYER_LABEL = "Clip (click a row of the grid)"
 
 
-def empty_player() -> gr.Audio:  # noqa: N802 - reads as the constant it stands for
+def empty_player() -> gr.Audio:
     return gr.Audio(value=None, label=PLAYER_LABEL)
 
 
