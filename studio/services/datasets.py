@@ -104,7 +104,7 @@ class DatasetSummary(BaseModel):
     name: str
     model_id: str
     sample_rate: int
-    channels: int
+    channels: int = Field(1, description="the clips' channels (the model's)")
     max_clip_s: float
     overlap_s: float
     clips: int = Field(description="clips used for training (excluded ones not counted)")
@@ -372,7 +372,7 @@ class _Prepared:
 @dataclass
 class _Plan:
     sample_rate: int
-    channels: int
+    channels: int = Field(1, description="the clips' channels (the model's)")
     max_clip_s: float
     overlap_s: float
     min_clip_s: float
