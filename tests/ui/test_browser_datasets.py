@@ -77,6 +77,12 @@ def test_build_listen_edit_exclude_delete(studio, browser):
         page.locator("#bulk-apply").click()
         expect(page.locator("#dataset-edit-status")).to_contain_text("There is no clip #40")
 
+        # a page opened later shows the dataset as it is now
+        page.reload()
+        page.get_by_role("tab", name="Training").click()
+        expect(page.locator("#dataset-summary")).to_contain_text("version 3")
+        expect(page.locator("#dataset-choice input")).to_have_value(re.compile(r"tones v3 · 6 clips"))
+
         # delete, behind its checkbox
         page.locator("#dataset-delete-sure input").check()
         page.locator("#dataset-delete").click()
