@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 UNSUPPORTED_AUDIO = (".m4a", ".aac", ".wma", ".opus", ".mp4", ".webm", ".amr", ".ape", ".mka", ".alac")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 MAX_FILES = 20_000  # audio files in one dataset
+MAX_ENTRIES = 200_000  # files and folders looked at in a dataset folder
 MAX_CLIPS = 100_000  # what ClipsEdit can name
 MAX_CAPTION_CHARS = 2000
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -191,7 +193,12 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
     order. With `roots`: a symlink that leads out of them is refused (path_not_allowed); linked folders are not
     followed."""
     found = _Found()
+    seen = 0
     for folder, dirs, files in os.walk(root):
+        seen += len(files) + len(dirs)
+        if seen > MAX_ENTRIES:  # a whole home folder named by mistake: say so rather than walk it for minutes
+            raise InvalidRequest(f"The folder holds more than {MAX_ENTRIES} files and folders; choose the folder "
+                                 "of the dataset itself.", code="too_many_files", max_entries=MAX_ENTRIES)
         rel_dir = Path(folder).relative_to(root)
         dirs[:] = sorted(d for d in dirs if _visible((d,)) and len(rel_dir.parts) < MAX_DEPTH)
         for name in sorted(files):
@@ -486,6 +493,8 @@ class DatasetService:
         self.engine, self.registry, self.queue = engine, registry, queue
         self.data_dir, self.import_roots = Path(data_dir), list(import_roots)
         self.datasets_dir = self.data_dir / "datasets"
+        # edits read the clips, then write a new version: two at once would both write version N+1
+        self._edit_lock = threading.Lock()
 
     # ---- creating --------------------------------------------------------------------------------------------
     def _spec(self, model_id: str | None) -> ModelSpec:
@@ -673,7 +682,7 @@ class DatasetService:
     # ---- editing ---------------------------------------------------------------------------------------------
     def edit_clips(self, dataset_id: int, edit: ClipsEdit, user: str = LOCAL_USER) -> DatasetInfo:
         """Apply the edits as one new version (nothing really changed: the version stays)."""
-        with session_scope(self.engine) as session:
+        with self._edit_lock, session_scope(self.engine) as session:
             d = self._live(session, dataset_id)
             clips = clips_of(session, dataset_id)
             by_id = {c.id: c for c in clips}
@@ -732,7 +741,7 @@ class DatasetService:
     def delete(self, dataset_id: int) -> DatasetInfo:
         """Refused (409 dataset_in_use) while a queued or running training run uses it. Soft delete: the record
         stays (runs that trained on it keep their reference), its clips' audio is removed."""
-        with session_scope(self.engine) as session:
+        with self._edit_lock, session_scope(self.engine) as session:
             d = self._live(session, dataset_id)
             runs = active_runs_using(session, dataset_id)
             if runs:

@@ -484,3 +484,23 @@ def test_per_clip_edits_of_captions_and_exclusion_are_one_version(tones):
     now = ctx.datasets.clips(info.id)
     assert [(c.caption, c.excluded) for c in now[:3]] == [("calm bass", True), ("fast synth pad", False),
                                                           ("calm bass", False)]
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".mp3"])
+def test_every_supported_format_is_read(studio, suffix):
+    made = write_tone_folder(studio.imports / "fmt", n=2, seconds=1.5, suffix=suffix, sample_rate=44100)
+    info = studio.datasets.create(folder_req("fmt"))
+    assert info.report.problems == [] and info.clips == 2
+    assert [c.source_file for c in studio.datasets.clips(info.id)] == [name for name, _ in made]
+    for clip in studio.datasets.clips(info.id):
+        assert clip.duration_s == pytest.approx(1.5, abs=0.06)  # mp3 may add or drop a few ms of padding
+
+
+def test_too_many_entries_is_refused(studio, monkeypatch):
+    import studio.services.datasets as datasets
+    monkeypatch.setattr(datasets, "MAX_ENTRIES", 5)
+    write_tone_folder(studio.imports / "many", n=4, seconds=1.0)
+    with pytest.raises(InvalidRequest) as refused:
+        studio.datasets.create(folder_req("many"))
+    assert refused.value.code == "too_many_files"
+    nothing_created(studio)
