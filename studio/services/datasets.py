@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -206,7 +207,7 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
             if not _visible((name,)):
                 continue
             suffix = Path(name).suffix.lower()
-            if suffix not in AUDIO_SUFFIXES + (".txt",) + UNSUPPORTED_AUDIO:
+            if suffix not in AUDIO_SUFFIXES + (".txt",) + UNSUPPORTED_AUDIO and name not in METADATA_FILES:
                 continue
             path = Path(folder) / name
             if roots is not None and path.is_symlink() and not inside_roots(path, roots):
@@ -219,7 +220,7 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
                                          "several datasets.", code="too_many_files", max_files=MAX_FILES)
             elif suffix == ".txt":
                 found.sidecars.add(rel)
-            else:
+            elif suffix in UNSUPPORTED_AUDIO:
                 found.unsupported.append(rel)
     found.audio.sort(key=_natural_key)
     return found
@@ -227,7 +228,6 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
 
 def _natural_key(rel: str) -> list:
     """clip2 before clip10: files in the order a person numbered them."""
-    import re
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", rel)]
 
 
@@ -279,23 +279,23 @@ def read_captions(root: Path, found: _Found) -> tuple[dict[str, str | None], str
         sources.append(metadata.name)
         try:
             rows = list(_metadata_rows(metadata))
-        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, too large
+        except (OSError, ValueError, csv.Error) as exc:  # unreadable, not UTF-8, too large, broken quoting
             problems.append(ReportProblem(file=metadata.name, code="unreadable",
-                                          message=f"{metadata.name} cannot be read: {exc}"))
+                                          message=f"{metadata.name} cannot be read: {_short(exc)}"))
             rows = []
+        unit = "line" if metadata.suffix == ".jsonl" else "row"
         for number, row, why in rows:
             if row is None:
                 problems.append(ReportProblem(file=metadata.name, code="unreadable",
-                                              message=f"{metadata.name}, {'line' if metadata.suffix == '.jsonl' else 'row'} {number}: {why}"))
+                                              message=f"{metadata.name}, {unit} {number}: {why}"))
                 continue
-            name = str(row.get("file_name") or "").strip().removeprefix("./")
-            text = row.get("text", row.get("caption"))
+            name = str(row.get("file_name") or "").strip().replace("\\", "/").removeprefix("./")
+            text = row.get("text") if row.get("text") is not None else row.get("caption")
             if name not in audio:
                 problems.append(ReportProblem(
                     file=metadata.name, code="caption_without_audio",
-                    message=f"{metadata.name}, {'line' if metadata.suffix == '.jsonl' else 'row'} {number}: "
-                            f"there is no audio file {name[:200]!r}" if name else
-                            f"{metadata.name}, line {number}: no file_name"))
+                    message=f"{metadata.name}, {unit} {number}: " + (
+                        f"there is no audio file {name[:200]!r}" if name else "no file_name")))
                 continue
             captions[name] = clean_caption(text) if text is not None else None
     used_sidecars = False

@@ -504,3 +504,22 @@ def test_too_many_entries_is_refused(studio, monkeypatch):
         studio.datasets.create(folder_req("many"))
     assert refused.value.code == "too_many_files"
     nothing_created(studio)
+
+
+def test_a_metadata_file_linking_out_of_the_roots_is_refused(studio, tmp_path):
+    (tmp_path / "secret.csv").write_text("file_name,text\n")
+    d = studio.imports / "meta"
+    wav(d / "a.wav", 1.5)
+    os.symlink(tmp_path / "secret.csv", d / "metadata.csv")
+    with pytest.raises(InvalidRequest) as refused:
+        studio.datasets.create(folder_req("meta"))
+    assert refused.value.code == "path_not_allowed"
+
+
+def test_a_csv_the_reader_refuses_is_a_problem_not_a_failure(studio):
+    d = studio.imports / "csvq"
+    wav(d / "a.wav", 1.5)
+    (d / "a.txt").write_text("calm bass")
+    (d / "metadata.csv").write_text('file_name,text\n"a.wav","' + "x" * 200_000 + '"\n')  # over csv's field limit
+    info = studio.datasets.create(folder_req("csvq"))
+    assert info.clips == 1 and [p.code for p in info.report.problems] == ["unreadable"]
