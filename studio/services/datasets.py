@@ -599,7 +599,8 @@ class DatasetService:
                  progress: ProgressFn) -> tuple[DatasetReport, list[_Prepared]]:
         captions, caption_source, problems = read_captions(root, found)
         problems += [ReportProblem(file=rel, code="unsupported_format", message=(
-            f"{Path(rel).suffix} files cannot be read; convert it to wav, flac, ogg or mp3.")) for rel in found.unsupported]
+            f"{Path(rel).suffix} files cannot be read; convert it to wav, flac, ogg or mp3."))
+            for rel in found.unsupported]
         prepared: list[_Prepared] = []
         used = sliced = resampled = 0
         for i, rel in enumerate(found.audio):

@@ -313,7 +313,8 @@ def _zip_of(folder: Path, top: str = "songs", extra: dict[str, bytes] | None = N
 def test_an_uploaded_archive_gives_the_same_dataset_as_its_folder(studio, tmp_path):
     made = write_tone_folder(tmp_path / "src", n=4, seconds=2.0, captions="jsonl")
     archive = tmp_path / "upload.bin"
-    archive.write_bytes(_zip_of(tmp_path / "src", extra={"songs/clip.m4a": b"\0", "__MACOSX/songs/._clip_000.wav": b"x"}))
+    archive.write_bytes(_zip_of(tmp_path / "src", extra={"songs/clip.m4a": b"\0",
+                                                         "__MACOSX/songs/._clip_000.wav": b"x"}))
     info = studio.datasets.create(CreateDatasetRequest(source="upload"), upload=archive, upload_name="songs.zip")
     assert info.name == "songs" and info.source == "upload:songs.zip" and info.clips == 4
     assert [(p.file, p.code) for p in info.report.problems] == [("clip.m4a", "unsupported_format")]
@@ -366,8 +367,8 @@ def test_bulk_edits_on_chosen_clips(tones):
     out = ctx.datasets.edit_clips(info.id, ClipsEdit(clip_ids=chosen, find="bass", replace="cello", prefix="lofi ",
                                                      suffix=", 90 bpm"))
     assert out.version == 2
-    assert [c.caption for c in ctx.datasets.clips(info.id)][:3] == ["lofi calm cello, 90 bpm", "lofi fast synth, 90 bpm",
-                                                                    "calm bass"]
+    assert [c.caption for c in ctx.datasets.clips(info.id)][:3] == [
+        "lofi calm cello, 90 bpm", "lofi fast synth, 90 bpm", "calm bass"]
     ctx.datasets.edit_clips(info.id, ClipsEdit(caption="a tone"))  # every clip
     assert {c.caption for c in ctx.datasets.clips(info.id)} == {"a tone"}
 
