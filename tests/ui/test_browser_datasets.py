@@ -1,5 +1,6 @@
 """The datasets panel driven as a person would: create a dataset from a folder of tones, read the report, listen to
-a clip, edit a caption in the grid, exclude clips in bulk, delete it. Screenshots: /tmp/datasets-*.png."""
+a clip, edit a caption in the grid, exclude clips in bulk, see it again on a new page, delete it, then create one
+from an uploaded archive. Screenshots: /tmp/datasets-*.png."""
 from __future__ import annotations
 
 import re
