@@ -97,7 +97,7 @@ def test_a_run_trains_auditions_every_checkpoint_with_the_same_seeds_and_registe
 def test_stop_saves_and_resume_continues_the_same_trajectory_without_touching_the_servers_memory(make_ctx):
     ctx = _studio(make_ctx)
     dataset = seed_dataset(ctx, n=4)
-    config = {**FAST, "max_steps": 150, "checkpoint_every": 1000, "audition_prompts": 0, "lr_scheduler": "cosine",
+    config = {**FAST, "max_steps": 50, "checkpoint_every": 1000, "audition_prompts": 0, "lr_scheduler": "cosine",
               "warmup_steps": 5}
     rss = psutil.Process().memory_info().rss
     run = ctx.training.create(CreateRunRequest(dataset_id=dataset, config=config, auto_register=False))
@@ -105,13 +105,13 @@ def test_stop_saves_and_resume_continues_the_same_trajectory_without_touching_th
     assert queued.status == "queued"  # one run at a time
     assert ctx.training.stop(queued.id).status == "stopped"  # at once: it never started
     deadline = time.monotonic() + 60
-    while ctx.training.get(run.id).step < 20 and time.monotonic() < deadline:
+    while ctx.training.get(run.id).step < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "Training tones" in (ctx.queue.view().training or "")
     asked = time.monotonic()
     stopped = ctx.training.stop(run.id)
     assert time.monotonic() - asked < 5
-    assert stopped.status == "stopped" and 20 <= stopped.step < 150
+    assert stopped.status == "stopped" and 10 <= stopped.step < 50
     assert [c.step for c in stopped.checkpoints] == [0, stopped.step] and stopped.checkpoints[1].resumable
     assert ctx.queue.view().training is None
     resumed = ctx.training.resume(run.id)
@@ -119,7 +119,7 @@ def test_stop_saves_and_resume_continues_the_same_trajectory_without_touching_th
     done = wait_status(ctx, run.id, ("succeeded", "failed", "interrupted"))
     assert done.status == "succeeded", done.error
     steps = [p.step for p in done.loss_curve]
-    assert steps == list(range(1, 151))
+    assert steps == list(range(1, 51))
 
     straight = ctx.training.create(CreateRunRequest(dataset_id=dataset, config=config, name="straight",
                                                     auto_register=False))
@@ -135,7 +135,7 @@ def test_stop_saves_and_resume_continues_the_same_trajectory_without_touching_th
 def test_a_killed_trainer_is_interrupted_and_a_restarted_studio_resumes_it(make_ctx, tmp_path):
     ctx = _studio(make_ctx, data_dir=tmp_path / "data")
     dataset = seed_dataset(ctx, n=4)
-    config = {**FAST, "max_steps": 200, "checkpoint_every": 40, "audition_prompts": 0}
+    config = {**FAST, "max_steps": 60, "checkpoint_every": 15, "audition_prompts": 0}
     run = ctx.training.create(CreateRunRequest(dataset_id=dataset, config=config, auto_register=False))
     folder = ctx.settings.data_dir / "training" / "runs" / str(run.id)
     deadline = time.monotonic() + 60
@@ -158,10 +158,10 @@ def test_a_killed_trainer_is_interrupted_and_a_restarted_studio_resumes_it(make_
     assert again.training.resume_interrupted() == [run.id]
     done = wait_status(again, run.id, ("succeeded", "failed", "interrupted"))
     assert done.status == "succeeded", done.error
-    assert [p.step for p in done.loss_curve] == list(range(1, 201))
+    assert [p.step for p in done.loss_curve] == list(range(1, 61))
     assert f"resume from {last}" in (folder / "train.log").read_text()
     checkpoints = layout.checkpoint_steps(folder)
-    assert checkpoints == sorted(set(checkpoints)) and checkpoints[-1] == 200
+    assert checkpoints == sorted(set(checkpoints)) and checkpoints[-1] == 60
 
 
 def test_closing_the_studio_stops_the_run_and_the_next_start_resumes_it(make_ctx, tmp_path):
