@@ -179,3 +179,69 @@ def test_closing_the_studio_stops_the_run_and_the_next_start_resumes_it(make_ctx
     assert closed.training.resume_interrupted() == [run.id]
     assert closed.training.get(run.id).status == "running"
     assert closed.training.stop(run.id).status == "stopped"
+
+
+def test_a_dpo_run_learns_from_a_closed_ab_tests_votes_starting_from_the_winner(make_ctx, tiny_folder):
+    import numpy as np
+    from datetime import datetime, timezone
+
+    from safetensors.numpy import save_file
+
+    from studio.db.models import ABPair, ABTest, ABVote, Job
+    from studio.services.adapters import RegisterAdapterRequest
+    from tests.adapters_factory import make_lora
+
+    ctx = _studio(make_ctx)
+    make_lora(tiny_folder, ctx.settings.data_dir / "imports" / "winner", base_name="studio-tiny")
+    winner = ctx.adapters.register(RegisterAdapterRequest(source="folder", path="winner"))
+    rng = np.random.default_rng(0)
+    outputs = ctx.settings.data_dir / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    # pairs 0-3: B preferred by most listeners; 4: A; 5: a tie (skipped); 6: only "no preference" (skipped)
+    votes = [("b", "b", "a"), ("b", "b"), ("b",), ("b", "none"), ("a", "a"), ("a", "b"), ("none",)]
+    with session_scope(ctx.engine) as s:
+        test = ABTest(name="warmth", model_id="studio-tiny", side_a={"adapter_id": None},
+                      side_b={"adapter_id": winner.id}, prompts=["calm bass", "fast synth"], seeds_per_prompt=4,
+                      duration_s=1, secret="s", status="ready", closed_at=datetime.now(timezone.utc))
+        s.add(test)
+        s.commit()
+        codes_of = {}
+        for i, choices in enumerate(votes):
+            jobs = []
+            for side in "ab":
+                path = outputs / f"p{i}{side}.codes.safetensors"
+                save_file({"codes": rng.integers(0, 2048, (4, 50)).astype(np.int64)}, str(path))
+                job = Job(prompt=test.prompts[i % 2], model_id="studio-tiny", settings={}, seed=i, duration_s=1,
+                          sample_rate=32000, status="succeeded", abtest_id=test.id,
+                          codes_file=path.relative_to(ctx.settings.data_dir).as_posix())
+                s.add(job)
+                s.commit()
+                jobs.append(job.id)
+                codes_of[i, side] = str(path)
+            pair = ABPair(abtest_id=test.id, position=i, prompt=test.prompts[i % 2], seed=i, job_a_id=jobs[0],
+                          job_b_id=jobs[1])
+            s.add(pair)
+            s.commit()
+            s.add_all([ABVote(abtest_id=test.id, pair_id=pair.id, listener=f"l{k}", choice=c)
+                       for k, c in enumerate(choices)])
+            s.commit()
+        test_id = test.id
+    run = ctx.training.create(CreateRunRequest(method="dpo", abtest_id=test_id, config={
+        **FAST, "max_steps": 4, "checkpoint_every": 4, "dpo_beta": 0.5}))
+    assert run.start_adapter_id == winner.id and run.name == "warmth" and run.audition_prompts == ["calm bass"]
+    spec = layout.RunSpec.model_validate_json(
+        (ctx.settings.data_dir / "training" / "runs" / str(run.id) / "spec.json").read_text())
+    assert [(p.chosen, p.rejected) for p in spec.pairs] == [
+        (codes_of[i, w], codes_of[i, "a" if w == "b" else "b"]) for i, w in enumerate("bbbba")]
+    assert spec.start_adapter == str(ctx.adapters.for_generation(winner.id, ctx.registry.get("studio-tiny"),
+                                                                 None).folder)
+    done = wait_status(ctx, run.id, ("succeeded", "failed", "interrupted"))
+    assert done.status == "succeeded" and done.adapter_id is not None, (done.error, done.log_tail)
+    assert all(p.accuracy is not None for p in done.loss_curve)
+    adapter = ctx.adapters.get(done.adapter_id)
+    assert adapter.training_config["method"] == "dpo" and adapter.training_config["dpo_beta"] == 0.5
+    assert adapter.training_config["start_adapter_id"] == winner.id and "warmth" in adapter.training_dataset
+    assert "final_accuracy" in adapter.training_metrics
+    step0 = wait_auditions(ctx, run.id).checkpoints[0].auditions[0]
+    with session_scope(ctx.engine) as s:  # the starting point is the winner, auditioned as such
+        assert s.get(Job, step0.job_id).adapter_id == winner.id
