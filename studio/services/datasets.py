@@ -372,7 +372,7 @@ class _Prepared:
 @dataclass
 class _Plan:
     sample_rate: int
-    channels: int = Field(1, description="the clips' channels (the model's)")
+    channels: int
     max_clip_s: float
     overlap_s: float
     min_clip_s: float

@@ -9,21 +9,15 @@ import pytest
 
 from studio.db.engine import session_scope
 from studio.db.models import ABPair, ABTest, ABVote, TrainingRun
-from tests.training_support import seed_dataset, use_seeded_datasets
+from tests.training_support import seed_dataset
 
 
 @pytest.fixture(scope="module")
 def studio(shared_client):
     ctx = shared_client.ctx
-    use_seeded_datasets(ctx)
-    ids = {"dataset": seed_dataset(ctx, n=2, name="tones"), "empty": seed_dataset(ctx, n=1, name="none-left")}
-    with session_scope(ctx.engine) as s:  # the only clip of "none-left" excluded
-        from sqlmodel import select
-
-        from studio.db.models import DatasetClip
-        clip = s.exec(select(DatasetClip).where(DatasetClip.dataset_id == ids["empty"])).one()
-        clip.excluded = True
-        s.add(clip)
+    ids = {"dataset": seed_dataset(ctx, n=2, name="tones"),
+           "empty": seed_dataset(ctx, n=2, name="none-left", exclude_all=True)}
+    with session_scope(ctx.engine) as s:
         open_test = ABTest(name="open", model_id="studio-tiny", prompts=["x"], seeds_per_prompt=1, duration_s=1,
                            secret="s", status="ready")
         tied = ABTest(name="tied", model_id="studio-tiny", prompts=["x"], seeds_per_prompt=1, duration_s=1,

@@ -20,14 +20,13 @@ from studio.services.jobs import JobQuery
 from studio.services.training import CreateRunRequest, RegisterCheckpointRequest
 from studio.training import layout
 from studio.training.config import TrainingConfig
-from tests.training_support import FAST, seed_dataset, use_seeded_datasets, wait_auditions, wait_status
+from tests.training_support import FAST, seed_dataset, wait_auditions, wait_status
 
 
 def _studio(make_ctx, load: bool = True, **overrides):
     ctx = make_ctx(**overrides)
     if load:
         assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-    use_seeded_datasets(ctx)
     return ctx
 
 
@@ -53,7 +52,8 @@ def test_a_run_trains_auditions_every_checkpoint_with_the_same_seeds_and_registe
     adapter = ctx.adapters.get(info.adapter_id)
     assert adapter.label == "tones v1" and adapter.base_model == "studio-tiny" and adapter.description == "d"
     assert adapter.training_run_id == str(info.id) and adapter.trained_at is not None
-    assert adapter.training_dataset.startswith("tones v3 (sha256:")
+    data = ctx.datasets.get(dataset)
+    assert adapter.training_dataset == f"tones v{data.version} (sha256:{data.content_hash[:16]}…)"
     config = adapter.training_config
     assert set(TrainingConfig.model_fields) <= set(config) and config["method"] == "sft"
     assert config["max_steps"] == 6 and config["r"] == 4
