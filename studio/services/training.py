@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import queue as stdqueue
+import shutil
 import signal
 import subprocess
 import sys
@@ -361,8 +362,6 @@ class TrainingService:
             layout.write_json_atomic(run_folder / layout.SPEC_FILE, run_spec)
             (run_folder / "description.txt").write_text(req.description, encoding="utf-8")
         except BaseException:  # all or nothing: no record without its folder
-            import shutil
-
             shutil.rmtree(run_folder, ignore_errors=True)
             with session_scope(self.engine) as session:
                 row = get_run(session, run_id)
