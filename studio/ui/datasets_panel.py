@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio.context import Context
 import pandas as pd
 import soundfile as sf
 from pydantic import ValidationError
@@ -313,6 +314,11 @@ def wire_datasets_panel(ctx: AppContext, panel: DatasetsPanel, tab_item: gr.Tab 
     panel.refresh_btn.click(show, panel.dataset, view_outputs, **private)
     panel.revert_btn.click(lambda d: [*show(d), plain_status()], panel.dataset, [*view_outputs, panel.edit_status],
                            **private)
+    # The datasets as they are when the page opens (the page may open on the Training tab, from a run's link),
+    # and again whenever the tab is chosen (datasets made by scripts meanwhile).
+    page = Context.root_block
+    if page is not None:
+        page.load(show, panel.dataset, view_outputs, **private)
     if tab_item is not None:
         tab_item.select(show, panel.dataset, view_outputs, **private)
 

@@ -22,4 +22,4 @@ def build_training_tab(ctx: AppContext) -> TrainingTab:
 
 
 def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> None:
-    wire_datasets_panel(ctx, tab.datasets, tab_item)  # opening the tab shows the datasets as they are now
+    wire_datasets_panel(ctx, tab.datasets)
