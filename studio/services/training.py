@@ -341,7 +341,8 @@ class TrainingService:
         run = TrainingRun(
             name=name, method=req.method, model_id=spec.id, base_model_revision=spec.source.revision,
             base_weights_hash=weights_hash, dataset_id=req.dataset_id,
-            dataset_version=summary.version if summary else None, dataset_hash=summary.content_hash if summary else None,
+            dataset_version=summary.version if summary else None,
+            dataset_hash=summary.content_hash if summary else None,
             abtest_id=req.abtest_id, start_adapter_id=start_id, config=config.model_dump(),
             audition_prompts=prompts, audition_seeds=seeds, status="queued", total_steps=total_steps(config, examples),
             folder="", auto_register=req.auto_register, created_by=user)
