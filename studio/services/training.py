@@ -57,6 +57,7 @@ DB_EVERY_S = 2.0  # step and loss written to the database at most this often (ev
 STOP_GRACE_S = 30.0  # a stop waits this long for the checkpoint and the end before the process is killed
 KILL_WAIT_S = 5.0
 MAX_CURVE_POINTS = 2000  # loss curve points sent with a run (downsampled evenly beyond)
+MAX_CACHED_CURVES = 8  # runs whose loss curve is kept in memory between reads (pages poll the runs they show)
 METRICS_POINTS = 200  # loss curve points kept in a registered adapter's training_metrics
 LOG_TAIL_BYTES = 4000
 OVER = ("succeeded", "stopped", "failed", "interrupted")
@@ -226,15 +227,37 @@ def downsample(points: list, most: int) -> list:
     return [points[round(i * stride)] for i in range(most)]
 
 
+class _CurveCache:
+    """A run's loss curve read from events.jsonl incrementally (a page polls it every second or two; a long run's
+    file holds hundreds of thousands of lines): new lines only, the whole file again when it was rewritten."""
+
+    def __init__(self):
+        self.ident: tuple[int, int] | None = None
+        self.offset = 0
+        self.points: dict[int, LossPoint] = {}
+
+    def read(self, path: Path) -> list[LossPoint]:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self.ident, self.offset, self.points = None, 0, {}
+            return []
+        if (stat.st_ino, stat.st_dev) != self.ident or stat.st_size < self.offset:
+            self.ident, self.offset, self.points = (stat.st_ino, stat.st_dev), 0, {}
+        events, self.offset = layout.read_events(path, self.offset)
+        for e in events:
+            if e.kind == "step" and math.isfinite(e.loss):
+                self.points[e.step] = LossPoint(step=e.step, loss=e.loss, lr=e.lr, accuracy=e.accuracy)
+            elif e.kind == "resumed":  # steps after it are trained again (the trainer cut the file back too)
+                self.points = {k: v for k, v in self.points.items() if k <= e.step}
+        return [self.points[k] for k in sorted(self.points)]
+
+
 def loss_curve(folder: Path, up_to: int | None = None) -> list[LossPoint]:
     """The run's steps as events.jsonl holds them now (a resumed run's file is cut back to its checkpoint by the
     trainer, so the curve is one trajectory); the last event of a step wins."""
-    events, _ = layout.read_events(Path(folder) / layout.EVENTS_FILE)
-    points: dict[int, LossPoint] = {}
-    for e in events:
-        if e.kind == "step" and (up_to is None or e.step <= up_to) and math.isfinite(e.loss):
-            points[e.step] = LossPoint(step=e.step, loss=e.loss, lr=e.lr, accuracy=e.accuracy)
-    return [points[s] for s in sorted(points)]
+    curve = _CurveCache().read(Path(folder) / layout.EVENTS_FILE)
+    return [p for p in curve if up_to is None or p.step <= up_to]
 
 
 def log_tail(folder: Path) -> str | None:
@@ -282,6 +305,8 @@ class TrainingService:
         self._followers: dict[int, list[stdqueue.SimpleQueue]] = {}
         self._pending: set[int] = set()  # runs whose auditions may be missing (waiting for their model, or full)
         self._closed = False
+        self._curve_lock = threading.Lock()
+        self._curves: dict[int, _CurveCache] = {}  # loss curves read so far (runs shown since the start)
         queue.training_line = self.training_line  # the queue view says what trains beside it
         # an audition waiting for its model is queued once that model is loaded (never a switch of its own)
         manager.on_model_loaded(lambda: threading.Thread(target=self._flush_auditions, name="auditions",
@@ -469,7 +494,7 @@ class TrainingService:
                 **fields, config=run.config, dataset_hash=run.dataset_hash, start_adapter_id=run.start_adapter_id,
                 base_model_revision=run.base_model_revision, error=run.error, error_code=run.error_code,
                 device_policy=DEVICE_POLICY, audition_prompts=run.audition_prompts, audition_seeds=run.audition_seeds,
-                checkpoints=checkpoints, loss_curve=downsample(loss_curve(folder), MAX_CURVE_POINTS),
+                checkpoints=checkpoints, loss_curve=downsample(self._curve(run_id, folder), MAX_CURVE_POINTS),
                 log_tail=log_tail(folder) if run.status in ("failed", "interrupted") else None)
 
     # ---- following -------------------------------------------------------------------------------------------
@@ -513,6 +538,14 @@ class TrainingService:
             followers = list(self._followers.get(event.run_id, []))
         for f in followers:
             f.put(event)
+
+    def _curve(self, run_id: int, folder: Path) -> list[LossPoint]:
+        with self._curve_lock:
+            cache = self._curves.pop(run_id, None) or _CurveCache()
+            self._curves[run_id] = cache  # the most recently shown last: the oldest go first
+            while len(self._curves) > MAX_CACHED_CURVES:
+                self._curves.pop(next(iter(self._curves)))
+            return cache.read(folder / layout.EVENTS_FILE)
 
     def _live_of(self, run_id: int) -> _Live | None:
         with self._lock:
