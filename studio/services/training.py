@@ -288,6 +288,8 @@ class _Live:
     eta_s: float | None = None
     stop_requested: bool = False
     closing: bool = False
+    start_ident: tuple[int, int] | None = None  # events.jsonl as it was before the start: not read again
+    start_offset: int = 0
     thread: threading.Thread | None = None
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
@@ -597,6 +599,12 @@ class TrainingService:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        try:
+            before = (folder / layout.EVENTS_FILE).stat()
+            start_ident, start_offset = (before.st_ino, before.st_dev), before.st_size
+        except FileNotFoundError:
+            start_ident, start_offset = None, 0
+        started = time.time()  # every event of this start is stamped later (same clock, the child's)
         with open(folder / layout.LOG_FILE, "ab") as logf:
             logf.write(f"---- start {time.strftime('%Y-%m-%d %H:%M:%S')} (resume from {resume_from})\n".encode())
             logf.flush()
@@ -606,8 +614,9 @@ class TrainingService:
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         (folder / PID_FILE).write_text(str(proc.pid), encoding="utf-8")
-        live = _Live(run_id=run_id, name=name, proc=proc, folder=folder, started=time.time(), threads=threads,
-                     device=spec.device, step=resume_from or 0, total=total)
+        live = _Live(run_id=run_id, name=name, proc=proc, folder=folder, started=started, threads=threads,
+                     device=spec.device, step=resume_from or 0, total=total, start_ident=start_ident,
+                     start_offset=start_offset)
         self._set(run_id, status="running", error=None, error_code=None, finished_at=None,
                   **({"started_at": utcnow()} if first_start else {}))
         with self._lock:
@@ -630,48 +639,60 @@ class TrainingService:
             save_run(session, run)
 
     def _supervise(self, live: _Live) -> None:
-        """Tail events.jsonl until the process ends; record and publish what it says. A trainer that resumes
-        rewrites the file (kept up to its checkpoint): a new file is read from its start, and events older than
-        this start are not recorded again."""
+        """Tail events.jsonl until the process ends; record and publish what it says. Whatever goes wrong here
+        (a database write refused), the run is finished, never left 'running' without a supervisor."""
+        done = None
+        try:
+            done = self._tail(live)
+        except Exception:  # noqa: BLE001 - the process is ended; the run is recorded as interrupted (resumable)
+            log.exception("training run %s: its supervisor failed", live.run_id)
+            self._kill(live.proc)
+        try:
+            live.proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:  # said it is done but does not end: ended here
+            self._kill(live.proc)
+        try:
+            self._finish(live, done)
+        except Exception:  # noqa: BLE001 - said in the log; the next start finds it 'running' and resumes it
+            log.exception("training run %s: could not record its end", live.run_id)
+            with self._lock:
+                self._live.pop(live.run_id, None)
+
+    def _tail(self, live: _Live) -> layout.DoneEvent | None:
+        """Events of this start only: the file as it was before the process started is skipped; a trainer that
+        resumes replaces the file (kept up to its checkpoint), which is then read from its start, and the events
+        it kept (older than this start) are not recorded again."""
         path = live.folder / layout.EVENTS_FILE
-        offset, ident, done, last_db = 0, None, None, 0.0
+        ident, offset = live.start_ident, live.start_offset
+        done, last_db = None, 0.0
         while done is None:
             exited = live.proc.poll() is not None
-            try:
-                stat = path.stat()
-                now_ident = (stat.st_ino, stat.st_dev)
-                if now_ident != ident or stat.st_size < offset:
-                    ident, offset = now_ident, 0
-            except FileNotFoundError:
-                pass
-            events, offset = layout.read_events(path, offset)
-            for event in events:
-                if event.time < live.started - 1.0:
-                    continue
+            for _ in range(2 if exited else 1):  # once more after the end: what it wrote as it ended
                 try:
-                    done = self._handle(live, event) or done
-                except Exception:  # noqa: BLE001 - one event not recorded; the run goes on
-                    log.exception("training run %s: could not record %s", live.run_id, event.kind)
-            if done is None and time.monotonic() - last_db >= DB_EVERY_S:
+                    stat = path.stat()
+                    if (stat.st_ino, stat.st_dev) != ident or stat.st_size < offset:
+                        ident, offset = (stat.st_ino, stat.st_dev), 0
+                except FileNotFoundError:
+                    pass
+                events, offset = layout.read_events(path, offset)
+                for event in events:
+                    if event.time < live.started:
+                        continue
+                    try:
+                        done = self._handle(live, event) or done
+                    except Exception:  # noqa: BLE001 - one event not recorded; the run goes on
+                        log.exception("training run %s: could not record %s", live.run_id, event.kind)
+            if exited or done is not None:
+                return done
+            if time.monotonic() - last_db >= DB_EVERY_S:
                 last_db = time.monotonic()
                 self._set(live.run_id, step=live.step, loss=live.loss, total_steps=live.total)
                 with self._lock:
                     pending = live.run_id in self._pending
                 if pending:
                     self._flush_auditions(live.run_id)
-            if exited and done is None:
-                events, offset = layout.read_events(path, offset)  # what it wrote as it ended
-                for event in events:
-                    if event.time >= live.started - 1.0:
-                        done = self._handle(live, event) or done
-                break
-            if done is None:
-                live.done.wait(POLL_S)
-        try:
-            live.proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:  # said it is done but does not end: ended here
-            self._kill(live.proc)
-        self._finish(live, done)
+            live.done.wait(POLL_S)
+        return done
 
     def _handle(self, live: _Live, event) -> layout.DoneEvent | None:
         run_id = live.run_id
