@@ -96,7 +96,7 @@ def build_training_router(ctx: AppContext) -> APIRouter:
                      **NOT_FOUND, 404: "run_not_found, checkpoint_not_found",
                      400: "invalid_name",
                      409: "no_checkpoint, checkpoint_registered (registered already: adapter_id)",
-                     422: "invalid_body"}))
+                     422: "invalid_body: a field of the wrong type (`errors` names it)"}))
     def register_checkpoint(run_id: RecordId, body: RegisterCheckpointRequest, request: Request) -> AdapterInfo:
         """Register a checkpoint (default: the last) as the next version of the run's adapter name, with its
         provenance: dataset name, version and hash (or the A/B test), the full configuration, the base model's
