@@ -42,6 +42,7 @@ from studio.db.training import (add_run, audition_jobs, checkpoints_of, get_chec
 from studio.errors import Conflict, InvalidValues, NotFound, QueueFull, StudioError
 from studio.gen_settings import MAX_SEED
 from studio.runtime.fingerprint import weights_fingerprint
+from studio.runtime.memory import cuda_available
 from studio.services.adapters import Provenance, _clean_name, training_run_url
 from studio.services.generation import GenerateRequest, checkpoint_ref
 from studio.training import layout
@@ -325,6 +326,9 @@ class TrainingService:
             config = TrainingConfig.model_validate(req.config or {})
         except ValidationError as exc:
             raise _config_errors(exc) from None
+        if config.device == "cuda" and not cuda_available():
+            raise _refuse("config.device", "This machine has no CUDA GPU: train on the CPU (device auto or cpu).",
+                          "invalid_config")
         if req.method == "sft":
             if req.abtest_id is not None:
                 raise _refuse("abtest_id", "A supervised (sft) run trains on a dataset, not on an A/B test's "
