@@ -23,6 +23,7 @@ from studio.archives import ArchiveRules, copy_stream, extract, import_folder, i
 from studio.db.adapters import (add_adapter, find_identical, get_adapter, job_count, list_adapters, name_in_use,
                                 next_version, rename_all, save_adapter, versions_of)
 from studio.db.engine import session_scope
+from studio.db.training import existing_runs
 from studio.db.models import Adapter, UTCTimestamp, utcnow, version_label
 from studio.errors import Conflict, Incompatible, InvalidRequest, NotFound, TooLarge
 from studio.registry import ModelSpec, Registry
@@ -185,14 +186,15 @@ class TimelineEntry(BaseModel):
     loss: list[float] | None
     status: Literal["active", "inactive", "deleted"]
     training_run_id: str | None
-    training_run_url: str | None = Field(description="null: the studio has no training-run pages yet")
+    training_run_url: str | None = Field(description="the training run's page (null: not trained by this studio)")
 
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """What generation needs to apply an adapter."""
+    """What generation needs to apply an adapter: a registered version (id), or a training run's checkpoint folder
+    auditioned before any registration (id None)."""
 
-    id: int
+    id: int | None
     key: str  # PEFT adapter name inside the loaded model
     folder: Path
     label: str
@@ -200,6 +202,22 @@ class AdapterRef:
 
 def adapter_key(adapter_id: int) -> str:
     return f"adapter_{adapter_id}"
+
+
+def checkpoint_key(run_id: int, step: int) -> str:
+    """The PEFT adapter name of a training run's checkpoint auditioned before registration."""
+    return f"run_{run_id}_step_{step}"
+
+
+def training_run_url(run_id: int) -> str:
+    """A training run's page: the studio's page opens the Training tab on it (the page is always there: no 404)."""
+    return f"/?run={run_id}"
+
+
+def _run_id(a: Adapter) -> int | None:
+    """The studio's own run id of an adapter trained here (provenance from elsewhere may say anything)."""
+    text = a.training_run_id or ""
+    return int(text) if re.fullmatch(r"[0-9]{1,18}", text) else None
 
 
 def _is_number(value) -> bool:
@@ -316,6 +334,7 @@ class AdapterService:
     def timeline(self, name: str) -> list[TimelineEntry]:
         with session_scope(self.engine) as session:
             rows = list_adapters(session, include_deleted=True, name=name)
+            runs = existing_runs(session, [r for r in map(_run_id, rows) if r is not None])
         if not rows:
             raise NotFound(f"There is no adapter named {name!r}.", code="adapter_not_found", name=name)
         entries = []
@@ -325,11 +344,13 @@ class AdapterService:
             loss_list = [float(x) for x in loss if _is_number(x)] if isinstance(loss, list) else None
             final = metrics.get("final_loss", loss_list[-1] if loss_list else loss)
             status = "deleted" if a.deleted_at else ("active" if a.active else "inactive")
+            run_id = _run_id(a)
             entries.append(TimelineEntry(
                 id=a.id, version=a.version, trained_at=a.trained_at, created_at=a.created_at,
                 final_loss=float(final) if _is_number(final) else None, loss=loss_list, status=status,
                 training_run_id=a.training_run_id,
-                training_run_url=None))  # no training-run pages exist yet: no link that answers 404
+                # a link only to a run of this studio (an imported adapter's run id names someone else's run)
+                training_run_url=training_run_url(run_id) if run_id is not None and run_id in runs else None))
         return entries
 
     # ---- generation ----------------------------------------------------------------------------------------
@@ -505,6 +526,34 @@ class AdapterService:
                 raise
             spec, weights_hash = self.manager.identity()
             return self._info(record, spec, weights_hash)
+
+    def register_checkpoint(self, folder: Path, *, name: str, description: str, base_model: str,
+                            provenance: Provenance) -> AdapterInfo:
+        """A training run's checkpoint folder (inside the data directory, written by the studio's own training: not
+        an import root) becomes the next version of `name`, with its provenance, all or nothing. Internal: the
+        training service calls it, never a request's path."""
+        spec = self.registry.get(base_model)
+        with self.incoming() as tmp:
+            files = inspect_adapter(folder)
+            self._check_structure(files, spec)
+            stage = tmp / "store"
+            stage.mkdir()
+            for kept in (CONFIG_FILE, WEIGHTS_FILE):
+                _copy_capped(folder / kept, stage / kept)
+            # the record travels with the files: an export of this folder re-imports with its provenance
+            (stage / PROVENANCE_FILE).write_text(provenance.model_dump_json(indent=2), encoding="utf-8")
+            dest_rel = Path("adapters") / uuid.uuid4().hex
+            record = Adapter(
+                name=_clean_name(name), version=0, description=description, base_model=spec.id,
+                base_model_revision=provenance.base_model_revision, base_weights_hash=provenance.base_weights_hash,
+                path=dest_rel.as_posix(), source=f"training:run {provenance.training_run_id}",
+                lora_config=files.config, size_bytes=sum(p.stat().st_size for p in stage.iterdir()),
+                content_hash=content_hash(stage / WEIGHTS_FILE, files.config, spec.id),
+                training_dataset=provenance.training_dataset, training_config=provenance.training_config,
+                training_metrics=provenance.training_metrics, training_run_id=provenance.training_run_id,
+                trained_at=provenance.trained_at)
+            # two checkpoints of a run may hold the same weights (a stop right after a checkpoint): both register
+            return self._store(record, stage, self.data_dir / dest_rel, explicit_version=None, allow_duplicate=True)
 
     def _fetch(self, req: RegisterAdapterRequest, tmp: Path, upload: Path | None, upload_name: str | None,
                progress: ProgressFn) -> tuple[Path, str, str]:
