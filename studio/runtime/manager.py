@@ -62,8 +62,8 @@ class ModelManager:
         self._loads = 0  # models loaded by switches so far (a no-op switch loads none)
 
     def on_model_loaded(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (in the switch's thread, the studio free again) after each switch that loaded a model;
-        never after a no-op switch to the model already loaded."""
+        """Call `listener` (in the switch's thread, the studio free again, before the switch's final event) after
+        each switch that loaded a model; never after a no-op switch to the model already loaded. Keep it short."""
         self._loaded_listeners.append(listener)
 
     # ---- state -------------------------------------------------------------------------------------------
@@ -202,13 +202,13 @@ class ModelManager:
                 if final.stage == "error" and self._model is None:
                     self._note = final.message
             self._release()  # before the final event: a client told 'ready' can generate at once
-            events.put(final)
-            if loaded_now:
+            if loaded_now:  # before the final event too: a client told 'ready' sees what the listeners did
                 for listener in self._loaded_listeners:
                     try:
                         listener()
                     except Exception:  # noqa: BLE001 - a listener's failure must not break switching
                         log.exception("model-loaded listener failed")
+            events.put(final)
 
         threading.Thread(target=run, name=f"switch-{spec.id}", daemon=True).start()
         return _drain(events)

@@ -10,11 +10,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from studio.runtime.hf_logging import quiet_musicgen_token_layout
 
 TINY_SEED = 1234
+CODES_FITTED = 64  # codec entries fitted to sounds per codebook (see _fit_codebooks)
+HEAD_SCALE = 10.0
 _WORDS = ["rock", "jazz", "piano", "drums", "lofi", "beat", "calm", "guitar", "bass", "synth", "ambient", "happy",
           "sad", "fast", "slow", "electronic", "classical", "hip", "hop", "pop", "epic", "orchestral", "chill", "dance"]
 
@@ -59,9 +62,51 @@ def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SE
         for name, buf in model.audio_encoder.named_buffers():
             if name.endswith("codebook.embed"):
                 buf.copy_(torch.randn_like(buf))
+        _fit_codebooks(model.audio_encoder)
+        # Random heads (std 0.02 on a few features) give logits within about +-0.5: no LoRA update could make any
+        # code likely, so a training run's loss could hardly move. Scaled up, the decoder can learn a distribution.
+        with torch.no_grad():
+            for head in model.decoder.lm_heads:
+                head.weight.mul_(HEAD_SCALE)
     processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
                                   tokenizer=_tokenizer())
     return save_built(model, processor, folder)
+
+
+def _calibration_audio(sample_rate: int = 32000) -> list[np.ndarray]:
+    """Generic sounds (tones across the range, pulses, noise, sweeps; 0.5 s each), fixed, to fit the codec to."""
+    rng = np.random.default_rng(TINY_SEED)
+    t = np.arange(sample_rate // 2) / sample_rate
+    pitches = np.geomspace(40.0, 4000.0, 24)
+    sounds = [0.4 * np.sin(2 * np.pi * f * t) for f in pitches]
+    sounds += [0.4 * np.sin(2 * np.pi * f * t) * (np.sin(2 * np.pi * 4 * t) > 0) for f in pitches[::3]]
+    sounds += [level * rng.standard_normal(t.size) for level in (0.02, 0.1, 0.3, 0.6)]
+    sounds += [0.4 * np.sin(2 * np.pi * np.cumsum(np.geomspace(a, b, t.size)) / sample_rate)
+               for a, b in ((50, 2000), (2000, 50), (200, 800), (800, 3000))]
+    return [s.astype(np.float32) for s in sounds]
+
+
+def _fit_codebooks(codec, used: int = CODES_FITTED) -> None:
+    """Fit the first `used` entries of each residual codebook to the encoder's frames of generic sounds (a few
+    rounds of k-means), leaving the other entries where they are (far away: never chosen when encoding).
+
+    Random codebooks (std 1) lie far from a random encoder's frames (which vary by ~0.002), so every sound would
+    quantise to the same code of each codebook: a dataset's codes would not tell a bass from a synth, and training
+    on studio-tiny would learn nothing. Fitted, the codes follow the audio."""
+    g = torch.Generator().manual_seed(TINY_SEED)
+    with torch.no_grad():
+        # one batch: the sounds have the same length
+        frames = codec.encoder(torch.from_numpy(np.stack(_calibration_audio()))[:, None])  # (sounds, dim, frames)
+        residual = frames.transpose(1, 2).reshape(-1, frames.shape[1])
+        for layer in codec.quantizer.layers:
+            centres = residual[torch.randperm(len(residual), generator=g)[:used]].clone()
+            for _ in range(10):
+                nearest = torch.cdist(residual, centres).argmin(1)
+                sums = torch.zeros_like(centres).index_add_(0, nearest, residual)
+                counts = torch.bincount(nearest, minlength=used)[:, None]
+                centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
+            layer.codebook.embed[:used] = centres
+            residual = residual - layer.decode(layer.encode(residual.T[None]))[0].T
 
 
 def save_built(model, processor, folder: Path, prefix: str = ".tiny-") -> Path:
