@@ -65,10 +65,14 @@ def queue_rows(view: QueueView, model_name: Callable[[str], str], mine: Iterable
     return rows
 
 
-def queue_markdown(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = ()) -> str:
-    """The panel: a table of what runs and waits, then what the studio does next."""
+def queue_markdown(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = (),
+                   training: str | None = None) -> str:
+    """The panel: a table of what runs and waits, then what the studio does next, and the training run beside it
+    (training: TrainingService.training_line(), None when no run trains)."""
     rows = queue_rows(view, model_name, mine)
     nxt = f"**What the studio does next:** {md_escape(view.next)}"
+    if training:
+        nxt += f"  \n**Training beside it:** {md_escape(training)}"
     if not rows:
         return f"Nothing runs or waits.  \n{nxt}"
     head = ["#", "Job", "Prompt", "Model", "Who", "State", "Ready in"]
@@ -88,7 +92,7 @@ def model_namer(ctx: AppContext) -> Callable[[str], str]:
 
 
 def render_queue(ctx: AppContext, mine: Iterable[int] = ()) -> str:
-    return queue_markdown(ctx.queue.view(), model_namer(ctx), mine)
+    return queue_markdown(ctx.queue.view(), model_namer(ctx), mine, ctx.training.training_line())
 
 
 def build_queue_panel(ctx: AppContext) -> gr.Markdown:
