@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import Settings
+from studio.db.datasets import live_folders
 from studio.db.engine import make_engine, session_scope
 from studio.db.jobs import get_job
 from studio.db.recovery import close_interrupted_jobs
@@ -46,6 +47,7 @@ def leftovers(settings: Settings) -> list[Path]:
     """The temporary files and folders a studio killed mid-operation leaves behind in the data directory."""
     found = sorted(settings.tmp_dir.iterdir()) if settings.tmp_dir.is_dir() else []
     found += sorted(settings.adapters_dir.glob(".incoming-*"))  # an adapter registration in progress
+    found += sorted((settings.data_dir / "datasets").glob(".incoming-*"))  # a dataset being prepared
     found += sorted(settings.models_dir.glob(".tiny-*"))  # studio-tiny being built (studio/runtime/tiny.py)
     found += sorted(settings.outputs_dir.rglob("*.part"))  # audio being written (services/audio_out.py)
     return found
@@ -132,6 +134,7 @@ def recover_interrupted_work(settings: Settings, engine) -> list[int]:
                     ", ".join(map(str, closed)))
     remove_leftovers(settings)
     finish_deletes(settings, engine)
+    remove_orphan_datasets(settings, engine)
     return closed
 
 
@@ -147,3 +150,25 @@ def finish_deletes(settings: Settings, engine) -> None:
             if gone and not remove_files(settings.data_dir, files)[1]:
                 continue  # tried again at the next start
         marker.unlink(missing_ok=True)
+
+
+def remove_orphan_datasets(settings: Settings, engine) -> list[Path]:
+    """Dataset folders no live record names: a dataset deleted (record first, then files) or created (files first,
+    then record) by a studio killed in between. Nothing else writes there at start-up."""
+    folder = settings.data_dir / "datasets"
+    if not folder.is_dir():
+        return []
+    with session_scope(engine) as session:
+        live = live_folders(session)
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or f"datasets/{entry.name}" in live or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            shutil.rmtree(entry)
+            removed.append(entry)
+        except OSError as exc:  # tried again at the next start
+            log.warning("could not remove the folder of a deleted dataset %s: %s", entry, exc)
+    if removed:
+        log.info("removed %d folder(s) of deleted or unfinished datasets", len(removed))
+    return removed

@@ -31,7 +31,7 @@ from studio.ui.app import build_ui
 from studio.ui.common import CSS, HEAD
 
 GRADIO_TMP_MAX_AGE_S = 24 * 3600  # uploads and cached outputs older than a day are gone by the next start
-MULTIPART_ROUTES = {("POST", "/api/adapters")}  # the only REST route that takes a form upload
+MULTIPART_ROUTES = {("POST", "/api/adapters"), ("POST", "/api/datasets")}  # the REST routes that take a form upload
 
 
 def gradio_temp_dir(ctx: AppContext) -> Path:

@@ -2,24 +2,20 @@
 version timeline."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from studio.api.errors import error_responses
 from studio.api.params import RecordId
+from studio.api.uploads import receive_upload
 from studio.context import AppContext
 from studio.errors import InvalidRequest, TooLarge
 from studio.services.adapters import (MAX_UPLOAD_BYTES, AdapterGroup, AdapterInfo, AdapterSummary, AdapterUpdate,
                                       RegisterAdapterRequest, TimelineEntry)
 
 FORM_FIELDS = ("name", "version", "description", "base_model", "allow_duplicate")
-MAX_FORM_FIELD_BYTES = 8 * 1024
-MAX_FORM_PARTS = 16
 ERRORS = error_responses({
     400: "not a usable LoRA adapter or source: not_peft_adapter, not_lora, pickled_weights, invalid_weights, "
          "shape_mismatch, unmapped_keys, invalid_archive, path_not_allowed, missing_path, missing_archive, "
@@ -85,7 +81,8 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 2**20:
             raise _too_large()
         with service.incoming() as tmp:  # inside the data dir: one copy, on the disk the adapter ends up on
-            fields, path, filename = await _receive_upload(request, tmp / "upload")
+            fields, path, filename = await receive_upload(request, tmp / "upload", FORM_FIELDS, MAX_UPLOAD_BYTES,
+                                                         _too_large)
             try:
                 req = RegisterAdapterRequest.model_validate({**_form_values(fields), "source": "upload"})
             except ValidationError as exc:
@@ -129,81 +126,6 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
 def _too_large() -> TooLarge:
     return TooLarge(f"The upload is over {MAX_UPLOAD_BYTES / 2**30:.0f} GB, the most the studio takes.",
                     code="upload_too_large", max_bytes=MAX_UPLOAD_BYTES)
-
-
-async def _receive_upload(request: Request, path: Path) -> tuple[dict[str, str], Path, str]:
-    """Stream a multipart body once: the part `archive` straight into `path` (bounded by MAX_UPLOAD_BYTES), the
-    known text fields into a dict (each bounded). Starlette's own form parsing would spool the file into the
-    shared temp dir first and copy it again."""
-    content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
-        raise InvalidRequest("Send the archive as multipart/form-data.", code="missing_archive")
-    fields: dict[str, str] = {}
-    state = {"headers": {}, "field": b"", "value": b"", "name": None, "filename": None, "buffer": bytearray(),
-             "parts": 0, "size": 0, "file": None}
-    problems: list[Exception] = []
-
-    def on_header_field(data, start, end):
-        state["field"] += data[start:end]
-
-    def on_header_value(data, start, end):
-        state["value"] += data[start:end]
-
-    def on_header_end():
-        state["headers"][state["field"].lower()] = state["value"]
-        state["field"], state["value"] = b"", b""
-
-    def on_headers_finished():
-        state["parts"] += 1
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        state["name"], state["buffer"] = name, bytearray()
-        if state["parts"] > MAX_FORM_PARTS:
-            raise InvalidRequest("The form has too many parts.", code="invalid_form")
-        if name == "archive":
-            if state["file"] is not None:
-                raise InvalidRequest("The form has several files in the field 'archive'.", code="invalid_form")
-            state["filename"] = Path(disposition.get(b"filename", b"archive").decode("utf-8", "replace")).name
-            state["file"] = path.open("wb")
-
-    def on_part_data(data, start, end):
-        if state["name"] == "archive":
-            state["size"] += end - start
-            if state["size"] > MAX_UPLOAD_BYTES:
-                raise _too_large()
-            state["file"].write(data[start:end])
-        elif state["name"] in FORM_FIELDS:
-            state["buffer"] += data[start:end]
-            if len(state["buffer"]) > MAX_FORM_FIELD_BYTES:
-                raise InvalidRequest(f"The form field {state['name']!r} is too long.", code="invalid_form")
-
-    def on_part_end():
-        if state["name"] in FORM_FIELDS:
-            value = bytes(state["buffer"]).decode("utf-8", "replace")
-            if value != "":
-                fields[state["name"]] = value
-        state["headers"], state["name"] = {}, None
-
-    parser = MultipartParser(boundary, {
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end})
-    try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
-    except Exception as exc:  # noqa: BLE001 - a broken multipart stream is the request's fault
-        problems.append(exc)
-    finally:
-        if state["file"] is not None:
-            state["file"].close()
-    if problems:
-        if isinstance(problems[0], (InvalidRequest, TooLarge, OSError)):  # OSError: the spool's disk, mapped by
-            raise problems[0]                                              # service.incoming() to 507 / 503
-        raise InvalidRequest(f"The form could not be read: {problems[0]}", code="invalid_form")
-    if state["file"] is None:
-        raise InvalidRequest("The form has no file in the field 'archive'.", code="missing_archive")
-    return fields, path, state["filename"] or "archive"
 
 
 def _form_values(fields: dict[str, str]) -> dict[str, object]:

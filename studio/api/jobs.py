@@ -154,7 +154,8 @@ def build_jobs_router(ctx: AppContext) -> APIRouter:
             q: Annotated[str | None, Query(max_length=1000, description=(
                 "text in the prompt (case-insensitive; % and _ are plain characters)"))] = None,
             source: Annotated[JobSource, Query(description=(
-                "person: people's own generations; evaluation: clips of evaluation runs; all: both"))] = "person",
+                "person: people's own generations; evaluation: clips of evaluation runs; training: audition clips of "
+                "training runs; all: every one of those"))] = "person",
             evaluation_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description=(
                 "clips of this evaluation run"))] = None,
             sort: Annotated[JobSort, Query(description=(

@@ -2,32 +2,28 @@
 loaded model, lifecycle (rename, activate, delete, restore), listings and version history."""
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import json
 import logging
-import lzma
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import uuid
-import zipfile
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.exc import IntegrityError
 
+from studio.archives import ArchiveRules, copy_stream, extract, import_folder, inside_roots
 from studio.db.adapters import (add_adapter, find_identical, get_adapter, job_count, list_adapters, name_in_use,
                                 next_version, rename_all, save_adapter, versions_of)
 from studio.db.engine import session_scope
+from studio.db.training import existing_runs
 from studio.db.models import Adapter, UTCTimestamp, utcnow, version_label
 from studio.errors import Conflict, Incompatible, InvalidRequest, NotFound, TooLarge
 from studio.registry import ModelSpec, Registry
@@ -38,7 +34,7 @@ from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import build_skeleton
 from studio.services.jobs import DELETED_ADAPTER
-from studio.storage import os_storage_error, storage_writes
+from studio.storage import storage_writes
 
 log = logging.getLogger(__name__)
 PROVENANCE_FILE = "training_provenance.json"  # written by the studio's training; optional for imports
@@ -190,14 +186,15 @@ class TimelineEntry(BaseModel):
     loss: list[float] | None
     status: Literal["active", "inactive", "deleted"]
     training_run_id: str | None
-    training_run_url: str | None = Field(description="null: the studio has no training-run pages yet")
+    training_run_url: str | None = Field(description="the training run's page (null: not trained by this studio)")
 
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """What generation needs to apply an adapter."""
+    """What generation needs to apply an adapter: a registered version (id), or a training run's checkpoint folder
+    auditioned before any registration (id None)."""
 
-    id: int
+    id: int | None
     key: str  # PEFT adapter name inside the loaded model
     folder: Path
     label: str
@@ -205,6 +202,22 @@ class AdapterRef:
 
 def adapter_key(adapter_id: int) -> str:
     return f"adapter_{adapter_id}"
+
+
+def checkpoint_key(run_id: int, step: int) -> str:
+    """The PEFT adapter name of a training run's checkpoint auditioned before registration."""
+    return f"run_{run_id}_step_{step}"
+
+
+def training_run_url(run_id: int) -> str:
+    """A training run's page: the studio's page opens the Training tab on it (the page is always there: no 404)."""
+    return f"/?run={run_id}"
+
+
+def _run_id(a: Adapter) -> int | None:
+    """The studio's own run id of an adapter trained here (provenance from elsewhere may say anything)."""
+    text = a.training_run_id or ""
+    return int(text) if re.fullmatch(r"[0-9]{1,18}", text) else None
 
 
 def _is_number(value) -> bool:
@@ -321,6 +334,7 @@ class AdapterService:
     def timeline(self, name: str) -> list[TimelineEntry]:
         with session_scope(self.engine) as session:
             rows = list_adapters(session, include_deleted=True, name=name)
+            runs = existing_runs(session, [r for r in map(_run_id, rows) if r is not None])
         if not rows:
             raise NotFound(f"There is no adapter named {name!r}.", code="adapter_not_found", name=name)
         entries = []
@@ -330,11 +344,13 @@ class AdapterService:
             loss_list = [float(x) for x in loss if _is_number(x)] if isinstance(loss, list) else None
             final = metrics.get("final_loss", loss_list[-1] if loss_list else loss)
             status = "deleted" if a.deleted_at else ("active" if a.active else "inactive")
+            run_id = _run_id(a)
             entries.append(TimelineEntry(
                 id=a.id, version=a.version, trained_at=a.trained_at, created_at=a.created_at,
                 final_loss=float(final) if _is_number(final) else None, loss=loss_list, status=status,
                 training_run_id=a.training_run_id,
-                training_run_url=None))  # no training-run pages exist yet: no link that answers 404
+                # a link only to a run of this studio (an imported adapter's run id names someone else's run)
+                training_run_url=training_run_url(run_id) if run_id is not None and run_id in runs else None))
         return entries
 
     # ---- generation ----------------------------------------------------------------------------------------
@@ -511,6 +527,34 @@ class AdapterService:
             spec, weights_hash = self.manager.identity()
             return self._info(record, spec, weights_hash)
 
+    def register_checkpoint(self, folder: Path, *, name: str, description: str, base_model: str,
+                            provenance: Provenance) -> AdapterInfo:
+        """A training run's checkpoint folder (inside the data directory, written by the studio's own training: not
+        an import root) becomes the next version of `name`, with its provenance, all or nothing. Internal: the
+        training service calls it, never a request's path."""
+        spec = self.registry.get(base_model)
+        with self.incoming() as tmp:
+            files = inspect_adapter(folder)
+            self._check_structure(files, spec)
+            stage = tmp / "store"
+            stage.mkdir()
+            for kept in (CONFIG_FILE, WEIGHTS_FILE):
+                _copy_capped(folder / kept, stage / kept)
+            # the record travels with the files: an export of this folder re-imports with its provenance
+            (stage / PROVENANCE_FILE).write_text(provenance.model_dump_json(indent=2), encoding="utf-8")
+            dest_rel = Path("adapters") / uuid.uuid4().hex
+            record = Adapter(
+                name=_clean_name(name), version=0, description=description, base_model=spec.id,
+                base_model_revision=provenance.base_model_revision, base_weights_hash=provenance.base_weights_hash,
+                path=dest_rel.as_posix(), source=f"training:run {provenance.training_run_id}",
+                lora_config=files.config, size_bytes=sum(p.stat().st_size for p in stage.iterdir()),
+                content_hash=content_hash(stage / WEIGHTS_FILE, files.config, spec.id),
+                training_dataset=provenance.training_dataset, training_config=provenance.training_config,
+                training_metrics=provenance.training_metrics, training_run_id=provenance.training_run_id,
+                trained_at=provenance.trained_at)
+            # two checkpoints of a run may hold the same weights (a stop right after a checkpoint): both register
+            return self._store(record, stage, self.data_dir / dest_rel, explicit_version=None, allow_duplicate=True)
+
     def _fetch(self, req: RegisterAdapterRequest, tmp: Path, upload: Path | None, upload_name: str | None,
                progress: ProgressFn) -> tuple[Path, str, str]:
         """(folder holding the adapter, default name, source for the record)."""
@@ -558,22 +602,11 @@ class AdapterService:
 
     def _allowed_folder(self, path: str) -> Path:
         """A folder inside an import root (symlinks resolved), or InvalidRequest naming the allowed places."""
-        raw = Path(path).expanduser()
-        candidates = [raw] if raw.is_absolute() else [root / raw for root in self.import_roots]
-        for candidate in candidates:
-            resolved = candidate.resolve()
-            if any(resolved.is_relative_to(root) for root in self.import_roots):
-                try:
-                    is_dir = resolved.is_dir()
-                except OSError:  # e.g. a name longer than the file system allows
-                    is_dir = False
-                if not is_dir:
-                    raise InvalidRequest(f"There is no folder {path[:200]}.", code="folder_not_found")
-                # the folder is inside a root; the files copied from it must be too (no symlinks out of it)
-                if all(not (resolved / kept).exists()
-                       or any((resolved / kept).resolve().is_relative_to(root) for root in self.import_roots)
-                       for kept in KEPT_FILES):
-                    return resolved
+        # the folder is inside a root; the files copied from it must be too (no symlinks out of it)
+        folder = import_folder(path, self.import_roots, lambda found: all(
+            not (found / kept).exists() or inside_roots(found / kept, self.import_roots) for kept in KEPT_FILES))
+        if folder is not None:
+            return folder
         roots = ", ".join(str(r) for r in self.import_roots)
         raise InvalidRequest(f"{path} is outside the folders adapters may be registered from ({roots}). Copy it "
                              "into one of them, or upload it as an archive.", code="path_not_allowed",
@@ -644,111 +677,12 @@ def content_hash(weights: Path, config: dict, base_model: str) -> str:
 def _copy_capped(source: Path, dest: Path) -> None:
     """Copy one kept file, refusing it over its size limit (counted while copying, whatever stat said)."""
     with source.open("rb") as src, dest.open("wb") as out:
-        _copy_stream(src, out, source.name, file_cap(source.name))
+        copy_stream(src, out, source.name, file_cap(source.name), _too_large)
 
 
-def _copy_stream(src: IO[bytes], out: IO[bytes], name: str, limit: int, budget: list[int] | None = None) -> int:
-    """Copy src to out in blocks, counting the real bytes: TooLarge past `limit` (or past what is left of a
-    shared `budget` [bytes left])."""
-    done = 0
-    for block in iter(lambda: src.read(2**20), b""):
-        done += len(block)
-        if done > limit:
-            code = "metadata_too_large" if name != WEIGHTS_FILE else "weights_too_large"
-            raise TooLarge(f"{name} is over {_kb(limit)}, the most the studio keeps.", code=code, file=name,
-                           max_bytes=limit)
-        if budget is not None:
-            budget[0] -= len(block)
-            if budget[0] < 0:
-                raise TooLarge("The archive unpacks to more than the studio takes.", code="archive_too_large")
-        out.write(block)
-    return done
-
-
-class _Counted:
-    """A read-only stream that refuses to give more than `limit` bytes: bounds what a compressed tar expands to,
-    files skipped included."""
-
-    def __init__(self, raw: IO[bytes], limit: int):
-        self.raw, self.left = raw, limit
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size if size is not None and size >= 0 else 2**20)
-        self.left -= len(data)
-        if self.left < 0:
-            raise TooLarge("The archive unpacks to more than the studio takes; archive only the adapter folder.",
-                           code="archive_too_large")
-        return data
-
-
-_COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ": lzma.open}
-
-
-def _extract(archive: Path, dest: Path, display_name: str) -> Path:
-    """Unpack the kept files (KEPT_FILES) of a .zip / .tar(.gz) and return the folder that holds
-    adapter_config.json. Refused: absolute paths, '..', links, too many entries; and, counted in real bytes while
-    unpacking (declared sizes can lie), a file over its limit or an archive that expands beyond the studio's."""
-    dest.mkdir(parents=True)
-    budget = [sum(file_cap(name) for name in KEPT_FILES)]
-    with archive.open("rb") as f:
-        head = f.read(8)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                members = zf.infolist()
-                _check_count(len(members))
-                for m in members:
-                    link = (m.external_attr >> 16) & 0o170000 == 0o120000
-                    if _keep(m.filename, link, plain=not m.is_dir()):
-                        with zf.open(m) as src:
-                            _unpack_one(src, dest, m.filename, budget)
-                    else:
-                        _mark_pickle(dest, m.filename)
-        else:
-            opener = next((o for magic, o in _COMPRESSED.items() if head.startswith(magic)), None)
-            with (opener(archive, "rb") if opener else archive.open("rb")) as raw:
-                stream = _Counted(raw, 2 * budget[0])
-                try:
-                    tf = tarfile.open(fileobj=stream, mode="r|")  # streaming: one pass, nothing seeks back
-                except tarfile.ReadError:
-                    raise InvalidRequest(f"{display_name} is not a .zip or .tar.gz archive.",
-                                         code="invalid_archive") from None
-                with tf:
-                    for count, m in enumerate(tf, start=1):
-                        _check_count(count)
-                        if _keep(m.name, m.issym() or m.islnk(), plain=m.isfile()):
-                            _unpack_one(tf.extractfile(m), dest, m.name, budget)
-                        else:
-                            _mark_pickle(dest, m.name)
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        if os_storage_error(exc, dest) is not None:  # the machine's fault, not the archive's: incoming() says so
-            raise
-        raise InvalidRequest(f"{display_name} could not be unpacked: {exc}", code="invalid_archive") from None
-    found = [p.parent for p in dest.rglob(CONFIG_FILE)]
-    if len(found) != 1:
-        what = "no" if not found else "several"
-        raise InvalidRequest(f"{display_name} holds {what} {CONFIG_FILE}: archive exactly one adapter folder.",
-                             code="not_peft_adapter")
-    return found[0]
-
-
-def _check_count(count: int) -> None:
-    if count > MAX_ARCHIVE_MEMBERS:
-        raise InvalidRequest(f"The archive has more than {MAX_ARCHIVE_MEMBERS} entries; an adapter needs a handful.",
-                             code="invalid_archive")
-
-
-def _keep(name: str, is_link: bool, plain: bool) -> bool:
-    """Refuse entries that point outside the archive; True for the kept files of an adapter folder (at most two
-    folders deep), which are the only ones unpacked."""
-    parts = Path(name).parts
-    if name.startswith(("/", "\\")) or ".." in parts or ".." in name.split("\\") or is_link:
-        raise InvalidRequest(f"The archive entry {name!r} points outside the archive.", code="invalid_archive")
-    if not parts or parts[-1] not in KEPT_FILES or len(parts) > 3:
-        return False
-    if not plain:
-        raise InvalidRequest(f"The archive entry {name!r} is not a plain file.", code="invalid_archive")
-    return True
+def _too_large(name: str, limit: int) -> TooLarge:
+    code = "metadata_too_large" if name != WEIGHTS_FILE else "weights_too_large"
+    return TooLarge(f"{name} is over {_kb(limit)}, the most the studio keeps.", code=code, file=name, max_bytes=limit)
 
 
 def _mark_pickle(dest: Path, name: str) -> None:
@@ -761,8 +695,23 @@ def _mark_pickle(dest: Path, name: str) -> None:
         target.touch()
 
 
-def _unpack_one(src: IO[bytes] | None, dest: Path, name: str, budget: list[int]) -> None:
-    target = dest.joinpath(*Path(name).parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
-        _copy_stream(src, out, target.name, file_cap(target.name), budget)
+def _adapter_archive() -> ArchiveRules:
+    """The kept files of an adapter folder (at most two folders deep) are the only entries unpacked; the caps are
+    read at each call (tests lower them)."""
+    return ArchiveRules(
+        keep=lambda parts: parts[-1] in KEPT_FILES and len(parts) <= 3, file_cap=lambda name: file_cap(name),
+        budget=sum(file_cap(name) for name in KEPT_FILES), max_members=MAX_ARCHIVE_MEMBERS,
+        members_hint="; an adapter needs a handful", budget_hint="; archive only the adapter folder",
+        too_large=_too_large, skipped=_mark_pickle)
+
+
+def _extract(archive: Path, dest: Path, display_name: str) -> Path:
+    """Unpack the kept files (KEPT_FILES) of a .zip / .tar(.gz) (studio/archives.py: links, '..', counts and
+    sizes refused) and return the folder that holds adapter_config.json."""
+    extract(archive, dest, display_name, _adapter_archive())
+    found = [p.parent for p in dest.rglob(CONFIG_FILE)]
+    if len(found) != 1:
+        what = "no" if not found else "several"
+        raise InvalidRequest(f"{display_name} holds {what} {CONFIG_FILE}: archive exactly one adapter folder.",
+                             code="not_peft_adapter")
+    return found[0]

@@ -17,11 +17,12 @@ from studio.errors import (Cancelled, Conflict, DiskFull, InvalidRequest, Invali
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings
 from studio.registry import ModelSpec
 from studio.runtime.manager import ModelManager
-from studio.services.adapters import AdapterService
+from studio.services.adapters import AdapterRef, AdapterService, checkpoint_key
 from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
 from studio.services.queue import JobPlan, JobQueue, audio_url
+from studio.training import layout
 from studio.users import LOCAL_USER
 
 StepCallback = Callable[[int, int], None]
@@ -106,6 +107,15 @@ def loudness_note(settings: MusicgenSettings, loudness: float | None, peak: floa
 def duration_over_limit(duration_s: float, model_name: str, max_duration_s: float) -> str:
     """The one wording of this refusal, for the page's hint and the service alike."""
     return f"{duration_s:g} s is over {model_name}'s limit of {max_duration_s:g} s."
+
+
+def checkpoint_ref(data_dir: Path, run_id: int, step: int) -> AdapterRef:
+    """A training run's checkpoint as the adapter of an audition clip (not a registered version)."""
+    folder = layout.checkpoint_folder(layout.run_folder(data_dir, run_id), step)
+    if not (folder / layout.STATE_FILE).is_file():
+        raise NotFound(f"Checkpoint {step} of training run {run_id} is gone.", code="checkpoint_not_found",
+                       run_id=run_id, step=step)
+    return AdapterRef(None, checkpoint_key(run_id, step), folder, f"run {run_id} step {step}")
 
 
 def _check_duration(duration_s: float, spec: ModelSpec) -> None:
@@ -222,9 +232,11 @@ class GenerationService:
         adapter = None
         if job.adapter_id is not None:
             adapter = self.adapters.for_generation(job.adapter_id, spec, None)
+        elif job.training_run_id is not None and job.checkpoint_step:
+            adapter = checkpoint_ref(self.data_dir, job.training_run_id, job.checkpoint_step)
         return JobPlan(spec.id, job.prompt, job.duration_s, round(job.duration_s * spec.frame_rate),
                        spec.sample_rate, settings, job.seed, adapter, job.submitted_by, job.abtest_id,
-                       job.evaluation_id)
+                       job.evaluation_id, job.training_run_id, job.checkpoint_step)
 
     def resume(self) -> list[int]:
         return self.queue.resume(self.plan_of)

@@ -24,9 +24,9 @@ from studio.storage import storage_writes
 DELETED_ADAPTER = "Deleted Adapter"
 MIN_STARS, MAX_STARS = 1, 5
 MAX_ID = 2**63 - 1
-# person: people's own generations (History's default); evaluation: clips of evaluation runs; all: both.
-# Clips of blind A/B tests are in none of them.
-JobSource = Literal["person", "evaluation", "all"]
+# person: people's own generations (History's default); evaluation: clips of evaluation runs; training: audition
+# clips of training runs' checkpoints; all: every one of those. Clips of blind A/B tests are in none of them.
+JobSource = Literal["person", "evaluation", "training", "all"]
 NO_ADAPTER_FILTER = "none"
 OVER = ("succeeded", "failed", "cancelled", "interrupted")
 
@@ -126,9 +126,11 @@ class JobService:
         own generations and/or evaluation-run clips as `source` says."""
         where = [Job.abtest_id.is_(None)]
         if source == "person":
-            where.append(Job.evaluation_id.is_(None))
+            where += [Job.evaluation_id.is_(None), Job.training_run_id.is_(None)]
         elif source == "evaluation":
             where.append(Job.evaluation_id.is_not(None))
+        elif source == "training":
+            where.append(Job.training_run_id.is_not(None))
         return where
 
     def _find(self, session, job_id: int, include_clips: bool = False) -> Job:

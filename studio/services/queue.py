@@ -14,7 +14,7 @@ import queue as stdqueue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -57,6 +57,9 @@ class JobPlan:
     # the blind A/B test or evaluation run this clip is made for (None: a person's own generation)
     abtest_id: int | None = None
     evaluation_id: int | None = None
+    # an audition of a training run's checkpoint (step 0: the run's starting point); kept out of History
+    training_run_id: int | None = None
+    checkpoint_step: int | None = None
 
     def task(self, job_id: int) -> GenerateTask:
         s = self.settings
@@ -84,6 +87,8 @@ class QueueView(BaseModel):
     waiting: int = Field(description="generation jobs waiting")
     max_queue: int
     next: str = Field(description="what the studio will do next, for a person")
+    training: str | None = Field(None, description=(
+        "the training run that trains beside generation, and how it shares the device (None: none trains)"))
 
 
 def _position_text(position: int, eta_s: float | None) -> str:
@@ -106,6 +111,8 @@ class JobQueue:
         self._switches: dict[str, stdqueue.SimpleQueue] = {}  # switch task id -> its followers' events
         self._switch_errors: dict[str, str] = {}  # model id -> why its last switch failed
         self._header: tuple[int | None, int] = (None, 0)  # (the running batch's longest job, its size)
+        # what trains beside the queue (the training service sets it): a line for the queue view
+        self.training_line: Callable[[], str | None] = lambda: None
 
     # ---- accepting -----------------------------------------------------------------------------------------
     def target_model(self) -> str | None:
@@ -123,7 +130,8 @@ class JobQueue:
             rows = [dict(prompt=p.prompt, model_id=p.model_id, settings=p.settings.model_dump(), seed=p.seed,
                          duration_s=p.duration_s, sample_rate=p.sample_rate, submitted_by=p.submitted_by,
                          adapter_id=p.adapter.id if p.adapter else None, abtest_id=p.abtest_id,
-                         evaluation_id=p.evaluation_id) for p in plans]
+                         evaluation_id=p.evaluation_id, training_run_id=p.training_run_id,
+                         checkpoint_step=p.checkpoint_step) for p in plans]
             with session_scope(self.engine) as session:
                 ids = [job.id for job in create_jobs(session, rows)]
             for job_id, plan in zip(ids, plans):
@@ -307,7 +315,7 @@ class JobQueue:
                 job = get_job(session, job_id)
                 if job is None or job.status != "running":  # cancelled meanwhile: no file without its record
                     raise NotFound(f"Job {job_id} is no longer running.", code="job_not_running")
-                if plan.adapter is not None:
+                if plan.adapter is not None and plan.adapter.id is not None:  # a checkpoint folder: no record
                     record_use(session, plan.adapter.id)  # committed with the job
                 finish_job(session, job, "succeeded", output_file=path.relative_to(self.data_dir).as_posix(),
                            codes_file=codes.relative_to(self.data_dir).as_posix(),
@@ -367,7 +375,7 @@ class JobQueue:
                                    submitted_by=plan.submitted_by if plan else None, eta_s=e.eta_s,
                                    fraction=fraction, batch_size=e.batch_size))
         return QueueView(items=items, waiting=sum(e.kind == "generate" and e.state == "queued" for e in entries),
-                         max_queue=self.max_queue, next=self._next_text(entries))
+                         max_queue=self.max_queue, next=self._next_text(entries), training=self.training_line())
 
     def _next_text(self, entries: list[QueueEntry]) -> str:
         name = self._name
