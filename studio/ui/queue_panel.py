@@ -65,14 +65,13 @@ def queue_rows(view: QueueView, model_name: Callable[[str], str], mine: Iterable
     return rows
 
 
-def queue_markdown(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = (),
-                   training: str | None = None) -> str:
-    """The panel: a table of what runs and waits, then what the studio does next, and the training run beside it
-    (training: TrainingService.training_line(), None when no run trains)."""
+def queue_markdown(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = ()) -> str:
+    """The panel: a table of what runs and waits, then what the studio does next, and the training run that
+    trains beside it (its name is a person's text: escaped)."""
     rows = queue_rows(view, model_name, mine)
     nxt = f"**What the studio does next:** {md_escape(view.next)}"
-    if training:
-        nxt += f"  \n**Training beside it:** {md_escape(training)}"
+    if view.training:
+        nxt += f"  \n**Training:** {md_escape(view.training)}"
     if not rows:
         return f"Nothing runs or waits.  \n{nxt}"
     head = ["#", "Job", "Prompt", "Model", "Who", "State", "Ready in"]
@@ -92,7 +91,7 @@ def model_namer(ctx: AppContext) -> Callable[[str], str]:
 
 
 def render_queue(ctx: AppContext, mine: Iterable[int] = ()) -> str:
-    return queue_markdown(ctx.queue.view(), model_namer(ctx), mine, ctx.training.training_line())
+    return queue_markdown(ctx.queue.view(), model_namer(ctx), mine)
 
 
 def build_queue_panel(ctx: AppContext) -> gr.Markdown:

@@ -220,12 +220,10 @@ def summary_markdown(run: RunInfo) -> str:
             f"{md_escape(run.dataset_name or '#' + str(run.dataset_id))} v{run.dataset_version}"
             + (f" (`{md_escape(run.dataset_hash[:12])}`)" if run.dataset_hash else ""))
     rev = f" (revision `{md_escape(run.base_model_revision[:12])}`)" if run.base_model_revision else ""
-    lines += ["| | |", "|---|---|",
-              f"| Method | {'DPO (preference)' if run.method == 'dpo' else 'Supervised (sft)'} |",
-              f"| Trained on | {data} |",
-              f"| Base model | {md_escape(run.model_id)}{rev} |",
-              f"| Device | {md_escape(run.device_policy)} |",
-              f"| Started by | {md_escape(run.created_by)} |"]
+    method = "DPO (preference)" if run.method == "dpo" else "supervised (sft)"
+    lines += [f"{method} on {data} · base model {md_escape(run.model_id)}{rev} · started by "
+              f"{md_escape(run.created_by)}  ",
+              f"<small>Device policy: {md_escape(run.device_policy)}</small>"]
     return "\n".join(lines)
 
 
@@ -474,9 +472,11 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
     form.method.change(method_changed, form.method, [form.dataset, form.abtest, form.groups["DPO"]],
                        show_progress="hidden", **private)
 
-    def create(method, name, dataset, abtest, start, prompts, auto_register, *values, request: gr.Request):
-        config = config_values(form.specs, list(values))
-        req = run_request(method, name, dataset, abtest, start, prompts, auto_register, config)
+    def create(data: dict, request: gr.Request):
+        # a set of inputs: one dict (Gradio injects the request only into named parameters, never after *args)
+        config = config_values(form.specs, [data[w] for w in form.fields])
+        req = run_request(data[form.method], data[form.name], data[form.dataset], data[form.abtest],
+                          data[form.start_adapter], data[form.prompts], data[form.auto_register], config)
         with user_errors():
             run = ctx.training.create(req, page_user(request))
         where = "it starts training" if run.status == "running" else \
@@ -484,8 +484,8 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
         gr.Info(notify_text(f"Run #{run.id} {run.name} created: {where}."))
         return overview(run.id)
 
-    form.create_btn.click(create, [form.method, form.name, form.dataset, form.abtest, form.start_adapter,
-                                   form.prompts, form.auto_register, *form.fields], overview_outputs,
+    form.create_btn.click(create, {form.method, form.name, form.dataset, form.abtest, form.start_adapter,
+                                   form.prompts, form.auto_register, *form.fields}, overview_outputs,
                           **private)  # scripts use POST /api/training/runs
 
     def need_run(run_id) -> int:

@@ -177,6 +177,6 @@ def test_run_link(params, run_id):
 
 def test_queue_panel_says_what_trains_beside_generation():
     view = QueueView(items=[], waiting=0, max_queue=8, next="Nothing to do.")
-    text = queue_markdown(view, lambda m: m, training="Run #7 tones_x trains: step 40 of 200")
-    assert "**Training beside it:** Run \\#7 tones\\_x trains" in text
     assert "Training" not in queue_markdown(view, lambda m: m)
+    view = view.model_copy(update={"training": "Training tones_x (run 7): step 40 of 200; beside generation"})
+    assert "**Training:** Training tones\\_x \\(run 7\\)" in queue_markdown(view, lambda m: m)

@@ -1,0 +1,93 @@
+"""The Training tab driven as a person would in a real Chromium: a dataset of tone clips (from a folder), a run of
+Studio Tiny started from the form (built from TrainingConfig's schema), watched on the live loss chart, stopped
+(a checkpoint saved) and resumed to the end, its checkpoints auditioned beside the starting point with the same
+seeds, one checkpoint registered as an adapter version (the last one was registered by itself), and the run opened
+again from the adapter timeline's run link. Screenshots: /tmp/training-*.png."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+from tests.browser_support import expect  # noqa: E402
+
+from studio.services.datasets import CreateDatasetRequest  # noqa: E402
+from tests.live import screenshot, serve, studio_page  # noqa: E402
+from tests.tone_dataset import write_tone_folder  # noqa: E402
+
+STEPS, EVERY = 300, 150
+
+
+@pytest.fixture
+def studio(make_ctx):
+    ctx = make_ctx()
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    write_tone_folder(ctx.settings.data_dir / "imports" / "tones", n=8, seconds=2.0)
+    with serve(ctx) as base:
+        yield ctx, base
+
+
+def field(page, name: str):
+    return page.locator(f"#training-cfg-{name} input").first
+
+
+def summary(page):
+    return page.locator("#training-summary")
+
+
+def test_train_watch_stop_resume_audition_register(studio, browser):
+    ctx, base = studio
+    ctx.datasets.create(CreateDatasetRequest(source="folder", path="tones", name="tones <b>"))
+    with studio_page(browser, base, timeout_ms=60_000) as page:
+        page.get_by_role("tab", name="Training").click()
+        expect(page.locator("#training-dataset input")).to_have_value(re.compile(r"#1 tones <b> v1 · 8 clips"))
+        page.locator("#training-name input, #training-name textarea").first.fill("tone lora")
+        page.locator("#training-prompts textarea").fill("calm bass")
+        page.locator("#training-group-checkpointing").get_by_text("Checkpointing").first.click()
+        page.locator("#training-group-model").get_by_text("Model").first.click()
+        for name, value in (("max_steps", STEPS), ("warmup_steps", 5), ("checkpoint_every", EVERY),
+                            ("audition_prompts", 1), ("audition_duration_s", 1), ("clip_duration_s", 1)):
+            field(page, name).fill(str(value))
+        screenshot(page, "training-form")
+        page.locator("#training-create").click()
+        # the run trains: the summary counts steps and the loss chart draws them
+        expect(summary(page)).to_contain_text(re.compile(r"Training · step [1-9][0-9]* of 300"))
+        expect(page.locator("#training-loss canvas, #training-loss svg").first).to_be_visible()
+        screenshot(page, "training-running")
+        page.locator("#training-stop").click()
+        expect(summary(page)).to_contain_text("Stopped")
+        stopped = ctx.training.list()[0]
+        assert 0 < stopped.step < STEPS
+        expect(page.locator("#training-resume")).to_be_enabled()
+        page.locator("#training-resume").click()
+        expect(summary(page)).to_contain_text("Finished", timeout=120_000)
+        expect(summary(page)).to_contain_text("step 300 of 300")
+        run = ctx.training.list()[0]
+        steps = [0, stopped.step, *(s for s in (EVERY, STEPS) if s != stopped.step)]
+        # audition: a row per checkpoint, the start first, one prompt with the same seed in each row
+        grid = page.locator("#training-audition")
+        for step in steps:
+            expect(grid.locator(f"tr[data-step='{step}'] audio")).to_have_count(1, timeout=90_000)
+        srcs = [a.get_attribute("src") for a in grid.locator("audio").all()]
+        sizes = page.evaluate("""async (urls) => Promise.all(urls.map(async u =>
+            (await (await fetch(u)).arrayBuffer()).byteLength))""", srcs)
+        assert len(set(sizes)) == 1 and sizes[0] > 32000 * 2 * 0.9  # one second each, the same length
+        expect(page.locator("#training-registered")).to_contain_text("tone lora v1")
+        screenshot(page, "training-audition")
+        # register an earlier checkpoint: a second version of the adapter, with the run's provenance
+        page.locator("#training-reg-step input").click()
+        page.get_by_role("option", name=re.compile(rf"^step {EVERY} ")).click()
+        page.locator("#training-register").click()
+        expect(page.locator("#training-registered")).to_contain_text(f"tone lora v2 from step {EVERY}")
+        screenshot(page, "training-registered")
+    info = ctx.training.get(run.id)
+    v2 = ctx.adapters.get(next(c.adapter_id for c in info.checkpoints if c.step == EVERY))
+    assert v2.training_run_id == str(run.id) and v2.training_config["max_steps"] == STEPS
+    assert "tones <b> v1" in v2.training_dataset
+    # the timeline's run link opens the run
+    with studio_page(browser, base + f"?run={run.id}", timeout_ms=60_000) as page:
+        expect(page.get_by_role("tab", name="Training")).to_have_attribute("aria-selected", "true")
+        expect(summary(page)).to_contain_text(f"#{run.id} tone lora")
+        expect(summary(page)).to_contain_text("Finished")
