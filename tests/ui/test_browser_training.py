@@ -1,8 +1,9 @@
 """The Training tab driven as a person would in a real Chromium: a dataset of tone clips (from a folder), a run of
 Studio Tiny started from the form (built from TrainingConfig's schema), watched on the live loss chart, stopped
-(a checkpoint saved) and resumed to the end, its checkpoints auditioned beside the starting point with the same
-seeds, one checkpoint registered as an adapter version (the last one was registered by itself), and the run opened
-again from the adapter timeline's run link. Screenshots: /tmp/training-*.png."""
+(a checkpoint saved), resumed past its next regular checkpoint and stopped again (the run is far longer than the
+test: no race with its end), its checkpoints auditioned beside the starting point with the same seeds, one
+registered as an adapter version with the run's provenance, and the run opened again from the adapter timeline's
+run link. Screenshots: /tmp/training-*.png."""
 from __future__ import annotations
 
 import re
@@ -17,7 +18,8 @@ from studio.services.datasets import CreateDatasetRequest  # noqa: E402
 from tests.live import screenshot, serve, studio_page  # noqa: E402
 from tests.tone_dataset import write_tone_folder  # noqa: E402
 
-STEPS, EVERY = 300, 150
+# A run far longer than the test: it is stopped twice (no race with its end); checkpoints every EVERY steps
+STEPS, EVERY = 100_000, 40
 
 
 @pytest.fixture
@@ -53,41 +55,50 @@ def test_train_watch_stop_resume_audition_register(studio, browser):
         screenshot(page, "training-form")
         page.locator("#training-create").click()
         # the run trains: the summary counts steps and the loss chart draws them
-        expect(summary(page)).to_contain_text(re.compile(r"Training · step [1-9][0-9]* of 300"))
+        expect(summary(page)).to_contain_text(re.compile(rf"Training · step [1-9][0-9]* of {STEPS}"))
         expect(page.locator("#training-loss canvas, #training-loss svg").first).to_be_visible()
         screenshot(page, "training-running")
         page.locator("#training-stop").click()
         expect(summary(page)).to_contain_text("Stopped")
-        stopped = ctx.training.list()[0]
-        assert 0 < stopped.step < STEPS
+        [run] = ctx.training.list()
+        first_stop = run.step
+        assert first_stop >= 1 and run.status == "stopped"
+        # resumed, it goes on from the checkpoint the stop saved, past the next regular checkpoint
         expect(page.locator("#training-resume")).to_be_enabled()
         page.locator("#training-resume").click()
-        expect(summary(page)).to_contain_text("Finished", timeout=120_000)
-        expect(summary(page)).to_contain_text("step 300 of 300")
-        run = ctx.training.list()[0]
-        steps = [0, stopped.step, *(s for s in (EVERY, STEPS) if s != stopped.step)]
-        # audition: a row per checkpoint, the start first, one prompt with the same seed in each row
+        regular = (first_stop // EVERY + 1) * EVERY
+        expect(page.locator(f"#training-audition tr[data-step='{regular}']")).to_have_count(1, timeout=120_000)
+        page.locator("#training-stop").click()
+        expect(summary(page)).to_contain_text("Stopped")
+        run = ctx.training.get(run.id)
+        steps = [c.step for c in run.checkpoints]
+        assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == run.step > regular
+        assert {first_stop, regular} <= set(steps)  # the stop's checkpoint, and the regular one after it
+        assert [p.step for p in run.loss_curve] == list(range(1, run.step + 1))  # one trajectory, no gap
+        # audition: a row per checkpoint, the start first, the one prompt with the same seed in each row
         grid = page.locator("#training-audition")
-        for step in steps:
+        for step in (0, first_stop, regular, run.step):
             expect(grid.locator(f"tr[data-step='{step}'] audio")).to_have_count(1, timeout=90_000)
-        srcs = [a.get_attribute("src") for a in grid.locator("audio").all()]
+        srcs = [grid.locator(f"tr[data-step='{step}'] audio").get_attribute("src") for step in (0, regular)]
         sizes = page.evaluate("""async (urls) => Promise.all(urls.map(async u =>
             (await (await fetch(u)).arrayBuffer()).byteLength))""", srcs)
-        assert len(set(sizes)) == 1 and sizes[0] > 32000 * 2 * 0.9  # one second each, the same length
-        expect(page.locator("#training-registered")).to_contain_text("tone lora v1")
+        assert sizes[0] == sizes[1] > 32000 * 2 * 0.9  # one second each, the same length
+        expect(page.locator("#training-registered")).to_contain_text("No adapter registered from this run yet")
         screenshot(page, "training-audition")
-        # register an earlier checkpoint: a second version of the adapter, with the run's provenance
+        # register the regular checkpoint: an adapter version with the run's provenance
         page.locator("#training-reg-step input").click()
-        page.get_by_role("option", name=re.compile(rf"^step {EVERY} ")).click()
+        page.get_by_role("option", name=re.compile(rf"^step {regular} ")).click()
         page.locator("#training-register").click()
-        expect(page.locator("#training-registered")).to_contain_text(f"tone lora v2 from step {EVERY}")
+        expect(page.locator("#training-registered")).to_contain_text(f"tone lora v1 from step {regular}")
         screenshot(page, "training-registered")
     info = ctx.training.get(run.id)
-    v2 = ctx.adapters.get(next(c.adapter_id for c in info.checkpoints if c.step == EVERY))
-    assert v2.training_run_id == str(run.id) and v2.training_config["max_steps"] == STEPS
-    assert "tones <b> v1" in v2.training_dataset
-    # the timeline's run link opens the run
-    with studio_page(browser, base + f"?run={run.id}", timeout_ms=60_000) as page:
+    adapter = ctx.adapters.get(next(c.adapter_id for c in info.checkpoints if c.step == regular))
+    assert adapter.training_run_id == str(run.id) and adapter.training_config["max_steps"] == STEPS
+    assert "tones <b> v1" in adapter.training_dataset
+    # the adapter timeline's run link opens the run
+    [entry] = ctx.adapters.timeline("tone lora")
+    assert entry.training_run_url == f"/?run={run.id}"
+    with studio_page(browser, base.rstrip("/") + entry.training_run_url, timeout_ms=60_000) as page:
         expect(page.get_by_role("tab", name="Training")).to_have_attribute("aria-selected", "true")
         expect(summary(page)).to_contain_text(f"#{run.id} tone lora")
-        expect(summary(page)).to_contain_text("Finished")
+        expect(summary(page)).to_contain_text("Stopped")
