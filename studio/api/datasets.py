@@ -105,8 +105,8 @@ def build_datasets_router(ctx: AppContext) -> APIRouter:
 
     @router.patch("/{dataset_id}/clips", response_model=DatasetInfo, responses=error_responses({
         404: NOT_FOUND,
-        422: "clip_not_found (a clip id not of this dataset), empty_caption (a used clip's caption would be "
-             "empty), caption_too_long; invalid_body"}))
+        422: "clip_not_found: a clip id not of this dataset; empty_caption: a used clip's caption would be "
+             "empty; caption_too_long, invalid_body"}))
     def edit_clips(dataset_id: RecordId, edit: ClipsEdit, request: Request) -> DatasetInfo:
         """Edit captions and exclusions as one new version: per-clip captions first, then the bulk operations
         (replace the caption, find and replace, prefix, suffix, exclude or include) on `clip_ids` (every clip when

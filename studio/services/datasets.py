@@ -104,7 +104,7 @@ class DatasetSummary(BaseModel):
     name: str
     model_id: str
     sample_rate: int
-    channels: int
+    channels: int = Field(1, description="the clips' channels (the model's)")
     max_clip_s: float
     overlap_s: float
     clips: int = Field(description="clips used for training (excluded ones not counted)")
@@ -134,19 +134,24 @@ class ClipInfo(BaseModel):
 
 
 class ClipCaption(BaseModel):
+    """One clip's own edit: its caption, whether it is excluded, or both (what a row of the page's grid changes)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: int = Field(ge=1, le=MAX_ID)
-    caption: str = Field(max_length=2000)
+    caption: str | None = Field(None, max_length=2000, description="null: unchanged")
+    excluded: bool | None = Field(None, description="null: unchanged")
 
 
 class ClipsEdit(BaseModel):
     """Edits to a dataset's clips, applied together as one new version (nothing changed: the version stays).
-    Per-clip captions first, then the bulk operations on the chosen clips (all clips when clip_ids is null)."""
+    Per-clip edits (captions, exclusion) first, then the bulk operations on the chosen clips (all clips when
+    clip_ids is null)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    captions: list[ClipCaption] = Field([], max_length=100_000, description="set these clips' captions")
+    captions: list[ClipCaption] = Field([], max_length=100_000, description="per clip: set its caption and/or "
+                                                                          "whether it is excluded")
     clip_ids: list[int] | None = Field(None, max_length=100_000, description="the clips the bulk operations apply "
                                                                             "to; null: every clip")
     caption: str | None = Field(None, max_length=2000, description="bulk: replace the whole caption")
@@ -543,6 +548,9 @@ class DatasetService:
                 progress(None, "Unpacking the archive")
                 extract(upload, tmp / "archive", shown, _dataset_archive(unsupported))
                 root = _top_folder(tmp / "archive")
+                if root != tmp / "archive":  # the report names files inside the archive's one folder
+                    top = root.name + "/"
+                    unsupported[:] = [n.removeprefix(top) for n in unsupported]
                 default_name, source = archive_stem(shown), f"upload:{shown}"
                 found = scan_folder(root)
             name = _clean_name(req.name or default_name)
@@ -678,7 +686,9 @@ class DatasetService:
                                clip_ids=unknown[:100])
             new = {c.id: (c.caption, c.excluded) for c in clips}
             for item in edit.captions:
-                new[item.id] = (clean_caption(item.caption), new[item.id][1])
+                caption, excluded = new[item.id]
+                new[item.id] = (caption if item.caption is None else item.caption,
+                                excluded if item.excluded is None else item.excluded)
             chosen = [c.id for c in clips] if edit.clip_ids is None else list(dict.fromkeys(edit.clip_ids))
             for clip_id in chosen:
                 caption, excluded = new[clip_id]

@@ -691,29 +691,33 @@ class TrainingService:
                 f"The training process ended without finishing (exit code {code}); resume it to go on from its "
                 "last checkpoint."), "process_died"
         step = done.step if done is not None else live.step
+        message = error or {"succeeded": "Training finished.", "stopped": "Stopped: resume it to go on."}.get(
+            status, status)
+        with session_scope(self.engine) as session:
+            auto = get_run(session, run_id).auto_register and status == "succeeded"
+        adapter_id = None
+        if auto:  # before the status says succeeded: whoever sees it succeeded sees its adapter too
+            try:
+                info = self.register(run_id, RegisterCheckpointRequest())
+                adapter_id = info.id
+                message += f" Registered as {info.label}."
+            except StudioError as exc:
+                log.warning("training run %s: not registered: %s", run_id, exc.message)
+                error, error_code = f"Trained, but not registered: {exc.message}", exc.code
+                message += f" Not registered: {exc.message}"
         with session_scope(self.engine) as session:
             run = get_run(session, run_id)
             run.status, run.error, run.error_code = status, error, error_code
             run.step, run.loss = max(step, 0), live.loss if live.loss is not None else run.loss
             if live.total:
                 run.total_steps = live.total
+            if adapter_id is not None:
+                run.adapter_id = adapter_id
             run.finished_at = utcnow()
             save_run(session, run)
-            auto = run.auto_register and status == "succeeded"
         (live.folder / PID_FILE).unlink(missing_ok=True)
         with self._lock:
             self._live.pop(run_id, None)
-        message = error or {"succeeded": "Training finished.", "stopped": "Stopped: resume it to go on."}.get(
-            status, status)
-        if auto:
-            try:
-                info = self.register(run_id, RegisterCheckpointRequest())
-                self._set(run_id, adapter_id=info.id)
-                message += f" Registered as {info.label}."
-            except StudioError as exc:
-                log.warning("training run %s: not registered: %s", run_id, exc.message)
-                self._set(run_id, error=f"Trained, but not registered: {exc.message}", error_code=exc.code)
-                message += f" Not registered: {exc.message}"
         self._flush_auditions(run_id)
         self._publish(RunEvent(event="done", run_id=run_id, status=status, step=step, total_steps=live.total or None,
                                loss=live.loss, message=message))

@@ -143,7 +143,8 @@ class Trainer:
     # ---- the run ------------------------------------------------------------------------------------------------
     def run(self) -> DoneEvent:
         # the global RNG is seeded per step for dropout: keep the caller's (tests run this in-process)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        on_cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        with torch.random.fork_rng(devices=[self.device] if on_cuda else []):
             try:
                 done = self._run()
             except Stopped:
@@ -399,7 +400,10 @@ class Trainer:
         cfg = self.config
         params = [p for _, p in self._trainable()]
         self.stage("training", f"Training {self.total} steps" + (f" from step {self.step}" if self.step else ""))
-        self.model.train()
+        # sft: dropout as configured (the decoder's own and LoRA's). dpo: none at all (as trl's DPOTrainer does by
+        # default): the reference's log-probs are computed without dropout, and any in the policy would add noise
+        # to every margin (the first step would not even start at log 2).
+        self.model.train(self.spec.method == "sft")
         started = time.monotonic()
         durations: deque[float] = deque(maxlen=ETA_WINDOW)
         accumulation = cfg.gradient_accumulation_steps

@@ -26,8 +26,13 @@ BASE_BODIES = {
     ("post", "/api/evaluations"): {},
     ("post", "/api/abtests"): {"name": "t", "side_a": {}, "side_b": {}, "prompts": ["x"]},
     ("post", "/api/abtests/{test_id}/votes"): {"pair": 1, "choice": "first", "listener": "ann"},
+    ("post", "/api/datasets"): {"source": "folder"},
+    ("patch", "/api/datasets/{dataset_id}/clips"): {},
+    ("post", "/api/training/runs"): {},
+    ("post", "/api/training/runs/{run_id}/register"): {},
 }
-PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny", "test_id": "1"}
+PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny", "test_id": "1", "dataset_id": "1",
+               "run_id": "1"}
 WRONG = {  # JSON type -> values of another type that a lax parser would coerce
     "integer": ["2", 2.5, True],
     "number": ["2.5", True],
