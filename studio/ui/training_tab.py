@@ -424,7 +424,7 @@ def overview_updates(ctx: AppContext, run_id, seen=None, force: bool = True) -> 
 
 
 def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> None:
-    wire_datasets_panel(ctx, tab.datasets)
+    wire_datasets_panel(ctx, tab.datasets, tab_item)
     private = dict(api_visibility="private")
     form = tab.form
     overview_outputs = overview_outputs_of(tab)
@@ -434,6 +434,7 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
 
     def form_choices(dataset, abtest, start):
         """The form's dropdowns follow the datasets, tests and adapters (a choice made stays when it still exists)."""
+        dataset = None if dataset in (None, "") else str(dataset)  # the panel's dropdown holds ints
         ds = dataset_choices(ctx.datasets.list())
         tests = abtest_choices(ctx.abtests.list())
         adapters = adapter_choices(ctx.adapters.list(active=True))
@@ -446,6 +447,11 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
                 gr.Dropdown(choices=tests, value=keep(abtest, tests, tests[0][1] if tests else None)),
                 gr.Dropdown(choices=adapters, value=keep(start, adapters, NONE))]
 
+    # The datasets panel above shows a new dataset, or a new version of one: the form offers it, chosen
+    panel = tab.datasets
+    panel.summary.change(lambda shown, abtest, start: form_choices(shown, abtest, start),
+                         [panel.dataset, form.abtest, form.start_adapter],
+                         [form.dataset, form.abtest, form.start_adapter], show_progress="hidden", **private)
     choice_io = dict(inputs=[form.dataset, form.abtest, form.start_adapter],
                      outputs=[form.dataset, form.abtest, form.start_adapter], show_progress="hidden", **private)
     tab_item.select(form_choices, **choice_io).then(lambda run_id: overview(run_id), tab.choice, overview_outputs,

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.browser
 
 from tests.browser_support import expect  # noqa: E402
 
-from studio.services.datasets import CreateDatasetRequest  # noqa: E402
 from tests.live import screenshot, serve, studio_page  # noqa: E402
 from tests.tone_dataset import write_tone_folder  # noqa: E402
 
@@ -41,9 +40,13 @@ def summary(page):
 
 def test_train_watch_stop_resume_audition_register(studio, browser):
     ctx, base = studio
-    ctx.datasets.create(CreateDatasetRequest(source="folder", path="tones", name="tones <b>"))
     with studio_page(browser, base, timeout_ms=60_000) as page:
         page.get_by_role("tab", name="Training").click()
+        # the dataset, from a folder inside the import root (the datasets panel); the run form offers it at once
+        page.locator("#dataset-path textarea, #dataset-path input").first.fill("tones")
+        page.locator("#dataset-name textarea, #dataset-name input").first.fill("tones <b>")
+        page.locator("#dataset-create-btn").click()
+        expect(page.locator("#dataset-create-status")).to_contain_text("8 clips")
         expect(page.locator("#training-dataset input")).to_have_value(re.compile(r"#1 tones <b> v1 · 8 clips"))
         page.locator("#training-name input, #training-name textarea").first.fill("tone lora")
         page.locator("#training-prompts textarea").fill("calm bass")
