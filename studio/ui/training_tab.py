@@ -302,10 +302,6 @@ def run_id_from(params: dict | None) -> int | None:
     return value if value >= 1 else None
 
 
-def view_signature(run: RunInfo | None) -> str | None:
-    return None if run is None else run.model_dump_json()
-
-
 # ---- the tab --------------------------------------------------------------------------------------------------
 def build_run_form(ctx: AppContext) -> RunForm:
     groups_specs = grouped_specs()
@@ -378,24 +374,40 @@ def build_training_tab(ctx: AppContext) -> TrainingTab:
                        checkpoints, reg_step, reg_name, reg_btn, registered, log, gr.State(None))
 
 
-def run_updates(run: RunInfo | None) -> list:
-    """[summary, loss chart, lr chart, stop, resume, checkpoints, register choices, registered, log] for a run
-    (None: no run chosen)."""
+def run_parts(run: RunInfo | None, reg_value=None) -> list:
+    """The run's view as plain values, one per output of run_updates, each comparable with the one the page shows
+    (a tick changes only the outputs whose value changed: a player being listened to, or a checkpoint being chosen,
+    is never reset by a step of the run)."""
     if run is None:
-        loss, lr = curve_frames([])
-        return ["*No run chosen: start one above, or choose one from the list.*", loss, lr,
-                gr.Button(interactive=False), gr.Button(interactive=False),
-                "<div id='training-checkpoints-empty'></div>", gr.Dropdown(choices=[], value=None), "",
-                gr.Textbox(value="", visible=False)]
-    loss, lr = curve_frames(run.loss_curve)
+        return ["*No run chosen: start one above, or choose one from the list.*", (), None,
+                "<div id='training-checkpoints-empty'></div>", ((), None), "", ("", False)]
     choices = register_choices(run)
-    return [summary_markdown(run), loss, lr,
-            gr.Button(interactive=run.status in ("queued", "running")),
-            gr.Button(interactive=run.status in ("stopped", "interrupted", "failed")),
-            checkpoints_html(run),
-            gr.Dropdown(choices=choices, value=choices[0][1] if choices else None),
-            registered_markdown(run),
-            gr.Textbox(value=run.log_tail or "", visible=run.status == "failed" and bool(run.log_tail))]
+    steps = [c[1] for c in choices]
+    reg = reg_value if reg_value in steps else (steps[0] if steps else None)
+    curve = tuple((p.step, p.loss, p.lr, p.accuracy) for p in run.loss_curve)
+    return [summary_markdown(run), curve, run.status, checkpoints_html(run), (tuple(choices), reg),
+            registered_markdown(run), (run.log_tail or "", run.status == "failed" and bool(run.log_tail))]
+
+
+def run_updates(run: RunInfo | None, reg_value=None, before: list | None = None) -> tuple[list, list]:
+    """([summary, loss chart, lr chart, stop, resume, checkpoints, register choices, registered, log], parts) for a
+    run (None: no run chosen); outputs whose part equals `before`'s are left alone (gr.skip)."""
+    parts = run_parts(run, reg_value)
+    old = before if before and len(before) == len(parts) else [object()] * len(parts)
+    summary, curve, status, grid, (choices, reg), registered, (log, log_visible) = parts
+    same = [a == b for a, b in zip(parts, old)]
+    points = [LossPoint(step=st, loss=lo, lr=lr, accuracy=ac) for st, lo, lr, ac in curve]
+    loss, lr = curve_frames(points)
+    out = [summary if not same[0] else gr.skip(),
+           *((loss, lr) if not same[1] else (gr.skip(), gr.skip())),
+           *((gr.Button(interactive=status in ("queued", "running")),
+              gr.Button(interactive=status in ("stopped", "interrupted", "failed"))) if not same[2]
+             else (gr.skip(), gr.skip())),
+           grid if not same[3] else gr.skip(),
+           gr.Dropdown(choices=list(choices), value=reg) if not same[4] else gr.skip(),
+           registered if not same[5] else gr.skip(),
+           gr.Textbox(value=log, visible=log_visible) if not same[6] else gr.skip()]
+    return out, parts
 
 
 def overview_outputs_of(tab: TrainingTab) -> list:
@@ -404,9 +416,9 @@ def overview_outputs_of(tab: TrainingTab) -> list:
             tab.checkpoints, tab.reg_step, tab.registered, tab.log, tab.seen]
 
 
-def overview_updates(ctx: AppContext, run_id, seen=None, force: bool = True) -> list:
+def overview_updates(ctx: AppContext, run_id, seen=None, force: bool = True, reg_value=None) -> list:
     """Updates for overview_outputs_of: the list, the choice, and the chosen run's view (the newest run when none
-    is chosen). Without `force`, nothing changes when what the page shows (`seen`) is still true."""
+    is chosen). Without `force`, only what changed since `seen` (what the page shows) is sent."""
     runs = ctx.training.list()
     ids = [r.id for r in runs]
     value = int(run_id) if run_id not in (None, "") and int(run_id) in ids else (ids[0] if ids else None)
@@ -417,10 +429,16 @@ def overview_updates(ctx: AppContext, run_id, seen=None, force: bool = True) -> 
         except NotFound:  # deleted between the list and now
             run = None
     frame = list_frame(runs)
-    sig = (repr(frame.values.tolist()), value, view_signature(run))
-    if not force and sig == seen:
-        return [gr.skip()] * 11 + [seen]
-    return [frame, gr.Dropdown(choices=run_choices(runs), value=value), *run_updates(run), sig]
+    choices = run_choices(runs)
+    before = seen if (not force and isinstance(seen, dict) and seen.get("run") == value) else {}
+    if run is not None and reg_value not in (None, ""):
+        reg_value = int(reg_value)
+    view, parts = run_updates(run, reg_value, before.get("parts"))
+    table_key, choice_key = repr(frame.values.tolist()), repr((choices, value))
+    now = {"run": value, "table": table_key, "choice": choice_key, "parts": parts}
+    return [frame if before.get("table") != table_key else gr.skip(),
+            gr.Dropdown(choices=choices, value=value) if before.get("choice") != choice_key else gr.skip(),
+            *view, now]
 
 
 def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> None:
@@ -461,14 +479,14 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
     tab.choice.input(lambda run_id: overview(run_id), tab.choice, overview_outputs, show_progress="hidden",
                      **private)
 
-    def tick(run_id, seen):
+    def tick(run_id, seen, reg_value):
         try:
-            return overview(run_id, seen, force=False)
+            return overview_updates(ctx, run_id, seen, force=False, reg_value=reg_value)
         except (gr.Error, StudioError):  # e.g. the run's records changing under it: said when the person acts
             return [gr.skip()] * (len(overview_outputs) - 1) + [seen]
 
     # outside Gradio's queue, like the other refreshes: a tick never waits behind (or delays) a person's action
-    gr.Timer(REFRESH_EVERY_S).tick(tick, [tab.choice, tab.seen], overview_outputs, queue=False,
+    gr.Timer(REFRESH_EVERY_S).tick(tick, [tab.choice, tab.seen, tab.reg_step], overview_outputs, queue=False,
                                    show_progress="hidden", **private)
 
     def method_changed(method):

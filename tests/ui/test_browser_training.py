@@ -48,6 +48,13 @@ def test_train_watch_stop_resume_audition_register(studio, browser):
         page.locator("#dataset-create-btn").click()
         expect(page.locator("#dataset-create-status")).to_contain_text("8 clips")
         expect(page.locator("#training-dataset input")).to_have_value(re.compile(r"#1 tones <b> v1 · 8 clips"))
+        # DPO trains on an A/B test's votes: the form offers tests and its DPO group instead of the dataset
+        page.locator("#training-method").get_by_text("Preference (DPO)").click()
+        expect(page.locator("#training-abtest")).to_be_visible()
+        expect(page.locator("#training-group-dpo")).to_be_visible()
+        expect(page.locator("#training-dataset")).to_be_hidden()
+        page.locator("#training-method").get_by_text("Supervised").click()
+        expect(page.locator("#training-group-dpo")).to_be_hidden()
         page.locator("#training-name input, #training-name textarea").first.fill("tone lora")
         page.locator("#training-prompts textarea").fill("calm bass")
         page.locator("#training-group-checkpointing").get_by_text("Checkpointing").first.click()
@@ -94,14 +101,22 @@ def test_train_watch_stop_resume_audition_register(studio, browser):
         page.locator("#training-register").click()
         expect(page.locator("#training-registered")).to_contain_text(f"tone lora v1 from step {regular}")
         screenshot(page, "training-registered")
-    info = ctx.training.get(run.id)
-    adapter = ctx.adapters.get(next(c.adapter_id for c in info.checkpoints if c.step == regular))
-    assert adapter.training_run_id == str(run.id) and adapter.training_config["max_steps"] == STEPS
-    assert "tones <b> v1" in adapter.training_dataset
-    # the adapter timeline's run link opens the run
-    [entry] = ctx.adapters.timeline("tone lora")
-    assert entry.training_run_url == f"/?run={run.id}"
-    with studio_page(browser, base.rstrip("/") + entry.training_run_url, timeout_ms=60_000) as page:
+        info = ctx.training.get(run.id)
+        adapter = ctx.adapters.get(next(c.adapter_id for c in info.checkpoints if c.step == regular))
+        assert adapter.training_run_id == str(run.id) and adapter.training_config["max_steps"] == STEPS
+        assert "tones <b> v1" in adapter.training_dataset
+        # the adapter's page: its real configuration, and the timeline's run link opens the run
+        page.get_by_role("tab", name="Adapters").click()
+        page.locator("#adapters-table").get_by_role("row").filter(has_text="tone lora").first.locator(
+            "[role=gridcell]").nth(1).click()
+        config = page.locator("#adapter-config")
+        expect(config.locator("tr[data-key='max_steps'] td")).to_have_text(str(STEPS))
+        expect(config.locator("tr[data-key='target_modules'] td")).to_have_text("attention")
+        expect(config.locator("section[data-group='DPO']")).to_have_count(0)
+        link = page.locator("#adapter-history a").filter(has_text=str(run.id))
+        assert link.get_attribute("href") == f"/?run={run.id}"
+        screenshot(page, "training-adapter")
+        page.goto(base.rstrip("/") + f"/?run={run.id}")
         expect(page.get_by_role("tab", name="Training")).to_have_attribute("aria-selected", "true")
         expect(summary(page)).to_contain_text(f"#{run.id} tone lora")
         expect(summary(page)).to_contain_text("Stopped")

@@ -160,13 +160,28 @@ def test_register_choices_and_what_was_registered():
 
 def test_run_updates_enable_what_the_status_allows():
     def buttons(status):
-        out = tt.run_updates(run_info(summary=dict(status=status), log_tail="Traceback: boom"))
+        out, _ = tt.run_updates(run_info(summary=dict(status=status), log_tail="Traceback: boom"))
         return out[3].interactive, out[4].interactive, out[8].visible
     assert buttons("running") == (True, False, False)
     assert buttons("stopped") == (False, True, False)
     assert buttons("interrupted") == (False, True, False)
     assert buttons("failed") == (False, True, True)  # the log's last lines show
     assert buttons("succeeded") == (False, False, False)
+
+
+def test_a_tick_changes_only_what_changed():
+    """A step of the run redraws the summary and the charts, never the audition players (someone may be listening)
+    nor the checkpoint chosen for registration."""
+    skip = gr.skip()
+    run = run_info()
+    first, parts = tt.run_updates(run, reg_value=20)
+    assert first[6].value == 20  # the person's choice stays while it exists
+    again, _ = tt.run_updates(run, reg_value=20, before=parts)
+    assert all(isinstance(u, type(skip)) for u in again)
+    later = run_info(summary=dict(step=41), loss_curve=[*run.loss_curve, LossPoint(step=41, loss=1.9, lr=1e-4)])
+    out, _ = tt.run_updates(later, reg_value=20, before=parts)
+    changed = [i for i, u in enumerate(out) if not isinstance(u, type(skip))]
+    assert changed == [0, 1, 2]  # summary, loss chart, learning-rate chart
 
 
 @pytest.mark.parametrize("params, run_id", [({"run": "12"}, 12), ({"run": "x"}, None), ({"run": "0"}, None),
