@@ -39,6 +39,11 @@ RECORD_FIELDS: dict[str, tuple[str, str, str]] = {
     "method": ("Training", "Method", "sft: supervised fine-tuning on clips with their captions; dpo: preference "
                "tuning on the votes of a blind A/B test."),
     "dataset": ("Training", "Dataset", "The dataset (name, version and content hash) the adapter was trained on."),
+    "start_adapter_id": ("Training", "Continued from adapter", "The adapter version (id) the run started from "
+                         "instead of a new adapter."),
+    "checkpoint_step": ("Checkpointing", "Registered checkpoint (step)", "The step of the run's checkpoint this "
+                        "version is: any checkpoint of a run can be registered, not only the last."),
+    "abtest_id": ("DPO", "A/B test", "The blind A/B test (id) whose votes the run learned from."),
 }
 # adapter_config.json keys (PEFT's LoraConfig) that TrainingConfig has no field for: a row only when the file
 # differs from PEFT's default. key -> (label, tip, PEFT's default)
@@ -153,10 +158,11 @@ def config_groups(training_config: dict[str, Any] | None, lora_config: dict[str,
     def add(group: str, key: str, label: str, value: Any, tip: str) -> None:
         rows[group].append(ConfigRow(key, label, fmt_value(value), tip))
 
-    facts = {**{k: v for k, v in (known or {}).items() if v is not None},
-             **{k: config[k] for k in RECORD_FIELDS if k in config}}  # the configuration's own record wins
+    # the adapter's record (known: the registry's name of the base model, ...) wins over the configuration's copy
+    facts = {**{k: config[k] for k in RECORD_FIELDS if config.get(k) is not None},
+             **{k: v for k, v in (known or {}).items() if v is not None}}
     for key, (group, label, tip) in RECORD_FIELDS.items():
-        if key in facts and (training_config or group == "Model"):
+        if key in facts and (training_config or group == "Model") and (group != "DPO" or dpo):
             add(group, key, label, facts[key], tip)
     for key, prop in props.items():
         group = prop.get("x-group", "Other")

@@ -27,7 +27,8 @@ def test_small_numbers_however_written():
 
 
 # What the studio records for a trained adapter: the whole TrainingConfig plus the method; and its files' LoRA
-SFT = {**TrainingConfig(r=8, lora_alpha=16, learning_rate=3e-4, max_steps=200).model_dump(), "method": "sft"}
+SFT = {**TrainingConfig(r=8, lora_alpha=16, learning_rate=3e-4, max_steps=200).model_dump(), "method": "sft",
+       "base_model": "studio-tiny", "start_adapter_id": None, "checkpoint_step": 100}
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": TARGET_PRESETS["attention"],
         "bias": "none", "use_dora": False, "use_rslora": False, "peft_type": "LORA", "init_lora_weights": True}
 KNOWN = {"base_model": "Studio Tiny (studio-tiny)", "base_model_revision": "abc123",
@@ -49,8 +50,10 @@ def test_a_studio_run_shows_every_field_in_its_schema_group():
     assert rows["Training"]["dataset"] == "tones v3 (sha256 1f2e…)"
     assert rows["Training"]["learning_rate"] == "3e-4" and rows["Training"]["max_steps"] == "200"
     assert rows["Hardware"] == {"device": "auto", "precision": "auto", "threads": "0"}
-    assert set(rows["Checkpointing"]) == {"checkpoint_every", "keep_last", "audition_prompts",
+    assert set(rows["Checkpointing"]) == {"checkpoint_step", "checkpoint_every", "keep_last", "audition_prompts",
                                           "audition_duration_s"}
+    assert rows["Checkpointing"]["checkpoint_step"] == "100"
+    assert "start_adapter_id" not in rows["Training"]  # a new adapter: nothing to say
     # every TrainingConfig field but the DPO ones is a row, under the group its schema names
     shown = {k for g in groups for k in (r.key for r in g.rows)}
     assert shown >= set(TrainingConfig.model_fields) - {"dpo_beta", "dpo_reference"}
@@ -59,10 +62,11 @@ def test_a_studio_run_shows_every_field_in_its_schema_group():
 
 
 def test_dpo_group_only_for_a_dpo_run():
-    dpo = {**SFT, "method": "dpo", "dpo_beta": 0.2, "dpo_reference": "base"}
+    dpo = {**SFT, "method": "dpo", "dpo_beta": 0.2, "dpo_reference": "base", "abtest_id": 4, "start_adapter_id": 9}
     assert view.is_dpo(dpo) and not view.is_dpo(SFT) and not view.is_dpo(None)
     rows = rows_of(view.config_groups(dpo, LORA))
-    assert rows["DPO"] == {"dpo_beta": "0.2", "dpo_reference": "base"}
+    assert rows["DPO"] == {"abtest_id": "4", "dpo_beta": "0.2", "dpo_reference": "base"}
+    assert rows["Training"]["start_adapter_id"] == "9"
     assert "DPO" not in rows_of(view.config_groups(SFT, LORA))
 
 
