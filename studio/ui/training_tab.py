@@ -79,6 +79,7 @@ class TrainingTab:
     registered: gr.Markdown
     log: gr.Textbox
     seen: gr.State  # what the page shows (the timer changes it only when this changes)
+    timer: gr.Timer  # follows the run while the tab is shown (a page on another tab costs the studio nothing)
 
 
 # ---- pure helpers: the form ---------------------------------------------------------------------------------------
@@ -371,7 +372,8 @@ def build_training_tab(ctx: AppContext) -> TrainingTab:
         log = gr.Textbox(label="The training process's last lines", lines=10, max_lines=20, interactive=False,
                          visible=False, elem_id="training-log")
     return TrainingTab(datasets, form, choice, refresh, table, summary, loss_plot, lr_plot, stop_btn, resume_btn,
-                       checkpoints, reg_step, reg_name, reg_btn, registered, log, gr.State(None))
+                       checkpoints, reg_step, reg_name, reg_btn, registered, log, gr.State(None),
+                       gr.Timer(REFRESH_EVERY_S, active=False))
 
 
 def run_parts(run: RunInfo | None, reg_value=None) -> list:
@@ -486,8 +488,10 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
             return [gr.skip()] * (len(overview_outputs) - 1) + [seen]
 
     # outside Gradio's queue, like the other refreshes: a tick never waits behind (or delays) a person's action
-    gr.Timer(REFRESH_EVERY_S).tick(tick, [tab.choice, tab.seen, tab.reg_step], overview_outputs, queue=False,
-                                   show_progress="hidden", **private)
+    tab.timer.tick(tick, [tab.choice, tab.seen, tab.reg_step], overview_outputs, queue=False,
+                   show_progress="hidden", **private)
+    tab_item.select(lambda: gr.Timer(active=True), None, tab.timer, queue=False, show_progress="hidden",
+                    **private)
 
     def method_changed(method):
         dpo = method == "dpo"
@@ -552,18 +556,28 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
     tab.reg_btn.click(register, [tab.choice, tab.reg_step, tab.reg_name], overview_outputs, **private)
 
 
+def wire_tab_timer(tab: TrainingTab, other_tabs: list[gr.Tab]) -> None:
+    """The run view's timer ticks while the Training tab is shown: choosing another tab stops it (the run's view
+    reads its whole loss curve; pages left on other tabs should not)."""
+    for other in other_tabs:
+        other.select(lambda: gr.Timer(active=False), None, tab.timer, queue=False, show_progress="hidden",
+                     api_visibility="private")
+
+
 def wire_run_link(ctx: AppContext, tab: TrainingTab, tabs: gr.Tabs, tab_id: str, demo: gr.Blocks) -> None:
-    """`/?run=<id>` (the adapter timeline's run link) opens the Training tab on that run."""
+    """`/?run=<id>` (the adapter timeline's run link) opens the Training tab on that run (and starts following
+    it)."""
     def open_run(request: gr.Request):
         params = dict(request.query_params) if request is not None else {}
         run_id = run_id_from(params)
         if run_id is None:
-            return [gr.skip()] * (1 + len(overview_outputs_of(tab)))
+            return [gr.skip()] * (2 + len(overview_outputs_of(tab)))
         try:
             ctx.training.get(run_id)
         except NotFound:
             gr.Warning(f"Training run #{run_id} does not exist.")
-            return [gr.skip()] * (1 + len(overview_outputs_of(tab)))
-        return [gr.Tabs(selected=tab_id), *overview_updates(ctx, run_id)]
+            return [gr.skip()] * (2 + len(overview_outputs_of(tab)))
+        return [gr.Tabs(selected=tab_id), *overview_updates(ctx, run_id), gr.Timer(active=True)]
 
-    demo.load(open_run, None, [tabs, *overview_outputs_of(tab)], show_progress="hidden", api_visibility="private")
+    demo.load(open_run, None, [tabs, *overview_outputs_of(tab), tab.timer], show_progress="hidden",
+              api_visibility="private")
