@@ -18,8 +18,10 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 UNSUPPORTED_AUDIO = (".m4a", ".aac", ".wma", ".opus", ".mp4", ".webm", ".amr", ".ape", ".mka", ".alac")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 MAX_FILES = 20_000  # audio files in one dataset
+MAX_ENTRIES = 200_000  # files and folders looked at in a dataset folder
 MAX_CLIPS = 100_000  # what ClipsEdit can name
 MAX_CAPTION_CHARS = 2000
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -191,7 +194,12 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
     order. With `roots`: a symlink that leads out of them is refused (path_not_allowed); linked folders are not
     followed."""
     found = _Found()
+    seen = 0
     for folder, dirs, files in os.walk(root):
+        seen += len(files) + len(dirs)
+        if seen > MAX_ENTRIES:  # a whole home folder named by mistake: say so rather than walk it for minutes
+            raise InvalidRequest(f"The folder holds more than {MAX_ENTRIES} files and folders; choose the folder "
+                                 "of the dataset itself.", code="too_many_files", max_entries=MAX_ENTRIES)
         rel_dir = Path(folder).relative_to(root)
         dirs[:] = sorted(d for d in dirs if _visible((d,)) and len(rel_dir.parts) < MAX_DEPTH)
         for name in sorted(files):
@@ -199,7 +207,7 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
             if not _visible((name,)):
                 continue
             suffix = Path(name).suffix.lower()
-            if suffix not in AUDIO_SUFFIXES + (".txt",) + UNSUPPORTED_AUDIO:
+            if suffix not in AUDIO_SUFFIXES + (".txt",) + UNSUPPORTED_AUDIO and name not in METADATA_FILES:
                 continue
             path = Path(folder) / name
             if roots is not None and path.is_symlink() and not inside_roots(path, roots):
@@ -212,7 +220,7 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
                                          "several datasets.", code="too_many_files", max_files=MAX_FILES)
             elif suffix == ".txt":
                 found.sidecars.add(rel)
-            else:
+            elif suffix in UNSUPPORTED_AUDIO:
                 found.unsupported.append(rel)
     found.audio.sort(key=_natural_key)
     return found
@@ -220,7 +228,6 @@ def scan_folder(root: Path, roots: list[Path] | None = None) -> _Found:
 
 def _natural_key(rel: str) -> list:
     """clip2 before clip10: files in the order a person numbered them."""
-    import re
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", rel)]
 
 
@@ -272,23 +279,23 @@ def read_captions(root: Path, found: _Found) -> tuple[dict[str, str | None], str
         sources.append(metadata.name)
         try:
             rows = list(_metadata_rows(metadata))
-        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, too large
+        except (OSError, ValueError, csv.Error) as exc:  # unreadable, not UTF-8, too large, broken quoting
             problems.append(ReportProblem(file=metadata.name, code="unreadable",
-                                          message=f"{metadata.name} cannot be read: {exc}"))
+                                          message=f"{metadata.name} cannot be read: {_short(exc)}"))
             rows = []
+        unit = "line" if metadata.suffix == ".jsonl" else "row"
         for number, row, why in rows:
             if row is None:
                 problems.append(ReportProblem(file=metadata.name, code="unreadable",
-                                              message=f"{metadata.name}, {'line' if metadata.suffix == '.jsonl' else 'row'} {number}: {why}"))
+                                              message=f"{metadata.name}, {unit} {number}: {why}"))
                 continue
-            name = str(row.get("file_name") or "").strip().removeprefix("./")
-            text = row.get("text", row.get("caption"))
+            name = str(row.get("file_name") or "").strip().replace("\\", "/").removeprefix("./")
+            text = row.get("text") if row.get("text") is not None else row.get("caption")
             if name not in audio:
                 problems.append(ReportProblem(
                     file=metadata.name, code="caption_without_audio",
-                    message=f"{metadata.name}, {'line' if metadata.suffix == '.jsonl' else 'row'} {number}: "
-                            f"there is no audio file {name[:200]!r}" if name else
-                            f"{metadata.name}, line {number}: no file_name"))
+                    message=f"{metadata.name}, {unit} {number}: " + (
+                        f"there is no audio file {name[:200]!r}" if name else "no file_name")))
                 continue
             captions[name] = clean_caption(text) if text is not None else None
     used_sidecars = False
@@ -486,6 +493,8 @@ class DatasetService:
         self.engine, self.registry, self.queue = engine, registry, queue
         self.data_dir, self.import_roots = Path(data_dir), list(import_roots)
         self.datasets_dir = self.data_dir / "datasets"
+        # edits read the clips, then write a new version: two at once would both write version N+1
+        self._edit_lock = threading.Lock()
 
     # ---- creating --------------------------------------------------------------------------------------------
     def _spec(self, model_id: str | None) -> ModelSpec:
@@ -590,7 +599,8 @@ class DatasetService:
                  progress: ProgressFn) -> tuple[DatasetReport, list[_Prepared]]:
         captions, caption_source, problems = read_captions(root, found)
         problems += [ReportProblem(file=rel, code="unsupported_format", message=(
-            f"{Path(rel).suffix} files cannot be read; convert it to wav, flac, ogg or mp3.")) for rel in found.unsupported]
+            f"{Path(rel).suffix} files cannot be read; convert it to wav, flac, ogg or mp3."))
+            for rel in found.unsupported]
         prepared: list[_Prepared] = []
         used = sliced = resampled = 0
         for i, rel in enumerate(found.audio):
@@ -673,7 +683,7 @@ class DatasetService:
     # ---- editing ---------------------------------------------------------------------------------------------
     def edit_clips(self, dataset_id: int, edit: ClipsEdit, user: str = LOCAL_USER) -> DatasetInfo:
         """Apply the edits as one new version (nothing really changed: the version stays)."""
-        with session_scope(self.engine) as session:
+        with self._edit_lock, session_scope(self.engine) as session:
             d = self._live(session, dataset_id)
             clips = clips_of(session, dataset_id)
             by_id = {c.id: c for c in clips}
@@ -732,7 +742,7 @@ class DatasetService:
     def delete(self, dataset_id: int) -> DatasetInfo:
         """Refused (409 dataset_in_use) while a queued or running training run uses it. Soft delete: the record
         stays (runs that trained on it keep their reference), its clips' audio is removed."""
-        with session_scope(self.engine) as session:
+        with self._edit_lock, session_scope(self.engine) as session:
             d = self._live(session, dataset_id)
             runs = active_runs_using(session, dataset_id)
             if runs:

@@ -64,6 +64,7 @@ STUDIO_STOPPED = "studio_stopped"  # error_code of runs the studio's close() sto
 PID_FILE = "pid"  # the studio's own note of the subprocess (a restart ends a leftover one before resuming)
 
 MAX_ID = 2**63 - 1
+AuditionStatus = Literal["waiting", "queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 RunStatus = Literal["queued", "running", "stopping", "succeeded", "stopped", "failed", "interrupted"]
 DEVICE_POLICY = ("beside: a run trains beside generation (on a CPU with its own share of the cores at a lower "
                  "priority; on a GPU sharing its memory); generation jobs never wait for it")
@@ -109,7 +110,8 @@ class AuditionClip(BaseModel):
     prompt: str
     seed: int
     job_id: int | None = Field(description="null: not queued yet")
-    status: str = Field(description="a job status, or 'waiting' (for the run's base model to be loaded)")
+    status: AuditionStatus = Field(description="the job's status, or 'waiting' (for the run's base model to be "
+                                               "loaded, or for room in the queue)")
     audio_url: str | None
     score: float | None = Field(description="the automatic score (CLAP) when an evaluation model is available")
 

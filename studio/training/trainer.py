@@ -177,6 +177,8 @@ class Trainer:
         for child in self.checkpoints.iterdir():  # a checkpoint being written when the process was killed
             if child.name.startswith(TMP_CHECKPOINT_PREFIX) and child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
+        for child in self.folder.glob(f".{layout.EVENTS_FILE}.*.tmp"):  # an events rewrite killed midway
+            child.unlink(missing_ok=True)
         resume = self.spec.resume_from
         if resume is not None:
             self._check_resumable(resume)

@@ -26,7 +26,8 @@ STATUSES = ["succeeded", "failed", "cancelled", "interrupted", "queued", "runnin
 RATING_FILTERS = [("Any rating", ANY), ("Not rated yet", "unrated"), ("Rated", "rated"),
                   *[(f"{'★' * n} or more" if n < MAX_STARS else "★" * n, f"{n}+") for n in range(MAX_STARS, 0, -1)],
                   ("★★ or less", "-2")]
-SOURCES = [("People's generations", "person"), ("Evaluation clips", "evaluation"), ("Both", "all")]
+SOURCES = [("People's generations", "person"), ("Evaluation clips", "evaluation"),
+           ("Training auditions", "training"), ("All", "all")]
 SORTS = [("Newest first", "newest"), ("Oldest first", "oldest"), ("Best rated", "best_rated"),
          ("Worst rated", "worst_rated"), ("Longest", "longest"), ("Shortest", "shortest")]
 # Stored settings a job records but did not use as such: its own seed and duration are what it ran with.

@@ -57,8 +57,9 @@ def test_create_from_a_folder_show_list_clips_audio_edit_delete(api):
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     data, rate = sf.read(io.BytesIO(audio.content))
     assert rate == 32000 and len(data) == 48000
-    r = api.patch(f"/api/datasets/{info['id']}/clips", json={"captions": [{"id": clips[0]["id"], "caption": "deep bass"}],
-                                                              "clip_ids": [clips[1]["id"]], "excluded": True})
+    r = api.patch(f"/api/datasets/{info['id']}/clips",
+                  json={"captions": [{"id": clips[0]["id"], "caption": "deep bass"}], "clip_ids": [clips[1]["id"]],
+                        "excluded": True})
     assert r.status_code == 200, r.text
     edited = r.json()
     assert (edited["version"], edited["clips"], edited["excluded"]) == (2, 7, 1)

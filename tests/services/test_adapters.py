@@ -677,7 +677,7 @@ def test_training_provenance_file_is_read(ctx, loras, tmp_path):
     info = register(ctx, folder)
     assert (info.training_dataset, info.training_run_id, info.trained_at.year) == ("ds-1", "run-7", 2025)
     entry = ctx.adapters.timeline("trained")[0]
-    # the run is named, but not linked: the studio has no training-run pages yet (a link would answer 404)
+    # the run is named, but not linked: it is not a run of this studio (a link would answer 404)
     assert entry.final_loss == 0.3 and entry.training_run_id == "run-7" and entry.training_run_url is None
 
 

@@ -313,7 +313,8 @@ def _zip_of(folder: Path, top: str = "songs", extra: dict[str, bytes] | None = N
 def test_an_uploaded_archive_gives_the_same_dataset_as_its_folder(studio, tmp_path):
     made = write_tone_folder(tmp_path / "src", n=4, seconds=2.0, captions="jsonl")
     archive = tmp_path / "upload.bin"
-    archive.write_bytes(_zip_of(tmp_path / "src", extra={"songs/clip.m4a": b"\0", "__MACOSX/songs/._clip_000.wav": b"x"}))
+    archive.write_bytes(_zip_of(tmp_path / "src", extra={"songs/clip.m4a": b"\0",
+                                                         "__MACOSX/songs/._clip_000.wav": b"x"}))
     info = studio.datasets.create(CreateDatasetRequest(source="upload"), upload=archive, upload_name="songs.zip")
     assert info.name == "songs" and info.source == "upload:songs.zip" and info.clips == 4
     assert [(p.file, p.code) for p in info.report.problems] == [("clip.m4a", "unsupported_format")]
@@ -366,8 +367,8 @@ def test_bulk_edits_on_chosen_clips(tones):
     out = ctx.datasets.edit_clips(info.id, ClipsEdit(clip_ids=chosen, find="bass", replace="cello", prefix="lofi ",
                                                      suffix=", 90 bpm"))
     assert out.version == 2
-    assert [c.caption for c in ctx.datasets.clips(info.id)][:3] == ["lofi calm cello, 90 bpm", "lofi fast synth, 90 bpm",
-                                                                    "calm bass"]
+    assert [c.caption for c in ctx.datasets.clips(info.id)][:3] == [
+        "lofi calm cello, 90 bpm", "lofi fast synth, 90 bpm", "calm bass"]
     ctx.datasets.edit_clips(info.id, ClipsEdit(caption="a tone"))  # every clip
     assert {c.caption for c in ctx.datasets.clips(info.id)} == {"a tone"}
 
@@ -484,3 +485,42 @@ def test_per_clip_edits_of_captions_and_exclusion_are_one_version(tones):
     now = ctx.datasets.clips(info.id)
     assert [(c.caption, c.excluded) for c in now[:3]] == [("calm bass", True), ("fast synth pad", False),
                                                           ("calm bass", False)]
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".mp3"])
+def test_every_supported_format_is_read(studio, suffix):
+    made = write_tone_folder(studio.imports / "fmt", n=2, seconds=1.5, suffix=suffix, sample_rate=44100)
+    info = studio.datasets.create(folder_req("fmt"))
+    assert info.report.problems == [] and info.clips == 2
+    assert [c.source_file for c in studio.datasets.clips(info.id)] == [name for name, _ in made]
+    for clip in studio.datasets.clips(info.id):
+        assert clip.duration_s == pytest.approx(1.5, abs=0.06)  # mp3 may add or drop a few ms of padding
+
+
+def test_too_many_entries_is_refused(studio, monkeypatch):
+    import studio.services.datasets as datasets
+    monkeypatch.setattr(datasets, "MAX_ENTRIES", 5)
+    write_tone_folder(studio.imports / "many", n=4, seconds=1.0)
+    with pytest.raises(InvalidRequest) as refused:
+        studio.datasets.create(folder_req("many"))
+    assert refused.value.code == "too_many_files"
+    nothing_created(studio)
+
+
+def test_a_metadata_file_linking_out_of_the_roots_is_refused(studio, tmp_path):
+    (tmp_path / "secret.csv").write_text("file_name,text\n")
+    d = studio.imports / "meta"
+    wav(d / "a.wav", 1.5)
+    os.symlink(tmp_path / "secret.csv", d / "metadata.csv")
+    with pytest.raises(InvalidRequest) as refused:
+        studio.datasets.create(folder_req("meta"))
+    assert refused.value.code == "path_not_allowed"
+
+
+def test_a_csv_the_reader_refuses_is_a_problem_not_a_failure(studio):
+    d = studio.imports / "csvq"
+    wav(d / "a.wav", 1.5)
+    (d / "a.txt").write_text("calm bass")
+    (d / "metadata.csv").write_text('file_name,text\n"a.wav","' + "x" * 200_000 + '"\n')  # over csv's field limit
+    info = studio.datasets.create(folder_req("csvq"))
+    assert info.clips == 1 and [p.code for p in info.report.problems] == ["unreadable"]

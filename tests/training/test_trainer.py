@@ -3,6 +3,7 @@ stop/resume, checkpoints, the codes cache and clean failures. Subprocess behavio
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from pathlib import Path
 
@@ -62,7 +63,12 @@ def test_loss_decreases(make_spec):
     config = json.loads((layout.checkpoint_folder(folder, 40) / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "studio-tiny" and config["r"] == 16
     assert not list(layout.checkpoint_folder(folder, 40).glob("*.bin"))
-    assert trainer.model is not None
+    # what the studio checks before it registers or applies an adapter: every tensor maps onto the base's modules
+    from studio.runtime.adapters import check_structure, inspect_adapter
+    from studio.runtime.transformers_backend import build_skeleton
+    files = inspect_adapter(layout.checkpoint_folder(folder, 40))
+    check_structure(build_skeleton(Path(spec.model_folder)), files, "studio-tiny")
+    assert files.rank == 16 and len(files.shapes) == 2 * 2 * 8  # 2 layers x 8 attention projections x (A, B)
 
 
 def test_stop_then_resume_continues_the_same_loss_sequence(make_spec):
@@ -231,3 +237,31 @@ def test_events_rewritten_up_to_a_step(tmp_path):
     assert [(e.kind, getattr(e, "step", None)) for e in kept] == [
         ("stage", None), ("step", 1), ("step", 2), ("step", 3), ("step", 4), ("checkpoint", 4)]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_epochs_decide_the_number_of_steps(make_spec):
+    # 8 clips, batch 2 x accumulation 2: 2 steps per epoch
+    folder, spec = make_spec(epochs=2, max_steps=999, gradient_accumulation_steps=2, checkpoint_every=3)
+    done = Trainer(folder, spec).run()
+    assert (done.status, done.step) == ("succeeded", 4)
+    last = [e for e in events_of(folder) if e.kind == "step"][-1]
+    assert (last.total_steps, last.epoch) == (4, 2.0)
+    assert layout.checkpoint_steps(folder) == [3, 4]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_trains_with_fp32_lora(make_spec, precision):
+    """The GPU policies (bf16; fp16 with loss scaling), exercised on the CPU: the frozen base in that precision,
+    the LoRA matrices and the optimiser in fp32, and a resumable checkpoint."""
+    folder, spec = make_spec(max_steps=3, checkpoint_every=2, precision=precision, cfg_dropout=0.0)
+    trainer = Trainer(folder, spec)
+    done = trainer.run()
+    assert done.status == "succeeded", done.message
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters() if p.requires_grad)
+    base = trainer.model.base_model.model.decoder.model.decoder.layers[0].fc1.weight
+    assert base.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    losses = losses_of(folder)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses.values())
+    resumed = Trainer(folder, spec.model_copy(update={"resume_from": 2})).run()
+    assert resumed.status == "succeeded"
+    assert losses_of(folder)[3] == pytest.approx(losses[3], rel=1e-3)

@@ -1,8 +1,10 @@
 """The datasets panel driven as a person would: create a dataset from a folder of tones, read the report, listen to
-a clip, edit a caption in the grid, exclude clips in bulk, delete it. Screenshots: /tmp/datasets-*.png."""
+a clip, edit a caption in the grid, exclude clips in bulk, see it again on a new page, delete it, then create one
+from an uploaded archive. Screenshots: /tmp/datasets-*.png."""
 from __future__ import annotations
 
 import re
+import zipfile
 
 import pytest
 
@@ -24,8 +26,12 @@ def studio(make_ctx, tmp_path):
         yield ctx, base
 
 
-def test_build_listen_edit_exclude_delete(studio, browser):
+def test_build_listen_edit_exclude_delete_upload(studio, browser, tmp_path):
     ctx, base = studio
+    archive = tmp_path / "my-tones.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted((tmp_path / "imports" / "tones").iterdir()):
+            zf.write(p, f"my-tones/{p.name}")
     with studio_page(browser, base, model_name="No model loaded") as page:
         page.get_by_role("tab", name="Training").click()
         expect(page.locator("#dataset-summary")).to_contain_text("No dataset yet")
@@ -88,3 +94,13 @@ def test_build_listen_edit_exclude_delete(studio, browser):
         page.locator("#dataset-delete").click()
         expect(page.locator("#dataset-summary")).to_contain_text("No dataset yet")
         assert ctx.datasets.list() == []
+
+        # from an uploaded archive
+        page.locator("#dataset-source").get_by_text("Upload archive").click()
+        page.locator("#dataset-file input[type=file]").set_input_files(str(archive))
+        page.locator("#dataset-max-clip input").fill("0")
+        page.locator("#dataset-overlap input").fill("0")
+        page.locator("#dataset-create-btn").click()
+        expect(page.locator("#dataset-create-status")).to_contain_text("Created my-tones: 4 clips", timeout=60_000)
+        expect(page.locator("#dataset-summary")).to_contain_text("version 1")
+        assert [d.source for d in ctx.datasets.list()] == ["upload:my-tones.zip"]
