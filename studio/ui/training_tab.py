@@ -237,8 +237,9 @@ def _clip_cell(clip) -> str:
     if clip.audio_url and clip.status == "succeeded":
         return (f"<audio controls preload='none' src='{_e(clip.audio_url)}' "
                 f"data-job='{_e(clip.job_id)}'></audio>{score}")
-    words = {"waiting": "waiting for the run's base model to be loaded", "queued": "queued", "running": "generating",
-             "failed": "failed", "cancelled": "cancelled"}.get(clip.status, clip.status)
+    words = {"waiting": "waiting (for the run's base model to be loaded, or room in the queue)",
+             "queued": "queued", "running": "generating", "failed": "failed", "cancelled": "cancelled",
+             "interrupted": "interrupted (the studio stopped)"}.get(clip.status, clip.status)
     return f"<span class='tr-pending'>{_e(words)}</span>{score}"
 
 
