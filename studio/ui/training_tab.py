@@ -53,6 +53,7 @@ class RunForm:
     abtest: gr.Dropdown
     start_adapter: gr.Dropdown
     prompts: gr.Textbox
+    description: gr.Textbox
     auto_register: gr.Checkbox
     groups: dict[str, gr.Accordion]
     fields: list  # widgets, in the order of specs
@@ -123,7 +124,7 @@ def _id(value) -> int | None:
 
 
 def run_request(method: str, name: str | None, dataset, abtest, start_adapter, prompts: str | None,
-                auto_register: bool, config: dict[str, Any]) -> CreateRunRequest:
+                auto_register: bool, config: dict[str, Any], description: str | None = "") -> CreateRunRequest:
     """The form as a CreateRunRequest (the service checks the rest: the dataset, the test, the adapter)."""
     if method == "sft" and _id(dataset) is None:
         raise gr.Error("Choose the dataset to train on (create one in Datasets, above).", print_exception=False)
@@ -134,7 +135,8 @@ def run_request(method: str, name: str | None, dataset, abtest, start_adapter, p
                                 dataset_id=_id(dataset) if method == "sft" else None,
                                 abtest_id=_id(abtest) if method == "dpo" else None,
                                 start_adapter_id=_id(start_adapter), config=config,
-                                audition_prompts=prompt_lines(prompts), auto_register=bool(auto_register))
+                                audition_prompts=prompt_lines(prompts), auto_register=bool(auto_register),
+                                description=str(description or "").strip())
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise gr.Error(notify_text(f"Check the form: {problems}."), print_exception=False) from None
@@ -320,8 +322,11 @@ def build_run_form(ctx: AppContext) -> RunForm:
             start_adapter = gr.Dropdown([("None (a new adapter)", NONE)], value=NONE, elem_id="training-start",
                                         label="Continue from adapter", scale=2,
                                         info="DPO default: the side the votes preferred")
-        prompts = gr.Textbox(label="Audition prompts (one per line; empty: the dataset's first captions)", lines=2,
-                             elem_id="training-prompts")
+        with gr.Row():
+            prompts = gr.Textbox(label="Audition prompts (one per line; empty: the dataset's first captions)",
+                                 lines=2, elem_id="training-prompts", scale=3)
+            description = gr.Textbox(label="Description (given to the adapter versions registered from it)",
+                                     lines=2, elem_id="training-description", scale=2)
         fields, specs, accordions = [], [], {}
         for group, group_specs in groups_specs.items():
             with gr.Accordion(f"{group}", open=group in OPEN_GROUPS, visible=group != "DPO",
@@ -336,8 +341,8 @@ def build_run_form(ctx: AppContext) -> RunForm:
             auto_register = gr.Checkbox(True, label="Register the last checkpoint as an adapter version when the "
                                                     "run finishes", elem_id="training-auto-register", scale=3)
             create_btn = gr.Button("Start training", variant="primary", elem_id="training-create", scale=1)
-    return RunForm(method, name, dataset, abtest, start_adapter, prompts, auto_register, accordions, fields, specs,
-                   create_btn)
+    return RunForm(method, name, dataset, abtest, start_adapter, prompts, description, auto_register, accordions,
+                   fields, specs, create_btn)
 
 
 def build_training_tab(ctx: AppContext) -> TrainingTab:
@@ -505,7 +510,8 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
         # a set of inputs: one dict (Gradio injects the request only into named parameters, never after *args)
         config = config_values(form.specs, [data[w] for w in form.fields])
         req = run_request(data[form.method], data[form.name], data[form.dataset], data[form.abtest],
-                          data[form.start_adapter], data[form.prompts], data[form.auto_register], config)
+                          data[form.start_adapter], data[form.prompts], data[form.auto_register], config,
+                          data[form.description])
         with user_errors():
             run = ctx.training.create(req, page_user(request))
         where = "it starts training" if run.status == "running" else \
@@ -514,7 +520,7 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
         return overview(run.id)
 
     form.create_btn.click(create, {form.method, form.name, form.dataset, form.abtest, form.start_adapter,
-                                   form.prompts, form.auto_register, *form.fields}, overview_outputs,
+                                   form.prompts, form.description, form.auto_register, *form.fields}, overview_outputs,
                           **private)  # scripts use POST /api/training/runs
 
     def need_run(run_id) -> int:

@@ -57,10 +57,12 @@ def test_a_wrong_field_is_named_by_its_label(field, value, says):
 
 def test_the_request_for_each_method():
     config = TrainingConfig(max_steps=20).model_dump()
-    req = tt.run_request("sft", "  tones ", "3", "9", tt.NONE, "warm piano\n\n  calm pad \n", True, config)
+    req = tt.run_request("sft", "  tones ", "3", "9", tt.NONE, "warm piano\n\n  calm pad \n", True, config,
+                         " tones, 8 clips ")
     assert (req.method, req.name, req.dataset_id, req.abtest_id, req.start_adapter_id) == ("sft", "tones", 3, None,
                                                                                          None)
     assert req.audition_prompts == ["warm piano", "calm pad"] and req.config["max_steps"] == 20
+    assert req.description == "tones, 8 clips"
     req = tt.run_request("dpo", "", "3", "9", "4", "", False, config)
     assert (req.name, req.dataset_id, req.abtest_id, req.start_adapter_id, req.audition_prompts,
             req.auto_register) == (None, None, 9, 4, None, False)
@@ -152,7 +154,8 @@ def test_audition_grid_has_the_start_first_and_a_column_per_prompt_and_seed():
 
 def test_register_choices_and_what_was_registered():
     run = run_info()
-    assert tt.register_choices(run) == [("step 40 · loss 2.1", 40), ("step 20 · loss 2.5 · registered as tones v2", 20)]
+    assert tt.register_choices(run) == [("step 40 · loss 2.1", 40),
+                                        ("step 20 · loss 2.5 · registered as tones v2", 20)]
     assert "**tones v2** from step 20" in tt.registered_markdown(run)
     none = run_info(checkpoints=[])
     assert "registered when the run finishes" in tt.registered_markdown(none)
