@@ -71,6 +71,7 @@ class TrainingTab:
     summary: gr.Markdown
     loss_plot: gr.LinePlot
     lr_plot: gr.LinePlot
+    acc_plot: gr.LinePlot  # DPO runs: the share of pairs where the adapter prefers the chosen clip
     stop_btn: gr.Button
     resume_btn: gr.Button
     checkpoints: gr.HTML
@@ -193,14 +194,16 @@ def thin(curve: list[LossPoint], limit: int = MAX_CHART_POINTS) -> list[LossPoin
     return kept if kept[-1] is curve[-1] else [*kept, curve[-1]]
 
 
-def curve_frames(curve: list[LossPoint]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(loss by step, learning rate by step) for the two charts; DPO runs add the preference accuracy to the loss
-    chart as a second line."""
+def curve_frames(curve: list[LossPoint]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(loss, learning rate, preference accuracy (DPO only; else empty)) by step, for the three charts."""
     points = thin(curve)
-    loss = [{"step": p.step, "value": p.loss, "series": "loss"} for p in points]
-    loss += [{"step": p.step, "value": p.accuracy, "series": "accuracy"} for p in points if p.accuracy is not None]
+    loss = [{"step": p.step, "loss": p.loss} for p in points]
     lr = [{"step": p.step, "lr": p.lr} for p in points]
-    return (pd.DataFrame(loss, columns=["step", "value", "series"]), pd.DataFrame(lr, columns=["step", "lr"]))
+    acc = [{"step": p.step, "accuracy": p.accuracy} for p in points if p.accuracy is not None]
+    # numeric columns even when empty: the chart fixes its axes' kinds from the first frame it gets (an empty
+    # frame of objects made them categorical: one tick per loss value, and no line)
+    return tuple(pd.DataFrame(rows, columns=["step", y]).astype({"step": "int64", y: "float64"})
+                 for rows, y in ((loss, "loss"), (lr, "lr"), (acc, "accuracy")))
 
 
 def summary_markdown(run: RunInfo) -> str:
@@ -361,12 +364,15 @@ def build_training_tab(ctx: AppContext) -> TrainingTab:
             stop_btn = gr.Button("⏹ Stop (saves a checkpoint)", size="sm", elem_id="training-stop",
                                  interactive=False)
             resume_btn = gr.Button("▶ Resume", size="sm", elem_id="training-resume", interactive=False)
-        empty_loss, empty_lr = curve_frames([])
+        empty_loss, empty_lr, empty_acc = curve_frames([])
         with gr.Row():
-            loss_plot = gr.LinePlot(empty_loss, x="step", y="value", color="series", title="Loss",
-                                    elem_id="training-loss", x_title="step", y_title="loss", height=260)
+            loss_plot = gr.LinePlot(empty_loss, x="step", y="loss", title="Loss", elem_id="training-loss",
+                                    x_title="step", y_title="loss", height=260)
             lr_plot = gr.LinePlot(empty_lr, x="step", y="lr", title="Learning rate", elem_id="training-lr",
                                   x_title="step", y_title="learning rate", height=260)
+            acc_plot = gr.LinePlot(empty_acc, x="step", y="accuracy", title="Preference accuracy (DPO)",
+                                   elem_id="training-accuracy", x_title="step", y_title="accuracy", height=260,
+                                   visible=False)
         gr.Markdown("#### Audition: every checkpoint beside the start (same prompts, same seeds)")
         checkpoints = gr.HTML("<div id='training-checkpoints-empty'></div>", elem_id="training-checkpoints")
         registered = gr.Markdown(elem_id="training-registered")
@@ -377,7 +383,8 @@ def build_training_tab(ctx: AppContext) -> TrainingTab:
             reg_btn = gr.Button("Register this checkpoint", elem_id="training-register", scale=1)
         log = gr.Textbox(label="The training process's last lines", lines=10, max_lines=20, interactive=False,
                          visible=False, elem_id="training-log")
-    return TrainingTab(datasets, form, choice, refresh, table, summary, loss_plot, lr_plot, stop_btn, resume_btn,
+    return TrainingTab(datasets, form, choice, refresh, table, summary, loss_plot, lr_plot, acc_plot, stop_btn,
+                       resume_btn,
                        checkpoints, reg_step, reg_name, reg_btn, registered, log, gr.State(None),
                        gr.Timer(REFRESH_EVERY_S, active=False))
 
@@ -387,27 +394,28 @@ def run_parts(run: RunInfo | None, reg_value=None) -> list:
     (a tick changes only the outputs whose value changed: a player being listened to, or a checkpoint being chosen,
     is never reset by a step of the run)."""
     if run is None:
-        return ["*No run chosen: start one above, or choose one from the list.*", (), None,
+        return ["*No run chosen: start one above, or choose one from the list.*", ("sft", ()), None,
                 "<div id='training-checkpoints-empty'></div>", ((), None), "", ("", False)]
     choices = register_choices(run)
     steps = [c[1] for c in choices]
     reg = reg_value if reg_value in steps else (steps[0] if steps else None)
     curve = tuple((p.step, p.loss, p.lr, p.accuracy) for p in run.loss_curve)
-    return [summary_markdown(run), curve, run.status, checkpoints_html(run), (tuple(choices), reg),
+    return [summary_markdown(run), (run.method, curve), run.status, checkpoints_html(run), (tuple(choices), reg),
             registered_markdown(run), (run.log_tail or "", run.status == "failed" and bool(run.log_tail))]
 
 
 def run_updates(run: RunInfo | None, reg_value=None, before: list | None = None) -> tuple[list, list]:
-    """([summary, loss chart, lr chart, stop, resume, checkpoints, register choices, registered, log], parts) for a
-    run (None: no run chosen); outputs whose part equals `before`'s are left alone (gr.skip)."""
+    """([summary, loss chart, lr chart, accuracy chart, stop, resume, checkpoints, register choices, registered,
+    log], parts) for a run (None: no run chosen); outputs whose part equals `before`'s are left alone (gr.skip)."""
     parts = run_parts(run, reg_value)
     old = before if before and len(before) == len(parts) else [object()] * len(parts)
-    summary, curve, status, grid, (choices, reg), registered, (log, log_visible) = parts
+    summary, (method, curve), status, grid, (choices, reg), registered, (log, log_visible) = parts
     same = [a == b for a, b in zip(parts, old)]
     points = [LossPoint(step=st, loss=lo, lr=lr, accuracy=ac) for st, lo, lr, ac in curve]
-    loss, lr = curve_frames(points)
+    loss, lr, acc = curve_frames(points)
     out = [summary if not same[0] else gr.skip(),
-           *((loss, lr) if not same[1] else (gr.skip(), gr.skip())),
+           *((loss, lr, gr.LinePlot(value=acc, visible=method == "dpo")) if not same[1]
+             else (gr.skip(), gr.skip(), gr.skip())),
            *((gr.Button(interactive=status in ("queued", "running")),
               gr.Button(interactive=status in ("stopped", "interrupted", "failed"))) if not same[2]
              else (gr.skip(), gr.skip())),
@@ -420,8 +428,8 @@ def run_updates(run: RunInfo | None, reg_value=None, before: list | None = None)
 
 def overview_outputs_of(tab: TrainingTab) -> list:
     """The list, the choice, the run's view (as run_updates) and what the page shows (seen)."""
-    return [tab.table, tab.choice, tab.summary, tab.loss_plot, tab.lr_plot, tab.stop_btn, tab.resume_btn,
-            tab.checkpoints, tab.reg_step, tab.registered, tab.log, tab.seen]
+    return [tab.table, tab.choice, tab.summary, tab.loss_plot, tab.lr_plot, tab.acc_plot, tab.stop_btn,
+            tab.resume_btn, tab.checkpoints, tab.reg_step, tab.registered, tab.log, tab.seen]
 
 
 def overview_updates(ctx: AppContext, run_id, seen=None, force: bool = True, reg_value=None) -> list:

@@ -119,14 +119,16 @@ def test_the_runs_list():
 
 
 def test_chart_frames_follow_the_curve_and_stay_light():
-    loss, lr = tt.curve_frames(run_info().loss_curve)
-    assert loss["step"].tolist() == list(range(1, 41)) and set(loss["series"]) == {"loss"}
-    assert lr["lr"].iloc[-1] == pytest.approx(1e-4)
+    loss, lr, acc = tt.curve_frames(run_info().loss_curve)
+    assert loss["step"].tolist() == list(range(1, 41)) and loss["loss"].iloc[0] == pytest.approx(3 - 1 / 40)
+    assert lr["lr"].iloc[-1] == pytest.approx(1e-4) and acc.empty
     long = [LossPoint(step=s, loss=1.0, lr=1e-4) for s in range(1, 5001)]
     thin = tt.thin(long)
     assert len(thin) <= tt.MAX_CHART_POINTS and thin[0].step == 1 and thin[-1].step == 5000
+    for frame in (*tt.curve_frames([]), loss, lr):  # numeric axes from the first (empty) frame on
+        assert frame["step"].dtype.kind == "i" and frame.iloc[:, 1].dtype.kind == "f"
     dpo = [LossPoint(step=s, loss=0.7, lr=1e-4, accuracy=0.5) for s in (1, 2)]
-    assert set(tt.curve_frames(dpo)[0]["series"]) == {"loss", "accuracy"}
+    assert tt.curve_frames(dpo)[2]["accuracy"].tolist() == [0.5, 0.5]
 
 
 def test_summary_says_where_the_run_stands_and_escapes_names():
@@ -164,12 +166,14 @@ def test_register_choices_and_what_was_registered():
 def test_run_updates_enable_what_the_status_allows():
     def buttons(status):
         out, _ = tt.run_updates(run_info(summary=dict(status=status), log_tail="Traceback: boom"))
-        return out[3].interactive, out[4].interactive, out[8].visible
+        return out[4].interactive, out[5].interactive, out[9].visible
     assert buttons("running") == (True, False, False)
     assert buttons("stopped") == (False, True, False)
     assert buttons("interrupted") == (False, True, False)
     assert buttons("failed") == (False, True, True)  # the log's last lines show
     assert buttons("succeeded") == (False, False, False)
+    assert tt.run_updates(run_info())[0][3].visible is False  # the accuracy chart: DPO runs only
+    assert tt.run_updates(run_info(summary=dict(method="dpo", abtest_id=3)))[0][3].visible is True
 
 
 def test_a_tick_changes_only_what_changed():
@@ -178,13 +182,13 @@ def test_a_tick_changes_only_what_changed():
     skip = gr.skip()
     run = run_info()
     first, parts = tt.run_updates(run, reg_value=20)
-    assert first[6].value == 20  # the person's choice stays while it exists
+    assert first[7].value == 20  # the person's choice stays while it exists
     again, _ = tt.run_updates(run, reg_value=20, before=parts)
     assert all(isinstance(u, type(skip)) for u in again)
     later = run_info(summary=dict(step=41), loss_curve=[*run.loss_curve, LossPoint(step=41, loss=1.9, lr=1e-4)])
     out, _ = tt.run_updates(later, reg_value=20, before=parts)
     changed = [i for i, u in enumerate(out) if not isinstance(u, type(skip))]
-    assert changed == [0, 1, 2]  # summary, loss chart, learning-rate chart
+    assert changed == [0, 1, 2, 3]  # summary, loss, learning-rate and accuracy charts
 
 
 @pytest.mark.parametrize("params, run_id", [({"run": "12"}, 12), ({"run": "x"}, None), ({"run": "0"}, None),
