@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import queue as stdqueue
+import shutil
 import signal
 import subprocess
 import sys
@@ -340,7 +341,8 @@ class TrainingService:
         run = TrainingRun(
             name=name, method=req.method, model_id=spec.id, base_model_revision=spec.source.revision,
             base_weights_hash=weights_hash, dataset_id=req.dataset_id,
-            dataset_version=summary.version if summary else None, dataset_hash=summary.content_hash if summary else None,
+            dataset_version=summary.version if summary else None,
+            dataset_hash=summary.content_hash if summary else None,
             abtest_id=req.abtest_id, start_adapter_id=start_id, config=config.model_dump(),
             audition_prompts=prompts, audition_seeds=seeds, status="queued", total_steps=total_steps(config, examples),
             folder="", auto_register=req.auto_register, created_by=user)
@@ -361,8 +363,6 @@ class TrainingService:
             layout.write_json_atomic(run_folder / layout.SPEC_FILE, run_spec)
             (run_folder / "description.txt").write_text(req.description, encoding="utf-8")
         except BaseException:  # all or nothing: no record without its folder
-            import shutil
-
             shutil.rmtree(run_folder, ignore_errors=True)
             with session_scope(self.engine) as session:
                 row = get_run(session, run_id)

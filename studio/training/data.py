@@ -18,6 +18,7 @@ import torch
 
 CODES_KEY = "codes"
 TMP_SUFFIX = ".tmp"
+MAX_TEXT_TOKENS = 512
 
 
 class TrainingError(Exception):
@@ -134,7 +135,12 @@ def encode_clips(model, clips, cache: Path, sample_rate: int, channels: int, num
         if stop_requested():
             raise Stopped()
         path = cache / f"{clip.hash}.safetensors"
-        found = read_codes(path, num_codebooks) if path.is_file() else None
+        found = None
+        if path.is_file():
+            try:
+                found = read_codes(path, num_codebooks)
+            except TrainingError:  # a damaged cache entry is encoded again, not a failed run
+                found = None
         if found is None:
             found = encode_audio(model, read_clip(clip.file, sample_rate, channels))
             write_codes(path, found)
@@ -170,11 +176,11 @@ class TextStates:
 @torch.no_grad()
 def text_states(model, tokenizer, captions: list[str], device: torch.device) -> TextStates:
     encoder = model.text_encoder
+    # MusicGen's T5 was trained on 512 tokens; a tokenizer without a stated limit says ~1e30
+    max_length = min(getattr(tokenizer, "model_max_length", MAX_TEXT_TOKENS) or MAX_TEXT_TOKENS, MAX_TEXT_TOKENS)
     out = {}
     for caption in dict.fromkeys(captions):
-        tokens = tokenizer([caption], return_tensors="pt", truncation=True,
-                           max_length=getattr(tokenizer, "model_max_length", 512) if
-                           getattr(tokenizer, "model_max_length", 0) < 100_000 else 512)
+        tokens = tokenizer([caption], return_tensors="pt", truncation=True, max_length=max_length)
         ids = tokens["input_ids"].to(device)
         mask = tokens["attention_mask"].to(device)
         hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]

@@ -123,7 +123,9 @@ class Trainer:
         self.captions: list[str] = []
         self.text: TextStates | None = None
         self.ref: tuple[torch.Tensor, torch.Tensor] | None = None  # dpo reference log-probs (chosen, rejected)
+        self.weights: torch.Tensor | None = None  # dpo: each pair's decisive votes
         self.dtype = torch.float32
+        self.num_codebooks, self.pad, self.channels = 0, 0, 1  # the base model's, once loaded
 
     # ---- plumbing -----------------------------------------------------------------------------------------------
     def emit(self, event) -> None:
@@ -419,6 +421,11 @@ class Trainer:
                 group["lr"] = lr
             losses, accuracies = [], []
             for micro in range(accumulation):
+                if micro and self.stop_requested():
+                    # a step of several batches on a big model takes long: drop its partial gradients and save
+                    # the last whole step (the resumed run recomputes this one exactly)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return self._stop(started)
                 torch.manual_seed(derive_seed(cfg.seed, "dropout", step, micro))  # dropout masks of this batch
                 if self.spec.method == "sft":
                     loss = self.forward_loss(*self.sft_batch(step, micro))

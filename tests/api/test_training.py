@@ -68,15 +68,16 @@ def test_a_refused_run_says_why_and_creates_nothing(studio, body, status, code, 
     body = {k: ids.get(v, v) if isinstance(v, str) and k in ("dataset_id", "abtest_id") else v
             for k, v in body.items()}
     before = _runs(client.ctx)
+    runs_dir = client.ctx.settings.data_dir / "training" / "runs"
+    folders = set(runs_dir.iterdir()) if runs_dir.exists() else set()
     r = client.post("/api/training/runs", json=body)
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert detail["code"] == code, detail
     if field is not None:
         assert field in [e["field"] for e in detail["errors"]], detail
-    assert _runs(client.ctx) == before
-    assert not (client.ctx.settings.data_dir / "training" / "runs").exists() or \
-        not any((client.ctx.settings.data_dir / "training" / "runs").iterdir())
+    assert _runs(client.ctx) == before  # nothing half-created: no record, no folder
+    assert (set(runs_dir.iterdir()) if runs_dir.exists() else set()) == folders
 
 
 @pytest.mark.parametrize("method,path,code", [
@@ -98,7 +99,6 @@ def test_the_schema_is_the_training_configuration_grouped(studio):
     groups = {p["x-group"] for p in schema["properties"].values()}
     assert groups == {"Model", "LoRA", "Training", "Hardware", "Checkpointing", "DPO"}
     assert schema["properties"]["learning_rate"]["default"] == 1e-4
-    assert client.get("/api/training/runs").json() == []
 
 
 def test_a_run_over_streams_its_final_event_and_refuses_stop_resume_register(studio):
@@ -118,6 +118,35 @@ def test_a_run_over_streams_its_final_event_and_refuses_stop_resume_register(stu
     assert client.post(f"/api/training/runs/{run_id}/resume").json()["detail"]["code"] == "run_not_resumable"
     r = client.post(f"/api/training/runs/{run_id}/register", json={})
     assert r.status_code == 409 and r.json()["detail"]["code"] == "no_checkpoint"
-    listed = client.get("/api/training/runs", params={"status": "succeeded"}).json()
-    assert [x["id"] for x in listed] == [run_id] and listed[0]["url"] == f"/?run={run_id}"
+    listed = {x["id"]: x for x in client.get("/api/training/runs", params={"status": "succeeded"}).json()}
+    assert listed[run_id]["url"] == f"/?run={run_id}" and listed[run_id]["dataset_name"] == "tones"
+    assert run_id not in {x["id"] for x in client.get("/api/training/runs", params={"status": "failed"}).json()}
     assert client.get("/api/training/runs", params={"status": "bogus"}).status_code == 422
+
+
+def test_a_run_through_the_api_streams_its_events_and_registers_a_chosen_checkpoint(studio):
+    from tests.training_support import FAST
+
+    client, ids = studio
+    r = client.post("/api/training/runs", json={"dataset_id": ids["dataset"], "name": "api-run",
+                                                "config": {**FAST, "audition_prompts": 0}})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["status"] == "running" and run["config"]["max_steps"] == 6 and run["device_policy"]
+    with client.stream("GET", f"/api/training/runs/{run['id']}/events") as stream:
+        data = [json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:")]
+    assert data[-1]["event"] == "done" and data[-1]["status"] == "succeeded", data[-1]
+    assert [d["step"] for d in data if d["event"] == "step"] == [1, 2, 3, 4, 5, 6]
+    assert all("loss" in d and "lr" in d and "eta_s" in d for d in data if d["event"] == "step")
+    shown = client.get(f"/api/training/runs/{run['id']}").json()
+    assert shown["adapter_label"] == "api-run v1" and [c["step"] for c in shown["checkpoints"]] == [0, 3, 6]
+    assert len(shown["loss_curve"]) == 6 and shown["log_tail"] is None
+    r = client.post(f"/api/training/runs/{run['id']}/register", json={"step": 3, "description": "earlier"})
+    assert r.status_code == 201, r.text
+    adapter = r.json()
+    assert adapter["label"] == "api-run v2" and adapter["description"] == "earlier"
+    assert adapter["training_run_id"] == str(run["id"]) and adapter["training_metrics"]["steps"] == 3
+    r = client.post(f"/api/training/runs/{run['id']}/register", json={"step": 4})
+    assert r.status_code == 404 and r.json()["detail"]["code"] == "checkpoint_not_found"
+    timeline = client.get("/api/adapters/timeline", params={"name": "api-run"}).json()
+    assert {e["training_run_url"] for e in timeline} == {f"/?run={run['id']}"}

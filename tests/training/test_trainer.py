@@ -134,12 +134,18 @@ def test_a_cached_clip_is_not_encoded_again(make_spec, tmp_path, monkeypatch):
     assert len(calls) == len(spec.clips)
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{c.hash}.safetensors" for c in spec.clips)
     (cache / ".leftover.tmp").write_bytes(b"half")  # a kill mid-write earlier
+    damaged = cache / f"{spec.clips[0].hash}.safetensors"
+    damaged.write_bytes(b"not safetensors")
     folder, spec = make_spec("second", max_steps=1, codes_cache=str(cache))
     assert Trainer(folder, spec).run().status == "succeeded"
-    assert len(calls) == len(spec.clips)  # nothing encoded the second time
+    assert len(calls) == len(spec.clips) + 1  # only the damaged entry was encoded again
     assert not (cache / ".leftover.tmp").exists()
+    assert data.read_codes(damaged, 4).shape == (4, 150)
     stages = [e.message for e in events_of(folder) if e.kind == "stage" and e.stage == "encoding"]
-    assert f"({len(spec.clips)} from the cache)" in stages[-1]
+    assert f"({len(spec.clips) - 1} from the cache)" in stages[-1]
+    folder, spec = make_spec("third", max_steps=1, codes_cache=str(cache))
+    assert Trainer(folder, spec).run().status == "succeeded"
+    assert len(calls) == len(spec.clips) + 1  # nothing encoded the third time
 
 
 def test_codes_have_the_models_layout(make_spec, codes_cache):
@@ -265,3 +271,56 @@ def test_reduced_precision_trains_with_fp32_lora(make_spec, precision):
     resumed = Trainer(folder, spec.model_copy(update={"resume_from": 2})).run()
     assert resumed.status == "succeeded"
     assert losses_of(folder)[3] == pytest.approx(losses[3], rel=1e-3)
+
+
+@pytest.mark.parametrize("error, code", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out_of_memory"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"), "out_of_memory"),
+    (ValueError("something unforeseen"), "training_failed"),
+])
+def test_a_failure_mid_training_ends_with_its_code(make_spec, monkeypatch, error, code):
+    folder, spec = make_spec(max_steps=5, checkpoint_every=2)
+    real = Trainer.forward_loss
+    calls = []
+
+    def failing_at_step_3(self, *batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise error
+        return real(self, *batch)
+
+    monkeypatch.setattr(Trainer, "forward_loss", failing_at_step_3)
+    logged = []
+    done = Trainer(folder, spec, log=logged.append).run()
+    assert (done.status, done.code, done.step) == ("failed", code, 2)
+    assert "Traceback" not in done.message
+    assert layout.checkpoint_steps(folder) == [2]  # what was saved before stays
+    assert bool([m for m in logged if "Traceback" in m]) == (code == "training_failed")  # train.log has it
+
+
+def test_stop_between_accumulated_batches_saves_the_last_whole_step(make_spec):
+    """Stop asked in the middle of step 3 (of 4 accumulated batches): step 2 is saved, step 3's partial gradients
+    dropped, and the resumed run's step 3 is the uninterrupted run's."""
+    fields = dict(max_steps=4, gradient_accumulation_steps=4, batch_size=1, checkpoint_every=100)
+    whole, spec = make_spec("whole", **fields)
+    Trainer(whole, spec).run()
+    part, spec = make_spec("part", **fields)
+    real = Trainer.forward_loss
+    calls = []
+
+    def touching_stop(self, *batch):
+        calls.append(1)
+        if len(calls) == 10:  # step 3, second batch
+            (part / layout.STOP_FILE).touch()
+        return real(self, *batch)
+
+    trainer = Trainer(part, spec)
+    trainer.forward_loss = touching_stop.__get__(trainer)
+    done = trainer.run()
+    assert (done.status, done.step) == ("stopped", 2)
+    assert layout.checkpoint_steps(part) == [2]
+    (part / layout.STOP_FILE).unlink()
+    assert Trainer(part, spec.model_copy(update={"resume_from": 2})).run().status == "succeeded"
+    expected, got = losses_of(whole), losses_of(part)
+    assert sorted(got) == [1, 2, 3, 4]
+    assert all(got[s] == pytest.approx(expected[s], rel=1e-5, abs=1e-6) for s in expected)
