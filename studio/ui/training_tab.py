@@ -237,10 +237,11 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _clip_cell(clip) -> str:
+def _clip_cell(clip, what: str) -> str:
     score = f"<div class='tr-score'>score {clip.score:.3f}</div>" if clip.score is not None else ""
     if clip.audio_url and clip.status == "succeeded":
-        return (f"<audio controls preload='none' src='{_e(clip.audio_url)}' "
+        label = f"{clip.prompt} (seed {clip.seed}) at {what}"
+        return (f"<audio controls preload='none' src='{_e(clip.audio_url)}' aria-label='{_e(label)}' "
                 f"data-job='{_e(clip.job_id)}'></audio>{score}")
     words = {"waiting": "waiting (for the run's base model to be loaded, or room in the queue)",
              "queued": "queued", "running": "generating", "failed": "failed", "cancelled": "cancelled",
@@ -262,8 +263,8 @@ def checkpoints_html(run: RunInfo) -> str:
     rows = []
     for c in run.checkpoints:
         by_key = {(a.prompt, a.seed): a for a in c.auditions}
-        cells = "".join(f"<td>{_clip_cell(by_key[k]) if k in by_key else '—'}</td>" for k in prompts)
         what = "start" if c.step == 0 else f"step {c.step}"
+        cells = "".join(f"<td>{_clip_cell(by_key[k], what) if k in by_key else '—'}</td>" for k in prompts)
         facts = [f"loss {fmt_loss(c.loss)}"] if c.step else ["the starting point"]
         if c.mean_score is not None:
             facts.append(f"mean score {c.mean_score:.3f}")

@@ -148,6 +148,7 @@ def test_audition_grid_has_the_start_first_and_a_column_per_prompt_and_seed():
     assert html.count("<audio") == 3  # the ready clips; the others say what they wait for
     assert "src='/api/jobs/1/audio'" in html and "src='/api/jobs/3/audio'" in html
     assert "calm &lt;pad&gt;" in html and "<pad>" not in html
+    assert "aria-label='warm piano (seed 11) at step 20'" in html
     assert "seed 11" in html and "seed 12" in html
     assert "waiting (for the run&#x27;s base model" in html and ">queued<" in html
     assert "score 0.210" in html and "registered as tones v2" in html
