@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from studio.context import AppContext
 from studio.errors import NotFound, StudioError
-from studio.services.training import (CheckpointInfo, CreateRunRequest, LossPoint, RegisterCheckpointRequest,
-                                      RunInfo, RunSummary)
+from studio.services.training import (CreateRunRequest, LossPoint, RegisterCheckpointRequest, RunInfo,
+                                      RunSummary)
 from studio.training.config import GROUPS, TrainingConfig, config_schema
 from studio.ui.common import md_escape, notify_text, page_user, user_errors
 from studio.ui.datasets_panel import DatasetsPanel, build_datasets_panel, wire_datasets_panel
