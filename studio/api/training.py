@@ -18,11 +18,11 @@ KEEPALIVE_S = 15.0  # a comment line this often while nothing happens (proxies c
 NOT_FOUND = {404: "run_not_found: unknown training run"}
 CREATE_REFUSALS = {
     404: "dataset_not_found, abtest_not_found, adapter_not_found: something the request names does not exist",
-    400: "adapter_deleted, adapter_inactive: the start adapter cannot be used",
-    409: "test_not_closed, no_decisive_pairs (dpo); model_not_available, model_not_found, adapter_incompatible, "
-         "dataset_empty (no clip left to train on)",
+    400: "adapter_deleted, adapter_inactive: the start adapter cannot be used; invalid_name; dataset_empty (every "
+         "clip excluded)",
+    409: "test_not_closed, no_decisive_pairs (dpo); model_not_available, model_not_found, adapter_incompatible",
     422: "a value refused (`errors` names each field): invalid_body, invalid_config (config.learning_rate, ...), "
-         "missing_dataset, missing_abtest, invalid_method, invalid_name, invalid_prompt",
+         "missing_dataset, missing_abtest, invalid_method, invalid_prompt (audition_prompts.N)",
 }
 
 
@@ -94,8 +94,9 @@ def build_training_router(ctx: AppContext) -> APIRouter:
     @router.post("/runs/{run_id}/register", status_code=201, response_model=AdapterInfo,
                  responses=error_responses({
                      **NOT_FOUND, 404: "run_not_found, checkpoint_not_found",
+                     400: "invalid_name",
                      409: "no_checkpoint, checkpoint_registered (registered already: adapter_id)",
-                     422: "invalid_body, invalid_name"}))
+                     422: "invalid_body: a field of the wrong type (`errors` names it)"}))
     def register_checkpoint(run_id: RecordId, body: RegisterCheckpointRequest, request: Request) -> AdapterInfo:
         """Register a checkpoint (default: the last) as the next version of the run's adapter name, with its
         provenance: dataset name, version and hash (or the A/B test), the full configuration, the base model's

@@ -17,6 +17,10 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32

@@ -42,6 +42,7 @@ from studio.db.training import (add_run, audition_jobs, checkpoints_of, get_chec
 from studio.errors import Conflict, InvalidValues, NotFound, QueueFull, StudioError
 from studio.gen_settings import MAX_SEED
 from studio.runtime.fingerprint import weights_fingerprint
+from studio.runtime.memory import cuda_available
 from studio.services.adapters import Provenance, _clean_name, training_run_url
 from studio.services.generation import GenerateRequest, checkpoint_ref
 from studio.training import layout
@@ -57,6 +58,7 @@ DB_EVERY_S = 2.0  # step and loss written to the database at most this often (ev
 STOP_GRACE_S = 30.0  # a stop waits this long for the checkpoint and the end before the process is killed
 KILL_WAIT_S = 5.0
 MAX_CURVE_POINTS = 2000  # loss curve points sent with a run (downsampled evenly beyond)
+MAX_CACHED_CURVES = 8  # runs whose loss curve is kept in memory between reads (pages poll the runs they show)
 METRICS_POINTS = 200  # loss curve points kept in a registered adapter's training_metrics
 LOG_TAIL_BYTES = 4000
 OVER = ("succeeded", "stopped", "failed", "interrupted")
@@ -226,15 +228,37 @@ def downsample(points: list, most: int) -> list:
     return [points[round(i * stride)] for i in range(most)]
 
 
+class _CurveCache:
+    """A run's loss curve read from events.jsonl incrementally (a page polls it every second or two; a long run's
+    file holds hundreds of thousands of lines): new lines only, the whole file again when it was rewritten."""
+
+    def __init__(self):
+        self.ident: tuple[int, int] | None = None
+        self.offset = 0
+        self.points: dict[int, LossPoint] = {}
+
+    def read(self, path: Path) -> list[LossPoint]:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self.ident, self.offset, self.points = None, 0, {}
+            return []
+        if (stat.st_ino, stat.st_dev) != self.ident or stat.st_size < self.offset:
+            self.ident, self.offset, self.points = (stat.st_ino, stat.st_dev), 0, {}
+        events, self.offset = layout.read_events(path, self.offset)
+        for e in events:
+            if e.kind == "step" and math.isfinite(e.loss):
+                self.points[e.step] = LossPoint(step=e.step, loss=e.loss, lr=e.lr, accuracy=e.accuracy)
+            elif e.kind == "resumed":  # steps after it are trained again (the trainer cut the file back too)
+                self.points = {k: v for k, v in self.points.items() if k <= e.step}
+        return [self.points[k] for k in sorted(self.points)]
+
+
 def loss_curve(folder: Path, up_to: int | None = None) -> list[LossPoint]:
     """The run's steps as events.jsonl holds them now (a resumed run's file is cut back to its checkpoint by the
     trainer, so the curve is one trajectory); the last event of a step wins."""
-    events, _ = layout.read_events(Path(folder) / layout.EVENTS_FILE)
-    points: dict[int, LossPoint] = {}
-    for e in events:
-        if e.kind == "step" and (up_to is None or e.step <= up_to) and math.isfinite(e.loss):
-            points[e.step] = LossPoint(step=e.step, loss=e.loss, lr=e.lr, accuracy=e.accuracy)
-    return [points[s] for s in sorted(points)]
+    curve = _CurveCache().read(Path(folder) / layout.EVENTS_FILE)
+    return [p for p in curve if up_to is None or p.step <= up_to]
 
 
 def log_tail(folder: Path) -> str | None:
@@ -265,6 +289,8 @@ class _Live:
     eta_s: float | None = None
     stop_requested: bool = False
     closing: bool = False
+    start_ident: tuple[int, int] | None = None  # events.jsonl as it was before the start: not read again
+    start_offset: int = 0
     thread: threading.Thread | None = None
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
@@ -282,6 +308,8 @@ class TrainingService:
         self._followers: dict[int, list[stdqueue.SimpleQueue]] = {}
         self._pending: set[int] = set()  # runs whose auditions may be missing (waiting for their model, or full)
         self._closed = False
+        self._curve_lock = threading.Lock()
+        self._curves: dict[int, _CurveCache] = {}  # loss curves read so far (runs shown since the start)
         queue.training_line = self.training_line  # the queue view says what trains beside it
         # an audition waiting for its model is queued once that model is loaded (never a switch of its own)
         manager.on_model_loaded(lambda: threading.Thread(target=self._flush_auditions, name="auditions",
@@ -298,6 +326,9 @@ class TrainingService:
             config = TrainingConfig.model_validate(req.config or {})
         except ValidationError as exc:
             raise _config_errors(exc) from None
+        if config.device == "cuda" and not cuda_available():
+            raise _refuse("config.device", "This machine has no CUDA GPU: train on the CPU (device auto or cpu).",
+                          "invalid_config")
         if req.method == "sft":
             if req.abtest_id is not None:
                 raise _refuse("abtest_id", "A supervised (sft) run trains on a dataset, not on an A/B test's "
@@ -469,7 +500,7 @@ class TrainingService:
                 **fields, config=run.config, dataset_hash=run.dataset_hash, start_adapter_id=run.start_adapter_id,
                 base_model_revision=run.base_model_revision, error=run.error, error_code=run.error_code,
                 device_policy=DEVICE_POLICY, audition_prompts=run.audition_prompts, audition_seeds=run.audition_seeds,
-                checkpoints=checkpoints, loss_curve=downsample(loss_curve(folder), MAX_CURVE_POINTS),
+                checkpoints=checkpoints, loss_curve=downsample(self._curve(run_id, folder), MAX_CURVE_POINTS),
                 log_tail=log_tail(folder) if run.status in ("failed", "interrupted") else None)
 
     # ---- following -------------------------------------------------------------------------------------------
@@ -513,6 +544,14 @@ class TrainingService:
             followers = list(self._followers.get(event.run_id, []))
         for f in followers:
             f.put(event)
+
+    def _curve(self, run_id: int, folder: Path) -> list[LossPoint]:
+        with self._curve_lock:
+            cache = self._curves.pop(run_id, None) or _CurveCache()
+            self._curves[run_id] = cache  # the most recently shown last: the oldest go first
+            while len(self._curves) > MAX_CACHED_CURVES:
+                self._curves.pop(next(iter(self._curves)))
+            return cache.read(folder / layout.EVENTS_FILE)
 
     def _live_of(self, run_id: int) -> _Live | None:
         with self._lock:
@@ -564,6 +603,12 @@ class TrainingService:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        try:
+            before = (folder / layout.EVENTS_FILE).stat()
+            start_ident, start_offset = (before.st_ino, before.st_dev), before.st_size
+        except FileNotFoundError:
+            start_ident, start_offset = None, 0
+        started = time.time()  # every event of this start is stamped later (same clock, the child's)
         with open(folder / layout.LOG_FILE, "ab") as logf:
             logf.write(f"---- start {time.strftime('%Y-%m-%d %H:%M:%S')} (resume from {resume_from})\n".encode())
             logf.flush()
@@ -573,8 +618,9 @@ class TrainingService:
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         (folder / PID_FILE).write_text(str(proc.pid), encoding="utf-8")
-        live = _Live(run_id=run_id, name=name, proc=proc, folder=folder, started=time.time(), threads=threads,
-                     device=spec.device, step=resume_from or 0, total=total)
+        live = _Live(run_id=run_id, name=name, proc=proc, folder=folder, started=started, threads=threads,
+                     device=spec.device, step=resume_from or 0, total=total, start_ident=start_ident,
+                     start_offset=start_offset)
         self._set(run_id, status="running", error=None, error_code=None, finished_at=None,
                   **({"started_at": utcnow()} if first_start else {}))
         with self._lock:
@@ -597,48 +643,60 @@ class TrainingService:
             save_run(session, run)
 
     def _supervise(self, live: _Live) -> None:
-        """Tail events.jsonl until the process ends; record and publish what it says. A trainer that resumes
-        rewrites the file (kept up to its checkpoint): a new file is read from its start, and events older than
-        this start are not recorded again."""
+        """Tail events.jsonl until the process ends; record and publish what it says. Whatever goes wrong here
+        (a database write refused), the run is finished, never left 'running' without a supervisor."""
+        done = None
+        try:
+            done = self._tail(live)
+        except Exception:  # noqa: BLE001 - the process is ended; the run is recorded as interrupted (resumable)
+            log.exception("training run %s: its supervisor failed", live.run_id)
+            self._kill(live.proc)
+        try:
+            live.proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:  # said it is done but does not end: ended here
+            self._kill(live.proc)
+        try:
+            self._finish(live, done)
+        except Exception:  # noqa: BLE001 - said in the log; the next start finds it 'running' and resumes it
+            log.exception("training run %s: could not record its end", live.run_id)
+            with self._lock:
+                self._live.pop(live.run_id, None)
+
+    def _tail(self, live: _Live) -> layout.DoneEvent | None:
+        """Events of this start only: the file as it was before the process started is skipped; a trainer that
+        resumes replaces the file (kept up to its checkpoint), which is then read from its start, and the events
+        it kept (older than this start) are not recorded again."""
         path = live.folder / layout.EVENTS_FILE
-        offset, ident, done, last_db = 0, None, None, 0.0
+        ident, offset = live.start_ident, live.start_offset
+        done, last_db = None, 0.0
         while done is None:
             exited = live.proc.poll() is not None
-            try:
-                stat = path.stat()
-                now_ident = (stat.st_ino, stat.st_dev)
-                if now_ident != ident or stat.st_size < offset:
-                    ident, offset = now_ident, 0
-            except FileNotFoundError:
-                pass
-            events, offset = layout.read_events(path, offset)
-            for event in events:
-                if event.time < live.started - 1.0:
-                    continue
+            for _ in range(2 if exited else 1):  # once more after the end: what it wrote as it ended
                 try:
-                    done = self._handle(live, event) or done
-                except Exception:  # noqa: BLE001 - one event not recorded; the run goes on
-                    log.exception("training run %s: could not record %s", live.run_id, event.kind)
-            if done is None and time.monotonic() - last_db >= DB_EVERY_S:
+                    stat = path.stat()
+                    if (stat.st_ino, stat.st_dev) != ident or stat.st_size < offset:
+                        ident, offset = (stat.st_ino, stat.st_dev), 0
+                except FileNotFoundError:
+                    pass
+                events, offset = layout.read_events(path, offset)
+                for event in events:
+                    if event.time < live.started:
+                        continue
+                    try:
+                        done = self._handle(live, event) or done
+                    except Exception:  # noqa: BLE001 - one event not recorded; the run goes on
+                        log.exception("training run %s: could not record %s", live.run_id, event.kind)
+            if exited or done is not None:
+                return done
+            if time.monotonic() - last_db >= DB_EVERY_S:
                 last_db = time.monotonic()
                 self._set(live.run_id, step=live.step, loss=live.loss, total_steps=live.total)
                 with self._lock:
                     pending = live.run_id in self._pending
                 if pending:
                     self._flush_auditions(live.run_id)
-            if exited and done is None:
-                events, offset = layout.read_events(path, offset)  # what it wrote as it ended
-                for event in events:
-                    if event.time >= live.started - 1.0:
-                        done = self._handle(live, event) or done
-                break
-            if done is None:
-                live.done.wait(POLL_S)
-        try:
-            live.proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:  # said it is done but does not end: ended here
-            self._kill(live.proc)
-        self._finish(live, done)
+            live.done.wait(POLL_S)
+        return done
 
     def _handle(self, live: _Live, event) -> layout.DoneEvent | None:
         run_id = live.run_id

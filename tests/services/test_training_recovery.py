@@ -110,3 +110,19 @@ def test_closing_the_studio_stops_the_run_and_the_next_start_resumes_it(make_ctx
     assert closed.training.resume_interrupted() == [run.id]
     assert closed.training.get(run.id).status == "running"
     assert closed.training.stop(run.id).status == "stopped"
+
+
+def test_a_failed_run_says_why_with_its_log_and_can_be_resumed_once_fixed(make_ctx):
+    ctx = _studio(make_ctx)
+    dataset = seed_dataset(ctx, n=2)
+    _, clips = ctx.datasets.training_clips(dataset)
+    saved = clips[0].file.read_bytes()
+    clips[0].file.write_bytes(b"not audio")  # the disk lost a clip after the dataset was made
+    run = ctx.training.create(CreateRunRequest(dataset_id=dataset, config={**FAST, "audition_prompts": 0},
+                                               auto_register=False))
+    failed = wait_status(ctx, run.id, ("failed", "succeeded", "interrupted"))
+    assert failed.status == "failed" and failed.error_code and failed.error_code != "process_died", failed
+    assert failed.error and failed.log_tail and failed.checkpoints[1:] == []
+    clips[0].file.write_bytes(saved)
+    assert ctx.training.resume(run.id).status in ("queued", "running")
+    assert wait_status(ctx, run.id, ("failed", "succeeded", "interrupted")).status == "succeeded"

@@ -89,6 +89,16 @@ def test_a_run_trains_auditions_every_checkpoint_with_the_same_seeds_and_registe
     assert ctx.jobs.audio_path(by_step[6][0].job_id).is_file()
     assert info.checkpoints[2].adapter_label == "tones v1" and info.checkpoints[1].adapter_label == "tones v2"
 
+    # the registered version is an adapter like any other: compatible with the loaded base, used in a generation
+    assert ctx.adapters.get(info.adapter_id).compatible
+    from studio.services.generation import GenerateRequest
+    made = ctx.generation.generate(GenerateRequest(prompt="calm bass", duration_s=1.0, seed=0,
+                                                   adapter_id=info.adapter_id))
+    assert made.adapter_label == "tones v1"
+    # the same prompt, seed and weights as the last checkpoint's audition: the same music
+    assert (load_file(str(made.output_file.with_name(made.output_file.stem + ".codes.safetensors")))["codes"]
+            == codes[6][0]).all()
+
 
 def test_a_dpo_run_learns_from_a_closed_ab_tests_votes_starting_from_the_winner(make_ctx, tiny_folder):
     import numpy as np
