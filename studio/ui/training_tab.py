@@ -530,7 +530,7 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
 
     form.create_btn.click(create, {form.method, form.name, form.dataset, form.abtest, form.start_adapter,
                                    form.prompts, form.description, form.auto_register, *form.fields}, overview_outputs,
-                          **private)  # scripts use POST /api/training/runs
+                          show_progress="minimal", **private)  # scripts use POST /api/training/runs
 
     def need_run(run_id) -> int:
         if run_id in (None, ""):
@@ -552,8 +552,9 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
         gr.Info(notify_text(f"Run #{run.id} resumes from step {run.step}."))
         return overview(run_id)
 
-    tab.stop_btn.click(stop, tab.choice, overview_outputs, show_progress="hidden", **private)
-    tab.resume_btn.click(resume, tab.choice, overview_outputs, show_progress="hidden", **private)
+    # minimal progress: a stop waits for the run's checkpoint (a few seconds); the person sees it is under way
+    tab.stop_btn.click(stop, tab.choice, overview_outputs, show_progress="minimal", **private)
+    tab.resume_btn.click(resume, tab.choice, overview_outputs, show_progress="minimal", **private)
 
     def register(run_id, step, name, request: gr.Request):
         run_id = need_run(run_id)
@@ -569,7 +570,8 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
         gr.Info(notify_text(f"Step {step} registered as {adapter.label}: find it in the Adapters tab."))
         return overview(run_id)
 
-    tab.reg_btn.click(register, [tab.choice, tab.reg_step, tab.reg_name], overview_outputs, **private)
+    tab.reg_btn.click(register, [tab.choice, tab.reg_step, tab.reg_name], overview_outputs, show_progress="minimal",
+                      **private)
 
 
 def wire_tab_timer(tab: TrainingTab, other_tabs: list[gr.Tab]) -> None:
