@@ -271,7 +271,7 @@ def checkpoints_html(run: RunInfo) -> str:
         if c.adapter_label:
             facts.append(f"registered as {_e(c.adapter_label)}")
         if c.step and not c.resumable:
-            facts.append("adapter only")
+            facts.append("adapter only: no resume state (keep_last)")
         rows.append(f"<tr data-step='{c.step}' class='{'tr-start' if c.step == 0 else 'tr-checkpoint'}'>"
                     f"<th scope='row'><b>{what}</b><div class='tr-facts'>{' · '.join(facts)}</div></th>{cells}</tr>")
     note = ("" if prompts else "<p>No audition prompts: this run's checkpoints are not auditioned.</p>")
