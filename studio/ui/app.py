@@ -12,7 +12,7 @@ from studio.ui.evaluation_panel import build_evaluation_panel, wire_evaluation_p
 from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, next_model, wire_generate_tab
 from studio.ui.history_tab import build_history_tab, wire_history_tab
-from studio.ui.training_tab import build_training_tab, wire_training_tab
+from studio.ui.training_tab import build_training_tab, wire_run_link, wire_tab_timer, wire_training_tab
 from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, status_style, switch_events,
                                    wire_settings_tab)
 
@@ -33,13 +33,13 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 gen = build_generate_tab(ctx)
             with gr.Tab("History", id="history", elem_id="history-tab") as history_tab:
                 history = build_history_tab(ctx)
-            with gr.Tab("Adapters", id="adapters"):
+            with gr.Tab("Adapters", id="adapters") as adapters_item:
                 adapters = build_adapters_tab(ctx)
             with gr.Tab("A/B tests", id="abtests") as abtests_item:
                 abtests = build_abtests_tab(ctx)
             with gr.Tab("Training", id="training", elem_id="training-tab") as training_item:
                 training = build_training_tab(ctx)
-            with gr.Tab("Settings", id="settings"):
+            with gr.Tab("Settings", id="settings") as settings_item:
                 settings = build_settings_tab(ctx)
                 evaluation = build_evaluation_panel(ctx)
         wire_generate_tab(ctx, gen)
@@ -50,6 +50,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_evaluation_panel(ctx, evaluation)
         wire_abtests_tab(ctx, abtests, abtests_item)
         wire_training_tab(ctx, training, training_item)
+        wire_run_link(ctx, training, tabs, "training", demo)
+        wire_tab_timer(training, [generate_tab, history_tab, adapters_item, abtests_item, settings_item])
         wire_quick_ab(ctx, adapters.quick_ab, adapters.selected, abtests, tabs, "abtests")
 
         # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets

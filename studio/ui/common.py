@@ -72,6 +72,16 @@ li[role="option"][aria-label*=" — Requires "], li[role="option"][aria-label*="
   background: var(--error-background-fill, #fef2f2); }
 #loaded-model-section > .styler > .form, #loaded-model-section .prose h3, #gen-config .prose h3 { margin-top: 0; }
 #config-reset-confirm { border: 2px solid var(--error-border-color, #ef4444); border-radius: 10px; padding: 10px 12px; }
+/* Training tab: the run form's fields side by side; the audition grid (a row per checkpoint, a column per prompt) */
+.training-form .cfg-field { flex: 1 1 220px !important; min-width: min(220px, 100%) !important; }
+#training-audition { overflow-x: auto; }
+#training-audition table { border-collapse: collapse; font-size: var(--text-sm); }
+#training-audition th, #training-audition td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary);
+  text-align: left; vertical-align: top; }
+#training-audition audio { width: 220px; height: 32px; display: block; }
+#training-audition tr.tr-start { background: var(--block-background-fill); }
+#training-audition .tr-facts, #training-audition .tr-seed, #training-audition .tr-score, #training-audition .tr-pending {
+  color: var(--body-text-color-subdued); font-size: 0.9em; font-weight: normal; }
 /* Adapters tab */
 #adapter-name-reset, .studio-hidden { display: none !important; }
 #adapters-empty p { margin: 4px 0; color: var(--body-text-color-subdued); }

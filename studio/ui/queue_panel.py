@@ -66,9 +66,12 @@ def queue_rows(view: QueueView, model_name: Callable[[str], str], mine: Iterable
 
 
 def queue_markdown(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = ()) -> str:
-    """The panel: a table of what runs and waits, then what the studio does next."""
+    """The panel: a table of what runs and waits, then what the studio does next, and the training run that
+    trains beside it (its name is a person's text: escaped)."""
     rows = queue_rows(view, model_name, mine)
     nxt = f"**What the studio does next:** {md_escape(view.next)}"
+    if view.training:
+        nxt += f"  \n**Training:** {md_escape(view.training)}"
     if not rows:
         return f"Nothing runs or waits.  \n{nxt}"
     head = ["#", "Job", "Prompt", "Model", "Who", "State", "Ready in"]

@@ -1,8 +1,7 @@
 """The UI's adapter helpers as plain functions: the Generate tab's dropdown choices and hints, the Adapters tab's
-list, detail and version history, the registration form, and the training-configuration view."""
+list, detail and version history, the registration form (the training-configuration view: test_adapter_config_view.py)."""
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 
 import gradio as gr
@@ -11,7 +10,6 @@ import pytest
 from studio.errors import Conflict
 from studio.services.adapters import AdapterInfo, TimelineEntry
 from studio.services.models import ModelInfo
-from studio.ui import adapter_config_view as view
 from studio.ui.adapters_tab import (FROM_CONFIG, delete_prompt, deleted_choices, detail_markdown, empty_note,
                                     history_markdown, identical_message, notify, register_request, rename_note,
                                     signature, sort_adapters, table_rows)
@@ -223,113 +221,3 @@ def test_rename_and_restore_texts():
 def test_register_form_refuses_an_unknown_source():
     with pytest.raises(gr.Error, match="Check the form"):
         register_request("Floppy disk", None, None, None, None, None, None, None)
-
-
-# ---- training configuration view ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("value, text", [
-    (1e-4, "1e-4"), (2.5e-5, "2.5e-5"), (1e-8, "1e-8"), (3.0, "3"), (0.123456, "0.1235"),
-    (0.001, "0.001"), (0.3, "0.3"), (0.05, "0.05"), (12345.678, "12346"), (-0.5, "-0.5"), (0.0, "0"), (16, "16"),
-    (True, "Yes"), (False, "No"), (None, "Not set"), ("", "Not set"), ("adamw", "adamw"),
-    (["q_proj", "v_proj"], "q_proj, v_proj"), ([], "None"), ({"a": 1, "b": 0.5}, "a: 1, b: 0.5"),
-])
-def test_value_formatting(value, text):
-    assert view.fmt_value(value) == text
-
-
-def test_small_numbers_however_written():
-    assert view.fmt_value(0.0001) == view.fmt_value(1e-4) == view.fmt_value(10e-5) == "1e-4"
-    assert view.fmt_value(0.0003) == "3e-4"
-
-
-SFT = {"method": "sft", "learning_rate": 0.0001, "num_train_epochs": 3.0, "per_device_train_batch_size": 2,
-       "gradient_accumulation_steps": 4, "lr_scheduler_type": "cosine", "weight_decay": 0.0, "seed": 42,
-       "dtype": "bfloat16", "gradient_checkpointing": True, "save_steps": 500, "save_total_limit": 3,
-       "custom_knob": 0.123456}
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"], "bias": "none",
-        "use_dora": False, "use_rslora": False, "peft_type": "LORA", "init_lora_weights": True, "fan_in_fan_out": False}
-
-
-def rows_of(groups) -> dict[str, dict[str, str]]:
-    return {g.name: {r.key: r.value for r in g.rows} for g in groups}
-
-
-def test_groups_and_values_of_an_sft_run():
-    groups = view.config_groups(SFT, LORA)
-    assert view.group_names(groups) == ["Model", "LoRA", "Training", "Hardware", "Checkpointing", "Other"]
-    rows = rows_of(groups)
-    assert rows["Training"]["learning_rate"] == "1e-4"
-    assert rows["Training"]["num_train_epochs"] == "3"  # found through its alias, shown under its own key
-    assert rows["Training"]["per_device_train_batch_size"] == "2"
-    assert rows["Training"]["weight_decay"] == "0"
-    assert rows["Training"]["optimizer"] == "Not set"
-    assert rows["LoRA"] == {"r": "16", "lora_alpha": "32", "lora_dropout": "0.05", "target_modules": "q_proj, v_proj",
-                            "bias": "none"}  # PEFT defaults (use_dora False, ...) are not rows
-    assert rows["Hardware"] == {"device": "Not set", "dtype": "bfloat16", "gradient_checkpointing": "Yes"}
-    assert rows["Checkpointing"] == {"save_steps": "500", "save_total_limit": "3"}
-    assert rows["Other"] == {"custom_knob": "0.1235"}
-    assert not view.is_dpo(SFT)
-
-
-@pytest.mark.parametrize("config", [
-    {"method": "dpo", "learning_rate": 5e-6},
-    {"beta": 0.1},
-    {"dpo_beta": 0.2},
-    {"preference_dataset": "pairs-v1"},
-    {"dpo": {"beta": 0.1, "loss_type": "sigmoid"}},
-], ids=["method", "beta", "dpo_ prefix", "preference_ prefix", "dpo section"])
-def test_dpo_group_only_for_preference_training(config):
-    assert view.is_dpo(config)
-    rows = rows_of(view.config_groups(config))
-    assert "DPO" in rows
-    assert set(rows["DPO"]) >= {"beta", "loss_type"} or set(rows["DPO"]) >= {"dpo_beta", "loss_type"}
-
-
-def test_dpo_values():
-    rows = rows_of(view.config_groups({"method": "DPO", "dpo_beta": 0.1, "dpo_loss_type": "hinge",
-                                       "preference_pairs_total": 1200}))
-    assert rows["DPO"]["dpo_beta"] == "0.1"
-    assert rows["DPO"]["dpo_loss_type"] == "hinge"
-    assert rows["DPO"]["preference_pairs_total"] == "1200"
-
-
-def test_nested_sections_are_read_like_top_level_keys():
-    rows = rows_of(view.config_groups({"training": {"lr": 3e-4, "epochs": 10}, "lora": {"rank": 8},
-                                       "hardware": {"device": "cuda"}, "optimizer": {"name": "adamw"}}))
-    assert rows["Training"]["lr"] == "3e-4"
-    assert rows["Training"]["epochs"] == "10"
-    assert rows["LoRA"]["rank"] == "8"
-    assert rows["Hardware"]["device"] == "cuda"
-    assert rows["Training"]["optimizer"] == "name: adamw"
-
-
-def test_known_values_fill_what_the_configuration_lacks():
-    rows = rows_of(view.config_groups({"lr": 1e-4}, None, {"base_model": "Studio Tiny (studio-tiny)",
-                                                           "dataset": "loops"}))
-    assert rows["Model"]["base_model"] == "Studio Tiny (studio-tiny)"
-    assert rows["Training"]["dataset"] == "loops"
-    rows = rows_of(view.config_groups({"base_model_name_or_path": "facebook/musicgen-small"}, None,
-                                      {"base_model": "Studio Tiny"}))
-    assert rows["Model"] == {"base_model_name_or_path": "facebook/musicgen-small", "base_model_revision": "Not set",
-                             "segment_duration_s": "Not set"}
-
-
-def test_html_has_a_tooltip_per_parameter_and_escapes_values():
-    html = view.config_view_html({**SFT, "note": "<script>alert(1)</script>"}, LORA)
-    assert 'title="Step size of the optimiser. Typical for LoRA: 1e-4 to 5e-4."' in html
-    assert re.search(r'<tr data-key="learning_rate"><th scope="row" title="[^"]+">.*?<td class="cfg-value">1e-4</td>',
-                     html)
-    rows = html.count("<tr ")
-    assert rows == html.count(' title="') and rows > 20  # every row explains itself
-    assert "<script>" not in html and "&lt;script&gt;" in html
-    assert 'class="cfg-value cfg-missing">Not set<' in html
-    for group in ("Model", "LoRA", "Training", "Hardware", "Checkpointing"):
-        assert f'data-group="{group}"' in html
-    assert 'data-group="DPO"' not in html
-
-
-def test_no_training_configuration_says_so_and_still_shows_the_lora_settings():
-    for empty in (None, {}):
-        html = view.config_view_html(empty, LORA)
-        assert view.NO_TRAINING_CONFIG.replace("'", "&#x27;") in html
-        assert 'data-group="LoRA"' in html and 'data-group="Training"' not in html
-        assert ">16<" in html
