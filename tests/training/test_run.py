@@ -64,12 +64,13 @@ def test_kill_then_resume_in_a_new_process_continues_the_same_trajectory(make_sp
     proc = start(folder)
     events = wait_for(folder, proc, lambda ev: max(steps(ev), default=0) >= last + 5)
     (folder / layout.STOP_FILE).touch()
-    asked = time.time()
+    seen = max(steps(layout.read_events(folder / layout.EVENTS_FILE)[0]))  # done, or written since the stop
     assert proc.wait(timeout=60) == 0  # the interpreter's exit after it (seconds on a loaded machine, at nice 10)
     events = layout.read_events(folder / layout.EVENTS_FILE)[0]
     done = events[-1]
     assert (done.kind, done.status) == ("done", "stopped")
-    assert done.time - asked < 2.0  # the end of a step, then a checkpoint: what the studio waits for
+    # the stop takes effect at the end of the step under way (how fast that is: bench, not a timed assertion)
+    assert done.step <= seen + 1
     assert [e.kind for e in events].count("resumed") == 1
     got = steps(events)
     assert sorted(got) == list(range(1, done.step + 1))  # one loss per step: the killed part after `last` dropped
