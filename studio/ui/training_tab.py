@@ -530,7 +530,7 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
 
     form.create_btn.click(create, {form.method, form.name, form.dataset, form.abtest, form.start_adapter,
                                    form.prompts, form.description, form.auto_register, *form.fields}, overview_outputs,
-                          show_progress="minimal", **private)  # scripts use POST /api/training/runs
+                          show_progress="minimal", **private)  # scripts: start_training_run (below)
 
     def need_run(run_id) -> int:
         if run_id in (None, ""):
@@ -572,6 +572,42 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
 
     tab.reg_btn.click(register, [tab.choice, tab.reg_step, tab.reg_name], overview_outputs, show_progress="minimal",
                       **private)
+
+    # Scripts (gradio_client) get the same actions with JSON in and out (REST: /api/training/runs).
+    def start_training_run(request_body: dict, request: gr.Request) -> dict:
+        """Create a training run (the body of POST /api/training/runs) and start it, or queue it."""
+        with user_errors():
+            try:
+                req = CreateRunRequest.model_validate(request_body)
+            except ValidationError as exc:
+                where = ".".join(map(str, exc.errors()[0]["loc"]))
+                raise gr.Error(notify_text(f"{where}: {exc.errors()[0]['msg']}"), print_exception=False) from None
+            return ctx.training.create(req, page_user(request)).model_dump(mode="json")
+
+    def training_run(run_id: int) -> dict:
+        """A run with its configuration, checkpoints, auditions and loss curve."""
+        with user_errors():
+            return ctx.training.get(int(run_id)).model_dump(mode="json")
+
+    def stop_training_run(run_id: int, request: gr.Request) -> dict:
+        """Stop a run (a checkpoint is saved); answers once it ended."""
+        with user_errors():
+            return ctx.training.stop(int(run_id), page_user(request)).model_dump(mode="json")
+
+    def resume_training_run(run_id: int, request: gr.Request) -> dict:
+        """Resume a stopped, interrupted or failed run from its last checkpoint."""
+        with user_errors():
+            return ctx.training.resume(int(run_id), page_user(request)).model_dump(mode="json")
+
+    def register_training_checkpoint(run_id: int, step: int, request: gr.Request) -> dict:
+        """Register a run's checkpoint (step 0: the last one) as an adapter version."""
+        with user_errors():
+            req = RegisterCheckpointRequest(step=int(step) or None)
+            return ctx.training.register(int(run_id), req, page_user(request)).model_dump(mode="json")
+
+    for fn in (start_training_run, training_run, stop_training_run, resume_training_run,
+               register_training_checkpoint):
+        gr.api(fn, api_name=fn.__name__)
 
 
 def wire_tab_timer(tab: TrainingTab, other_tabs: list[gr.Tab]) -> None:

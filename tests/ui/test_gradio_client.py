@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import re
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -308,3 +309,30 @@ def test_gradio_client_needs_login(auth_url):
         assert Path(audio_path).is_file() and re.search(r"seed\D{0,12}\b9\b", info_text), info_text
     finally:
         c.close()
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+def test_a_script_trains_stops_resumes_and_registers_through_gradio_client(gclient, ctx):
+    from tests.training_support import FAST, seed_dataset, wait_status
+
+    dataset = seed_dataset(ctx, n=4, name="gc-tones")
+    with pytest.raises(AppError, match="config.learning_rate"):  # refused, naming the field; nothing created
+        gclient.predict({"dataset_id": dataset, "config": {"learning_rate": "fast"}}, api_name="/start_training_run")
+    assert ctx.training.list() == []
+    config = {**FAST, "max_steps": 100_000, "checkpoint_every": 5, "lr_scheduler": "constant", "audition_prompts": 0}
+    run = gclient.predict({"dataset_id": dataset, "name": "gc-run", "config": config, "auto_register": False},
+                          api_name="/start_training_run")
+    assert run["status"] in ("queued", "running") and run["name"] == "gc-run"
+    stopped = gclient.predict(run["id"], api_name="/stop_training_run")  # answers once the checkpoint is saved
+    assert stopped["status"] == "stopped" and stopped["checkpoints"][-1]["resumable"] in (True, False)
+    resumed = gclient.predict(run["id"], api_name="/resume_training_run")
+    assert resumed["status"] in ("queued", "running")
+    for _ in range(600):  # a minute at most
+        if gclient.predict(run["id"], api_name="/training_run")["step"] >= 6:
+            break
+        time.sleep(0.1)
+    final = gclient.predict(run["id"], api_name="/stop_training_run")
+    assert final["status"] == "stopped" and final["step"] >= 6
+    adapter = gclient.predict(run["id"], 0, api_name="/register_training_checkpoint")
+    assert adapter["name"] == "gc-run" and adapter["training_run_id"] == str(run["id"])
+    assert wait_status(ctx, run["id"], ("stopped",)).checkpoints[-1].adapter_id == adapter["id"]
