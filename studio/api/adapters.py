@@ -9,9 +9,9 @@ from pydantic import ValidationError
 
 from studio.api.errors import error_responses
 from studio.api.params import RecordId
-from studio.api.uploads import receive_upload
+from studio.api.uploads import invalid_body, receive_upload, upload_too_large
 from studio.context import AppContext
-from studio.errors import InvalidRequest, TooLarge
+from studio.errors import InvalidRequest
 from studio.services.adapters import (MAX_UPLOAD_BYTES, AdapterGroup, AdapterInfo, AdapterSummary, AdapterUpdate,
                                       RegisterAdapterRequest, TimelineEntry)
 
@@ -70,7 +70,7 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         try:
             req = RegisterAdapterRequest.model_validate(await request.json())
         except ValueError as exc:  # JSON decode errors and validation errors alike
-            raise _invalid(exc) from None
+            raise invalid_body(exc) from None
         if req.source == "upload":
             raise InvalidRequest("Send an upload as multipart/form-data with the archive in the field 'archive'.",
                                  code="missing_archive")
@@ -79,14 +79,14 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
     async def _register_upload(request: Request) -> AdapterInfo:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 2**20:
-            raise _too_large()
+            raise upload_too_large(MAX_UPLOAD_BYTES)
         with service.incoming() as tmp:  # inside the data dir: one copy, on the disk the adapter ends up on
             fields, path, filename = await receive_upload(request, tmp / "upload", FORM_FIELDS, MAX_UPLOAD_BYTES,
-                                                         _too_large)
+                                                         lambda: upload_too_large(MAX_UPLOAD_BYTES))
             try:
                 req = RegisterAdapterRequest.model_validate({**_form_values(fields), "source": "upload"})
             except ValidationError as exc:
-                raise _invalid(exc) from None
+                raise invalid_body(exc) from None
             return await run_in_threadpool(service.register, req, upload=path, upload_name=filename)
 
     @router.get("/timeline", response_model=list[TimelineEntry], responses=error_responses({
@@ -123,10 +123,6 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
     return router
 
 
-def _too_large() -> TooLarge:
-    return TooLarge(f"The upload is over {MAX_UPLOAD_BYTES / 2**30:.0f} GB, the most the studio takes.",
-                    code="upload_too_large", max_bytes=MAX_UPLOAD_BYTES)
-
 
 def _form_values(fields: dict[str, str]) -> dict[str, object]:
     """A form's fields are text: convert the typed ones explicitly (the request model is strict, as for JSON), and
@@ -150,10 +146,3 @@ def _form_values(fields: dict[str, str]) -> dict[str, object]:
     if problems:
         raise RequestValidationError(problems)
     return values
-
-
-def _invalid(exc: Exception) -> RequestValidationError:
-    """A malformed body: 422 invalid_body / invalid_json, like every other route (api/errors.py maps it)."""
-    if isinstance(exc, ValidationError):
-        return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
-    return RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}])

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from studio.errors import InvalidRequest, TooLarge
@@ -91,3 +93,15 @@ async def receive_upload(request: Request, path: Path, form_fields: Iterable[str
     if state["file"] is None:
         raise InvalidRequest(f"The form has no file in the field {file_field!r}.", code="missing_archive")
     return fields, path, state["filename"] or file_field
+
+
+def upload_too_large(max_bytes: int) -> TooLarge:
+    return TooLarge(f"The upload is over {max_bytes / 2**30:.0f} GB, the most the studio takes.",
+                    code="upload_too_large", max_bytes=max_bytes)
+
+
+def invalid_body(exc: Exception) -> RequestValidationError:
+    """A malformed body: 422 invalid_body / invalid_json, like every other route (api/errors.py maps it)."""
+    if isinstance(exc, ValidationError):
+        return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
+    return RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error"}])
