@@ -46,7 +46,7 @@ from studio.runtime.memory import cuda_available
 from studio.services.adapters import Provenance, _clean_name, training_run_url
 from studio.services.generation import GenerateRequest, checkpoint_ref
 from studio.training import layout
-from studio.training.config import TrainingConfig, config_schema
+from studio.training.config import TrainingConfig, config_schema, total_steps
 from studio.users import LOCAL_USER
 
 log = logging.getLogger(__name__)
@@ -205,13 +205,6 @@ def _clean_prompt(prompt: str, field: str) -> str:
         raise _refuse(field, "An audition prompt holds a character that is not valid text.", "invalid_prompt") \
             from None
     return text
-
-
-def total_steps(config: TrainingConfig, examples: int) -> int:
-    """Optimiser steps of a run: epochs x steps per epoch (rounded up), or max_steps."""
-    if config.epochs:
-        return config.epochs * max(1, math.ceil(examples / (config.batch_size * config.gradient_accumulation_steps)))
-    return config.max_steps
 
 
 def resumable_steps(folder: Path) -> list[int]:

@@ -8,6 +8,7 @@ was used. Defaults are sensible for a MusicGen LoRA on a small dataset.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -115,6 +116,15 @@ class TrainingConfig(BaseModel):
     dpo_reference: Literal["start", "base"] = Field(
         "start", title="Reference", json_schema_extra=_group("DPO"), description=(
             "start: the adapter the run starts from (the A/B test's winner); base: the model without adapter."))
+
+
+def total_steps(config: TrainingConfig, examples: int) -> int:
+    """Optimiser steps of a run: epochs x steps per epoch (rounded up), or max_steps. One definition for the
+    studio (which shows the total before the run starts) and the trainer."""
+    if config.epochs > 0:
+        per_epoch = math.ceil(max(1, examples) / (config.batch_size * config.gradient_accumulation_steps))
+        return per_epoch * config.epochs
+    return config.max_steps
 
 
 def group_of(field: str) -> str:

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from studio.training import layout
-from studio.training.config import TARGET_PRESETS, TrainingConfig
+from studio.training.config import TARGET_PRESETS, TrainingConfig, total_steps
 from studio.training.data import (Stopped, TextStates, TrainingError, crop, delay_labels, derive_seed, encode_clips,
                                   generator, read_codes, sample_items, text_states)
 from studio.training.layout import (CheckpointEvent, CheckpointState, DoneEvent, ResumedEvent, RunSpec, StageEvent,
@@ -52,13 +52,6 @@ def lr_at(config: TrainingConfig, step: int, total: int) -> float:
     if config.lr_scheduler == "linear":
         return base * (1.0 - progress)
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def total_steps(config: TrainingConfig, items: int) -> int:
-    if config.epochs > 0:
-        per_epoch = math.ceil(items / (config.batch_size * config.gradient_accumulation_steps))
-        return max(1, per_epoch * config.epochs)
-    return config.max_steps
 
 
 def resolve_precision(config: TrainingConfig, device: torch.device) -> torch.dtype:
