@@ -860,6 +860,7 @@ class TrainingService:
             if self._live_of(run_id) is not None:
                 continue
             self._end_leftover(folder)
+            self._record_missed_checkpoints(run_id, folder)
             self._set(run_id, status="queued", error=None, error_code=None, finished_at=None)
             resumed.append(run_id)
         with self._lock:
@@ -870,6 +871,21 @@ class TrainingService:
         self._kick()
         self._flush_auditions()
         return resumed
+
+    def _record_missed_checkpoints(self, run_id: int, folder: Path) -> None:
+        """Checkpoints the trainer saved while the studio was down (its events were written, nobody read them): recorded
+        now, so they are auditioned and can be registered like the others."""
+        events, _ = layout.read_events(folder / layout.EVENTS_FILE, 0)
+        new = False
+        for event in events:
+            if event.kind != "checkpoint" or not (folder / layout.CHECKPOINTS_DIR / event.folder).is_dir():
+                continue
+            where = (folder / layout.CHECKPOINTS_DIR / event.folder).relative_to(self.data_dir).as_posix()
+            with session_scope(self.engine) as session:
+                new = record_checkpoint(session, run_id, event.step, event.loss, where) or new
+        if new:
+            with self._lock:
+                self._pending.add(run_id)
 
     def _end_leftover(self, folder: Path) -> None:
         """A trainer that outlived a killed studio: asked to stop (checkpoint), then ended, before the resume."""

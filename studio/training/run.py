@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signalled = []
     signal.signal(signal.SIGTERM, lambda *_: signalled.append(True))  # like the stop file: save, then end
+    # The studio that started this trainer died (kill -9, a crash): it is re-parented, so save a checkpoint and end
+    # rather than train on unwatched; the studio's next start resumes the run from that checkpoint.
+    parent = os.getppid()
+
+    def stop_requested() -> bool:
+        return bool(signalled) or (parent != 1 and os.getppid() != parent)
     take_share(spec.device, spec.config.threads)
 
     from studio.training.trainer import Trainer
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    done = Trainer(folder, spec, stop_requested=lambda: bool(signalled), log=log).run()
+    done = Trainer(folder, spec, stop_requested=stop_requested, log=log).run()
     print(f"{done.status}: {done.message}", flush=True)
     return 1 if done.status == "failed" else 0
 
