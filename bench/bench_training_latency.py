@@ -1,12 +1,14 @@
 """Benchmark: a generation request's latency while a training run trains beside it vs idle (device policy "beside").
 
 Run from the repo root:  python bench/bench_training_latency.py [--model tiny|small] [--requests 6] [--duration 2]
+                                                                  [--no-share]
 
 A studio context in a temporary data dir (studio-tiny, or with --model small a musicgen-small-shaped random model)
-on CPU, a dataset of 8 synthetic tone clips made by the dataset service, then:
+on CPU, a dataset of 8 synthetic tone clips of 12 s made by the dataset service, then:
 - idle: --requests generations one after the other (`GenerationService.generate`: queue, decode, WAV, record);
-- training: a LoRA run started through the TrainingService (a subprocess with the configuration's default threads:
-  half the cores, at a lower OS priority), and once its steps flow, the same requests again (same prompts, seeds).
+- training: a LoRA run with the default configuration started through the TrainingService (a subprocess with half
+  the cores at a lower OS priority; the worker decodes on the other half meanwhile, or on all of them with
+  --no-share), and once its steps flow, the same requests again (same prompts, seeds).
 Prints each phase's median latency, the ratio (training / idle), the steps the run made meanwhile and the server's
 RSS growth. Nothing is asserted (shared machines are noisy: read the ratio, re-run when numbers scatter).
 """
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--model", choices=["tiny", "small"], default="tiny")
     parser.add_argument("--requests", type=int, default=6)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds of audio per request")
+    parser.add_argument("--no-share", action="store_true", help="turn the device policy's core sharing off (the "
+                                                                 "worker keeps every core): to see what it saves")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
     try:
@@ -66,15 +70,16 @@ def main() -> None:
         ctx = build_context(Settings(data_dir=data, load_at_start=False, device="cpu",
                                      hf_cache_dir=tmp / "hf"), registry)
         assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
-        write_tone_folder(data / "imports" / "tones", n=8, seconds=3.0)
+        write_tone_folder(data / "imports" / "tones", n=8, seconds=12.0)
+        if args.no_share:  # the policy off: the worker keeps every core while the run trains (for comparison)
+            ctx.queue.share_cpu = lambda threads: None
         dataset = ctx.datasets.create(CreateDatasetRequest(source="folder", path=str(data / "imports" / "tones"),
                                                            model_id="studio-tiny"))
         timed_requests(ctx, 1, args.duration)  # warm-up (first decode allocates)
         rss = psutil.Process().memory_info().rss
         idle = timed_requests(ctx, args.requests, args.duration)
         run = ctx.training.create(CreateRunRequest(dataset_id=dataset.id, audition_prompts=[], auto_register=False,
-                                                   config={"max_steps": 1_000_000, "checkpoint_every": 1_000_000,
-                                                           "clip_duration_s": 2.0, "batch_size": 2}))
+                                                   config={"max_steps": 1_000_000, "checkpoint_every": 1_000_000}))
         deadline = time.monotonic() + 600
         while ctx.training.get(run.id).step < 2 and time.monotonic() < deadline:
             time.sleep(0.1)

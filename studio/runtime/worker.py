@@ -114,6 +114,8 @@ class Worker(Protocol):
 
     def target_model(self) -> str | None: ...
 
+    def share_cpu(self, threads: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -168,6 +170,8 @@ class LocalWorker:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._scorer: tuple[str, Path, ClapScorer] | None = None  # the loaded evaluation model (worker thread only)
+        self._cpu_share = 0  # CPU threads a training run beside the worker holds (share_cpu)
+        self._own_threads: int | None = None  # torch's threads when the worker started (worker thread only)
 
     # ---- the protocol ------------------------------------------------------------------------------------
     def submit(self, *tasks: Task) -> None:
@@ -195,6 +199,24 @@ class LocalWorker:
         self.listener.cancelled(job_id)
         self.listener.queue_changed()
         return "queued"
+
+    def share_cpu(self, threads: int) -> None:
+        """A training run beside the worker holds `threads` CPU threads (0: none): from the next task on, the
+        worker decodes with that many fewer (at least 1). Both at full width on the same cores made each wait for
+        the other's threads: a generation took 15 times as long while a run trained on 2 cores."""
+        with self._cond:
+            self._cpu_share = max(0, int(threads))
+
+    def _fit_threads(self) -> None:
+        import torch
+
+        with self._cond:
+            share = self._cpu_share
+        if self._own_threads is None:
+            self._own_threads = torch.get_num_threads()
+        want = max(1, self._own_threads - share)
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)  # the calling thread's parallel regions: this worker's decodes
 
     def target_model(self) -> str | None:
         """The model a job submitted now will run on: the last switch waiting, the one running, or the loaded one."""
@@ -321,6 +343,7 @@ class LocalWorker:
                 self._running, self._progress = work, None
             self.listener.queue_changed()
             try:
+                self._fit_threads()
                 if isinstance(work, SwitchTask):
                     self._switch(work)
                 elif isinstance(work, ScoreTask):

@@ -140,6 +140,10 @@ class JobQueue:
         self.worker.submit(*(plan.task(job_id) for job_id, plan in zip(ids, plans)))
         return ids
 
+    def share_cpu(self, threads: int) -> None:
+        """A training run takes `threads` CPU threads beside the worker (0: it ended): the worker uses the rest."""
+        self.worker.share_cpu(threads)
+
     def retry_after_s(self) -> int:
         """When a refused client should try again: when the next job should be done (at least a second)."""
         etas = [e.eta_s for e in self.worker.snapshot() if e.kind == "generate" and e.eta_s is not None]

@@ -46,7 +46,7 @@ from studio.runtime.memory import cuda_available
 from studio.services.adapters import Provenance, _clean_name, training_run_url
 from studio.services.generation import GenerateRequest, checkpoint_ref
 from studio.training import layout
-from studio.training.config import TrainingConfig, config_schema, total_steps
+from studio.training.config import TrainingConfig, config_schema, cpu_threads, total_steps
 from studio.users import LOCAL_USER
 
 log = logging.getLogger(__name__)
@@ -570,7 +570,7 @@ class TrainingService:
                     self._publish(RunEvent(event="done", run_id=run.id, status="failed", message=message))
 
     def _threads(self, config: TrainingConfig) -> int:
-        return config.threads or max(1, (os.cpu_count() or 2) // 2)
+        return cpu_threads(config.threads)
 
     def _device(self, config: TrainingConfig) -> str:
         if config.device != "auto":
@@ -611,6 +611,8 @@ class TrainingService:
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         (folder / PID_FILE).write_text(str(proc.pid), encoding="utf-8")
+        if not spec.device.startswith("cuda"):
+            self.queue.share_cpu(threads)  # the worker decodes on the other cores meanwhile (device policy)
         live = _Live(run_id=run_id, name=name, proc=proc, folder=folder, started=started, threads=threads,
                      device=spec.device, step=resume_from or 0, total=total, start_ident=start_ident,
                      start_offset=start_offset)
@@ -726,6 +728,7 @@ class TrainingService:
     def _finish(self, live: _Live, done: layout.DoneEvent | None) -> None:
         run_id = live.run_id
         code = live.proc.returncode
+        self.queue.share_cpu(0)  # the worker has every core again (one run trains at a time)
         if done is not None and done.status == "stopped" and live.closing:
             status, error, error_code = "interrupted", "The studio stopped; the run goes on at its next start.", \
                 STUDIO_STOPPED

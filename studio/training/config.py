@@ -9,6 +9,7 @@ was used. Defaults are sensible for a MusicGen LoRA on a small dataset.
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,6 +126,11 @@ def total_steps(config: TrainingConfig, examples: int) -> int:
         per_epoch = math.ceil(max(1, examples) / (config.batch_size * config.gradient_accumulation_steps))
         return per_epoch * config.epochs
     return config.max_steps
+
+
+def cpu_threads(requested: int) -> int:
+    """The CPU threads a run takes: as configured, or (0) half of the cores, at least 1."""
+    return requested if requested > 0 else max(1, (os.cpu_count() or 2) // 2)
 
 
 def group_of(field: str) -> str:

@@ -13,11 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from studio.training.config import cpu_threads
+
 CPU_NICENESS = 10  # below the studio's own priority: generation is what a person waits for
-
-
-def cpu_threads(requested: int) -> int:
-    return requested if requested > 0 else max(1, (os.cpu_count() or 2) // 2)
 
 
 def take_share(device: str, threads: int) -> None:

@@ -204,3 +204,22 @@ def test_the_header_follows_the_batch_not_whichever_row_reported_last(ctx):
     ctx.generation.wait(accepted.job_ids[1], on_step=lambda done, total: seen.append(ctx.models.current().activity))
     said = [s for s in seen if s]
     assert said and all(s.startswith(f"generating job {accepted.job_id} and 2 more: ") for s in said), said
+
+
+def test_a_training_run_beside_the_worker_takes_cores_from_its_decodes(ctx, monkeypatch):
+    """Device policy "beside" on a CPU: while a run holds N threads, the worker decodes with N fewer (at least 1),
+    from its next task on; all of them again once the run ends."""
+    import torch
+
+    worker = ctx.queue.worker
+    seen = []
+    real = worker._generate
+    monkeypatch.setattr(worker, "_generate", lambda batch: (seen.append(torch.get_num_threads()), real(batch)))
+    request = GenerateRequest(prompt="calm bass", duration_s=0.2, seed=1)
+    ctx.generation.generate(request)
+    own = seen[-1]
+    ctx.queue.share_cpu(1)
+    ctx.generation.generate(request)
+    ctx.queue.share_cpu(0)
+    ctx.generation.generate(request)
+    assert seen == [own, max(1, own - 1), own]

@@ -39,10 +39,11 @@ def test_stop_saves_and_resume_continues_the_same_trajectory_without_touching_th
     while ctx.training.get(run.id).step < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "Training tones" in (ctx.queue.view().training or "")
+    assert ctx.queue.worker._cpu_share == FAST["threads"]  # the worker decodes on the other cores meanwhile
     stopped = ctx.training.stop(run.id)  # returns once the run saved its checkpoint and ended
     assert stopped.status == "stopped" and 10 <= stopped.step < 50
     assert [c.step for c in stopped.checkpoints] == [0, stopped.step] and stopped.checkpoints[1].resumable
-    assert ctx.queue.view().training is None
+    assert ctx.queue.view().training is None and ctx.queue.worker._cpu_share == 0
     resumed = ctx.training.resume(run.id)
     assert resumed.status == "running"
     done = wait_status(ctx, run.id, ("succeeded", "failed", "interrupted"))
