@@ -392,13 +392,13 @@ def prepare_file(path: Path, rel: str, caption: str, plan: _Plan, out_dir: Path,
     try:
         f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        problems.append(ReportProblem(file=rel, code="unreadable", message=f"Not readable as audio: {_short(exc)}"))
+        problems.append(ReportProblem(file=rel, code="unreadable", message=f"Not readable as audio: {_short(exc, path)}"))
         return [], False, False
     clips: list[_Prepared] = []
     with f:
         rate, frames = f.samplerate, f.frames
         if rate <= 0 or frames <= 0:
-            problems.append(ReportProblem(file=rel, code="unreadable" if frames <= 0 else "unreadable",
+            problems.append(ReportProblem(file=rel, code="unreadable",
                                           message="The file holds no audio."))
             return [], False, False
         seconds = frames / rate
@@ -415,7 +415,7 @@ def prepare_file(path: Path, rel: str, caption: str, plan: _Plan, out_dir: Path,
                 data = f.read(end - start, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
                 problems.append(ReportProblem(file=rel, code="unreadable",
-                                              message=f"Unreadable from {start / rate:.1f} s: {_short(exc)}"))
+                                              message=f"Unreadable from {start / rate:.1f} s: {_short(exc, path)}"))
                 return [], False, False
             if data.shape[0] < int(np.ceil(plan.min_clip_s * rate)):
                 break  # the file is shorter than its header said (mp3 estimates): the rest is not there
@@ -435,8 +435,12 @@ def prepare_file(path: Path, rel: str, caption: str, plan: _Plan, out_dir: Path,
     return clips, len(slices) > 1, rate != plan.sample_rate
 
 
-def _short(exc: BaseException) -> str:
-    return str(exc).replace("\n", " ")[:200] or type(exc).__name__
+def _short(exc: BaseException, path: Path | None = None) -> str:
+    """The reason, in one line; the file's place on the server is not the person's business (libsndfile names it)."""
+    text = str(exc).replace("\n", " ")
+    if path is not None:
+        text = text.replace(f"'{path}'", "").replace(str(path), "").replace("Error opening :", "Error opening:")
+    return text.strip()[:200] or type(exc).__name__
 
 
 def _dataset_archive(unsupported: list[str]) -> ArchiveRules:

@@ -524,3 +524,14 @@ def test_a_csv_the_reader_refuses_is_a_problem_not_a_failure(studio):
     (d / "metadata.csv").write_text('file_name,text\n"a.wav","' + "x" * 200_000 + '"\n')  # over csv's field limit
     info = studio.datasets.create(folder_req("csvq"))
     assert info.clips == 1 and [p.code for p in info.report.problems] == ["unreadable"]
+
+
+def test_an_unreadable_file_is_reported_without_the_servers_paths(ctx, tmp_path):
+    folder = ctx.settings.data_dir / "imports" / "junk-names"
+    write_tone_folder(folder, n=2, seconds=1.5)
+    (folder / "bad.wav").write_bytes(b"junk" * 10)
+    (folder / "bad.txt").write_text("calm bass", encoding="utf-8")
+    info = ctx.datasets.create(CreateDatasetRequest(source="folder", path=str(folder), model_id="studio-tiny"))
+    bad = [p for p in info.report.problems if p.file == "bad.wav"]
+    assert [p.code for p in bad] == ["unreadable"] and "Format not recognised" in bad[0].message
+    assert str(ctx.settings.data_dir) not in bad[0].message and "/" not in bad[0].message
