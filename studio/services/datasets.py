@@ -572,7 +572,8 @@ class DatasetService:
             (stage / "clips").mkdir(parents=True)
             report, prepared = self._prepare(root, found, plan, stage, progress)
             if not prepared:
-                first = report.problems[0].message if report.problems else "the folder holds no audio file"
+                first = (f"{report.problems[0].file}: {report.problems[0].message}" if report.problems
+                         else "the folder holds no audio file")
                 what = "no audio file (wav, flac, ogg, mp3)" if not found.audio else "no usable clip"
                 raise InvalidValues(f"Nothing was created: the {'folder' if req.source == 'folder' else 'archive'} "
                                     f"has {what}. {'First problem: ' + first if found.audio else ''}".strip(),
