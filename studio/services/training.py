@@ -70,7 +70,8 @@ MAX_ID = 2**63 - 1
 AuditionStatus = Literal["waiting", "queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 RunStatus = Literal["queued", "running", "stopping", "succeeded", "stopped", "failed", "interrupted"]
 DEVICE_POLICY = ("beside: a run trains beside generation (on a CPU with its own share of the cores at a lower "
-                 "priority; on a GPU sharing its memory); generation jobs never wait for it")
+                 "priority, generation decoding on the others; on a GPU sharing its memory); generation jobs never "
+                 "wait for it")
 
 
 class CreateRunRequest(BaseModel):

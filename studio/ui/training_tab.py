@@ -31,6 +31,7 @@ from studio.ui.queue_panel import fmt_eta
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget
 
 REFRESH_EVERY_S = 2.0
+LR_UNIT = 1e-4  # the chart's learning rates: "1.0" rather than "0.0001", which its axis cut to "0001"
 RUN_PARAM = "run"  # /?run=<id> opens a run (the adapter timeline's run link)
 NONE = "none"  # the start adapter dropdown's value for "no adapter"
 LIST_HEADERS = ["ID", "Name", "Method", "Status", "Step", "Loss", "ETA", "Trained on", "Adapter"]
@@ -195,10 +196,11 @@ def thin(curve: list[LossPoint], limit: int = MAX_CHART_POINTS) -> list[LossPoin
 
 
 def curve_frames(curve: list[LossPoint]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(loss, learning rate, preference accuracy (DPO only; else empty)) by step, for the three charts."""
+    """(loss, learning rate in units of LR_UNIT, preference accuracy (DPO only; else empty)) by step, for the
+    three charts."""
     points = thin(curve)
     loss = [{"step": p.step, "loss": p.loss} for p in points]
-    lr = [{"step": p.step, "lr": p.lr} for p in points]
+    lr = [{"step": p.step, "lr": p.lr / LR_UNIT} for p in points]
     acc = [{"step": p.step, "accuracy": p.accuracy} for p in points if p.accuracy is not None]
     # numeric columns even when empty: the chart fixes its axes' kinds from the first frame it gets (an empty
     # frame of objects made them categorical: one tick per loss value, and no line)
@@ -369,7 +371,7 @@ def build_training_tab(ctx: AppContext) -> TrainingTab:
         with gr.Row():
             loss_plot = gr.LinePlot(empty_loss, x="step", y="loss", title="Loss", elem_id="training-loss",
                                     x_title="step", y_title="loss", height=260)
-            lr_plot = gr.LinePlot(empty_lr, x="step", y="lr", title="Learning rate", elem_id="training-lr",
+            lr_plot = gr.LinePlot(empty_lr, x="step", y="lr", title="Learning rate (× 1e-4)", elem_id="training-lr",
                                   x_title="step", y_title="learning rate", height=260)
             acc_plot = gr.LinePlot(empty_acc, x="step", y="accuracy", title="Preference accuracy (DPO)",
                                    elem_id="training-accuracy", x_title="step", y_title="accuracy", height=260,

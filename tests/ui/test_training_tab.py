@@ -121,7 +121,7 @@ def test_the_runs_list():
 def test_chart_frames_follow_the_curve_and_stay_light():
     loss, lr, acc = tt.curve_frames(run_info().loss_curve)
     assert loss["step"].tolist() == list(range(1, 41)) and loss["loss"].iloc[0] == pytest.approx(3 - 1 / 40)
-    assert lr["lr"].iloc[-1] == pytest.approx(1e-4) and acc.empty
+    assert lr["lr"].iloc[-1] == pytest.approx(1.0) and acc.empty  # in units of 1e-4: short axis labels
     long = [LossPoint(step=s, loss=1.0, lr=1e-4) for s in range(1, 5001)]
     thin = tt.thin(long)
     assert len(thin) <= tt.MAX_CHART_POINTS and thin[0].step == 1 and thin[-1].step == 5000
