@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 from tests.browser_support import sync_api  # noqa: E402
-from tests.live import CHROMIUM, CHROMIUM_ARGS, screenshot, serve, studio_page  # noqa: E402
+from tests.live import CHROMIUM, CHROMIUM_ARGS, held_decoding, screenshot, serve, studio_page  # noqa: E402
 
 SECONDS = 7  # each page's clip: long enough on the tiny model for the two jobs to overlap and stream
 
@@ -113,15 +113,19 @@ def test_two_pages_generate_at_once_each_hears_and_gets_its_own(served):
                 # Cancel stops this page's own job, never another page's: B's waiting job goes, A's runs on.
                 _retype(a, "a long one to cancel", 25)
                 _retype(b, "a short one that waits", 1)
-                a.locator("#generate-btn").click()
-                expect(a.locator("#job-status")).to_contain_text("Generating")
-                b.locator("#generate-btn").click()
-                expect(b.locator("#job-status")).to_contain_text("Waiting")
-                b.locator("#cancel-btn").click()
-                expect(b.locator("#result-info")).to_contain_text(re.compile(r"Cancelled: job \d+ stopped before"))
-                expect(b.locator("#generate-btn")).to_be_enabled()
-                expect(a.locator("#job-status")).to_contain_text("Generating")  # untouched
-                a.locator("#cancel-btn").click()
+                # A's decode is held at its first step while B's job waits and is cancelled: on a loaded machine
+                # A's clip could otherwise end before its own Cancel is clicked
+                with held_decoding(ctx):
+                    a.locator("#generate-btn").click()
+                    expect(a.locator("#job-status")).to_contain_text("Generating")
+                    b.locator("#generate-btn").click()
+                    expect(b.locator("#job-status")).to_contain_text("Waiting")
+                    b.locator("#cancel-btn").click()
+                    expect(b.locator("#result-info")).to_contain_text(re.compile(r"Cancelled: job \d+ stopped before"))
+                    expect(b.locator("#generate-btn")).to_be_enabled()
+                    expect(a.locator("#job-status")).to_contain_text("Generating")  # untouched
+                    a.locator("#cancel-btn").click()
+                    a.wait_for_timeout(500)  # the click's request reaches the studio before the decode goes on
                 expect(a.locator("#result-info")).to_contain_text(re.compile(r"Cancelled: job \d+ stopped after"))
 
                 # Takes: one request, the takes side by side, each with its seed; unused players stay hidden.
