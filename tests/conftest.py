@@ -203,3 +203,19 @@ def seed_history(ctx: AppContext) -> dict[str, int]:
         s.commit()
     ids.update(lofi=live.id, gone=gone.id, abtest=ab.id, evaluation=ev.id)
     return ids
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A browser test that fails (a page waiting for the studio) reports where every thread of the studio it
+    drives was at that moment (its fixtures are still up): the evidence a flaky failure on CI needs."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and item.get_closest_marker("browser"):
+        import faulthandler
+        import tempfile
+
+        with tempfile.TemporaryFile("w+") as f:
+            faulthandler.dump_traceback(f, all_threads=True)
+            f.seek(0)
+            report.sections.append(("threads at the failure", f.read()))

@@ -49,7 +49,8 @@ def _casefold(text: str | None) -> str | None:
 
 def make_engine(url: str):
     """The engine of a usable, migrated, writable database; anything else is refused with one line."""
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    # timeout: a writer waits this long for another's transaction (the default 5 s fails writes on a loaded machine)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer of a finishing job

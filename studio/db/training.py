@@ -1,6 +1,7 @@
 """Session-first crud for training runs, their checkpoints and their audition clips."""
 from __future__ import annotations
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from studio.db.models import Job, TrainingCheckpoint, TrainingRun, utcnow
@@ -24,6 +25,16 @@ def save_run(session: Session, run: TrainingRun) -> TrainingRun:
     session.commit()
     session.refresh(run)
     return run
+
+
+def set_status_if(session: Session, run_id: int, statuses: tuple[str, ...], status: str) -> bool:
+    """Move a run to `status` only while it is in one of `statuses`, in one statement (a run that ended meanwhile
+    keeps its end); True when it moved."""
+    stmt = (update(TrainingRun).where(col(TrainingRun.id) == run_id, col(TrainingRun.status).in_(statuses))
+            .values(status=status))
+    moved = session.execute(stmt).rowcount
+    session.commit()
+    return moved == 1
 
 
 def list_runs(session: Session, *, status: str | None = None, model_id: str | None = None) -> list[TrainingRun]:

@@ -490,7 +490,16 @@ class ABTestService:
                     raise Conflict(f"The studio now runs {now}; this test is for {mine}: switch back to it and "
                                    "resume the test.", code="model_not_loaded")
                 plans.append(plan)
-        ids = self.queue.accept([dataclasses.replace(p, abtest_id=test.id) for p in plans])
+        try:
+            ids = self.queue.accept([dataclasses.replace(p, abtest_id=test.id) for p in plans])
+        except Conflict as exc:
+            if exc.code != "model_changed":
+                raise
+            now = exc.extra.get("model_id")
+            now = self.registry.get(now).display_name if now else "no model"
+            raise Conflict(f"The studio now runs {now}; this test is for "
+                           f"{self.registry.get(test.model_id).display_name}: switch back to it and resume the test.",
+                           code="model_not_loaded") from None
         with session_scope(self.engine) as session:
             for i, pair in enumerate(pairs):
                 row = session.get(ABPair, pair.id)

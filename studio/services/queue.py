@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from studio.db.adapters import record_use
 from studio.db.engine import session_scope
 from studio.db.jobs import create_jobs, finish_job, get_job, mark_running, queued_jobs
-from studio.errors import NotFound, QueueFull, StudioError
+from studio.errors import Conflict, NotFound, QueueFull, StudioError
 from studio.gen_settings import MusicgenSettings
 from studio.registry import Registry
 from studio.runtime.backend import Row, RowResult, SamplingParams
@@ -106,6 +106,10 @@ class JobQueue:
         self.worker: Worker = worker or LocalWorker(manager, self, max_batch=lambda m: registry.get(m).max_batch,
                                                     stream_every_s=stream_every_s)
         self._lock = threading.Lock()  # guards _plans, _positions, _switches; serialises accepting
+        # A plan is checked against the model its jobs will run on, then queued: a switch queued between the two
+        # would run them on another model. Accepting and queueing a switch hold this lock (not _lock: the worker's
+        # submit calls back into queue_changed, which takes _lock).
+        self._order = threading.Lock()
         self._plans: dict[int, JobPlan] = {}  # jobs accepted and not over
         self._positions: dict[int, tuple[int, int | None]] = {}  # what each waiting job was last told
         self._switches: dict[str, stdqueue.SimpleQueue] = {}  # switch task id -> its followers' events
@@ -120,7 +124,17 @@ class JobQueue:
 
     def accept(self, plans: list[JobPlan]) -> list[int]:
         """Record the plans as queued jobs (all or none) and queue them; their ids. QueueFull when the queue holds
-        max_queue jobs already."""
+        max_queue jobs already; Conflict model_changed when a switch was queued since they were planned."""
+        with self._order:
+            target = self.worker.target_model()
+            stale = sorted({p.model_id for p in plans} - {target})
+            if stale:  # a switch was queued after these were planned: they would fail on the other model
+                raise Conflict(f"The studio now runs {self._name(target)}: these jobs were for "
+                               f"{', '.join(self._name(m) for m in stale)}. Submit them again.", code="model_changed",
+                               model_id=target)
+            return self._accept(plans)
+
+    def _accept(self, plans: list[JobPlan]) -> list[int]:
         with self._lock:
             waiting = self.worker.pending_jobs()
             if waiting + len(plans) > self.max_queue:
@@ -167,7 +181,8 @@ class JobQueue:
         events: stdqueue.SimpleQueue = stdqueue.SimpleQueue()
         with self._lock:
             self._switches[task.task_id] = events
-        self.worker.submit(task)
+        with self._order:
+            self.worker.submit(task)
         entries = self.worker.snapshot()
         mine = next((e for e in entries if e.task_id == task.task_id and e.state == "queued"), None)
         ahead = [e for e in entries if mine is not None and e.kind == "generate"

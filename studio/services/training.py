@@ -38,7 +38,7 @@ from studio.db.evaluation import scores_of
 from studio.db.jobs import get_job
 from studio.db.models import Dataset, TrainingRun, as_utc, utcnow
 from studio.db.training import (add_run, audition_jobs, checkpoints_of, get_checkpoint, get_run, list_runs,
-                                record_checkpoint, runs_with_status, save_run)
+                                record_checkpoint, runs_with_status, save_run, set_status_if)
 from studio.errors import Conflict, InvalidValues, NotFound, QueueFull, StudioError
 from studio.gen_settings import MAX_SEED
 from studio.runtime.fingerprint import weights_fingerprint
@@ -57,6 +57,7 @@ POLL_S = 0.2  # how often a supervisor reads events.jsonl (a step takes longer o
 DB_EVERY_S = 2.0  # step and loss written to the database at most this often (every event reaches followers)
 STOP_GRACE_S = 30.0  # a stop waits this long for the checkpoint and the end before the process is killed
 KILL_WAIT_S = 5.0
+FINISH_ATTEMPTS = 3  # recording a run's end is tried again this often before it is called interrupted
 MAX_CURVE_POINTS = 2000  # loss curve points sent with a run (downsampled evenly beyond)
 MAX_CACHED_CURVES = 8  # runs whose loss curve is kept in memory between reads (pages poll the runs they show)
 METRICS_POINTS = 200  # loss curve points kept in a registered adapter's training_metrics
@@ -282,6 +283,7 @@ class _Live:
     loss: float | None = None
     eta_s: float | None = None
     stop_requested: bool = False
+    registered: int | None = None  # the adapter version its end registered (auto_register)
     closing: bool = False
     start_ident: tuple[int, int] | None = None  # events.jsonl as it was before the start: not read again
     start_offset: int = 0
@@ -651,12 +653,21 @@ class TrainingService:
             live.proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:  # said it is done but does not end: ended here
             self._kill(live.proc)
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                self._finish(live, done)
+                return
+            except Exception:  # noqa: BLE001 - e.g. the database busy for long on a loaded machine: again
+                log.exception("training run %s: could not record its end (attempt %d)", live.run_id, attempt + 1)
+                time.sleep(POLL_S * 5)
+        # said in the log; the page shows it interrupted (resumable) rather than 'stopping' for ever
+        with self._lock:
+            self._live.pop(live.run_id, None)
         try:
-            self._finish(live, done)
-        except Exception:  # noqa: BLE001 - said in the log; the next start finds it 'running' and resumes it
-            log.exception("training run %s: could not record its end", live.run_id)
-            with self._lock:
-                self._live.pop(live.run_id, None)
+            self._set(live.run_id, status="interrupted", error="The end of the run could not be recorded; resume it "
+                      "to go on from its last checkpoint.", error_code="process_died", finished_at=utcnow())
+        except Exception:  # noqa: BLE001 - the next start finds it 'running' and resumes it
+            log.exception("training run %s: could not record it interrupted", live.run_id)
 
     def _tail(self, live: _Live) -> layout.DoneEvent | None:
         """Events of this start only: the file as it was before the process started is skipped; a trainer that
@@ -690,7 +701,7 @@ class TrainingService:
                 with self._lock:
                     pending = live.run_id in self._pending
                 if pending:
-                    self._flush_auditions(live.run_id)
+                    self._flush_auditions_aside(live.run_id)
             live.done.wait(POLL_S)
         return done
 
@@ -717,7 +728,7 @@ class TrainingService:
             self._publish(RunEvent(event="checkpoint", run_id=run_id, status="running", step=event.step,
                                    checkpoint_step=event.step, loss=event.loss,
                                    message=f"Checkpoint at step {event.step}"))
-            self._flush_auditions(run_id)
+            self._flush_auditions_aside(run_id)
         elif event.kind == "resumed":
             live.step = event.step
             self._publish(RunEvent(event="status", run_id=run_id, status="running", step=event.step,
@@ -752,11 +763,11 @@ class TrainingService:
             status, status)
         with session_scope(self.engine) as session:
             auto = get_run(session, run_id).auto_register and status == "succeeded"
-        adapter_id = None
-        if auto:  # before the status says succeeded: whoever sees it succeeded sees its adapter too
-            try:
+        adapter_id = live.registered
+        if auto and adapter_id is None:  # before the status says succeeded: whoever sees it succeeded sees its adapter
+            try:  # (once: when recording the end is tried again, the version registered stays the one)
                 info = self.register(run_id, RegisterCheckpointRequest())
-                adapter_id = info.id
+                adapter_id = live.registered = info.id
                 message += f" Registered as {info.label}."
             except StudioError as exc:
                 log.warning("training run %s: not registered: %s", run_id, exc.message)
@@ -831,7 +842,8 @@ class TrainingService:
                 return self.get(run_id)
             raise Conflict(f"Training run {run_id} is {status}: there is nothing to stop.", code="run_not_running",
                            run_id=run_id, status=status)
-        self._set(run_id, status="stopping")
+        with session_scope(self.engine) as session:  # not over an end recorded meanwhile
+            set_status_if(session, run_id, ("running",), "stopping")
         self._publish(RunEvent(event="status", run_id=run_id, status="stopping", step=live.step,
                                message="Stopping: saving a checkpoint."))
         self._stop_live(live)
@@ -940,6 +952,13 @@ class TrainingService:
                 "(generation jobs do not wait for it).")
 
     # ---- auditions -------------------------------------------------------------------------------------------
+    def _flush_auditions_aside(self, run_id: int) -> None:
+        """_flush_auditions on a thread of its own: a supervisor never waits on the queue or the scorer (a stop's end
+        is recorded at once). A flush under way already: the run stays pending, the supervisor's next tick retries."""
+        if not self._audition_lock.locked():
+            threading.Thread(target=self._flush_auditions, args=(run_id,), name=f"auditions-{run_id}",
+                             daemon=True).start()
+
     def _flush_auditions(self, run_id: int | None = None) -> None:
         """Queue the auditions not queued yet (step 0 once a run started, and each checkpoint) of the pending runs
         whose base model is the one the queue runs; the others wait for it (no switch is ever queued for them)."""
@@ -987,6 +1006,10 @@ class TrainingService:
                 ids = self.queue.accept(plans)
             except QueueFull:
                 return False  # tried again at the next checkpoint, or the supervisor's next tick
+            except Conflict as exc:
+                if exc.code != "model_changed":
+                    raise
+                return False  # a switch came first: queued when the run's model is loaded again
             self.evaluation.request_scores(ids)
         return run.status in OVER
 

@@ -129,6 +129,31 @@ def test_a_switch_is_a_barrier_and_jobs_are_checked_against_the_model_they_will_
     assert ctx.generation.wait(after.job_id).model_id == "tiny-short"
 
 
+def test_jobs_planned_before_a_switch_and_accepted_after_it_are_refused_not_run_on_the_other_model(make_ctx):
+    from sqlmodel import select
+
+    from studio.db.engine import session_scope
+    from studio.db.models import Job
+
+    ctx = make_ctx(one_at_a_time(**{"tiny-b": {}}))
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    gate = hold_fetch(ctx)
+    with held_decoding(ctx) as running:
+        busy = ctx.generation.submit(JobRequest(prompt="busy", duration_s=1, seed=1))
+        assert running.wait(20)
+        plans = ctx.generation.plan(GenerateRequest(prompt="planned for tiny", duration_s=1, seed=2))
+        switch = ctx.models.switch("tiny-b")  # someone switches between the plan and its acceptance
+        assert next(switch).stage == "queued"
+        with pytest.raises(StudioError) as refused:
+            ctx.queue.accept(plans)
+        assert refused.value.code == "model_changed" and refused.value.status == 409
+        assert "Tiny" in refused.value.message and "Submit them again" in refused.value.message
+        with session_scope(ctx.engine) as session:  # nothing half-recorded: only the running job
+            assert [j.id for j in session.exec(select(Job))] == [busy.job_id]
+    gate.set()
+    assert list(switch)[-1].stage == "ready"
+
+
 def test_variations_are_decoded_together_each_with_its_seed(ctx):
     accepted = ctx.generation.submit(JobRequest(prompt="takes", duration_s=1, seed=40, variations=3))
     assert accepted.seeds == [40, 41, 42] and len(accepted.job_ids) == 3
