@@ -25,6 +25,7 @@ from studio.services.metrics import MetricsService
 from studio.services.models import ModelService
 from studio.services.queue import JobQueue
 from studio.services.training import TrainingService
+from studio.services.uploads import UploadService
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class AppContext:
     evaluation: EvaluationService
     abtests: ABTestService
     datasets: DatasetService
+    uploads: UploadService
     training: TrainingService  # runs LoRA training in subprocesses beside the worker
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
@@ -131,6 +133,8 @@ def build_context(settings: Settings, registry: Registry | None = None,
     # each side's mean score beside the votes, never on the listening page
     abtests.on_pair_ready(lambda _test_id, job_ids: evaluation.request_scores(job_ids))
     datasets = DatasetService(engine, registry, queue, settings.data_dir, settings.allowed_import_roots)
+    uploads = UploadService(engine, settings.data_dir)
+    uploads.remove_leftovers()  # what a killed upload left staged
     training = TrainingService(engine, registry, store, manager, queue, generation, adapters, datasets, evaluation,
                                settings.data_dir, settings.device)
     return AppContext(
@@ -148,6 +152,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
         evaluation=evaluation,
         abtests=abtests,
         datasets=datasets,
+        uploads=uploads,
         training=training,
         storage=storage,
     )

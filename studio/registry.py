@@ -66,6 +66,17 @@ class ModelSpec(_Listed):
     max_duration_s: float = Field(gt=0, le=600)
     memory_gb: float = Field(gt=0, description="memory needed to load and generate in float32")
     download_gb: float = Field(0.0, ge=0)
+    codebooks: int = Field(4, ge=1, le=16, description=(
+        "EnCodec codebooks the decoder predicts per frame (4 for mono models; 8 for stereo: left and right "
+        "interleaved)"))
+    conditioning: tuple[Literal["text", "melody"], ...] = Field(("text",), min_length=1, description=(
+        "what a generation can be conditioned on: text, and a melody clip's chromagram for MusicGen Melody models"))
+    max_extended_duration_s: float | None = Field(None, gt=0, le=3600, description=(
+        "longest piece generated window by window (each window continues the end of the previous one); none: no "
+        "longer than one window (max_duration_s)"))
+    window_stride_s: float | None = Field(None, gt=0, description=(
+        "new seconds each further window adds (the rest of the window is the end of the previous one, as context); "
+        "none: 18 s or 60 % of the window, whichever is shorter"))
     max_batch: int = Field(4, ge=1, le=8, description=(
         "jobs decoded together at most (fewer when free memory is short); 8 at most: the adapters of one batch "
         "must all stay loaded"))
@@ -87,6 +98,28 @@ class ModelSpec(_Listed):
             return settings_class(*shape).model_validate(raw)
         except ValidationError as exc:
             raise SettingsProblems(field_errors(exc)) from None
+
+    @model_validator(mode="after")
+    def _windows(self) -> "ModelSpec":
+        if self.max_extended_duration_s is not None and self.max_extended_duration_s < self.max_duration_s:
+            raise ValueError(f"max_extended_duration_s ({self.max_extended_duration_s:g}) is shorter than "
+                             f"max_duration_s ({self.max_duration_s:g})")
+        if self.window_stride_s is not None and self.window_stride_s >= self.max_duration_s:
+            raise ValueError(f"window_stride_s ({self.window_stride_s:g}) must be shorter than max_duration_s "
+                             f"({self.max_duration_s:g}): each window keeps some of the previous one as context")
+        if self.channels == 2 and self.codebooks % 2:
+            raise ValueError(f"a stereo model has an even number of codebooks (left and right), not {self.codebooks}")
+        return self
+
+    @property
+    def extended_limit_s(self) -> float:
+        """The longest request this model takes: one window, or several when it may be extended."""
+        return self.max_extended_duration_s or self.max_duration_s
+
+    @property
+    def stride_s(self) -> float:
+        """New seconds per window after the first."""
+        return self.window_stride_s or min(18.0, 0.6 * self.max_duration_s)
 
     @property
     def settings_class(self) -> type[MusicgenSettings]:

@@ -16,6 +16,7 @@ from studio.api.adapters import build_adapters_router
 from studio.api.auth import AuthMiddleware, gradio_user
 from studio.api.docs import install_docs
 from studio.api.errors import install_error_handlers
+from studio.api.audio_uploads import build_uploads_router
 from studio.api.datasets import build_datasets_router
 from studio.api.evaluation import build_evaluation_router
 from studio.api.gen_config import build_gen_config_router
@@ -31,7 +32,8 @@ from studio.ui.app import build_ui
 from studio.ui.common import CSS, HEAD
 
 GRADIO_TMP_MAX_AGE_S = 24 * 3600  # uploads and cached outputs older than a day are gone by the next start
-MULTIPART_ROUTES = {("POST", "/api/adapters"), ("POST", "/api/datasets")}  # the REST routes that take a form upload
+# the REST routes that take a form upload
+MULTIPART_ROUTES = {("POST", "/api/adapters"), ("POST", "/api/datasets"), ("POST", "/api/uploads")}
 
 
 def gradio_temp_dir(ctx: AppContext) -> Path:
@@ -81,6 +83,7 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     app.include_router(build_evaluation_router(ctx))
     app.include_router(build_abtests_router(ctx))
     app.include_router(build_datasets_router(ctx))
+    app.include_router(build_uploads_router(ctx))
     app.include_router(build_training_router(ctx))
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
     if settings.auth:  # one login for page, Gradio's routes, REST and docs (inside the edge guards)

@@ -100,6 +100,14 @@ class Job(SQLModel, table=True):
     # What the written file measures (decoded): integrated loudness (None: undefined) and true peak (None: silence)
     loudness_lufs: float | None = None
     true_peak_dbtp: float | None = None
+    # What the job continues (None: it starts from silence): {"source": "upload"|"job", "upload_id" | "job_id",
+    # "seconds" (of audio continued), "trimmed_from_s" (the clip's length when it was cut to fit), "included"}
+    continuation: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The melody it follows (melody models): {"upload_id", "seconds"}
+    melody: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The adapters it ran with and their strengths, in order: [{"adapter_id", "label", "strength"}] (None: the
+    # base model, or adapter_id alone at strength 1)
+    adapter_stack: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class GenerationConfig(SQLModel, table=True):
@@ -316,4 +324,34 @@ class TrainingCheckpoint(SQLModel, table=True):
     loss: float | None = None  # mean loss of the steps since the previous checkpoint
     folder: str  # relative to the data directory
     adapter_id: int | None = Field(default=None, foreign_key="adapter.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AudioUpload(SQLModel, table=True):
+    """An audio file a person uploaded to condition generations (a clip to continue, a melody): kept as sent under
+    uploads/, read and checked once at upload; jobs refer to it by id."""
+
+    __tablename__ = "audio_upload"
+
+    id: str = Field(primary_key=True, max_length=32)  # random: an upload's id is not guessable
+    filename: str = Field(max_length=255)  # as sent (shown, never used as a path)
+    file: str  # relative to the data directory
+    format: str  # wav | flac | ogg | mp3
+    seconds: float
+    sample_rate: int
+    channels: int
+    size_bytes: int
+    uploaded_by: str = LOCAL_USER
+    created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
+
+
+class CustomModel(SQLModel, table=True):
+    """A generation model added from the page or the API (a hub repo or a local folder), beside the shipped
+    registry.yaml: `spec` is its ModelSpec as JSON, derived from its config when it was added."""
+
+    __tablename__ = "custom_model"
+
+    id: str = Field(primary_key=True, max_length=64)  # the registry id (never one of registry.yaml's)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    added_by: str = LOCAL_USER
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

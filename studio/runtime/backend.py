@@ -1,7 +1,7 @@
 """The backend protocol: how the manager loads a model folder and how a loaded model generates."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -30,6 +30,15 @@ class Row:
     seed: int  # each row gets its own torch.Generator seeded with this
     params: SamplingParams
     adapter: str | None = None  # name of an adapter already loaded in the model (load_adapter); None = base
+    # The codes this row continues (codebooks, frames), delay pattern undone: an uploaded clip encoded, or a
+    # finished job's codes ("Extend this"). `frames` are the NEW frames; the result starts with these codes' audio
+    # when keep_prompt.
+    prompt_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    keep_prompt: bool = True
+    # Melody models: the melody clip's chromagram (chroma frames, 12), what the model follows
+    melody: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # An adapter stack: (loaded adapter name, strength) in order; empty: `adapter` alone at strength 1 (or base)
+    adapters: tuple[tuple[str, float], ...] = ()
 
 
 class DecodeHooks(Protocol):
@@ -53,8 +62,9 @@ class DecodeHooks(Protocol):
 
 @dataclass
 class RowResult:
-    codes: np.ndarray  # int64 (codebooks, frames): the generated codes, delay pattern undone
+    codes: np.ndarray  # int64 (codebooks, frames): the result's codes (the prompt's first when kept), undelayed
     audio: np.ndarray  # float32 (samples, channels), exactly round(frames / frame_rate * sample_rate) samples
+    windows: int = 1  # decoding windows it took (a long piece: more than one)
 
 
 class LoadedModel(Protocol):

@@ -366,26 +366,7 @@ def decode_batch(model, processor, rows: Sequence[Row], *, frame_rate: float, sa
         generators.append(g)
 
     with torch.inference_mode(), mixed_adapters(model, adapter_names):
-        inputs = processor(text=[r.prompt for r in rows], padding=True, return_tensors="pt").to(device)
-        enc = model.text_encoder(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).last_hidden_state
-        mask = inputs.attention_mask
-        if guided:  # the unconditional half: zero states, zero mask (transformers' generate)
-            enc = torch.cat([enc, torch.zeros_like(enc)])
-            mask = torch.cat([mask, torch.zeros_like(mask)])
-        if (model.text_encoder.config.hidden_size != model.decoder.config.hidden_size
-                and model.decoder.config.cross_attention_hidden_size is None):
-            enc = model.enc_to_dec_proj(enc)
-        enc = enc * mask[..., None]  # as MusicgenForConditionalGeneration.forward does
-
-        autocast = nullcontext()
-        if fast is not None and device.type == "cuda":
-            half = enc.dtype if enc.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
-            if enc.dtype == torch.float32:
-                autocast = torch.autocast(device_type="cuda", dtype=half)
-            with autocast:
-                decoder = _Decoder(model, enc, mask, total, cache_dtype=half, fast=fast)
-        else:
-            decoder = _Decoder(model, enc, mask, total, cache_dtype=enc.dtype, fast=fast)
+        decoder, autocast = _make_decoder(model, processor, rows, guided, total, fast, device)
 
         seq = torch.full((b, codebooks, total + 1), pad, dtype=torch.long, device=device)
         stopped = [False] * b
@@ -440,6 +421,37 @@ def decode_batch(model, processor, rows: Sequence[Row], *, frame_rate: float, sa
             results.append(RowResult(codes=codes.cpu().numpy().astype(np.int64),
                                      audio=np.ascontiguousarray(audio, dtype=np.float32)))
     return results
+
+
+def _text_states(model, processor, rows: Sequence[Row], guided: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The T5 states of the rows' prompts projected to the decoder's width, and their mask; with guidance, the
+    unconditional half after them (zero states, zero mask: transformers' generate)."""
+    inputs = processor(text=[r.prompt for r in rows], padding=True, return_tensors="pt").to(device)
+    enc = model.text_encoder(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).last_hidden_state
+    mask = inputs.attention_mask
+    if guided:
+        enc = torch.cat([enc, torch.zeros_like(enc)])
+        mask = torch.cat([mask, torch.zeros_like(mask)])
+    if (model.text_encoder.config.hidden_size != model.decoder.config.hidden_size
+            and model.decoder.config.cross_attention_hidden_size is None):
+        enc = model.enc_to_dec_proj(enc)
+    return enc * mask[..., None], mask  # as MusicgenForConditionalGeneration.forward does
+
+
+def _make_decoder(model, processor, rows: Sequence[Row], guided: bool, total: int, fast: FastPath | None,
+                  device) -> tuple["_Decoder", object]:
+    """The batch's conditioning and a decoder over it for `total` steps, with the autocast context its steps run
+    in. The seam for other conditioning: a decoder is anything with step(tokens, pos) -> logits (rows, or twice
+    the rows with guidance: conditional first; codebooks; vocab)."""
+    enc, mask = _text_states(model, processor, rows, guided, device)
+    autocast = nullcontext()
+    if fast is not None and device.type == "cuda":
+        half = enc.dtype if enc.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+        if enc.dtype == torch.float32:
+            autocast = torch.autocast(device_type="cuda", dtype=half)
+        with autocast:
+            return _Decoder(model, enc, mask, total, cache_dtype=half, fast=fast), autocast
+    return _Decoder(model, enc, mask, total, cache_dtype=enc.dtype, fast=fast), autocast
 
 
 def _undelay(seq: torch.Tensor, frames: int, per_channel: int, channels: int) -> torch.Tensor:
