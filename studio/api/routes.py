@@ -90,7 +90,7 @@ def build_router(ctx: AppContext) -> APIRouter:
              "invalid_model_id",
         404: "repo_not_found, revision_not_found: not on the hub",
         409: "model_exists, custom_models_locked (--no-custom-models), gated_repo",
-        502: "hub_error", 503: "hub_unreachable"}
+        502: "hub_error: the hub answered with an error", 503: "hub_unreachable: the hub cannot be reached"}
 
     @router.post("/models", response_model=CustomModelPreview, tags=["models"],
                  responses=error_responses(custom_refusals))

@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from studio.archives import import_folder, inside_roots
 from studio.db.custom_models import add_custom_model, delete_custom_model, list_custom_models
 from studio.db.engine import session_scope
-from studio.errors import Conflict, InvalidRequest, NotFound
+from studio.errors import Conflict, InvalidRequest
 from studio.registry import ModelSpec, Registry
 from studio.runtime import hub
 from studio.runtime.manager import ModelManager
@@ -42,6 +42,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 class AddModelRequest(BaseModel):
     """A model to add: a hub repo (with an optional revision) or a folder on the server inside an import root."""
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     source: Literal["hub", "folder"] = Field(description="hub: a repo on the Hugging Face Hub; folder: a server folder")
     repo_id: str | None = Field(None, max_length=200, description="hub: org/name")
