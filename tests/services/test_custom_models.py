@@ -247,7 +247,8 @@ def test_custom_models_survive_a_restart(make_ctx, tiny_folder, tmp_path):
     shutil.copytree(tiny_folder, _imports(ctx) / "kept-model")
     ctx.custom_models.add(AddModelRequest(source="folder", path="kept-model", display_name="Kept"))
     ctx.close()
-    again = make_ctx(data_dir=tmp_path / "data")
+    again = make_ctx(data_dir=tmp_path / "data", model="kept-model")  # --model may name it
+    assert again.models.initial_choice()[0] == "kept-model"
     info = again.models.get("kept-model")
     assert info.custom and info.display_name == "Kept" and info.available
     _switch(again, "kept-model")
@@ -295,3 +296,17 @@ def test_stereo_tiny_takes_an_adapter(stereo_ctx, stereo_folder, tmp_path):
     a, b = sf.read(base.output_file)[0], sf.read(adapted.output_file)[0]
     assert a.shape == b.shape == (32000, 2) and adapted.adapter_id == adapter.id
     assert not (a == b).all()  # the LoRA changed the stereo output
+
+
+def test_a_removed_models_jobs_keep_their_results(make_ctx, stereo_folder):
+    """History outlives a custom model: its finished jobs still answer (settings, audio), after a restart too."""
+    ctx = make_ctx()
+    shutil.copytree(stereo_folder, _imports(ctx) / "short-lived")
+    ctx.custom_models.add(AddModelRequest(source="folder", path="short-lived"))
+    _switch(ctx, "short-lived")
+    done = ctx.generation.generate(_request(0.5, settings={"downmix_to_mono": True}))
+    _switch(ctx, "studio-tiny")
+    ctx.custom_models.remove("short-lived")
+    again = ctx.generation.result(done.job_id)
+    assert again.model_id == "short-lived" and again.settings["downmix_to_mono"] is True
+    assert again.output_file.is_file() and ctx.jobs.get(done.job_id).status == "succeeded"
