@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     fast_path: Annotated[bool, Option(
         "--no-fast-path", "turn off the GPU fast path (CUDA graphs over a static cache, half precision); it is on "
         "for CUDA devices only", "on with CUDA", kind="negate")] = True
+    custom_models: Annotated[bool, Option(
+        "--no-custom-models", "lock the model list: no models can be added (hub repo or folder) or removed from the "
+        "page or `POST /api/models`; registry.yaml's and those added before stay", "off", kind="negate")] = True
     # Not options of the studio: read as they are from their own environment variables, or set by tests.
     hf_endpoint: str | None = None  # None: huggingface.co (or HF_ENDPOINT)
     max_prompt_chars: int = Field(1000, gt=0)

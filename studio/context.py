@@ -15,6 +15,7 @@ from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
 from studio.services.abtests import ABTestService
 from studio.services.adapters import AdapterService
+from studio.services.custom_models import CustomModelService
 from studio.services.datasets import DatasetService
 from studio.services.evaluation import EvaluationService
 from studio.services.gen_config import GenerationConfigService
@@ -48,6 +49,7 @@ class AppContext:
     datasets: DatasetService
     uploads: UploadService
     training: TrainingService  # runs LoRA training in subprocesses beside the worker
+    custom_models: CustomModelService | None = None  # models added in the studio beside registry.yaml
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
@@ -120,9 +122,13 @@ def build_context(settings: Settings, registry: Registry | None = None,
     adapters = AdapterService(engine, registry, manager, store, settings.data_dir, settings.allowed_import_roots,
                               settings.hf_endpoint)
     gen_config = GenerationConfigService(engine, registry)
-    gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
                      stream_every_s=settings.stream_every_s)
+    custom_models = CustomModelService(engine, registry, store, manager, queue, gen_config,
+                                       settings.allowed_import_roots, settings.tmp_dir, settings.hf_endpoint,
+                                       allowed=settings.custom_models)
+    custom_models.restore()  # before anything reads the registry's models: they are models like registry.yaml's
+    gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     generation = GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
                                    settings.max_prompt_chars)
     evaluation = EvaluationService(engine, registry, store, queue, generation, adapters, settings.data_dir,
@@ -154,5 +160,6 @@ def build_context(settings: Settings, registry: Registry | None = None,
         datasets=datasets,
         uploads=uploads,
         training=training,
+        custom_models=custom_models,
         storage=storage,
     )

@@ -108,14 +108,17 @@ def open_storage(settings: Settings, registry: Registry | None = None) -> Storag
     """Everything build_context needs from disk, or a StudioError (CannotStart, RegistryError, NotFound for an
     unknown --model) saying in one line what is wrong and how to fix it."""
     registry = registry or load_registry(settings.registry_path)
-    if settings.model:
-        registry.get(settings.model)  # an unknown --model fails at start-up, naming the known ones
+    # an unknown --model fails at start-up, naming the known ones; a custom model's id (in the database) is known
+    # once the database is open
+    custom_model = settings.model is not None and settings.model not in registry.ids()
     if settings.eval_model:
         registry.evaluation_model(settings.eval_model)  # the same for --eval-model
     open_data_dir(settings)
     lock = lock_data_dir(settings)
     engine = make_engine(settings.database_url)
     try:
+        if custom_model:
+            _check_custom_model(engine, registry, settings.model)
         recover_interrupted_work(settings, engine)
     except Exception:
         engine.dispose()
@@ -172,3 +175,12 @@ def remove_orphan_datasets(settings: Settings, engine) -> list[Path]:
     if removed:
         log.info("removed %d folder(s) of deleted or unfinished datasets", len(removed))
     return removed
+
+
+def _check_custom_model(engine, registry: Registry, model_id: str) -> None:
+    """--model names a model added in the studio (stored in the database), or start-up fails naming the known ones."""
+    from studio.db.custom_models import get_custom_model
+
+    with session_scope(engine) as session:
+        if get_custom_model(session, model_id) is None:
+            registry.get(model_id)  # NotFound naming registry.yaml's models

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
-from studio.errors import NotFound, RegistryError
+from studio.errors import Conflict, NotFound, RegistryError
 from studio.gen_settings import MusicgenSettings, field_errors, settings_class
 
-BUILTIN_MODELS = {"studio-tiny"}
+BUILTIN_MODELS = {"studio-tiny", "studio-tiny-stereo"}
+# The transformers classes the studio runs, by config.json's model_type; melody conditioning needs the melody class
+ARCHITECTURES = {"musicgen": "MusicgenForConditionalGeneration",
+                 "musicgen_melody": "MusicgenMelodyForConditionalGeneration"}
+MELODY_ARCHITECTURE = ARCHITECTURES["musicgen_melody"]
 BUILTIN_EVALUATION_MODELS = {"studio-tiny-clap"}
 
 
@@ -29,22 +34,26 @@ class SettingsProblems(ValueError):
 
 
 class ModelSource(_Strict):
-    """Where the weights come from: a hub repo (optionally pinned), or a model the studio builds itself."""
+    """Where the weights come from: a hub repo (optionally pinned), a model the studio builds itself, or a folder on
+    this machine (a custom model added from an import root: used where it is, never copied)."""
 
     BUILTINS: ClassVar[set[str]] = BUILTIN_MODELS
 
     hub: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
     revision: str | None = None
     builtin: str | None = None
+    folder: str | None = Field(None, min_length=1, description="an absolute path (custom models from a folder)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "ModelSource":
-        if (self.hub is None) == (self.builtin is None):
-            raise ValueError("give exactly one of 'hub' or 'builtin'")
+        if sum(v is not None for v in (self.hub, self.builtin, self.folder)) != 1:
+            raise ValueError("give exactly one of 'hub', 'builtin' or 'folder'")
         if self.builtin is not None and self.builtin not in self.BUILTINS:
             raise ValueError(f"unknown builtin {self.builtin!r}; known: {sorted(self.BUILTINS)}")
-        if self.builtin is not None and self.revision is not None:
+        if self.hub is None and self.revision is not None:
             raise ValueError("'revision' only applies to hub sources")
+        if self.folder is not None and not Path(self.folder).is_absolute():
+            raise ValueError("'folder' must be an absolute path")
         return self
 
 
@@ -58,6 +67,9 @@ class _Listed(_Strict):
 
 class ModelSpec(_Listed):
     backend: Literal["transformers"]
+    architecture: Literal["MusicgenForConditionalGeneration", "MusicgenMelodyForConditionalGeneration"] | None = Field(
+        None, description=("the transformers class of the checkpoint (config.json's architectures); none: the one "
+                           "its conditioning needs (the melody class for text + melody)"))
     source: ModelSource
     parameters: int = Field(gt=0, description="parameter count")
     sample_rate: int = Field(gt=0)
@@ -109,7 +121,18 @@ class ModelSpec(_Listed):
                              f"({self.max_duration_s:g}): each window keeps some of the previous one as context")
         if self.channels == 2 and self.codebooks % 2:
             raise ValueError(f"a stereo model has an even number of codebooks (left and right), not {self.codebooks}")
+        if self.architecture is not None and ("melody" in self.conditioning) != (
+                self.architecture == MELODY_ARCHITECTURE):
+            raise ValueError(f"conditioning {list(self.conditioning)} does not fit {self.architecture}: melody "
+                             f"conditioning is what {MELODY_ARCHITECTURE} (and only it) adds")
         return self
+
+    @property
+    def model_class(self) -> str:
+        """The transformers class the weights load with (declared, or the one the conditioning needs)."""
+        if self.architecture is not None:
+            return self.architecture
+        return MELODY_ARCHITECTURE if "melody" in self.conditioning else ARCHITECTURES["musicgen"]
 
     @property
     def extended_limit_s(self) -> float:
@@ -157,12 +180,45 @@ class EvaluationModelSpec(_Listed):
 
 
 class Registry(_Strict):
+    """registry.yaml's models, and the custom models added while the studio runs (the one owner of both).
+
+    The YAML entries are fixed at start-up; custom models (stored in the database by studio/services/custom_models.py)
+    come and go through add_custom / remove_custom, under a lock. `models` is replaced, never changed in place
+    (copy on write): a caller iterating it, or holding a spec from get(), keeps a consistent view."""
+
     default_model: str
     models: list[ModelSpec] = Field(min_length=1)
     # Models that score audio (the automatic score); the default is used when it is on this machine (--eval-model
     # chooses another)
     default_evaluation_model: str | None = None
     evaluation_models: list[EvaluationModelSpec] = Field(default_factory=list)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _custom: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    # ---- custom models ------------------------------------------------------------------------------------
+    def add_custom(self, spec: ModelSpec) -> None:
+        """Make `spec` a model of this registry (Conflict 'model_exists' when its id is taken)."""
+        with self._lock:
+            if spec.id in {m.id for m in [*self.models, *self.evaluation_models]}:
+                raise Conflict(f"A model with id {spec.id!r} already exists: choose another id.",
+                               code="model_exists", model_id=spec.id)
+            object.__setattr__(self, "models", [*self.models, spec])  # frozen for callers; replaced whole
+            self._custom = self._custom | {spec.id}
+
+    def remove_custom(self, model_id: str) -> ModelSpec:
+        """Take custom model `model_id` out (NotFound if unknown; Conflict 'not_custom' for registry.yaml's)."""
+        with self._lock:
+            spec = self.get(model_id)
+            if model_id not in self._custom:
+                raise Conflict(f"{spec.display_name} is one of registry.yaml's models: only models added in the "
+                               "studio can be removed (edit registry.yaml for the others).", code="not_custom",
+                               model_id=model_id)
+            object.__setattr__(self, "models", [m for m in self.models if m.id != model_id])
+            self._custom = self._custom - {model_id}
+            return spec
+
+    def is_custom(self, model_id: str) -> bool:
+        return model_id in self._custom
 
     @model_validator(mode="after")
     def _consistent(self) -> "Registry":

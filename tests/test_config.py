@@ -62,6 +62,7 @@ PRECEDENCE = [
     ("max_queue", "8", ["--max-queue", "100"], 8, 100),
     ("stream_every_s", "2", ["--stream-every", "0.5"], 2.0, 0.5),
     ("fast_path", "1", ["--no-fast-path"], False, False),
+    ("custom_models", "1", ["--no-custom-models"], False, False),
 ]
 
 

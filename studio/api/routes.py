@@ -15,6 +15,7 @@ from studio.context import AppContext
 from studio.errors import NotFound
 from studio.services.generation import GenerateRequest, GenerationResult
 from studio.services.queue import audio_url
+from studio.services.custom_models import AddModelRequest, CustomModelPreview, RemovedModel
 from studio.services.models import CurrentModel, ModelInfo
 
 
@@ -82,6 +83,38 @@ def build_router(ctx: AppContext) -> APIRouter:
                 responses=error_responses({404: "not_found: unknown model"}))
     def get_model(model_id: str) -> ModelInfo:
         return ctx.models.get(model_id)
+
+    custom_refusals = {
+        400: "invalid_repo_id, invalid_revision, missing_path, path_not_allowed, folder_not_found, missing_config, "
+             "invalid_config, pickled_weights, missing_weights, unsupported_architecture, unsupported_config, "
+             "invalid_model_id",
+        404: "repo_not_found, revision_not_found: not on the hub",
+        409: "model_exists, custom_models_locked (--no-custom-models), gated_repo",
+        502: "hub_error: the hub answered with an error", 503: "hub_unreachable: the hub cannot be reached"}
+
+    @router.post("/models", response_model=CustomModelPreview, tags=["models"],
+                 responses=error_responses(custom_refusals))
+    def add_model(body: AddModelRequest, request: Request) -> CustomModelPreview:
+        """Add a MusicGen from the hub (repo id, optional revision) or from a server folder inside an import root.
+        Only its config.json is read (no weights): its capabilities are derived from it, and the model is stored
+        beside registry.yaml's. Its weights download (with progress) at its first switch, like any hub model."""
+        return ctx.custom_models.add(body, user=current_user(request))
+
+    @router.post("/models/inspect", response_model=CustomModelPreview, tags=["models"],
+                 responses=error_responses(custom_refusals))
+    def inspect_model(body: AddModelRequest) -> CustomModelPreview:
+        """What POST /api/models would add (capabilities derived from config.json), storing nothing."""
+        return ctx.custom_models.inspect(body)
+
+    @router.delete("/models/{model_id}", response_model=RemovedModel, tags=["models"],
+                   responses=error_responses({
+                       404: "model_not_found: unknown model",
+                       409: "not_custom (a registry.yaml model), model_loaded (switch to another first), model_in_use "
+                            "(jobs wait for it), files_shared, custom_models_locked"}))
+    def remove_model(model_id: str, delete_files: bool = False) -> RemovedModel:
+        """Remove a model added in the studio; delete_files=true also deletes its cached hub files (a folder on the
+        server is never deleted)."""
+        return ctx.custom_models.remove(model_id, delete_files=delete_files)
 
     @router.post("/generate", response_model=GenerateResponse, tags=["generation"],
                  responses=error_responses({

@@ -131,3 +131,37 @@ def _hub_errors(repo_id: str, revision: str | None, folder: Path) -> Iterator[No
         if mapped is not None:
             raise mapped from exc
         raise OperationFailed(f"could not write the download: {exc.strerror or exc}", code="disk_error") from None
+
+
+def fetch_config(repo_id: str, revision: str | None, endpoint: str | None, dest: Path,
+                 check_listing: Callable[[dict[str, int]], None],
+                 listing_patterns: list[str]) -> tuple[Path, dict[str, int]]:
+    """Download a repo's config.json alone into `dest` (no weights), after `check_listing` has seen the names and
+    sizes of the files matching listing_patterns (and may refuse the repo). (config path, that listing)."""
+    seen: dict[str, int] = {}
+
+    def check(sizes: dict[str, int]) -> None:
+        seen.update(sizes)
+        check_listing(sizes)
+
+    folder = download_snapshot(repo_id, revision, None, endpoint, lambda _done, _total: None,
+                               allow_patterns=["config.json"], local_dir=dest, listing_patterns=listing_patterns,
+                               check_listing=check, storage_folder=dest)
+    return folder / "config.json", seen
+
+
+def delete_cached_repo(repo_id: str, cache_dir: Path | None) -> int:
+    """Delete every cached revision of a model repo from the HF cache; the bytes freed (0 when none is cached)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        return 0
+    for repo in info.repos:
+        if repo.repo_type == "model" and repo.repo_id.lower() == repo_id.lower():
+            strategy = info.delete_revisions(*(r.commit_hash for r in repo.revisions))
+            strategy.execute()
+            return strategy.expected_freed_size
+    return 0

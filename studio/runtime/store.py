@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from studio.errors import NotFound
 from studio.registry import EvaluationModelSpec, ModelSpec
 from studio.runtime import hub
 from studio.runtime.clap import build_tiny_clap
-from studio.runtime.tiny import build_tiny_model
+from studio.runtime.tiny import build_tiny_model, build_tiny_stereo_model
 from studio.storage import storage_writes
 
-BUILDERS = {"studio-tiny": build_tiny_model, "studio-tiny-clap": build_tiny_clap}
+BUILDERS = {"studio-tiny": build_tiny_model, "studio-tiny-stereo": build_tiny_stereo_model,
+            "studio-tiny-clap": build_tiny_clap}
 AnySpec = ModelSpec | EvaluationModelSpec  # generation and evaluation models are stored alike
 
 
@@ -27,6 +29,9 @@ class ModelStore:
         if spec.is_builtin:
             folder = self.models_dir / spec.source.builtin
             return folder if (folder / "config.json").is_file() else None
+        if getattr(spec.source, "folder", None) is not None:  # a custom model used where it is
+            folder = Path(spec.source.folder)
+            return folder if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")) else None
         return hub.cached_snapshot(spec.source.hub, spec.source.revision, self.hf_cache_dir)
 
     def fetch(self, spec: AnySpec, on_bytes: hub.ByteProgress) -> Path:
@@ -37,5 +42,15 @@ class ModelStore:
         found = self.local_path(spec)
         if found is not None:
             return found
+        if getattr(spec.source, "folder", None) is not None:
+            raise NotFound(f"{spec.source.folder} no longer holds a model (config.json and safetensors weights): "
+                           "put it back, or remove this model and add it again.", code="model_folder_missing")
         return hub.download_snapshot(spec.source.hub, spec.source.revision, self.hf_cache_dir, self.hf_endpoint,
                                      on_bytes)
+
+    def delete_files(self, spec: AnySpec) -> int:
+        """Delete a hub model's cached files (every cached revision of its repo); bytes freed. Built-in models and
+        folders on this machine are never deleted here: a folder belongs to whoever put it there."""
+        if spec.source.hub is None:
+            return 0
+        return hub.delete_cached_repo(spec.source.hub, self.hf_cache_dir)

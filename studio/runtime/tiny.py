@@ -31,11 +31,12 @@ def _tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SEED) -> Path:
+def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SEED, channels: int = 1) -> Path:
     """Build studio-tiny into `folder` (atomically: a half-built folder is never left behind).
 
     hidden_size / seed make other tiny models (other shapes / other weights) for tests; the defaults are
-    studio-tiny's."""
+    studio-tiny's. channels=2: a stereo model laid out like MusicGen Stereo (a mono EnCodec; the decoder predicts
+    8 codebooks, left and right interleaved)."""
     from transformers import (EncodecConfig, EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
                               MusicgenForConditionalGeneration, MusicgenProcessor, T5Config)
 
@@ -50,8 +51,8 @@ def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SE
                           num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=32,
                           target_bandwidths=[2.2], num_lstm_layers=1)
     decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=hidden_size, num_hidden_layers=2,
-                                    num_attention_heads=2, ffn_dim=2 * hidden_size, num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048,
-                                    bos_token_id=2048, audio_channels=1)
+                                    num_attention_heads=2, ffn_dim=2 * hidden_size, num_codebooks=4 * channels, max_position_embeddings=2048,
+                                    pad_token_id=2048, bos_token_id=2048, audio_channels=channels)
     config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
     config.decoder.decoder_start_token_id = 2048  # missing in transformers 5.23; training needs it
     with torch.random.fork_rng(devices=[]):
@@ -124,3 +125,8 @@ def save_built(model, processor, folder: Path, prefix: str = ".tiny-") -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def build_tiny_stereo_model(folder: Path) -> Path:
+    """studio-tiny-stereo: Studio Tiny's shape in stereo (2 channels, 8 codebooks), for the stereo paths offline."""
+    return build_tiny_model(folder, channels=2)

@@ -251,9 +251,12 @@ def _check_matches_registry(model, spec: ModelSpec) -> None:
         "sample_rate": audio.sampling_rate,
         "channels": getattr(model.config.decoder, "audio_channels", 1),
         "frame_rate": audio.frame_rate,
+        "codebooks": model.config.decoder.num_codebooks,
     }
     wrong = [f"{k}: registry says {getattr(spec, k)}, weights have {v}" for k, v in found.items()
              if float(getattr(spec, k)) != float(v)]
+    if type(model).__name__ != spec.model_class:
+        wrong.append(f"class: registry says {spec.model_class}, weights are {type(model).__name__}")
     if wrong:
         raise Incompatible(f"registry.yaml entry {spec.id!r} does not match its weights ({'; '.join(wrong)}).",
                            code="registry_mismatch")

@@ -14,7 +14,7 @@ from studio.db.jobs import get_job
 from studio.db.models import Job
 from studio.errors import (Cancelled, Conflict, DiskFull, InvalidRequest, InvalidValues, NoModelLoaded, NotFound,
                            OperationFailed, StorageUnavailable, StudioError)
-from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings
+from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings, settings_class
 from studio.registry import ModelSpec
 from studio.runtime.manager import ModelManager
 from studio.services.adapters import AdapterRef, AdapterService, checkpoint_key
@@ -223,6 +223,15 @@ class GenerationService:
                              settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id)
         return self.submit(req, user)
 
+    def _recorded_settings(self, job: Job) -> MusicgenSettings:
+        """The settings a finished job recorded, read with its model's class; a custom model removed since has none:
+        its jobs keep their results, read with the class of the channels they recorded (stereo settings have a
+        downmix) and no duration bound beyond the registry's own."""
+        if job.model_id in self.registry.ids():
+            return self.registry.get(job.model_id).settings_class.model_validate(job.settings)
+        channels = 2 if "downmix_to_mono" in (job.settings or {}) else 1
+        return settings_class("transformers", channels, 600).model_validate(job.settings)
+
     def plan_of(self, job: Job) -> JobPlan:
         """A recorded queued job's plan (after a restart), checked again: the model's limits or the adapter may
         have changed while the studio was stopped."""
@@ -295,8 +304,7 @@ class GenerationService:
                 if job.status in ("queued", "running"):
                     raise Conflict(f"Job {job_id} is {job.status}.", code="job_not_finished", job_id=job_id)
                 raise _job_failure(job, detail)
-            spec = self.registry.get(job.model_id)
-            settings = spec.settings_class.model_validate(job.settings)
+            settings = self._recorded_settings(job)
             adapter_label = self.adapters.label(job.adapter_id)
             wait = (job.started_at - job.created_at).total_seconds() if job.started_at else 0.0
             return GenerationResult(

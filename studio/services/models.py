@@ -24,9 +24,14 @@ class ModelInfo(BaseModel):
     hub_repo: str | None
     revision: str | None
     builtin: bool
+    custom: bool = Field(description="added in the studio (POST /api/models), not one of registry.yaml's; removable")
+    folder: str | None = Field(description="custom models added from a folder on the server: the folder")
+    architecture: str = Field(description="the transformers class its weights load with")
     parameters: int
     sample_rate: int
     channels: int
+    codebooks: int = Field(description="EnCodec codebooks per frame (4 mono; 8 stereo, left and right interleaved)")
+    conditioning: list[str] = Field(description="text, and melody for MusicGen Melody models")
     frame_rate: float
     max_duration_s: float
     max_tokens: int
@@ -59,7 +64,9 @@ class ModelService:
         return ModelInfo(
             id=spec.id, display_name=spec.display_name, description=spec.description, backend=spec.backend,
             hub_repo=spec.source.hub, revision=spec.source.revision, builtin=spec.is_builtin,
+            custom=self.registry.is_custom(spec.id), folder=spec.source.folder, architecture=spec.model_class,
             parameters=spec.parameters, sample_rate=spec.sample_rate, channels=spec.channels,
+            codebooks=spec.codebooks, conditioning=list(spec.conditioning),
             frame_rate=spec.frame_rate, max_duration_s=spec.max_duration_s, max_tokens=spec.max_tokens,
             memory_gb=spec.memory_gb, download_gb=spec.download_gb, generation=spec.generation.model_dump(),
             available=self.store.available(spec), loaded=spec.id == loaded_id, fits_memory=shortfall is None,

@@ -14,7 +14,7 @@ import queue as stdqueue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -33,6 +33,8 @@ from studio.services.adapters import AdapterRef
 from studio.services.audio_out import download_name, finish_audio, write_measured
 from studio.services.job_events import JobEvent, JobEvents, music_progress
 from studio.storage import storage_writes
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,23 @@ class JobQueue:
                 self.events.open(job_id)
         self.worker.submit(*(plan.task(job_id) for job_id, plan in zip(ids, plans)))
         return ids
+
+    def retire_model(self, model_id: str, retire: Callable[[], T]) -> T:
+        """Run `retire` (taking a model out of the registry) unless the model is loaded, a switch to it is queued or
+        jobs wait for it (Conflict model_loaded / model_in_use). Holds the accepting lock: no job or switch for
+        the model slips in between the check and `retire`."""
+        with self._order:
+            loaded, target = self.manager.status().model_id, self.worker.target_model()
+            if model_id in (loaded, target):
+                name = self._name(model_id)
+                raise Conflict(f"{name} is {'loaded' if loaded == model_id else 'being loaded'}: switch to another "
+                               "model first, then remove it.", code="model_loaded", model_id=model_id)
+            with self._lock:
+                waiting = sum(1 for plan in self._plans.values() if plan.model_id == model_id)
+            if waiting:
+                raise Conflict(f"{waiting} job(s) wait for {self._name(model_id)}: let them finish or cancel them, "
+                               "then remove it.", code="model_in_use", model_id=model_id, jobs=waiting)
+            return retire()
 
     def share_cpu(self, threads: int) -> None:
         """A training run takes `threads` CPU threads beside the worker (0: it ended): the worker uses the rest."""

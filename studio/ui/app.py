@@ -7,6 +7,7 @@ from studio.context import AppContext
 from studio.ui.abtests_tab import build_abtests_tab, wire_abtests_tab, wire_quick_ab
 from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
+from studio.ui.custom_models_panel import wire_custom_models_panel
 from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
 from studio.ui.evaluation_panel import build_evaluation_panel, wire_evaluation_panel
 from studio.ui.gen_config_panel import wire_config_panel
@@ -47,6 +48,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_adapters_tab(ctx, adapters, gen, active_pref)
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)
+        wire_custom_models_panel(ctx, settings.custom, [settings.model, gen.model], settings.table)
         wire_evaluation_panel(ctx, evaluation)
         wire_abtests_tab(ctx, abtests, abtests_item)
         wire_training_tab(ctx, training, training_item)

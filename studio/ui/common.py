@@ -208,6 +208,8 @@ def model_card(m: ModelInfo | None) -> str:
         return "No model selected."
     if m.builtin:
         weights = "Built on this machine (no download)"
+    elif m.folder:  # a custom model used where it is
+        weights = f"In the folder `{md_escape(m.folder)}` on the server" + ("" if m.available else " (missing now)")
     elif m.available:
         weights = f"Downloaded (`{m.hub_repo}`)"
     else:
@@ -221,9 +223,10 @@ def model_card(m: ModelInfo | None) -> str:
         f"| Max duration | {m.max_duration_s:g} s per piece |",
         f"| Memory needed | {fmt_gb(m.memory_gb)} (about half on a GPU, which uses half precision)"
         f"{'' if m.fits_memory else ' · ⚠️ ' + (m.memory_note or '')} |",
-        f"| Sample rate | {m.sample_rate / 1000:g} kHz, {fmt_channels(m.channels)} |",
+        f"| Sample rate | {m.sample_rate / 1000:g} kHz, {fmt_channels(m.channels)} ({m.codebooks} codebooks) |",
+        f"| Conditioning | {', '.join(m.conditioning)} |",
         f"| Parameters | {fmt_params(m.parameters)} |",
-        f"| Weights | {weights} |",
+        f"| Weights | {weights}{' · added in the studio (removable in *Add or remove a model*)' if m.custom else ''} |",
         f"| Studio defaults | Top-k {m.generation['top_k']}, Top-p {m.generation['top_p']:g}, Temperature "
         f"{m.generation['temperature']:g}, Guidance {m.generation['guidance_scale']:g} (what a new model starts "
         "from; its saved settings, in use: Generation settings, below) |",

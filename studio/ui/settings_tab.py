@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import gradio as gr
 
 from studio.context import AppContext
+from studio.ui.custom_models_panel import CustomModelsPanel, build_custom_models_panel
 from studio.ui.gen_config_panel import ConfigPanel, build_config_panel
 from studio.errors import StudioError
 from studio.ui.common import (fmt_channels, fmt_params, model_card, model_choice_label, notify_text,
@@ -22,6 +23,7 @@ class SettingsTab:
     status: gr.Markdown
     table: gr.Dataframe
     config: ConfigPanel
+    custom: CustomModelsPanel  # add a model from the hub or a folder; remove one added here
 
 
 TABLE_HEADERS = ["Model", "Parameters", "Max duration (s)", "Memory needed (GB)", "Sample rate", "Weights", "Loaded"]
@@ -58,8 +60,9 @@ def build_settings_tab(ctx: AppContext) -> SettingsTab:
         with gr.Accordion("Compare all models", open=False, elem_id="models-table-box"):
             table = gr.Dataframe(models_table(ctx), headers=TABLE_HEADERS, show_label=False, interactive=False,
                                  elem_id="models-table")
+        custom = build_custom_models_panel(ctx)
     config = build_config_panel(ctx, current.id if current else ctx.registry.default_model)
-    return SettingsTab(model, card, status, table, config)
+    return SettingsTab(model, card, status, table, config, custom)
 
 
 def wire_settings_tab(tab: SettingsTab) -> None:
