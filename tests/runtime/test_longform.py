@@ -154,3 +154,60 @@ def test_encode_then_continue_an_audio_clip(loaded):
                                    window=WINDOW, stride=STRIDE)[0]
     assert np.array_equal(result.codes[:, :25], codes) and result.codes.shape == (4, 105)
     assert result.windows == 3
+
+
+def _stereo_model():
+    """A tiny stereo MusicGen (8 codebooks, left/right interleaved) built in memory, as in test_decode.py."""
+    from transformers import (EncodecConfig, EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
+                              MusicgenForConditionalGeneration, MusicgenProcessor, T5Config)
+
+    from studio.runtime.tiny import _tokenizer
+
+    text = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
+                    decoder_start_token_id=0, pad_token_id=0)
+    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, hidden_size=32, num_filters=4, num_residual_layers=1,
+                          upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=32,
+                          target_bandwidths=[2.2], num_lstm_layers=1)
+    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    ffn_dim=64, num_codebooks=8, pad_token_id=2048, bos_token_id=2048,
+                                    audio_channels=2)
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MusicgenForConditionalGeneration(config).eval()
+        for name, buf in model.audio_encoder.named_buffers():
+            if name.endswith("codebook.embed"):
+                buf.copy_(torch.randn_like(buf))
+    model.generation_config.decoder_start_token_id = model.generation_config.pad_token_id = 2048
+    processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
+                                  tokenizer=_tokenizer())
+    return model, processor
+
+
+def test_stereo_long_piece_and_continuation():
+    from studio.runtime.transformers_backend import TransformersMusicgen
+
+    model, processor = _stereo_model()
+    spec = parse_registry(registry_dict(**{"stereo": {
+        "source": {"builtin": "studio-tiny"}, "channels": 2, "codebooks": 8, "max_duration_s": 1.2,
+        "max_extended_duration_s": 12, "window_stride_s": 0.72}})).get("stereo")
+    loaded = TransformersMusicgen(spec, model, processor, torch.device("cpu"))
+    hooks = Recorder()
+    result = loaded.generate_batch([Row("stereo rock", 150, 2, SAMPLE)], hooks, stream_every_s=0.5)[0]
+    assert result.codes.shape == (8, 150) and result.audio.shape == (150 * 640, 2) and result.windows == 4
+    assert sum(len(c) for _, c in hooks.chunks[0]) == 150 * 640
+    assert all(c.shape[1] == 2 for _, c in hooks.chunks[0])
+    # greedy: each window continues the previous one's end, left and right codebooks alike
+    whole = loaded.generate_batch([Row("stereo", 100, 0, GREEDY)], stream_every_s=None)[0].codes
+    context, new = plan_windows(0, 100, WINDOW, STRIDE)[1]
+    alone = loaded.generate_batch([Row("stereo", new, 0, GREEDY, prompt_codes=whole[:, 60 - context:60])],
+                                  stream_every_s=None, window=None)[0]
+    assert np.array_equal(alone.codes, whole[:, 60 - context:60 + new])
+    # a stereo clip (left and right differ) encodes to interleaved codes and is continued
+    t = np.arange(16000) / 32000
+    clip = np.stack([np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], axis=1).astype(np.float32)
+    codes = loaded.encode(clip)
+    assert codes.shape == (8, 25)
+    assert np.array_equal(codes[0::2], loaded.encode(np.repeat(clip[:, :1], 2, axis=1))[0::2])  # left alone
+    out = loaded.generate_batch([Row("x", 50, 1, SAMPLE, prompt_codes=codes)], stream_every_s=None)[0]
+    assert np.array_equal(out.codes[:, :25], codes) and out.audio.shape == (75 * 640, 2)
