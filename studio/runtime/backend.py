@@ -45,8 +45,13 @@ class DecodeHooks(Protocol):
     """What a batch decode reports and asks while it runs. The bodies are the defaults: subclass this to override
     only what you need (an object that does not subclass it may also leave methods out)."""
 
+    def on_plan(self, ends: list[int], total: int) -> None:
+        """Before the first step: the batch's step at which each row is done (its last window's end), of `total`
+        steps over every window."""
+
     def on_step(self, done: int, total: int) -> None:
-        """After each decoder step of the batch."""
+        """After each decoder step of the batch (done counts every window's steps; it may skip the steps of a
+        window shortened by a cancelled row)."""
 
     def stopped(self, row: int) -> bool:
         """True once row `row` is cancelled: it is no longer emitted and its result is None."""
@@ -87,9 +92,16 @@ class LoadedModel(Protocol):
         Raises studio.errors.Cancelled when should_stop() turned true during decoding."""
 
     def generate_batch(self, rows: Sequence[Row], hooks: DecodeHooks | None = None,
-                       stream_every_s: float | None = 1.0) -> list[RowResult | None]:
+                       stream_every_s: float | None = 1.0, window: int | None = None,
+                       stride: int | None = None) -> list[RowResult | None]:
         """Decode several rows in one batch (None for a row that hooks.stopped() cancelled); streams each row's
-        audio to hooks.on_audio every stream_every_s seconds of new audio (None: no streaming)."""
+        audio to hooks.on_audio every stream_every_s seconds of new audio (None: no streaming). Rows longer than
+        `window` frames (None: the model's window) are decoded window by window, each further one adding `stride`
+        new frames."""
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """float32 (samples, channels) at spec.sample_rate -> int64 codes (codebooks, frames) of the model's
+        codec: a clip to continue (Row.prompt_codes)."""
 
     def row_bytes(self, frames: int) -> int:
         """Memory one row of `frames` audio frames holds while a batch decodes."""

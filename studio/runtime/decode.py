@@ -14,7 +14,7 @@ c // 2, and left and right are decoded by EnCodec separately, as transformers do
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -300,11 +300,16 @@ class _Codec:
 
 
 class _Stream:
-    """Streams one row: windows of new complete frames with a short left context; see StreamSettings."""
+    """Streams one row: windows of new complete frames with a short left context; see StreamSettings.
 
-    def __init__(self, codec: _Codec, every_frames: int, want: int, settings: StreamSettings):
+    Frames are counted in the row's whole code sequence (a continued prompt, then every window's new frames), so
+    one stream runs across decoding windows; `origin` is the first frame heard (0, or the prompt's length when
+    the prompt is not part of the result: its frames still serve as left context)."""
+
+    def __init__(self, codec: _Codec, every_frames: int, want: int, settings: StreamSettings, origin: int = 0):
         self.codec, self.every, self.want, self.s = codec, max(1, every_frames), want, settings
-        self.sent = 0  # frames whose samples went out
+        self.origin = origin
+        self.sent = origin  # frames whose samples went out
         self.tail: np.ndarray | None = None  # provisional samples of the held-back frames
 
     def ready(self, complete: int, frames: int) -> bool:
@@ -321,7 +326,7 @@ class _Stream:
             w = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1, None]
             new[:n] = self.tail[:n] * (1 - w) + new[:n] * w
         self.tail = None if final else audio[(end - start) * hop:].copy()
-        first = self.sent * hop
+        first = (self.sent - self.origin) * hop
         if final:  # exactly `want` samples in all, like RowResult.audio
             last = self.want - first
             new = new[:last] if len(new) >= last else np.pad(new, ((0, last - len(new)), (0, 0)))
@@ -329,13 +334,50 @@ class _Stream:
         return first, np.ascontiguousarray(new, dtype=np.float32)
 
 
+def plan_windows(prompt: int, new: int, window: int | None, stride: int | None) -> list[tuple[int, int]]:
+    """How a row of `new` frames continuing `prompt` frames is decoded: [(context frames, new frames)] per window.
+
+    audiocraft's scheme: a window is at most `window` frames; the first one continues the end of the prompt (or
+    starts from nothing), each further one keeps the end of what came before as its context and adds at least
+    `stride` new frames. Here a window takes as much context as leaves room for min(stride, frames still wanted)
+    new frames, so every window but a lone first one is full: the last window of a long piece has more context
+    (audiocraft's is shorter), and a short continuation sees as much of its clip as the window holds."""
+    if new < 1:
+        raise ValueError("every row needs at least one new frame")
+    if window is None:
+        return [(prompt, new)]
+    window = int(window)
+    stride = max(1, min(int(stride or window), window - 1 if window > 1 else 1))
+    plan, have, left = [], int(prompt), int(new)
+    while left > 0:
+        context = min(have, max(0, window - min(left, stride)))
+        step = min(left, window - context)
+        plan.append((context, step))
+        have += step
+        left -= step
+    return plan
+
+
+def _schedule(plans: list[list[tuple[int, int]]], per_channel: int) -> list[int]:
+    """Decoding steps of each window of a batch: its longest row (context + new frames + the delay pattern)."""
+    windows = max(len(p) for p in plans)
+    return [max(sum(p[k]) + per_channel - 1 for p in plans if len(p) > k) for k in range(windows)]
+
+
 def decode_batch(model, processor, rows: Sequence[Row], *, frame_rate: float, sample_rate: int,
                  hooks: DecodeHooks | None = None, stream_every_s: float | None = 1.0,
                  adapter_names: list[str] | None = None, fast: FastPath | None = None,
-                 stream: StreamSettings = StreamSettings()) -> list[RowResult | None]:
+                 stream: StreamSettings = StreamSettings(), window: int | None = None,
+                 stride: int | None = None) -> list[RowResult | None]:
     """Decode `rows` together; see the module docstring. adapter_names: per-row PEFT adapter names for a mixed
     batch (None: whatever adapter state the model has). fast: the model's GPU fast path (None: the exact eager
-    float32 path)."""
+    float32 path). window / stride (frames): rows longer than one window are decoded window by window
+    (plan_windows); None: one window however long.
+
+    A row with prompt_codes continues them: in each window, the context frames are forced where the delay
+    pattern places them (teacher forcing: guidance, batching and the per-row generators are unchanged) and the
+    row samples from its first new frame on. Rows whose windows are over leave the batch of the next windows;
+    on_step counts every window's steps of the batch, and each row's stream runs on across windows."""
     if not rows:
         return []
     hooks_ = _Hooks(hooks)
@@ -351,76 +393,147 @@ def decode_batch(model, processor, rows: Sequence[Row], *, frame_rate: float, sa
     frames = [int(r.frames) for r in rows]
     if min(frames) < 1:
         raise ValueError("every row needs at least one frame")
-    steps = [f + per_channel - 1 for f in frames]
-    total = max(steps)
-    wants = [round(f / frame_rate * sample_rate) for f in frames]
+    prompts: list[torch.Tensor | None] = []
+    for r in rows:
+        if r.prompt_codes is None or np.asarray(r.prompt_codes).shape[-1] == 0:
+            prompts.append(None)
+            continue
+        p = torch.as_tensor(np.asarray(r.prompt_codes, dtype=np.int64), device=device)
+        if p.ndim != 2 or p.shape[0] != codebooks:
+            raise ValueError(f"prompt codes must be ({codebooks}, frames), not {tuple(p.shape)}")
+        if int(p.min()) < 0 or int(p.max()) >= config.vocab_size:
+            raise ValueError(f"prompt codes must lie in 0..{config.vocab_size - 1}")
+        prompts.append(p)
+    lengths = [0 if p is None else int(p.shape[1]) for p in prompts]
+    plans = [plan_windows(lengths[i], frames[i], window, stride) for i in range(b)]
+    window_steps = _schedule(plans, per_channel)
+    starts = [sum(window_steps[:k]) for k in range(len(window_steps))]  # the batch's step where each window starts
+    total = sum(window_steps)
+    ends = [starts[len(p) - 1] + window_steps[len(p) - 1] for p in plans]  # the step at which each row is done
+    on_plan = getattr(hooks, "on_plan", None)
+    if on_plan is not None:
+        on_plan(ends, total)
+    origins = [0 if r.keep_prompt else lengths[i] for i, r in enumerate(rows)]
+    wants = [round((lengths[i] + frames[i] - origins[i]) / frame_rate * sample_rate) for i in range(b)]
     delays = torch.tensor([c // channels for c in range(codebooks)], device=device)
-    frames_t = torch.tensor(frames, device=device)
+    arange_c = torch.arange(codebooks, device=device)
 
-    scales = torch.tensor([float(r.params.guidance_scale) for r in rows], device=device)
-    guided = bool((scales > 1).any())
     generators = []
     for r in rows:
         g = torch.Generator(device=device)
         g.manual_seed(int(r.seed))
         generators.append(g)
 
-    with torch.inference_mode(), mixed_adapters(model, adapter_names):
-        decoder, autocast = _make_decoder(model, processor, rows, guided, total, fast, device)
+    codec = _Codec(model, channels)
+    streams = ([_Stream(codec, round(stream_every_s * frame_rate), wants[i], stream, origins[i]) for i in range(b)]
+               if stream_every_s else None)
+    stopped = [False] * b
+    results: list[RowResult | None] = [None] * b
+    # Each row's whole code sequence (its prompt, then every window's new frames), undelayed: what the next
+    # window's context, the stream and the result read.
+    full = [torch.full((codebooks, lengths[i] + frames[i]), pad, dtype=torch.long, device=device) for i in range(b)]
+    for i, p in enumerate(prompts):
+        if p is not None:
+            full[i][:, :lengths[i]] = p
+    have = list(lengths)  # frames of each row's sequence known so far
 
-        seq = torch.full((b, codebooks, total + 1), pad, dtype=torch.long, device=device)
-        stopped = [False] * b
-        codec = _Codec(model, channels)
-        streams = ([_Stream(codec, round(stream_every_s * frame_rate), w, stream) for w in wants]
-                   if stream_every_s else None)
-        greedy = [i for i, r in enumerate(rows) if not r.params.do_sample]
-        sampled = [i for i, r in enumerate(rows) if r.params.do_sample]
-        for t in range(total):
-            tokens = seq[:, :, t]
-            if guided:
-                tokens = torch.cat([tokens, tokens])
-            with autocast:
-                logits = decoder.step(tokens, torch.tensor(t, device=device) if fast is not None else t)
-            hooks_.on_logits(t, logits)
-            scores = _guided(logits, b, scales if guided else None)
-            nxt = torch.empty((b, codebooks), dtype=torch.long, device=device)
-            if greedy:
-                nxt[greedy] = torch.argmax(scores[greedy], dim=-1)
-            for i in sampled:
-                nxt[i] = _sample_row(scores[i], rows[i].params, generators[i])
-            # The delay pattern: codebook c holds frame t - delay[c] at position t + 1, pad before and after.
-            valid = (t >= delays)[None, :] & (t < frames_t[:, None] + delays[None, :])
-            seq[:, :, t + 1] = torch.where(valid, nxt, pad)
-            hooks_.on_step(t + 1, total)
-            alive = False
-            for i in range(b):
-                if stopped[i] or t >= steps[i]:
-                    continue
-                stopped[i] = bool(hooks_.stopped(i))
-                if stopped[i]:
-                    continue
-                if streams is not None:
-                    complete = max(0, min(frames[i], t + 2 - per_channel))
-                    if streams[i].ready(complete, frames[i]):
-                        start, chunk = streams[i].chunk(_undelay(seq[i], complete, per_channel, channels),
-                                                        complete, frames[i])
-                        hooks_.on_audio(i, start, chunk)
-                alive = alive or t + 1 < steps[i]
-            if not alive:
+    with torch.inference_mode():
+        for k, steps_k in enumerate(window_steps):
+            active = [i for i in range(b) if len(plans[i]) > k and not stopped[i]]
+            if not active:
                 break
+            n = len(active)
+            sub = [rows[i] for i in active]
+            contexts = [plans[i][k][0] for i in active]
+            wframes = [sum(plans[i][k]) for i in active]
+            offsets = [have[i] - contexts[j] for j, i in enumerate(active)]  # the window's frame 0 in `full`
+            own_steps = [f + per_channel - 1 for f in wframes]
+            steps_now = max(own_steps)  # fewer than planned when the longest row was cancelled
+            scales = torch.tensor([float(r.params.guidance_scale) for r in sub], device=device)
+            guided = bool((scales > 1).any())
+            names = None if adapter_names is None else [adapter_names[i] for i in active]
+            adapters = ExitStack()  # the rows of this window, in PEFT's mixed-batch forward when they differ
+            adapters.enter_context(mixed_adapters(model, names))
+            try:
+                decoder, autocast = _make_decoder(model, processor, sub, guided, steps_now, fast, device)
+                # The context's codes where the delay pattern puts them: codebook c's frame f at step f + delay(c).
+                forced = torch.zeros((n, codebooks, steps_now), dtype=torch.bool, device=device)
+                forced_val = torch.full((n, codebooks, steps_now), pad, dtype=torch.long, device=device)
+                for j, i in enumerate(active):
+                    ctx = contexts[j]
+                    if ctx:
+                        for c in range(codebooks):
+                            d = c // channels
+                            forced[j, c, d:d + ctx] = True
+                            forced_val[j, c, d:d + ctx] = full[i][c, offsets[j]:offsets[j] + ctx]
+                frames_t = torch.tensor(wframes, device=device)
+                seq = torch.full((n, codebooks, steps_now + 1), pad, dtype=torch.long, device=device)
+                greedy = [j for j, r in enumerate(sub) if not r.params.do_sample]
+                sampled = [j for j, r in enumerate(sub) if r.params.do_sample]
+                base = starts[k]
+                t = -1
+                for t in range(steps_now):
+                    tokens = seq[:, :, t]
+                    if guided:
+                        tokens = torch.cat([tokens, tokens])
+                    with autocast:
+                        logits = decoder.step(tokens, torch.tensor(t, device=device) if fast is not None else t)
+                    hooks_.on_logits(base + t, logits)
+                    scores = _guided(logits, n, scales if guided else None)
+                    nxt = torch.empty((n, codebooks), dtype=torch.long, device=device)
+                    if greedy:
+                        nxt[greedy] = torch.argmax(scores[greedy], dim=-1)
+                    for j in sampled:
+                        if t >= contexts[j]:  # inside its context every codebook is forced: no draw
+                            nxt[j] = _sample_row(scores[j], sub[j].params, generators[active[j]])
+                    nxt = torch.where(forced[:, :, t], forced_val[:, :, t], nxt)
+                    # The delay pattern: codebook c holds frame t - delay[c] at position t + 1, pad before and after.
+                    valid = (t >= delays)[None, :] & (t < frames_t[:, None] + delays[None, :])
+                    seq[:, :, t + 1] = torch.where(valid, nxt, pad)
+                    hooks_.on_step(base + t + 1, total)
+                    done_frame = t + 1 - per_channel  # the frame every codebook has now
+                    alive = False
+                    for j, i in enumerate(active):
+                        if stopped[i] or t >= own_steps[j]:
+                            continue
+                        stopped[i] = bool(hooks_.stopped(i))
+                        if stopped[i]:
+                            continue
+                        if contexts[j] <= done_frame < wframes[j]:
+                            full[i][:, offsets[j] + done_frame] = seq[j, arange_c, done_frame + delays + 1]
+                        if streams is not None:
+                            complete = offsets[j] + max(contexts[j], min(wframes[j], done_frame + 1))
+                            whole = lengths[i] + frames[i]
+                            if streams[i].ready(complete, whole):
+                                start, chunk = streams[i].chunk(full[i], complete, whole)
+                                hooks_.on_audio(i, start, chunk)
+                        alive = alive or t + 1 < own_steps[j]
+                    if not alive:
+                        break
+            finally:
+                adapters.close()
+            del decoder
+            for j, i in enumerate(active):
+                if stopped[i] or t + 1 < own_steps[j]:
+                    stopped[i] = True
+                    continue
+                have[i] = offsets[j] + wframes[j]
+                if len(plans[i]) == k + 1:  # its last window: the row is done
+                    results[i] = _result(codec, full[i], origins[i], wants[i], len(plans[i]), stream)
+            if steps_now < steps_k and not all(stopped):
+                hooks_.on_step(base + steps_k, total)  # a cancelled row's steps are not decoded: skip them
+    return [None if stopped[i] else results[i] for i in range(b)]
 
-        results: list[RowResult | None] = []
-        for i in range(b):
-            if stopped[i] or t + 1 < steps[i]:
-                results.append(None)
-                continue
-            codes = _undelay(seq[i], frames[i], per_channel, channels)
-            audio = codec(codes)
-            want = wants[i]
-            audio = audio[:want] if len(audio) >= want else np.pad(audio, ((0, want - len(audio)), (0, 0)))
-            results.append(RowResult(codes=codes.cpu().numpy().astype(np.int64),
-                                     audio=np.ascontiguousarray(audio, dtype=np.float32)))
-    return results
+
+def _result(codec: _Codec, full: torch.Tensor, origin: int, want: int, windows: int,
+            stream: StreamSettings) -> RowResult:
+    """A finished row: its codes from `origin` on and their audio, exactly `want` samples; a prompt left out of
+    the result is still decoded as left context (the first samples heard continue it smoothly)."""
+    left = max(0, origin - stream.context_frames)
+    audio = codec(full[:, left:])[(origin - left) * codec.hop:]
+    audio = audio[:want] if len(audio) >= want else np.pad(audio, ((0, want - len(audio)), (0, 0)))
+    return RowResult(codes=full[:, origin:].cpu().numpy().astype(np.int64),
+                     audio=np.ascontiguousarray(audio, dtype=np.float32), windows=windows)
 
 
 def _text_states(model, processor, rows: Sequence[Row], guided: bool, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -129,9 +129,10 @@ class TransformersMusicgen:
 
     def row_bytes(self, frames: int) -> int:
         """Memory one row of a decoding batch holds: its self-attention keys and values in every layer for all its
-        steps, twice with guidance (the unconditional copy); what bounds a batch on a GPU."""
+        steps (one window at a time: a long piece holds no more than a window), twice with guidance (the
+        unconditional copy); what bounds a batch on a GPU."""
         d = self.model.config.decoder
-        steps = frames + self.codebooks_per_channel - 1
+        steps = min(frames, self.spec.max_tokens) + self.codebooks_per_channel - 1
         elem = next(self.model.parameters()).element_size()
         return 2 * 2 * d.num_hidden_layers * d.hidden_size * steps * elem
 
@@ -139,9 +140,37 @@ class TransformersMusicgen:
         """Decoding steps for duration_s: the codebook delay pattern costs codebooks-1 extra steps."""
         return round(duration_s * self.spec.frame_rate) + self.codebooks_per_channel - 1
 
+    def window_frames(self) -> tuple[int, int]:
+        """(window, stride) in frames: the registry's window (max_duration_s) and the new frames each further
+        window adds."""
+        window = self.spec.max_tokens
+        return window, max(1, min(round(self.spec.stride_s * self.spec.frame_rate), window - 1))
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """float32 (samples, channels) at the model's rate -> int64 codes (codebooks, frames), as the decoder
+        predicts them: EnCodec at the model's bandwidth; a stereo model's left and right encoded apart and
+        interleaved (0 L, 1 R, ...), as transformers does for an audio prompt."""
+        audio = np.asarray(audio, dtype=np.float32)
+        channels = getattr(self.model.config.decoder, "audio_channels", 1)
+        if audio.ndim != 2 or audio.shape[1] != channels or audio.shape[0] < 1:
+            raise ValueError(f"audio must be (samples, {channels}), not {audio.shape}")
+        encodec = self.model.audio_encoder
+        dtype = next(encodec.parameters()).dtype
+        with torch.inference_mode():
+            parts = []
+            for c in range(channels):
+                x = torch.from_numpy(np.ascontiguousarray(audio[:, c]))[None, None].to(self.device, dtype)
+                out = encodec.encode(x)  # its default bandwidth, as transformers encodes an audio prompt
+                parts.append(out.audio_codes[0, 0])  # (codebooks per channel, frames)
+            codes = torch.stack(parts, dim=1).reshape(-1, parts[0].shape[-1]) if channels > 1 else parts[0]
+        frames = round(audio.shape[0] / self.spec.sample_rate * self.spec.frame_rate)
+        return codes[:, :max(1, frames)].cpu().numpy().astype(np.int64)
+
     def generate_batch(self, rows: Sequence[Row], hooks: DecodeHooks | None = None,
-                       stream_every_s: float | None = 1.0) -> list[RowResult | None]:
-        """Decode `rows` in one batch with the studio's own loop (studio/runtime/decode.py).
+                       stream_every_s: float | None = 1.0, window: int | None = None,
+                       stride: int | None = None) -> list[RowResult | None]:
+        """Decode `rows` in one batch with the studio's own loop (studio/runtime/decode.py); rows longer than one
+        window (default: the registry's) are decoded window by window.
 
         Rows name adapters already loaded (load_adapter). One adapter (or none) for all rows: the fast set-adapter
         path, and it stays the active one. Different adapters: PEFT's mixed-batch forward, row by row."""
@@ -163,10 +192,12 @@ class TransformersMusicgen:
             if self._fast is None:
                 self._fast = FastPath(compile=self.device.type == "cuda")  # off CUDA: the same step, eager
             fast = self._fast
+        default_window, default_stride = self.window_frames()
         try:
             return decode_batch(self.model, self.processor, rows, frame_rate=self.spec.frame_rate,
                                 sample_rate=self.spec.sample_rate, hooks=hooks, stream_every_s=stream_every_s,
-                                adapter_names=mixed, fast=fast)
+                                adapter_names=mixed, fast=fast, window=window or default_window,
+                                stride=stride or default_stride)
         finally:
             if mixed is not None:
                 self._apply()  # the mixed pass enabled every LoRA layer: back to the active adapter's state

@@ -9,6 +9,7 @@ only these plain events cross the seam.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -24,6 +25,7 @@ import numpy as np
 
 from studio.runtime.backend import DecodeHooks, Row, RowResult
 from studio.runtime.clap import ClapScorer, read_audio
+from studio.runtime.decode import plan_windows
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
 
@@ -44,6 +46,26 @@ class GenerateTask:
     model_id: str  # the model the job was validated against: it runs on that model or fails, never on another
     row: Row
     adapter_folder: Path | None = None  # where row.adapter's files are (loaded on first use)
+    # A clip to continue, float32 (samples, channels) at the model's rate: encoded with the model's codec on the
+    # worker (the device's owner) into row.prompt_codes just before decoding
+    continue_audio: np.ndarray | None = field(default=None, compare=False, repr=False)
+    window: int | None = None  # frames of one decoding window (None: the model's own)
+    stride: int | None = None  # new frames each further window adds
+
+    @property
+    def prompt_frames(self) -> int:
+        """Frames of the codes it continues (an audio clip's: about, before it is encoded)."""
+        if self.row.prompt_codes is not None:
+            return int(self.row.prompt_codes.shape[-1])
+        return 0
+
+    def steps(self, per_channel: int = 4, frame_rate: float = 50.0, sample_rate: int = 32000) -> int:
+        """Decoding steps this job takes alone: every window's context and new frames, and the delay pattern."""
+        prompt = self.prompt_frames
+        if self.continue_audio is not None:
+            prompt = round(len(self.continue_audio) / sample_rate * frame_rate)
+        plan = plan_windows(prompt, self.row.frames, self.window, self.stride)
+        return sum(c + n + per_channel - 1 for c, n in plan)
 
 
 @dataclass(frozen=True)
@@ -122,9 +144,14 @@ class Worker(Protocol):
 class _BatchHooks(DecodeHooks):
     def __init__(self, worker: "LocalWorker", tasks: list[GenerateTask], model_id: str):
         self.worker, self.tasks, self.model_id = worker, tasks, model_id
-        self.max_frames = max(t.row.frames for t in tasks)
+        self.ends: list[int] | None = None  # the batch's step at which each row is done (the loop's plan)
         self.last_step = time.perf_counter()
         self.last_sent = 0.0
+
+    def on_plan(self, ends: list[int], total: int) -> None:
+        self.ends = list(ends)
+        with self.worker._cond:
+            self.worker._ends = {t.job_id: e for t, e in zip(self.tasks, ends)}
 
     def on_step(self, done: int, total: int) -> None:
         now = time.perf_counter()
@@ -135,10 +162,9 @@ class _BatchHooks(DecodeHooks):
         if done < total and now - self.last_sent < PROGRESS_EVERY_S:
             return
         self.last_sent = now
-        extra = total - self.max_frames  # the delay pattern's extra steps, the same for every row
         step_s = self.worker.step_seconds(self.model_id)
         for i, task in enumerate(self.tasks):
-            own = task.row.frames + extra
+            own = self.ends[i] if self.ends is not None else total
             if self.stopped(i) or done > own:
                 continue
             eta = (own - done) * step_s if step_s is not None else None
@@ -150,6 +176,12 @@ class _BatchHooks(DecodeHooks):
     def on_audio(self, row: int, start_sample: int, chunk: np.ndarray) -> None:
         if not self.stopped(row):
             self.worker.listener.audio(self.tasks[row].job_id, start_sample, chunk)
+
+
+def _windows(task: GenerateTask) -> dict:
+    """The window arguments of a batch (its jobs are for one model), left out when the task has none: a backend
+    then uses its model's own."""
+    return {k: v for k, v in (("window", task.window), ("stride", task.stride)) if v is not None}
 
 
 class LocalWorker:
@@ -164,6 +196,7 @@ class LocalWorker:
         self._running: list[GenerateTask] | SwitchTask | ScoreTask | None = None
         self._stopping: set[int] = set()  # running jobs asked to stop
         self._progress: tuple[int, int] | None = None  # (done, total) steps of the running batch
+        self._ends: dict[int, int] = {}  # running job -> the batch's step at which it is done
         self._step_s: dict[str, float] = {}  # measured seconds per decoding step, per model
         self._switch_s: dict[str, float] = {}  # measured seconds per switch, per model
         self._told: set[int] = set()  # jobs of the running batch whose end the listener was told (worker thread)
@@ -255,13 +288,14 @@ class LocalWorker:
             clock += switch_s.get(running.model_id, SWITCH_GUESS_S) / 2
             model = running.model_id
         elif isinstance(running, list) and running:
-            done, total = progress or (0, max(t.row.frames for t in running))
+            with self._cond:
+                ends = dict(self._ends)
+            done, total = progress or (0, max(t.steps() for t in running))
             left = cost(running[0].model_id, max(total - done, 0))
             known = left is not None
             clock += left or 0.0
-            extra = total - max(t.row.frames for t in running)
             for t in running:
-                own = t.row.frames + extra
+                own = ends.get(t.job_id, total)
                 eta = cost(t.model_id, max(own - done, 0)) if known else None
                 eta = None if eta is None else round(eta, 1)
                 entries.append(QueueEntry("generate", "running", 0, t.model_id, t.job_id, eta, min(done, own), own,
@@ -282,7 +316,7 @@ class LocalWorker:
                 i += 1
                 continue
             batch = self._batch_of(pending, i, model)
-            steps = max(t.row.frames for t in batch) + 3  # + the delay pattern, about
+            steps = max(t.steps() for t in batch)  # the delay pattern: 4 codebooks a channel, about
             c = cost(task.model_id, steps)
             known = known and c is not None
             clock += c or 0.0
@@ -337,7 +371,8 @@ class LocalWorker:
                     work: list[GenerateTask] | SwitchTask | ScoreTask = self._pending.popleft()
                 else:
                     work = self._batch_of(self._pending, 0, self.manager.status().model_id)
-                    work = work[:self.manager.rows_that_fit([t.row.frames for t in work])]  # bounded by memory
+                    # bounded by memory: a row holds one window at most
+                    work = work[:self.manager.rows_that_fit([t.prompt_frames + t.row.frames for t in work])]
                     for _ in work:
                         self._pending.popleft()
                 self._running, self._progress = work, None
@@ -367,7 +402,7 @@ class LocalWorker:
                 with self._cond:
                     if isinstance(work, list):
                         self._stopping.difference_update(t.job_id for t in work)
-                    self._running, self._progress = None, None
+                    self._running, self._progress, self._ends = None, None, {}
                     self._told = set()
             self.listener.queue_changed()
 
@@ -428,6 +463,16 @@ class LocalWorker:
         with self.manager.use(f"generating {len(batch)} job(s)") as model:
             ready: list[GenerateTask] = []
             for task in batch:
+                if task.continue_audio is not None:
+                    try:  # the clip to continue, encoded with this model's codec
+                        codes = model.encode(task.continue_audio)
+                    except Exception as exc:  # noqa: BLE001 - this job's clip, not the batch's fault
+                        log.exception("encoding the clip of job %s failed", task.job_id)
+                        self._failed(task.job_id, "continuation_failed",
+                                     f"The clip to continue could not be encoded: {_reason(exc)}.")
+                        continue
+                    task = dataclasses.replace(task, row=dataclasses.replace(task.row, prompt_codes=codes),
+                                               continue_audio=None)
                 if task.row.adapter is None:
                     ready.append(task)
                     continue
@@ -442,7 +487,8 @@ class LocalWorker:
             self.listener.started([t.job_id for t in ready], len(ready))
             hooks = _BatchHooks(self, ready, ready[0].model_id)
             try:
-                results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s)
+                results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s,
+                                               **_windows(ready[0]))
             except Exception as exc:  # noqa: BLE001 - every job of the batch is told why
                 log.exception("decoding failed")
                 for i, task in enumerate(ready):

@@ -22,6 +22,7 @@ from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
 from studio.services.queue import JobPlan, JobQueue, audio_url
+from studio.services.uploads import UploadService
 from studio.training import layout
 from studio.users import LOCAL_USER
 
@@ -46,6 +47,14 @@ class GenerateRequest(BaseModel):
         "(schema: GET /api/models/{id}/config/schema)"))
     adapter_id: int | None = Field(None, ge=1, le=MAX_ID,
                                    description="a LoRA adapter compatible with the loaded model; none: base")
+    continue_upload_id: str | None = Field(None, max_length=64, description=(
+        "continue an uploaded clip (POST /api/uploads): the end of it that the model's window holds is encoded and "
+        "the new music follows it"))
+    continue_job_id: int | None = Field(None, ge=1, le=MAX_ID, description=(
+        "'Extend this': continue a finished job of the same model from its stored codes (no re-encoding)"))
+    include_continued: bool = Field(True, description=(
+        "the continued audio at the start of the result (an upload: the part the model saw; a job: all of it); "
+        "duration_s counts the new music only"))
 
 
 MAX_VARIATIONS = 4
@@ -86,6 +95,9 @@ class GenerationResult(BaseModel):
     loudness_lufs: float | None = Field(description="integrated loudness of the written file (None: undefined)")
     true_peak_dbtp: float | None = Field(description="true peak of the written file, decoded (None: silence)")
     loudness_note: str | None = Field(description="set when loudness normalisation did not reach its target")
+    continuation: dict[str, Any] | None = Field(None, description=(
+        "what it continues: {source: upload|job, upload_id|job_id, seconds (of audio the model continued), "
+        "trimmed_from_s (the source's length when only its end was used), included (at the start of the audio)}"))
 
 
 def _refuse(field: str, message: str, code: str, **extra) -> InvalidValues:
@@ -109,6 +121,18 @@ def duration_over_limit(duration_s: float, model_name: str, max_duration_s: floa
     return f"{duration_s:g} s is over {model_name}'s limit of {max_duration_s:g} s."
 
 
+def windows_note(duration_s: float, spec: ModelSpec) -> str | None:
+    """'generated in N windows' for a piece longer than one window (None: one window), for the page."""
+    from studio.runtime.decode import plan_windows
+
+    frames = round(duration_s * spec.frame_rate)
+    if frames <= spec.max_tokens:
+        return None
+    count = len(plan_windows(0, frames, spec.max_tokens, round(spec.stride_s * spec.frame_rate)))
+    return (f"Longer than one {spec.max_duration_s:g} s window: generated in {count} windows, each continuing the "
+            f"end of the one before.")
+
+
 def checkpoint_ref(data_dir: Path, run_id: int, step: int) -> AdapterRef:
     """A training run's checkpoint as the adapter of an audition clip (not a registered version)."""
     folder = layout.checkpoint_folder(layout.run_folder(data_dir, run_id), step)
@@ -119,15 +143,29 @@ def checkpoint_ref(data_dir: Path, run_id: int, step: int) -> AdapterRef:
 
 
 def _check_duration(duration_s: float, spec: ModelSpec) -> None:
+    """The seconds of new music: one window (max_duration_s), or for a model that may be extended, its
+    max_extended_duration_s (generated window by window); `limit` names the one that applies."""
     if not math.isfinite(duration_s) or duration_s <= 0:
         raise _refuse("duration_s", "duration_s must be a positive number of seconds.", "invalid_duration",
-                      max_duration_s=spec.max_duration_s)
-    if duration_s > spec.max_duration_s:
-        raise _refuse("duration_s", duration_over_limit(duration_s, spec.display_name, spec.max_duration_s),
-                      "duration_exceeds_limit", max_duration_s=spec.max_duration_s, model_id=spec.id)
+                      max_duration_s=spec.max_duration_s, max_extended_duration_s=spec.max_extended_duration_s)
+    if duration_s > spec.extended_limit_s:
+        extended = spec.max_extended_duration_s is not None
+        raise _refuse("duration_s", duration_over_limit(duration_s, spec.display_name, spec.extended_limit_s),
+                      "duration_exceeds_limit", max_duration_s=spec.max_duration_s,
+                      max_extended_duration_s=spec.max_extended_duration_s, model_id=spec.id,
+                      limit="max_extended_duration_s" if extended else "max_duration_s")
     if round(duration_s * spec.frame_rate) < 1:
         raise _refuse("duration_s", f"duration_s must be at least {1 / spec.frame_rate:g} s (one audio frame).",
                       "invalid_duration", max_duration_s=spec.max_duration_s)
+
+
+def _continued(record: dict | None) -> dict:
+    """A job's continuation record as request fields (resubmitting it, or planning it again after a restart)."""
+    if not record:
+        return {}
+    key = "continue_upload_id" if record.get("source") == "upload" else "continue_job_id"
+    return {key: record.get("upload_id" if key == "continue_upload_id" else "job_id"),
+            "include_continued": bool(record.get("included", True))}
 
 
 # What a failed job's code means for a caller that waited on it (POST /api/generate, Gradio's generate).
@@ -143,8 +181,10 @@ def _job_failure(job: Job, detail: dict | None = None) -> StudioError:
 
 class GenerationService:
     def __init__(self, queue: JobQueue, manager: ModelManager, engine, adapters: AdapterService,
-                 configs: GenerationConfigService, data_dir: Path, max_prompt_chars: int = 1000):
+                 configs: GenerationConfigService, data_dir: Path, max_prompt_chars: int = 1000,
+                 uploads: UploadService | None = None):
         self.queue, self.manager, self.engine = queue, manager, engine
+        self.uploads = uploads
         self.adapters, self.configs = adapters, configs
         self.registry = queue.registry
         self.events: JobEvents = queue.events
@@ -191,8 +231,92 @@ class GenerationService:
         else:
             seeds = [secrets.randbelow(MAX_SEED + 1) for _ in range(variations)]
         frames = round(duration_s * spec.frame_rate)
-        return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user)
-                for seed in seeds]
+        continued = self._continuation(req.continue_upload_id, req.continue_job_id, req.include_continued, spec,
+                                       frames)
+        return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user,
+                        **continued) for seed in seeds]
+
+    def _continuation(self, upload_id: str | None, job_id: int | None, include: bool, spec: ModelSpec,
+                      frames: int) -> dict:
+        """JobPlan's fields for what a job continues (checked, nothing written): an uploaded clip cut to the end
+        the model's window holds (the window keeps room for min(stride, new) new frames), or a finished job's
+        codes (all of them: the decode loop takes the end it needs as context, and the result starts with the
+        whole source when included)."""
+        window = spec.max_tokens
+        stride = max(1, min(round(spec.stride_s * spec.frame_rate), window - 1))
+        fields: dict = {"window": window, "stride": stride}
+        if upload_id is None and job_id is None:
+            return fields
+        if upload_id is not None and job_id is not None:
+            raise _refuse("continue_job_id", "Continue either an uploaded clip or a job, not both.",
+                          "continuation_conflict")
+        context_frames = window - min(frames, stride)  # what the first window can see
+        if upload_id is not None:
+            if self.uploads is None:
+                raise InvalidRequest("This studio takes no audio uploads.", code="uploads_unavailable")
+            most_s = context_frames / spec.frame_rate
+            audio, seconds, trimmed = self.uploads.read(upload_id, spec.sample_rate, spec.channels,
+                                                        max_seconds=most_s, keep="end")
+            clip_frames = round(len(audio) / spec.sample_rate * spec.frame_rate)
+            if clip_frames < 1:
+                raise _refuse("continue_upload_id", f"Upload {upload_id} is too short to continue (under one "
+                              f"frame, {1 / spec.frame_rate:g} s).", "continuation_too_short", upload_id=upload_id)
+            used_s = round(clip_frames / spec.frame_rate, 3)
+            record = {"source": "upload", "upload_id": upload_id, "seconds": used_s,
+                      "trimmed_from_s": round(seconds, 3) if trimmed else None, "included": include}
+            fields.update(continuation=record, continue_audio=audio, include_continued=include,
+                          kept_samples=round(clip_frames / spec.frame_rate * spec.sample_rate) if include else 0)
+            return fields
+        codes, source_s = self._job_codes(job_id, spec)
+        used = min(codes.shape[1], context_frames)
+        record = {"source": "job", "job_id": job_id, "seconds": round(used / spec.frame_rate, 3),
+                  "trimmed_from_s": round(source_s, 3) if used < codes.shape[1] else None, "included": include}
+        fields.update(continuation=record, prompt_codes=codes, include_continued=include,
+                      kept_samples=round(codes.shape[1] / spec.frame_rate * spec.sample_rate) if include else 0)
+        return fields
+
+    def _job_codes(self, job_id: int, spec: ModelSpec):
+        """A finished job's codes to continue ("Extend this"), checked: it succeeded, on this model, and its codes
+        file is there and fits the model. (codes (codebooks, frames) int64, its seconds)."""
+        import numpy as np
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        with session_scope(self.engine) as session:
+            job = get_job(session, job_id)
+            if job is None or job.abtest_id is not None:  # a blind test's clip is not there to extend
+                raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
+            status, model_id, codes_file = job.status, job.model_id, job.codes_file
+        if status != "succeeded":
+            raise Conflict(f"Job {job_id} is {status}: only a finished job can be extended.",
+                           code="continue_job_not_finished", job_id=job_id, status=status)
+        if model_id != spec.id:
+            raise Conflict(f"Job {job_id} was generated by {self._model_name(model_id)}, not {spec.display_name}: "
+                           f"its codes mean nothing to another model. Switch to {self._model_name(model_id)} to "
+                           "extend it.", code="continue_job_other_model", job_id=job_id, job_model_id=model_id,
+                           model_id=spec.id)
+        path = (self.data_dir / codes_file).resolve() if codes_file else None
+        outputs = (self.data_dir / "outputs").resolve()
+        if path is None or path.parent != outputs or not path.is_file():
+            raise Conflict(f"Job {job_id}'s codes are not kept (deleted, or made before codes were stored): it "
+                           "cannot be extended.", code="continue_job_no_codes", job_id=job_id)
+        try:
+            codes = load_file(str(path)).get("codes")
+        except (OSError, SafetensorError) as exc:
+            raise Conflict(f"Job {job_id}'s codes file cannot be read: {exc}", code="continue_job_no_codes",
+                           job_id=job_id) from None
+        if (codes is None or codes.ndim != 2 or codes.shape[0] != spec.codebooks or codes.shape[1] < 1
+                or codes.min() < 0):
+            raise Conflict(f"Job {job_id}'s codes do not fit {spec.display_name}.", code="continue_job_no_codes",
+                           job_id=job_id)
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        return codes, codes.shape[1] / spec.frame_rate
+
+    def _model_name(self, model_id: str) -> str:
+        try:
+            return self.registry.get(model_id).display_name
+        except NotFound:
+            return model_id
 
     def submit(self, req: JobRequest, user: str = LOCAL_USER, *, abtest_id: int | None = None,
                evaluation_id: int | None = None) -> JobAccepted:
@@ -220,7 +344,8 @@ class GenerationService:
                 raise Conflict(f"Job {job_id} is {job.status}: it needs no resubmitting.", code="job_not_finished",
                                job_id=job_id)
             req = JobRequest(prompt=job.prompt, duration_s=job.duration_s, seed=job.seed,
-                             settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id)
+                             settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id,
+                             **_continued(job.continuation))
         return self.submit(req, user)
 
     def _recorded_settings(self, job: Job) -> MusicgenSettings:
@@ -243,9 +368,13 @@ class GenerationService:
             adapter = self.adapters.for_generation(job.adapter_id, spec, None)
         elif job.training_run_id is not None and job.checkpoint_step:
             adapter = checkpoint_ref(self.data_dir, job.training_run_id, job.checkpoint_step)
-        return JobPlan(spec.id, job.prompt, job.duration_s, round(job.duration_s * spec.frame_rate),
+        frames = round(job.duration_s * spec.frame_rate)
+        c = _continued(job.continuation)
+        continued = self._continuation(c.get("continue_upload_id"), c.get("continue_job_id"),
+                                       c.get("include_continued", True), spec, frames)
+        return JobPlan(spec.id, job.prompt, job.duration_s, frames,
                        spec.sample_rate, settings, job.seed, adapter, job.submitted_by, job.abtest_id,
-                       job.evaluation_id, job.training_run_id, job.checkpoint_step)
+                       job.evaluation_id, job.training_run_id, job.checkpoint_step, **continued)
 
     def resume(self) -> list[int]:
         return self.queue.resume(self.plan_of)
@@ -313,7 +442,8 @@ class GenerationService:
                 adapter_label=adapter_label, output_file=(self.data_dir / job.output_file).resolve(),
                 elapsed_s=job.elapsed_s or 0.0, wait_s=round(max(wait, 0.0), 3), batch_size=job.batch_size or 1,
                 submitted_by=job.submitted_by, loudness_lufs=job.loudness_lufs, true_peak_dbtp=job.true_peak_dbtp,
-                loudness_note=loudness_note(settings, job.loudness_lufs, job.true_peak_dbtp))
+                loudness_note=loudness_note(settings, job.loudness_lufs, job.true_peak_dbtp),
+                continuation=job.continuation)
 
     # ---- cancelling ----------------------------------------------------------------------------------------
     def cancel_job(self, job_id: int) -> Literal["queued", "running"] | None:

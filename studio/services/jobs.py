@@ -56,6 +56,9 @@ class JobInfo(BaseModel):
     adapter_deleted: bool = Field(False, description="the adapter it used was deleted since (the job stays readable)")
     evaluation_id: int | None = Field(None, description="the evaluation run this clip was made for (None: a "
                                                         "person's own generation)")
+    continuation: dict[str, Any] | None = Field(None, description=(
+        "what it continues: {source: upload|job, upload_id|job_id, seconds (of audio the model continued), "
+        "trimmed_from_s (the source's length when only its end was used), included}; None: from silence"))
     has_audio: bool
     has_codes: bool = Field(description="its generated codes are kept beside the audio")
     created_at: UTCTimestamp = Field(description="accepted into the queue")

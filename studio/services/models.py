@@ -35,6 +35,9 @@ class ModelInfo(BaseModel):
     frame_rate: float
     max_duration_s: float
     max_tokens: int
+    max_extended_duration_s: float | None = Field(None, description=(
+        "longest piece, generated window by window (None: one window, max_duration_s)"))
+    window_stride_s: float = Field(18.0, description="new seconds each further window adds")
     memory_gb: float
     download_gb: float
     generation: dict[str, Any] = Field(description=(
@@ -68,6 +71,7 @@ class ModelService:
             parameters=spec.parameters, sample_rate=spec.sample_rate, channels=spec.channels,
             codebooks=spec.codebooks, conditioning=list(spec.conditioning),
             frame_rate=spec.frame_rate, max_duration_s=spec.max_duration_s, max_tokens=spec.max_tokens,
+            max_extended_duration_s=spec.max_extended_duration_s, window_stride_s=spec.stride_s,
             memory_gb=spec.memory_gb, download_gb=spec.download_gb, generation=spec.generation.model_dump(),
             available=self.store.available(spec), loaded=spec.id == loaded_id, fits_memory=shortfall is None,
             memory_note=shortfall)

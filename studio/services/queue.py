@@ -12,7 +12,7 @@ import math
 import os
 import queue as stdqueue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal, TypeVar
 
@@ -62,13 +62,29 @@ class JobPlan:
     # an audition of a training run's checkpoint (step 0: the run's starting point); kept out of History
     training_run_id: int | None = None
     checkpoint_step: int | None = None
+    # What it continues (Job.continuation's record) and with what: a finished job's codes (codebooks, frames), or
+    # an uploaded clip's audio (samples, channels) at the model's rate, encoded by the worker; None: from silence
+    continuation: dict | None = None
+    prompt_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    continue_audio: np.ndarray | None = field(default=None, compare=False, repr=False)
+    include_continued: bool = True
+    kept_samples: int = 0  # samples of continued audio at the start of the result (0 when not included)
+    window: int | None = None  # the model's decoding window and stride, in frames
+    stride: int | None = None
+
+    @property
+    def output_samples(self) -> int:
+        """Samples of the written file: the continued audio when included, then the new music."""
+        return self.kept_samples + round(self.duration_s * self.sample_rate)
 
     def task(self, job_id: int) -> GenerateTask:
         s = self.settings
         params = SamplingParams(do_sample=s.do_sample, top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
                                 guidance_scale=s.guidance_scale)
-        row = Row(self.prompt, self.frames, self.seed, params, self.adapter.key if self.adapter else None)
-        return GenerateTask(job_id, self.model_id, row, self.adapter.folder if self.adapter else None)
+        row = Row(self.prompt, self.frames, self.seed, params, self.adapter.key if self.adapter else None,
+                  prompt_codes=self.prompt_codes, keep_prompt=self.include_continued)
+        return GenerateTask(job_id, self.model_id, row, self.adapter.folder if self.adapter else None,
+                            continue_audio=self.continue_audio, window=self.window, stride=self.stride)
 
 
 class QueueItem(BaseModel):
@@ -147,7 +163,7 @@ class JobQueue:
                          duration_s=p.duration_s, sample_rate=p.sample_rate, submitted_by=p.submitted_by,
                          adapter_id=p.adapter.id if p.adapter else None, abtest_id=p.abtest_id,
                          evaluation_id=p.evaluation_id, training_run_id=p.training_run_id,
-                         checkpoint_step=p.checkpoint_step) for p in plans]
+                         checkpoint_step=p.checkpoint_step, continuation=p.continuation) for p in plans]
             with session_scope(self.engine) as session:
                 ids = [job.id for job in create_jobs(session, rows)]
             for job_id, plan in zip(ids, plans):
@@ -340,7 +356,7 @@ class JobQueue:
 
     def _store(self, job_id: int, plan: JobPlan, result: RowResult) -> JobEvent:
         """Write the job's audio and codes and record them, together or not at all."""
-        want = round(plan.duration_s * plan.sample_rate)
+        want = plan.output_samples
         audio = result.audio[:want] if len(result.audio) >= want else np.pad(
             result.audio, ((0, want - len(result.audio)), (0, 0)))
         audio = finish_audio(audio, plan.sample_rate, plan.settings)

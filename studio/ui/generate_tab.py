@@ -21,6 +21,8 @@ from studio.services.job_events import AudioChunk, JobEvent, music_progress
 from studio.services.jobs import MAX_STARS, MIN_STARS
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
+from studio.ui.continue_input import (ContinueInput, build_continue_input, continuation_fields, continued_line,
+                                      limit_s, windows_hint, wire_continue_input)
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
@@ -58,6 +60,8 @@ class GenerateTab:
     result_jobs: gr.State  # the last Generate's job ids, in take order (what the rating radios rate)
     rate_result: gr.Radio  # the person's stars for the result (one take)
     take_rates: list[gr.Radio]  # the person's stars for each take (several takes)
+    continuation: ContinueInput | None = None  # "Continue a clip" and "Extend this" (studio/ui/continue_input.py)
+    extend_btn: gr.Button | None = None  # under the result: continue the first take
 
     @property
     def settings(self) -> list:
@@ -73,8 +77,8 @@ def duration_problem(value: float | None, model: ModelInfo | None) -> str | None
         return "Enter a duration in seconds."
     if value <= 0:
         return "The duration must be more than 0 s."
-    if value > model.max_duration_s:
-        return duration_over_limit(value, model.display_name, model.max_duration_s)
+    if value > limit_s(model):
+        return duration_over_limit(value, model.display_name, limit_s(model))
     return None
 
 
@@ -84,11 +88,12 @@ def duration_hint(value: float | None, model: ModelInfo | None) -> str:
     problem = duration_problem(value, model)
     if problem:
         return f"⚠️ {problem}"
-    if value >= NEAR_LIMIT * model.max_duration_s:
-        where = "at" if value >= model.max_duration_s else "near"
-        return (f"⚠️ {value:g} s is {where} {model.display_name}'s limit of {model.max_duration_s:g} s: "
-                "long clips take longer and need more memory.")
-    return ""
+    if value >= NEAR_LIMIT * limit_s(model):
+        where = "at" if value >= limit_s(model) else "near"
+        return (f"⚠️ {value:g} s is {where} {model.display_name}'s limit of {limit_s(model):g} s: "
+                "long clips take longer and need more memory." + (" " + windows_hint(value, model)
+                                                                  if value > model.max_duration_s else ""))
+    return windows_hint(value, model)
 
 
 def buttons(running: bool, prompt: str | None, duration: float | None, model: ModelInfo | None,
@@ -202,6 +207,9 @@ def seed_value(values: dict) -> int:
 
 
 def duration_info(model: ModelInfo) -> str:
+    if model.max_extended_duration_s:
+        return (f"{model.display_name} allows up to {model.max_extended_duration_s:g} s (one window is "
+                f"{model.max_duration_s:g} s; longer pieces are generated window by window)")
     return f"{model.display_name} allows up to {model.max_duration_s:g} s"
 
 
@@ -352,6 +360,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             adapter = gr.Dropdown([(NO_ADAPTER, NO_ADAPTER)], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
                                   info=ADAPTER_INFO, allow_custom_value=True)
             adapter_hint_md = gr.Markdown(elem_id="adapter-hint")
+            continuation = build_continue_input()
             with gr.Accordion("Generation settings", open=False, elem_id="gen-sampling"):
                 gr.Markdown("Start from this model's saved settings (Settings tab), for this generation only. "
                             "Output format, loudness and seed policy apply as saved.", elem_classes=["cfg-hint"])
@@ -384,6 +393,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             audio = gr.Audio(label="Result", type="filepath", interactive=False, elem_id="audio-out",
                              buttons=["download"])
             result = gr.Markdown(elem_id="result-info")
+            extend_btn = gr.Button("Extend this", size="sm", visible=False, elem_id="extend-this")
             rate_result = rating_radio("rate-result")
     take_players, take_rates = [], []
     with gr.Row(elem_id="takes-row"):
@@ -395,7 +405,8 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
     queue_table = build_queue_panel(ctx)
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
                        problems, gr.State(True), generate_btn, cancel_btn, audio, result, takes, job_status_md,
-                       stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates)
+                       stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates,
+                       continuation, extend_btn)
 
 
 NO_RATING = 0  # the radio's choice that removes the person's rating
@@ -519,7 +530,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     skip_players = [gr.skip()] * len(players)
 
     def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
-                request: gr.Request | None = None) -> Iterator[list]:
+                clip=None, include=True, extend_job=None, request: gr.Request | None = None) -> Iterator[list]:
         """The page's Generate: submit, then follow this page's job in the same handler: its place in the queue,
         its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
         a message in the result line, never Gradio's error badge over the players."""
@@ -531,6 +542,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
             req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale,
                                adapter, do_sample, takes)
             with user_errors():
+                # a clip is saved as an upload here (an unreadable one is refused with its reason, nothing queued)
+                req = req.model_copy(update=continuation_fields(ctx, clip, include, extend_job, page_user(request)))
                 accepted = ctx.generation.submit(req, page_user(request))
         except gr.Error as exc:
             message = html.unescape(str(exc.message))
@@ -566,6 +579,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         failed = False
         if isinstance(first, GenerationResult):
             audio, text = str(first.output_file), result_summary(first, ctx.models.get(first.model_id).display_name)
+            if first.continuation:
+                text += "  \n" + continued_line(first.continuation)
         elif isinstance(first, Cancelled) and len(results) > 1 and all(isinstance(r, Cancelled) for r in results):
             jobs = ", ".join(str(r.extra.get("job_id")) for r in results)
             audio, text = None, md_escape(f"Cancelled: all {len(results)} takes (jobs {jobs}).")
@@ -604,8 +619,10 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     # concurrency_limit=None: every page follows its own job at once (Gradio's default, 1 per event, would make
     # a second page wait for the first one's job before its own was even queued); the job queue orders the work.
     # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
-    run = started.then(on_page, [*inputs, tab.takes], page_outputs, concurrency_limit=None, show_progress="hidden",
-                       api_visibility="private")
+    cont = tab.continuation
+    run = started.then(on_page, [*inputs, tab.takes, cont.clip, cont.include, cont.extend_job], page_outputs,
+                       concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    wire_continue_input(ctx, cont, tab.extend_btn, tab.result_jobs, run)
     run.then(after, typed, btns, queue=False, api_visibility="private")
 
     def show_ratings(ids, request: gr.Request):

@@ -13,6 +13,7 @@ from studio.context import AppContext
 from studio.errors import NotFound, StudioError
 from studio.services.jobs import DELETED_ADAPTER, MAX_STARS, JobInfo, JobQuery
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, page_user, plain_status, user_errors
+from studio.ui.continue_input import continued_line, extend_updates
 from studio.ui.generate_tab import (NO_RATING, RATING_CHOICES, GenerateTab, adapter_widgets, next_model,
                                     rating_updates)
 from studio.ui.queue_panel import model_namer, shorten
@@ -66,6 +67,7 @@ class HistoryTab:
     offset: gr.State  # the page shown: how many jobs come before it
     seen: gr.State  # what the table shows (its rows and total): a tick sends nothing when that did not change
     selected: gr.State  # the job whose details are open
+    extend_btn: gr.Button | None = None  # "Extend this": the Generate tab continues this job
 
     @property
     def filters(self) -> list:
@@ -175,6 +177,8 @@ def detail_markdown(ctx: AppContext, j: JobInfo) -> str:
         rows.append(("Loudness", loud))
     if j.evaluation_id is not None:
         rows.append(("Evaluation run", str(j.evaluation_id)))
+    if j.continuation:
+        rows.append(("Continues", continued_line(j.continuation)))
     return "\n".join([f"### Job {j.id}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]])
 
 
@@ -215,6 +219,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
                 with gr.Row():
                     reuse_btn = gr.Button("Use these settings again", size="sm", elem_id="history-reuse")
                     again_btn = gr.Button("Generate again", size="sm", elem_id="history-again")
+                    extend_btn = gr.Button("Extend this", size="sm", elem_id="history-extend")
                     score_btn = gr.Button("Score (CLAP)", size="sm", elem_id="history-score")
                     delete_btn = gr.Button("Delete…", size="sm", variant="stop", elem_id="history-delete")
                 with gr.Row(visible=False, elem_id="history-delete-confirm", equal_height=True) as confirm_row:
@@ -226,7 +231,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
     return HistoryTab(text, model, adapter, status, rating, who, source, sort, refresh_btn, table, empty, prev_btn,
                       page_info, next_btn, detail, info, audio, stars, reuse_btn, again_btn, score_btn, delete_btn,
                       confirm_row, confirm_text, confirm_btn, confirm_cancel, action_status, gr.State(0),
-                      gr.State(None), gr.State(None))
+                      gr.State(None), gr.State(None), extend_btn)
 
 
 # ---- events ----------------------------------------------------------------------------------------------------
@@ -473,6 +478,27 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
     def generate_ratings(ids, request: gr.Request | None = None) -> list:
         return rating_updates(ctx, ids, page_user(request))
 
+    cont = gen.continuation
+
+    def extend(job_id) -> list:
+        """Go to the Generate tab set to continue this job (its codes): Generate then extends it."""
+        if job_id is None:
+            return [gr.skip()] * 6
+        try:
+            job = ctx.jobs.get(int(job_id))
+        except NotFound:
+            return [*[gr.skip()] * 5, failed_status("❌ This job was deleted.")]
+        if job.status != "succeeded" or not job.has_codes:
+            return [*[gr.skip()] * 5, failed_status(f"❌ Job {job.id} cannot be extended: only a finished job "
+                                                    "with its codes kept can.")]
+        problem = model_mismatch(job)
+        if problem:
+            gr.Warning(notify_text(f"{problem} Choose {model_namer(ctx)(job.model_id)} in the Model list to extend "
+                                   "it: its codes mean nothing to another model."))
+        return [gr.Tabs(selected="generate"), *extend_updates(ctx, job.id), plain_status()]
+
+    tab.extend_btn.click(extend, tab.selected, [tabs, cont.extend_job, cont.extend_note, cont.clear_btn, cont.clip,
+                                                tab.action_status], **private)
     tab.reuse_btn.click(reuse, tab.selected, reuse_outputs, **private).then(
         generate_ratings, gen.result_jobs, rates, queue=False, **private)
     generate_tab.select(generate_ratings, gen.result_jobs, rates, queue=False, **private)
