@@ -119,6 +119,8 @@ REFUSALS = [
     ("pickled weights only", lambda f: {"config.json": _config(f), "pytorch_model.bin": b"\x80\x04pickle"},
      "pickled_weights", 400),
     ("no weights", lambda f: {"config.json": _config(f), "README.md": b"hello"}, "missing_weights", 400),
+    ("weights in a subfolder only", lambda f: {"config.json": _config(f), "sub/model.safetensors": _weights(f)},
+     "missing_weights", 400),
     ("no config", lambda f: {"model.safetensors": _weights(f)}, "missing_config", 400),
     ("config not JSON", lambda f: {"config.json": b"{nope", "model.safetensors": _weights(f)}, "invalid_config", 400),
     ("odd stereo codebooks", lambda f: {"config.json": _config(f, decoder={
@@ -149,6 +151,7 @@ def test_what_the_studio_cannot_run_is_refused_from_the_hub_and_from_a_folder(ma
     folder = _imports(ctx) / f"bad-{case.replace(' ', '-')}"
     folder.mkdir()
     for name, data in contents.items():
+        (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(data)
     with pytest.raises(StudioError) as info:
         ctx.custom_models.add(AddModelRequest(source="folder", path=str(folder)))
