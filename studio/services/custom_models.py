@@ -195,7 +195,7 @@ class CustomModelService:
 
         path, sizes = hub.fetch_config(repo, revision, self.hf_endpoint, tmp, check_listing,
                                        listing_patterns=["*.safetensors", *(f"*{s}" for s in PICKLE_SUFFIXES)])
-        weights = sum(v for k, v in sizes.items() if k.endswith(".safetensors"))
+        weights = sum(v for k, v in sizes.items() if k.endswith(".safetensors") and "/" not in k)
         source = {"hub": repo, **({"revision": revision} if revision else {})}
         return _read_config(path), weights, repo.split("/")[1], source
 
@@ -268,7 +268,9 @@ class CustomModelService:
 
 
 def _check_files(sizes: dict[str, int], where: str) -> None:
-    """Refusals from the file names alone, before anything is read: no config, pickled-only or no weights."""
+    """Refusals from the file names alone, before anything is read: no config, pickled-only or no weights. Only the
+    top level counts: transformers loads a model from there (files in subfolders are other things: audiocraft's)."""
+    sizes = {k: v for k, v in sizes.items() if "/" not in k}
     names = list(sizes)
     if CONFIG_FILE not in names:
         raise InvalidRequest(f"{where} has no {CONFIG_FILE}: it is not a transformers model.", code="missing_config")
