@@ -89,7 +89,7 @@ def test_a_45_s_piece_streams_then_a_clip_is_continued_and_extended(served, tmp_
                 sf.write(path, clip.astype(np.float32), 44100)
                 page.locator("#continue-accordion").get_by_text("Continue a clip").click()
                 page.locator("#continue-clip input[type=file]").set_input_files(str(path))
-                expect(page.locator("#continue-clip audio")).to_have_count(1)
+                expect(page.locator("#continue-clip audio").first).to_be_attached()  # uploaded to the page
                 page.locator("#generate-btn").click()
                 expect(info).to_contain_text("Continues the uploaded clip", timeout=120_000)
                 continued = int(re.search(r"Job (\d+)", info.inner_text()).group(1))
