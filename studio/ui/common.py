@@ -246,5 +246,7 @@ def status_line(cur: CurrentModel) -> str:
         return f"**No model loaded.** {md_escape(cur.note)}"
     m = cur.model
     doing = f" · ⏳ {md_escape(cur.activity)}" if cur.state == "generating" else ""
-    return (f"**Model: {md_escape(m.display_name)}** · up to {m.max_duration_s:g} s · {m.sample_rate / 1000:g} kHz "
+    longest = (f"up to {m.max_duration_s:g} s" + (f" ({m.max_extended_duration_s:g} s in windows)"
+                                                   if m.max_extended_duration_s else ""))
+    return (f"**Model: {md_escape(m.display_name)}** · {longest} · {m.sample_rate / 1000:g} kHz "
             f"{fmt_channels(m.channels)}{doing}  \n<small>{md_escape(cur.note)}</small>")
