@@ -12,7 +12,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from studio.errors import NotFound, RegistryError
 from studio.gen_settings import MusicgenSettings, field_errors, settings_class
 
-BUILTIN_MODELS = {"studio-tiny"}
+BUILTIN_MODELS = {"studio-tiny", "studio-tiny-melody"}
 BUILTIN_EVALUATION_MODELS = {"studio-tiny-clap"}
 
 
