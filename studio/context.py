@@ -123,8 +123,10 @@ def build_context(settings: Settings, registry: Registry | None = None,
     gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
                      stream_every_s=settings.stream_every_s)
+    uploads = UploadService(engine, settings.data_dir)
+    uploads.remove_leftovers()  # what a killed upload left staged
     generation = GenerationService(queue, manager, engine, adapters, gen_config, settings.data_dir,
-                                   settings.max_prompt_chars)
+                                   settings.max_prompt_chars, uploads=uploads)
     evaluation = EvaluationService(engine, registry, store, queue, generation, adapters, settings.data_dir,
                                    settings.eval_model)
     abtests = ABTestService(engine, generation, queue, adapters, gen_config, settings.data_dir,
@@ -133,8 +135,6 @@ def build_context(settings: Settings, registry: Registry | None = None,
     # each side's mean score beside the votes, never on the listening page
     abtests.on_pair_ready(lambda _test_id, job_ids: evaluation.request_scores(job_ids))
     datasets = DatasetService(engine, registry, queue, settings.data_dir, settings.allowed_import_roots)
-    uploads = UploadService(engine, settings.data_dir)
-    uploads.remove_leftovers()  # what a killed upload left staged
     training = TrainingService(engine, registry, store, manager, queue, generation, adapters, datasets, evaluation,
                                settings.data_dir, settings.device)
     return AppContext(

@@ -44,3 +44,23 @@ def write_tune(path: Path, freqs: list[float], each_s: float = 0.5, rate: int = 
     audio = tune(freqs, each_s, rate)
     sf.write(str(path), np.repeat(audio[:, None], channels, axis=1), rate)
     return path
+
+
+def melody_ctx(make, **overrides):
+    """A studio (from a make_ctx / make_module_ctx factory) whose registry has studio-tiny-melody, built once per
+    process and copied in (a switch would build it again otherwise)."""
+    from studio.registry import parse_registry
+    from tests.conftest import registry_dict
+
+    ctx = make(parse_registry(registry_dict(**{"studio-tiny-melody": TINY_MELODY})), **overrides)
+    target = ctx.settings.data_dir / "models" / "studio-tiny-melody"
+    if not target.exists():
+        shutil.copytree(melody_folder(), target)
+    return ctx
+
+
+def upload(ctx, path: Path) -> str:
+    """Keep a file as an audio upload, the page's way (incoming + save); its id."""
+    with ctx.uploads.incoming() as staged:
+        staged.write_bytes(path.read_bytes())
+        return ctx.uploads.save(staged, path.name).id

@@ -12,16 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from studio.db.engine import session_scope
 from studio.db.jobs import get_job
 from studio.db.models import Job
-from studio.errors import (Cancelled, Conflict, DiskFull, InvalidRequest, InvalidValues, NoModelLoaded, NotFound,
-                           OperationFailed, StorageUnavailable, StudioError)
+from studio.errors import (Cancelled, Conflict, DiskFull, Incompatible, InvalidRequest, InvalidValues, NoModelLoaded,
+                           NotFound, OperationFailed, StorageUnavailable, StudioError)
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings
 from studio.registry import ModelSpec
+from studio.runtime.chroma import ChromaSettings, chromagram
 from studio.runtime.manager import ModelManager
 from studio.services.adapters import AdapterRef, AdapterService, checkpoint_key
 from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
 from studio.services.queue import JobPlan, JobQueue, audio_url
+from studio.services.uploads import UploadService
 from studio.training import layout
 from studio.users import LOCAL_USER
 
@@ -46,6 +48,10 @@ class GenerateRequest(BaseModel):
         "(schema: GET /api/models/{id}/config/schema)"))
     adapter_id: int | None = Field(None, ge=1, le=MAX_ID,
                                    description="a LoRA adapter compatible with the loaded model; none: base")
+    melody_upload_id: str | None = Field(None, max_length=64, description=(
+        "an audio upload (POST /api/uploads) whose melody the music follows: its chromagram, from its start, at most "
+        "one window (max_duration_s) long. Only for models whose conditioning includes melody (MusicGen Melody); "
+        "others refuse it with melody_not_supported"))
 
 
 MAX_VARIATIONS = 4
@@ -143,7 +149,9 @@ def _job_failure(job: Job, detail: dict | None = None) -> StudioError:
 
 class GenerationService:
     def __init__(self, queue: JobQueue, manager: ModelManager, engine, adapters: AdapterService,
-                 configs: GenerationConfigService, data_dir: Path, max_prompt_chars: int = 1000):
+                 configs: GenerationConfigService, data_dir: Path, max_prompt_chars: int = 1000,
+                 uploads: UploadService | None = None):
+        self.uploads = uploads  # where melody clips come from (None: a studio without uploads takes none)
         self.queue, self.manager, self.engine = queue, manager, engine
         self.adapters, self.configs = adapters, configs
         self.registry = queue.registry
@@ -190,9 +198,39 @@ class GenerationService:
             seeds = [(settings.seed + i) % (MAX_SEED + 1) for i in range(variations)]
         else:
             seeds = [secrets.randbelow(MAX_SEED + 1) for _ in range(variations)]
+        melody, melody_record = self._melody(req.melody_upload_id, spec)
         frames = round(duration_s * spec.frame_rate)
-        return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user)
+        return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user,
+                        melody=melody, melody_record=melody_record)
                 for seed in seeds]
+
+    def _melody(self, upload_id: str | None, spec: ModelSpec) -> tuple[Any, dict[str, Any] | None]:
+        """The chroma a job follows and its record ({"upload_id", "seconds" used, "trimmed_from_s" when the clip
+        was longer than a window}); (None, None) without a melody. Computed here, once per request, from the
+        upload read at the model's rate in mono from its start, with MusicGen Melody's feature settings (the
+        backend refuses a melody model whose own differ)."""
+        if upload_id is None:
+            return None, None
+        if "melody" not in spec.conditioning:
+            raise Incompatible(f"{spec.display_name} follows text only: it takes no melody. Choose a model made for "
+                               "melodies (MusicGen Melody), or leave the melody out.", code="melody_not_supported",
+                               model_id=spec.id)
+        if self.uploads is None:
+            raise InvalidRequest("This studio takes no audio uploads.", code="melody_not_supported",
+                                 model_id=spec.id)
+        try:
+            audio, seconds, trimmed = self.uploads.read(upload_id, spec.sample_rate, 1,
+                                                        max_seconds=spec.max_duration_s, keep="start")
+        except StudioError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the file was checked at upload; damaged or changed since
+            raise InvalidRequest(f"The melody upload {upload_id} could not be read: {exc}", code="unreadable_audio",
+                                 upload_id=upload_id) from None
+        chroma = chromagram(audio, ChromaSettings(sample_rate=spec.sample_rate))
+        record: dict[str, Any] = {"upload_id": upload_id, "seconds": round(len(audio) / spec.sample_rate, 3)}
+        if trimmed:
+            record["trimmed_from_s"] = seconds
+        return chroma, record
 
     def submit(self, req: JobRequest, user: str = LOCAL_USER, *, abtest_id: int | None = None,
                evaluation_id: int | None = None) -> JobAccepted:
@@ -220,7 +258,8 @@ class GenerationService:
                 raise Conflict(f"Job {job_id} is {job.status}: it needs no resubmitting.", code="job_not_finished",
                                job_id=job_id)
             req = JobRequest(prompt=job.prompt, duration_s=job.duration_s, seed=job.seed,
-                             settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id)
+                             settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id,
+                             melody_upload_id=(job.melody or {}).get("upload_id"))
         return self.submit(req, user)
 
     def plan_of(self, job: Job) -> JobPlan:
@@ -234,9 +273,11 @@ class GenerationService:
             adapter = self.adapters.for_generation(job.adapter_id, spec, None)
         elif job.training_run_id is not None and job.checkpoint_step:
             adapter = checkpoint_ref(self.data_dir, job.training_run_id, job.checkpoint_step)
+        melody, melody_record = self._melody((job.melody or {}).get("upload_id"), spec)
         return JobPlan(spec.id, job.prompt, job.duration_s, round(job.duration_s * spec.frame_rate),
                        spec.sample_rate, settings, job.seed, adapter, job.submitted_by, job.abtest_id,
-                       job.evaluation_id, job.training_run_id, job.checkpoint_step)
+                       job.evaluation_id, job.training_run_id, job.checkpoint_step, melody=melody,
+                       melody_record=melody_record)
 
     def resume(self) -> list[int]:
         return self.queue.resume(self.plan_of)
