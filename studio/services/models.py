@@ -30,6 +30,8 @@ class ModelInfo(BaseModel):
     frame_rate: float
     max_duration_s: float
     max_tokens: int
+    conditioning: list[str] = Field(["text"], description=(
+        "what a generation can follow: text, and a melody clip for melody models (melody_upload_id)"))
     memory_gb: float
     download_gb: float
     generation: dict[str, Any] = Field(description=(
@@ -61,6 +63,7 @@ class ModelService:
             hub_repo=spec.source.hub, revision=spec.source.revision, builtin=spec.is_builtin,
             parameters=spec.parameters, sample_rate=spec.sample_rate, channels=spec.channels,
             frame_rate=spec.frame_rate, max_duration_s=spec.max_duration_s, max_tokens=spec.max_tokens,
+            conditioning=list(spec.conditioning),
             memory_gb=spec.memory_gb, download_gb=spec.download_gb, generation=spec.generation.model_dump(),
             available=self.store.available(spec), loaded=spec.id == loaded_id, fits_memory=shortfall is None,
             memory_note=shortfall)

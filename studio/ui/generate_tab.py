@@ -21,6 +21,7 @@ from studio.services.job_events import AudioChunk, JobEvent, music_progress
 from studio.services.jobs import MAX_STARS, MIN_STARS
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
+from studio.ui.melody_input import MelodyInput, build_melody_input, melody_updates, wire_melody_input
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
@@ -58,11 +59,12 @@ class GenerateTab:
     result_jobs: gr.State  # the last Generate's job ids, in take order (what the rating radios rate)
     rate_result: gr.Radio  # the person's stars for the result (one take)
     take_rates: list[gr.Radio]  # the person's stars for each take (several takes)
+    melody: MelodyInput  # melody models only (studio/ui/melody_input.py)
 
     @property
     def settings(self) -> list:
         """The widgets that follow the loaded model and its stored settings (see model_updates)."""
-        return [self.seed, *self.sampling.values()]
+        return [self.seed, *self.sampling.values(), *self.melody.widgets]
 
 
 def duration_problem(value: float | None, model: ModelInfo | None) -> str | None:
@@ -209,11 +211,13 @@ def model_updates(model: ModelInfo | None, config: ConfigView | None) -> list:
     """Limits and starting values of the tab's widgets [duration, hint, seed, *sampling] for the loaded model and
     its stored settings (when either changes)."""
     if model is None or config is None:
-        return [gr.Number(interactive=False), "", gr.skip(), *[gr.skip()] * len(SAMPLING_FIELDS)]
+        return [gr.Number(interactive=False), "", gr.skip(), *[gr.skip()] * len(SAMPLING_FIELDS),
+                *melody_updates(None)]
     v = config.values
     value = min(v["default_duration_s"], model.max_duration_s)
     return [gr.Number(value=value, interactive=True, info=duration_info(model)),
-            duration_hint(value, model), seed_value(v), *[gr.update(value=v[name]) for name in SAMPLING_FIELDS]]
+            duration_hint(value, model), seed_value(v), *[gr.update(value=v[name]) for name in SAMPLING_FIELDS],
+            *melody_updates(model)]
 
 
 # ---- the adapter dropdown ---------------------------------------------------------------------------------------
@@ -352,6 +356,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             adapter = gr.Dropdown([(NO_ADAPTER, NO_ADAPTER)], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
                                   info=ADAPTER_INFO, allow_custom_value=True)
             adapter_hint_md = gr.Markdown(elem_id="adapter-hint")
+            melody = build_melody_input(current)
             with gr.Accordion("Generation settings", open=False, elem_id="gen-sampling"):
                 gr.Markdown("Start from this model's saved settings (Settings tab), for this generation only. "
                             "Output format, loudness and seed policy apply as saved.", elem_classes=["cfg-hint"])
@@ -395,7 +400,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
     queue_table = build_queue_panel(ctx)
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
                        problems, gr.State(True), generate_btn, cancel_btn, audio, result, takes, job_status_md,
-                       stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates)
+                       stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates, melody)
 
 
 NO_RATING = 0  # the radio's choice that removes the person's rating
@@ -450,7 +455,7 @@ def _number(value, name: str, whole: bool = False):
 
 
 def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, top_k, top_p, temperature,
-                 guidance_scale, adapter, do_sample=True, takes=1) -> JobRequest:
+                 guidance_scale, adapter, do_sample=True, takes=1, melody_upload_id=None) -> JobRequest:
     """The request a page or script sends, checked as the studio checks it (gr.Error with its words)."""
     needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
         "", NO_ADAPTER)
@@ -467,7 +472,8 @@ def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, to
         raise gr.Error(html.escape(problem), print_exception=False)
     try:
         return JobRequest(prompt=prompt or "", duration_s=duration, seed=_number(seed, "Seed", whole=True),
-                          settings=settings, adapter_id=adapter_id, variations=int(takes))
+                          settings=settings, adapter_id=adapter_id, variations=int(takes),
+                          melody_upload_id=melody_upload_id)
     except ValidationError as exc:  # the request's own bounds (seed -1 to 2^32-1): said, never a traceback
         text = "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items())
         raise gr.Error(html.escape(f"Not generated: {text}."), print_exception=False) from None
@@ -519,7 +525,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     skip_players = [gr.skip()] * len(players)
 
     def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
-                request: gr.Request | None = None) -> Iterator[list]:
+                melody=None, request: gr.Request | None = None) -> Iterator[list]:
         """The page's Generate: submit, then follow this page's job in the same handler: its place in the queue,
         its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
         a message in the result line, never Gradio's error badge over the players."""
@@ -528,8 +534,10 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
             return [jobs, status, stream, audio, result, *(takes_out or skip_players), cancel, queue, result_jobs]
 
         try:
+            with user_errors():
+                melody_id = tab.melody.upload_id(ctx, melody, page_user(request))
             req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale,
-                               adapter, do_sample, takes)
+                               adapter, do_sample, takes, melody_id)
             with user_errors():
                 accepted = ctx.generation.submit(req, page_user(request))
         except gr.Error as exc:
@@ -604,7 +612,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     # concurrency_limit=None: every page follows its own job at once (Gradio's default, 1 per event, would make
     # a second page wait for the first one's job before its own was even queued); the job queue orders the work.
     # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
-    run = started.then(on_page, [*inputs, tab.takes], page_outputs, concurrency_limit=None, show_progress="hidden",
+    run = started.then(on_page, [*inputs, tab.takes, tab.melody.audio], page_outputs, concurrency_limit=None, show_progress="hidden",
                        api_visibility="private")
     run.then(after, typed, btns, queue=False, api_visibility="private")
 
@@ -658,6 +666,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     tab.cancel_btn.click(cancel, tab.jobs, tab.queue_table, queue=False, show_progress="hidden",
                          api_visibility="private")
     wire_queue_panel(ctx, tab.queue_table, tab.jobs)
+    wire_melody_input(ctx, tab.melody, next_model)
 
     names = list(tab.sampling)
     checked = [tab.prompt, tab.duration, tab.seed, *tab.sampling.values(), tab.takes]
