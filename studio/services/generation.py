@@ -22,6 +22,7 @@ from studio.services.adapters import AdapterRef, AdapterService, checkpoint_key
 from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
+from studio.services.jobs import MelodyUsed
 from studio.services.queue import JobPlan, JobQueue, audio_url
 from studio.services.uploads import UploadService
 from studio.training import layout
@@ -92,6 +93,7 @@ class GenerationResult(BaseModel):
     loudness_lufs: float | None = Field(description="integrated loudness of the written file (None: undefined)")
     true_peak_dbtp: float | None = Field(description="true peak of the written file, decoded (None: silence)")
     loudness_note: str | None = Field(description="set when loudness normalisation did not reach its target")
+    melody: MelodyUsed | None = Field(None, description="the melody it followed (None: text only)")
 
 
 def _refuse(field: str, message: str, code: str, **extra) -> InvalidValues:
@@ -346,7 +348,7 @@ class GenerationService:
                 adapter_label=adapter_label, output_file=(self.data_dir / job.output_file).resolve(),
                 elapsed_s=job.elapsed_s or 0.0, wait_s=round(max(wait, 0.0), 3), batch_size=job.batch_size or 1,
                 submitted_by=job.submitted_by, loudness_lufs=job.loudness_lufs, true_peak_dbtp=job.true_peak_dbtp,
-                loudness_note=loudness_note(settings, job.loudness_lufs, job.true_peak_dbtp))
+                loudness_note=loudness_note(settings, job.loudness_lufs, job.true_peak_dbtp), melody=job.melody)
 
     # ---- cancelling ----------------------------------------------------------------------------------------
     def cancel_job(self, job_id: int) -> Literal["queued", "running"] | None:

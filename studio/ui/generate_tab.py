@@ -21,7 +21,8 @@ from studio.services.job_events import AudioChunk, JobEvent, music_progress
 from studio.services.jobs import MAX_STARS, MIN_STARS
 from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
-from studio.ui.melody_input import MelodyInput, build_melody_input, melody_updates, wire_melody_input
+from studio.ui.melody_input import (MelodyInput, build_melody_input, melody_line, melody_updates,
+                                     wire_melody_input)
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
@@ -180,7 +181,7 @@ def result_summary(r: GenerationResult, model_name: str) -> str:
             f"waited {r.wait_s:.1f} s · {r.elapsed_s:.1f} s to generate{batch}")
     if r.loudness_note:
         info += f"  \n⚠️ {md_escape(r.loudness_note)}"
-    return info
+    return info + melody_line(r.melody)
 
 
 def take_label(number: int, r: GenerationResult) -> str:

@@ -70,12 +70,20 @@ class MelodyInput:
         return upload_id
 
 
+def melody_line(melody) -> str:
+    """The result line's note of the melody a job followed ('' without one)."""
+    if melody is None:
+        return ""
+    cut = f", cut from {melody.trimmed_from_s:g} s" if melody.trimmed_from_s else ""
+    return f"  \n🎵 Followed a melody: {melody.seconds:g} s of upload `{md_escape(melody.upload_id)}`{cut}"
+
+
 def melody_updates(model: ModelInfo | None) -> list:
     """[audio, hint] (MelodyInput.widgets) for the model the next job runs on: shown for a melody model (the clip
     kept), hidden and emptied for any other (a melody it cannot take is never sent unseen)."""
     if follows_melody(model):
-        return [gr.Audio(visible=True), gr.Markdown(melody_hint(model), visible=True)]
-    return [gr.Audio(visible=False, value=None), gr.Markdown("", visible=False)]
+        return [gr.update(visible=True), gr.update(value=melody_hint(model), visible=True)]
+    return [gr.update(visible=False, value=None), gr.update(value="", visible=False)]
 
 
 def _uploaded_file(ctx: AppContext, path: str) -> Path:

@@ -73,6 +73,7 @@ def test_a_melody_job_over_rest(api):
     r = api.post("/api/generate", json={"prompt": "calm piano", "duration_s": 0.5, "seed": 3,
                                         "melody_upload_id": melody})
     assert r.status_code == 200, r.text
+    assert r.json()["melody"] == {"upload_id": melody, "seconds": 1.0, "trimmed_from_s": None}
     job = api.get(f"/api/jobs/{r.json()['job_id']}").json()
     assert job["status"] == "succeeded" and job["melody"] == {"upload_id": melody, "seconds": 1.0,
                                                               "trimmed_from_s": None}

@@ -46,6 +46,7 @@ def test_melody_input_follows_the_model_and_its_clip_is_followed(studio, tmp_pat
             page.locator("#generate-btn").click()
             expect(page.locator("#result-info")).to_contain_text(re.compile(r"Job \d+ · Studio Tiny Melody"),
                                                                  timeout=90_000)
+            expect(page.locator("#result-info")).to_contain_text("Followed a melody: 2 s of upload")
             screenshot(page, "studio-melody")
             jobs = ctx.jobs.search().items
             assert len(jobs) == 1 and jobs[0].melody is not None
