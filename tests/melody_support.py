@@ -18,17 +18,18 @@ TINY_MELODY = {**TINY, "id": "studio-tiny-melody", "display_name": "Studio Tiny 
 _cache: dict[str, Path] = {}
 
 
-def melody_folder(hidden_size: int = 32) -> Path:
-    """studio-tiny-melody (hidden_size 32), or a variant of another width (48: the text states are projected),
-    built once per process in a temp directory."""
-    key = f"h{hidden_size}"
+def melody_folder(hidden_size: int = 32, channels: int = 1) -> Path:
+    """studio-tiny-melody (hidden_size 32), or a variant of another width (48: the text states are projected) or
+    a stereo one (channels 2: 8 codebooks), built once per process in a temp directory."""
+    key = f"h{hidden_size}c{channels}"
     if key not in _cache:
         scratch = _cache.get("scratch")
         if scratch is None:
             scratch = _cache["scratch"] = Path(tempfile.mkdtemp(prefix="tiny-melody-"))
             atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         _cache[key] = build_tiny_melody_model(scratch / key, hidden_size=hidden_size, 
-                                               seed=TINY_SEED if hidden_size == 32 else TINY_SEED + hidden_size)
+                                               seed=TINY_SEED if hidden_size == 32 else TINY_SEED + hidden_size,
+                                               channels=channels)
     return _cache[key]
 
 

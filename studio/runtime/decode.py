@@ -521,7 +521,9 @@ def _melody_prefix(model, rows: Sequence[Row], enc: torch.Tensor, mask: torch.Te
     for i, (a, n) in enumerate(zip(audio, lengths)):
         start = longest - n
         prefix[i, start:start + config.chroma_length] = a
-        prefix[i, start + config.chroma_length:] = enc[i, :n - config.chroma_length]  # the text's real tokens
+        if i < b:  # the text's real tokens, wherever the tokenizer put its padding
+            prefix[i, start + config.chroma_length:] = enc[i][mask[i].bool()]
+        # (the unconditional rows' text states stay zeros, as long as their rows')
     return prefix, lengths
 
 

@@ -78,7 +78,7 @@ MELODY_PROJ_SCALE = 100.0  # see build_tiny_melody_model
 
 
 def build_tiny_melody_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SEED,
-                            chroma: ChromaSettings | None = None) -> Path:
+                            chroma: ChromaSettings | None = None, channels: int = 1) -> Path:
     """Build studio-tiny-melody into `folder` (atomically): MusicgenMelodyForConditionalGeneration with
     studio-tiny's text encoder, tokenizer and fitted EnCodec, a decoder without cross-attention (the conditioning
     is a prefix of its sequence) and MusicGen Melody's chroma settings (n_fft 16384, hop 4096, 235 chroma frames
@@ -86,7 +86,8 @@ def build_tiny_melody_model(folder: Path, *, hidden_size: int = 32, seed: int = 
 
     Saved like a hub repo: config.json + model.safetensors, the tokenizer's files and preprocessor_config.json
     (transformers cannot build MusicgenMelodyProcessor without torchaudio, so that file is written from the
-    studio's ChromaSettings, with the keys the hub's facebook/musicgen-melody has)."""
+    studio's ChromaSettings, with the keys the hub's facebook/musicgen-melody has). channels=2: a stereo melody
+    model (8 codebooks, left and right interleaved, like musicgen-stereo-melody), for tests."""
     from transformers import (EncodecConfig, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig,
                               MusicgenMelodyForConditionalGeneration, T5Config)
 
@@ -102,9 +103,9 @@ def build_tiny_melody_model(folder: Path, *, hidden_size: int = 32, seed: int = 
                           num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=32,
                           target_bandwidths=[2.2], num_lstm_layers=1)
     decoder = MusicgenMelodyDecoderConfig(vocab_size=2048, hidden_size=hidden_size, num_hidden_layers=2,
-                                          num_attention_heads=2, ffn_dim=2 * hidden_size, num_codebooks=4,
-                                          max_position_embeddings=2048, pad_token_id=2048, bos_token_id=2048,
-                                          audio_channels=1)
+                                          num_attention_heads=2, ffn_dim=2 * hidden_size,
+                                          num_codebooks=4 * channels, max_position_embeddings=2048,
+                                          pad_token_id=2048, bos_token_id=2048, audio_channels=channels)
     config = MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
                                   decoder=decoder.to_dict(), num_chroma=chroma.num_chroma,
                                   chroma_length=chroma.frames(chroma.chunk_length_s * chroma.sample_rate))

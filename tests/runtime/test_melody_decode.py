@@ -205,3 +205,22 @@ def test_a_melody_model_with_other_chroma_settings_is_refused(tmp_path):
     with pytest.raises(Incompatible) as err:
         TransformersBackend().load(folder, spec, torch.device("cpu"), torch.float32)
     assert err.value.code == "unsupported_melody_features"
+
+
+def test_stereo_melody_greedy_codes_equal_generate():
+    """A stereo melody model (8 codebooks, left/right interleaved, like musicgen-stereo-melody): codes and both
+    channels' audio equal generate()'s."""
+    entry = {**{k: v for k, v in TINY_MELODY.items() if k not in ("id", "display_name")}, "channels": 2,
+             "codebooks": 8}
+    spec = parse_registry(registry_dict(**{"stereo-melody": entry})).get("stereo-melody")
+    loaded = TransformersBackend().load(melody_folder(32, channels=2), spec, torch.device("cpu"), torch.float32)
+    chroma = chromagram(tune(C_MAJOR))
+    for guidance in (3.0, 1.0):
+        inputs = loaded.processor(text=["rock piano"], return_tensors="pt")
+        with torch.inference_mode():
+            audio = loaded.model.generate(**inputs, input_features=torch.from_numpy(chroma)[None], do_sample=False,
+                                          guidance_scale=guidance, max_new_tokens=20 + 3)
+        row = Row("rock piano", 20, 0, _params(GREEDY, guidance_scale=guidance), melody=chroma)
+        result = loaded.generate_batch([row], stream_every_s=None)[0]
+        assert result.codes.shape == (8, 20) and result.audio.shape == (20 * 640, 2)
+        assert np.array_equal(result.audio, audio[0].numpy().T[:20 * 640])
