@@ -224,3 +224,34 @@ def test_stereo_melody_greedy_codes_equal_generate():
         result = loaded.generate_batch([row], stream_every_s=None)[0]
         assert result.codes.shape == (8, 20) and result.audio.shape == (20 * 640, 2)
         assert np.array_equal(result.audio, audio[0].numpy().T[:20 * 640])
+
+
+def test_a_lora_adapter_applies_to_the_prefix_and_every_step(tmp_path):
+    """A PEFT LoRA on the melody decoder's layers: with it active the codes equal generate()'s with it active, and
+    differ from the base's (the prefix pass and the steps both run the adapted layers)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import MusicgenMelodyForConditionalGeneration
+
+    folder = melody_folder()
+    with torch.random.fork_rng(devices=[]):
+        base = MusicgenMelodyForConditionalGeneration.from_pretrained(folder)
+        torch.manual_seed(0)
+        target = r"decoder\.model\.decoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc[12])"
+        lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=target, init_lora_weights=False))
+    lora.save_pretrained(str(tmp_path / "lora"))
+    spec = parse_registry(registry_dict(**{"studio-tiny-melody": TINY_MELODY})).get("studio-tiny-melody")
+    loaded = TransformersBackend().load(folder, spec, torch.device("cpu"), torch.float32)
+    loaded.load_adapter("A", tmp_path / "lora")
+    chroma = chromagram(tune(OTHER))
+    codes = {}
+    for adapter in ("A", None):
+        loaded.activate_adapter(adapter)
+        reference, _ = _generate(loaded, ["calm piano"], 20, 3.0, chroma)
+        row = Row("calm piano", 20, 0, GREEDY, adapter=adapter, melody=chroma)
+        codes[adapter] = loaded.generate_batch([row], stream_every_s=None)[0].codes
+        assert np.array_equal(codes[adapter], reference[0])
+    assert not np.array_equal(codes["A"], codes[None])
+    # both in one batch: PEFT's per-row adapters over the prefix and the steps
+    mixed = loaded.generate_batch([Row("calm piano", 20, 0, GREEDY, adapter=a, melody=chroma) for a in ("A", None)],
+                                  stream_every_s=None)
+    assert np.array_equal(mixed[0].codes, codes["A"]) and np.array_equal(mixed[1].codes, codes[None])
