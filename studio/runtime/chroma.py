@@ -54,7 +54,8 @@ class ChromaSettings:
     def preprocessor_config(self) -> dict:
         """preprocessor_config.json as transformers writes it for MusicgenMelodyFeatureExtractor (the hub's
         facebook/musicgen-melody has these keys)."""
-        return {"feature_extractor_type": "MusicgenMelodyFeatureExtractor", "processor_class": "MusicgenMelodyProcessor",
+        return {"feature_extractor_type": "MusicgenMelodyFeatureExtractor",
+                "processor_class": "MusicgenMelodyProcessor",
                 "feature_size": self.num_chroma, "num_chroma": self.num_chroma, "sampling_rate": self.sample_rate,
                 "n_fft": self.n_fft, "hop_length": self.hop_length, "chunk_length": self.chunk_length_s,
                 "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True, "stem_indices": [3, 2]}

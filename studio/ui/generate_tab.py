@@ -613,8 +613,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     # concurrency_limit=None: every page follows its own job at once (Gradio's default, 1 per event, would make
     # a second page wait for the first one's job before its own was even queued); the job queue orders the work.
     # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
-    run = started.then(on_page, [*inputs, tab.takes, tab.melody.audio], page_outputs, concurrency_limit=None, show_progress="hidden",
-                       api_visibility="private")
+    run = started.then(on_page, [*inputs, tab.takes, tab.melody.audio], page_outputs, concurrency_limit=None,
+                       show_progress="hidden", api_visibility="private")
     run.then(after, typed, btns, queue=False, api_visibility="private")
 
     def show_ratings(ids, request: gr.Request):

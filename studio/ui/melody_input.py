@@ -70,12 +70,15 @@ class MelodyInput:
         return upload_id
 
 
+def melody_text(melody) -> str:
+    """What a job's melody record says: '2 s of upload `ab12…`, cut from 40 s'."""
+    cut = f", cut from {melody.trimmed_from_s:g} s" if melody.trimmed_from_s else ""
+    return f"{melody.seconds:g} s of upload `{md_escape(melody.upload_id)}`{cut}"
+
+
 def melody_line(melody) -> str:
     """The result line's note of the melody a job followed ('' without one)."""
-    if melody is None:
-        return ""
-    cut = f", cut from {melody.trimmed_from_s:g} s" if melody.trimmed_from_s else ""
-    return f"  \n🎵 Followed a melody: {melody.seconds:g} s of upload `{md_escape(melody.upload_id)}`{cut}"
+    return f"  \n🎵 Followed a melody: {melody_text(melody)}" if melody is not None else ""
 
 
 def melody_updates(model: ModelInfo | None) -> list:

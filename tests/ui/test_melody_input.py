@@ -64,3 +64,17 @@ def test_a_clip_is_kept_once_and_only_from_the_studios_upload_folder(studio, tmp
     with pytest.raises(Exception) as err:
         melody.upload_id(studio, str(bad), "alice")
     assert getattr(err.value, "code", None) == "unsupported_audio"
+
+
+def test_history_and_the_result_line_say_which_melody_was_followed(studio, tmp_path):
+    from studio.services.generation import GenerateRequest
+    from studio.ui.generate_tab import result_summary
+    from studio.ui.history_tab import detail_markdown
+    from tests.melody_support import upload
+
+    assert studio.manager.switch_and_wait("studio-tiny-melody").stage == "ready"
+    melody_id = upload(studio, write_tune(tmp_path / "hum.wav", [440.0, 392.0]))
+    r = studio.generation.generate(GenerateRequest(prompt="pop", duration_s=0.5, melody_upload_id=melody_id))
+    assert f"Followed a melody: 1 s of upload `{melody_id}`" in result_summary(r, "Studio Tiny Melody")
+    detail = detail_markdown(studio, studio.jobs.get(r.job_id))
+    assert f"| Melody | 1 s of upload `{melody_id}` ([listen](/api/uploads/{melody_id}/audio)) |" in detail
