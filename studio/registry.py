@@ -13,7 +13,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny,
 from studio.errors import Conflict, NotFound, RegistryError
 from studio.gen_settings import MusicgenSettings, field_errors, settings_class
 
-BUILTIN_MODELS = {"studio-tiny", "studio-tiny-stereo"}
+BUILTIN_MODELS = {"studio-tiny", "studio-tiny-stereo", "studio-tiny-melody"}
 # The transformers classes the studio runs, by config.json's model_type; melody conditioning needs the melody class
 ARCHITECTURES = {"musicgen": "MusicgenForConditionalGeneration",
                  "musicgen_melody": "MusicgenMelodyForConditionalGeneration"}

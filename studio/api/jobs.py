@@ -24,9 +24,10 @@ from studio.services.queue import QueueView, audio_url
 KEEPALIVE_S = 15.0  # a comment line this often while nothing happens (proxies close idle streams)
 
 GENERATE_REFUSALS = {
-    400: "adapter_deleted, adapter_inactive: the adapter cannot be used",
-    404: "adapter_not_found: unknown adapter",
-    409: "no_model_loaded, adapter_incompatible",
+    400: "adapter_deleted, adapter_inactive: the adapter cannot be used; unreadable_audio: the melody upload cannot "
+         "be read any more",
+    404: "adapter_not_found: unknown adapter; upload_not_found: unknown melody upload",
+    409: "no_model_loaded, adapter_incompatible; melody_not_supported: a melody for a model that follows text only",
     422: "a value refused (`errors` names each field): invalid_body, invalid_settings, duration_exceeds_limit, "
          "invalid_duration, empty_prompt, prompt_too_long, invalid_seed",
     429: "queue_full: --max-queue jobs wait already; try again after Retry-After seconds",

@@ -14,6 +14,7 @@ from studio.api.jobs import GENERATE_REFUSALS
 from studio.context import AppContext
 from studio.errors import NotFound
 from studio.services.generation import GenerateRequest, GenerationResult
+from studio.services.jobs import MelodyUsed
 from studio.services.queue import audio_url
 from studio.services.custom_models import AddModelRequest, CustomModelPreview, RemovedModel
 from studio.services.models import CurrentModel, ModelInfo
@@ -43,6 +44,7 @@ class GenerateResponse(BaseModel):
     loudness_lufs: float | None = Field(description="integrated loudness of the audio file (None: undefined)")
     true_peak_dbtp: float | None = Field(description="true peak of the audio file, decoded (None: silence)")
     loudness_note: str | None = Field(description="set when loudness normalisation did not reach its target")
+    melody: MelodyUsed | None = Field(None, description="the melody it followed (None: text only)")
 
 
 class CancelResponse(BaseModel):

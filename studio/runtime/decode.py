@@ -546,17 +546,21 @@ def _text_states(model, processor, rows: Sequence[Row], guided: bool, device) ->
         enc = torch.cat([enc, torch.zeros_like(enc)])
         mask = torch.cat([mask, torch.zeros_like(mask)])
     if (model.text_encoder.config.hidden_size != model.decoder.config.hidden_size
-            and model.decoder.config.cross_attention_hidden_size is None):
+            and getattr(model.decoder.config, "cross_attention_hidden_size", None) is None):  # Melody: no such field
         enc = model.enc_to_dec_proj(enc)
     return enc * mask[..., None], mask  # as MusicgenForConditionalGeneration.forward does
 
 
 def _make_decoder(model, processor, rows: Sequence[Row], guided: bool, total: int, fast: FastPath | None,
-                  device) -> tuple["_Decoder", object]:
+                  device) -> tuple["_Decoder | _PrefixDecoder", object]:
     """The batch's conditioning and a decoder over it for `total` steps, with the autocast context its steps run
     in. The seam for other conditioning: a decoder is anything with step(tokens, pos) -> logits (rows, or twice
     the rows with guidance: conditional first; codebooks; vocab)."""
     enc, mask = _text_states(model, processor, rows, guided, device)
+    if is_melody_model(model):
+        return _PrefixDecoder(model, *_melody_prefix(model, rows, enc, mask, guided), total), nullcontext()
+    if any(r.melody is not None for r in rows):
+        raise ValueError("this model takes no melody (MusicGen Melody models do)")
     autocast = nullcontext()
     if fast is not None and device.type == "cuda":
         half = enc.dtype if enc.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
@@ -571,3 +575,146 @@ def _undelay(seq: torch.Tensor, frames: int, per_channel: int, channels: int) ->
     """(codebooks, steps + 1) with the delay pattern -> (codebooks, frames): codebook c's frame f sits at position
     f + delay(c) + 1."""
     return torch.stack([seq[c, c // channels + 1:c // channels + 1 + frames] for c in range(seq.shape[0])])
+
+
+# ---- MusicGen Melody ---------------------------------------------------------------------------------------------
+
+def is_melody_model(model) -> bool:
+    """MusicgenMelodyForConditionalGeneration (its decoder has no cross-attention)."""
+    return getattr(model.config, "model_type", None) == "musicgen_melody"
+
+
+def _melody_prefix(model, rows: Sequence[Row], enc: torch.Tensor, mask: torch.Tensor,
+                   guided: bool) -> tuple[torch.Tensor, list[int]]:
+    """Each row's conditioning prefix, as MusicgenMelodyForConditionalGeneration.generate builds it: the chroma
+    (frames, 12) projected to the decoder's width and tiled (repeated whole, then cut) to config.chroma_length
+    frames, then the row's projected text states. A row without a melody gets generate's null melody (one frame
+    lit on the first pitch class); the unconditional half of guidance has the null melody and zero text states of
+    the same length as its row's.
+
+    Rows are right-aligned in a (rows, longest, width) tensor and their real lengths returned: the padding slots
+    at the start are masked out of attention and each row's positions start at its own first slot, so a row's
+    codes are those it gets decoded alone (transformers' batched generate pads prompts on the right and attends
+    the zeros, which makes a row depend on its batch mates' prompt lengths)."""
+    config = model.config
+    dec_width = model.decoder.config.hidden_size
+    dtype = enc.dtype
+    device = enc.device
+    b = len(rows)
+
+    def project(chroma: torch.Tensor) -> torch.Tensor:  # (frames, num_chroma) -> (chroma_length, width)
+        h = chroma.to(device=device, dtype=dtype)[None]
+        if config.num_chroma != dec_width:
+            h = model.audio_enc_to_dec_proj(h)
+        h = h.repeat(1, -(-config.chroma_length // h.shape[1]), 1)
+        return h[0, :config.chroma_length]
+
+    def null(frames: int) -> torch.Tensor:
+        n = torch.zeros((frames, config.num_chroma))
+        n[:, 0] = 1
+        return n
+
+    text_lengths = mask[:b].sum(dim=1).tolist()
+    if guided:  # the unconditional rows' zero text states are as long as their rows' (generate attends them)
+        text_lengths += text_lengths
+    audio = []
+    for r in rows:
+        if r.melody is not None:
+            melody = torch.as_tensor(np.asarray(r.melody, dtype=np.float32))
+            if melody.ndim != 2 or melody.shape[1] != config.num_chroma or melody.shape[0] < 1:
+                raise ValueError(f"a melody is (frames, {config.num_chroma}) chroma, not {tuple(melody.shape)}")
+            audio.append(project(melody))
+        else:
+            audio.append(project(null(1)))
+    if guided:
+        audio += [project(null(1))] * b  # generate's null melody has its row's frames: all equal after tiling
+    lengths = [config.chroma_length + int(n) for n in text_lengths]
+    longest = max(lengths)
+    prefix = torch.zeros((len(audio), longest, dec_width), dtype=dtype, device=device)
+    for i, (a, n) in enumerate(zip(audio, lengths)):
+        start = longest - n
+        prefix[i, start:start + config.chroma_length] = a
+        if i < b:  # the text's real tokens, wherever the tokenizer put its padding
+            prefix[i, start + config.chroma_length:] = enc[i][mask[i].bool()]
+        # (the unconditional rows' text states stay zeros, as long as their rows')
+    return prefix, lengths
+
+
+class _PrefixDecoder:
+    """The decoder of one batch for MusicGen Melody: the conditioning is a prefix of the decoder's own sequence
+    (no cross-attention). The prefix runs once through every layer to fill a preallocated self-attention cache;
+    each step then attends over the prefix and the codes so far.
+
+    Rows' prefixes differ in length (their prompts' tokens): each is right-aligned, the slots before it masked out
+    (each padding slot attends to itself only, so no row of the attention is fully masked), and a row's positions
+    count from its own first slot. Same order of operations as MusicgenMelodyDecoder.forward: tokens summed over
+    codebooks, plus the sinusoidal position, then each layer (self-attention, feed-forward), then the final norm."""
+
+    def __init__(self, model, prefix: torch.Tensor, lengths: list[int], max_steps: int):
+        self.dec = model.decoder.model.decoder
+        self.heads = model.decoder.lm_heads
+        n, width = prefix.shape[0], prefix.shape[1]
+        device = prefix.device
+        first = self.dec.layers[0].self_attn
+        self.head_dim, heads = first.head_dim, first.num_heads
+        self.width = width
+        self.matvec = device.type == "cpu" and n <= 4
+        need = max(lengths) + max_steps
+        if need > self.dec.embed_positions.weights.size(0):  # what the decoder's forward does too
+            self.dec.embed_positions.make_weights(need, self.dec.embed_positions.embedding_dim)
+        lengths_t = torch.tensor(lengths, device=device)
+        self.offsets = width - lengths_t  # padding slots before each row's prefix
+        self.lengths = lengths_t
+        slots = torch.arange(width, device=device)
+        real = slots[None, :] >= self.offsets[:, None]  # (rows, width)
+        self.padded = bool((~real).any())
+        shape = (n, heads, width + max_steps, self.head_dim)
+        self.k_cache = [torch.zeros(shape, dtype=prefix.dtype, device=device) for _ in self.dec.layers]
+        self.v_cache = [torch.zeros(shape, dtype=prefix.dtype, device=device) for _ in self.dec.layers]
+        # The step's key mask: the padding slots stay masked; the codes' slots are always attended.
+        self.key_mask = torch.cat([real, torch.ones((n, max_steps), dtype=torch.bool, device=device)], dim=1)
+
+        positions = (slots[None, :] - self.offsets[:, None]).clamp(min=0)
+        x = prefix + self.dec.embed_positions.weights[positions].to(prefix.dtype)
+        causal = slots[None, :] <= slots[:, None]  # (query, key)
+        attn_mask = (causal[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)[None]
+        attn_mask = attn_mask[:, None] if self.padded else None
+        for i, layer in enumerate(self.dec.layers):
+            residual = x
+            h = layer.self_attn_layer_norm(x)
+            attn = layer.self_attn
+            q, k, v = (self._split(proj(h)) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+            self.k_cache[i][:, :, :width] = k
+            self.v_cache[i][:, :, :width] = v
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                               scale=attn.scaling)
+            x = residual + attn.out_proj(o.transpose(1, 2).reshape(n, width, -1))
+            residual = x
+            x = residual + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], -1, self.head_dim).transpose(1, 2)
+
+    def step(self, tokens: torch.Tensor, pos: int | torch.Tensor) -> torch.Tensor:
+        """tokens (rows, codebooks) at step pos (0: the start token) -> logits (rows, codebooks, vocab)."""
+        pos = int(pos)
+        n = tokens.shape[0]
+        slot = self.width + pos
+        x = sum(self.dec.embed_tokens[k](tokens[:, k:k + 1]) for k in range(tokens.shape[1]))
+        x = x + self.dec.embed_positions.weights[self.lengths + pos][:, None].to(x.dtype)
+        mask = self.key_mask[:, None, None, :slot + 1] if self.padded else None
+        for i, layer in enumerate(self.dec.layers):
+            residual = x
+            h = layer.self_attn_layer_norm(x)
+            attn = layer.self_attn
+            q = self._split(_linear(self.matvec, attn.q_proj, h))
+            self.k_cache[i][:, :, slot] = self._split(_linear(self.matvec, attn.k_proj, h))[:, :, 0]
+            self.v_cache[i][:, :, slot] = self._split(_linear(self.matvec, attn.v_proj, h))[:, :, 0]
+            o = F.scaled_dot_product_attention(q, self.k_cache[i][:, :, :slot + 1], self.v_cache[i][:, :, :slot + 1],
+                                               attn_mask=mask, scale=attn.scaling)
+            x = residual + _linear(self.matvec, attn.out_proj, o.transpose(1, 2).reshape(n, 1, -1))
+            residual = x
+            h = layer.final_layer_norm(x)
+            x = residual + _linear(self.matvec, layer.fc2, layer.activation_fn(_linear(self.matvec, layer.fc1, h)))
+        x = self.dec.layer_norm(x)
+        return torch.stack([_linear(self.matvec, head, x) for head in self.heads], dim=1)[:, :, 0]

@@ -7,10 +7,11 @@ from studio.errors import NotFound
 from studio.registry import EvaluationModelSpec, ModelSpec
 from studio.runtime import hub
 from studio.runtime.clap import build_tiny_clap
-from studio.runtime.tiny import build_tiny_model, build_tiny_stereo_model
+from studio.runtime.tiny import build_tiny_melody_model, build_tiny_model, build_tiny_stereo_model
 from studio.storage import storage_writes
 
 BUILDERS = {"studio-tiny": build_tiny_model, "studio-tiny-stereo": build_tiny_stereo_model,
+            "studio-tiny-melody": build_tiny_melody_model,
             "studio-tiny-clap": build_tiny_clap}
 AnySpec = ModelSpec | EvaluationModelSpec  # generation and evaluation models are stored alike
 

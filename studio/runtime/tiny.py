@@ -1,4 +1,4 @@
-"""studio-tiny: a tiny random-weight MusicGen built deterministically on this machine.
+"""studio-tiny (and studio-tiny-melody): tiny random-weight MusicGen models built deterministically on this machine.
 
 It is saved as a standard transformers folder (model + processor) and then loaded through the same
 from_pretrained path as hub models, so the offline studio and the tests exercise the real code path.
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from studio.runtime.chroma import ChromaSettings
 from studio.runtime.hf_logging import quiet_musicgen_token_layout
 
 TINY_SEED = 1234
@@ -72,6 +73,72 @@ def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SE
     processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
                                   tokenizer=_tokenizer())
     return save_built(model, processor, folder)
+
+
+MELODY_PROJ_SCALE = 100.0  # see build_tiny_melody_model
+
+
+def build_tiny_melody_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SEED,
+                            chroma: ChromaSettings | None = None, channels: int = 1) -> Path:
+    """Build studio-tiny-melody into `folder` (atomically): MusicgenMelodyForConditionalGeneration with
+    studio-tiny's text encoder, tokenizer and fitted EnCodec, a decoder without cross-attention (the conditioning
+    is a prefix of its sequence) and MusicGen Melody's chroma settings (n_fft 16384, hop 4096, 235 chroma frames
+    for 30 s at 32 kHz), so the melody path is the hub checkpoints' own.
+
+    Saved like a hub repo: config.json + model.safetensors, the tokenizer's files and preprocessor_config.json
+    (transformers cannot build MusicgenMelodyProcessor without torchaudio, so that file is written from the
+    studio's ChromaSettings, with the keys the hub's facebook/musicgen-melody has). channels=2: a stereo melody
+    model (8 codebooks, left and right interleaved, like musicgen-stereo-melody), for tests."""
+    from transformers import (EncodecConfig, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig,
+                              MusicgenMelodyForConditionalGeneration, T5Config)
+
+    quiet_musicgen_token_layout()
+    folder = Path(folder)
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    chroma = chroma or ChromaSettings()
+    text = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
+                    decoder_start_token_id=0, pad_token_id=0)
+    audio = EncodecConfig(sampling_rate=32000, audio_channels=1, hidden_size=32, num_filters=4,
+                          num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=32,
+                          target_bandwidths=[2.2], num_lstm_layers=1)
+    decoder = MusicgenMelodyDecoderConfig(vocab_size=2048, hidden_size=hidden_size, num_hidden_layers=2,
+                                          num_attention_heads=2, ffn_dim=2 * hidden_size,
+                                          num_codebooks=4 * channels, max_position_embeddings=2048,
+                                          pad_token_id=2048, bos_token_id=2048, audio_channels=channels)
+    config = MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
+                                  decoder=decoder.to_dict(), num_chroma=chroma.num_chroma,
+                                  chroma_length=chroma.frames(chroma.chunk_length_s * chroma.sample_rate))
+    config.decoder.decoder_start_token_id = 2048
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MusicgenMelodyForConditionalGeneration(config)
+        for name, buf in model.audio_encoder.named_buffers():
+            if name.endswith("codebook.embed"):
+                buf.copy_(torch.randn_like(buf))
+        _fit_codebooks(model.audio_encoder)
+        with torch.no_grad():
+            for head in model.decoder.lm_heads:
+                head.weight.mul_(HEAD_SCALE)
+            # The chroma's projection starts at std 0.02: the prefix of any melody is then almost the null
+            # melody's, and another melody changed 7 % of 50 greedy codes; scaled up 100 times, 13 %.
+            model.audio_enc_to_dec_proj.weight.mul_(MELODY_PROJ_SCALE)
+    return save_built(model, _MelodyProcessorFiles(_tokenizer(), chroma), folder)
+
+
+class _MelodyProcessorFiles:
+    """What MusicgenMelodyProcessor.save_pretrained would write, without building its torchaudio extractor."""
+
+    def __init__(self, tokenizer, chroma):
+        self.tokenizer, self.chroma = tokenizer, chroma
+
+    def save_pretrained(self, folder: Path) -> None:
+        import json
+
+        self.tokenizer.save_pretrained(folder)
+        (Path(folder) / "preprocessor_config.json").write_text(
+            json.dumps(self.chroma.preprocessor_config(), indent=2) + "\n")
 
 
 def _calibration_audio(sample_rate: int = 32000) -> list[np.ndarray]:

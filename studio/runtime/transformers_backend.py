@@ -10,13 +10,14 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoProcessor
+from transformers import AutoProcessor, AutoTokenizer
 
 from studio.errors import Cancelled, Incompatible
 from studio.registry import ModelSpec
 from studio.runtime.adapters import (MAX_LOADED_ADAPTER_BYTES, MAX_LOADED_ADAPTERS, WEIGHTS_FILE, check_structure,
                                     inspect_adapter)
 from studio.runtime.backend import DecodeHooks, Row, RowResult, SamplingParams, StepCallback
+from studio.runtime.chroma import ChromaSettings
 from studio.runtime.decode import BASE_ADAPTER, FastPath, decode_batch
 from studio.runtime.fingerprint import weights_fingerprint
 
@@ -34,7 +35,8 @@ def _model_class(model_type: str):
 class TransformersMusicgen:
     def __init__(self, spec: ModelSpec, model, processor, device: torch.device, weights_hash: str | None = None,
                  max_adapters: int = MAX_LOADED_ADAPTERS, max_adapter_bytes: int = MAX_LOADED_ADAPTER_BYTES,
-                 fast_path: bool | None = None):
+                 fast_path: bool | None = None, chroma: ChromaSettings | None = None):
+        self.chroma = chroma  # melody models: how their melody clips become chroma (None: text only)
         self.fast_path = fast_path  # the decode loop's GPU path (compile + CUDA graphs, half); None: on with CUDA
         self._fast: FastPath | None = None  # its compiled step and static buffers, made on first use
         self.spec, self.model, self.processor, self.device = spec, model, processor, device
@@ -133,6 +135,8 @@ class TransformersMusicgen:
         unconditional copy); what bounds a batch on a GPU."""
         d = self.model.config.decoder
         steps = min(frames, self.spec.max_tokens) + self.codebooks_per_channel - 1
+        if self.chroma is not None:  # the conditioning prefix sits in the same cache (+ about 64 text tokens)
+            steps += getattr(self.model.config, "chroma_length", 0) + 64
         elem = next(self.model.parameters()).element_size()
         return 2 * 2 * d.num_hidden_layers * d.hidden_size * steps * elem
 
@@ -236,13 +240,20 @@ class TransformersBackend:
         except (OSError, ValueError) as exc:
             raise Incompatible(f"{folder} has no readable config.json: {exc}", code="invalid_model_folder") from None
         cls = _model_class(config.get("model_type", ""))
+        melody = config.get("model_type") == "musicgen_melody"
+        chroma = _melody_settings(folder, spec) if melody else None
         # use_safetensors: never unpickle weights, whatever else the folder holds.
         model = cls.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
         model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        if melody:
+            # MusicgenMelodyProcessor cannot be built without torchaudio (its feature extractor's spectrogram):
+            # the text goes through the tokenizer alone, the melody through studio/runtime/chroma.py.
+            processor = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        else:
+            processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
         _check_matches_registry(model, spec)
         return TransformersMusicgen(spec, model, processor, device, weights_fingerprint(folder),
-                                    fast_path=self.fast_path)
+                                    fast_path=self.fast_path, chroma=chroma)
 
     def unload(self, model: TransformersMusicgen) -> None:
         # Drop the references this object holds; the manager drops the object and releases memory.
@@ -273,6 +284,18 @@ def build_skeleton(folder: Path) -> torch.nn.Module:
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     with torch.device("meta"):
         return _model_class(config.model_type)(config)
+
+
+def _melody_settings(folder: Path, spec: ModelSpec) -> ChromaSettings:
+    """A melody model's chroma settings (its preprocessor_config.json). The studio computes a melody's chroma when
+    the job is submitted, at the model's rate with MusicGen Melody's settings (studio/services/generation.py): a
+    model whose extractor differs is refused here rather than fed chroma it was not trained on."""
+    found = ChromaSettings.from_folder(folder)
+    expected = ChromaSettings(sample_rate=spec.sample_rate)
+    if found != expected:
+        raise Incompatible(f"{spec.display_name}'s melody feature extractor ({found}) differs from MusicGen Melody's "
+                           f"({expected}), which the studio computes.", code="unsupported_melody_features")
+    return found
 
 
 def _check_matches_registry(model, spec: ModelSpec) -> None:

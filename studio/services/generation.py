@@ -12,15 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from studio.db.engine import session_scope
 from studio.db.jobs import get_job
 from studio.db.models import Job
-from studio.errors import (Cancelled, Conflict, DiskFull, InvalidRequest, InvalidValues, NoModelLoaded, NotFound,
-                           OperationFailed, StorageUnavailable, StudioError)
+from studio.errors import (Cancelled, Conflict, DiskFull, Incompatible, InvalidRequest, InvalidValues, NoModelLoaded,
+                           NotFound, OperationFailed, StorageUnavailable, StudioError)
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings, settings_class
 from studio.registry import ModelSpec
+from studio.runtime.chroma import ChromaSettings, chromagram
 from studio.runtime.manager import ModelManager
 from studio.services.adapters import AdapterRef, AdapterService, checkpoint_key
 from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
+from studio.services.jobs import MelodyUsed
 from studio.services.queue import JobPlan, JobQueue, audio_url
 from studio.services.uploads import UploadService
 from studio.training import layout
@@ -55,6 +57,10 @@ class GenerateRequest(BaseModel):
     include_continued: bool = Field(True, description=(
         "the continued audio at the start of the result (an upload: the part the model saw; a job: all of it); "
         "duration_s counts the new music only"))
+    melody_upload_id: str | None = Field(None, max_length=64, description=(
+        "an audio upload (POST /api/uploads) whose melody the music follows: its chromagram, from its start, at most "
+        "one window (max_duration_s) long. Only for models whose conditioning includes melody (MusicGen Melody); "
+        "others refuse it with melody_not_supported"))
 
 
 MAX_VARIATIONS = 4
@@ -98,6 +104,7 @@ class GenerationResult(BaseModel):
     continuation: dict[str, Any] | None = Field(None, description=(
         "what it continues: {source: upload|job, upload_id|job_id, seconds (of audio the model continued), "
         "trimmed_from_s (the source's length when only its end was used), included (at the start of the audio)}"))
+    melody: MelodyUsed | None = Field(None, description="the melody it followed (None: text only)")
 
 
 def _refuse(field: str, message: str, code: str, **extra) -> InvalidValues:
@@ -230,11 +237,12 @@ class GenerationService:
             seeds = [(settings.seed + i) % (MAX_SEED + 1) for i in range(variations)]
         else:
             seeds = [secrets.randbelow(MAX_SEED + 1) for _ in range(variations)]
+        melody, melody_record = self._melody(req.melody_upload_id, spec)
         frames = round(duration_s * spec.frame_rate)
         continued = self._continuation(req.continue_upload_id, req.continue_job_id, req.include_continued, spec,
                                        frames)
         return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user,
-                        **continued) for seed in seeds]
+                        melody=melody, melody_record=melody_record, **continued) for seed in seeds]
 
     def _continuation(self, upload_id: str | None, job_id: int | None, include: bool, spec: ModelSpec,
                       frames: int) -> dict:
@@ -318,6 +326,34 @@ class GenerationService:
         except NotFound:
             return model_id
 
+    def _melody(self, upload_id: str | None, spec: ModelSpec) -> tuple[Any, dict[str, Any] | None]:
+        """The chroma a job follows and its record ({"upload_id", "seconds" used, "trimmed_from_s" when the clip
+        was longer than a window}); (None, None) without a melody. Computed here, once per request, from the
+        upload read at the model's rate in mono from its start, with MusicGen Melody's feature settings (the
+        backend refuses a melody model whose own differ)."""
+        if upload_id is None:
+            return None, None
+        if "melody" not in spec.conditioning:
+            raise Incompatible(f"{spec.display_name} follows text only: it takes no melody. Choose a model made for "
+                               "melodies (MusicGen Melody), or leave the melody out.", code="melody_not_supported",
+                               model_id=spec.id)
+        if self.uploads is None:
+            raise InvalidRequest("This studio takes no audio uploads.", code="melody_not_supported",
+                                 model_id=spec.id)
+        try:
+            audio, seconds, trimmed = self.uploads.read(upload_id, spec.sample_rate, 1,
+                                                        max_seconds=spec.max_duration_s, keep="start")
+        except StudioError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the file was checked at upload; damaged or changed since
+            raise InvalidRequest(f"The melody upload {upload_id} could not be read: {exc}", code="unreadable_audio",
+                                 upload_id=upload_id) from None
+        chroma = chromagram(audio, ChromaSettings(sample_rate=spec.sample_rate))
+        record: dict[str, Any] = {"upload_id": upload_id, "seconds": round(len(audio) / spec.sample_rate, 3)}
+        if trimmed:
+            record["trimmed_from_s"] = seconds
+        return chroma, record
+
     def submit(self, req: JobRequest, user: str = LOCAL_USER, *, abtest_id: int | None = None,
                evaluation_id: int | None = None) -> JobAccepted:
         """Queue the request's jobs and answer at once: ids, seeds, place in the queue and ETA. abtest_id /
@@ -345,6 +381,7 @@ class GenerationService:
                                job_id=job_id)
             req = JobRequest(prompt=job.prompt, duration_s=job.duration_s, seed=job.seed,
                              settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id,
+                             melody_upload_id=(job.melody or {}).get("upload_id"),
                              **_continued(job.continuation))
         return self.submit(req, user)
 
@@ -369,12 +406,14 @@ class GenerationService:
         elif job.training_run_id is not None and job.checkpoint_step:
             adapter = checkpoint_ref(self.data_dir, job.training_run_id, job.checkpoint_step)
         frames = round(job.duration_s * spec.frame_rate)
+        melody, melody_record = self._melody((job.melody or {}).get("upload_id"), spec)
         c = _continued(job.continuation)
         continued = self._continuation(c.get("continue_upload_id"), c.get("continue_job_id"),
                                        c.get("include_continued", True), spec, frames)
         return JobPlan(spec.id, job.prompt, job.duration_s, frames,
                        spec.sample_rate, settings, job.seed, adapter, job.submitted_by, job.abtest_id,
-                       job.evaluation_id, job.training_run_id, job.checkpoint_step, **continued)
+                       job.evaluation_id, job.training_run_id, job.checkpoint_step, melody=melody,
+                       melody_record=melody_record, **continued)
 
     def resume(self) -> list[int]:
         return self.queue.resume(self.plan_of)
@@ -443,7 +482,7 @@ class GenerationService:
                 elapsed_s=job.elapsed_s or 0.0, wait_s=round(max(wait, 0.0), 3), batch_size=job.batch_size or 1,
                 submitted_by=job.submitted_by, loudness_lufs=job.loudness_lufs, true_peak_dbtp=job.true_peak_dbtp,
                 loudness_note=loudness_note(settings, job.loudness_lufs, job.true_peak_dbtp),
-                continuation=job.continuation)
+                continuation=job.continuation, melody=job.melody)
 
     # ---- cancelling ----------------------------------------------------------------------------------------
     def cancel_job(self, job_id: int) -> Literal["queued", "running"] | None:

@@ -39,6 +39,13 @@ class JobRating(BaseModel):
     count: int = Field(description="how many users rated it")
 
 
+class MelodyUsed(BaseModel):
+    """The melody a job followed (melody models)."""
+    upload_id: str = Field(description="the audio upload it came from (GET /api/uploads/{id})")
+    seconds: float = Field(description="seconds of the upload used, from its start (at most one window)")
+    trimmed_from_s: float | None = Field(None, description="the upload's length when it was cut to one window")
+
+
 class JobInfo(BaseModel):
     id: int
     prompt: str
@@ -70,6 +77,7 @@ class JobInfo(BaseModel):
     true_peak_dbtp: float | None = Field(description="true peak of the audio file, decoded (None: silence)")
     rating: JobRating = Field(description="the asking user's rating, and everyone's average and count")
     scores: dict[str, float] = Field(default_factory=dict, description="automatic scores: scorer -> value")
+    melody: MelodyUsed | None = Field(None, description="the melody it followed (None: text only)")
 
 
 class JobQuery(BaseModel):

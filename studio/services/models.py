@@ -31,7 +31,8 @@ class ModelInfo(BaseModel):
     sample_rate: int
     channels: int
     codebooks: int = Field(description="EnCodec codebooks per frame (4 mono; 8 stereo, left and right interleaved)")
-    conditioning: list[str] = Field(description="text, and melody for MusicGen Melody models")
+    conditioning: list[str] = Field(description=(
+        "what a generation can follow: text, and a melody clip for melody models (melody_upload_id)"))
     frame_rate: float
     max_duration_s: float
     max_tokens: int

@@ -76,13 +76,16 @@ class JobPlan:
     def output_samples(self) -> int:
         """Samples of the written file: the continued audio when included, then the new music."""
         return self.kept_samples + round(self.duration_s * self.sample_rate)
+    # melody models: the melody's chroma (frames, 12) the job follows, and what the job records of it (Job.melody)
+    melody: np.ndarray | None = field(default=None, compare=False, repr=False)
+    melody_record: dict | None = None
 
     def task(self, job_id: int) -> GenerateTask:
         s = self.settings
         params = SamplingParams(do_sample=s.do_sample, top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
                                 guidance_scale=s.guidance_scale)
         row = Row(self.prompt, self.frames, self.seed, params, self.adapter.key if self.adapter else None,
-                  prompt_codes=self.prompt_codes, keep_prompt=self.include_continued)
+                  prompt_codes=self.prompt_codes, keep_prompt=self.include_continued, melody=self.melody)
         return GenerateTask(job_id, self.model_id, row, self.adapter.folder if self.adapter else None,
                             continue_audio=self.continue_audio, window=self.window, stride=self.stride)
 
@@ -163,7 +166,8 @@ class JobQueue:
                          duration_s=p.duration_s, sample_rate=p.sample_rate, submitted_by=p.submitted_by,
                          adapter_id=p.adapter.id if p.adapter else None, abtest_id=p.abtest_id,
                          evaluation_id=p.evaluation_id, training_run_id=p.training_run_id,
-                         checkpoint_step=p.checkpoint_step, continuation=p.continuation) for p in plans]
+                         checkpoint_step=p.checkpoint_step, continuation=p.continuation, melody=p.melody_record)
+                    for p in plans]
             with session_scope(self.engine) as session:
                 ids = [job.id for job in create_jobs(session, rows)]
             for job_id, plan in zip(ids, plans):

@@ -23,6 +23,8 @@ from studio.services.models import ModelInfo
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
 from studio.ui.continue_input import (ContinueInput, build_continue_input, continuation_fields, continued_line,
                                       limit_s, windows_hint, wire_continue_input)
+from studio.ui.melody_input import (MelodyInput, build_melody_input, melody_line, melody_updates,
+                                     wire_melody_input)
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
@@ -62,11 +64,12 @@ class GenerateTab:
     take_rates: list[gr.Radio]  # the person's stars for each take (several takes)
     continuation: ContinueInput | None = None  # "Continue a clip" and "Extend this" (studio/ui/continue_input.py)
     extend_btn: gr.Button | None = None  # under the result: continue the first take
+    melody: MelodyInput | None = None  # melody models only (studio/ui/melody_input.py)
 
     @property
     def settings(self) -> list:
         """The widgets that follow the loaded model and its stored settings (see model_updates)."""
-        return [self.seed, *self.sampling.values()]
+        return [self.seed, *self.sampling.values(), *self.melody.widgets]
 
 
 def duration_problem(value: float | None, model: ModelInfo | None) -> str | None:
@@ -183,7 +186,7 @@ def result_summary(r: GenerationResult, model_name: str) -> str:
             f"waited {r.wait_s:.1f} s · {r.elapsed_s:.1f} s to generate{batch}")
     if r.loudness_note:
         info += f"  \n⚠️ {md_escape(r.loudness_note)}"
-    return info
+    return info + melody_line(r.melody)
 
 
 def take_label(number: int, r: GenerationResult) -> str:
@@ -217,11 +220,13 @@ def model_updates(model: ModelInfo | None, config: ConfigView | None) -> list:
     """Limits and starting values of the tab's widgets [duration, hint, seed, *sampling] for the loaded model and
     its stored settings (when either changes)."""
     if model is None or config is None:
-        return [gr.Number(interactive=False), "", gr.skip(), *[gr.skip()] * len(SAMPLING_FIELDS)]
+        return [gr.Number(interactive=False), "", gr.skip(), *[gr.skip()] * len(SAMPLING_FIELDS),
+                *melody_updates(None)]
     v = config.values
     value = min(v["default_duration_s"], model.max_duration_s)
     return [gr.Number(value=value, interactive=True, info=duration_info(model)),
-            duration_hint(value, model), seed_value(v), *[gr.update(value=v[name]) for name in SAMPLING_FIELDS]]
+            duration_hint(value, model), seed_value(v), *[gr.update(value=v[name]) for name in SAMPLING_FIELDS],
+            *melody_updates(model)]
 
 
 # ---- the adapter dropdown ---------------------------------------------------------------------------------------
@@ -361,6 +366,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                                   info=ADAPTER_INFO, allow_custom_value=True)
             adapter_hint_md = gr.Markdown(elem_id="adapter-hint")
             continuation = build_continue_input()
+            melody = build_melody_input(current)
             with gr.Accordion("Generation settings", open=False, elem_id="gen-sampling"):
                 gr.Markdown("Start from this model's saved settings (Settings tab), for this generation only. "
                             "Output format, loudness and seed policy apply as saved.", elem_classes=["cfg-hint"])
@@ -406,7 +412,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
                        problems, gr.State(True), generate_btn, cancel_btn, audio, result, takes, job_status_md,
                        stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates,
-                       continuation, extend_btn)
+                       continuation, extend_btn, melody)
 
 
 NO_RATING = 0  # the radio's choice that removes the person's rating
@@ -461,7 +467,7 @@ def _number(value, name: str, whole: bool = False):
 
 
 def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, top_k, top_p, temperature,
-                 guidance_scale, adapter, do_sample=True, takes=1) -> JobRequest:
+                 guidance_scale, adapter, do_sample=True, takes=1, melody_upload_id=None) -> JobRequest:
     """The request a page or script sends, checked as the studio checks it (gr.Error with its words)."""
     needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
         "", NO_ADAPTER)
@@ -478,7 +484,8 @@ def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, to
         raise gr.Error(html.escape(problem), print_exception=False)
     try:
         return JobRequest(prompt=prompt or "", duration_s=duration, seed=_number(seed, "Seed", whole=True),
-                          settings=settings, adapter_id=adapter_id, variations=int(takes))
+                          settings=settings, adapter_id=adapter_id, variations=int(takes),
+                          melody_upload_id=melody_upload_id)
     except ValidationError as exc:  # the request's own bounds (seed -1 to 2^32-1): said, never a traceback
         text = "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items())
         raise gr.Error(html.escape(f"Not generated: {text}."), print_exception=False) from None
@@ -530,7 +537,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     skip_players = [gr.skip()] * len(players)
 
     def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
-                clip=None, include=True, extend_job=None, request: gr.Request | None = None) -> Iterator[list]:
+                clip=None, include=True, extend_job=None, melody=None,
+                request: gr.Request | None = None) -> Iterator[list]:
         """The page's Generate: submit, then follow this page's job in the same handler: its place in the queue,
         its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
         a message in the result line, never Gradio's error badge over the players."""
@@ -539,8 +547,10 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
             return [jobs, status, stream, audio, result, *(takes_out or skip_players), cancel, queue, result_jobs]
 
         try:
+            with user_errors():
+                melody_id = tab.melody.upload_id(ctx, melody, page_user(request))
             req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale,
-                               adapter, do_sample, takes)
+                               adapter, do_sample, takes, melody_id)
             with user_errors():
                 # a clip is saved as an upload here (an unreadable one is refused with its reason, nothing queued)
                 req = req.model_copy(update=continuation_fields(ctx, clip, include, extend_job, page_user(request)))
@@ -620,8 +630,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     # a second page wait for the first one's job before its own was even queued); the job queue orders the work.
     # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
     cont = tab.continuation
-    run = started.then(on_page, [*inputs, tab.takes, cont.clip, cont.include, cont.extend_job], page_outputs,
-                       concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    run = started.then(on_page, [*inputs, tab.takes, cont.clip, cont.include, cont.extend_job, tab.melody.audio],
+                       page_outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private")
     wire_continue_input(ctx, cont, tab.extend_btn, tab.result_jobs, run)
     run.then(after, typed, btns, queue=False, api_visibility="private")
 
@@ -675,6 +685,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     tab.cancel_btn.click(cancel, tab.jobs, tab.queue_table, queue=False, show_progress="hidden",
                          api_visibility="private")
     wire_queue_panel(ctx, tab.queue_table, tab.jobs)
+    wire_melody_input(ctx, tab.melody, next_model)
 
     names = list(tab.sampling)
     checked = [tab.prompt, tab.duration, tab.seed, *tab.sampling.values(), tab.takes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import quote
 
 import gradio as gr
 import pandas as pd
@@ -16,6 +17,7 @@ from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, 
 from studio.ui.continue_input import continued_line, extend_updates
 from studio.ui.generate_tab import (NO_RATING, RATING_CHOICES, GenerateTab, adapter_widgets, next_model,
                                     rating_updates)
+from studio.ui.melody_input import melody_text
 from studio.ui.queue_panel import model_namer, shorten
 
 PAGE_SIZE = 20
@@ -179,6 +181,8 @@ def detail_markdown(ctx: AppContext, j: JobInfo) -> str:
         rows.append(("Evaluation run", str(j.evaluation_id)))
     if j.continuation:
         rows.append(("Continues", continued_line(j.continuation)))
+    if j.melody is not None:
+        rows.append(("Melody", f"{melody_text(j.melody)} ([listen](/api/uploads/{quote(j.melody.upload_id)}/audio))"))
     return "\n".join([f"### Job {j.id}", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]])
 
 
