@@ -26,6 +26,7 @@ from studio.runtime.backend import DecodeHooks, Row, RowResult
 from studio.runtime.clap import ClapScorer, read_audio
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
+from studio.runtime.stacks import batch_key
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,14 @@ class GenerateTask:
     model_id: str  # the model the job was validated against: it runs on that model or fails, never on another
     row: Row
     adapter_folder: Path | None = None  # where row.adapter's files are (loaded on first use)
+    # where the files of row.adapters (a stack) are, in the same order (loaded on first use)
+    stack_folders: tuple[Path, ...] = ()
+
+    def adapter_files(self) -> list[tuple[str, Path]]:
+        """(adapter name, folder) of every adapter the job runs with."""
+        if self.row.adapters:
+            return [(name, folder) for (name, _), folder in zip(self.row.adapters, self.stack_folders)]
+        return [(self.row.adapter, self.adapter_folder)] if self.row.adapter is not None else []
 
 
 @dataclass(frozen=True)
@@ -318,9 +327,11 @@ class LocalWorker:
         if head.model_id != loaded:
             return [head]
         limit = self.max_batch(head.model_id)
+        key = batch_key(head.row)  # rows with other adapter stacks (or strengths) wait for their own batch
         batch = []
         for task in itertools.islice(pending, start, None):
-            if not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit:
+            if (not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit
+                    or batch_key(task.row) != key):
                 break
             batch.append(task)
         return batch
@@ -427,12 +438,12 @@ class LocalWorker:
             return
         with self.manager.use(f"generating {len(batch)} job(s)") as model:
             ready: list[GenerateTask] = []
+            # making room for one never unloads another adapter this batch runs with
+            needed = [name for task in batch for name, _ in task.adapter_files()]
             for task in batch:
-                if task.row.adapter is None:
-                    ready.append(task)
-                    continue
                 try:
-                    model.load_adapter(task.row.adapter, task.adapter_folder)
+                    for name, folder in task.adapter_files():
+                        model.load_adapter(name, folder, keep=needed)
                 except Exception as exc:  # noqa: BLE001 - the adapter's files: this job's fault, not the batch's
                     self._failed(task.job_id, "adapter_load_failed", f"The adapter could not be applied: {_reason(exc)}.")
                     continue
