@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from studio.context import AppContext
-from studio.runtime.stacks import MAX_STACK, MAX_STRENGTH, MIN_STRENGTH
+from studio.services.generation import MAX_STACK, MAX_STRENGTH, MIN_STRENGTH
 from studio.ui.common import NO_ADAPTER, md_escape
 
 STRENGTH_INFO = f"{MIN_STRENGTH:g}: no effect · 1: as trained · {MAX_STRENGTH:g}: twice its effect"

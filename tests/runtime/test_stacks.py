@@ -229,3 +229,13 @@ def test_loading_a_stack_never_evicts_its_own_adapters(tiny_folder, spec, loras)
     assert result is not None
     model.load_adapter("D", loras["A"])  # no longer kept: the least recently used go
     assert list(model.adapters) == ["D"]
+
+
+def test_the_static_shape_path_applies_stacks_alike(tiny_folder, spec, loras, model):
+    """The GPU fast path's static-shape step (eager here: no CUDA) reads the same PEFT layers: same codes."""
+    fast = TransformersBackend(fast_path=True).load(tiny_folder, spec, torch.device("cpu"), torch.float32)
+    for name, folder in loras.items():
+        fast.load_adapter(name, folder)
+    stack = (("A", 0.5), ("C", 1.5))
+    for rows in ([_row(stack)], [_row()], [_row((("B", 2.0),))]):
+        assert np.array_equal(_decode(fast, *rows)[0].codes, _decode(model, *rows)[0].codes)
