@@ -20,9 +20,9 @@ BOTH = (f"Choose either one adapter (Adapter) or a stack (Stack adapters), not b
 
 @dataclass
 class StackWidgets:
-    strength: gr.Slider  # the strength of the Adapter dropdown's choice
+    strength: gr.Number  # the strength of the Adapter dropdown's choice
     adapters: list[gr.Dropdown]  # the stack's adapters (NO_ADAPTER: an empty slot)
-    strengths: list[gr.Slider]
+    strengths: list[gr.Number]
     accordion: gr.Accordion
 
     @property
@@ -35,17 +35,29 @@ class StackWidgets:
         return out
 
 
-def _slider(label: str, elem_id: str, visible: bool = True) -> gr.Slider:
-    return gr.Slider(MIN_STRENGTH, MAX_STRENGTH, value=1.0, step=0.05, label=label, elem_id=elem_id, info=STRENGTH_INFO,
-                     visible=visible)
+def _slider(label: str, elem_id: str, visible: bool = True) -> gr.Number:
+    """A number box without Gradio bounds, like every number on the page (a slider clamps a typed value
+    silently; Gradio's bounds fail with a traceback): the studio checks it and says so under the box."""
+    return gr.Number(value=1.0, step=0.05, label=label, elem_id=elem_id, info=STRENGTH_INFO, visible=visible)
 
 
-def build_strength(ctx: AppContext) -> gr.Slider:
+def strength_problem(value) -> str | None:
+    """What is wrong with a typed strength, in the studio's words (None: fine)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number from {MIN_STRENGTH:g} to {MAX_STRENGTH:g}"
+    if not MIN_STRENGTH <= value <= MAX_STRENGTH:
+        return f"⚠️ {value:g} is out of range: {MIN_STRENGTH:g} (no effect) to {MAX_STRENGTH:g}"
+    return None
+
+
+def build_strength(ctx: AppContext) -> gr.Number:
     """The chosen adapter's strength, under the Adapter dropdown (hidden while the base model is chosen)."""
     return _slider("Adapter strength", "adapter-strength", visible=False)
 
 
-def build_stack(ctx: AppContext, strength: gr.Slider) -> StackWidgets:
+def build_stack(ctx: AppContext, strength: gr.Number) -> StackWidgets:
     adapters, strengths = [], []
     with gr.Accordion("Stack adapters", open=False, elem_id="adapter-stack") as accordion:
         gr.Markdown(STACK_HELP, elem_classes=["cfg-hint"])
@@ -62,8 +74,11 @@ def wire_stack(ctx: AppContext, adapter: gr.Dropdown, widgets: StackWidgets, cho
     """The strength slider shows with an adapter chosen; the stack's lists are filled from the adapters usable
     now each time one is opened (choices(): the Adapter dropdown's (label, value) list)."""
     private = dict(queue=False, show_progress="hidden", api_visibility="private")
-    adapter.change(lambda v: gr.Slider(visible=v not in (None, "", NO_ADAPTER)), adapter, widgets.strength,
+    adapter.change(lambda v: gr.Number(visible=v not in (None, "", NO_ADAPTER)), adapter, widgets.strength,
                    **private)
+    for box in [widgets.strength, *widgets.strengths]:
+        box.change(lambda v: gr.Number(info=strength_problem(v) or STRENGTH_INFO), box, box, **private,
+                   preprocess=False, trigger_mode="always_last")
     for dropdown in widgets.adapters:
         dropdown.focus(lambda current: gr.Dropdown(choices=_with_current(choices(), current)), dropdown, dropdown,
                        **private)
@@ -124,9 +139,9 @@ def reuse_updates(stack, adapter_id: int | None, options: list[tuple[str, str]])
         item = stack[i] if several and i < len(stack) else None
         value = str(item.adapter_id) if item else NO_ADAPTER
         slots += [gr.Dropdown(choices=_with_current(options, value), value=value),
-                  gr.Slider(value=item.strength if item else 1.0)]
+                  gr.Number(value=item.strength if item else 1.0)]
     single = stack[0].strength if stack and not several else 1.0
-    return [gr.Slider(value=single, visible=adapter_id is not None and not several), *slots]
+    return [gr.Number(value=single, visible=adapter_id is not None and not several), *slots]
 
 
 def adapter_value(stack, adapter_id: int | None) -> str:

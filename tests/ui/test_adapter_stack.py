@@ -91,3 +91,12 @@ def test_scripts_generate_with_a_strength_and_a_stack(served):
         client.predict(**common, adapter=NO_ADAPTER, stack1=str(lofi), stack2=str(lofi), api_name="/generate")
     with pytest.raises(AppError, match="either one adapter"):
         client.predict(**common, adapter=str(lofi), stack1=str(drums), api_name="/generate")
+
+
+@pytest.mark.parametrize("value,said", [(1.0, None), (0, None), (2, None), (2.5, "2.5 is out of range"),
+                                        (-1, "-1 is out of range"), ("x", "must be a number"), (None, None)])
+def test_a_typed_strength_is_checked_in_the_studios_words(value, said):
+    from studio.ui.adapter_stack import strength_problem
+
+    problem = strength_problem(value)
+    assert (problem is None) == (said is None) and (said is None or said in problem)
