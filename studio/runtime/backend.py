@@ -77,8 +77,9 @@ class LoadedModel(Protocol):
     weights_hash: str | None  # fingerprint of the loaded weights, when known
     adapters: dict[str, Path]  # LoRA adapters loaded next to the base weights
 
-    def load_adapter(self, name: str, folder: Path) -> None:
-        """Check the adapter's structure against this model and load it (not active yet)."""
+    def load_adapter(self, name: str, folder: Path, keep: Sequence[str] = ()) -> None:
+        """Check the adapter's structure against this model and load it (not active yet); making room never
+        unloads the adapters named in `keep` (the rest of a stack)."""
 
     def activate_adapter(self, name: str | None, folder: Path | None = None) -> None:
         """Use adapter `name` (loading it if needed), or the bare base model (None)."""

@@ -20,6 +20,7 @@ from studio.runtime.backend import DecodeHooks, Row, RowResult, SamplingParams, 
 from studio.runtime.chroma import ChromaSettings
 from studio.runtime.decode import BASE_ADAPTER, FastPath, decode_batch
 from studio.runtime.fingerprint import weights_fingerprint
+from studio.runtime.stacks import is_plain, lora_layers, row_stack, scaled, stacked
 
 
 def _model_class(model_type: str):
@@ -52,8 +53,9 @@ class TransformersMusicgen:
         self._tuner_layers: list | None = None  # PEFT's adapter layers, found once per adapter load/unload
 
     # ---- LoRA adapters (PEFT through transformers' integration: the base is never reloaded) -------------
-    def load_adapter(self, name: str, folder: Path) -> None:
-        """Load a LoRA adapter next to the base weights after checking its structure against this model."""
+    def load_adapter(self, name: str, folder: Path, keep: Sequence[str] = ()) -> None:
+        """Load a LoRA adapter next to the base weights after checking its structure against this model. keep:
+        adapters the eviction must not unload to make room (the others of the stack being loaded)."""
         if name in self.adapters:
             self.adapters.move_to_end(name)
             return
@@ -68,10 +70,10 @@ class TransformersMusicgen:
         self.adapters[name] = Path(folder)
         self._adapter_bytes[name] = (Path(folder) / WEIGHTS_FILE).stat().st_size
         self._tuner_layers = None
-        self._evict(keep=name)
+        self._evict(keep=name, also=keep)
         self._apply()
 
-    def _evict(self, keep: str) -> None:
+    def _evict(self, keep: str, also: Sequence[str] = ()) -> None:
         """Unload the least recently used adapters beyond the count and bytes caps (never `keep` nor the active
         one): every adapter kept makes each later load and each forward over the adapted layers slower."""
         def over() -> bool:
@@ -81,7 +83,7 @@ class TransformersMusicgen:
         for name in list(self.adapters):
             if not over():
                 return
-            if name not in (keep, self.active_adapter):
+            if name not in (keep, self.active_adapter, *also):
                 self.unload_adapter(name)
 
     def activate_adapter(self, name: str | None, folder: Path | None = None) -> None:
@@ -110,13 +112,9 @@ class TransformersMusicgen:
         if not self.adapters:
             return
         from peft.tuners.tuners_utils import BaseTunerLayer
-        from peft.utils import ModulesToSaveWrapper
 
-        if self._tuner_layers is None:
-            self._tuner_layers = [m for m in self.model.modules()
-                                  if isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper))]
         name = self.active_adapter
-        for layer in self._tuner_layers:
+        for layer in self._layers():
             if name is None:
                 layer.enable_adapters(False)  # the base model's output, bit for bit
             else:
@@ -176,35 +174,64 @@ class TransformersMusicgen:
         """Decode `rows` in one batch with the studio's own loop (studio/runtime/decode.py); rows longer than one
         window (default: the registry's) are decoded window by window.
 
-        Rows name adapters already loaded (load_adapter). One adapter (or none) for all rows: the fast set-adapter
-        path, and it stays the active one. Different adapters: PEFT's mixed-batch forward, row by row."""
-        names = {r.adapter for r in rows}
-        missing = sorted(n for n in names if n is not None and n not in self.adapters)
+        Rows name adapters already loaded (load_adapter). One stack for all rows: one adapter at strength 1 (or
+        none) takes the fast set-adapter path and stays the active one; another stack (strengths, several
+        adapters: studio/runtime/stacks.py) is applied with PEFT's scaling for this decode and removed after.
+        Different stacks: PEFT's mixed-batch forward, row by row, when each row has at most one adapter and each
+        adapter one strength (the worker never batches other mixes: Incompatible `mixed_stacks`)."""
+        row_stacks = [row_stack(r) for r in rows]
+        names = {name for stack in row_stacks for name, _ in stack}
+        missing = sorted(n for n in names if n not in self.adapters)
         if missing:
             raise Incompatible(f"Adapter(s) {', '.join(missing)} are not loaded in {self.spec.display_name}.",
                                code="adapter_not_loaded")
-        mixed = None
-        if len(names) == 1:
-            name = next(iter(names))
-            if name != self.active_adapter:
-                self.active_adapter = name
-                self._apply()
+        mixed, stack, strengths = None, None, {}
+        if len(set(row_stacks)) == 1:
+            stack = row_stacks[0]
+            if is_plain(stack):
+                name = stack[0][0] if stack else None
+                if name != self.active_adapter:
+                    self.active_adapter = name
+                    self._apply()
+                stack = None
         else:
-            mixed = [r.adapter or BASE_ADAPTER for r in rows]
+            for row in row_stacks:
+                for name, strength in row:
+                    if len(row) > 1 or strengths.setdefault(name, strength) != strength:
+                        raise Incompatible("Rows with different adapter stacks cannot share a batch (each row at "
+                                           "most one adapter, each adapter at one strength).", code="mixed_stacks")
+            mixed = [row[0][0] if row else BASE_ADAPTER for row in row_stacks]
+            strengths = {n: s for n, s in strengths.items() if s != 1.0}
         fast = None
         if self.fast_path or (self.fast_path is None and self.device.type == "cuda"):
             if self._fast is None:
                 self._fast = FastPath(compile=self.device.type == "cuda")  # off CUDA: the same step, eager
             fast = self._fast
         default_window, default_stride = self.window_frames()
+        layers = self._lora_layers() if stack is not None or strengths else []
         try:
-            return decode_batch(self.model, self.processor, rows, frame_rate=self.spec.frame_rate,
-                                sample_rate=self.spec.sample_rate, hooks=hooks, stream_every_s=stream_every_s,
-                                adapter_names=mixed, fast=fast, window=window or default_window,
-                                stride=stride or default_stride)
+            with (stacked(layers, stack) if stack is not None else scaled(layers, strengths)):
+                return decode_batch(self.model, self.processor, rows, frame_rate=self.spec.frame_rate,
+                                    sample_rate=self.spec.sample_rate, hooks=hooks, stream_every_s=stream_every_s,
+                                    adapter_names=mixed, fast=fast, window=window or default_window,
+                                    stride=stride or default_stride)
         finally:
-            if mixed is not None:
-                self._apply()  # the mixed pass enabled every LoRA layer: back to the active adapter's state
+            if mixed is not None or stack is not None:
+                self._apply()  # the mixed pass or the stack changed the layers: back to the active adapter's state
+
+    def _layers(self) -> list:
+        """PEFT's adapter layers of the model, found once per adapter load/unload (walking every module of
+        musicgen-small takes milliseconds)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils import ModulesToSaveWrapper
+
+        if self._tuner_layers is None:
+            self._tuner_layers = [m for m in self.model.modules()
+                                  if isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper))]
+        return self._tuner_layers
+
+    def _lora_layers(self) -> list:
+        return lora_layers(self._layers())
 
     def generate(self, prompt: str, duration_s: float, params: SamplingParams, seed: int,
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> np.ndarray:

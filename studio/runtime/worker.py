@@ -28,6 +28,7 @@ from studio.runtime.clap import ClapScorer, read_audio
 from studio.runtime.decode import plan_windows
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
+from studio.runtime.stacks import batch_key
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ class GenerateTask:
             prompt = round(len(self.continue_audio) / sample_rate * frame_rate)
         plan = plan_windows(prompt, self.row.frames, self.window, self.stride)
         return sum(c + n + per_channel - 1 for c, n in plan)
+    # where the files of row.adapters (a stack) are, in the same order (loaded on first use)
+    stack_folders: tuple[Path, ...] = ()
+
+    def adapter_files(self) -> list[tuple[str, Path]]:
+        """(adapter name, folder) of every adapter the job runs with."""
+        if self.row.adapters:
+            return [(name, folder) for (name, _), folder in zip(self.row.adapters, self.stack_folders)]
+        return [(self.row.adapter, self.adapter_folder)] if self.row.adapter is not None else []
 
 
 @dataclass(frozen=True)
@@ -352,9 +361,11 @@ class LocalWorker:
         if head.model_id != loaded:
             return [head]
         limit = self.max_batch(head.model_id)
+        key = batch_key(head.row)  # rows with other adapter stacks (or strengths) wait for their own batch
         batch = []
         for task in itertools.islice(pending, start, None):
-            if not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit:
+            if (not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit
+                    or batch_key(task.row) != key):
                 break
             batch.append(task)
         return batch
@@ -462,6 +473,8 @@ class LocalWorker:
             return
         with self.manager.use(f"generating {len(batch)} job(s)") as model:
             ready: list[GenerateTask] = []
+            # making room for one never unloads another adapter this batch runs with
+            needed = [name for task in batch for name, _ in task.adapter_files()]
             for task in batch:
                 if task.continue_audio is not None:
                     try:  # the clip to continue, encoded with this model's codec
@@ -473,11 +486,9 @@ class LocalWorker:
                         continue
                     task = dataclasses.replace(task, row=dataclasses.replace(task.row, prompt_codes=codes),
                                                continue_audio=None)
-                if task.row.adapter is None:
-                    ready.append(task)
-                    continue
                 try:
-                    model.load_adapter(task.row.adapter, task.adapter_folder)
+                    for name, folder in task.adapter_files():
+                        model.load_adapter(name, folder, keep=needed)
                 except Exception as exc:  # noqa: BLE001 - the adapter's files: this job's fault, not the batch's
                     self._failed(task.job_id, "adapter_load_failed", f"The adapter could not be applied: {_reason(exc)}.")
                     continue

@@ -18,11 +18,12 @@ from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings, setting
 from studio.registry import ModelSpec
 from studio.runtime.chroma import ChromaSettings, chromagram
 from studio.runtime.manager import ModelManager
+from studio.runtime.stacks import MAX_STACK, MAX_STRENGTH, MIN_STRENGTH
 from studio.services.adapters import AdapterRef, AdapterService, checkpoint_key
 from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
-from studio.services.jobs import MelodyUsed
+from studio.services.jobs import DELETED_ADAPTER, MelodyUsed, StackItem
 from studio.services.queue import JobPlan, JobQueue, audio_url
 from studio.services.uploads import UploadService
 from studio.training import layout
@@ -32,6 +33,14 @@ StepCallback = Callable[[int, int], None]
 
 
 MAX_ID = 2**63 - 1  # the database's integer range
+
+
+class StackedAdapter(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    adapter_id: int = Field(ge=1, le=MAX_ID, description="a LoRA adapter compatible with the loaded model")
+    strength: float = Field(1.0, json_schema_extra={"minimum": MIN_STRENGTH, "maximum": MAX_STRENGTH},
+                            description=f"{MIN_STRENGTH:g} (no effect) to {MAX_STRENGTH:g}; 1: as trained")
 
 
 class GenerateRequest(BaseModel):
@@ -61,6 +70,13 @@ class GenerateRequest(BaseModel):
         "an audio upload (POST /api/uploads) whose melody the music follows: its chromagram, from its start, at most "
         "one window (max_duration_s) long. Only for models whose conditioning includes melody (MusicGen Melody); "
         "others refuse it with melody_not_supported"))
+    adapter_strength: float = Field(1.0, json_schema_extra={"minimum": MIN_STRENGTH, "maximum": MAX_STRENGTH},
+                                    description=(
+        f"how strongly adapter_id applies: {MIN_STRENGTH:g} (the base model's output) to {MAX_STRENGTH:g} (twice "
+        "its trained effect); 1: as trained. PEFT scales the LoRA layers, the weights are never merged"))
+    adapters: list[StackedAdapter] | None = Field(None, json_schema_extra={"maxItems": MAX_STACK}, description=(
+        f"a stack of up to {MAX_STACK} LoRA adapters of the loaded model, each at its own strength, active together "
+        "(their effects add up; instead of adapter_id)"))
 
 
 MAX_VARIATIONS = 4
@@ -91,8 +107,10 @@ class GenerationResult(BaseModel):
     duration_s: float
     sample_rate: int
     settings: dict[str, Any]  # every setting the generation used (stored settings + the request's overrides)
-    adapter_id: int | None
+    adapter_id: int | None = Field(description="the adapter (the first of a stack); None: the base model")
     adapter_label: str | None
+    adapter_stack: list[StackItem] | None = Field(None, description=(
+        "the adapters and strengths it ran with, in order (None: the base model, or adapter_id at strength 1)"))
     output_file: Path  # absolute path of the audio file (wav, flac or mp3, as the settings say)
     elapsed_s: float = Field(description="seconds from the start of decoding to the written file")
     wait_s: float = Field(description="seconds the job waited in the queue")
@@ -180,6 +198,17 @@ _FAILURES: dict[str, type[StudioError]] = {"adapter_load_failed": InvalidRequest
                                            "disk_full": DiskFull, "storage_unavailable": StorageUnavailable}
 
 
+def stack_fields(job: Job) -> dict[str, Any]:
+    """The request fields that run a recorded job's adapters again (adapter_id, adapter_strength or adapters)."""
+    stack = job.adapter_stack or []
+    if len(stack) > 1:
+        return {"adapters": [StackedAdapter(adapter_id=int(i["adapter_id"]), strength=float(i["strength"]))
+                             for i in stack]}
+    if len(stack) == 1:
+        return {"adapter_id": int(stack[0]["adapter_id"]), "adapter_strength": float(stack[0]["strength"])}
+    return {"adapter_id": job.adapter_id}
+
+
 def _job_failure(job: Job, detail: dict | None = None) -> StudioError:
     cls = _FAILURES.get(job.error_code or "", OperationFailed)
     return cls(job.error or "Generation failed.", code=job.error_code or "generation_failed", job_id=job.id,
@@ -226,11 +255,8 @@ class GenerationService:
         settings = self.configs.resolve(spec, req.settings)
         duration_s = req.duration_s if req.duration_s is not None else settings.default_duration_s
         _check_duration(duration_s, spec)
-        adapter = None
-        if req.adapter_id is not None:
-            loaded, weights_hash = self.manager.identity()
-            adapter = self.adapters.for_generation(
-                req.adapter_id, spec, weights_hash if loaded is not None and loaded.id == spec.id else None)
+        stack = self._stack(req, spec)
+        adapter = stack[0][0] if stack else None
         if req.seed is not None and req.seed != RANDOM_SEED:
             seeds = [(req.seed + i) % (MAX_SEED + 1) for i in range(variations)]
         elif req.seed is None and settings.seed_policy == "fixed":
@@ -242,7 +268,7 @@ class GenerationService:
         continued = self._continuation(req.continue_upload_id, req.continue_job_id, req.include_continued, spec,
                                        frames)
         return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user,
-                        melody=melody, melody_record=melody_record, **continued) for seed in seeds]
+                        melody=melody, melody_record=melody_record, stack=stack, **continued) for seed in seeds]
 
     def _continuation(self, upload_id: str | None, job_id: int | None, include: bool, spec: ModelSpec,
                       frames: int) -> dict:
@@ -354,6 +380,42 @@ class GenerationService:
             record["trimmed_from_s"] = seconds
         return chroma, record
 
+    def _stack(self, req: GenerateRequest, spec: ModelSpec) -> tuple[tuple[AdapterRef, float], ...]:
+        """The adapters the request runs with and their strengths, each checked against the model (refused with
+        a code naming what is wrong before anything is recorded)."""
+        if req.adapters is not None and req.adapter_id is not None:
+            raise _refuse("adapters", "Give either adapter_id (one adapter) or adapters (a stack), not both.",
+                          "adapters_exclusive")
+        if req.adapters is not None and req.adapter_strength != 1.0:
+            raise _refuse("adapter_strength", "adapter_strength goes with adapter_id; in a stack, give each "
+                                              "adapter its strength in adapters.", "adapters_exclusive")
+        if req.adapter_id is None and req.adapters is None and req.adapter_strength != 1.0:
+            raise _refuse("adapter_strength", "adapter_strength needs an adapter (adapter_id): the base model has "
+                                              "no strength.", "strength_without_adapter")
+        if req.adapter_id is not None:
+            wanted = [("adapter_strength", req.adapter_id, req.adapter_strength)]
+        else:
+            wanted = [(f"adapters[{i}].strength", a.adapter_id, a.strength) for i, a in enumerate(req.adapters or [])]
+        if len(wanted) > MAX_STACK:
+            raise _refuse("adapters", f"{len(wanted)} adapters asked for; a stack holds at most {MAX_STACK}.",
+                          "too_many_adapters", max_adapters=MAX_STACK)
+        for field, _, strength in wanted:
+            if not MIN_STRENGTH <= strength <= MAX_STRENGTH:
+                raise _refuse(field, f"Strength {strength:g} is out of range: {MIN_STRENGTH:g} (no effect) to "
+                                     f"{MAX_STRENGTH:g}.", "invalid_strength", min_strength=MIN_STRENGTH,
+                              max_strength=MAX_STRENGTH)
+        ids = [adapter_id for _, adapter_id, _ in wanted]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise _refuse("adapters", f"Adapter {repeated[0]} is in the stack twice: give each adapter once, with "
+                                      "the strength you want.", "duplicate_adapter", adapter_id=repeated[0])
+        if not wanted:
+            return ()
+        loaded, weights_hash = self.manager.identity()
+        weights_hash = weights_hash if loaded is not None and loaded.id == spec.id else None
+        return tuple((self.adapters.for_generation(adapter_id, spec, weights_hash), float(strength))
+                     for _, adapter_id, strength in wanted)
+
     def submit(self, req: JobRequest, user: str = LOCAL_USER, *, abtest_id: int | None = None,
                evaluation_id: int | None = None) -> JobAccepted:
         """Queue the request's jobs and answer at once: ids, seeds, place in the queue and ETA. abtest_id /
@@ -380,7 +442,7 @@ class GenerationService:
                 raise Conflict(f"Job {job_id} is {job.status}: it needs no resubmitting.", code="job_not_finished",
                                job_id=job_id)
             req = JobRequest(prompt=job.prompt, duration_s=job.duration_s, seed=job.seed,
-                             settings={k: v for k, v in job.settings.items()}, adapter_id=job.adapter_id,
+                             settings={k: v for k, v in job.settings.items()}, **stack_fields(job),
                              melody_upload_id=(job.melody or {}).get("upload_id"),
                              **_continued(job.continuation))
         return self.submit(req, user)
@@ -400,8 +462,12 @@ class GenerationService:
         spec = self.registry.get(job.model_id)
         settings = self.configs.resolve(spec, job.settings)
         _check_duration(job.duration_s, spec)
-        adapter = None
-        if job.adapter_id is not None:
+        adapter, stack = None, ()
+        if job.adapter_stack:
+            stack = tuple((self.adapters.for_generation(int(item["adapter_id"]), spec, None),
+                           float(item["strength"])) for item in job.adapter_stack)
+            adapter = stack[0][0]
+        elif job.adapter_id is not None:
             adapter = self.adapters.for_generation(job.adapter_id, spec, None)
         elif job.training_run_id is not None and job.checkpoint_step:
             adapter = checkpoint_ref(self.data_dir, job.training_run_id, job.checkpoint_step)
@@ -413,7 +479,7 @@ class GenerationService:
         return JobPlan(spec.id, job.prompt, job.duration_s, frames,
                        spec.sample_rate, settings, job.seed, adapter, job.submitted_by, job.abtest_id,
                        job.evaluation_id, job.training_run_id, job.checkpoint_step, melody=melody,
-                       melody_record=melody_record, **continued)
+                       melody_record=melody_record, stack=stack, **continued)
 
     def resume(self) -> list[int]:
         return self.queue.resume(self.plan_of)
@@ -478,11 +544,18 @@ class GenerationService:
             return GenerationResult(
                 job_id=job.id, model_id=job.model_id, prompt=job.prompt, seed=job.seed, duration_s=job.duration_s,
                 sample_rate=job.sample_rate, settings=job.settings, adapter_id=job.adapter_id,
-                adapter_label=adapter_label, output_file=(self.data_dir / job.output_file).resolve(),
+                adapter_label=adapter_label, adapter_stack=self._stack_items(job.adapter_stack),
+                output_file=(self.data_dir / job.output_file).resolve(),
                 elapsed_s=job.elapsed_s or 0.0, wait_s=round(max(wait, 0.0), 3), batch_size=job.batch_size or 1,
                 submitted_by=job.submitted_by, loudness_lufs=job.loudness_lufs, true_peak_dbtp=job.true_peak_dbtp,
                 loudness_note=loudness_note(settings, job.loudness_lufs, job.true_peak_dbtp),
                 continuation=job.continuation, melody=job.melody)
+
+    def _stack_items(self, stack: list[dict] | None) -> list[StackItem] | None:
+        if not stack:
+            return None
+        return [StackItem(adapter_id=item["adapter_id"], label=item["label"], strength=item["strength"],
+                          deleted=self.adapters.label(item["adapter_id"]) == DELETED_ADAPTER) for item in stack]
 
     # ---- cancelling ----------------------------------------------------------------------------------------
     def cancel_job(self, job_id: int) -> Literal["queued", "running"] | None:

@@ -44,6 +44,12 @@ class MelodyUsed(BaseModel):
     upload_id: str = Field(description="the audio upload it came from (GET /api/uploads/{id})")
     seconds: float = Field(description="seconds of the upload used, from its start (at most one window)")
     trimmed_from_s: float | None = Field(None, description="the upload's length when it was cut to one window")
+class StackItem(BaseModel):
+    """One adapter of the stack a job ran with."""
+    adapter_id: int
+    label: str = Field(description="'name vN' when the job ran")
+    strength: float = Field(description="0 (no effect) to 2; 1: as trained")
+    deleted: bool = Field(False, description="the adapter was deleted since (the job stays readable)")
 
 
 class JobInfo(BaseModel):
@@ -61,6 +67,8 @@ class JobInfo(BaseModel):
     adapter_id: int | None
     adapter_label: str | None = Field(description="'name vN', or 'Deleted Adapter'")
     adapter_deleted: bool = Field(False, description="the adapter it used was deleted since (the job stays readable)")
+    adapter_stack: list[StackItem] | None = Field(None, description=(
+        "the adapters and strengths it ran with, in order (None: the base model, or adapter_id at strength 1)"))
     evaluation_id: int | None = Field(None, description="the evaluation run this clip was made for (None: a "
                                                         "person's own generation)")
     continuation: dict[str, Any] | None = Field(None, description=(
@@ -166,9 +174,20 @@ class JobService:
                 a = adapters[job.adapter_id]
                 deleted = a is None or a.deleted_at is not None
                 label = DELETED_ADAPTER if deleted else a.label
-            fields = job.model_dump(exclude={"output_file", "codes_file", "abtest_id"})
+            fields = job.model_dump(exclude={"output_file", "codes_file", "abtest_id", "adapter_stack"})
+            stack = None
+            if job.adapter_stack:
+                stack = []
+                for item in job.adapter_stack:
+                    adapter_id = int(item["adapter_id"])
+                    if adapter_id not in adapters:
+                        adapters[adapter_id] = get_adapter(session, adapter_id)
+                    a = adapters[adapter_id]
+                    stack.append(StackItem(adapter_id=adapter_id, label=str(item.get("label") or adapter_id),
+                                           strength=float(item["strength"]),
+                                           deleted=a is None or a.deleted_at is not None))
             out.append(JobInfo(
-                **fields, adapter_label=label, adapter_deleted=deleted, has_audio=job.output_file is not None,
+                **fields, adapter_label=label, adapter_deleted=deleted, adapter_stack=stack, has_audio=job.output_file is not None,
                 has_codes=job.codes_file is not None, scores=scores.get(job.id, {}),
                 rating=JobRating(job_id=job.id, mine=mine.get(job.id), average=average, count=count)))
         return out

@@ -71,23 +71,47 @@ class JobPlan:
     kept_samples: int = 0  # samples of continued audio at the start of the result (0 when not included)
     window: int | None = None  # the model's decoding window and stride, in frames
     stride: int | None = None
+    # melody models: the melody's chroma (frames, 12) the job follows, and what the job records of it (Job.melody)
+    melody: np.ndarray | None = field(default=None, compare=False, repr=False)
+    melody_record: dict | None = None
+    # the adapters and their strengths, in order (empty: `adapter` alone at strength 1, or the base model)
+    stack: tuple[tuple[AdapterRef, float], ...] = ()
 
     @property
     def output_samples(self) -> int:
         """Samples of the written file: the continued audio when included, then the new music."""
         return self.kept_samples + round(self.duration_s * self.sample_rate)
-    # melody models: the melody's chroma (frames, 12) the job follows, and what the job records of it (Job.melody)
-    melody: np.ndarray | None = field(default=None, compare=False, repr=False)
-    melody_record: dict | None = None
+
+    @property
+    def plain(self) -> bool:
+        """No adapter, or one at strength 1: recorded and run as before stacks existed."""
+        return len(self.stack) <= 1 and all(s == 1.0 for _, s in self.stack)
+
+    def stack_record(self) -> list[dict] | None:
+        """Job.adapter_stack: None when plain (adapter_id says it all)."""
+        if self.plain:
+            return None
+        return [{"adapter_id": ref.id, "label": ref.label, "strength": strength} for ref, strength in self.stack]
+
+    def adapters_label(self) -> str:
+        """The adapters as a person names them: 'name v1 at 0.5 + other v2 at 1'."""
+        if self.plain:
+            return self.adapter.label if self.adapter else "none"
+        return " + ".join(f"{ref.label} at {strength:g}" for ref, strength in self.stack)
 
     def task(self, job_id: int) -> GenerateTask:
         s = self.settings
         params = SamplingParams(do_sample=s.do_sample, top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
                                 guidance_scale=s.guidance_scale)
-        row = Row(self.prompt, self.frames, self.seed, params, self.adapter.key if self.adapter else None,
-                  prompt_codes=self.prompt_codes, keep_prompt=self.include_continued, melody=self.melody)
-        return GenerateTask(job_id, self.model_id, row, self.adapter.folder if self.adapter else None,
-                            continue_audio=self.continue_audio, window=self.window, stride=self.stride)
+        inputs = dict(prompt_codes=self.prompt_codes, keep_prompt=self.include_continued, melody=self.melody)
+        extra = dict(continue_audio=self.continue_audio, window=self.window, stride=self.stride)
+        if not self.plain:
+            row = Row(self.prompt, self.frames, self.seed, params,
+                      adapters=tuple((ref.key, strength) for ref, strength in self.stack), **inputs)
+            return GenerateTask(job_id, self.model_id, row, stack_folders=tuple(ref.folder for ref, _ in self.stack),
+                                **extra)
+        row = Row(self.prompt, self.frames, self.seed, params, self.adapter.key if self.adapter else None, **inputs)
+        return GenerateTask(job_id, self.model_id, row, self.adapter.folder if self.adapter else None, **extra)
 
 
 class QueueItem(BaseModel):
@@ -164,7 +188,8 @@ class JobQueue:
                                 f"{retry} s.", retry_after_s=retry, max_queue=self.max_queue)
             rows = [dict(prompt=p.prompt, model_id=p.model_id, settings=p.settings.model_dump(), seed=p.seed,
                          duration_s=p.duration_s, sample_rate=p.sample_rate, submitted_by=p.submitted_by,
-                         adapter_id=p.adapter.id if p.adapter else None, abtest_id=p.abtest_id,
+                         adapter_id=p.adapter.id if p.adapter else None, adapter_stack=p.stack_record(),
+                         abtest_id=p.abtest_id,
                          evaluation_id=p.evaluation_id, training_run_id=p.training_run_id,
                          checkpoint_step=p.checkpoint_step, continuation=p.continuation, melody=p.melody_record)
                     for p in plans]
@@ -288,6 +313,10 @@ class JobQueue:
         if code == "model_not_loaded" and plan is not None:
             message = self._not_loaded(plan.model_id)
         if code == "adapter_load_failed" and plan is not None and plan.adapter is not None:
+            if not plan.plain:
+                self._close(job_id, "failed", f"Adapters {plan.adapters_label()}: {message}", code,
+                            {"adapter_ids": [ref.id for ref, _ in plan.stack]})
+                return
             self._close(job_id, "failed", f"Adapter {plan.adapter.label}: {message}", code,
                         {"adapter_id": plan.adapter.id})
             return
@@ -373,8 +402,10 @@ class JobQueue:
                 job = get_job(session, job_id)
                 if job is None or job.status != "running":  # cancelled meanwhile: no file without its record
                     raise NotFound(f"Job {job_id} is no longer running.", code="job_not_running")
-                if plan.adapter is not None and plan.adapter.id is not None:  # a checkpoint folder: no record
-                    record_use(session, plan.adapter.id)  # committed with the job
+                used = [ref for ref, _ in plan.stack] or ([plan.adapter] if plan.adapter is not None else [])
+                for ref in used:
+                    if ref.id is not None:  # a checkpoint folder: no record
+                        record_use(session, ref.id)  # committed with the job
                 finish_job(session, job, "succeeded", output_file=path.relative_to(self.data_dir).as_posix(),
                            codes_file=codes.relative_to(self.data_dir).as_posix(),
                            loudness_lufs=measured.loudness_lufs, true_peak_dbtp=measured.true_peak_dbtp)

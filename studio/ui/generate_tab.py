@@ -20,6 +20,8 @@ from studio.services.generation import (MAX_VARIATIONS, GenerateRequest, Generat
 from studio.services.job_events import AudioChunk, JobEvent, music_progress
 from studio.services.jobs import MAX_STARS, MIN_STARS
 from studio.services.models import ModelInfo
+from studio.ui.adapter_stack import (StackWidgets, build_stack, build_strength, request_fields, stack_text,
+                                     wire_stack)
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
 from studio.ui.continue_input import (ContinueInput, build_continue_input, continuation_fields, continued_line,
                                       limit_s, windows_hint, wire_continue_input)
@@ -65,6 +67,7 @@ class GenerateTab:
     continuation: ContinueInput | None = None  # "Continue a clip" and "Extend this" (studio/ui/continue_input.py)
     extend_btn: gr.Button | None = None  # under the result: continue the first take
     melody: MelodyInput | None = None  # melody models only (studio/ui/melody_input.py)
+    stack: StackWidgets | None = None  # the adapter's strength and "Stack adapters" (studio/ui/adapter_stack.py)
 
     @property
     def settings(self) -> list:
@@ -179,6 +182,8 @@ def pcm16(chunk: AudioChunk) -> tuple[int, np.ndarray]:
 def result_summary(r: GenerationResult, model_name: str) -> str:
     """The line under the result: job, model, adapter, length, format, seed, loudness, time waited and taken."""
     used = f"adapter **{md_escape(r.adapter_label)}**" if r.adapter_label else "no adapter (base model)"
+    if r.adapter_stack:
+        used = f"adapter{'s' if len(r.adapter_stack) > 1 else ''} {stack_text(r.adapter_stack)}"
     loud = f" · {r.loudness_lufs:.1f} LUFS" if r.loudness_lufs is not None else ""
     batch = f" · in a batch of {r.batch_size}" if r.batch_size > 1 else ""
     info = (f"**Job {r.job_id}** · {md_escape(model_name)} · {used} · {r.duration_s:g} s at "
@@ -365,6 +370,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
             adapter = gr.Dropdown([(NO_ADAPTER, NO_ADAPTER)], value=NO_ADAPTER, label="Adapter", elem_id="adapter",
                                   info=ADAPTER_INFO, allow_custom_value=True)
             adapter_hint_md = gr.Markdown(elem_id="adapter-hint")
+            stack = build_stack(ctx, build_strength(ctx))
             continuation = build_continue_input()
             melody = build_melody_input(current)
             with gr.Accordion("Generation settings", open=False, elem_id="gen-sampling"):
@@ -412,7 +418,7 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
                        problems, gr.State(True), generate_btn, cancel_btn, audio, result, takes, job_status_md,
                        stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates,
-                       continuation, extend_btn, melody)
+                       continuation, extend_btn, melody, stack)
 
 
 NO_RATING = 0  # the radio's choice that removes the person's rating
@@ -467,12 +473,15 @@ def _number(value, name: str, whole: bool = False):
 
 
 def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, top_k, top_p, temperature,
-                 guidance_scale, adapter, do_sample=True, takes=1, melody_upload_id=None) -> JobRequest:
+                 guidance_scale, adapter, do_sample=True, takes=1, melody_upload_id=None, strength=1.0,
+                 stack=()) -> JobRequest:
     """The request a page or script sends, checked as the studio checks it (gr.Error with its words)."""
-    needs_listing = isinstance(adapter, str) and not adapter.strip().isdigit() and adapter.strip() not in (
-        "", NO_ADAPTER)
+    named = [v for v in (adapter, *stack[::2]) if isinstance(v, str) and not v.strip().isdigit()
+             and v.strip() not in ("", NO_ADAPTER)]  # labels 'name vN' (scripts) need the listing
+    listing = ctx.adapters.list(active=True) if named else None
     with user_errors():
-        adapter_id = adapter_id_from(adapter, ctx.adapters.list(active=True) if needs_listing else None)
+        adapter_id = adapter_id_from(adapter, listing)
+        adapters = request_fields(adapter_id, strength, list(stack), lambda v: adapter_id_from(v, listing))
     raw = dict(do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
                guidance_scale=guidance_scale)
     settings = {name: coerce(tab.specs[name], value) for name, value in raw.items()}
@@ -484,8 +493,7 @@ def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, to
         raise gr.Error(html.escape(problem), print_exception=False)
     try:
         return JobRequest(prompt=prompt or "", duration_s=duration, seed=_number(seed, "Seed", whole=True),
-                          settings=settings, adapter_id=adapter_id, variations=int(takes),
-                          melody_upload_id=melody_upload_id)
+                          settings=settings, variations=int(takes), melody_upload_id=melody_upload_id, **adapters)
     except ValidationError as exc:  # the request's own bounds (seed -1 to 2^32-1): said, never a traceback
         text = "; ".join(f"{k}: {v}" for k, v in field_errors(exc).items())
         raise gr.Error(html.escape(f"Not generated: {text}."), print_exception=False) from None
@@ -493,14 +501,17 @@ def _job_request(ctx: AppContext, tab: GenerateTab, prompt, duration_s, seed, to
 
 def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     def generate(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
+                 strength=1.0, stack1=None, strength1=1.0, stack2=None, strength2=1.0, stack3=None, strength3=1.0,
                  progress=gr.Progress(), request: gr.Request | None = None):
         """Generate music with the model the next job runs on, with a LoRA adapter ('None (base model)', or an
         adapter id as listed by GET /api/adapters), waiting in the queue for its turn. Seed -1: a random seed;
         none: the model's seed policy. The sampling values apply to this generation; the other settings (output
-        format, loudness, seed policy) are the model's saved ones. Returns the audio file and a summary naming
-        the job, model, adapter, seed, loudness, time waited and batch size."""
+        format, loudness, seed policy) are the model's saved ones. strength: the adapter's, 0-2 (1: as trained);
+        stack1-3 with strength1-3: a stack of adapters instead (adapter 'None (base model)'). Returns the audio
+        file and a summary naming the job, model, adapter(s), seed, loudness, time waited and batch size."""
         req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
-                           do_sample)
+                           do_sample, 1, strength=strength,
+                           stack=(stack1, strength1, stack2, strength2, stack3, strength3))
         progress(0, desc="Waiting for its turn")
 
         def on_step(done: int, total: int) -> None:
@@ -514,11 +525,13 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         return str(r.output_file), result_summary(r, ctx.models.get(r.model_id).display_name)
 
     def submit_job(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
-                   takes=1, request: gr.Request | None = None) -> dict:
+                   takes=1, strength=1.0, stack1=None, strength1=1.0, stack2=None, strength2=1.0, stack3=None,
+                   strength3=1.0, request: gr.Request | None = None) -> dict:
         """Queue a generation (takes: 1-4 variations with the next seeds) and answer at once: the job ids, seeds,
         place in the queue, ETA and the events URL (GET /api/jobs/{id}/events follows it)."""
         req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter,
-                           do_sample, takes)
+                           do_sample, takes, strength=strength,
+                           stack=(stack1, strength1, stack2, strength2, stack3, strength3))
         with user_errors():
             return ctx.generation.submit(req, page_user(request)).model_dump(mode="json")
 
@@ -538,6 +551,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
 
     def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
                 clip=None, include=True, extend_job=None, melody=None,
+                strength=1.0, stack1=None, strength1=1.0, stack2=None, strength2=1.0, stack3=None, strength3=1.0,
                 request: gr.Request | None = None) -> Iterator[list]:
         """The page's Generate: submit, then follow this page's job in the same handler: its place in the queue,
         its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
@@ -550,7 +564,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
             with user_errors():
                 melody_id = tab.melody.upload_id(ctx, melody, page_user(request))
             req = _job_request(ctx, tab, prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale,
-                               adapter, do_sample, takes, melody_id)
+                               adapter, do_sample, takes, melody_upload_id=melody_id, strength=strength,
+                               stack=(stack1, strength1, stack2, strength2, stack3, strength3))
             with user_errors():
                 # a clip is saved as an upload here (an unreadable one is refused with its reason, nothing queued)
                 req = req.model_copy(update=continuation_fields(ctx, clip, include, extend_job, page_user(request)))
@@ -630,7 +645,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     # a second page wait for the first one's job before its own was even queued); the job queue orders the work.
     # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
     cont = tab.continuation
-    run = started.then(on_page, [*inputs, tab.takes, cont.clip, cont.include, cont.extend_job, tab.melody.audio],
+    run = started.then(on_page, [*inputs, tab.takes, cont.clip, cont.include, cont.extend_job, tab.melody.audio,
+                                 *tab.stack.inputs],
                        page_outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private")
     wire_continue_input(ctx, cont, tab.extend_btn, tab.result_jobs, run)
     run.then(after, typed, btns, queue=False, api_visibility="private")
@@ -660,10 +676,12 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     run.failure(lambda: [], None, tab.jobs, queue=False, api_visibility="private")
     # Scripts: the blocking generate (the page's old contract), and the queue's submit and cancel by id. Hidden
     # buttons give them endpoints of their own, which fail with the studio's message (gr.Error).
-    gr.Button(visible=False, elem_id="generate-api").click(generate, inputs, [tab.audio, tab.result],
+    gr.Button(visible=False, elem_id="generate-api").click(generate, [*inputs, *tab.stack.inputs],
+                                                           [tab.audio, tab.result],
                                                            api_name="generate", concurrency_limit=None)
     accepted_json = gr.JSON(visible=False)
-    gr.Button(visible=False, elem_id="submit-job-api").click(submit_job, [*inputs, tab.takes], accepted_json,
+    gr.Button(visible=False, elem_id="submit-job-api").click(submit_job, [*inputs, tab.takes, *tab.stack.inputs],
+                                                             accepted_json,
                                                              api_name="submit_job", concurrency_limit=None)
     job_id_box = gr.Number(visible=False)  # checked by cancel_job (no Gradio bounds, as elsewhere)
     gr.Button(visible=False, elem_id="cancel-job-api").click(cancel_job, job_id_box, accepted_json,
@@ -686,6 +704,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
                          api_visibility="private")
     wire_queue_panel(ctx, tab.queue_table, tab.jobs)
     wire_melody_input(ctx, tab.melody, next_model)
+    wire_stack(ctx, tab.adapter, tab.stack, lambda: adapter_choices(ctx.adapters.list(), next_model(ctx)))
 
     names = list(tab.sampling)
     checked = [tab.prompt, tab.duration, tab.seed, *tab.sampling.values(), tab.takes]

@@ -13,10 +13,11 @@ import pandas as pd
 from studio.context import AppContext
 from studio.errors import NotFound, StudioError
 from studio.services.jobs import DELETED_ADAPTER, MAX_STARS, JobInfo, JobQuery
+from studio.ui.adapter_stack import adapter_value as stack_adapter_value, reuse_updates, stack_cells, stack_text
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, page_user, plain_status, user_errors
 from studio.ui.continue_input import continued_line, extend_updates
-from studio.ui.generate_tab import (NO_RATING, RATING_CHOICES, GenerateTab, adapter_widgets, next_model,
-                                    rating_updates)
+from studio.ui.generate_tab import (NO_RATING, RATING_CHOICES, GenerateTab, adapter_choices, adapter_widgets,
+                                    next_model, rating_updates)
 from studio.ui.melody_input import melody_text
 from studio.ui.queue_panel import model_namer, shorten
 
@@ -95,6 +96,8 @@ def when(moment: datetime | None) -> str:
 
 
 def adapter_text(info: JobInfo) -> str:
+    if info.adapter_stack:
+        return stack_cells(info.adapter_stack)
     if info.adapter_id is None:
         return "—"
     return f"⚠ {DELETED_ADAPTER}" if info.adapter_deleted else (info.adapter_label or "")
@@ -154,6 +157,8 @@ def detail_markdown(ctx: AppContext, j: JobInfo) -> str:
         adapter = f"⚠️ **{DELETED_ADAPTER}** (id {j.adapter_id}): the job stays readable and playable"
     else:
         adapter = md_escape(j.adapter_label)
+    if j.adapter_stack:  # strengths, or several adapters at once
+        adapter = stack_text(j.adapter_stack)
     settings = " · ".join(f"{md_escape(k)} `{md_escape(str(v))}`" for k, v in sorted(j.settings.items())
                           if k not in NOT_USED)
     waited = (j.started_at - j.created_at).total_seconds() if j.started_at else None
@@ -441,7 +446,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
 
     # ---- use these settings again: fill the Generate tab and go there ----
     reuse_outputs = [tabs, gen.prompt, gen.duration, gen.seed, gen.takes, *gen.sampling.values(), gen.adapter,
-                     gen.adapter_hint, tab.action_status]
+                     gen.adapter_hint, tab.action_status, *gen.stack.inputs]
 
     def stored_differences(job: JobInfo) -> list[str]:
         """The job's settings that the Generate tab does not set and that differ from the model's saved ones
@@ -459,7 +464,9 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         try:
             job = ctx.jobs.get(int(job_id))
         except NotFound:
-            return [*[gr.skip()] * (len(reuse_outputs) - 1), failed_status("❌ This job was deleted.")]
+            stack = len(gen.stack.inputs)  # after the status
+            return [*[gr.skip()] * (len(reuse_outputs) - 1 - stack), failed_status("❌ This job was deleted."),
+                    *[gr.skip()] * stack]
         problem = model_mismatch(job)
         if problem:
             gr.Warning(notify_text(f"{problem} Its settings are filled in, but Generate would use the loaded model: "
@@ -470,11 +477,12 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
             gr.Info(notify_text("Filled in. These settings of the job apply as saved in the Settings tab, not as the "
                                 f"job had them: {'; '.join(differ)}."))
         model = next_model(ctx)
-        adapter_value = NO_ADAPTER if job.adapter_id is None else str(job.adapter_id)
+        adapter_value = stack_adapter_value(job.adapter_stack, job.adapter_id)
         sampling = [gr.update(value=job.settings[name]) if name in job.settings else gr.skip()
                     for name in gen.sampling]
         return [gr.Tabs(selected="generate"), job.prompt, gr.Number(value=job.duration_s), job.seed, 1, *sampling,
-                *adapter_widgets(ctx.adapters.list(), model, adapter_value), plain_status()]
+                *adapter_widgets(ctx.adapters.list(), model, adapter_value), plain_status(),
+                *reuse_updates(job.adapter_stack, job.adapter_id, adapter_choices(ctx.adapters.list(), model))]
 
     # The Generate tab's stars follow ratings changed here (or elsewhere) when the person goes back to it.
     rates = [gen.rate_result, *gen.take_rates]
