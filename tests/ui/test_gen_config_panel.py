@@ -73,7 +73,7 @@ def test_every_model_has_a_schema_with_its_family_s_settings(make_ctx):
         for name, prop in props.items():
             assert prop.get("title") and prop.get("description"), f"{model_id}.{name} has no title or description"
             assert "default" in prop, f"{model_id}.{name}"
-    assert seen_stereo == 2  # the test registry's stereo entry and registry.yaml's musicgen-stereo-small
+    assert seen_stereo >= 2  # the test registry's stereo entry and registry.yaml's stereo models (official and tiny)
 
 
 def test_field_specs_match_the_schema_for_every_model(make_ctx):
