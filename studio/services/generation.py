@@ -146,18 +146,6 @@ def duration_over_limit(duration_s: float, model_name: str, max_duration_s: floa
     return f"{duration_s:g} s is over {model_name}'s limit of {max_duration_s:g} s."
 
 
-def windows_note(duration_s: float, spec: ModelSpec) -> str | None:
-    """'generated in N windows' for a piece longer than one window (None: one window), for the page."""
-    from studio.runtime.decode import plan_windows
-
-    frames = round(duration_s * spec.frame_rate)
-    if frames <= spec.max_tokens:
-        return None
-    count = len(plan_windows(0, frames, spec.max_tokens, round(spec.stride_s * spec.frame_rate)))
-    return (f"Longer than one {spec.max_duration_s:g} s window: generated in {count} windows, each continuing the "
-            f"end of the one before.")
-
-
 def checkpoint_ref(data_dir: Path, run_id: int, step: int) -> AdapterRef:
     """A training run's checkpoint as the adapter of an audition clip (not a registered version)."""
     folder = layout.checkpoint_folder(layout.run_folder(data_dir, run_id), step)
