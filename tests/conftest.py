@@ -10,8 +10,18 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# One CPU thread per test process (and the studios and trainers it starts): the tiny models gain nothing from more,
+# and CI's two cores run two xdist workers, so two threads each meant four OpenMP threads on two cores spinning at
+# every barrier of every op: a 40-frame decode took 2-20 times as long as on one thread (8.5 s instead of 0.4 s on
+# a loaded machine). Tests of the thread policy itself set their own counts.
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# torch is already imported by pytest's plugins, so OpenMP read the environment before this file: set the count
+# torch gives every thread on its first parallel op (the studio's worker, switch and server threads too).
+torch.set_num_threads(1)
 
 from studio.config import Settings  # noqa: E402
 from studio.context import AppContext, build_context  # noqa: E402
