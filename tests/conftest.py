@@ -215,6 +215,26 @@ def seed_history(ctx: AppContext) -> dict[str, int]:
     return ids
 
 
+# The longest files first (measured on CI's two cores, longest first): `--dist loadfile` hands whole files to the
+# workers in collection order as they free up, so a long file collected last (tests/runtime, tests/services and
+# tests/training come after tests/api) ran alone at the end while the other worker sat idle. Files not listed keep
+# their order after these; a file's own tests keep theirs.
+LONGEST_FIRST = (
+    "ui/test_browser_training.py", "ui/test_browser_adapters.py", "ui/test_browser.py", "ui/test_browser_queue.py",
+    "ui/test_browser_datasets.py", "ui/test_browser_history.py", "services/test_training_recovery.py",
+    "ui/test_browser_gen_config.py", "ui/test_page_inputs_browser.py", "ui/test_browser_abtests.py", "test_app.py",
+    "training/test_run.py", "runtime/test_manager.py", "runtime/test_decode.py", "services/test_adapters.py",
+    "ui/test_gradio_client.py", "api/test_fuzz.py", "ui/test_browser_metrics.py", "api/test_browser_login.py",
+    "ui/test_browser_evaluation.py", "training/test_trainer.py", "services/test_training_runs.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    rank = {(tests / name).resolve(): i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.fspath).resolve(), len(rank)))  # stable: the rest keep order
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A browser test that fails (a page waiting for the studio) reports where every thread of the studio it
