@@ -215,10 +215,10 @@ def seed_history(ctx: AppContext) -> dict[str, int]:
     return ids
 
 
-# The longest files first (measured on CI's two cores, longest first): `--dist loadfile` hands whole files to the
-# workers in collection order as they free up, so a long file collected last (tests/runtime, tests/services and
-# tests/training come after tests/api) ran alone at the end while the other worker sat idle. Files not listed keep
-# their order after these; a file's own tests keep theirs.
+# The longest files first (measured, longest first): `--dist loadfile --no-loadscope-reorder` hands whole files to
+# the workers in collection order as they free up, so a long file handed out last runs alone at the end while the
+# other worker sits idle (xdist's default order, most tests first, put the one-test browser files there). Files not
+# listed keep their order after these; a file's own tests keep theirs.
 LONGEST_FIRST = (
     "ui/test_browser_training.py", "ui/test_browser_adapters.py", "ui/test_browser.py", "ui/test_browser_queue.py",
     "ui/test_browser_datasets.py", "ui/test_browser_history.py", "services/test_training_recovery.py",
