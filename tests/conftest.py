@@ -10,8 +10,18 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# One CPU thread per test process (and the studios and trainers it starts): the tiny models gain nothing from more,
+# and CI's two cores run two xdist workers, so two threads each meant four OpenMP threads on two cores spinning at
+# every barrier of every op: a 40-frame decode took 2-20 times as long as on one thread (8.5 s instead of 0.4 s on
+# a loaded machine). Tests of the thread policy itself set their own counts.
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# torch is already imported by pytest's plugins, so OpenMP read the environment before this file: set the count
+# torch gives every thread on its first parallel op (the studio's worker, switch and server threads too).
+torch.set_num_threads(1)
 
 from studio.config import Settings  # noqa: E402
 from studio.context import AppContext, build_context  # noqa: E402
@@ -203,6 +213,26 @@ def seed_history(ctx: AppContext) -> dict[str, int]:
         s.commit()
     ids.update(lofi=live.id, gone=gone.id, abtest=ab.id, evaluation=ev.id)
     return ids
+
+
+# The longest files first (measured, longest first): `--dist loadfile --no-loadscope-reorder` hands whole files to
+# the workers in collection order as they free up, so a long file handed out last runs alone at the end while the
+# other worker sits idle (xdist's default order, most tests first, put the one-test browser files there). Files not
+# listed keep their order after these; a file's own tests keep theirs.
+LONGEST_FIRST = (
+    "ui/test_browser_training.py", "ui/test_browser_adapters.py", "ui/test_browser.py", "ui/test_browser_queue.py",
+    "ui/test_browser_datasets.py", "ui/test_browser_history.py", "services/test_training_recovery.py",
+    "ui/test_browser_gen_config.py", "ui/test_page_inputs_browser.py", "ui/test_browser_abtests.py", "test_app.py",
+    "training/test_run.py", "runtime/test_manager.py", "runtime/test_decode.py", "services/test_adapters.py",
+    "ui/test_gradio_client.py", "api/test_fuzz.py", "ui/test_browser_metrics.py", "api/test_browser_login.py",
+    "ui/test_browser_evaluation.py", "training/test_trainer.py", "services/test_training_runs.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    rank = {(tests / name).resolve(): i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.fspath).resolve(), len(rank)))  # stable: the rest keep order
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -237,14 +237,19 @@ def test_a_training_run_beside_the_worker_takes_cores_from_its_decodes(ctx, monk
     import torch
 
     worker = ctx.queue.worker
+    # the suite runs torch on one thread (conftest): give the worker two of its own, so that a run's share shows
+    monkeypatch.setattr(worker, "_own_threads", 2)
     seen = []
     real = worker._generate
     monkeypatch.setattr(worker, "_generate", lambda batch: (seen.append(torch.get_num_threads()), real(batch)))
     request = GenerateRequest(prompt="calm bass", duration_s=0.2, seed=1)
-    ctx.generation.generate(request)
-    own = seen[-1]
-    ctx.queue.share_cpu(1)
-    ctx.generation.generate(request)
-    ctx.queue.share_cpu(0)
-    ctx.generation.generate(request)
-    assert seen == [own, max(1, own - 1), own]
+    try:
+        ctx.generation.generate(request)
+        own = seen[-1]
+        ctx.queue.share_cpu(1)
+        ctx.generation.generate(request)
+        ctx.queue.share_cpu(0)
+        ctx.generation.generate(request)
+    finally:
+        torch.set_num_threads(1)  # the worker set the count new threads get: the suite's one again
+    assert seen == [own, max(1, own - 1), own] and own == 2

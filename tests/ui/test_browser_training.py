@@ -17,8 +17,11 @@ from tests.browser_support import expect  # noqa: E402
 from tests.live import screenshot, serve, studio_page  # noqa: E402
 from tests.tone_dataset import write_tone_folder  # noqa: E402
 
-# A run far longer than the test: it is stopped twice (no race with its end); checkpoints every EVERY steps
-STEPS, EVERY = 100_000, 40
+# A run far longer than the test: it is stopped twice (no race with its end); checkpoints every EVERY steps. Each
+# checkpoint is auditioned (a generation on the studio's worker) and the page waits for all of them: steps take ~55 ms
+# here, and the first stop lands 100-300 steps in, so every 40 steps meant 6-12 auditions (most of the test's time);
+# every 400 steps means the start, the stop, the regular one after it and the second stop.
+STEPS, EVERY = 100_000, 400
 
 
 @pytest.fixture
