@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     hf_cache_dir: Annotated[Path | None, Option(
         "--hf-cache-dir", "where hub models are cached", "HF default", metavar="FOLDER")] = None
     import_roots: Annotated[tuple[Path, ...], Option(
-        "--import-root", "folders adapters may be registered from (repeatable; `STUDIO_IMPORT_ROOTS` separates "
+        "--import-root", "folders adapters, datasets and models may be added from (repeatable; `STUDIO_IMPORT_ROOTS` "
+        "separates "
         "them with `:`); a studio on 127.0.0.1 without `--share` may also read your home", "`<data-dir>/imports`",
         kind="append", metavar="FOLDER", env_name="IMPORT_ROOTS")] = ()
     load_at_start: Annotated[bool, Option(

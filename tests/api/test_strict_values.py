@@ -30,6 +30,8 @@ BASE_BODIES = {
     ("patch", "/api/datasets/{dataset_id}/clips"): {},
     ("post", "/api/training/runs"): {},
     ("post", "/api/training/runs/{run_id}/register"): {},
+    ("post", "/api/models"): {"source": "folder"},
+    ("post", "/api/models/inspect"): {"source": "folder"},
 }
 PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny", "test_id": "1", "dataset_id": "1",
                "run_id": "1"}
@@ -99,7 +101,7 @@ def body_cases() -> list[tuple[str, str, str, object]]:
     return cases
 
 
-def query_cases() -> list[tuple[str, str, str]]:
+def query_cases() -> list[tuple[str, str, str, str]]:
     doc = _openapi_once()
     cases = []
     for path, ops in doc["paths"].items():
@@ -107,7 +109,7 @@ def query_cases() -> list[tuple[str, str, str]]:
             for param in op.get("parameters", []):
                 types = _types(param.get("schema", {}), doc)
                 if param["in"] == "query" and len(types) == 1 and next(iter(types)) in WRONG_QUERY:
-                    cases += [(path, param["name"], value) for value in WRONG_QUERY[next(iter(types))]]
+                    cases += [(method, path, param["name"], value) for value in WRONG_QUERY[next(iter(types))]]
     return cases
 
 
@@ -122,7 +124,8 @@ def test_the_walk_covers_the_fields_the_issue_names():
     assert {("/api/adapters/{adapter_id}", "active"), ("/api/adapters", "version"),
             ("/api/adapters", "allow_duplicate"), ("/api/generate", "seed"), ("/api/generate", "duration_s"),
             ("/api/models/current", "model_id")} <= fields
-    assert {("/api/adapters", "active"), ("/api/jobs", "offset")} <= {(p, n) for p, n, _v in query_cases()}
+    assert {("/api/adapters", "active"), ("/api/jobs", "offset"), ("/api/models/{model_id}", "delete_files")} <= {
+        (p, n) for _m, p, n, _v in query_cases()}
 
 
 @pytest.mark.parametrize("method,path,field,value", body_cases(),
@@ -137,10 +140,11 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_field(studio, method, p
     assert ctx.models.current().model is None and ctx.adapters.list() == []  # nothing done
 
 
-@pytest.mark.parametrize("path,param,value", query_cases(), ids=[f"{p}?{n}={v}" for p, n, v in query_cases()])
-def test_a_query_parameter_that_is_not_its_type_is_refused_naming_it(studio, path, param, value):
+@pytest.mark.parametrize("method,path,param,value", query_cases(),
+                         ids=[f"{m.upper()} {p}?{n}={v}" for m, p, n, v in query_cases()])
+def test_a_query_parameter_that_is_not_its_type_is_refused_naming_it(studio, method, path, param, value):
     _ctx, client = studio
-    r = client.get(_url(path), params={param: value})
+    r = client.request(method, _url(path), params={param: value})
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert detail["code"] == "invalid_parameter" and [e["field"] for e in detail["errors"]] == [param], detail
