@@ -226,6 +226,9 @@ LONGEST_FIRST = (
     "training/test_run.py", "runtime/test_manager.py", "runtime/test_decode.py", "services/test_adapters.py",
     "ui/test_gradio_client.py", "api/test_fuzz.py", "ui/test_browser_metrics.py", "api/test_browser_login.py",
     "ui/test_browser_evaluation.py", "training/test_trainer.py", "services/test_training_runs.py",
+    "ui/test_browser_longform.py", "ui/test_browser_custom_models.py", "ui/test_browser_melody.py",
+    "ui/test_browser_stacks.py", "runtime/test_longform.py", "api/test_longform.py", "runtime/test_stacks.py",
+    "runtime/test_melody_decode.py", "services/test_custom_models.py",
 )
 
 
