@@ -72,8 +72,7 @@ def extend_updates(ctx: AppContext, job_id: int | None) -> list:
         return [None, "", gr.Button(visible=False), gr.skip()]
     try:
         job = ctx.jobs.get(int(job_id))
-        seconds = job.duration_s + ((job.continuation or {}).get("seconds", 0) if (job.continuation or {}).get(
-            "included") else 0)
+        seconds = round(job.duration_s + kept_seconds(job.continuation), 3)
     except Exception:  # noqa: BLE001 - gone meanwhile: the service refuses it at Generate with the reason
         seconds = None
     return [int(job_id), extend_note(job_id, seconds), gr.Button(visible=True), gr.Audio(value=None)]
@@ -93,6 +92,24 @@ def continuation_fields(ctx: AppContext, clip: str | None, include: bool | None,
         staged.write_bytes(source.read_bytes())
         info = ctx.uploads.save(staged, source.name, user)
     return {"continue_upload_id": info.id, "include_continued": include}
+
+
+def kept_seconds(continuation: dict | None) -> float:
+    """Seconds of continued audio at the start of a job's file: 0 when not included; an upload's part the model
+    saw; a job's whole audio (trimmed_from_s when only its end was the model's context)."""
+    if not continuation or not continuation.get("included"):
+        return 0.0
+    if continuation.get("source") == "job" and continuation.get("trimmed_from_s"):
+        return float(continuation["trimmed_from_s"])
+    return float(continuation.get("seconds") or 0.0)
+
+
+def length_text(duration_s: float, continuation: dict | None) -> str:
+    """A job's length as its file has it: '6 s (3 s continued + 3 s new)' when the continued audio is included."""
+    kept = kept_seconds(continuation)
+    if not kept:
+        return f"{duration_s:g} s"
+    return f"{round(kept + duration_s, 3):g} s ({kept:g} s continued + {duration_s:g} s new)"
 
 
 def continued_line(continuation: dict | None) -> str:

@@ -24,7 +24,7 @@ from studio.ui.adapter_stack import (StackWidgets, build_stack, build_strength, 
                                      wire_stack)
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
 from studio.ui.continue_input import (ContinueInput, build_continue_input, continuation_fields, continued_line,
-                                      limit_s, windows_hint, wire_continue_input)
+                                      length_text, limit_s, windows_hint, wire_continue_input)
 from studio.ui.melody_input import (MelodyInput, build_melody_input, melody_line, melody_updates,
                                      wire_melody_input)
 from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
@@ -186,7 +186,8 @@ def result_summary(r: GenerationResult, model_name: str) -> str:
         used = f"adapter{'s' if len(r.adapter_stack) > 1 else ''} {stack_text(r.adapter_stack)}"
     loud = f" · {r.loudness_lufs:.1f} LUFS" if r.loudness_lufs is not None else ""
     batch = f" · in a batch of {r.batch_size}" if r.batch_size > 1 else ""
-    info = (f"**Job {r.job_id}** · {md_escape(model_name)} · {used} · {r.duration_s:g} s at "
+    length = length_text(r.duration_s, r.continuation)
+    info = (f"**Job {r.job_id}** · {md_escape(model_name)} · {used} · {length} at "
             f"{r.sample_rate / 1000:g} kHz · {r.output_file.suffix.lstrip('.').upper()} · seed `{r.seed}`{loud} · "
             f"waited {r.wait_s:.1f} s · {r.elapsed_s:.1f} s to generate{batch}")
     if r.loudness_note:

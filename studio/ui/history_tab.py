@@ -15,7 +15,7 @@ from studio.errors import NotFound, StudioError
 from studio.services.jobs import DELETED_ADAPTER, MAX_STARS, JobInfo, JobQuery
 from studio.ui.adapter_stack import adapter_value as stack_adapter_value, reuse_updates, stack_cells, stack_text
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, page_user, plain_status, user_errors
-from studio.ui.continue_input import continued_line, extend_updates
+from studio.ui.continue_input import continued_line, extend_updates, length_text
 from studio.ui.generate_tab import (NO_RATING, RATING_CHOICES, GenerateTab, adapter_choices, adapter_widgets,
                                     next_model, rating_updates)
 from studio.ui.melody_input import melody_text
@@ -176,7 +176,7 @@ def detail_markdown(ctx: AppContext, j: JobInfo) -> str:
     status = j.status + (f": {md_escape(j.error)}" if j.error else "")
     loud = f"{j.loudness_lufs:.1f} LUFS" if j.loudness_lufs is not None else ""
     rows = [("Prompt", md_escape(j.prompt)), ("Model", md_escape(name)), ("Adapter", adapter),
-            ("Status", status), ("Seed", f"`{j.seed}`"), ("Duration", f"{j.duration_s:g} s at "
+            ("Status", status), ("Seed", f"`{j.seed}`"), ("Duration", f"{length_text(j.duration_s, j.continuation)} at "
                                                                         f"{j.sample_rate / 1000:g} kHz"),
             ("Settings", settings), ("Timings", " · ".join(timings)), ("Submitted by", md_escape(j.submitted_by)),
             ("Rating", rating), ("Scores", scores)]

@@ -12,7 +12,7 @@ from studio.db.engine import session_scope
 from studio.db.models import AudioUpload, Job
 from studio.errors import InvalidRequest
 from studio.registry import parse_registry
-from studio.ui.continue_input import continuation_fields, continued_line, windows_hint
+from studio.ui.continue_input import continuation_fields, continued_line, kept_seconds, length_text, windows_hint
 from studio.ui.generate_tab import duration_hint, duration_info, duration_problem
 from tests.conftest import registry_dict
 
@@ -66,3 +66,17 @@ def test_the_result_line_says_what_was_continued():
     assert "job 4" in line and "last 12 s of 40 s" in line and "included" in line
     assert "not included" in continued_line({"source": "upload", "upload_id": "a", "seconds": 3,
                                              "trimmed_from_s": None, "included": False})
+
+
+def test_the_length_counts_the_included_audio():
+    """A continued clip at the start of the file is part of its length: the result line says the file's length
+    (6 s for 3 s of clip + 3 s new), not the new music's alone."""
+    assert length_text(3, None) == "3 s"
+    assert length_text(3, {"source": "upload", "upload_id": "a", "seconds": 3, "trimmed_from_s": None,
+                           "included": False}) == "3 s"
+    assert length_text(3, {"source": "upload", "upload_id": "a", "seconds": 3, "trimmed_from_s": None,
+                           "included": True}) == "6 s (3 s continued + 3 s new)"
+    # a job is included whole, even when only its end was the model's context
+    assert kept_seconds({"source": "job", "job_id": 4, "seconds": 12, "trimmed_from_s": 40, "included": True}) == 40
+    assert kept_seconds({"source": "upload", "upload_id": "a", "seconds": 12, "trimmed_from_s": 40,
+                         "included": True}) == 12
