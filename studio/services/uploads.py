@@ -122,6 +122,9 @@ class UploadService:
         if size > self.max_bytes:
             raise InvalidRequest(f"{name} is {size / 2**20:.0f} MB; the most an audio upload may be is "
                                  f"{self.max_bytes / 2**20:.0f} MB.", code="upload_too_large", max_bytes=self.max_bytes)
+        if size == 0:
+            raise InvalidRequest(f"{name} is empty (0 bytes): there is no audio in it.", code="empty_audio",
+                                 filename=name)
         try:
             info = sf.info(str(staged))
         except Exception:  # noqa: BLE001 - libsndfile says "Format not recognised" and the like

@@ -71,7 +71,7 @@ def test_trimming_keeps_the_end_of_a_clip_to_continue_and_the_start_of_a_melody(
 @pytest.mark.parametrize("name,body,code", [
     ("notes.txt", b"just some text, not audio at all" * 10, "unsupported_audio"),
     ("broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt nonsense", "unsupported_audio"),
-    ("empty.wav", b"", "unsupported_audio"),
+    ("empty.wav", b"", "empty_audio"),  # said as empty, not as "not an audio file"
 ])
 def test_unusable_files_are_refused_with_their_code_and_leave_nothing(api, name, body, code):
     before = leftovers(api)
