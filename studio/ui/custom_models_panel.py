@@ -40,8 +40,9 @@ def custom_choices(ctx: AppContext) -> list[tuple[str, str]]:
 def preview_text(p: CustomModelPreview, added: bool) -> str:
     """The derived capabilities as a card (user-given names and sources escaped)."""
     extended = (f", up to {p.max_extended_duration_s:g} s in windows" if p.max_extended_duration_s else "")
+    local = p.source.startswith("folder:")  # nothing to download: its weights load from the folder
     head = (f"✅ **{md_escape(p.display_name)} was added** as `{md_escape(p.id)}`: choose it in *Switch model* "
-            "above (its weights download then)." if added else
+            f"above (its weights {'load from the folder' if local else 'download'} then)." if added else
             f"**{md_escape(p.display_name)}** can be added as `{md_escape(p.id)}`: what its config.json says:")
     return "\n".join([
         head, "",
@@ -54,7 +55,7 @@ def preview_text(p: CustomModelPreview, added: bool) -> str:
         f"| Parameters | {fmt_params(p.parameters)} |",
         f"| Max duration | {p.max_duration_s:g} s per window{extended} |",
         f"| Memory needed | about {fmt_gb(p.memory_gb)} (float32) |",
-        f"| Download | {fmt_gb(p.download_gb)} |",
+        f"| {'Weights on disk' if local else 'Download'} | {fmt_gb(p.download_gb)} |",
     ])
 
 

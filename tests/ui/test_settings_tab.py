@@ -167,3 +167,19 @@ def test_header_says_which_model_is_loaded_and_why(ctx, state, loaded, progress,
         assert text in line, (text, line)
     for text in not_says:
         assert text not in line, (text, line)
+
+
+def test_a_model_from_a_folder_is_not_said_to_download():
+    """A custom model from a local folder has nothing to download: its card says the weights' size on disk and
+    that they load from the folder; a hub repo's still says Download."""
+    from studio.services.custom_models import CustomModelPreview
+    from studio.ui.custom_models_panel import preview_text
+
+    fields = dict(id="mymodel", display_name="My Model", architecture="MusicgenForConditionalGeneration",
+                  channels=1, codebooks=4, conditioning=["text"], sample_rate=32000, frame_rate=50.0,
+                  parameters=741_000, max_duration_s=30.0, max_extended_duration_s=180.0, memory_gb=1.0,
+                  download_gb=0.01)
+    folder = preview_text(CustomModelPreview(source="folder:/data/imports/mymodel", **fields), added=True)
+    assert "| Weights on disk |" in folder and "| Download |" not in folder and "load from the folder" in folder
+    hub = preview_text(CustomModelPreview(source="hub:org/name", **fields), added=True)
+    assert "| Download |" in hub and "download then" in hub
