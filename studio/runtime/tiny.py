@@ -59,17 +59,7 @@ def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = TINY_SE
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config)
-        # A config-built EnCodec has all-zero codebooks (every frame encodes to code 0): give them values so
-        # encoding audio (training, continuation) means something.
-        for name, buf in model.audio_encoder.named_buffers():
-            if name.endswith("codebook.embed"):
-                buf.copy_(torch.randn_like(buf))
-        _fit_codebooks(model.audio_encoder)
-        # Random heads (std 0.02 on a few features) give logits within about +-0.5: no LoRA update could make any
-        # code likely, so a training run's loss could hardly move. Scaled up, the decoder can learn a distribution.
-        with torch.no_grad():
-            for head in model.decoder.lm_heads:
-                head.weight.mul_(HEAD_SCALE)
+        _make_usable(model)
     processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000),
                                   tokenizer=_tokenizer())
     return save_built(model, processor, folder)
@@ -114,13 +104,8 @@ def build_tiny_melody_model(folder: Path, *, hidden_size: int = 32, seed: int = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenMelodyForConditionalGeneration(config)
-        for name, buf in model.audio_encoder.named_buffers():
-            if name.endswith("codebook.embed"):
-                buf.copy_(torch.randn_like(buf))
-        _fit_codebooks(model.audio_encoder)
+        _make_usable(model)
         with torch.no_grad():
-            for head in model.decoder.lm_heads:
-                head.weight.mul_(HEAD_SCALE)
             # The chroma's projection starts at std 0.02: the prefix of any melody is then almost the null
             # melody's, and another melody changed 7 % of 50 greedy codes; scaled up 100 times, 13 %.
             model.audio_enc_to_dec_proj.weight.mul_(MELODY_PROJ_SCALE)
@@ -152,6 +137,21 @@ def _calibration_audio(sample_rate: int = 32000) -> list[np.ndarray]:
     sounds += [0.4 * np.sin(2 * np.pi * np.cumsum(np.geomspace(a, b, t.size)) / sample_rate)
                for a, b in ((50, 2000), (2000, 50), (200, 800), (800, 3000))]
     return [s.astype(np.float32) for s in sounds]
+
+
+def _make_usable(model) -> None:
+    """What a random tiny MusicGen (any class) needs to be of use. A config-built EnCodec has all-zero codebooks
+    (every frame encodes to code 0): give them values, fitted to generic sounds, so encoding audio (training,
+    continuation) means something. Random heads (std 0.02 on a few features) give logits within about +-0.5: no
+    LoRA update could make any code likely, so a training run's loss could hardly move; scaled up, the decoder can
+    learn a distribution."""
+    for name, buf in model.audio_encoder.named_buffers():
+        if name.endswith("codebook.embed"):
+            buf.copy_(torch.randn_like(buf))
+    _fit_codebooks(model.audio_encoder)
+    with torch.no_grad():
+        for head in model.decoder.lm_heads:
+            head.weight.mul_(HEAD_SCALE)
 
 
 def _fit_codebooks(codec, used: int = CODES_FITTED) -> None:

@@ -42,6 +42,7 @@ from studio.db.engine import session_scope
 from studio.db.models import Dataset, DatasetClip, utcnow
 from studio.errors import Conflict, InvalidRequest, InvalidValues, NotFound, TooLarge
 from studio.registry import ModelSpec
+from studio.services.uploads import to_channels
 from studio.storage import storage_writes
 from studio.users import LOCAL_USER
 
@@ -336,18 +337,6 @@ def slice_starts(frames: int, window: int, hop: int, min_frames: int) -> list[tu
             break
         start += hop
     return out
-
-
-def to_channels(data: np.ndarray, channels: int) -> np.ndarray:
-    """(frames, c) -> (frames, channels): averaged to mono, mono doubled to stereo, more channels down to their
-    first two."""
-    if data.shape[1] == channels:
-        return data
-    if channels == 1:
-        return data.mean(axis=1, keepdims=True)
-    if data.shape[1] == 1:
-        return np.repeat(data, channels, axis=1)
-    return data[:, :channels]
 
 
 def clip_hash(samples: np.ndarray, sample_rate: int) -> str:
