@@ -26,7 +26,8 @@ def studio(make_ctx, tiny_folder):
 
 def _choose(page, elem_id: str, label: str) -> None:
     page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=label, exact=True).click()
+    # this dropdown's own list: the previous one's may still be closing (two lists name the same adapter)
+    page.locator(f"#{elem_id}").get_by_role("option", name=label, exact=True).click()
 
 
 def test_a_stack_of_two_adapters_is_generated_and_shown(studio, browser):
