@@ -27,16 +27,6 @@ def _params(base: SamplingParams, **changes) -> SamplingParams:
     return SamplingParams(**{**base.__dict__, **changes})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: a tiny model's attention over the 235-frame prefix took 6 ms per call with 2 threads on
-    2 busy cores and 0.07 ms with one (the codes are the same either way; xdist runs a process per core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def models():
     """studio-tiny-melody and a 48-wide variant (its text states go through enc_to_dec_proj)."""

@@ -25,18 +25,6 @@ FRAMES = 20
 NAMES = ("A", "B", "C")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the 2-core machine shared with other test runs, two threads spinning for each tiny
-    matrix product made every decode 10-20 times slower (equalities are asserted here, never timings)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def spec():
     return parse_registry(registry_dict()).get("studio-tiny")

@@ -19,14 +19,6 @@ C_MAJOR = [261.63, 329.63, 392.0, 523.25]
 OTHER = [440.0, 369.99, 493.88, 311.13]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # see tests/runtime/test_melody_decode.py
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def studio(make_module_ctx, tmp_path_factory):
     """One studio with studio-tiny-melody loaded and two melodies uploaded (44.1 kHz stereo WAV, 22.05 kHz FLAC)."""

@@ -14,18 +14,6 @@ from tests.adapters_factory import make_lora
 from tests.conftest import rest_client
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the 2-core machine shared with other test runs, two threads spinning for each tiny
-    matrix product made every decode 10-20 times slower (equalities are asserted here, never timings)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def studio(make_module_ctx, tiny_folder):
     """studio-tiny loaded, adapters a, b, c, d for it, one for another model, one inactive, one deleted."""
