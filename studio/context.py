@@ -16,6 +16,7 @@ from studio.runtime.transformers_backend import TransformersBackend
 from studio.services.abtests import ABTestService
 from studio.services.adapters import AdapterService
 from studio.services.custom_models import CustomModelService
+from studio.services.model_import import ModelImportService
 from studio.services.datasets import DatasetService
 from studio.services.evaluation import EvaluationService
 from studio.services.gen_config import GenerationConfigService
@@ -50,6 +51,7 @@ class AppContext:
     uploads: UploadService
     training: TrainingService  # runs LoRA training in subprocesses beside the worker
     custom_models: CustomModelService | None = None  # models added in the studio beside registry.yaml
+    model_import: ModelImportService | None = None  # audiocraft checkpoints converted into custom models
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
 
     def start_background_load(self) -> threading.Thread | None:
@@ -161,5 +163,6 @@ def build_context(settings: Settings, registry: Registry | None = None,
         uploads=uploads,
         training=training,
         custom_models=custom_models,
+        model_import=ModelImportService(custom_models, store, settings.allowed_import_roots, settings.tmp_dir),
         storage=storage,
     )

@@ -49,6 +49,7 @@ def leftovers(settings: Settings) -> list[Path]:
     found += sorted(settings.adapters_dir.glob(".incoming-*"))  # an adapter registration in progress
     found += sorted((settings.data_dir / "datasets").glob(".incoming-*"))  # a dataset being prepared
     found += sorted(settings.models_dir.glob(".tiny-*"))  # studio-tiny being built (studio/runtime/tiny.py)
+    found += sorted((settings.models_dir / "imported").glob(".import-*"))  # a conversion (runtime/audiocraft.py)
     found += sorted(settings.outputs_dir.rglob("*.part"))  # audio being written (services/audio_out.py)
     return found
 

@@ -22,6 +22,7 @@ from studio.api.evaluation import build_evaluation_router
 from studio.api.gen_config import build_gen_config_router
 from studio.api.jobs import build_jobs_router
 from studio.api.metrics import build_metrics_router
+from studio.api.model_import import build_model_import_router
 from studio.api.openapi import install_openapi
 from studio.api.routes import build_router
 from studio.api.training import build_training_router
@@ -85,6 +86,7 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     app.include_router(build_datasets_router(ctx))
     app.include_router(build_uploads_router(ctx))
     app.include_router(build_training_router(ctx))
+    app.include_router(build_model_import_router(ctx))  # before /api/models/{model_id}: /import stays its own
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
     if settings.auth:  # one login for page, Gradio's routes, REST and docs (inside the edge guards)
         app.add_middleware(AuthMiddleware, user=settings.auth[0], password=settings.auth[1])

@@ -6,8 +6,9 @@ from sqlmodel import Session, select
 from studio.db.models import CustomModel
 
 
-def add_custom_model(session: Session, model_id: str, spec: dict, added_by: str) -> CustomModel:
-    row = CustomModel(id=model_id, spec=spec, added_by=added_by)
+def add_custom_model(session: Session, model_id: str, spec: dict, added_by: str,
+                     provenance: dict | None = None) -> CustomModel:
+    row = CustomModel(id=model_id, spec=spec, added_by=added_by, provenance=provenance)
     session.add(row)
     session.commit()
     session.refresh(row)

@@ -346,12 +346,15 @@ class AudioUpload(SQLModel, table=True):
 
 
 class CustomModel(SQLModel, table=True):
-    """A generation model added from the page or the API (a hub repo or a local folder), beside the shipped
-    registry.yaml: `spec` is its ModelSpec as JSON, derived from its config when it was added."""
+    """A generation model added from the page or the API (a hub repo, a local folder, or an audiocraft checkpoint
+    converted by the studio), beside the shipped registry.yaml: `spec` is its ModelSpec as JSON, derived from its
+    config when it was added."""
 
     __tablename__ = "custom_model"
 
     id: str = Field(primary_key=True, max_length=64)  # the registry id (never one of registry.yaml's)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # imported from an audiocraft checkpoint: what it came from (file, sha256, audiocraft version, configuration)
+    provenance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     added_by: str = LOCAL_USER
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

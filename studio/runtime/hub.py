@@ -38,6 +38,20 @@ def cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path | None) 
     return None
 
 
+def cached_files(repo_id: str, allow_patterns: list[str], cache_dir: Path | None) -> Path | None:
+    """The cached snapshot of a repo's files matching allow_patterns (at least its config.json, and its
+    safetensors weights when asked for), or None. Never touches the network."""
+    try:
+        folder = Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True,
+                                        allow_patterns=allow_patterns))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        return None
+    weights = any(p.endswith(".safetensors") for p in allow_patterns)
+    if (folder / "config.json").is_file() and (not weights or any(folder.glob("*.safetensors"))):
+        return folder
+    return None
+
+
 def _progress_tqdm(on_bytes: ByteProgress, total: int, min_interval: float = 0.1) -> type[tqdm]:
     """A tqdm class that reports the hub's byte progress to `on_bytes` instead of printing.
 

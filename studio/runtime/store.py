@@ -1,6 +1,7 @@
 """Where model weights live on disk: built-in models under <data-dir>/models, hub models in the HF cache."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from studio.errors import NotFound
@@ -49,9 +50,25 @@ class ModelStore:
         return hub.download_snapshot(spec.source.hub, spec.source.revision, self.hf_cache_dir, self.hf_endpoint,
                                      on_bytes)
 
+    @property
+    def imported_dir(self) -> Path:
+        """Where models converted from audiocraft checkpoints are written (the studio's own folders)."""
+        return self.models_dir / "imported"
+
+    def is_imported(self, spec: AnySpec) -> bool:
+        folder = getattr(spec.source, "folder", None)
+        return folder is not None and Path(folder).parent == self.imported_dir
+
     def delete_files(self, spec: AnySpec) -> int:
-        """Delete a hub model's cached files (every cached revision of its repo); bytes freed. Built-in models and
-        folders on this machine are never deleted here: a folder belongs to whoever put it there."""
+        """Delete a hub model's cached files (every cached revision of its repo), or an imported model's converted
+        folder; bytes freed. Built-in models and folders a person added are never deleted here: a folder belongs
+        to whoever put it there."""
+        if self.is_imported(spec):
+            folder = Path(spec.source.folder)
+            freed = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            with storage_writes(self.imported_dir):
+                shutil.rmtree(folder, ignore_errors=True)
+            return freed
         if spec.source.hub is None:
             return 0
         return hub.delete_cached_repo(spec.source.hub, self.hf_cache_dir)

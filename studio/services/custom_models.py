@@ -10,7 +10,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -72,16 +72,21 @@ class CustomModelPreview(BaseModel):
     max_extended_duration_s: float | None
     memory_gb: float
     download_gb: float
+    provenance: dict[str, Any] | None = Field(None, description=(
+        "a model imported from an audiocraft checkpoint: the file it came from, its sha256, audiocraft's version, "
+        "the checkpoint's layout and configuration summary"))
 
 
 class RemovedModel(BaseModel):
     id: str
     display_name: str
-    files_deleted: bool = Field(description="its cached hub files were deleted (a folder is never deleted)")
+    files_deleted: bool = Field(description=(
+        "its cached hub files or, for an imported model, its converted folder were deleted (a folder you added "
+        "is never deleted)"))
     bytes_freed: int
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")[:64].rstrip("-._")
     return slug or "custom-model"
 
@@ -134,17 +139,32 @@ class CustomModelService:
         """Derive the entry, store it and make it a model of the registry. Every refusal comes before anything is
         written. The weights are downloaded at the model's first switch (with progress)."""
         self._check_allowed()
-        spec = self._derive(req)
+        return self.add_spec(self._derive(req), user)
+
+    def add_spec(self, spec: ModelSpec, user: str = LOCAL_USER, provenance: dict | None = None
+                 ) -> CustomModelPreview:
+        """Store `spec` and make it a model of the registry (model_exists before anything is written)."""
         self.registry.add_custom(spec)  # Conflict model_exists, before the database
         try:
             with session_scope(self.engine) as session:
-                add_custom_model(session, spec.id, spec.model_dump(mode="json", exclude_none=True), user)
+                add_custom_model(session, spec.id, spec.model_dump(mode="json", exclude_none=True), user,
+                                 provenance)
         except BaseException:
             self.registry.remove_custom(spec.id)
             raise
         self.gen_config.seed()  # its default generation settings, like registry.yaml's models at start-up
         log.info("custom model %s added (%s)", spec.id, self._source_text(spec))
-        return self._preview(spec)
+        return self._preview(spec, provenance)
+
+    def check_new_id(self, model_id: str) -> str:
+        """`model_id` when it is a usable, free id; InvalidRequest invalid_model_id / Conflict model_exists."""
+        if not _ID.fullmatch(model_id):
+            raise InvalidRequest(f"{model_id!r} is not a usable model id: lowercase letters, digits, '.', '_' and '-', "
+                                 "starting with a letter or digit.", code="invalid_model_id")
+        if model_id in self.registry.ids():
+            raise Conflict(f"A model with id {model_id!r} already exists: give this one another id.",
+                           code="model_exists", model_id=model_id)
+        return model_id
 
     def _derive(self, req: AddModelRequest) -> ModelSpec:
         tmp = Path(tempfile.mkdtemp(prefix="custom-model-", dir=self._tmp()))
@@ -156,13 +176,7 @@ class CustomModelService:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         fields = describe(config, weights_bytes)
-        model_id = (req.id or "").strip() or _slug(default_name)
-        if not _ID.fullmatch(model_id):
-            raise InvalidRequest(f"{model_id!r} is not a usable model id: lowercase letters, digits, '.', '_' and '-', "
-                                 "starting with a letter or digit.", code="invalid_model_id")
-        if model_id in self.registry.ids():
-            raise Conflict(f"A model with id {model_id!r} already exists: give this one another id.",
-                           code="model_exists", model_id=model_id)
+        model_id = self.check_new_id((req.id or "").strip() or slug(default_name))
         display = (req.display_name or "").strip() or default_name
         description = (req.description or "").strip() or f"Added from {self._source_label(source)}."
         try:
@@ -237,14 +251,17 @@ class CustomModelService:
             return self.registry.remove_custom(model_id)
 
         removed = self.queue.retire_model(model_id, retire)
-        freed = self.store.delete_files(removed) if delete_files else 0
-        log.info("custom model %s removed (files %s)", model_id, "deleted" if delete_files else "kept")
-        return RemovedModel(id=removed.id, display_name=removed.display_name,
-                            files_deleted=bool(delete_files and removed.source.hub), bytes_freed=freed)
+        deletes = delete_files and (removed.source.hub is not None or self.store.is_imported(removed))
+        freed = self.store.delete_files(removed) if deletes else 0
+        log.info("custom model %s removed (files %s)", model_id, "deleted" if deletes else "kept")
+        return RemovedModel(id=removed.id, display_name=removed.display_name, files_deleted=bool(deletes),
+                            bytes_freed=freed)
 
     # ---- views --------------------------------------------------------------------------------------------
     def list(self) -> list[CustomModelPreview]:
-        return [self._preview(s) for s in self.registry.models if self.registry.is_custom(s.id)]
+        with session_scope(self.engine) as session:
+            provenance = {row.id: row.provenance for row in list_custom_models(session)}
+        return [self._preview(s, provenance.get(s.id)) for s in self.registry.models if self.registry.is_custom(s.id)]
 
     @staticmethod
     def _source_text(spec: ModelSpec) -> str:
@@ -258,8 +275,8 @@ class CustomModelService:
             return f"the hub ({source['hub']}" + (f" at {source['revision']})" if source.get("revision") else ")")
         return f"the folder {source['folder']}"
 
-    def _preview(self, spec: ModelSpec) -> CustomModelPreview:
-        return CustomModelPreview(
+    def _preview(self, spec: ModelSpec, provenance: dict | None = None) -> CustomModelPreview:
+        return CustomModelPreview(provenance=provenance,
             id=spec.id, display_name=spec.display_name, source=self._source_text(spec), architecture=spec.model_class,
             channels=spec.channels, codebooks=spec.codebooks, conditioning=list(spec.conditioning),
             sample_rate=spec.sample_rate, frame_rate=spec.frame_rate, parameters=spec.parameters,
