@@ -74,8 +74,15 @@ def safe_load(path: Path, what: str) -> Any:
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
         except pickle.UnpicklingError as exc:
+            if "SETITEM" in str(exc) and "defaultdict" in str(exc):
+                # OmegaConf's resolver cache (filled when a ${now:...} was resolved) is a defaultdict, which
+                # weights_only cannot rebuild whatever the allow-list
+                raise _refuse(f"{what}'s configuration carries OmegaConf's resolver cache, which the safe loader "
+                              "cannot rebuild. Export the checkpoint with audiocraft first, where you trust it "
+                              "(audiocraft.utils.export.export_lm(checkpoint, 'state_dict.bin')), and import "
+                              "state_dict.bin.", code="unloadable_checkpoint") from None
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            if found or "Weights only load failed" in str(exc):
+            if found or ("Weights only load failed" in str(exc) and _looks_pickled(path)):
                 name = found.group(1) if found else "an object that is not a tensor or a plain value"
                 raise _refuse(f"{what} holds a pickled {name}, which the studio will not load: a pickle can run "
                               "code while it loads, so only tensors, plain values and audiocraft's configuration "
@@ -85,6 +92,17 @@ def safe_load(path: Path, what: str) -> Any:
         except (RuntimeError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile, OSError,
                 AttributeError, IndexError):
             raise _unreadable(what) from None
+
+
+def _looks_pickled(path: Path) -> bool:
+    """torch.save's zip or a pickle (protocol 2+): its refusal is about what it holds; anything else is no
+    checkpoint at all."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def _unreadable(what: str) -> InvalidRequest:
@@ -277,7 +295,8 @@ def plan_of(config: dict, tensors: dict[str, torch.Tensor], codec: str | None = 
     checkpoint_codec = str(_get(config, "compression_model_checkpoint", "")).removeprefix("//pretrained/")
     for named in filter(None, (checkpoint_codec, codec)):
         if named != CODEC:
-            raise _refuse(f"Unsupported codec {named}: transformers' MusicGen runs {CODEC} only.",
+            raise _refuse(f"Unsupported codec {named} (compression_model_checkpoint): transformers' MusicGen runs "
+                          f"{CODEC} only.",
                           option="compression_model_checkpoint", value=named)
     _require(config, "sample_rate", CODEC_RATE, f"{CODEC} works at 32 kHz")
     channels = _require(config, "channels", (1, 2), "MusicGen is mono or stereo")
@@ -327,9 +346,10 @@ def plan_of(config: dict, tensors: dict[str, torch.Tensor], codec: str | None = 
     melody = "self_wav" in conditioners
     if set(conditioners) - {"description", "self_wav"}:
         other = sorted(set(conditioners) - {"description", "self_wav"})[0]
-        raise _refuse(f"Unsupported conditioner {other} ({conditioners[other].get('model') if isinstance(conditioners[other], dict) else ''}): "
+        kind = conditioners[other].get("model") if isinstance(conditioners[other], dict) else None
+        raise _refuse(f"Unsupported conditioner conditioners.{other}" + (f" ({kind})" if kind else "") + ": "
                       "transformers' MusicGen is conditioned on text (description) and, for MusicGen Melody, a "
-                      "melody (self_wav) only.", option=f"conditioners.{other}", value=other)
+                      "melody (self_wav) only.", option=f"conditioners.{other}", value=_plain(kind or other))
     _require(config, "conditioners.description.model", "t5", "text goes through T5 (LUT, whitespace and CLAP "
              "conditioners have no transformers equivalent)")
     t5 = _require(config, "conditioners.description.t5.name", T5_MODELS, "one of the T5 checkpoints audiocraft "
