@@ -144,6 +144,18 @@ class ModelImportService:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix="import-upload-", dir=self.tmp_dir))
 
+    def copy_upload(self, path: Path) -> Path:
+        """An upload folder (see upload_folder) holding a copy of `path` (a file the page's upload left in
+        Gradio's cache, which stays Gradio's)."""
+        folder = self.upload_folder()
+        try:
+            with storage_writes(self.tmp_dir):
+                shutil.copyfile(path, folder / Path(path).name)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+
     def start(self, req: ImportRequest, user: str = LOCAL_USER, upload: Path | None = None,
               upload_name: str | None = None) -> Iterator[ImportEvent]:
         """Check the request (every refusal before anything runs), start the import, and return its events."""
