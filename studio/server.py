@@ -34,7 +34,8 @@ from studio.ui.common import CSS, HEAD
 
 GRADIO_TMP_MAX_AGE_S = 24 * 3600  # uploads and cached outputs older than a day are gone by the next start
 # the REST routes that take a form upload
-MULTIPART_ROUTES = {("POST", "/api/adapters"), ("POST", "/api/datasets"), ("POST", "/api/uploads")}
+MULTIPART_ROUTES = {("POST", "/api/adapters"), ("POST", "/api/datasets"), ("POST", "/api/uploads"),
+                    ("POST", "/api/models/import")}
 
 
 def gradio_temp_dir(ctx: AppContext) -> Path:

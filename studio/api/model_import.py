@@ -30,8 +30,12 @@ IMPORT_BODY = {
                 "compression_state_dict.bin), or the checkpoint file itself")},
                 "id": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"}}}},
     }}}
+# each event as OpenAPI 3.1 describes a text/event-stream item: its `data` is an ImportEvent as JSON
 EVENTS = {200: {"content": {"text/event-stream": {"schema": {
-    "type": "string", "description": "`data: <ImportEvent JSON>` lines (ImportEvent in components/schemas)"}}},
+    "type": "object", "required": ["data"], "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": "#/components/schemas/ImportEvent"}},
+        "event": {"type": "string"}}}}},
     "description": "one JSON ImportEvent per `data:` line; the last is `ready` (with `report`) or `error` (with "
                    "`code`: unsafe_checkpoint, unreadable_checkpoint, not_an_lm_checkpoint, "
                    "invalid_audiocraft_config, unsupported_option (with `option` and `value`), unmerged_lora, "

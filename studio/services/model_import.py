@@ -314,6 +314,7 @@ class ModelImportService:
     # ---- the import itself ----------------------------------------------------------------------------------
     def _run(self, job: _Import) -> None:
         started = time.monotonic()
+        final = ImportEvent(stage="error", code="import_failed", message="The import stopped.")
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="import-", dir=self.tmp_dir))
         dest: Path | None = None
@@ -376,14 +377,14 @@ class ModelImportService:
                 weights_bytes=converted.weights_bytes, seconds=round(time.monotonic() - started, 1),
                 notes=[*converted.notes, ADAPTER_NOTE])
             log.info("imported %s as %s in %.1f s", job.source_text, model_id, report.seconds)
-            self._emit(job, ImportEvent(stage="ready", message=f"{spec.display_name} was imported as {model_id}: "
-                                        "choose it in Switch model.", fraction=1.0, report=report))
+            final = ImportEvent(stage="ready", message=f"{spec.display_name} was imported as {model_id}: choose "
+                                "it in Switch model.", fraction=1.0, report=report)
         except StudioError as exc:
-            self._emit(job, ImportEvent(stage="error", message=exc.message, code=exc.code))
+            final = ImportEvent(stage="error", message=exc.message, code=exc.code)
         except Exception as exc:  # noqa: BLE001 - the import thread must always end with an event
             log.exception("import of %s failed", job.source_text)
-            self._emit(job, ImportEvent(stage="error", code="import_failed",
-                                        message=f"The import failed: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"))
+            text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            final = ImportEvent(stage="error", code="import_failed", message=f"The import failed: {text}")
         finally:
             if dest is not None and not registered and dest.exists() and \
                     not any(m.source.folder == str(dest) for m in self.custom_models.registry.models):
@@ -391,7 +392,8 @@ class ModelImportService:
             shutil.rmtree(work, ignore_errors=True)
             if job.upload is not None:
                 shutil.rmtree(job.upload, ignore_errors=True)
-            self._busy.release()
+            self._busy.release()  # before the last event: a client may start the next import as soon as it has it
+        self._emit(job, final)
 
     def _reference(self, job: _Import, repo: str, weights: bool = True) -> Path:
         """The official checkpoint the config names (from the HF cache, else downloaded with progress)."""
