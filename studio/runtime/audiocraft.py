@@ -471,7 +471,6 @@ def convert(ckpt: Checkpoint, plan: Plan, text_encoder_dir: Path, codec_dir: Pat
             progress: Progress = lambda _m, _f: None) -> Converted:
     """Write the transformers folder for `ckpt` at `dest` (which must not exist): written beside it under a
     dot-name (removed at start-up if the studio is killed meanwhile) and renamed into place whole."""
-    from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer, EncodecFeatureExtractor, GenerationConfig, MusicgenProcessor
 
     from studio.runtime.chroma import ChromaSettings
@@ -483,11 +482,11 @@ def convert(ckpt: Checkpoint, plan: Plan, text_encoder_dir: Path, codec_dir: Pat
     progress("Mapping the language model's tensors", 0.1)
     weights = map_lm(ckpt.tensors, plan)
     if not plan.text_encoder_finetuned:
-        t5 = load_file(str(_weights_file(text_encoder_dir, plan.text_encoder)))
+        t5 = _load_weights(text_encoder_dir, plan.text_encoder)
         weights.update({f"text_encoder.{k}": v for k, v in t5.items()
                         if k.startswith(("shared.", "encoder.")) and k != "encoder.embed_tokens.weight"})
     weights.pop("text_encoder.encoder.embed_tokens.weight", None)  # tied to shared.weight (saved once)
-    codec = load_file(str(_weights_file(codec_dir, CODEC)))
+    codec = _load_weights(codec_dir, CODEC)
     weights.update({f"audio_encoder.{k}": v for k, v in codec.items()})
     progress("Checking every tensor against the model the configuration builds", 0.4)
     _check_against(cls, config, weights, plan)
@@ -500,9 +499,7 @@ def convert(ckpt: Checkpoint, plan: Plan, text_encoder_dir: Path, codec_dir: Pat
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=dest.parent))
     try:
-        progress("Writing safetensors weights", 0.5)
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
-                  metadata={"format": "pt"})
+        size = _write_shards(weights, tmp, lambda f: progress("Writing safetensors weights", 0.5 + 0.4 * f))
         config.save_pretrained(tmp)
         GenerationConfig(decoder_start_token_id=plan.card, pad_token_id=plan.card, bos_token_id=plan.card,
                          do_sample=True, guidance_scale=plan.guidance, top_k=plan.top_k, top_p=plan.top_p,
@@ -516,7 +513,6 @@ def convert(ckpt: Checkpoint, plan: Plan, text_encoder_dir: Path, codec_dir: Pat
         else:
             MusicgenProcessor(feature_extractor=EncodecFeatureExtractor.from_pretrained(codec_dir),
                               tokenizer=tokenizer).save_pretrained(tmp)
-        size = (tmp / "model.safetensors").stat().st_size
         if dest.exists():
             raise _refuse(f"{dest} already exists.", code="model_exists")
         os.replace(tmp, dest)
@@ -527,11 +523,55 @@ def convert(ckpt: Checkpoint, plan: Plan, text_encoder_dir: Path, codec_dir: Pat
                      tensors=len(weights), notes=notes)
 
 
-def _weights_file(folder: Path, repo: str) -> Path:
-    found = Path(folder) / "model.safetensors"
-    if not found.is_file():
-        raise _refuse(f"{repo} has no model.safetensors in {folder}.", code="missing_weights")
-    return found
+SHARD_BYTES = 2 * 10**9
+
+
+def _write_shards(weights: dict[str, torch.Tensor], folder: Path, progress: Callable[[float], None]) -> int:
+    """Write `weights` as safetensors in shards of at most SHARD_BYTES (one model.safetensors when it fits, else
+    model-0000i-of-0000n.safetensors + model.safetensors.index.json, which from_pretrained reads): safetensors
+    serialises a file's tensors in memory before writing, so a shard, not the whole model, is what that costs.
+    The bytes written."""
+    from safetensors.torch import save_file
+
+    shards: list[list[str]] = [[]]
+    used = 0
+    for name, tensor in weights.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and used + nbytes > SHARD_BYTES:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += nbytes
+    names = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    total = 0
+    for i, (file, keys) in enumerate(zip(names, shards)):
+        save_file({k: weights[k].contiguous() for k in keys}, str(folder / file), metadata={"format": "pt"})
+        total += (folder / file).stat().st_size
+        progress((i + 1) / len(shards))
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(w.numel() * w.element_size() for w in weights.values())},
+                 "weight_map": {k: file for file, keys in zip(names, shards) for k in keys}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return total
+
+
+def _load_weights(folder: Path, repo: str) -> dict[str, torch.Tensor]:
+    """A checkpoint folder's safetensors weights, one file or shards named by model.safetensors.index.json."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise _refuse(f"{repo} has no safetensors weights in {folder}.", code="missing_weights")
+    weights: dict[str, torch.Tensor] = {}
+    for name in files:
+        weights.update(load_file(str(folder / Path(name).name)))
+    return weights
 
 
 def _model_config(plan: Plan, text_encoder_dir: Path, codec_dir: Path):

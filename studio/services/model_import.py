@@ -41,8 +41,8 @@ CHECKPOINT_NAMES = ("state_dict.bin", "checkpoint.th")  # exported, solver
 COMPRESSION = "compression_state_dict.bin"
 CHECKPOINT_SUFFIXES = (".bin", ".th", ".pt", ".pth", ".ckpt")
 # the text encoder's and codec's repos: config, safetensors weights, tokenizer and feature extractor files only
-REFERENCE_FILES = ["config.json", "model.safetensors", "spiece.model", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "preprocessor_config.json"]
+REFERENCE_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "spiece.model", "tokenizer.json",
+                   "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"]
 ADAPTER_NOTE = ("LoRA adapters trained with PEFT on audiocraft's modules (names like transformer.layers.0.linear1) "
                 "do not apply to the converted model: train new ones on it in the Training tab, or merge such an "
                 "adapter into the checkpoint with audiocraft (merge_and_unload) and import the merged checkpoint.")
@@ -397,7 +397,7 @@ class ModelImportService:
 
     def _reference(self, job: _Import, repo: str, weights: bool = True) -> Path:
         """The official checkpoint the config names (from the HF cache, else downloaded with progress)."""
-        patterns = [p for p in REFERENCE_FILES if weights or not p.endswith(".safetensors")]
+        patterns = [p for p in REFERENCE_FILES if weights or "safetensors" not in p]
         cached = hub.cached_files(repo, patterns, self.store.hf_cache_dir)
         if cached is not None:
             return cached

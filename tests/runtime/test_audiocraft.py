@@ -135,6 +135,21 @@ def test_solver_checkpoint_converts_to_the_same_model_as_its_export(convert):
     assert solver.config == mono.config
 
 
+def test_a_large_model_is_written_in_shards_that_load_as_one(refs, mono, tmp_path, monkeypatch, convert):
+    """safetensors serialises a whole file in memory: large models are written in shards (2 GB; here a few KB)."""
+    monkeypatch.setattr(ac, "SHARD_BYTES", 200_000)
+    converted = ac.convert(mono, ac.plan_of(mono.config, mono.tensors), refs[T5_REPO], refs[CODEC_REPO],
+                           tmp_path / "sharded")
+    shards = sorted(p.name for p in converted.folder.glob("*.safetensors"))
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    assert converted.weights_bytes == sum((converted.folder / n).stat().st_size for n in shards)
+    meta, want = expected("mono")
+    loaded = _load(converted)
+    got = _teacher_forced(loaded.model, loaded.processor, meta["texts"], want["codes"], 1)
+    single = _load(convert("mono")[0])
+    assert torch.equal(got, _teacher_forced(single.model, single.processor, meta["texts"], want["codes"], 1))
+
+
 def test_the_solver_checkpoint_loads_only_through_the_allow_list(monkeypatch):
     path = FIXTURES / "solver" / "checkpoint.th"
     with pytest.raises(Exception, match="Unsupported global"):
