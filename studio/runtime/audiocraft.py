@@ -50,6 +50,12 @@ def _refuse(message: str, code: str = "unsupported_option", **extra: Any) -> Inv
 
 
 # ---- 1. reading ---------------------------------------------------------------------------------------------------
+def _plain_defaultdict(_default_factory: Any = None, *args: Any) -> dict:
+    """Stands for collections.defaultdict while a checkpoint loads: OmegaConf keeps its resolver cache in one (filled
+    once a ${now:...} was resolved), and torch's safe loader fills only plain dicts. The cache is never used."""
+    return dict(*args)
+
+
 def allowed_globals() -> list:
     """What a solver checkpoint's pickle may name besides tensors and plain containers: its config, an OmegaConf
     DictConfig (measured on audiocraft 1.3.0's solver checkpoints, NOTES.md). Nothing else is let through."""
@@ -57,8 +63,8 @@ def allowed_globals() -> list:
     from omegaconf.base import ContainerMetadata, Metadata
     from omegaconf.nodes import AnyNode
 
-    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, collections.defaultdict,
-            dict, list, int]
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any,
+            (_plain_defaultdict, "collections.defaultdict"), dict, list, int]
 
 
 def safe_load(path: Path, what: str) -> Any:
@@ -74,13 +80,6 @@ def safe_load(path: Path, what: str) -> Any:
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
         except pickle.UnpicklingError as exc:
-            if "SETITEM" in str(exc) and "defaultdict" in str(exc):
-                # OmegaConf's resolver cache (filled when a ${now:...} was resolved) is a defaultdict, which
-                # weights_only cannot rebuild whatever the allow-list
-                raise _refuse(f"{what}'s configuration carries OmegaConf's resolver cache, which the safe loader "
-                              "cannot rebuild. Export the checkpoint with audiocraft first, where you trust it "
-                              "(audiocraft.utils.export.export_lm(checkpoint, 'state_dict.bin')), and import "
-                              "state_dict.bin.", code="unloadable_checkpoint") from None
             found = re.search(r"GLOBAL ([\w.]+)", str(exc))
             if found or ("Weights only load failed" in str(exc) and _looks_pickled(path)):
                 name = found.group(1) if found else "an object that is not a tensor or a plain value"

@@ -18,6 +18,7 @@ from studio.services.datasets import CreateDatasetRequest
 from tests.audiocraft_support import CODEC_REPO, FIXTURES, T5_REPO, write_reference_repos
 from tests.conftest import rest_client
 from tests.fakehub import serve_repos
+from tests.melody_support import write_tune
 from tests.tone_dataset import write_tone_folder
 from tests.training_support import FAST, wait_status
 from studio.services.model_import import ImportRequest
@@ -131,7 +132,7 @@ def test_an_upload_archive_and_a_bare_checkpoint_file(studio, tmp_path):
     assert not list(client.ctx.settings.tmp_dir.glob("import-*"))  # uploads and work folders removed
 
 
-def test_import_from_the_hub_and_a_melody_model(studio):
+def test_import_from_the_hub_and_a_melody_model(studio, tmp_path):
     client = studio
     seen = events(client.post("/api/models/import", json={"source": "hub", "repo_id": "someone/ac-mono",
                                                             "id": "ac-hub"}))
@@ -145,6 +146,15 @@ def test_import_from_the_hub_and_a_melody_model(studio):
     assert model["conditioning"] == ["text", "melody"]
     assert model["architecture"] == "MusicgenMelodyForConditionalGeneration"
     assert any("demucs" in n for n in seen[-1]["report"]["notes"])
+    # it follows a melody through the studio, like MusicGen Melody
+    hum = write_tune(tmp_path / "hum.wav", [220.0, 330.0, 440.0], each_s=0.3)
+    upload = client.post("/api/uploads", files={"file": ("hum.wav", hum.read_bytes())}).json()
+    switch = client.post("/api/models/current", json={"model_id": "ac-melody"})
+    assert '"stage": "ready"' in switch.text.strip().splitlines()[-1], switch.text
+    r = client.post("/api/generate", json={"prompt": "calm piano", "duration_s": 1, "seed": 1,
+                                           "melody_upload_id": upload["id"]})
+    assert r.status_code == 200 and r.json()["melody"]["upload_id"] == upload["id"], r.text
+    client.post("/api/models/current", json={"model_id": "studio-tiny"})
 
 
 @pytest.mark.parametrize("body,status,code", [
