@@ -43,6 +43,7 @@ CHECKPOINT_SUFFIXES = (".bin", ".th", ".pt", ".pth", ".ckpt")
 # the text encoder's and codec's repos: config, safetensors weights, tokenizer and feature extractor files only
 REFERENCE_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "spiece.model", "tokenizer.json",
                    "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"]
+KEPT_STATUSES = 20  # the imports GET /api/models/import lists (this run's latest)
 ADAPTER_NOTE = ("LoRA adapters trained with PEFT on audiocraft's modules (names like transformer.layers.0.linear1) "
                 "do not apply to the converted model: train new ones on it in the Training tab, or merge such an "
                 "adapter into the checkpoint with audiocraft (merge_and_unload) and import the merged checkpoint.")
@@ -171,7 +172,8 @@ class ModelImportService:
                 shutil.rmtree(upload, ignore_errors=True)
             raise
         with self._lock:
-            job = _Import(id=len(self._imports) + 1, req=req, user=user, source_text=source_text, model_id=model_id,
+            del self._imports[:-(KEPT_STATUSES - 1)]
+            job = _Import(id=(self._imports[-1].id if self._imports else 0) + 1, req=req, user=user, source_text=source_text, model_id=model_id,
                           started_at=datetime.now(timezone.utc), upload=upload, upload_name=upload_name)
             self._imports.append(job)
         self._emit(job, ImportEvent(stage="checking", message=f"Importing {source_text}"))
@@ -216,22 +218,19 @@ class ModelImportService:
                         raise InvalidRequest(f"{resolved.name} is not an audiocraft checkpoint file (state_dict.bin "
                                              "or checkpoint.th).", code="missing_checkpoint")
                     beside = resolved.parent / COMPRESSION
-                    return resolved, self._inside(beside) if beside.is_file() and beside != resolved else None
+                    return resolved, (_inside(beside, self.import_roots) if beside.is_file() and beside != resolved
+                                      else None)
                 if resolved.is_dir():
-                    return self._in_folder(resolved, path)
+                    return self._in_folder(resolved, path, self.import_roots)
                 raise InvalidRequest(f"There is no folder or file {path[:200]}.", code="folder_not_found")
         roots = ", ".join(str(r) for r in self.import_roots)
         raise InvalidRequest(f"{path[:200]} is outside the folders checkpoints may be imported from ({roots}). Copy "
                              "it into one of them.", code="path_not_allowed",
                              allowed_roots=[str(r) for r in self.import_roots])
 
-    def _inside(self, path: Path) -> Path:
-        if not inside_roots(path, self.import_roots):  # a symlink out of the root
-            raise InvalidRequest(f"{path.name} links outside the import folders.", code="path_not_allowed",
-                                 allowed_roots=[str(r) for r in self.import_roots])
-        return path.resolve()
-
-    def _in_folder(self, folder: Path, shown: str) -> tuple[Path, Path | None]:
+    @staticmethod
+    def _in_folder(folder: Path, shown: str, roots: list[Path]) -> tuple[Path, Path | None]:
+        """The checkpoint (and compression file) in `folder`; every file read must lie inside `roots`."""
         names = {p.name for p in folder.iterdir() if p.is_file()}
         found = next((n for n in CHECKPOINT_NAMES if n in names), None)
         if found is None:
@@ -246,8 +245,8 @@ class ModelImportService:
                                      "(POST /api/models) instead.", code="transformers_model")
             raise InvalidRequest(f"{shown[:200]} holds no audiocraft checkpoint ({' or '.join(CHECKPOINT_NAMES)}).",
                                  code="missing_checkpoint")
-        compression = self._inside(folder / COMPRESSION) if COMPRESSION in names else None
-        return self._inside(folder / found), compression
+        compression = _inside(folder / COMPRESSION, roots) if COMPRESSION in names else None
+        return _inside(folder / found, roots), compression
 
     def _from_upload(self, job: _Import) -> tuple[Path, Path | None]:
         """The uploaded file: a checkpoint itself (torch.save writes a zip of its own) or an archive of one."""
@@ -272,14 +271,7 @@ class ModelImportService:
         if len(folders) > 1:
             raise InvalidRequest(f"{name} holds checkpoints in several folders: archive one checkpoint.",
                                  code="invalid_archive")
-        return self._in_folder_any(folders[0], name)
-
-    def _in_folder_any(self, folder: Path, shown: str) -> tuple[Path, Path | None]:
-        roots, self.import_roots = self.import_roots, [folder.resolve()]
-        try:  # the unpacked folder is the studio's own: the same rules, rooted there
-            return self._in_folder(folder.resolve(), shown)
-        finally:
-            self.import_roots = roots
+        return self._in_folder(folders[0].resolve(), name, [unpacked.resolve()])
 
     def _from_hub(self, job: _Import, dest: Path) -> tuple[Path, Path | None]:
         repo = job.req.repo_id.strip()
@@ -309,7 +301,7 @@ class ModelImportService:
             folder = hub.download_snapshot(repo, revision, None, self.store.hf_endpoint, on_bytes,
                                            allow_patterns=[CHECKPOINT_NAMES[1], COMPRESSION], local_dir=dest,
                                            storage_folder=dest)
-        return self._in_folder_any(folder, repo)
+        return self._in_folder(folder.resolve(), repo, [dest.resolve()])
 
     # ---- the import itself ----------------------------------------------------------------------------------
     def _run(self, job: _Import) -> None:
@@ -465,6 +457,13 @@ def _is_torch_file(path: Path) -> bool:
             return any(n.endswith("/data.pkl") or n == "data.pkl" for n in zf.namelist()[:64])
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def _inside(path: Path, roots: list[Path]) -> Path:
+    if not inside_roots(path, roots):  # a symlink out of the root
+        raise InvalidRequest(f"{path.name} links outside the folders checkpoints may be read from.",
+                             code="path_not_allowed", allowed_roots=[str(r) for r in roots])
+    return path.resolve()
 
 
 def _default_name(req: ImportRequest, upload_name: str | None) -> str:
