@@ -260,9 +260,12 @@ class ModelImportService:
             return parts[-1] in (*CHECKPOINT_NAMES, COMPRESSION, "adapter_config.json") or \
                 parts[-1].endswith(".th")
 
+        # weights barely compress: an archive unpacking to much more than its size is a bomb, not a checkpoint
+        budget = min(MAX_UPLOAD_BYTES, 2 * upload.stat().st_size + 2**26)
         extract(upload, unpacked, name, ArchiveRules(
-            keep=keep, file_cap=lambda _n: MAX_UPLOAD_BYTES, budget=MAX_UPLOAD_BYTES, max_members=10_000,
-            budget_hint="; archive only the checkpoint folder"))
+            keep=keep, file_cap=lambda _n: budget, budget=budget, max_members=10_000,
+            budget_hint="; archive only the checkpoint folder (weights do not compress: an archive that unpacks "
+                        "to more than twice its size is refused)"))
         upload.unlink()
         folders = sorted({p.parent for p in unpacked.rglob("*") if p.is_file()})
         if not folders:

@@ -241,6 +241,15 @@ def test_an_archive_that_is_not_a_checkpoint(studio):
     assert not list(studio.ctx.settings.tmp_dir.glob("import-*"))
 
 
+def test_an_archive_unpacking_far_beyond_its_size_is_refused_before_the_disk_fills(studio):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb/state_dict.bin", b"\0" * (200 * 2**20))  # 200 MB of zeros: a ~200 KB archive
+    seen = events(studio.post("/api/models/import", files={"archive": ("bomb.zip", buf.getvalue())}))
+    assert seen[-1]["stage"] == "error" and seen[-1]["code"] in ("archive_too_large", "file_too_large"), seen[-1]
+    assert not list(studio.ctx.settings.tmp_dir.glob("import-*"))
+
+
 def test_removing_an_imported_model_keeps_or_deletes_its_converted_folder(studio):
     client = studio
     seen = events(client.post("/api/models/import", json={"source": "folder", "path": "lora_merged",
