@@ -130,6 +130,8 @@ def build_context(settings: Settings, registry: Registry | None = None,
                                        settings.allowed_import_roots, settings.tmp_dir, settings.hf_endpoint,
                                        allowed=settings.custom_models)
     custom_models.restore()  # before anything reads the registry's models: they are models like registry.yaml's
+    model_import = ModelImportService(custom_models, store, settings.allowed_import_roots, settings.tmp_dir)
+    model_import.remove_orphans()
     gen_config.seed()  # first start (or a model new in registry.yaml): store registry.yaml's defaults
     uploads = UploadService(engine, settings.data_dir)
     uploads.remove_leftovers()  # what a killed upload left staged
@@ -163,6 +165,6 @@ def build_context(settings: Settings, registry: Registry | None = None,
         uploads=uploads,
         training=training,
         custom_models=custom_models,
-        model_import=ModelImportService(custom_models, store, settings.allowed_import_roots, settings.tmp_dir),
+        model_import=model_import,
         storage=storage,
     )

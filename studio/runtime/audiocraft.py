@@ -33,7 +33,7 @@ import torch
 
 from studio.errors import InvalidRequest
 
-MAX_CONFIG_CHARS = 1_000_000  # a real xp.cfg is ~30 KB
+MAX_CONFIG_CHARS = 256 * 1024  # a real xp.cfg is ~30 KB
 CODEC = "facebook/encodec_32khz"  # the only codec transformers' MusicGen has weights for
 CODEC_CODEBOOKS, CODEC_CARD, CODEC_RATE = 4, 2048, 32000
 T5_MODELS = {"t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b", "google/flan-t5-small", "google/flan-t5-base",
@@ -126,7 +126,7 @@ def read_checkpoint(path: Path, what: str = "The checkpoint") -> Checkpoint:
         raise _refuse(f"{what} is audiocraft's compression model file (compression_state_dict.bin): import the "
                       "language model's state_dict.bin, with this file beside it.", code="not_an_lm_checkpoint")
     cfg, best = pkg.get("xp.cfg"), pkg.get("best_state")
-    if isinstance(cfg, str) and isinstance(best, dict) and pkg.get("exported"):
+    if isinstance(cfg, str) and isinstance(best, dict):  # the first MusicGen release had no `exported` flag
         config, layout, tensors = _config_from_yaml(cfg, what), "exported", best
     elif cfg is not None and not isinstance(cfg, str) and isinstance(best, dict):
         fsdp = pkg.get("fsdp_best_state")  # what audiocraft's own export prefers (export_lm)
@@ -163,22 +163,41 @@ def _not_audiocraft(what: str) -> InvalidRequest:
                    code="not_an_lm_checkpoint")
 
 
+MAX_DEPTH = 32  # a real xp.cfg nests 5 levels
+MAX_NODES = 100_000  # ... and has about 1,500 values
+_REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")  # ${a.b.c}: a value that is another value of the config
+
+
 def _config_from_yaml(text: str, what: str) -> dict:
     import yaml
 
     if len(text) > MAX_CONFIG_CHARS:
-        raise _refuse(f"{what}'s configuration is {len(text):,} characters, too long for audiocraft's.",
-                      code="invalid_audiocraft_config")
+        raise _invalid_config(f"{what}'s configuration is {len(text):,} characters, too long for audiocraft's.")
+    _check_text_depth(text, what)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        # aliases could make the copy OmegaConf takes grow exponentially (a "billion laughs"); audiocraft's
+        # aliases could make a shared node grow when it is copied (a "billion laughs"); audiocraft's
         # OmegaConf.to_yaml never writes one
-        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise _refuse(f"{what}'s configuration uses YAML aliases, which audiocraft never writes.",
-                          code="invalid_audiocraft_config")
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise _refuse(f"{what}'s configuration (xp.cfg) is not valid YAML.", code="invalid_audiocraft_config") from None
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=loader)):
+            raise _invalid_config(f"{what}'s configuration uses YAML aliases, which audiocraft never writes.")
+        raw = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        raise _invalid_config(f"{what}'s configuration (xp.cfg) is not valid YAML.") from None
     return _resolve(raw, what)
+
+
+def _check_text_depth(text: str, what: str) -> None:
+    """Refuse deep nesting before any parser recurses into it: brackets of flow style, indentation of block style."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    indent = max((len(line) - len(line.lstrip(" -")) for line in text.splitlines()), default=0)
+    if deepest > MAX_DEPTH or indent > 4 * MAX_DEPTH:
+        raise _invalid_config(f"{what}'s configuration nests deeper than audiocraft's ever do.")
 
 
 def _config_from_dictconfig(cfg: Any, what: str) -> dict:
@@ -187,39 +206,74 @@ def _config_from_dictconfig(cfg: Any, what: str) -> dict:
     if not isinstance(cfg, DictConfig):
         raise _not_audiocraft(what)
     try:
-        raw = OmegaConf.to_container(cfg, resolve=False)
-    except Exception:  # noqa: BLE001 - a damaged config object from a file
-        raise _refuse(f"{what}'s configuration cannot be read.", code="invalid_audiocraft_config") from None
+        raw = OmegaConf.to_container(cfg, resolve=False)  # never resolved by OmegaConf: see _resolve
+    except (Exception, RecursionError):  # noqa: BLE001 - a damaged config object from a file
+        raise _invalid_config(f"{what}'s configuration cannot be read.") from None
     return _resolve(raw, what)
 
 
-_INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+def _invalid_config(message: str, **extra: Any) -> InvalidRequest:
+    return _refuse(message, code="invalid_audiocraft_config", **extra)
 
 
 def _resolve(raw: Any, what: str) -> dict:
-    """Resolve ${a.b} references between the config's own values. Resolver calls (audiocraft's configs carry
-    ${oc.env:USER} in dora.dir) are kept as text, never called: one would read the server's environment into a
-    configuration the page shows."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
+    """The configuration with its references resolved: a value that is exactly ${a.b.c} becomes that value (the
+    only interpolations audiocraft's configs use for the model: ${sample_rate}, ${transformer_lm.n_q}, ...).
+    Everything else stays text, never evaluated: resolver calls (${oc.env:USER} in dora.dir would read the
+    server's environment) and strings built from several parts. OmegaConf's own resolution is not used: nested
+    interpolations can grow exponentially, and an escaped resolver call still runs. Bounded in depth, size and hops."""
     if not isinstance(raw, dict):
-        raise _refuse(f"{what}'s configuration is not a mapping.", code="invalid_audiocraft_config")
+        raise _invalid_config(f"{what}'s configuration is not a mapping.")
+    count = [0]
 
-    def inert(node: Any) -> Any:
+    def check(node: Any, depth: int) -> None:
+        count[0] += 1
+        if depth > MAX_DEPTH or count[0] > MAX_NODES:
+            raise _invalid_config(f"{what}'s configuration is deeper or larger than audiocraft's ever are.")
         if isinstance(node, dict):
-            return {key: inert(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inert(value) for value in node]
-        if isinstance(node, str) and any(":" in ref or "$" in ref for ref in _INTERPOLATION.findall(node)):
-            return node.replace("${", "\\${")  # escaped: OmegaConf gives the text back
+            for key, value in node.items():
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    raise _invalid_config(f"{what}'s configuration has a key that is not plain text.")
+                check(value, depth + 1)
+        elif isinstance(node, list):
+            for value in node:
+                check(value, depth + 1)
+        elif not isinstance(node, (str, int, float, bool, type(None))):
+            raise _invalid_config(f"{what}'s configuration holds a {type(node).__name__}, not plain values.")
+
+    check(raw, 0)
+
+    done: dict[int, Any] = {}  # each mapping or list resolved once, then shared
+    busy: set[int] = set()
+
+    def lookup(dotted: str, hops: int) -> Any:
+        node: Any = raw
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return f"${{{dotted}}}"  # a dangling reference stays text, like any other
+            node = node[part]
+        if isinstance(node, str) and (ref := _REFERENCE.match(node)):
+            if hops >= 8:
+                raise _invalid_config(f"{what}'s configuration refers in a loop (${{{dotted}}}).")
+            return lookup(ref.group(1), hops + 1)
+        return resolve(node)
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, (dict, list)):
+            if id(node) in done:
+                return done[id(node)]
+            if id(node) in busy:
+                raise _invalid_config(f"{what}'s configuration refers to a value inside itself.")
+            busy.add(id(node))
+            out = {k: resolve(v) for k, v in node.items()} if isinstance(node, dict) else [resolve(v) for v in node]
+            busy.discard(id(node))
+            done[id(node)] = out
+            return out
+        if isinstance(node, str) and (ref := _REFERENCE.match(node)):
+            return lookup(ref.group(1), 0)
         return node
 
-    try:
-        return OmegaConf.to_container(OmegaConf.create(inert(raw)), resolve=True)
-    except (OmegaConfBaseException, ValueError, TypeError) as exc:
-        raise _refuse(f"{what}'s configuration cannot be resolved: {str(exc).splitlines()[0][:200]}",
-                      code="invalid_audiocraft_config") from None
+    return resolve(raw)
 
 
 # ---- 2. what the configuration says -------------------------------------------------------------------------------
@@ -302,6 +356,8 @@ def plan_of(config: dict, tensors: dict[str, torch.Tensor], codec: str | None = 
     if channels == 2:
         _require(config, "interleave_stereo_codebooks.use", True, "stereo MusicGen interleaves left and right "
                  "codebooks", default=False)
+        _require(config, "interleave_stereo_codebooks.per_timestep", False, "left and right codebooks interleave "
+                 "per codebook", default=False)
     n_q = _require(config, f"{lm}.n_q", CODEC_CODEBOOKS * channels, f"{CODEC} has {CODEC_CODEBOOKS} codebooks per "
                    "channel")
     card = _require(config, f"{lm}.card", CODEC_CARD, f"{CODEC}'s codebooks have {CODEC_CARD} entries")
@@ -356,6 +412,7 @@ def plan_of(config: dict, tensors: dict[str, torch.Tensor], codec: str | None = 
     _require(config, "conditioners.description.t5.normalize_text", False, "the text is given to T5 as typed "
              "(audiocraft's normalisation needs spaCy)", default=False)
     finetuned = any(k.startswith(DESCRIPTION + "t5.") for k in tensors)
+
     chroma = None
     if melody:
         _require(config, "fuser.cross", ([], None), "MusicGen Melody puts its conditions before the sequence")
@@ -394,6 +451,17 @@ def _number(value: Any, default: float, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         return default
     return float(value)
+
+
+def check_text_encoder(plan: Plan, tensors: dict[str, torch.Tensor], t5_config: dict) -> None:
+    """The checkpoint's text projection against the text encoder's width, from its config.json alone: read before
+    its weights are downloaded (t5-11b's are 45 GB)."""
+    width = t5_config.get("d_model")
+    proj = tensors.get(DESCRIPTION + "output_proj.weight")
+    if proj is not None and proj.ndim == 2 and proj.shape[1] != width:
+        raise _refuse(f"The checkpoint's text projection takes {proj.shape[1]} features, but {plan.text_encoder} "
+                      f"gives {width}: it was not trained with the text encoder its configuration names.",
+                      code="invalid_checkpoint_tensors", key=DESCRIPTION + "output_proj.weight")
 
 
 # ---- 3. mapping -----------------------------------------------------------------------------------------------------

@@ -81,8 +81,8 @@ class RemovedModel(BaseModel):
     id: str
     display_name: str
     files_deleted: bool = Field(description=(
-        "its cached hub files or, for an imported model, its converted folder were deleted (a folder you added "
-        "is never deleted)"))
+        "its cached hub files were deleted (when asked), or, for an imported model, its converted folder (always: "
+        "nothing else can use it); a folder you added is never deleted"))
     bytes_freed: int
 
 
@@ -251,7 +251,8 @@ class CustomModelService:
             return self.registry.remove_custom(model_id)
 
         removed = self.queue.retire_model(model_id, retire)
-        deletes = delete_files and (removed.source.hub is not None or self.store.is_imported(removed))
+        # an imported model's converted folder is the studio's own and nothing else can use it: it goes with it
+        deletes = self.store.is_imported(removed) or (delete_files and removed.source.hub is not None)
         freed = self.store.delete_files(removed) if deletes else 0
         log.info("custom model %s removed (files %s)", model_id, "deleted" if deletes else "kept")
         return RemovedModel(id=removed.id, display_name=removed.display_name, files_deleted=bool(deletes),

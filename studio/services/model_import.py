@@ -9,6 +9,7 @@ time: converting a large model takes its size in memory. Nothing is kept from an
 folder is removed (at the next start if the studio is killed meanwhile) and no record is written."""
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import shutil
@@ -24,7 +25,7 @@ from typing import Any, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from studio.archives import ArchiveRules, archive_stem, extract, inside_roots
-from studio.errors import Conflict, InvalidRequest, StudioError
+from studio.errors import Conflict, InvalidRequest, StudioError, TooLarge
 from studio.registry import ModelSpec
 from studio.runtime import audiocraft as ac
 from studio.runtime import hub
@@ -96,6 +97,9 @@ class ImportEvent(BaseModel):
     bytes_done: int | None = None
     bytes_total: int | None = None
     code: str | None = Field(None, description="error events: what went wrong, as a code")
+    details: dict[str, Any] | None = Field(None, description=(
+        "error events: what the refusal names, e.g. `option` and `value` (unsupported_option), `key` (a tensor), "
+        "`object` (unsafe_checkpoint)"))
     report: ImportReport | None = None
 
     @property
@@ -138,6 +142,18 @@ class ModelImportService:
         self._lock = threading.Lock()
         self._imports: list[_Import] = []
 
+    def remove_orphans(self) -> list[Path]:
+        """At start-up: converted folders no model uses (a studio killed between writing one and recording its
+        model, or an import whose model was removed while the studio was down) are removed."""
+        folder = self.store.imported_dir
+        used = {m.source.folder for m in self.custom_models.registry.models if m.source.folder}
+        orphans = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and str(p) not in used] \
+            if folder.is_dir() else []
+        for orphan in orphans:
+            shutil.rmtree(orphan, ignore_errors=True)
+            log.info("removed %s: no model uses this converted folder", orphan)
+        return orphans
+
     # ---- starting -----------------------------------------------------------------------------------------
     def upload_folder(self) -> Path:
         """A fresh folder (in the data dir's temp space, cleared at start-up) for an upload; start() takes it
@@ -171,13 +187,21 @@ class ModelImportService:
             if upload is not None:
                 shutil.rmtree(upload, ignore_errors=True)
             raise
+        first = ImportEvent(stage="checking", message=f"Importing {source_text}")
         with self._lock:
             del self._imports[:-(KEPT_STATUSES - 1)]
-            job = _Import(id=(self._imports[-1].id if self._imports else 0) + 1, req=req, user=user, source_text=source_text, model_id=model_id,
-                          started_at=datetime.now(timezone.utc), upload=upload, upload_name=upload_name)
+            job = _Import(id=(self._imports[-1].id if self._imports else 0) + 1, req=req, user=user,
+                          source_text=source_text, model_id=model_id, started_at=datetime.now(timezone.utc),
+                          upload=upload, upload_name=upload_name, last=first)
             self._imports.append(job)
-        self._emit(job, ImportEvent(stage="checking", message=f"Importing {source_text}"))
-        threading.Thread(target=self._run, args=(job,), name=f"model-import-{job.id}", daemon=True).start()
+        job.events.put(first)
+        try:
+            threading.Thread(target=self._run, args=(job,), name=f"model-import-{job.id}", daemon=True).start()
+        except BaseException:  # no thread (the process is out of them): nothing will run, say so and let go
+            self._busy.release()
+            if upload is not None:
+                shutil.rmtree(upload, ignore_errors=True)
+            self._emit(job, ImportEvent(stage="error", code="import_failed", message="The import could not start."))
         return self._follow(job)
 
     def statuses(self) -> list[ImportStatus]:
@@ -284,6 +308,11 @@ class ModelImportService:
         def check(sizes: dict[str, int]) -> None:
             listing.update(sizes)
             top = {k for k in sizes if "/" not in k}
+            big = [k for k in top if sizes[k] > MAX_UPLOAD_BYTES]
+            if big:
+                raise TooLarge(f"{repo}'s {big[0]} is {sizes[big[0]] / 2**30:.0f} GB: the studio imports checkpoints "
+                               f"of at most {MAX_UPLOAD_BYTES // 2**30} GB.", code="checkpoint_too_large",
+                               max_bytes=MAX_UPLOAD_BYTES)
             if not top & set(CHECKPOINT_NAMES):
                 if "adapter_config.json" in top:
                     raise InvalidRequest(f"{repo} is a PEFT adapter, not a checkpoint. {ADAPTER_NOTE}",
@@ -310,12 +339,14 @@ class ModelImportService:
     def _run(self, job: _Import) -> None:
         started = time.monotonic()
         final = ImportEvent(stage="error", code="import_failed", message="The import stopped.")
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="import-", dir=self.tmp_dir))
+        work: Path | None = None
         dest: Path | None = None
         registered = False
         try:
             req = job.req
+            with storage_writes(self.tmp_dir):
+                self.tmp_dir.mkdir(parents=True, exist_ok=True)
+                work = Path(tempfile.mkdtemp(prefix="import-", dir=self.tmp_dir))
             with storage_writes(self.tmp_dir):
                 if req.source == "hub":
                     ckpt_path, comp_path = self._from_hub(job, work / "hub")
@@ -343,6 +374,7 @@ class ModelImportService:
             codec = ac.read_compression(comp_path) if comp_path is not None else None
             plan = ac.plan_of(ckpt.config, ckpt.tensors, codec)
             ac.map_lm(ckpt.tensors, plan)  # unknown or LoRA tensors refused before any download
+            ac.check_text_encoder(plan, ckpt.tensors, self._reference_config(job, plan.text_encoder))
             t5_dir = self._reference(job, plan.text_encoder, weights=not plan.text_encoder_finetuned)
             codec_dir = self._reference(job, ac.CODEC)
 
@@ -375,7 +407,7 @@ class ModelImportService:
             final = ImportEvent(stage="ready", message=f"{spec.display_name} was imported as {model_id}: choose "
                                 "it in Switch model.", fraction=1.0, report=report)
         except StudioError as exc:
-            final = ImportEvent(stage="error", message=exc.message, code=exc.code)
+            final = ImportEvent(stage="error", message=exc.message, code=exc.code, details=exc.extra or None)
         except Exception as exc:  # noqa: BLE001 - the import thread must always end with an event
             log.exception("import of %s failed", job.source_text)
             text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -384,11 +416,25 @@ class ModelImportService:
             if dest is not None and not registered and dest.exists() and \
                     not any(m.source.folder == str(dest) for m in self.custom_models.registry.models):
                 shutil.rmtree(dest, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
             if job.upload is not None:
                 shutil.rmtree(job.upload, ignore_errors=True)
             self._busy.release()  # before the last event: a client may start the next import as soon as it has it
         self._emit(job, final)
+
+    def _reference_config(self, job: _Import, repo: str) -> dict:
+        """A reference checkpoint's config.json (cached, else that file alone downloaded): checked before its
+        weights are fetched."""
+        folder = hub.cached_files(repo, ["config.json"], self.store.hf_cache_dir)
+        if folder is None:
+            self._emit(job, ImportEvent(stage="downloading", message=f"Reading {repo}'s configuration"))
+            folder = hub.download_snapshot(repo, None, self.store.hf_cache_dir, self.store.hf_endpoint,
+                                           lambda _d, _t: None, allow_patterns=["config.json"])
+        try:
+            return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise InvalidRequest(f"{repo}'s config.json is not readable JSON.", code="invalid_config") from None
 
     def _reference(self, job: _Import, repo: str, weights: bool = True) -> Path:
         """The official checkpoint the config names (from the HF cache, else downloaded with progress)."""

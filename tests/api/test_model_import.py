@@ -207,6 +207,33 @@ def test_a_malicious_checkpoint_fails_in_the_stream_and_leaves_nothing(studio, t
     assert not list(client.ctx.settings.tmp_dir.glob("import-*"))
 
 
+def test_an_unsupported_option_names_itself_in_the_error_event(studio):
+    folder = studio.ctx.settings.data_dir / "imports" / "layer-scale"
+    folder.mkdir()
+    pkg = torch.load(FIXTURES / "mono" / "state_dict.bin", weights_only=True)
+    pkg["xp.cfg"] = pkg["xp.cfg"].replace("layer_scale: null", "layer_scale: 0.0001")
+    torch.save(pkg, folder / "state_dict.bin")
+    seen = events(studio.post("/api/models/import", json={"source": "folder", "path": "layer-scale"}))
+    assert seen[-1]["stage"] == "error" and seen[-1]["code"] == "unsupported_option"
+    assert seen[-1]["details"] == {"option": "transformer_lm.layer_scale", "value": 0.0001}
+
+
+def test_a_text_encoder_of_the_wrong_width_is_refused_before_its_weights_download(studio, hub):
+    folder = studio.ctx.settings.data_dir / "imports" / "wrong-t5"
+    folder.mkdir()
+    pkg = torch.load(FIXTURES / "mono" / "state_dict.bin", weights_only=True)
+    proj = "condition_provider.conditioners.description.output_proj.weight"
+    pkg["best_state"][proj] = torch.zeros(8, 64)
+    torch.save(pkg, folder / "state_dict.bin")
+    shutil.rmtree(studio.ctx.settings.hf_cache_dir, ignore_errors=True)  # nothing cached: all would download
+    hub.reset()
+    seen = events(studio.post("/api/models/import", json={"source": "folder", "path": "wrong-t5"}))
+    assert seen[-1]["stage"] == "error" and seen[-1]["code"] == "invalid_checkpoint_tensors", seen[-1]
+    assert seen[-1]["details"]["key"] == proj
+    fetched = [r.path for r in hub.requests if r.method == "GET" and "/resolve/" in r.path]
+    assert fetched and all(p.endswith("/config.json") for p in fetched), fetched
+
+
 @pytest.mark.parametrize("body,code", [
     ({"source": "hub", "repo_id": "someone/ac-adapter", "id": "x1"}, "peft_adapter"),
     ({"source": "hub", "repo_id": "someone/missing", "id": "x2"}, "repo_not_found"),
@@ -250,21 +277,21 @@ def test_an_archive_unpacking_far_beyond_its_size_is_refused_before_the_disk_fil
     assert not list(studio.ctx.settings.tmp_dir.glob("import-*"))
 
 
-def test_removing_an_imported_model_keeps_or_deletes_its_converted_folder(studio):
+def test_removing_an_imported_model_deletes_its_converted_folder(studio):
     client = studio
     seen = events(client.post("/api/models/import", json={"source": "folder", "path": "lora_merged",
                                                             "id": "ac-remove"}))
     assert seen[-1]["stage"] == "ready", seen[-1]
     folder = imported_dir(client) / "ac-remove"
-    kept = client.delete("/api/models/ac-remove")
-    assert kept.status_code == 200 and kept.json()["files_deleted"] is False and folder.is_dir()
-    # importing it again under the same id replaces the folder the removed model left
+    assert folder.is_dir()
+    gone = client.delete("/api/models/ac-remove", params={"delete_files": "false"})
+    assert gone.status_code == 200 and gone.json()["files_deleted"] is True and gone.json()["bytes_freed"] > 0
+    assert not folder.exists()
+    # and it can be imported again under the same id
     seen = events(client.post("/api/models/import", json={"source": "folder", "path": "lora_merged",
                                                             "id": "ac-remove"}))
     assert seen[-1]["stage"] == "ready", seen[-1]
-    gone = client.delete("/api/models/ac-remove", params={"delete_files": "true"})
-    assert gone.status_code == 200 and gone.json()["files_deleted"] is True and gone.json()["bytes_freed"] > 0
-    assert not folder.exists()
+    assert client.delete("/api/models/ac-remove").status_code == 200
 
 
 def test_a_locked_model_list_refuses_imports(make_ctx):
@@ -287,11 +314,14 @@ def test_an_imported_model_and_its_provenance_survive_a_restart_and_leftovers_go
     (data_dir / "models" / "imported" / ".import-abc123").mkdir()
     (data_dir / "models" / "imported" / ".import-abc123" / "model.safetensors").write_bytes(b"half")
     (data_dir / "tmp" / "import-xyz").mkdir(parents=True)
+    (data_dir / "models" / "imported" / "killed-before-recorded").mkdir()  # converted, never recorded
     again = make_ctx(hf_endpoint=hub.url, data_dir=data_dir)
     listed = {m.id: m for m in again.custom_models.list()}
     assert listed["ac-restart"].provenance["layout"] == "exported"
     assert not (data_dir / "models" / "imported" / ".import-abc123").exists()
     assert not (data_dir / "tmp" / "import-xyz").exists()
+    assert not (data_dir / "models" / "imported" / "killed-before-recorded").exists()
+    assert (data_dir / "models" / "imported" / "ac-restart").is_dir()
     assert again.manager.switch_and_wait("ac-restart").stage == "ready"
 
 

@@ -330,6 +330,9 @@ def test_stereo_needs_its_codebooks_interleaved(convert):
     with pytest.raises(InvalidRequest) as refused:
         ac.plan_of(_with(stereo.config, "interleave_stereo_codebooks.use", False), stereo.tensors)
     assert refused.value.extra["option"] == "interleave_stereo_codebooks.use"
+    with pytest.raises(InvalidRequest) as refused:
+        ac.plan_of(_with(stereo.config, "interleave_stereo_codebooks.per_timestep", True), stereo.tensors)
+    assert refused.value.extra["option"] == "interleave_stereo_codebooks.per_timestep"
     converted, plan, _ = convert("stereo")
     assert plan.channels == 2 and plan.codebooks == 8 and converted.config["decoder"]["audio_channels"] == 2
 
@@ -398,12 +401,85 @@ def test_a_decoder_as_wide_as_its_text_encoder_is_refused(refs, mono, tmp_path):
     assert refused.value.extra["option"] == "transformer_lm.dim"
 
 
-def test_resolver_calls_in_the_configuration_are_kept_as_text_never_called(monkeypatch):
+@pytest.mark.parametrize("layout", ["exported", "solver"])
+def test_resolver_calls_in_the_configuration_are_kept_as_text_never_called(monkeypatch, tmp_path, layout):
+    """${oc.env:...} (audiocraft's dora.dir has one), escaped or not, is never evaluated: the server's environment
+    never reaches a configuration the page shows or a refusal's message."""
+    from omegaconf import OmegaConf
+
     monkeypatch.setenv("STUDIO_SECRET_FOR_TEST", "do-not-read")
-    config = ac._resolve({"dora": {"dir": "/x/${oc.env:STUDIO_SECRET_FOR_TEST}"}, "a": 2, "b": "${a}",
-                          "c": "${oc.decode:'[1]'}"}, "xp.cfg")
-    assert config == {"dora": {"dir": "/x/${oc.env:STUDIO_SECRET_FOR_TEST}"}, "a": 2, "b": 2,
-                      "c": "${oc.decode:'[1]'}"}
+    raw = {"dora": {"dir": "/x/${oc.env:STUDIO_SECRET_FOR_TEST}"}, "a": 2, "b": "${a}", "c": "${oc.decode:'[1]'}",
+           "d": "\\${oc.env:STUDIO_SECRET_FOR_TEST}", "e": "${a}${a}", "f": {"g": "${b}"}}
+    config = ac._resolve(copy.deepcopy(raw), "xp.cfg")
+    assert config == {**raw, "b": 2, "f": {"g": 2}}
+    pkg = torch.load(FIXTURES / "solver" / "checkpoint.th", weights_only=False)  # our own fixture: trusted
+    cfg = yaml.safe_load(torch.load(FIXTURES / "mono" / "state_dict.bin", weights_only=True)["xp.cfg"])
+    cfg["conditioners"]["description"]["t5"]["name"] = "\\${oc.env:STUDIO_SECRET_FOR_TEST}"
+    if layout == "solver":
+        pkg["xp.cfg"] = OmegaConf.create(cfg)
+    else:
+        pkg = {"best_state": pkg["best_state"]["model"], "xp.cfg": yaml.safe_dump(cfg), "exported": True}
+    torch.save(pkg, tmp_path / "ckpt.bin")
+    ckpt = ac.read_checkpoint(tmp_path / "ckpt.bin")
+    with pytest.raises(InvalidRequest) as refused:
+        ac.plan_of(ckpt.config, ckpt.tensors)
+    assert "do-not-read" not in str(refused.value.to_dict())
+    assert refused.value.extra["option"] == "conditioners.description.t5.name"
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: {"k0": "x" * 8, **{f"k{i}": f"${{k{i - 1}}}${{k{i - 1}}}" for i in range(1, n)}},
+    lambda n: {"k0": [1], **{f"k{i}": [f"${{k{i - 1}}}", f"${{k{i - 1}}}"] for i in range(1, n)}},
+    lambda n: {"k0": {"v": 1}, **{f"k{i}": {"a": f"${{k{i - 1}}}", "b": f"${{k{i - 1}}}"} for i in range(1, n)}},
+])
+def test_interpolation_bombs_resolve_at_once_and_stay_small(make):
+    """Nested references that double at each level (60 levels: 2^60 copies if expanded) are shared, not copied."""
+    import time
+
+    started = time.perf_counter()
+    config = ac._resolve(make(60), "xp.cfg")
+    assert time.perf_counter() - started < 1.0
+    assert len(config) == 60
+
+
+@pytest.mark.parametrize("text", [
+    "a: " + "[" * 5000 + "]" * 5000,
+    "a: " + "{b: " * 200 + "1" + "}" * 200,
+    "\n".join(" " * (2 * i) + f"k{i}:" for i in range(300)),
+    "k: v\n" * 100_000,
+])
+def test_configurations_too_deep_or_too_large_are_refused_quickly(tmp_path, text):
+    import time
+
+    torch.save({"best_state": {"emb.0.weight": torch.zeros(1)}, "xp.cfg": text, "exported": True},
+               tmp_path / "state_dict.bin")
+    started = time.perf_counter()
+    with pytest.raises(InvalidRequest) as refused:
+        ac.read_checkpoint(tmp_path / "state_dict.bin")
+    assert refused.value.code == "invalid_audiocraft_config"
+    assert time.perf_counter() - started < 2.0
+
+
+def test_references_in_a_loop_are_refused():
+    for raw in ({"a": "${b}", "b": "${a}"}, {"a": {"b": "${a}"}}):
+        with pytest.raises(InvalidRequest) as refused:
+            ac._resolve(raw, "xp.cfg")
+        assert refused.value.code == "invalid_audiocraft_config"
+
+
+def test_the_first_releases_layout_without_exported_or_version_reads(tmp_path, mono):
+    pkg = torch.load(FIXTURES / "mono" / "state_dict.bin", weights_only=True)
+    torch.save({"best_state": pkg["best_state"], "xp.cfg": pkg["xp.cfg"]}, tmp_path / "state_dict.bin")
+    ckpt = ac.read_checkpoint(tmp_path / "state_dict.bin")
+    assert ckpt.layout == "exported" and ckpt.version is None and ckpt.config == mono.config
+
+
+def test_a_text_projection_of_another_width_than_its_text_encoder_is_refused(mono):
+    plan = ac.plan_of(mono.config, mono.tensors)
+    ac.check_text_encoder(plan, mono.tensors, {"d_model": 32})
+    with pytest.raises(InvalidRequest) as refused:
+        ac.check_text_encoder(plan, mono.tensors, {"d_model": 1024})
+    assert refused.value.code == "invalid_checkpoint_tensors" and "1024" in refused.value.message
 
 
 def test_a_configuration_with_a_filled_resolver_cache_loads(tmp_path, mono):
