@@ -32,6 +32,7 @@ BASE_BODIES = {
     ("post", "/api/training/runs/{run_id}/register"): {},
     ("post", "/api/models"): {"source": "folder"},
     ("post", "/api/models/inspect"): {"source": "folder"},
+    ("post", "/api/models/import"): {"source": "folder"},
 }
 PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny", "test_id": "1", "dataset_id": "1",
                "run_id": "1"}
