@@ -318,6 +318,7 @@ class ModelImportService:
         work = Path(tempfile.mkdtemp(prefix="import-", dir=self.tmp_dir))
         dest: Path | None = None
         registered = False
+        final: ImportEvent | None = None
         try:
             req = job.req
             with storage_writes(self.tmp_dir):
@@ -376,14 +377,14 @@ class ModelImportService:
                 weights_bytes=converted.weights_bytes, seconds=round(time.monotonic() - started, 1),
                 notes=[*converted.notes, ADAPTER_NOTE])
             log.info("imported %s as %s in %.1f s", job.source_text, model_id, report.seconds)
-            self._emit(job, ImportEvent(stage="ready", message=f"{spec.display_name} was imported as {model_id}: "
-                                        "choose it in Switch model.", fraction=1.0, report=report))
+            final = ImportEvent(stage="ready", message=f"{spec.display_name} was imported as {model_id}: "
+                                "choose it in Switch model.", fraction=1.0, report=report)
         except StudioError as exc:
-            self._emit(job, ImportEvent(stage="error", message=exc.message, code=exc.code))
+            final = ImportEvent(stage="error", message=exc.message, code=exc.code)
         except Exception as exc:  # noqa: BLE001 - the import thread must always end with an event
             log.exception("import of %s failed", job.source_text)
-            self._emit(job, ImportEvent(stage="error", code="import_failed",
-                                        message=f"The import failed: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"))
+            final = ImportEvent(stage="error", code="import_failed",
+                                message=f"The import failed: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}")
         finally:
             if dest is not None and not registered and dest.exists() and \
                     not any(m.source.folder == str(dest) for m in self.custom_models.registry.models):
@@ -392,6 +393,10 @@ class ModelImportService:
             if job.upload is not None:
                 shutil.rmtree(job.upload, ignore_errors=True)
             self._busy.release()
+            # the last event once the temporary files are gone and the next import may start: a client that
+            # starts another import when it sees this one end is not refused as import_running
+            self._emit(job, final or ImportEvent(stage="error", code="import_failed",
+                                                 message="The import was interrupted."))
 
     def _reference(self, job: _Import, repo: str, weights: bool = True) -> Path:
         """The official checkpoint the config names (from the HF cache, else downloaded with progress)."""
