@@ -263,22 +263,26 @@ def wire_model_import_panel(ctx: AppContext, panel: ModelImportPanel, model_drop
         except StudioError as exc:
             raise gr.Error(notify_text(exc.message), print_exception=False) from None
         gr.Info(notify_text(f"{report.model.display_name} was imported."))
-        return [plain_status(report_text(report)), report.model_dump(mode="json"), *lists()]
+        return [report_text(report), report.model_dump(mode="json")]
 
     form = [panel.source, panel.path, panel.repo_id, panel.revision, panel.file, panel.model_id,
             panel.display_name]
     outputs = [panel.status, panel.report, *model_dropdowns, table, remove_choice]
 
     def on_page(*args, **kwargs) -> list:
+        """The page's Import: the report, and the model in every list at once; a refusal is a message under
+        the button, not Gradio's error badge over it."""
         try:
-            return import_audiocraft(*args, **kwargs)
-        except gr.Error as exc:  # a message under the button, not Gradio's error badge over it
+            text, report = import_audiocraft(*args, **kwargs)
+        except gr.Error as exc:
             text = html.unescape(str(exc.message))
             return [failed_status(f"❌ **Not imported.** {md_escape(text)}"), *[gr.skip()] * (len(outputs) - 1)]
+        return [plain_status(text), report, *lists()]
 
     page_fn = functools.wraps(import_audiocraft)(on_page)
     panel.import_btn.click(lambda: plain_status(), None, panel.status, queue=False, show_progress="hidden", **private)
     panel.import_btn.click(page_fn, form, outputs, show_progress_on=[panel.status], concurrency_limit=None,
                            api_name="import_audiocraft_on_page", **private)
-    panel.api_btn.click(import_audiocraft, [panel.api_source, *form[1:]], outputs, api_name="import_audiocraft",
-                        concurrency_limit=None)
+    # scripts: the report (Markdown, JSON), or the failing event with the refusal
+    panel.api_btn.click(import_audiocraft, [panel.api_source, *form[1:]], [panel.status, panel.report],
+                        api_name="import_audiocraft", concurrency_limit=None)
