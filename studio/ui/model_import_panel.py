@@ -5,23 +5,22 @@ events; the end is a report card (what was read, what it became) or the refusal 
 through ctx.model_import (studio.services.model_import)."""
 from __future__ import annotations
 
-import functools
-import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Generator
 
 import gradio as gr
 
 from studio.context import AppContext
 from studio.errors import InvalidRequest, StudioError
 from studio.services.model_import import ImportEvent, ImportReport, ImportRequest
-from studio.ui.common import failed_status, fmt_gb, md_escape, notify_text, page_user, plain_status
+from studio.ui.common import md_escape, notify_text, page_user, plain_status
 from studio.ui.custom_models_panel import custom_choices, preview_text
 
 FOLDER, HUB, UPLOAD = "Folder on this server", "Hugging Face Hub", "Upload"
 SOURCES = {FOLDER: "folder", HUB: "hub", UPLOAD: "upload"}
+PROGRESS_HEIGHT = 72  # px: the status area while an import runs
 STAGES = {"checking": "Checking", "downloading": "Downloading", "converting": "Converting",
           "registering": "Registering", "ready": "Ready", "error": "Failed"}
 
@@ -124,7 +123,8 @@ def fmt_bytes(n: int) -> str:
 
 def progress_text(event: ImportEvent) -> str:
     """What the progress bar says: the stage, the message, and the bytes of a download or hash."""
-    text = f"{STAGES.get(event.stage, event.stage)}: {event.message}"
+    stage = STAGES.get(event.stage, event.stage)
+    text = event.message if event.message.startswith(stage) else f"{stage}: {event.message}"
     if event.bytes_total:
         text += f" ({fmt_bytes(event.bytes_done or 0)} of {fmt_bytes(event.bytes_total)})"
     return text
@@ -150,8 +150,8 @@ def report_text(report: ImportReport) -> str:
     layout = {"exported": "exported (state_dict.bin)", "solver": "solver checkpoint"}.get(report.layout,
                                                                                           md_escape(report.layout))
     rows = [
-        "", "**Converted from**", "",
-        "| | |", "|---|---|",
+        "",
+        "| Converted from | |", "|---|---|",
         f"| Checkpoint | {md_escape(report.checkpoint)} |",
         f"| Layout | {layout} |",
         f"| audiocraft version | {version} |",
@@ -167,26 +167,37 @@ def report_text(report: ImportReport) -> str:
     return "\n".join([preview_text(report.model, added=True), *rows, *notes])
 
 
-def run_import(ctx: AppContext, source, path, repo_id, revision, file, model_id, display_name, user: str,
-               progress=None) -> ImportReport:
-    """Start the import and follow its events (progress(fraction, desc=...) for each) to its report; a refusal
-    or failure raises StudioError with the message and what to do."""
+def import_events(ctx: AppContext, source, path, repo_id, revision, file, model_id, display_name,
+                  user: str) -> Generator[ImportEvent, None, ImportReport]:
+    """Start the import and yield its progress events; returns its report. A refusal or failure raises
+    StudioError (failure_text adds what to do)."""
     req = import_request(source, path, repo_id, revision, model_id, display_name)
     upload = upload_name = None
     if req.source == "upload":
         received = uploaded_file(ctx, file)
         upload_name = received.name
         upload = ctx.model_import.copy_upload(received)
-    events: Iterator[ImportEvent] = ctx.model_import.start(req, user, upload=upload, upload_name=upload_name)
-    for event in events:
+    for event in ctx.model_import.start(req, user, upload=upload, upload_name=upload_name):
         if event.stage == "ready":
             return event.report
         if event.stage == "error":
-            raise InvalidRequest(failure_text(event.message, event.code), code=event.code or "import_failed")
-        if progress is not None:
-            progress(event.fraction, desc=progress_text(event))
+            raise InvalidRequest(event.message, code=event.code or "import_failed")
+        yield event
     raise InvalidRequest("The import ended without a result: GET /api/models/import says how it ended.",
                          code="import_failed")
+
+
+def run_import(ctx: AppContext, source, path, repo_id, revision, file, model_id, display_name, user: str,
+               progress=None) -> ImportReport:
+    """The import to its end: its report, with progress(fraction, desc=...) for each event on the way."""
+    steps = import_events(ctx, source, path, repo_id, revision, file, model_id, display_name, user)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as done:
+            return done.value
+        if progress is not None:
+            progress(event.fraction, desc=progress_text(event))
 
 
 def build_model_import_panel(ctx: AppContext) -> ModelImportPanel:
@@ -261,7 +272,7 @@ def wire_model_import_panel(ctx: AppContext, panel: ModelImportPanel, model_drop
             report = run_import(ctx, source, path, repo_id, revision, file, model_id, display_name,
                                 page_user(request), progress)
         except StudioError as exc:
-            raise gr.Error(notify_text(exc.message), print_exception=False) from None
+            raise gr.Error(notify_text(failure_text(exc.message, exc.code)), print_exception=False) from None
         gr.Info(notify_text(f"{report.model.display_name} was imported."))
         return [report_text(report), report.model_dump(mode="json")]
 
@@ -269,19 +280,30 @@ def wire_model_import_panel(ctx: AppContext, panel: ModelImportPanel, model_drop
             panel.display_name]
     outputs = [panel.status, panel.report, *model_dropdowns, table, remove_choice]
 
-    def on_page(*args, **kwargs) -> list:
-        """The page's Import: the report, and the model in every list at once; a refusal is a message under
-        the button, not Gradio's error badge over it."""
+    def on_page(source, path, repo_id, revision, file, model_id, display_name, request: gr.Request = None,
+                progress=gr.Progress()):
+        """The page's Import: Gradio's progress bar (stage, message, bytes) in the status area, then the report
+        and the model in every list at once; a refusal is a message under the button, not Gradio's error
+        badge."""
+        skip = [gr.skip()] * (len(outputs) - 1)
+        # room for the progress bar and its text (an empty status is no line high: the bar did not show)
+        yield [gr.Markdown("", elem_classes=[], min_height=PROGRESS_HEIGHT), *skip]
+        progress(0, desc="Starting the import")
         try:
-            text, report = import_audiocraft(*args, **kwargs)
-        except gr.Error as exc:
-            text = html.unescape(str(exc.message))
-            return [failed_status(f"❌ **Not imported.** {md_escape(text)}"), *[gr.skip()] * (len(outputs) - 1)]
-        return [plain_status(text), report, *lists()]
+            report = run_import(ctx, source, path, repo_id, revision, file, model_id, display_name,
+                                page_user(request), progress)
+        except StudioError as exc:
+            yield [gr.Markdown(f"❌ **Not imported.** {md_escape(failure_text(exc.message, exc.code))}",
+                               elem_classes=["studio-failed"],
+                               min_height=0), *skip]
+            return
+        gr.Info(notify_text(f"{report.model.display_name} was imported."))
+        yield [gr.Markdown(report_text(report), elem_classes=[], min_height=0), report.model_dump(mode="json"),
+               *lists()]
 
-    page_fn = functools.wraps(import_audiocraft)(on_page)
     panel.import_btn.click(lambda: plain_status(), None, panel.status, queue=False, show_progress="hidden", **private)
-    panel.import_btn.click(page_fn, form, outputs, show_progress_on=[panel.status], concurrency_limit=None,
+    panel.import_btn.click(on_page, form, outputs, show_progress_on=[panel.status],
+                           concurrency_limit=None,
                            api_name="import_audiocraft_on_page", **private)
     # scripts: the report (Markdown, JSON), or the failing event with the refusal
     panel.api_btn.click(import_audiocraft, [panel.api_source, *form[1:]], [panel.status, panel.report],

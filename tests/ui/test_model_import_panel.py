@@ -62,16 +62,16 @@ def imported(studio):
     real_info, gr.Info = gr.Info, notices.append
     progress = Progress()
     try:
-        out = _fn(demo, "import_audiocraft_on_page")(FOLDER, "mono", "", "", None, "", HOSTILE, request=None,
-                                                     progress=progress)
+        steps = list(_fn(demo, "import_audiocraft_on_page")(FOLDER, "mono", "", "", None, "", HOSTILE,
+                                                            request=None, progress=progress))
     finally:
         gr.Info = real_info
-    return out, progress.calls, notices
+    return steps[-1], progress.calls, notices, [s[0] for s in steps[:-1]]
 
 
 def test_a_folder_import_shows_progress_and_a_report(studio, imported):
     ctx, _ = studio
-    out, progress, notices = imported
+    out, progress, notices, lines = imported
     status, report = out[0], out[1]
     card = status.value
     assert "Not imported" not in card and status.elem_classes == []
@@ -88,10 +88,13 @@ def test_a_folder_import_shows_progress_and_a_report(studio, imported):
     descs = [d for _, d in progress]
     assert descs[0] == "Starting the import"
     assert any(d.startswith("Checking: Importing folder:mono") for d in descs)
-    assert any(d.startswith("Downloading: Downloading t5-base") and " of " in d for d in descs), descs
-    assert any(d.startswith("Downloading: Downloading facebook/encodec_32khz") for d in descs)
+    assert any(d.startswith("Downloading t5-base") and " of " in d for d in descs), descs
+    assert any(d.startswith("Downloading facebook/encodec_32khz") for d in descs)
     assert any(d.startswith("Converting: ") for d in descs) and any(d.startswith("Registering: ") for d in descs)
     assert all(f is None or 0 <= f <= 1 for f, _ in progress)
+    # the status first makes room for the progress bar (an empty status was no line high: no bar showed)
+    [first] = lines
+    assert first.value == "" and first.min_height > 0 and status.min_height == 0
     # the model lists: both Switch model dropdowns, the table, the remove list
     for dropdown in out[2:4]:
         assert "mono" in [value for _, value in dropdown.constructor_args["choices"]]
@@ -131,11 +134,13 @@ def test_an_upload_that_is_no_checkpoint_is_refused_and_nothing_is_kept(studio, 
     archive = folder / "notes.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("notes/readme.txt", "not a checkpoint")
-    out = _fn(demo, "import_audiocraft_on_page")(UPLOAD, "", "", "", str(archive), "", "", request=None,
-                                                 progress=Progress())
+    *_, out = _fn(demo, "import_audiocraft_on_page")(UPLOAD, "", "", "", str(archive), "", "", request=None,
+                                                     progress=Progress())
     status = out[0]
     assert status.elem_classes == ["studio-failed"]
-    assert "Not imported" in status.value and "holds no audiocraft checkpoint" in status.value.replace("\\", "")
+    text = status.value.replace("\\", "")
+    assert "Not imported" in text and "holds no audiocraft checkpoint" in text
+    assert "Import the folder holding state_dict.bin" in text  # what to do
     assert len(out) == 6  # the status alone changes: the lists are skipped
     assert list(ctx.registry.ids()) == before
     assert not list(ctx.settings.tmp_dir.glob("import-upload-*"))  # the copy is gone
@@ -147,11 +152,15 @@ def test_an_upload_that_is_no_checkpoint_is_refused_and_nothing_is_kept(studio, 
 
 def test_a_folder_outside_the_import_roots_says_which_roots(studio):
     ctx, demo = studio
-    out = _fn(demo, "import_audiocraft_on_page")(FOLDER, "/etc", "", "", None, "", "", request=None,
-                                                 progress=Progress())
+    *_, out = _fn(demo, "import_audiocraft_on_page")(FOLDER, "/etc", "", "", None, "", "", request=None,
+                                                     progress=Progress())
     text = out[0].value.replace("\\", "")
     assert "outside the folders checkpoints may be imported from" in text
     assert str(ctx.settings.data_dir / "imports") in text
+    *_, out = _fn(demo, "import_audiocraft_on_page")(FOLDER, "nowhere", "", "", None, "", "", request=None,
+                                                     progress=Progress())
+    text = out[0].value.replace("\\", "")
+    assert "There is no folder or file nowhere." in text and "inside one of the import folders listed above" in text
 
 
 @pytest.mark.parametrize("source, fields", [
