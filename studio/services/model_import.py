@@ -216,22 +216,24 @@ class ModelImportService:
                         raise InvalidRequest(f"{resolved.name} is not an audiocraft checkpoint file (state_dict.bin "
                                              "or checkpoint.th).", code="missing_checkpoint")
                     beside = resolved.parent / COMPRESSION
-                    return resolved, self._inside(beside) if beside.is_file() and beside != resolved else None
+                    keep = beside.is_file() and beside != resolved
+                    return resolved, self._inside(beside, self.import_roots) if keep else None
                 if resolved.is_dir():
-                    return self._in_folder(resolved, path)
+                    return self._in_folder(resolved, path, self.import_roots)
                 raise InvalidRequest(f"There is no folder or file {path[:200]}.", code="folder_not_found")
         roots = ", ".join(str(r) for r in self.import_roots)
         raise InvalidRequest(f"{path[:200]} is outside the folders checkpoints may be imported from ({roots}). Copy "
                              "it into one of them.", code="path_not_allowed",
                              allowed_roots=[str(r) for r in self.import_roots])
 
-    def _inside(self, path: Path) -> Path:
-        if not inside_roots(path, self.import_roots):  # a symlink out of the root
+    @staticmethod
+    def _inside(path: Path, roots: list[Path]) -> Path:
+        if not inside_roots(path, roots):  # a symlink out of the root
             raise InvalidRequest(f"{path.name} links outside the import folders.", code="path_not_allowed",
-                                 allowed_roots=[str(r) for r in self.import_roots])
+                                 allowed_roots=[str(r) for r in roots])
         return path.resolve()
 
-    def _in_folder(self, folder: Path, shown: str) -> tuple[Path, Path | None]:
+    def _in_folder(self, folder: Path, shown: str, roots: list[Path]) -> tuple[Path, Path | None]:
         names = {p.name for p in folder.iterdir() if p.is_file()}
         found = next((n for n in CHECKPOINT_NAMES if n in names), None)
         if found is None:
@@ -246,8 +248,8 @@ class ModelImportService:
                                      "(POST /api/models) instead.", code="transformers_model")
             raise InvalidRequest(f"{shown[:200]} holds no audiocraft checkpoint ({' or '.join(CHECKPOINT_NAMES)}).",
                                  code="missing_checkpoint")
-        compression = self._inside(folder / COMPRESSION) if COMPRESSION in names else None
-        return self._inside(folder / found), compression
+        compression = self._inside(folder / COMPRESSION, roots) if COMPRESSION in names else None
+        return self._inside(folder / found, roots), compression
 
     def _from_upload(self, job: _Import) -> tuple[Path, Path | None]:
         """The uploaded file: a checkpoint itself (torch.save writes a zip of its own) or an archive of one."""
@@ -275,11 +277,9 @@ class ModelImportService:
         return self._in_folder_any(folders[0], name)
 
     def _in_folder_any(self, folder: Path, shown: str) -> tuple[Path, Path | None]:
-        roots, self.import_roots = self.import_roots, [folder.resolve()]
-        try:  # the unpacked folder is the studio's own: the same rules, rooted there
-            return self._in_folder(folder.resolve(), shown)
-        finally:
-            self.import_roots = roots
+        # the unpacked or downloaded folder is the studio's own: the same rules, rooted there (passed along, never
+        # set on the service: a request checked meanwhile in another thread keeps the import roots)
+        return self._in_folder(folder.resolve(), shown, [folder.resolve()])
 
     def _from_hub(self, job: _Import, dest: Path) -> tuple[Path, Path | None]:
         repo = job.req.repo_id.strip()
