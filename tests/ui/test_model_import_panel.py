@@ -40,7 +40,8 @@ class Progress:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, tiny_folder):
     repos = write_reference_repos(tiny_folder, tmp_path_factory.mktemp("refs"))
-    with serve_repos({T5_REPO: repos[T5_REPO], CODEC_REPO: repos[CODEC_REPO]}) as fake:
+    checkpoint = {n: (FIXTURES / "mono" / n).read_bytes() for n in ("state_dict.bin", "compression_state_dict.bin")}
+    with serve_repos({T5_REPO: repos[T5_REPO], CODEC_REPO: repos[CODEC_REPO], "alice/mono-ft": checkpoint}) as fake:
         yield fake
 
 
@@ -101,6 +102,23 @@ def test_a_folder_import_shows_progress_and_a_report(studio, imported):
     assert any("<img" in row[0] for row in out[4])  # the table's cells are text, not markup
     assert "mono" in [value for _, value in out[5].constructor_args["choices"]]
     assert notices == [notify_text(f"{HOSTILE} was imported.")]
+
+
+def test_a_hub_import_through_the_scripts_endpoint(studio, imported):
+    """'hub' by name (as a script gives it), its checkpoint downloaded with byte progress; the report as JSON."""
+    ctx, demo = studio
+    progress = Progress()
+    real_info, gr.Info = gr.Info, lambda *_: None
+    try:
+        card, report = _fn(demo, "import_audiocraft")("hub", "", "alice/mono-ft", "", None, "from-hub", "",
+                                                      request=None, progress=progress)
+    finally:
+        gr.Info = real_info
+    assert report["model"]["id"] == "from-hub" and report["checkpoint"] == "hub:alice/mono-ft@main/state_dict.bin"
+    assert ctx.registry.is_custom("from-hub") and "was added" in card
+    assert any(d.startswith("Downloading alice/mono-ft's checkpoint (") and " of " in d for _, d in progress.calls)
+    with pytest.raises(gr.Error, match="Give the hub repo as org/name"):
+        _fn(demo, "import_audiocraft")("hub", "", "not a repo", "", None, "", "", request=None, progress=progress)
 
 
 def test_the_report_escapes_the_hostile_name_and_file_texts(imported):
