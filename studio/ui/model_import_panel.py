@@ -37,8 +37,6 @@ HINTS = {
                           "a solver's checkpoint.th, or that file itself.",
     "folder_not_found": "Give a folder inside one of the import folders listed above (a relative path is looked up "
                         "in each).",
-    "model_exists": "Choose another model id (or remove that model first).",
-    "invalid_model_id": "Leave the id empty (it comes from the name) or use lowercase letters, digits, '.', '_', '-'.",
     "repo_not_found": "Check the repo id and revision (a private repo needs a token in HF_TOKEN on the server).",
     "hub_unreachable": "Check the server's connection to the hub, then import again.",
     "disk_full": "Free some space in the studio's data folder, then import again.",
@@ -109,8 +107,13 @@ def uploaded_file(ctx: AppContext, path: str | os.PathLike | None) -> Path:
 
 def failure_text(message: str, code: str | None) -> str:
     """The refusal as plain text, with what to do when its message does not say it."""
+    text = message.strip()
+    if text.split(" ", 1)[0].isalpha() and text[:1].islower():  # the hub's messages are lowercase phrases
+        text = text[:1].upper() + text[1:]
+    if text and text[-1] not in ".!?)":
+        text += "."
     hint = HINTS.get(code or "")
-    return f"{message} {hint}" if hint and hint not in message else message
+    return f"{text} {hint}" if hint and hint not in text else text
 
 
 def fmt_bytes(n: int) -> str:

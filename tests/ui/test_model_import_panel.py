@@ -206,3 +206,18 @@ def test_a_locked_studio_says_so_and_refuses(make_module_ctx):
     assert by_id["import-btn"]["interactive"] is False
     with pytest.raises(gr.Error, match="locked"):
         _fn(demo, "import_audiocraft")("folder", "mono", "", "", None, "", "", request=None, progress=Progress())
+
+
+@pytest.mark.parametrize("message, code, expected", [
+    ("repository alice/x was not found on the hub", "repo_not_found",
+     "Repository alice/x was not found on the hub. Check the repo id and revision"),
+    ("A model with id 'x' already exists: give this one another id.", "model_exists",
+     "A model with id 'x' already exists: give this one another id."),
+    ("x.bin is not a readable PyTorch checkpoint (torch.save's format).", "unreadable_checkpoint",
+     "x.bin is not a readable PyTorch checkpoint (torch.save's format). Check that the file"),
+])
+def test_a_refusal_says_what_to_do_once(message, code, expected):
+    from studio.ui.model_import_panel import failure_text
+
+    text = failure_text(message, code)
+    assert text.startswith(expected) and text.count(expected) == 1
