@@ -15,7 +15,7 @@ import gradio as gr
 from studio.context import AppContext
 from studio.errors import InvalidRequest, StudioError
 from studio.services.model_import import ImportEvent, ImportReport, ImportRequest
-from studio.ui.common import md_escape, notify_text, page_user, plain_status
+from studio.ui.common import md_escape, notify_text, page_user
 from studio.ui.custom_models_panel import custom_choices, preview_text
 
 FOLDER, HUB, UPLOAD = "Folder on this server", "Hugging Face Hub", "Upload"
@@ -297,16 +297,15 @@ def wire_model_import_panel(ctx: AppContext, panel: ModelImportPanel, model_drop
                                 page_user(request), progress)
         except StudioError as exc:
             yield [gr.Markdown(f"❌ **Not imported.** {md_escape(failure_text(exc.message, exc.code))}",
-                               elem_classes=["studio-failed"],
-                               min_height=0), *skip]
+                               elem_classes=["studio-failed"], min_height=0), *skip]
             return
         gr.Info(notify_text(f"{report.model.display_name} was imported."))
         yield [gr.Markdown(report_text(report), elem_classes=[], min_height=0), report.model_dump(mode="json"),
                *lists()]
 
-    panel.import_btn.click(lambda: plain_status(), None, panel.status, queue=False, show_progress="hidden", **private)
-    panel.import_btn.click(on_page, form, outputs, show_progress_on=[panel.status],
-                           concurrency_limit=None,
+    # concurrency_limit=None: the studio runs one import at a time and says so (import_running), where Gradio's
+    # queue would only keep a second page waiting without a word
+    panel.import_btn.click(on_page, form, outputs, show_progress_on=[panel.status], concurrency_limit=None,
                            api_name="import_audiocraft_on_page", **private)
     # scripts: the report (Markdown, JSON), or the failing event with the refusal
     panel.api_btn.click(import_audiocraft, [panel.api_source, *form[1:]], [panel.status, panel.report],

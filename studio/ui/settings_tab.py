@@ -53,6 +53,9 @@ def build_settings_tab(ctx: AppContext) -> SettingsTab:
             with gr.Column(scale=2):
                 model = gr.Dropdown(model_choices(ctx), value=current.id if current else None,
                                     label="Switch model", elem_id="model-dropdown",
+                                    # a model added or imported since the page was built: a script's session
+                                    # only knows the choices of then (the studio refuses unknown ids itself)
+                                    allow_custom_value=True,
                                     info="Choosing another model loads it in place of this one (downloading it "
                                          "first if needed), after the jobs already waiting; jobs "
                                          "submitted after it run on the new model.")

@@ -265,6 +265,12 @@ def test_import_audiocraft_endpoint(gclient, ctx, tiny_folder, tmp_path):
     assert "was added" in card and "Converted from" in card, card
     assert report["model"]["id"] == "scripted-mono" and report["layout"] == "exported"
     assert ctx.registry.is_custom("scripted-mono")
+    try:  # a script switches to it (its session's model list is the one the page was built with)
+        job = gclient.submit("scripted-mono", api_name="/switch_model")
+        job.result(timeout=60)
+        assert "Scripted mono is ready" in job.outputs()[-1][0]
+    finally:
+        assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"  # as the module's other tests expect
     junk = tmp_path / "notes.bin"
     junk.write_text("not a checkpoint")
     with pytest.raises(AppError, match="not a readable PyTorch checkpoint"):
