@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Generator
 
 import gradio as gr
+from pydantic import ValidationError
 
 from studio.context import AppContext
 from studio.errors import InvalidRequest, StudioError
@@ -77,14 +78,17 @@ def import_request(source: str, path: str | None, repo_id: str | None, revision:
     """The service's request for what the form holds (only the chosen source's fields)."""
     kind = source_of(source)
     clean = lambda text: (text or "").strip() or None  # noqa: E731
-    if len(display_name or "") > 80 or len(model_id or "") > 64:
-        raise InvalidRequest("Keep the model id within 64 characters and the name within 80.", code="invalid_form")
     fields = dict(source=kind, id=clean(model_id), display_name=clean(display_name))
     if kind == "folder":
         fields["path"] = clean(path)
     elif kind == "hub":
         fields.update(repo_id=clean(repo_id), revision=clean(revision))
-    return ImportRequest(**fields)
+    try:
+        return ImportRequest(**fields)
+    except ValidationError as exc:  # too long: said per field, never a traceback
+        labels = {"id": "model id", "display_name": "name", "repo_id": "hub repo"}
+        problems = "; ".join(f"{labels.get(str(e['loc'][0]), str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(f"{problems}.", code="invalid_form") from None
 
 
 def uploaded_file(ctx: AppContext, path: str | os.PathLike | None) -> Path:

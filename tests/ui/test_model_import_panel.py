@@ -192,6 +192,17 @@ def test_sources_by_label_or_name_keep_only_their_fields(source, fields):
     assert req.model_dump(exclude_none=True) == fields
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("display_name", "n" * 81, "name: String should have at most 80 characters"),
+    ("model_id", "m" * 65, "model id: String should have at most 64 characters"),
+    ("path", "p" * 4097, "path: String should have at most 4096 characters"),
+])
+def test_too_long_fields_are_refused_by_name(field, value, said):
+    form = dict(source="folder", path="a", repo_id="", revision="", model_id="", display_name="")
+    with pytest.raises(InvalidRequest, match=said):
+        import_request(**{**form, field: value})
+
+
 def test_an_unknown_source_is_refused():
     with pytest.raises(InvalidRequest, match="Choose where the checkpoint comes from"):
         import_request("ftp", "a", "", "", "", "")
