@@ -12,6 +12,7 @@ from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_
 from studio.ui.evaluation_panel import build_evaluation_panel, wire_evaluation_panel
 from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, next_model, wire_generate_tab
+from studio.ui.model_import_panel import wire_model_import_panel
 from studio.ui.history_tab import build_history_tab, wire_history_tab
 from studio.ui.training_tab import build_training_tab, wire_run_link, wire_tab_timer, wire_training_tab
 from studio.ui.settings_tab import (build_settings_tab, model_choices, models_table, status_style, switch_events,
@@ -49,6 +50,8 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)
         wire_custom_models_panel(ctx, settings.custom, [settings.model, gen.model], settings.table)
+        wire_model_import_panel(ctx, settings.model_import, [settings.model, gen.model], settings.table,
+                                settings.custom.remove_choice)
         wire_evaluation_panel(ctx, evaluation)
         wire_abtests_tab(ctx, abtests, abtests_item)
         wire_training_tab(ctx, training, training_item)

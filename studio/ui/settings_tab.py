@@ -11,6 +11,7 @@ import gradio as gr
 from studio.context import AppContext
 from studio.ui.custom_models_panel import CustomModelsPanel, build_custom_models_panel
 from studio.ui.gen_config_panel import ConfigPanel, build_config_panel
+from studio.ui.model_import_panel import ModelImportPanel, build_model_import_panel
 from studio.errors import StudioError
 from studio.ui.common import (fmt_channels, fmt_params, model_card, model_choice_label, notify_text,
                               weights_state)
@@ -24,6 +25,7 @@ class SettingsTab:
     table: gr.Dataframe
     config: ConfigPanel
     custom: CustomModelsPanel  # add a model from the hub or a folder; remove one added here
+    model_import: ModelImportPanel  # import an audiocraft checkpoint (converted into a model added here)
 
 
 TABLE_HEADERS = ["Model", "Parameters", "Max duration (s)", "Memory needed (GB)", "Sample rate", "Weights", "Loaded"]
@@ -51,6 +53,9 @@ def build_settings_tab(ctx: AppContext) -> SettingsTab:
             with gr.Column(scale=2):
                 model = gr.Dropdown(model_choices(ctx), value=current.id if current else None,
                                     label="Switch model", elem_id="model-dropdown",
+                                    # a model added or imported since the page was built: a script's session
+                                    # only knows the choices of then (the studio refuses unknown ids itself)
+                                    allow_custom_value=True,
                                     info="Choosing another model loads it in place of this one (downloading it "
                                          "first if needed), after the jobs already waiting; jobs "
                                          "submitted after it run on the new model.")
@@ -61,8 +66,9 @@ def build_settings_tab(ctx: AppContext) -> SettingsTab:
             table = gr.Dataframe(models_table(ctx), headers=TABLE_HEADERS, show_label=False, interactive=False,
                                  elem_id="models-table")
         custom = build_custom_models_panel(ctx)
+        model_import = build_model_import_panel(ctx)
     config = build_config_panel(ctx, current.id if current else ctx.registry.default_model)
-    return SettingsTab(model, card, status, table, config, custom)
+    return SettingsTab(model, card, status, table, config, custom, model_import)
 
 
 def wire_settings_tab(tab: SettingsTab) -> None:

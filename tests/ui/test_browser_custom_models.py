@@ -1,6 +1,7 @@
 """Settings tab, "Add or remove a model", driven as a person would (real app under uvicorn, Debian's Chromium):
-a folder is checked (its capabilities shown), added (in the model lists at once), switched to, then removed.
-Screenshots land in /tmp/custom-models-*.png."""
+a folder is checked (its capabilities shown), added (in the model lists at once), switched to, then removed; an
+audiocraft checkpoint is imported from a folder (its report shown, the model in Switch model at once).
+Screenshots land in /tmp/custom-models-*.png and /tmp/model-import-*.png."""
 from __future__ import annotations
 
 import shutil
@@ -80,3 +81,48 @@ def test_a_refused_folder_says_why_beside_the_form(studio, browser):
         expect(page.locator("#custom-status")).to_contain_text("outside the folders models may be added from",
                                                                timeout=BROWSER_TIMEOUT_MS)
         assert [m for m in ctx.registry.ids() if ctx.registry.is_custom(m)] == []
+
+
+@pytest.fixture(scope="module")
+def reference_hub(tmp_path_factory, tiny_folder):
+    """The text encoder and codec an audiocraft checkpoint names, served by the fake hub."""
+    from tests.audiocraft_support import CODEC_REPO, T5_REPO, write_reference_repos
+    from tests.fakehub import serve_repos
+
+    repos = write_reference_repos(tiny_folder, tmp_path_factory.mktemp("refs"))
+    with serve_repos({T5_REPO: repos[T5_REPO], CODEC_REPO: repos[CODEC_REPO]}) as hub:
+        yield hub
+
+
+def test_import_an_audiocraft_checkpoint_from_a_folder(make_ctx, reference_hub, browser):
+    from tests.audiocraft_support import FIXTURES
+
+    ctx = make_ctx(hf_endpoint=reference_hub.url)
+    assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"
+    imports = ctx.settings.data_dir / "imports"
+    imports.mkdir(exist_ok=True)
+    shutil.copytree(FIXTURES / "mono", imports / "my-finetune", ignore=shutil.ignore_patterns("expected*"))
+    with serve(ctx) as base, studio_page(browser, base) as page:
+        page.get_by_role("tab", name="Settings").click()
+        page.locator("#model-import-box").get_by_text("Import an audiocraft checkpoint").click()
+        box = page.locator("#model-import-box")
+        expect(box).to_contain_text(str(imports))  # which folders it may import from
+        expect(page.locator("#import-repo")).to_be_hidden()
+        page.locator("#import-path input, #import-path textarea").first.fill("my-finetune")
+        page.locator("#import-name input, #import-name textarea").first.fill("<i>My</i> fine-tune")
+        page.locator("#import-btn").click()
+        status = page.locator("#import-status")
+        expect(status).to_contain_text("was added", timeout=BROWSER_TIMEOUT_MS)
+        for text in ("Converted from", "exported (state_dict.bin)", "1.3.0", "t5-base", "facebook/encodec_32khz",
+                     "do not apply to the converted model", "<i>My</i> fine-tune"):
+            expect(status).to_contain_text(text)
+        assert ctx.registry.is_custom("my-finetune")
+        screenshot(page, "model-import-report")
+        # in the Switch model list at once
+        page.locator("#model-dropdown input[role=combobox]").click()
+        option = page.get_by_role("option", name="<i>My</i> fine-tune", exact=False).first
+        expect(option).to_be_visible()
+        screenshot(page, "model-import-switch-list")
+        option.click()
+        expect(page.locator("#switch-status")).to_contain_text("ready", timeout=BROWSER_TIMEOUT_MS)
+        assert ctx.models.current().model.id == "my-finetune"

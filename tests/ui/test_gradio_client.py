@@ -237,6 +237,46 @@ def test_register_adapter_endpoint(gclient, ctx, tiny_folder):
                         api_name="/register_adapter")
 
 
+def test_import_audiocraft_endpoint(gclient, ctx, tiny_folder, tmp_path):
+    """A script imports an audiocraft checkpoint (a .zip of the mono fixture's folder, uploaded) and gets the report
+    as JSON; a file that is no checkpoint fails with the reason. The text encoder and codec it names are put in
+    the studio's HF cache first (from the fake hub), as an earlier download would have."""
+    import zipfile
+
+    from gradio_client import handle_file
+
+    from studio.runtime import hub
+    from studio.services.model_import import REFERENCE_FILES
+    from tests.audiocraft_support import CODEC_REPO, FIXTURES, T5_REPO, write_reference_repos
+    from tests.fakehub import serve_repos
+
+    repos = write_reference_repos(tiny_folder, tmp_path / "refs")
+    with serve_repos({T5_REPO: repos[T5_REPO], CODEC_REPO: repos[CODEC_REPO]}) as fake:
+        for repo in (T5_REPO, CODEC_REPO):
+            hub.download_snapshot(repo, None, ctx.settings.hf_cache_dir, fake.url, lambda *_: None,
+                                  allow_patterns=REFERENCE_FILES)
+    archive = tmp_path / "scripted-mono.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("state_dict.bin", "compression_state_dict.bin"):
+            zf.write(FIXTURES / "mono" / name, f"mono/{name}")
+    out = gclient.predict("upload", "", "", "", handle_file(str(archive)), "", "Scripted mono",
+                          api_name="/import_audiocraft")
+    card, report = out[0], out[1]
+    assert "was added" in card and "Converted from" in card, card
+    assert report["model"]["id"] == "scripted-mono" and report["layout"] == "exported"
+    assert ctx.registry.is_custom("scripted-mono")
+    try:  # a script switches to it (its session's model list is the one the page was built with)
+        job = gclient.submit("scripted-mono", api_name="/switch_model")
+        job.result(timeout=60)
+        assert "Scripted mono is ready" in job.outputs()[-1][0]
+    finally:
+        assert ctx.manager.switch_and_wait("studio-tiny").stage == "ready"  # as the module's other tests expect
+    junk = tmp_path / "notes.bin"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(AppError, match="not a readable PyTorch checkpoint"):
+        gclient.predict("upload", "", "", "", handle_file(str(junk)), "", "", api_name="/import_audiocraft")
+
+
 # ---- model switching -----------------------------------------------------------------------------------------------
 def test_switch_model_streams_progress_and_ends_ready(gclient, ctx):
     try:
