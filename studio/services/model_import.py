@@ -44,6 +44,7 @@ CHECKPOINT_SUFFIXES = (".bin", ".th", ".pt", ".pth", ".ckpt")
 # the text encoder's and codec's repos: config, safetensors weights, tokenizer and feature extractor files only
 REFERENCE_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "spiece.model", "tokenizer.json",
                    "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"]
+GENERIC_NAMES = {"state_dict", "checkpoint", "compression_state_dict", "imported"}
 KEPT_STATUSES = 20  # the imports GET /api/models/import lists (this run's latest)
 ADAPTER_NOTE = ("LoRA adapters trained with PEFT on audiocraft's modules (names like transformer.layers.0.linear1) "
                 "do not apply to the converted model: train new ones on it in the Training tab, or merge such an "
@@ -179,7 +180,7 @@ class ModelImportService:
         try:
             self.custom_models._check_allowed()
             source_text = self._check_source(req, upload, upload_name)
-            model_id = self.custom_models.check_new_id((req.id or "").strip() or slug(_default_name(req, upload_name)))
+            model_id = self.custom_models.check_new_id((req.id or "").strip() or self._free_default(req, upload_name))
             if not self._busy.acquire(blocking=False):
                 raise Conflict("Another import is running: wait for it to finish (its progress is in GET "
                                "/api/models/import).", code="import_running")
@@ -203,6 +204,16 @@ class ModelImportService:
                 shutil.rmtree(upload, ignore_errors=True)
             self._emit(job, ImportEvent(stage="error", code="import_failed", message="The import could not start."))
         return self._follow(job)
+
+    def _free_default(self, req: ImportRequest, upload_name: str | None) -> str:
+        """The id a model gets when none is given: from its folder, repo or archive. A checkpoint file uploaded
+        alone has only audiocraft's generic name (state_dict.bin): it gets "audiocraft-import", numbered when taken."""
+        name = slug(_default_name(req, upload_name))
+        if name not in GENERIC_NAMES:
+            return name
+        taken = set(self.custom_models.registry.ids())
+        return next(f"audiocraft-import{f'-{n}' if n > 1 else ''}" for n in range(1, 10_000)
+                    if f"audiocraft-import{f'-{n}' if n > 1 else ''}" not in taken)
 
     def statuses(self) -> list[ImportStatus]:
         with self._lock:

@@ -129,6 +129,11 @@ def test_an_upload_archive_and_a_bare_checkpoint_file(studio, tmp_path):
     assert seen[-1]["stage"] == "ready", seen[-1]
     model = seen[-1]["report"]["model"]
     assert model["id"] == "stereo-tune" and model["channels"] == 2 and model["codebooks"] == 8
+    # a checkpoint file with only audiocraft's own name, twice: numbered ids, nothing refused
+    for expected_id in ("audiocraft-import", "audiocraft-import-2"):
+        seen = events(client.post("/api/models/import", files={
+            "archive": ("state_dict.bin", (FIXTURES / "mono" / "state_dict.bin").read_bytes())}))
+        assert seen[-1]["stage"] == "ready" and seen[-1]["report"]["model"]["id"] == expected_id, seen[-1]
     assert not list(client.ctx.settings.tmp_dir.glob("import-*"))  # uploads and work folders removed
 
 
