@@ -97,7 +97,7 @@ def describe(config: dict, weights_bytes: int) -> dict[str, Any]:
         "max_extended_duration_s": EXTENDED_S if window > STRIDE_S else None,
         "window_stride_s": STRIDE_S if window > STRIDE_S else None,
         "memory_gb": round(max((weights_fp32 + kv_bytes) / GB + 1.0, 0.1), 1),
-        "download_gb": round(weights_bytes / GB, 2),
+        "download_gb": round(weights_bytes / GB, 4),  # MB precision: added tiny models say "4 MB", not "0 MB"
     }
 
 
