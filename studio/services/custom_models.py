@@ -124,21 +124,21 @@ class CustomModelService:
         return restored
 
     # ---- adding -----------------------------------------------------------------------------------------
-    def _check_allowed(self) -> None:
+    def check_allowed(self) -> None:
         if not self.allowed:
             raise Conflict("This studio's model list is locked (--no-custom-models): models cannot be added or "
                            "removed here.", code="custom_models_locked")
 
     def inspect(self, req: AddModelRequest) -> CustomModelPreview:
         """Read the model's config.json and derive its entry, storing nothing (the page shows it before adding)."""
-        self._check_allowed()
+        self.check_allowed()
         spec = self._derive(req)
         return self._preview(spec)
 
     def add(self, req: AddModelRequest, user: str = LOCAL_USER) -> CustomModelPreview:
         """Derive the entry, store it and make it a model of the registry. Every refusal comes before anything is
         written. The weights are downloaded at the model's first switch (with progress)."""
-        self._check_allowed()
+        self.check_allowed()
         return self.add_spec(self._derive(req), user)
 
     def add_spec(self, spec: ModelSpec, user: str = LOCAL_USER, provenance: dict | None = None
@@ -233,7 +233,7 @@ class CustomModelService:
     def remove(self, model_id: str, delete_files: bool = False) -> RemovedModel:
         """Take a custom model out of the studio (refused while it is loaded, being switched to, or jobs wait for
         it); delete_files: also delete its cached hub files (a folder on this machine is never deleted)."""
-        self._check_allowed()
+        self.check_allowed()
         spec = self.registry.get(model_id)  # NotFound
         if not self.registry.is_custom(model_id):
             raise Conflict(f"{spec.display_name} is one of registry.yaml's models: only models added in the studio "

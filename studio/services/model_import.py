@@ -178,7 +178,7 @@ class ModelImportService:
               upload_name: str | None = None) -> Iterator[ImportEvent]:
         """Check the request (every refusal before anything runs), start the import, and return its events."""
         try:
-            self.custom_models._check_allowed()
+            self.custom_models.check_allowed()
             source_text = self._check_source(req, upload, upload_name)
             model_id = self.custom_models.check_new_id((req.id or "").strip() or self._free_default(req, upload_name))
             if not self._busy.acquire(blocking=False):
@@ -212,8 +212,8 @@ class ModelImportService:
         if name not in GENERIC_NAMES:
             return name
         taken = set(self.custom_models.registry.ids())
-        return next(f"audiocraft-import{f'-{n}' if n > 1 else ''}" for n in range(1, 10_000)
-                    if f"audiocraft-import{f'-{n}' if n > 1 else ''}" not in taken)
+        names = ("audiocraft-import" if n == 1 else f"audiocraft-import-{n}" for n in range(1, 10_000))
+        return next(n for n in names if n not in taken)
 
     def statuses(self) -> list[ImportStatus]:
         with self._lock:
