@@ -372,6 +372,8 @@ class ModelImportService:
                     where = f"folder:{ckpt_path}"
             model_id = job.model_id
             default_name = _default_name(req, job.upload_name)
+            if slug(default_name) in GENERIC_NAMES:  # state_dict.bin uploaded alone: named as its id, not 'state_dict'
+                default_name = model_id
 
             def on_hash(done: int, total: int) -> None:
                 self._emit(job, ImportEvent(stage="checking", message=f"Reading {ckpt_path.name} (sha256)",

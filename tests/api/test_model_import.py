@@ -134,6 +134,7 @@ def test_an_upload_archive_and_a_bare_checkpoint_file(studio, tmp_path):
         seen = events(client.post("/api/models/import", files={
             "archive": ("state_dict.bin", (FIXTURES / "mono" / "state_dict.bin").read_bytes())}))
         assert seen[-1]["stage"] == "ready" and seen[-1]["report"]["model"]["id"] == expected_id, seen[-1]
+        assert seen[-1]["report"]["model"]["display_name"] == expected_id  # not audiocraft's 'state_dict'
     assert not list(client.ctx.settings.tmp_dir.glob("import-*"))  # uploads and work folders removed
 
 
