@@ -271,6 +271,11 @@ def test_an_archive_that_is_not_a_checkpoint(studio):
         tf.addfile(info, io.BytesIO(data))
     seen = events(studio.post("/api/models/import", files={"archive": ("folder.tar.gz", buf.getvalue())}))
     assert seen[-1]["stage"] == "error" and seen[-1]["code"] == "missing_checkpoint"
+    # a checkpoint file that is not one: named as sent (the server stores it as 'upload')
+    seen = events(studio.post("/api/models/import", files={"archive": ("my-tune.bin", b"not a torch file")}))
+    assert seen[-1]["stage"] == "error" and seen[-1]["code"] == "unreadable_checkpoint", seen[-1]
+    assert seen[-1]["message"].startswith("my-tune.bin is not"), seen[-1]
+    assert any(e["message"] == "Reading my-tune.bin (sha256)" for e in seen), seen
     assert not list(studio.ctx.settings.tmp_dir.glob("import-*"))
 
 
