@@ -370,17 +370,22 @@ class ModelImportService:
                 else:
                     ckpt_path, comp_path = self._local_checkpoint(req.path)
                     where = f"folder:{ckpt_path}"
+            # what messages call the checkpoint: a file uploaded alone by its sent name (stored as 'upload')
+            label = Path(job.upload_name).name if job.upload is not None and job.upload_name and \
+                ckpt_path.parent == job.upload else ckpt_path.name
             model_id = job.model_id
             default_name = _default_name(req, job.upload_name)
+            if slug(default_name) in GENERIC_NAMES:  # state_dict.bin uploaded alone: named as its id, not 'state_dict'
+                default_name = model_id
 
             def on_hash(done: int, total: int) -> None:
-                self._emit(job, ImportEvent(stage="checking", message=f"Reading {ckpt_path.name} (sha256)",
+                self._emit(job, ImportEvent(stage="checking", message=f"Reading {label} (sha256)",
                                             fraction=done / total if total else None, bytes_done=done,
                                             bytes_total=total))
 
             sha = ac.file_sha256(ckpt_path, on_hash)
             self._emit(job, ImportEvent(stage="checking", message="Checking its configuration and tensors"))
-            ckpt = ac.read_checkpoint(ckpt_path, ckpt_path.name)
+            ckpt = ac.read_checkpoint(ckpt_path, label)
             layout, version = ckpt.layout, ckpt.version
             codec = ac.read_compression(comp_path) if comp_path is not None else None
             plan = ac.plan_of(ckpt.config, ckpt.tensors, codec)

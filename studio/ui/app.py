@@ -49,9 +49,10 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_adapters_tab(ctx, adapters, gen, active_pref)
         wire_config_panel(ctx, settings.config, demo)
         wire_settings_tab(settings)
-        wire_custom_models_panel(ctx, settings.custom, [settings.model, gen.model], settings.table)
+        wire_custom_models_panel(ctx, settings.custom, [settings.model, gen.model], settings.table,
+                                 settings.config.model, demo)
         wire_model_import_panel(ctx, settings.model_import, [settings.model, gen.model], settings.table,
-                                settings.custom.remove_choice)
+                                settings.custom.remove_choice, settings.config.model)
         wire_evaluation_panel(ctx, evaluation)
         wire_abtests_tab(ctx, abtests, abtests_item)
         wire_training_tab(ctx, training, training_item)

@@ -108,8 +108,12 @@ def build_custom_models_panel(ctx: AppContext) -> CustomModelsPanel:
 
 
 def wire_custom_models_panel(ctx: AppContext, panel: CustomModelsPanel, model_dropdowns: list[gr.Dropdown],
-                             table: gr.Dataframe) -> None:
-    """model_dropdowns / table: the page's model lists (Settings and Generate), which gain or lose the model."""
+                             table: gr.Dataframe, config_model: gr.Dropdown | None = None,
+                             demo: gr.Blocks | None = None) -> None:
+    """model_dropdowns / table: the page's model lists (Settings and Generate), which gain or lose the model;
+    config_model: the Generation settings' model list (by name). demo: its load refreshes the Remove list (the
+    page is built once, at start: a page opened later lists the models added since)."""
+    from studio.ui.gen_config_panel import config_choices
     from studio.ui.settings_tab import model_choices, models_table
 
     form = [panel.source, panel.repo_id, panel.revision, panel.path, panel.model_id, panel.display_name]
@@ -121,7 +125,8 @@ def wire_custom_models_panel(ctx: AppContext, panel: CustomModelsPanel, model_dr
     def lists() -> list:
         choices = model_choices(ctx)
         return [*[gr.Dropdown(choices=choices) for _ in model_dropdowns], models_table(ctx),
-                gr.Dropdown(choices=custom_choices(ctx), value=None)]
+                gr.Dropdown(choices=custom_choices(ctx), value=None),
+                *([gr.Dropdown(choices=config_choices(ctx))] if config_model is not None else [])]
 
     def inspect_model(source, repo_id, revision, path, model_id, display_name) -> gr.Markdown:
         """What adding this model would add (its capabilities from config.json); nothing is stored."""
@@ -147,7 +152,10 @@ def wire_custom_models_panel(ctx: AppContext, panel: CustomModelsPanel, model_dr
                  if removed.files_deleted else " Its files were kept.")
         return [plain_status(f"✅ {md_escape(removed.display_name)} was removed.{files}"), *lists()]
 
-    list_outputs = [*model_dropdowns, table, panel.remove_choice]
+    list_outputs = [*model_dropdowns, table, panel.remove_choice, *([config_model] if config_model else [])]
+    if demo is not None:
+        demo.load(lambda: gr.Dropdown(choices=custom_choices(ctx)), None, panel.remove_choice, queue=False,
+                  show_progress="hidden", api_visibility="private")
     fail = lambda n: lambda text: [failed_status(f"❌ {md_escape(text)}"), *[gr.skip()] * n]  # noqa: E731
     panel.check_btn.click(failures_as_status(inspect_model, lambda text: failed_status(f"❌ {md_escape(text)}")),
                           form, panel.status, api_name="inspect_model_on_page")

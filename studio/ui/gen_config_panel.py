@@ -11,7 +11,7 @@ import gradio as gr
 from studio.context import AppContext
 from studio.errors import InvalidValues, StudioError
 from studio.services.gen_config import ConfigChange, ConfigView
-from studio.ui.common import notify_text, page_user, user_errors
+from studio.ui.common import md_escape, notify_text, page_user, user_errors
 from studio.users import SYSTEM_USER
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, fmt_value, make_widget, widget_update
 
@@ -110,6 +110,11 @@ def form_updates(ctx: AppContext, panel_fields: list[str], model_id: str, values
     return [*updates, summary_text(view, shown, errors, specs), gr.Button(interactive=dirty and not errors)]
 
 
+def config_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """Every model, those added or imported since the page was built included."""
+    return [(m.display_name, m.id) for m in ctx.registry.models]
+
+
 def build_config_panel(ctx: AppContext, model_id: str) -> ConfigPanel:
     fields_spec = all_fields(ctx)
     view, own = ctx.gen_config.get(model_id), specs_of(ctx, model_id)
@@ -117,7 +122,7 @@ def build_config_panel(ctx: AppContext, model_id: str) -> ConfigPanel:
         gr.Markdown("### Generation settings\nEach model keeps its own settings: every piece made with it starts "
                     "from them (on the Generate tab and from scripts). Hover a setting for its description.")
         with gr.Row():
-            model = gr.Dropdown([(m.display_name, m.id) for m in ctx.registry.models], value=model_id,
+            model = gr.Dropdown(config_choices(ctx), value=model_id,
                                 label="Generation settings for", elem_id="config-model", scale=2,
                                 info="Whose settings to edit: any model, loaded or not. Choosing one here does not "
                                      "load it.")
@@ -207,7 +212,8 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         n = len(view.changed)
         what = f"{n} setting(s) differ from the defaults and will go back" if n else "Every setting already " \
                "has its default value"
-        return gr.Row(visible=True), f"**Reset every setting of {spec.display_name} to the studio's defaults?** " \
+        name = md_escape(spec.display_name)  # the user's text (an added or imported model's name)
+        return gr.Row(visible=True), f"**Reset every setting of {name} to the studio's defaults?** " \
                                      f"{what}. Unsaved edits are lost too."
 
     def reset(model_id, request: gr.Request):
@@ -218,10 +224,12 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
                 mark]
 
     def show_loaded():
-        """A page opens on the loaded model's settings (the default model's while none is loaded)."""
+        """A page opens on the loaded model's settings (the default model's while none is loaded), with every model
+        in the list: the page is built once, at start, and a model added or imported since was missing (the loaded
+        one then showed as an empty choice)."""
         cur = ctx.models.current().model
         model_id = cur.id if cur else ctx.registry.default_model
-        return [model_id, *show(model_id)]
+        return [gr.Dropdown(choices=config_choices(ctx), value=model_id), *show(model_id)]
 
     private = dict(api_visibility="private", show_progress="hidden")
     shown_io = [*panel.form, panel.history, panel.confirm_row, panel.shown]

@@ -282,8 +282,8 @@ def adapter_hint(adapters: list[AdapterInfo], model: ModelInfo | None) -> str:
         return "No model is loaded: adapters can be chosen once one is."
     compatible, incompatible = _usable(adapters)
     if not compatible:
-        hint = no_adapters_hint(model.display_name)
-        needed = sorted({a.base_model_name for a in incompatible})
+        hint = no_adapters_hint(md_escape(model.display_name))  # names are the user's text (an import's name)
+        needed = sorted({md_escape(a.base_model_name) for a in incompatible})
         if needed:
             hint += f" Your active adapters need {', '.join(needed)}."
         return "ℹ️ " + hint

@@ -249,8 +249,11 @@ def build_model_import_panel(ctx: AppContext) -> ModelImportPanel:
 
 
 def wire_model_import_panel(ctx: AppContext, panel: ModelImportPanel, model_dropdowns: list[gr.Dropdown],
-                            table: gr.Dataframe, remove_choice: gr.Dropdown) -> None:
-    """model_dropdowns / table / remove_choice: the page's model lists, which gain the imported model at once."""
+                            table: gr.Dataframe, remove_choice: gr.Dropdown,
+                            config_model: gr.Dropdown | None = None) -> None:
+    """model_dropdowns / table / remove_choice / config_model (the Generation settings' list): the page's model
+    lists, which gain the imported model at once."""
+    from studio.ui.gen_config_panel import config_choices
     from studio.ui.settings_tab import model_choices, models_table
 
     private = dict(api_visibility="private")
@@ -266,7 +269,8 @@ def wire_model_import_panel(ctx: AppContext, panel: ModelImportPanel, model_drop
     def lists() -> list:
         choices = model_choices(ctx)
         return [*[gr.Dropdown(choices=choices) for _ in model_dropdowns], models_table(ctx),
-                gr.Dropdown(choices=custom_choices(ctx), value=None)]
+                gr.Dropdown(choices=custom_choices(ctx), value=None),
+                *([gr.Dropdown(choices=config_choices(ctx))] if config_model is not None else [])]
 
     def import_audiocraft(source, path, repo_id, revision, file, model_id, display_name,
                           request: gr.Request = None, progress=gr.Progress()) -> list:
@@ -285,7 +289,8 @@ def wire_model_import_panel(ctx: AppContext, panel: ModelImportPanel, model_drop
 
     form = [panel.source, panel.path, panel.repo_id, panel.revision, panel.file, panel.model_id,
             panel.display_name]
-    outputs = [panel.status, panel.report, *model_dropdowns, table, remove_choice]
+    outputs = [panel.status, panel.report, *model_dropdowns, table, remove_choice,
+               *([config_model] if config_model is not None else [])]
 
     def on_page(source, path, repo_id, revision, file, model_id, display_name, request: gr.Request = None,
                 progress=gr.Progress()):

@@ -134,6 +134,7 @@ def test_an_upload_archive_and_a_bare_checkpoint_file(studio, tmp_path):
         seen = events(client.post("/api/models/import", files={
             "archive": ("state_dict.bin", (FIXTURES / "mono" / "state_dict.bin").read_bytes())}))
         assert seen[-1]["stage"] == "ready" and seen[-1]["report"]["model"]["id"] == expected_id, seen[-1]
+        assert seen[-1]["report"]["model"]["display_name"] == expected_id  # not audiocraft's 'state_dict'
     assert not list(client.ctx.settings.tmp_dir.glob("import-*"))  # uploads and work folders removed
 
 
@@ -270,6 +271,11 @@ def test_an_archive_that_is_not_a_checkpoint(studio):
         tf.addfile(info, io.BytesIO(data))
     seen = events(studio.post("/api/models/import", files={"archive": ("folder.tar.gz", buf.getvalue())}))
     assert seen[-1]["stage"] == "error" and seen[-1]["code"] == "missing_checkpoint"
+    # a checkpoint file that is not one: named as sent (the server stores it as 'upload')
+    seen = events(studio.post("/api/models/import", files={"archive": ("my-tune.bin", b"not a torch file")}))
+    assert seen[-1]["stage"] == "error" and seen[-1]["code"] == "unreadable_checkpoint", seen[-1]
+    assert seen[-1]["message"].startswith("my-tune.bin is not"), seen[-1]
+    assert any(e["message"] == "Reading my-tune.bin (sha256)" for e in seen), seen
     assert not list(studio.ctx.settings.tmp_dir.glob("import-*"))
 
 

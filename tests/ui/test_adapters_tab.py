@@ -69,6 +69,12 @@ def test_none_compatible_offers_only_the_base_model_and_says_what_to_do(adapters
         assert hint.endswith("Your active adapters need Tiny B.")
 
 
+def test_the_hint_shows_model_names_as_written():  # Markdown: a name like 'My <b>mono</b> tune' is not HTML
+    model = TINY.model_copy(update={"display_name": "My <b>mono</b> *tune*"})
+    hint = adapter_hint([adapter(2, "keys", base="tiny-b")], model)
+    assert "My \\<b\\>mono\\</b\\> \\*tune\\*" in hint and "<b>" not in hint
+
+
 def test_same_base_other_weights_is_marked_not_usable():
     a = adapter(1, "lofi", compatible=False, compatibility_note="Trained on other weights than the Studio Tiny "
                                                                 "loaded here")

@@ -126,3 +126,14 @@ def test_import_an_audiocraft_checkpoint_from_a_folder(make_ctx, reference_hub, 
         option.click()
         expect(page.locator("#switch-status")).to_contain_text("ready", timeout=BROWSER_TIMEOUT_MS)
         assert ctx.models.current().model.id == "my-finetune"
+        # the Generation settings' list has it at once, on this page and on one opened later (the page is built
+        # once, at start: its lists were the models of then), and so has the Remove list
+        page.locator("#config-model input[role=combobox]").click()
+        expect(page.get_by_role("option", name="<i>My</i> fine-tune", exact=True)).to_be_visible()
+        page.keyboard.press("Escape")
+        with studio_page(browser, base, model_name="<i>My</i> fine-tune") as later:
+            later.get_by_role("tab", name="Settings").click()
+            expect(later.locator("#config-model input").first).to_have_value("<i>My</i> fine-tune")
+            later.locator("#custom-models-box").get_by_text("Add or remove a model").first.click()
+            later.locator("#custom-remove-choice input[role=combobox]").click()
+            expect(later.get_by_role("option", name="<i>My</i> fine-tune (my-finetune)")).to_be_visible()

@@ -159,7 +159,7 @@ def test_an_upload_that_is_no_checkpoint_is_refused_and_nothing_is_kept(studio, 
     text = status.value.replace("\\", "")
     assert "Not imported" in text and "holds no audiocraft checkpoint" in text
     assert "Import the folder holding state_dict.bin" in text  # what to do
-    assert len(out) == 6  # the status alone changes: the lists are skipped
+    assert len(out) == 7  # the status alone changes: the lists (and the Generation settings list) are skipped
     assert list(ctx.registry.ids()) == before
     assert not list(ctx.settings.tmp_dir.glob("import-upload-*"))  # the copy is gone
     assert archive.is_file()  # Gradio's own file stays Gradio's
