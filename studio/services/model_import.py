@@ -474,7 +474,8 @@ class ModelImportService:
         if plan.segment_s < fields["max_duration_s"]:  # audiocraft generates up to its training segment
             fields["max_duration_s"] = plan.segment_s
             fields["window_stride_s"] = None  # the studio's rule: 18 s or 60 % of the window
-        display = (req.display_name or "").strip() or default_name
+        # no name: the id when one was given (two imports of folders named alike are then told apart in the lists)
+        display = (req.display_name or "").strip() or (req.id or "").strip() or default_name
         description = (req.description or "").strip() or (
             f"Imported from the audiocraft checkpoint {provenance['checkpoint']} (sha256 "
             f"{provenance['sha256'][:12]}).")

@@ -148,7 +148,7 @@ def wire_custom_models_panel(ctx: AppContext, panel: CustomModelsPanel, model_dr
             raise gr.Error("Choose a model to remove first.", print_exception=False)
         with user_errors():
             removed = ctx.custom_models.remove(model_id, delete_files=bool(delete_files))
-        files = (f" Its downloaded files were deleted ({fmt_gb(removed.bytes_freed / 1e9)})."
+        files = (f" Its files were deleted ({fmt_gb(removed.bytes_freed / 1e9)})."  # downloaded, or converted
                  if removed.files_deleted else " Its files were kept.")
         return [plain_status(f"✅ {md_escape(removed.display_name)} was removed.{files}"), *lists()]
 
