@@ -542,7 +542,7 @@ def convert(ckpt: Checkpoint, plan: Plan, text_encoder_dir: Path, codec_dir: Pat
 
     from studio.runtime.chroma import ChromaSettings
     from studio.runtime.hf_logging import quiet_musicgen_token_layout
-    from studio.runtime.tiny import _MelodyProcessorFiles
+    from studio.runtime.tiny import MelodyProcessorFiles
 
     quiet_musicgen_token_layout()
     config, cls = _model_config(plan, text_encoder_dir, codec_dir)
@@ -576,7 +576,7 @@ def convert(ckpt: Checkpoint, plan: Plan, text_encoder_dir: Path, codec_dir: Pat
         progress("Writing the processor (tokenizer, feature extractor)", 0.9)
         tokenizer = AutoTokenizer.from_pretrained(text_encoder_dir)
         if plan.melody:
-            _MelodyProcessorFiles(tokenizer, ChromaSettings()).save_pretrained(tmp)
+            MelodyProcessorFiles(tokenizer, ChromaSettings()).save_pretrained(tmp)
         else:
             MusicgenProcessor(feature_extractor=EncodecFeatureExtractor.from_pretrained(codec_dir),
                               tokenizer=tokenizer).save_pretrained(tmp)

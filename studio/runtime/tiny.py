@@ -109,10 +109,10 @@ def build_tiny_melody_model(folder: Path, *, hidden_size: int = 32, seed: int = 
             # The chroma's projection starts at std 0.02: the prefix of any melody is then almost the null
             # melody's, and another melody changed 7 % of 50 greedy codes; scaled up 100 times, 13 %.
             model.audio_enc_to_dec_proj.weight.mul_(MELODY_PROJ_SCALE)
-    return save_built(model, _MelodyProcessorFiles(_tokenizer(), chroma), folder)
+    return save_built(model, MelodyProcessorFiles(_tokenizer(), chroma), folder)
 
 
-class _MelodyProcessorFiles:
+class MelodyProcessorFiles:
     """What MusicgenMelodyProcessor.save_pretrained would write, without building its torchaudio extractor."""
 
     def __init__(self, tokenizer, chroma):
