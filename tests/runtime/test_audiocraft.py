@@ -354,6 +354,16 @@ def test_tensors_that_are_not_the_configurations_model_are_refused_by_name(mono,
     assert refused.value.code == code and refused.value.extra["key"] == key
 
 
+def test_torchs_own_attention_layout_maps_like_audiocrafts_custom_one(mono):
+    """With transformer_lm.custom false (and no memory-efficient attention) audiocraft wraps torch's
+    MultiheadAttention: its tensors are saved as self_attn.mha.in_proj_weight, ..."""
+    plan = ac.plan_of(mono.config, mono.tensors)
+    wrapped = {k.replace("self_attn.", "self_attn.mha.").replace("cross_attention.", "cross_attention.mha."): v
+               for k, v in mono.tensors.items()}
+    assert any(".mha." in k for k in wrapped)
+    assert ac.map_lm(wrapped, plan).keys() == ac.map_lm(mono.tensors, plan).keys()
+
+
 @pytest.mark.parametrize("drop,shape_of", [("linears.3.weight", None), (None, "transformer.layers.1.linear2.weight")])
 def test_missing_or_misshapen_tensors_are_refused_before_anything_is_written(refs, mono, tmp_path, drop, shape_of):
     tensors = dict(mono.tensors)
