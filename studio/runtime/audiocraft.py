@@ -673,6 +673,7 @@ def _model_config(plan: Plan, text_encoder_dir: Path, codec_dir: Path):
             text_encoder=t5, audio_encoder=codec, decoder=dec.to_dict(), num_chroma=plan.chroma["n_chroma"],
             chroma_length=chroma.frames(chroma.chunk_length_s * chroma.sample_rate))
         cls = transformers.MusicgenMelodyForConditionalGeneration
+        config.null_melody = "zeros"  # audiocraft's unconditional melody (studio/runtime/decode.py reads it)
     else:
         dec = transformers.MusicgenDecoderConfig(**decoder)
         config = transformers.MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=dec.to_dict())

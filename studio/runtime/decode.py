@@ -614,6 +614,13 @@ def _melody_prefix(model, rows: Sequence[Row], enc: torch.Tensor, mask: torch.Te
         n[:, 0] = 1
         return n
 
+    # audiocraft's own "no melody" is an all-zero prefix (its conditioner masks the null clip's chroma out), which
+    # a model imported from an audiocraft checkpoint was trained with; transformers' generate lights one pitch class
+    if getattr(config, "null_melody", None) == "zeros":
+        null_prefix = torch.zeros((config.chroma_length, dec_width), dtype=dtype, device=device)
+    else:
+        null_prefix = project(null(1))
+
     text_lengths = mask[:b].sum(dim=1).tolist()
     if guided:  # the unconditional rows' zero text states are as long as their rows' (generate attends them)
         text_lengths += text_lengths
@@ -625,9 +632,9 @@ def _melody_prefix(model, rows: Sequence[Row], enc: torch.Tensor, mask: torch.Te
                 raise ValueError(f"a melody is (frames, {config.num_chroma}) chroma, not {tuple(melody.shape)}")
             audio.append(project(melody))
         else:
-            audio.append(project(null(1)))
+            audio.append(null_prefix)
     if guided:
-        audio += [project(null(1))] * b  # generate's null melody has its row's frames: all equal after tiling
+        audio += [null_prefix] * b  # generate's null melody has its row's frames: all equal after tiling
     lengths = [config.chroma_length + int(n) for n in text_lengths]
     longest = max(lengths)
     prefix = torch.zeros((len(audio), longest, dec_width), dtype=dtype, device=device)

@@ -110,20 +110,22 @@ def test_the_studios_decode_loop_gives_audiocrafts_greedy_codes(convert, name, g
         assert np.array_equal(result.codes, want[key][b].numpy()), (name, text, key)
 
 
-def test_melody_without_guidance_gives_audiocrafts_greedy_codes(convert):
-    """With guidance the two differ by design: audiocraft's unconditional melody is all zeros, transformers' (and
-    so the studio's) is one lit pitch class (MusicgenMelodyForConditionalGeneration's null melody)."""
+@pytest.mark.parametrize("guidance,key", [(3.0, "greedy"), (1.0, "greedy_nocfg")])
+def test_the_converted_melody_model_gives_audiocrafts_greedy_codes(convert, guidance, key):
+    """With guidance too: the converted model's config says its unconditional melody is audiocraft's (all zeros),
+    not transformers' (one lit pitch class), which reproduces 15-20 % of these codes only."""
     converted, plan, _ = convert("melody")
     meta, want = expected("melody")
     assert plan.melody and plan.chroma == {"n_chroma": 12, "n_fft": 16384}
     assert converted.config["architectures"] == ["MusicgenMelodyForConditionalGeneration"]
+    assert converted.config["null_melody"] == "zeros"
     loaded = _load(converted)
     loaded.model.config.chroma_length = want["chroma"].shape[1]  # audiocraft's prefix was these 6 frames
     for b, text in enumerate(meta["texts"]):
         row = Row(text, meta["max_gen_len"], seed=0, melody=want["chroma"][b].numpy(),
-                  params=SamplingParams(**{**GREEDY.__dict__, "guidance_scale": 1.0}))
+                  params=SamplingParams(**{**GREEDY.__dict__, "guidance_scale": guidance}))
         result = loaded.generate_batch([row], stream_every_s=None)[0]
-        assert np.array_equal(result.codes, want["greedy_nocfg"][b].numpy()), text
+        assert np.array_equal(result.codes, want[key][b].numpy()), text
 
 
 def test_solver_checkpoint_converts_to_the_same_model_as_its_export(convert):
