@@ -12,6 +12,7 @@ re-reads the run and changes the page only when something changed.
 from __future__ import annotations
 
 import html
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from studio.training.config import GROUPS, TrainingConfig, config_schema
 from studio.ui.common import md_escape, notify_text, page_user, user_errors
 from studio.ui.datasets_panel import DatasetsPanel, build_datasets_panel, wire_datasets_panel
 from studio.ui.queue_panel import fmt_eta
+
+log = logging.getLogger(__name__)
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget
 
 REFRESH_EVERY_S = 2.0
@@ -501,7 +504,8 @@ def wire_training_tab(ctx: AppContext, tab: TrainingTab, tab_item: gr.Tab) -> No
     def tick(run_id, seen, reg_value):
         try:
             return overview_updates(ctx, run_id, seen, force=False, reg_value=reg_value)
-        except (gr.Error, StudioError):  # e.g. the run's records changing under it: said when the person acts
+        except (gr.Error, StudioError) as exc:  # e.g. the run's records changing under it: said when the person acts
+            log.warning("training tab: a refresh of run %s was skipped: %s", run_id, exc)
             return [gr.skip()] * (len(overview_outputs) - 1) + [seen]
 
     # outside Gradio's queue, like the other refreshes: a tick never waits behind (or delays) a person's action
