@@ -328,8 +328,10 @@ def test_page_follows_settings_saved_elsewhere(studio, page):
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 200
+    # the page says why the person's values change under them (a notice that fades: looked for first; it came
+    # and went while the values below were checked once, on a loaded machine)...
+    expect(page.get_by_text("were saved: the Generate tab starts from them again")).to_be_visible()
+    # ...in the same refresh as the values
     expect(box(page, "top_k", "gen")).to_have_value("64")
     expect(page.locator("#duration input[type=number]")).to_have_value("5.5")
     expect(page.locator("#seed input")).to_have_value("9")  # the fixed seed policy
-    # ...and says why the person's values changed under them
-    expect(page.get_by_text("were saved: the Generate tab starts from them again")).to_be_visible()
