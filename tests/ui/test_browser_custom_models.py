@@ -29,12 +29,17 @@ def studio(make_ctx, tiny_folder):
         yield ctx, base
 
 
+def open_folder_form(page) -> None:
+    """Settings -> "Add or remove a model", its source set to a folder on the server."""
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#custom-models-box").get_by_text("Add or remove a model").click()
+    page.locator("#custom-source").get_by_text("Folder on this server").click()
+
+
 def test_add_check_switch_and_remove_a_folder_model(studio, browser):
     ctx, base = studio
     with studio_page(browser, base) as page:
-        page.get_by_role("tab", name="Settings").click()
-        page.locator("#custom-models-box").get_by_text("Add or remove a model").click()
-        page.locator("#custom-source").get_by_text("Folder on this server").click()
+        open_folder_form(page)
         expect(page.locator("#custom-path textarea, #custom-path input").first).to_be_visible()
         expect(page.locator("#custom-repo")).to_be_hidden()
         page.locator("#custom-path textarea, #custom-path input").first.fill("my-stereo")
@@ -73,9 +78,7 @@ def test_add_check_switch_and_remove_a_folder_model(studio, browser):
 def test_a_refused_folder_says_why_beside_the_form(studio, browser):
     ctx, base = studio
     with studio_page(browser, base) as page:
-        page.get_by_role("tab", name="Settings").click()
-        page.locator("#custom-models-box").get_by_text("Add or remove a model").click()
-        page.locator("#custom-source").get_by_text("Folder on this server").click()
+        open_folder_form(page)
         page.locator("#custom-path textarea, #custom-path input").first.fill("/etc")
         page.locator("#custom-add").click()
         expect(page.locator("#custom-status")).to_contain_text("outside the folders models may be added from",
