@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     auth_file: Annotated[Path | None, Option(
         "--auth-file", "a file holding `USER:PASS` (readable by you alone: `chmod 600`)", "off",
         metavar="PATH")] = None
+    database_url: Annotated[str | None, Field(repr=False), Option(
+        "--database-url", "the database: `postgresql://USER:PASS@HOST:PORT/DB` (psycopg 3) for a team's server, or "
+        "`sqlite:///PATH`", "`studio.db` in the data directory", metavar="URL")] = None
+    session_hours: Annotated[float, Field(gt=0, le=24 * 365), Option(
+        "--session-hours", "how long a login lasts before the person must log in again", metavar="HOURS")] = 168
     device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$"), Option(
         "--device", "`cpu`, `cuda`, `cuda:1`")] = "auto"
     dtype: Annotated[Literal["auto", "float32", "float16", "bfloat16"], Option(
@@ -150,8 +155,9 @@ class Settings(BaseSettings):
         return (self.data_dir / "studio.db").resolve()
 
     @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.database_path}"
+    def engine_url(self) -> str:
+        """The database the studio uses: --database-url, else SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.database_path}"
 
     @property
     def models_dir(self) -> Path:

@@ -116,7 +116,7 @@ def open_storage(settings: Settings, registry: Registry | None = None) -> Storag
         registry.evaluation_model(settings.eval_model)  # the same for --eval-model
     open_data_dir(settings)
     lock = lock_data_dir(settings)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.engine_url)
     try:
         if custom_model:
             _check_custom_model(engine, registry, settings.model)

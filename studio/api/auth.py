@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from studio.api.security import Refusal, read_body
-from studio.users import LOCAL_USER
+from studio.users import LOCAL_ACTOR, Actor
 
 COOKIE = "studio-session"
 LOGIN_PATHS = ("/login", "/login/")  # gradio_client posts to "login"
@@ -38,7 +38,14 @@ REALM = 'Basic realm="Text2Song Studio", charset="UTF-8"'
 
 def current_user(request: Request) -> str:
     """The user the auth middleware let in, for audit records."""
-    return getattr(request.state, "user", None) or LOCAL_USER
+    return current_actor(request).name
+
+
+def current_actor(request: Request) -> Actor:
+    """The person (name and role) the auth middleware let in (`request.state.actor`); without auth, the local
+    person, an admin."""
+    actor = getattr(request.state, "actor", None)
+    return actor if isinstance(actor, Actor) else LOCAL_ACTOR
 
 
 def gradio_user(request: Request) -> str | None:
@@ -147,7 +154,7 @@ class AuthMiddleware:
                 return
             await _unauthorized(scope, headers)(scope, receive, send)
             return
-        scope.setdefault("state", {})["user"] = user
+        scope.setdefault("state", {}).update(user=user, actor=Actor(user, "admin"))
         await self.app(scope, receive, send)
 
     async def _login(self, scope: Scope, receive: Receive, headers: Headers, client: str) -> Response:

@@ -81,7 +81,10 @@ class Job(SQLModel, table=True):
     status: str = Field(default="queued", index=True)  # a JobStatus
     error: str | None = None
     error_code: str | None = None  # failed: a stable snake_case code
-    submitted_by: str = LOCAL_USER  # the signed-in user, LOCAL_USER without auth
+    submitted_by: str = Field(default=LOCAL_USER, index=True)  # the signed-in user, LOCAL_USER without auth
+    # The studio process that claimed it to run (several studios may share one PostgreSQL database): only that
+    # studio runs, interrupts or recovers it. None: not claimed yet (queued).
+    runner: str | None = Field(default=None, index=True, max_length=100)
     adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
     output_file: str | None = None  # relative to the data directory
     codes_file: str | None = None  # the generated codes (safetensors), beside the audio
@@ -358,3 +361,60 @@ class CustomModel(SQLModel, table=True):
     provenance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     added_by: str = LOCAL_USER
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Account(SQLModel, table=True):
+    """A person who may log in. Never deleted while records name them: disabling keeps the audit trail readable.
+    (Not 'user': a reserved word in PostgreSQL.)"""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=100)  # what records store (submitted_by, changed_by, ...)
+    password_hash: str  # argon2id, from argon2-cffi (never the password)
+    role: str = Field(default="member", max_length=20)  # a studio.users.Role
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_by: str = SYSTEM_USER
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for scripts and gradio_client: it acts as its account, with the account's current role."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    name: str = Field(max_length=100)  # what it is for, for a person
+    prefix: str = Field(max_length=16)  # the token's first characters, shown in lists so a person knows which
+    token_hash: str = Field(unique=True, max_length=64)  # sha256 hex of the whole token (never the token)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime)
+
+
+class LoginSession(SQLModel, table=True):
+    """A logged-in browser (or gradio_client login): stored so that every studio on one database knows it, a
+    restart keeps it, and logging out ends it everywhere."""
+
+    __tablename__ = "login_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    token_hash: str = Field(unique=True, max_length=64)  # sha256 hex of the cookie's value
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(index=True, sa_type=UTCDateTime)
+
+
+class AdapterChange(SQLModel, table=True):
+    """Who changed an adapter version and how (registered, renamed, activated, deactivated, deleted, restored)."""
+
+    __tablename__ = "adapter_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: int = Field(foreign_key="adapter.id", index=True)
+    action: str = Field(max_length=30)
+    details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    changed_by: str = Field(max_length=100)
+    changed_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)

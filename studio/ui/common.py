@@ -10,7 +10,7 @@ from typing import Callable
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.users import LOCAL_USER
+from studio.users import LOCAL_ACTOR, Actor
 from studio.services.models import CurrentModel, ModelInfo
 
 NO_ADAPTER = "None (base model)"
@@ -172,7 +172,15 @@ def failures_as_status(fn: Callable, on_failure: Callable[[str], list]) -> Calla
 
 def page_user(request: gr.Request | None) -> str:
     """Who acts on the page, for audit records: the logged-in user, or LOCAL_USER without auth."""
-    return getattr(request, "username", None) or LOCAL_USER
+    return page_actor(request).name
+
+
+def page_actor(request: gr.Request | None) -> Actor:
+    """Who acts on the page and with which role: what the auth middleware let in (request.state.actor), or the
+    local person (an admin) without auth."""
+    inner = getattr(request, "request", None)  # gr.Request wraps the Starlette request of the event
+    actor = getattr(getattr(inner, "state", None), "actor", None)
+    return actor if isinstance(actor, Actor) else LOCAL_ACTOR
 
 
 def fmt_params(n: int) -> str:
