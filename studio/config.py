@@ -108,6 +108,7 @@ class Settings(BaseSettings):
         "page or `POST /api/models`; registry.yaml's and those added before stay", "off", kind="negate")] = True
     # Not options of the studio: read as they are from their own environment variables, or set by tests.
     hf_endpoint: str | None = None  # None: huggingface.co (or HF_ENDPOINT)
+    space_id: str | None = None  # SPACE_ID: running as a Hugging Face Space (a public site: a login is required)
     max_prompt_chars: int = Field(1000, gt=0)
 
     @classmethod
@@ -136,6 +137,17 @@ class Settings(BaseSettings):
     def exposed(self) -> bool:
         """Reachable from other machines: a share link or a non-loopback interface."""
         return self.share or self.host not in LOOPBACK
+
+    @property
+    def on_space(self) -> bool:
+        """Running as a Hugging Face Space: reachable by anyone, so nothing opens without a login."""
+        return self.space_id is not None
+
+    @property
+    def login_required(self) -> bool:
+        """Accounts are on from the start: --auth / --auth-file given, or a Space. (A studio whose database already
+        holds accounts keeps asking for a login too: services/accounts.py decides that at start.)"""
+        return self.auth is not None or self.on_space
 
     @property
     def allowed_import_roots(self) -> list[Path]:
@@ -236,6 +248,8 @@ class CommandLineSource(PydanticBaseSettingsSource):
         if given.get("auth"):
             values.pop("auth_file", None)
         values.update(given)
+        if self.environ.get("SPACE_ID"):
+            values["space_id"] = self.environ["SPACE_ID"]
         if values.get("hf_endpoint") is None and self.environ.get("HF_ENDPOINT"):
             values["hf_endpoint"] = self.environ["HF_ENDPOINT"]
         return values
