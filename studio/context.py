@@ -14,6 +14,7 @@ from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import TransformersBackend
 from studio.services.abtests import ABTestService
+from studio.services.accounts import AccountService
 from studio.services.adapters import AdapterService
 from studio.services.custom_models import CustomModelService
 from studio.services.model_import import ModelImportService
@@ -50,6 +51,7 @@ class AppContext:
     datasets: DatasetService
     uploads: UploadService
     training: TrainingService  # runs LoRA training in subprocesses beside the worker
+    accounts: AccountService  # who may log in, with which role; login sessions and API tokens
     custom_models: CustomModelService | None = None  # models added in the studio beside registry.yaml
     model_import: ModelImportService | None = None  # audiocraft checkpoints converted into custom models
     storage: Storage | None = None  # holds the claim on the data directory while the studio runs
@@ -118,6 +120,8 @@ def build_context(settings: Settings, registry: Registry | None = None,
     check_device(settings.device)
     storage = storage or open_storage(settings, registry)
     registry, engine = storage.registry, storage.engine
+    accounts = AccountService(engine, settings.session_hours, settings.login_required)
+    accounts.bootstrap(settings.auth)  # --auth USER:PASS: that admin exists with that password
     store = ModelStore(settings.models_dir, settings.hf_cache_dir, settings.hf_endpoint)
     backend = TransformersBackend(fast_path=None if settings.fast_path else False)
     manager = ModelManager(registry, store, backend, settings.device, settings.dtype)
@@ -164,6 +168,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
         datasets=datasets,
         uploads=uploads,
         training=training,
+        accounts=accounts,
         custom_models=custom_models,
         model_import=model_import,
         storage=storage,

@@ -33,6 +33,13 @@ class InvalidValues(StudioError):
     code = "invalid_values"
 
 
+class Forbidden(StudioError):
+    """The signed-in person's role does not allow this (a member asking for an admin's action)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(StudioError):
     status = 404
     code = "not_found"

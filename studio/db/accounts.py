@@ -1,0 +1,74 @@
+"""Session-first crud for accounts, login sessions and API tokens (the service owns the rules)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from studio.db.models import Account, ApiToken, LoginSession
+
+
+def count_accounts(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(Account)).one()
+
+
+def enabled_admins(session: Session, *, lock: bool = False) -> list[Account]:
+    """The enabled admins; lock: hold their rows until commit, so two requests (or studios) demoting two admins at
+    once cannot both see "another admin is left"."""
+    query = select(Account).where(Account.role == "admin", Account.disabled == False)  # noqa: E712 - SQL
+    return list(session.exec(query.with_for_update() if lock else query))
+
+
+def get_account(session: Session, name: str, lock: bool = False) -> Account | None:
+    """lock: hold the row until commit (PostgreSQL's SELECT ... FOR UPDATE; SQLite serialises writers anyway)."""
+    query = select(Account).where(Account.name == name)
+    return session.exec(query.with_for_update() if lock else query).first()
+
+
+def get_account_by_id(session: Session, account_id: int) -> Account | None:
+    return session.get(Account, account_id)
+
+
+def list_accounts(session: Session) -> list[Account]:
+    return list(session.exec(select(Account).order_by(Account.name)))
+
+
+def session_with_account(session: Session, token_hash: str) -> tuple[LoginSession, Account] | None:
+    row = session.exec(select(LoginSession, Account).join(Account, Account.id == LoginSession.account_id)
+                       .where(LoginSession.token_hash == token_hash)).first()
+    return (row[0], row[1]) if row else None
+
+
+def token_with_account(session: Session, token_hash: str) -> tuple[ApiToken, Account] | None:
+    row = session.exec(select(ApiToken, Account).join(Account, Account.id == ApiToken.account_id)
+                       .where(ApiToken.token_hash == token_hash)).first()
+    return (row[0], row[1]) if row else None
+
+
+def delete_sessions(session: Session, *, account_id: int | None = None, token_hash: str | None = None,
+                    expired_before: datetime | None = None) -> int:
+    """Delete login sessions matching every given condition; how many."""
+    query = select(LoginSession)
+    if account_id is not None:
+        query = query.where(LoginSession.account_id == account_id)
+    if token_hash is not None:
+        query = query.where(LoginSession.token_hash == token_hash)
+    if expired_before is not None:
+        query = query.where(LoginSession.expires_at <= expired_before)
+    rows = list(session.exec(query))
+    for row in rows:
+        session.delete(row)
+    return len(rows)
+
+
+def touch(session: Session, model, row_id: int, column: str, moment: datetime) -> None:
+    """Set a last-seen / last-used time without loading the row (one UPDATE, no race with other writers)."""
+    session.exec(update(model).where(model.id == row_id).values({column: moment}))
+
+
+def list_tokens(session: Session, account_id: int | None = None) -> list[tuple[ApiToken, Account]]:
+    query = select(ApiToken, Account).join(Account, Account.id == ApiToken.account_id)
+    if account_id is not None:
+        query = query.where(ApiToken.account_id == account_id)
+    return [(t, a) for t, a in session.exec(query.order_by(ApiToken.created_at.desc(), ApiToken.id.desc()))]
