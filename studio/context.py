@@ -144,7 +144,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
     evaluation = EvaluationService(engine, registry, store, queue, generation, adapters, settings.data_dir,
                                    settings.eval_model)
     abtests = ABTestService(engine, generation, queue, adapters, gen_config, settings.data_dir,
-                            auth=settings.auth is not None)
+                            auth=accounts.required)
     # every clip of an A/B test is scored once ready (when an evaluation model is available): the results show
     # each side's mean score beside the votes, never on the listening page
     abtests.on_pair_ready(lambda _test_id, job_ids: evaluation.request_scores(job_ids))

@@ -12,6 +12,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from studio.api.abtests import build_abtests_router
+from studio.api.accounts import build_accounts_router
 from studio.api.adapters import build_adapters_router
 from studio.api.auth import AuthMiddleware, gradio_user
 from studio.api.docs import install_docs
@@ -24,6 +25,7 @@ from studio.api.jobs import build_jobs_router
 from studio.api.metrics import build_metrics_router
 from studio.api.model_import import build_model_import_router
 from studio.api.openapi import install_openapi
+from studio.api.roles import GradioRoles
 from studio.api.routes import build_router
 from studio.api.training import build_training_router
 from studio.api.security import install_request_guards
@@ -77,7 +79,8 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
                               "Errors are `{detail: {code, message, ...}}`.")
     install_docs(app)  # offline: assets from a wheel, not a CDN
     install_error_handlers(app)
-    install_openapi(app, auth=settings.auth is not None)
+    install_openapi(app, auth=ctx.accounts.required)
+    app.include_router(build_accounts_router(ctx))
     app.include_router(build_metrics_router(ctx))  # before the adapters' /{adapter_id}: /compare stays its own
     app.include_router(build_adapters_router(ctx))
     app.include_router(build_gen_config_router(ctx))
@@ -89,8 +92,8 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     app.include_router(build_training_router(ctx))
     app.include_router(build_model_import_router(ctx))  # before /api/models/{model_id}: /import stays its own
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
-    if settings.auth:  # one login for page, Gradio's routes, REST and docs (inside the edge guards)
-        app.add_middleware(AuthMiddleware, user=settings.auth[0], password=settings.auth[1])
+    if ctx.accounts.required:  # one login and the roles for page, Gradio's routes, REST and docs (inside the edge)
+        app.add_middleware(AuthMiddleware, accounts=ctx.accounts, trust_forwarded=settings.on_space)
     install_request_guards(app, bind_host=settings.host, share=settings.share, upload_dir=tmp,
                            multipart_routes=MULTIPART_ROUTES)
     return app
@@ -102,7 +105,8 @@ def build_app(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     settings = ctx.settings
     blocks = build_ui(ctx)
     blocks.delete_cache = (3600, GRADIO_TMP_MAX_AGE_S)  # Gradio's hourly clean-up of this run's files
-    app = gr.mount_gradio_app(app, blocks, path="", auth_dependency=gradio_user if settings.auth else None,
+    app.state.gradio_roles = GradioRoles(blocks)  # what the auth middleware checks a page function's call against
+    app = gr.mount_gradio_app(app, blocks, path="", auth_dependency=gradio_user if ctx.accounts.required else None,
                               allowed_paths=[str(settings.outputs_dir.resolve())], css=CSS, head=HEAD,
                               footer_links=["api", "gradio"],  # Gradio's "Settings" link read as the studio's tab
                               max_file_size=MAX_UPLOAD_BYTES)  # /gradio_api/upload: the REST upload's cap

@@ -45,7 +45,7 @@ class DeletedResponse(BaseModel):
 def build_abtests_router(ctx: AppContext) -> APIRouter:
     router = APIRouter(prefix="/api/abtests", tags=["abtests"])
     service = ctx.abtests
-    auth = ctx.settings.auth is not None
+    auth = ctx.accounts.required
 
     def listener_of(request: Request, given: str | None) -> str:
         """With --auth: the signed-in user (cannot vote as someone else); without: the name given."""

@@ -1,9 +1,12 @@
-"""One login for everything the studio serves: the page, Gradio's routes, the REST API and its docs.
+"""One login for everything the studio serves (the page, Gradio's routes, the REST API and its docs), and the role
+every route needs (roles.py), checked before any route runs.
 
-A person logs in once through the studio's login form (a session cookie); scripts send HTTP Basic on each request,
-or log in like gradio_client does (`POST /login` with username and password, then the cookie). Every route asks for
-one or the other, except the login form itself. Failed logins are throttled per client address (the `limits`
-library's moving window): past the limit the answer is 429 with Retry-After, whatever the password.
+Who a request comes from, in this order: the login session's cookie (the login form, or gradio_client's
+`POST /login`), an API token (`Authorization: Bearer t2s_...`), HTTP Basic (name and password on each request).
+Sessions, tokens and accounts live in the database (services/accounts.py): several studios on one database share
+them, and a logout, a revoked token, a disabled account or a new role applies at the next request everywhere.
+Failed logins are throttled per client address and per user name (the `limits` library's moving window): past the
+limit the answer is 429 with Retry-After, even for the right password.
 """
 from __future__ import annotations
 
@@ -11,12 +14,11 @@ import base64
 import binascii
 import html
 import math
-import secrets
 import time
-from collections import OrderedDict
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, quote
 
+from anyio import to_thread
 from fastapi import Request
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
@@ -25,15 +27,19 @@ from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from studio.api.security import Refusal, read_body
-from studio.users import LOCAL_ACTOR, Actor
+from studio.api.roles import RestRoles, runs_a_function
+from studio.api.security import MAX_GRADIO_JSON_BYTES, Refusal, read_body
+from studio.services.accounts import TOKEN_PREFIX, AccountService
+from studio.users import LOCAL_ACTOR, Actor, Role
 
 COOKIE = "studio-session"
 LOGIN_PATHS = ("/login", "/login/")  # gradio_client posts to "login"
 LOGOUT_PATHS = ("/logout", "/logout/")
-FAILURES_PER_MINUTE = 5
-MAX_SESSIONS = 1000  # the oldest are forgotten first: memory stays bounded however many logins
+FAILURES_PER_MINUTE = 5  # per client address, and per user name
 REALM = 'Basic realm="Text2Song Studio", charset="UTF-8"'
+FIRST_ADMIN = ("No account exists yet. Create the first admin: start the studio with STUDIO_AUTH=USER:PASS (on a "
+               "Hugging Face Space: a secret named STUDIO_AUTH in the Space's settings), or run `python -m studio.cli "
+               "user add NAME --role admin` on the server.")
 
 
 def current_user(request: Request) -> str:
@@ -46,6 +52,11 @@ def current_actor(request: Request) -> Actor:
     person, an admin."""
     actor = getattr(request.state, "actor", None)
     return actor if isinstance(actor, Actor) else LOCAL_ACTOR
+
+
+def current_session(request: Request) -> str | None:
+    """The login session the request came with (its cookie's value), when it came with one."""
+    return getattr(request.state, "login_session", None)
 
 
 def gradio_user(request: Request) -> str | None:
@@ -64,62 +75,60 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-class Sessions:
-    """Session tokens of logged-in people, in memory (a restart logs everyone out)."""
-
-    def __init__(self, limit: int = MAX_SESSIONS) -> None:
-        self._users: OrderedDict[str, str] = OrderedDict()
-        self._limit = limit
-
-    def open(self, user: str) -> str:
-        token = secrets.token_urlsafe(32)
-        self._users[token] = user
-        while len(self._users) > self._limit:
-            self._users.popitem(last=False)
-        return token
-
-    def user(self, token: str | None) -> str | None:
-        return self._users.get(token) if token else None
-
-    def close(self, token: str | None) -> None:
-        self._users.pop(token or "", None)
+def bearer_token(header: str | None) -> str | None:
+    """A studio API token from `Authorization: Bearer`; other bearer values (a Hugging Face token that
+    gradio_client forwards) are no credentials of this studio."""
+    scheme, _, value = (header or "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value.startswith(TOKEN_PREFIX) else None
 
 
 class LoginThrottle:
-    """At most FAILURES_PER_MINUTE wrong logins per client address in any minute."""
+    """At most FAILURES_PER_MINUTE wrong logins in any minute per client address and per user name: guessing one
+    person's password from many addresses is slowed as much as guessing many from one."""
 
     def __init__(self, per_minute: int = FAILURES_PER_MINUTE) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._item = RateLimitItemPerMinute(per_minute)
 
-    def retry_after(self, client: str) -> int | None:
-        """Seconds to wait before this client may try again, or None when it may try now."""
-        if self._limiter.test(self._item, client):
-            return None
-        reset = self._limiter.get_window_stats(self._item, client).reset_time
-        return max(1, math.ceil(reset - time.time()))
+    @staticmethod
+    def _keys(client: str, name: str) -> list[str]:
+        return [f"address:{client}", f"user:{name.strip().casefold()[:100]}"]
 
-    def failed(self, client: str) -> None:
-        self._limiter.hit(self._item, client)
+    def retry_after(self, client: str, name: str) -> int | None:
+        """Seconds to wait before this client may try this name again, or None when it may try now."""
+        waits = []
+        for key in self._keys(client, name):
+            if not self._limiter.test(self._item, key):
+                reset = self._limiter.get_window_stats(self._item, key).reset_time
+                waits.append(max(1, math.ceil(reset - time.time())))
+        return max(waits) if waits else None
 
-    def succeeded(self, client: str) -> None:
-        self._limiter.clear(self._item, client)
+    def failed(self, client: str, name: str) -> None:
+        for key in self._keys(client, name):
+            self._limiter.hit(self._item, key)
+
+    def succeeded(self, client: str, name: str) -> None:
+        # the name's own count only: a right password for one account must not reset an address's guesses at others
+        self._limiter.clear(self._item, self._keys(client, name)[1])
 
 
 class AuthMiddleware:
-    """Pure ASGI, outside every route: the studio's and Gradio's alike."""
+    """Pure ASGI, outside every route: the studio's and Gradio's alike. trust_forwarded: the studio runs behind a
+    proxy that adds the client's address to X-Forwarded-For (a Hugging Face Space), so throttling counts per
+    person, not per proxy."""
 
-    def __init__(self, app: ASGIApp, user: str, password: str) -> None:
+    def __init__(self, app: ASGIApp, accounts: AccountService, trust_forwarded: bool = False) -> None:
         self.app = app
-        self._user, self._password = user.encode(), password.encode()
-        self.sessions = Sessions()
+        self.accounts = accounts
         self.throttle = LoginThrottle()
+        self.trust_forwarded = trust_forwarded
+        self._rest: RestRoles | None = None
 
-    def _valid(self, user: str, password: str) -> bool:
-        # both compared whatever the first gives: the time taken tells nothing
-        ok_user = secrets.compare_digest(user.encode(), self._user)
-        ok_password = secrets.compare_digest(password.encode(), self._password)
-        return ok_user and ok_password
+    def _client(self, scope: Scope, headers: Headers) -> str:
+        if self.trust_forwarded and (forwarded := headers.get("x-forwarded-for")):
+            return forwarded.split(",")[-1].strip()[:100]  # the last hop is the one the proxy itself added
+        return (scope.get("client") or ("unknown", 0))[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -127,64 +136,114 @@ class AuthMiddleware:
             return
         headers = Headers(scope=scope)
         path = scope["path"]
-        client = (scope.get("client") or ("unknown", 0))[0]
+        client = self._client(scope, headers)
         if scope["type"] == "http" and path in LOGIN_PATHS:
             response = await self._login(scope, receive, headers, client)
             await response(scope, receive, send)
             return
-        token = _cookie(headers, COOKIE)
+        cookie = _cookie(headers, COOKIE)
         if scope["type"] == "http" and path in LOGOUT_PATHS:
-            self.sessions.close(token)
+            await to_thread.run_sync(self.accounts.close_session, cookie)
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(COOKIE, path="/")
             await response(scope, receive, send)
             return
-        user = self.sessions.user(token)
-        if user is None and (given := basic_credentials(headers.get("authorization"))) is not None:
-            if (wait := self.throttle.retry_after(client)) is not None:
-                await _too_many(wait)(scope, receive, send)
-                return
-            if self._valid(*given):
-                user = given[0]
-            else:
-                self.throttle.failed(client)
-        if user is None:
+        actor, session, refusal = await self._identify(headers, cookie, client)
+        if actor is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await _unauthorized(scope, headers)(scope, receive, send)
+            await (refusal or _unauthorized(scope, headers, stale_cookie=cookie is not None))(scope, receive, send)
             return
-        scope.setdefault("state", {}).update(user=user, actor=Actor(user, "admin"))
+        if scope["type"] == "http" and not actor.is_admin:
+            try:
+                needed, receive = await self._needed_role(scope, receive)
+            except Refusal as refused:
+                await refused.response()(scope, receive, send)
+                return
+            if needed == "admin":
+                await _forbidden(scope)(scope, receive, send)
+                return
+        scope.setdefault("state", {}).update(user=actor.name, actor=actor, login_session=session)
         await self.app(scope, receive, send)
+
+    async def _identify(self, headers: Headers, cookie: str | None,
+                        client: str) -> tuple[Actor | None, str | None, Response | None]:
+        """(who, their session cookie when that is how they came, a refusal to send instead of the plain 401)."""
+        if cookie and (actor := await to_thread.run_sync(self.accounts.session_actor, cookie)) is not None:
+            return actor, cookie, None
+        authorization = headers.get("authorization")
+        if (token := bearer_token(authorization)) is not None:
+            actor = await to_thread.run_sync(self.accounts.token_actor, token)
+            if actor is not None:
+                return actor, None, None
+            return None, None, JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={
+                "detail": {"code": "invalid_token", "message": "This API token is unknown, revoked or expired (or "
+                                                              "its account is disabled): create a new one."}})
+        if (given := basic_credentials(authorization)) is not None:
+            if (wait := self.throttle.retry_after(client, given[0])) is not None:
+                return None, None, _too_many(wait)
+            actor = await to_thread.run_sync(self.accounts.authenticate, *given)
+            if actor is None:
+                self.throttle.failed(client, given[0])
+            else:
+                self.throttle.succeeded(client, given[0])
+            return actor, None, None
+        return None, None, None
+
+    async def _needed_role(self, scope: Scope, receive: Receive) -> tuple[Role, Receive]:
+        """The role this request needs, and the receive to pass on (a body read to tell the function is replayed)."""
+        path = scope["path"]
+        app = scope.get("app")
+        if path.startswith("/api/") and app is not None:
+            if self._rest is None:  # the app's routes are all in place by its first request
+                self._rest = RestRoles(app.openapi().get("paths", {}))
+            return self._rest.role(scope.get("method", "GET"), path), receive
+        roles = getattr(getattr(app, "state", None), "gradio_roles", None)
+        if roles is None or scope.get("method") != "POST" or not runs_a_function(path):
+            return "member", receive
+        body, receive = await read_body(receive, MAX_GRADIO_JSON_BYTES)
+        return roles.request_role(path, body) or "member", receive
 
     async def _login(self, scope: Scope, receive: Receive, headers: Headers, client: str) -> Response:
         wants_page = "text/html" in headers.get("accept", "")
         target = _local_target(parse_qs(scope.get("query_string", b"").decode("latin-1")).get("next", ["/"])[0])
+        has_accounts = await to_thread.run_sync(self.accounts.has_accounts)
+        note = "" if has_accounts else FIRST_ADMIN
         if scope.get("method") in ("GET", "HEAD"):
-            return HTMLResponse(login_page(target))
+            return HTMLResponse(login_page(target, setup=note))
         if scope.get("method") != "POST":
             return JSONResponse(status_code=405, content={"detail": {
                 "code": "method_not_allowed", "message": "Log in with POST /login (username, password)."}})
-        if (wait := self.throttle.retry_after(client)) is not None:
-            return _too_many(wait, page=login_page(target, "Too many failed logins: wait a minute.")
-                             if wants_page else None)
         try:
             body, _ = await read_body(receive, 16 * 1024)
         except Refusal as refusal:
             return refusal.response()
         form = parse_qs(body.decode("utf-8", "replace"))
-        user, password = form.get("username", [""])[0], form.get("password", [""])[0]
-        if not self._valid(user.strip(), password):
-            self.throttle.failed(client)
+        user, password = form.get("username", [""])[0].strip(), form.get("password", [""])[0]
+        if not has_accounts:
+            if wants_page:
+                return HTMLResponse(login_page(target, setup=note), status_code=401)
+            return JSONResponse(status_code=401, content={"detail": {"code": "no_accounts", "message": note}})
+        if (wait := self.throttle.retry_after(client, user)) is not None:
+            return _too_many(wait, page=login_page(target, "Too many failed logins: wait a minute.")
+                             if wants_page else None)
+        actor = await to_thread.run_sync(self.accounts.authenticate, user, password)
+        if actor is None:
+            self.throttle.failed(client, user)
             if wants_page:
                 return HTMLResponse(login_page(target, "Wrong user name or password."), status_code=401)
             return JSONResponse(status_code=401, content={"detail": {
                 "code": "invalid_credentials", "message": "Wrong user name or password."}})
-        self.throttle.succeeded(client)
+        self.throttle.succeeded(client, user)
+        secret = await to_thread.run_sync(self.accounts.open_session, actor)
         response: Response = RedirectResponse(target, status_code=303) if wants_page else \
             JSONResponse({"success": True})
-        # Lax: the cookie is not sent with another site's POSTs (security.py refuses those as well)
-        response.set_cookie(COOKIE, self.sessions.open(user.strip()), httponly=True, samesite="lax", path="/")
+        # Lax: the cookie is not sent with another site's POSTs (security.py refuses those as well). Secure when
+        # the person came over https, also through a proxy that says so (a Space): never sent in clear text then.
+        secure = scope.get("scheme") == "https" or headers.get("x-forwarded-proto", "").strip().lower() == "https"
+        response.set_cookie(COOKIE, secret, max_age=int(self.accounts.session_lifetime.total_seconds()),
+                            httponly=True, samesite="lax", secure=secure, path="/")
         return response
 
 
@@ -212,24 +271,49 @@ def _too_many(wait: int, page: str | None = None) -> Response:
         "retry_after_s": wait}})
 
 
-def _unauthorized(scope: Scope, headers: Headers) -> Response:
+def _forbidden(scope: Scope) -> Response:
+    what = f"{scope.get('method', 'GET')} {scope['path'][:200]}"
+    if scope["path"].startswith("/gradio_api/"):
+        what = "This action of the page"
+    return JSONResponse(status_code=403, content={"detail": {
+        "code": "forbidden", "message": f"{what} needs an admin: ask an admin of this studio to do it, or to make "
+                                        "you an admin."}})
+
+
+def _unauthorized(scope: Scope, headers: Headers, stale_cookie: bool = False) -> Response:
     if scope.get("method") in ("GET", "HEAD") and "text/html" in headers.get("accept", ""):
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
-        return RedirectResponse(f"/login?next={quote(path, safe='/')}", status_code=303)
-    return JSONResponse(status_code=401, headers={"WWW-Authenticate": REALM}, content={"detail": {
-        "code": "unauthorized", "message": "Log in first: the login form at /login, or HTTP Basic."}})
+        response: Response = RedirectResponse(f"/login?next={quote(path, safe='/')}", status_code=303)
+    else:
+        response = JSONResponse(status_code=401, headers={"WWW-Authenticate": REALM}, content={"detail": {
+            "code": "unauthorized", "message": "Log in first: the login form at /login, an API token "
+                                               "(Authorization: Bearer t2s_...), or HTTP Basic."}})
+    if stale_cookie:  # logged out elsewhere or expired: the browser forgets it
+        response.delete_cookie(COOKIE, path="/")
+    return response
 
 
-def login_page(target: str, message: str = "") -> str:
-    """A self-contained form (no script, no outside asset): works offline and before any other route is open."""
+def login_page(target: str, message: str = "", setup: str = "") -> str:
+    """A self-contained form (no script, no outside asset): works offline and before any other route is open.
+    setup: no account exists yet, so the page says how to create the first admin instead of offering the form."""
     note = f'<p class="err" role="alert">{html.escape(message)}</p>' if message else ""
+    if setup:
+        body = f'<div class="box"><h1>Text2Song Studio</h1><p role="alert">{html.escape(setup)}</p></div>'
+    else:
+        body = f"""<form method="post" action="/login?next={html.escape(quote(target, safe='/'))}">
+<h1>Text2Song Studio</h1>{note}
+<label for="username">User name</label><input id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Log in</button>
+</form>"""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Text2Song Studio: log in</title>
 <style>
 body {{ font-family: system-ui, sans-serif; background: #f6f6f8; display: grid; place-items: center;
        min-height: 100vh; margin: 0; color: #222; }}
-form {{ background: #fff; padding: 2rem; border-radius: 12px; box-shadow: 0 2px 12px #0002; width: 20rem; }}
+form, .box {{ background: #fff; padding: 2rem; border-radius: 12px; box-shadow: 0 2px 12px #0002; width: 20rem; }}
 h1 {{ font-size: 1.3rem; margin: 0 0 1rem; }} label {{ display: block; margin: .8rem 0 .3rem; }}
 input {{ width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; border: 1px solid #bbb;
         border-radius: 6px; }}
@@ -237,10 +321,4 @@ button {{ margin-top: 1.2rem; width: 100%; padding: .6rem; font-size: 1rem; bord
          background: #f97316; color: #fff; cursor: pointer; }}
 .err {{ color: #b91c1c; }}
 </style></head>
-<body><form method="post" action="/login?next={html.escape(quote(target, safe='/'))}">
-<h1>Text2Song Studio</h1>{note}
-<label for="username">User name</label><input id="username" name="username" autocomplete="username" required autofocus>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">Log in</button>
-</form></body></html>"""
+<body>{body}</body></html>"""

@@ -47,13 +47,15 @@ def token_with_account(session: Session, token_hash: str) -> tuple[ApiToken, Acc
 
 
 def delete_sessions(session: Session, *, account_id: int | None = None, token_hash: str | None = None,
-                    expired_before: datetime | None = None) -> int:
-    """Delete login sessions matching every given condition; how many."""
+                    expired_before: datetime | None = None, except_hash: str | None = None) -> int:
+    """Delete login sessions matching every given condition (except_hash: all but that one); how many."""
     query = select(LoginSession)
     if account_id is not None:
         query = query.where(LoginSession.account_id == account_id)
     if token_hash is not None:
         query = query.where(LoginSession.token_hash == token_hash)
+    if except_hash is not None:
+        query = query.where(LoginSession.token_hash != except_hash)
     if expired_before is not None:
         query = query.where(LoginSession.expires_at <= expired_before)
     rows = list(session.exec(query))
@@ -65,6 +67,14 @@ def delete_sessions(session: Session, *, account_id: int | None = None, token_ha
 def touch(session: Session, model, row_id: int, column: str, moment: datetime) -> None:
     """Set a last-seen / last-used time without loading the row (one UPDATE, no race with other writers)."""
     session.exec(update(model).where(model.id == row_id).values({column: moment}))
+
+
+def count_live_tokens(session: Session, account_id: int, now: datetime) -> int:
+    """The account's tokens neither revoked nor expired."""
+    query = select(func.count()).select_from(ApiToken).where(
+        ApiToken.account_id == account_id, ApiToken.revoked_at == None,  # noqa: E711 - SQL
+        (ApiToken.expires_at == None) | (ApiToken.expires_at > now))  # noqa: E711 - SQL
+    return session.exec(query).one()
 
 
 def list_tokens(session: Session, account_id: int | None = None) -> list[tuple[ApiToken, Account]]:

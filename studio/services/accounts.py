@@ -9,8 +9,11 @@ everywhere at the next request. The account is read at every request: a role cha
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -31,6 +34,8 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # hashing cost stays bounded whatever a request sends
 TOKEN_PREFIX = "t2s_"  # recognisable in a leaked file or a secret scanner
 TOUCH_EVERY = timedelta(minutes=1)  # last_seen / last_used written at most this often (not one write per request)
+MAX_TOKENS = 100  # live tokens per account: enough for every script, bounded whatever a client sends
+VERIFIED_CACHE = 1000  # recent good logins remembered, so HTTP Basic on every request is not an argon2 hash each
 
 
 class AccountInfo(BaseModel):
@@ -128,6 +133,12 @@ class AccountService:
         self.session_lifetime = timedelta(hours=session_hours)
         self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106's recommended second choice
         self._dummy_hash: str | None = None  # made at the first unknown name: unknown names cost a verify too
+        # HTTP Basic sends the password with every request; an argon2 verify costs tens of ms and 64 MiB each.
+        # A keyed digest of (name, password) -> the hash it was verified against: a changed password (a new hash)
+        # or a disabled account is seen at the next request, as the account row is read every time.
+        self._verified: OrderedDict[bytes, str] = OrderedDict()
+        self._verified_key = secrets.token_bytes(32)  # per process: the digests mean nothing outside it
+        self._verified_lock = threading.Lock()
         with session_scope(engine) as session:
             # Once a studio has accounts it keeps asking for a login, even started without --auth: forgetting an
             # environment variable at a restart must not open a team's studio to the network.
@@ -152,6 +163,13 @@ class AccountService:
             session.commit()
         self.required = True
 
+    def check_on(self) -> None:
+        """Accounts, passwords and tokens exist only in a studio that asks for a login."""
+        if not self.required:
+            raise Conflict("Accounts are off: this studio has no login (everyone here is its one local admin). "
+                           "Start it with STUDIO_AUTH=USER:PASS (or --auth-file PATH) to create the first admin "
+                           "and turn on accounts, roles and API tokens.", code="accounts_off")
+
     def has_accounts(self) -> bool:
         with session_scope(self.engine) as session:
             return crud.count_accounts(session) > 0
@@ -166,10 +184,13 @@ class AccountService:
     def authenticate(self, name: str, password: str) -> Actor | None:
         """The account's Actor when the name and password are right and it is enabled, else None (the same time
         is spent whether or not the name exists)."""
-        if len(password) > MAX_PASSWORD:
+        if len(password) > MAX_PASSWORD or len(name) > 200:
             return None
+        name = name.strip()
+        key = hmac.new(self._verified_key, f"{name}\0{password}".encode("utf-8", "surrogatepass"),
+                       hashlib.sha256).digest()
         with session_scope(self.engine) as session:
-            account = crud.get_account(session, name.strip())
+            account = crud.get_account(session, name)
             if account is None:
                 self._dummy_hash = self._dummy_hash or self.hasher.hash(secrets.token_urlsafe(16))
                 try:
@@ -177,12 +198,21 @@ class AccountService:
                 except VerificationError:
                     pass
                 return None
-            if not self._matches(account, password) or account.disabled:
+            with self._verified_lock:
+                known = self._verified.get(key) == account.password_hash
+            if not known and not self._matches(account, password):
                 return None
-            if self.hasher.check_needs_rehash(account.password_hash):  # parameters raised since it was set
+            if account.disabled:
+                return None
+            if not known and self.hasher.check_needs_rehash(account.password_hash):  # parameters raised since
                 account.password_hash = self.hasher.hash(password)
                 session.add(account)
                 session.commit()
+            with self._verified_lock:
+                self._verified[key] = account.password_hash
+                self._verified.move_to_end(key)
+                while len(self._verified) > VERIFIED_CACHE:
+                    self._verified.popitem(last=False)
             return Actor(account.name, account.role)
 
     def open_session(self, actor: Actor) -> str:
@@ -255,16 +285,19 @@ class AccountService:
         with session_scope(self.engine) as session:
             return _info(self._account(session, actor.name))
 
-    def change_password(self, actor: Actor, change: PasswordChange) -> AccountInfo:
-        """A person's own new password (the current one proves it is them); their other sessions end."""
+    def change_password(self, actor: Actor, change: PasswordChange, keep_session: str | None = None) -> AccountInfo:
+        """A person's own new password (the current one proves it is them); their other sessions end (keep_session:
+        the cookie of the one they changed it from, which stays logged in)."""
         check_password(change.new_password, actor.name)
         with session_scope(self.engine) as session:
             account = self._account(session, actor.name)
             if not self._matches(account, change.current_password):
-                raise InvalidValues("The current password is wrong.", code="wrong_password")
+                raise InvalidValues("The current password is wrong.", code="wrong_password",
+                                    errors=[{"field": "current_password", "message": "wrong password"}])
             account.password_hash, account.updated_at = self.hasher.hash(change.new_password), utcnow()
             session.add(account)
-            crud.delete_sessions(session, account_id=account.id)
+            crud.delete_sessions(session, account_id=account.id,
+                                 except_hash=_digest(keep_session) if keep_session else None)
             session.commit()
             return _info(account)
 
@@ -277,6 +310,9 @@ class AccountService:
             raise InvalidValues("Give the token a name (what it is for).", code="invalid_token_name")
         with session_scope(self.engine) as session:
             account = self._account(session, actor.name)
+            if crud.count_live_tokens(session, account.id, now) >= MAX_TOKENS:
+                raise Conflict(f"You have {MAX_TOKENS} live API tokens: revoke some you no longer use first.",
+                               code="too_many_tokens")
             token = ApiToken(account_id=account.id, name=name, prefix=secret[:len(TOKEN_PREFIX) + 6],
                              token_hash=_digest(secret), created_at=now,
                              expires_at=now + timedelta(days=req.expires_in_days) if req.expires_in_days else None)
@@ -339,23 +375,30 @@ class AccountService:
         self._admin(actor)
         if req.password is not None:
             check_password(req.password, name)
+        new_hash = self.hasher.hash(req.password) if req.password is not None else None  # before any lock
         with session_scope(self.engine) as session:
             account = self._account(session, name, lock=True)
             demoted = req.role is not None and req.role != "admin" and account.role == "admin"
             disabled = req.disabled is True and account.role == "admin" and not account.disabled
-            if (demoted or disabled) and len(crud.enabled_admins(session, lock=True)) <= 1:
-                raise Conflict(f"{name!r} is the only admin left: make another user an admin first.",
-                               code="last_admin")
+            if demoted or disabled:
+                crud.enabled_admins(session, lock=True)  # PostgreSQL: another demotion waits for this one
             if req.role is not None:
                 account.role = req.role
             if req.disabled is not None:
                 account.disabled = req.disabled
-            if req.password is not None:
-                account.password_hash = self.hasher.hash(req.password)
-            if req.disabled or req.password is not None:
+            if new_hash is not None:
+                account.password_hash = new_hash
+            if req.disabled or new_hash is not None:
                 crud.delete_sessions(session, account_id=account.id)  # out at once, everywhere
             account.updated_at = utcnow()
             session.add(account)
+            session.flush()
+            # Counted after the change, inside its transaction (SQLite: the writer sees every commit before it):
+            # two admins demoting each other at once cannot both succeed.
+            if (demoted or disabled) and not crud.enabled_admins(session):
+                session.rollback()
+                raise Conflict(f"{name!r} is the only admin left: make another user an admin first.",
+                               code="last_admin")
             session.commit()
             return _info(account)
 

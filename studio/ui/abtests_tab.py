@@ -184,7 +184,7 @@ def pair_markdown(nxt: NextPair) -> str:
 
 # ---- the tab -------------------------------------------------------------------------------------------------
 def build_abtests_tab(ctx: AppContext) -> ABTestsTab:
-    auth = ctx.settings.auth is not None
+    auth = ctx.accounts.required
     with gr.Accordion("New A/B test", open=True, elem_id="ab-create-accordion"):
         name = gr.Textbox(label="Name", max_lines=1, elem_id="ab-name", placeholder="lofi-piano v1 vs v2")
         with gr.Row():
@@ -244,7 +244,7 @@ def build_quick_ab() -> QuickAB:
 
 def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
     private = dict(api_visibility="private")
-    auth = ctx.settings.auth is not None
+    auth = ctx.accounts.required
 
     def who(listener, request: gr.Request | None) -> str:
         return page_user(request) if auth else str(listener or "")
