@@ -214,18 +214,19 @@ def _trigger_blocks(blocks, fn) -> list:
     return found
 
 
-def _value_loaders(blocks) -> set[int]:
-    """Functions Gradio made for components whose value is a function: it gives them a public api_name like
-    'lambda_3' that says nothing, so they follow the private functions' rule."""
-    ids = set()
+def _value_loaders(blocks) -> dict[int, object]:
+    """Functions Gradio made for components whose value is a function, with their component: Gradio gives them a
+    public api_name like 'lambda_3' that says nothing, so they follow the private functions' rule, the component
+    counting as their trigger (what they read is what that component shows)."""
+    loaders = {}
     for block in blocks.blocks.values():
         event = getattr(block, "load_event", None)
         if isinstance(event, dict) and isinstance(event.get("id"), int):
-            ids.add(event["id"])
-    return ids
+            loaders[event["id"]] = block
+    return loaders
 
 
-def is_named(fn, loaders: set[int]) -> bool:
+def is_named(fn, loaders: dict[int, object]) -> bool:
     """A function scripts call by name (/gradio_api/info lists it): public or undocumented, not a value loader."""
     return fn.fn is not None and fn.api_visibility != "private" and fn._id not in loaders
 
@@ -248,7 +249,8 @@ class GradioRoles:
             if is_named(fn, loaders):
                 role = named.get(fn.api_name, "admin")  # a named endpoint missing from the table: admins only
             else:
-                role = "admin" if any(in_admin_area(b) for b in _trigger_blocks(blocks, fn)) else "member"
+                triggers = [*_trigger_blocks(blocks, fn), *([loaders[fn_id]] if fn_id in loaders else [])]
+                role = "admin" if any(in_admin_area(b) for b in triggers) else "member"
             self.by_fn[fn_id] = role
             if fn.api_name and fn.api_name not in self.by_name:  # Gradio takes the first of a name, too
                 self.by_name[fn.api_name] = fn_id

@@ -26,6 +26,11 @@ def get_account(session: Session, name: str, lock: bool = False) -> Account | No
     return session.exec(query.with_for_update() if lock else query).first()
 
 
+def name_taken(session: Session, name: str) -> bool:
+    """Whether an account has this name in any case ('Mia' and 'mia' would read as one person in the records)."""
+    return session.exec(select(Account.id).where(func.lower(Account.name) == name.lower())).first() is not None
+
+
 def get_account_by_id(session: Session, account_id: int) -> Account | None:
     return session.get(Account, account_id)
 

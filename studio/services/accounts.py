@@ -357,7 +357,7 @@ class AccountService:
         if req.role not in ROLES:
             raise InvalidValues(f"Unknown role {req.role!r}: {', '.join(ROLES)}.", code="invalid_role")
         with session_scope(self.engine) as session:
-            if crud.get_account(session, name) is not None:
+            if crud.name_taken(session, name):
                 raise Conflict(f"There is already a user {name!r}.", code="user_exists")
             account = Account(name=name, password_hash=self.hasher.hash(req.password), role=req.role,
                               created_by=actor.name)
