@@ -109,7 +109,11 @@ def test_auth_is_described_only_when_on(doc):
     secured = "securitySchemes" in doc["components"]
     assert all(("401" in op["responses"]) == secured for _name, _m, op in _operations(doc))
     if secured:
-        assert set(doc["components"]["securitySchemes"]) == {"basic", "session"}
+        assert set(doc["components"]["securitySchemes"]) == {"bearer", "basic", "session"}
+    # an admin-only operation says that a member is refused (studio/api/roles.py)
+    forbidden = {label for label, _m, op in _operations(doc) if "forbidden" in op["responses"].get("403", {}).get(
+        "description", "")}
+    assert ("DELETE /api/models/{model_id}" in forbidden) == secured and "GET /api/models" not in forbidden
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
