@@ -77,9 +77,10 @@ def hide_admin_areas(demo: gr.Blocks) -> None:
     if not areas:
         return
 
+    # A tab's button only goes with "hidden" (Gradio 6 keeps it for visible=False); other blocks leave the page.
+    hidden = [gr.update(visible="hidden" if isinstance(area, gr.Tab) else False) for area in areas]
+
     def hide(request: gr.Request) -> list:
-        if is_admin_page(request):
-            return [gr.skip()] * len(areas)
-        return [gr.update(visible=False)] * len(areas)
+        return [gr.skip()] * len(areas) if is_admin_page(request) else hidden
 
     demo.load(hide, None, areas, queue=False, show_progress="hidden", api_visibility="private")

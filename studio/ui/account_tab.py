@@ -279,7 +279,7 @@ def build_account_tab(ctx: AppContext) -> AccountTab | None:
         token_name = gr.Textbox(label="Token name", max_lines=1, elem_id="token-name", scale=3,
                                 placeholder="nightly renders", info="What it is for (shown in the list)")
         token_days = gr.Dropdown(TOKEN_EXPIRY, value=0, label="Expires", elem_id="token-days", scale=1)
-        token_btn = gr.Button("Create token", variant="primary", elem_id="token-create", scale=1)
+        token_btn = gr.Button("Create token", variant="primary", elem_id="token-create", scale=0, min_width=160)
     with gr.Column(visible=False, elem_id="new-token-box", variant="panel") as new_token_box:
         new_token = gr.Textbox(label="Your new token (shown only this once)", interactive=False, buttons=["copy"],
                                elem_id="new-token", max_lines=1)
@@ -289,7 +289,7 @@ def build_account_tab(ctx: AppContext) -> AccountTab | None:
                           label="My tokens", max_height=280, wrap=True)
     with gr.Row(equal_height=True):
         token = gr.Dropdown([], label="Token", elem_id="my-token-choice", scale=3)
-        revoke_btn = gr.Button("Revoke", variant="stop", elem_id="my-token-revoke", scale=1)
+        revoke_btn = gr.Button("Revoke", variant="stop", elem_id="my-token-revoke", scale=0, min_width=160)
     return AccountTab(who, logout_all, current_password, new_password, repeat_password, password_btn, token_name,
                       token_days, token_btn, new_token_box, new_token, new_token_usage, new_token_done, tokens, token,
                       revoke_btn, build_admin_panel())
@@ -325,7 +325,7 @@ def build_admin_panel() -> AdminPanel:
                               elem_id="all-tokens", max_height=300, label="Tokens", wrap=True)
         with gr.Row(equal_height=True):
             token = gr.Dropdown([], label="Token", elem_id="all-token-choice", scale=3)
-            revoke_btn = gr.Button("Revoke", variant="stop", elem_id="all-token-revoke", scale=1)
+            revoke_btn = gr.Button("Revoke", variant="stop", elem_id="all-token-revoke", scale=0, min_width=160)
     return AdminPanel(users, add_name, add_role, add_password, add_btn, user, role, role_btn, disable_btn,
                       enable_btn, password, password_btn, tokens, token, revoke_btn, gr.State(False))
 
