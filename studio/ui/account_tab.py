@@ -193,7 +193,8 @@ def change_password(ctx: AppContext, actor: Actor, current: str, new: str, repea
 
 def create_token(ctx: AppContext, actor: Actor, name: str, days, url: str) -> list:
     """[name cleared, secret box shown, secret, usage, my tokens, my revocable tokens]."""
-    days = int(days or 0)
+    if days not in [d for _label, d in TOKEN_EXPIRY]:
+        raise gr.Error("Choose when the token expires in the list.", print_exception=False)
     req = checked(TokenCreate, name=(name or "").strip() or " ", expires_in_days=days or None)
     with user_errors():
         new = ctx.accounts.create_token(actor, req)

@@ -74,6 +74,8 @@ def test_a_new_token_is_shown_once_with_how_to_use_it_then_only_its_prefix(ctx, 
     ("", 0, "Give the token a name"),
     ("   ", 7, "Give the token a name"),
     ("x" * 101, 0, "Check the form: Name: string should have at most 100 characters"),
+    ("ok", "forever", "Choose when the token expires"),
+    ("ok", None, "Choose when the token expires"),
 ])
 def test_a_token_form_that_is_wrong_is_a_message(ctx, name, days, problem):
     assert problem in refused(tab.create_token, ctx, Actor("mia", "member"), name, days, "http://h/")
