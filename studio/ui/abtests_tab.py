@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from studio.context import AppContext
 from studio.errors import InvalidValues, StudioError
 from studio.services.abtests import ABResults, ABSideSpec, ABTestCreate, ABTestSummary, ABTestView, NextPair
+from studio.ui.access import admin_only
 from studio.ui.common import md_escape, notify_text, page_user, user_errors
 
 BASE = "base"  # the side dropdowns' value for the base model
@@ -184,8 +185,9 @@ def pair_markdown(nxt: NextPair) -> str:
 
 # ---- the tab -------------------------------------------------------------------------------------------------
 def build_abtests_tab(ctx: AppContext) -> ABTestsTab:
-    auth = ctx.accounts.required
-    with gr.Accordion("New A/B test", open=True, elem_id="ab-create-accordion"):
+    auth = ctx.accounts.required  # with login, a listener is the person logged in
+    # Creating and managing tests is an admin's (admin areas, studio/ui/access.py); listening and voting everyone's.
+    with gr.Accordion("New A/B test", open=True, elem_id="ab-create-accordion", elem_classes=admin_only()):
         name = gr.Textbox(label="Name", max_lines=1, elem_id="ab-name", placeholder="lofi-piano v1 vs v2")
         with gr.Row():
             with gr.Column():
@@ -221,7 +223,7 @@ def build_abtests_tab(ctx: AppContext) -> ABTestsTab:
             vote_none = gr.Button("No preference", elem_id="ab-vote-none")
             vote_second = gr.Button("Second is better", elem_id="ab-vote-second")
     results = gr.Markdown(elem_id="ab-results")
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_classes=admin_only()):
         close_btn = gr.Button("Close test and reveal results", size="sm", elem_id="ab-close")
         cancel_btn = gr.Button("Cancel generation", size="sm", elem_id="ab-cancel")
         resume_btn = gr.Button("Resume generation", size="sm", elem_id="ab-resume")
@@ -235,7 +237,7 @@ def build_abtests_tab(ctx: AppContext) -> ABTestsTab:
 
 def build_quick_ab() -> QuickAB:
     """Quick A/B in the adapter's detail view: two versions of this adapter, and a button."""
-    with gr.Row(equal_height=True, elem_id="quick-ab"):
+    with gr.Row(equal_height=True, elem_id="quick-ab", elem_classes=admin_only()):
         version_a = gr.Dropdown([], label="Quick A/B: version A", elem_id="quick-ab-a", scale=2)
         version_b = gr.Dropdown([], label="version B", elem_id="quick-ab-b", scale=2)
         button = gr.Button("Quick A/B", size="sm", scale=1, elem_id="quick-ab-btn")
@@ -244,7 +246,7 @@ def build_quick_ab() -> QuickAB:
 
 def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
     private = dict(api_visibility="private")
-    auth = ctx.accounts.required
+    auth = ctx.accounts.required  # with login, a listener is the person logged in
 
     def who(listener, request: gr.Request | None) -> str:
         return page_user(request) if auth else str(listener or "")

@@ -20,6 +20,7 @@ from studio.services.metrics import (AdapterPerformance, MetricComparison, Timel
                                      VersionFigures)
 from studio.services.stats import SignTest, TwoSampleTest
 from studio.services.evaluation import EvaluationInfo
+from studio.ui.access import admin_only
 from studio.ui.common import failed_status, md_escape, notify_text, page_user, plain_status, user_errors
 
 DASH = "—"
@@ -231,7 +232,7 @@ class EvaluateRow:
 
 def build_evaluate_row() -> EvaluateRow:
     """Under the performance: evaluate this version (and the base model, when it has no run on the same prompts)."""
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_classes=admin_only()):  # an evaluation run: an admin's
         button = gr.Button("Evaluate with CLAP", size="sm", scale=0, min_width=200, elem_id="adapter-evaluate")
         status = gr.Markdown("Scores this version over the evaluation prompt set (and the base model on the same "
                              "prompts and seeds, if it has no such run yet).", elem_id="adapter-evaluate-status")

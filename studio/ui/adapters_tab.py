@@ -26,6 +26,7 @@ from studio.errors import Conflict, NotFound
 from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
 from studio.services.models import ModelInfo
 from studio.ui.abtests_tab import QuickAB, build_quick_ab
+from studio.ui.access import admin_only
 from studio.ui.adapter_config_view import config_view_html, fmt_value
 from studio.ui.adapter_metrics_view import (CompareView, EvaluateRow, build_compare_view, build_evaluate_row,
                                             build_performance_panel, performance_or_note, timeline_cells,
@@ -271,14 +272,16 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
         active_only = gr.Checkbox(label="Active only", value=False, elem_id="adapters-active-only", scale=0,
                                   min_width=140)
         refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="adapters-refresh")
-        rename_open = gr.Button("Rename…", size="sm", scale=0, min_width=100, interactive=False,
-                                elem_id="adapter-rename-open")
+        # Management (rename, activate, delete, evaluate, quick A/B, register, restore) is an admin's: admin areas
+        # (studio/ui/access.py). The list, the detail, the performance and Compare versions are everyone's.
+        with gr.Column(scale=0, min_width=100, elem_classes=admin_only()):
+            rename_open = gr.Button("Rename…", size="sm", interactive=False, elem_id="adapter-rename-open")
     empty = gr.Markdown(elem_id="adapters-empty")
     table = gr.Dataframe(pd.DataFrame([], columns=TABLE_HEADERS), headers=TABLE_HEADERS, datatype=TABLE_TYPES,
                          label="Adapters (versions of a name together)", interactive=False, elem_id="adapters-table",
                          max_height=360, wrap=True,  # long base model names wrap instead of being cut
                          column_widths=["5%", "22%", "8%", "25%", "8%", "24%", "8%"])
-    with gr.Column(visible=False, elem_id="rename-dialog", variant="panel") as dialog:
+    with gr.Column(visible=False, elem_id="rename-dialog", variant="panel", elem_classes=admin_only()) as dialog:
         dialog_title = gr.Markdown(elem_id="rename-dialog-title", padding=True)
         dialog_name = gr.Textbox(label="New name", max_lines=1, elem_id="rename-dialog-name",
                                  info="Enter or Save renames every version of this name; at most 100 characters.")
@@ -286,7 +289,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
             dialog_save = gr.Button("Save", variant="primary", elem_id="rename-dialog-save")
             dialog_cancel = gr.Button("Cancel", elem_id="rename-dialog-cancel")
     with gr.Column(visible=False, elem_id="adapter-detail") as detail:
-        with gr.Row():
+        with gr.Row(elem_classes=admin_only()):
             name_edit = gr.Textbox(label="Name", max_lines=1, elem_id="adapter-name-edit", scale=3,
                                    info="Enter renames every version of this name (numbers stay) · Escape puts "
                                         "the saved name back")
@@ -294,9 +297,11 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
                                         info="Inactive adapters are not offered for generation")
             with gr.Column(scale=0, min_width=120):
                 delete_btn = gr.Button("Delete…", variant="stop", size="sm", elem_id="adapter-delete")
-        # clicked by the Escape key listener in common.HEAD (hidden by CSS; a click() still reaches it)
-        name_reset = gr.Button("Put the saved name back", elem_id="adapter-name-reset", elem_classes=["studio-hidden"])
-        with gr.Row(visible=False, elem_id="delete-confirm", equal_height=True) as confirm_row:
+            # clicked by the Escape key listener in common.HEAD (hidden by CSS; a click() still reaches it)
+            name_reset = gr.Button("Put the saved name back", elem_id="adapter-name-reset",
+                                   elem_classes=["studio-hidden"])
+        with gr.Row(visible=False, elem_id="delete-confirm", equal_height=True,
+                    elem_classes=admin_only()) as confirm_row:
             confirm_text = gr.Markdown(elem_id="delete-confirm-text")
             confirm_btn = gr.Button("Delete", variant="stop", scale=0, min_width=110, elem_id="adapter-delete-confirm")
             confirm_cancel = gr.Button("Cancel", scale=0, min_width=110, elem_id="adapter-delete-cancel")
@@ -308,7 +313,7 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
         history = gr.Markdown(elem_id="adapter-history")
         quick_ab = build_quick_ab()
     compare = build_compare_view()
-    with gr.Accordion("Register an adapter", open=False, elem_id="register-accordion"):
+    with gr.Accordion("Register an adapter", open=False, elem_id="register-accordion", elem_classes=admin_only()):
         roots = ", ".join(str(r) for r in ctx.settings.allowed_import_roots)
         source = gr.Radio(list(SOURCES), value="Folder on the server", label="Source", elem_id="register-source")
         path = gr.Textbox(label="Folder on the server", elem_id="register-path", max_lines=1,
@@ -335,7 +340,8 @@ def build_adapters_tab(ctx: AppContext) -> AdaptersTab:
                                  info="An adapter with the same weights and configuration is refused otherwise")
         register_btn = gr.Button("Register", variant="primary", elem_id="register-btn")
         register_status = gr.Markdown(elem_id="register-status")
-    with gr.Accordion("Deleted adapters", open=False, elem_id="deleted-accordion") as deleted_acc:
+    with gr.Accordion("Deleted adapters", open=False, elem_id="deleted-accordion",
+                      elem_classes=admin_only()) as deleted_acc:
         with gr.Row(equal_height=True):
             deleted_choice = gr.Dropdown([], label="Deleted adapter", elem_id="deleted-choice", scale=3,
                                          info="Restoring brings it back, active, under its name and version")
@@ -597,8 +603,9 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
     tab.register_btn.click(failures_as_status(functools.wraps(register)(registered), not_registered), reg_inputs,
                            reg_outputs, show_progress_on=[tab.register_status], api_name="register_on_page",
                            **private).then(**refresh_view)
-    gr.Button(visible=False, elem_id="register-api").click(register, reg_inputs, reg_outputs,
-                                                           api_name="register_adapter").then(**refresh_view)
+    with gr.Column(visible=False, elem_classes=admin_only()):  # an admin's, like the page's Register
+        api_btn = gr.Button(visible=False, elem_id="register-api")
+    api_btn.click(register, reg_inputs, reg_outputs, api_name="register_adapter").then(**refresh_view)
 
 
 def filter_view(ctx: AppContext, active_only) -> list:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.context import AppContext
+from studio.ui.access import admin_only, hide_admin_areas
+from studio.ui.account_tab import build_account_tab, wire_account_tab
 from studio.ui.abtests_tab import build_abtests_tab, wire_abtests_tab, wire_quick_ab
 from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
@@ -29,6 +31,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         with gr.Row():
             gr.Markdown("## 🎵 Text2Song Studio")
             header = gr.Markdown(status_line(ctx.models.current()), elem_id="current-model")
+            signed_in = gr.Markdown(elem_id="signed-in")  # "Signed in as NAME · role" (empty without login)
         seen_model = gr.State(None)  # per page: the model (and its saved settings) the widgets were set up for
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate") as generate_tab:
@@ -39,11 +42,14 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 adapters = build_adapters_tab(ctx)
             with gr.Tab("A/B tests", id="abtests") as abtests_item:
                 abtests = build_abtests_tab(ctx)
-            with gr.Tab("Training", id="training", elem_id="training-tab") as training_item:
+            # Admin areas (studio/ui/access.py): hidden from members, their functions refused to them.
+            with gr.Tab("Training", id="training", elem_id="training-tab", elem_classes=admin_only()) as training_item:
                 training = build_training_tab(ctx)
-            with gr.Tab("Settings", id="settings") as settings_item:
+            with gr.Tab("Settings", id="settings", elem_classes=admin_only()) as settings_item:
                 settings = build_settings_tab(ctx)
                 evaluation = build_evaluation_panel(ctx)
+            with gr.Tab("Account", id="account", elem_id="account-tab") as account_item:
+                account = build_account_tab(ctx)
         wire_generate_tab(ctx, gen)
         wire_history_tab(ctx, history, gen, tabs, history_tab, generate_tab)
         wire_adapters_tab(ctx, adapters, gen, active_pref)
@@ -57,8 +63,10 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         wire_abtests_tab(ctx, abtests, abtests_item)
         wire_training_tab(ctx, training, training_item)
         wire_run_link(ctx, training, tabs, "training", demo)
-        wire_tab_timer(training, [generate_tab, history_tab, adapters_item, abtests_item, settings_item])
+        wire_tab_timer(training, [generate_tab, history_tab, adapters_item, abtests_item, settings_item,
+                                  account_item])
         wire_quick_ab(ctx, adapters.quick_ab, adapters.selected, abtests, tabs, "abtests")
+        wire_account_tab(ctx, account, account_item, signed_in, demo)
 
         # Outputs of every status refresh: the header, the page's model, the Generate tab's model-dependent widgets
         # (they follow the model the next job runs on), the model dropdowns a switch locks, Generate and Cancel,
@@ -166,4 +174,5 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             switching.failure(**unlock_io)
             switching.failure(lambda: status_style(failed=True), None, status, queue=False, show_progress="hidden",
                               api_visibility="private")
+        hide_admin_areas(demo)  # last: every admin area is built
     return demo

@@ -10,6 +10,7 @@ import gradio as gr
 
 from studio.context import AppContext
 from studio.services.custom_models import AddModelRequest, CustomModelPreview
+from studio.ui.access import is_admin_page
 from studio.ui.common import (failed_status, failures_as_status, fmt_channels, fmt_gb, fmt_params, md_escape,
                               notify_text, page_user, plain_status, user_errors)
 
@@ -154,7 +155,10 @@ def wire_custom_models_panel(ctx: AppContext, panel: CustomModelsPanel, model_dr
 
     list_outputs = [*model_dropdowns, table, panel.remove_choice, *([config_model] if config_model else [])]
     if demo is not None:
-        demo.load(lambda: gr.Dropdown(choices=custom_choices(ctx)), None, panel.remove_choice, queue=False,
+        def removable(request: gr.Request):  # an admin area: a member's page is not sent the list
+            return gr.Dropdown(choices=custom_choices(ctx)) if is_admin_page(request) else gr.skip()
+
+        demo.load(removable, None, panel.remove_choice, queue=False,
                   show_progress="hidden", api_visibility="private")
     fail = lambda n: lambda text: [failed_status(f"❌ {md_escape(text)}"), *[gr.skip()] * n]  # noqa: E731
     panel.check_btn.click(failures_as_status(inspect_model, lambda text: failed_status(f"❌ {md_escape(text)}")),

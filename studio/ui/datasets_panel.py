@@ -24,6 +24,7 @@ from studio.errors import StudioError
 from studio.services.datasets import (ClipCaption, ClipInfo, ClipsEdit, CreateDatasetRequest, DatasetInfo,
                                       DatasetReport, DatasetSummary)
 from studio.ui.common import failed_status, md_escape, notify_text, page_user, plain_status, user_errors
+from studio.ui.access import is_admin_page
 
 SOURCES = {"Folder on the server": "folder", "Upload archive": "upload"}
 NEXT_MODEL = ""  # the model dropdown's value for "the model the next job runs on"
@@ -316,9 +317,13 @@ def wire_datasets_panel(ctx: AppContext, panel: DatasetsPanel, tab_item: gr.Tab 
                            **private)
     # The datasets as they are when the page opens (the page may open on the Training tab, from a run's link),
     # and again whenever the tab is chosen (datasets made by scripts meanwhile).
+    def show_admin(dataset_id, request: gr.Request) -> list:
+        # an admin area: on a member's page its summary's change event (the training form) would be refused
+        return show(dataset_id) if is_admin_page(request) else [gr.skip()] * len(view_outputs)
+
     page = Context.root_block
     if page is not None:
-        page.load(show, panel.dataset, view_outputs, **private)
+        page.load(show_admin, panel.dataset, view_outputs, **private)
     if tab_item is not None:
         tab_item.select(show, panel.dataset, view_outputs, **private)
 

@@ -12,6 +12,7 @@ from studio.context import AppContext
 from studio.errors import InvalidValues, StudioError
 from studio.services.gen_config import ConfigChange, ConfigView
 from studio.ui.common import md_escape, notify_text, page_user, user_errors
+from studio.ui.access import is_admin_page
 from studio.users import SYSTEM_USER
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, fmt_value, make_widget, widget_update
 
@@ -223,10 +224,13 @@ def wire_config_panel(ctx: AppContext, panel: ConfigPanel, demo: gr.Blocks) -> N
         return [*form_updates(ctx, names, model_id), history(model_id), gr.Row(visible=False), saved(model_id),
                 mark]
 
-    def show_loaded():
+    def show_loaded(request: gr.Request):
         """A page opens on the loaded model's settings (the default model's while none is loaded), with every model
         in the list: the page is built once, at start, and a model added or imported since was missing (the loaded
-        one then showed as an empty choice)."""
+        one then showed as an empty choice). Not on a member's page (an admin area: its model's change event would
+        be refused)."""
+        if not is_admin_page(request):
+            return [gr.skip()] * (1 + len(shown_io))
         cur = ctx.models.current().model
         model_id = cur.id if cur else ctx.registry.default_model
         return [gr.Dropdown(choices=config_choices(ctx), value=model_id), *show(model_id)]

@@ -20,6 +20,7 @@ from studio.services.generation import (MAX_VARIATIONS, GenerateRequest, Generat
 from studio.services.job_events import AudioChunk, JobEvent, music_progress
 from studio.services.jobs import MAX_STARS, MIN_STARS
 from studio.services.models import ModelInfo
+from studio.ui.access import admin_only
 from studio.ui.adapter_stack import (StackWidgets, build_stack, build_strength, request_fields, stack_text,
                                      wire_stack)
 from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
@@ -348,8 +349,9 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
     specs = {f.name: f for f in field_specs(ctx.gen_config.schema(model_id)) if f.name in SAMPLING_FIELDS}
     with gr.Row():
         with gr.Column(scale=3):
-            with gr.Row(equal_height=True):
-                # The same switch as the Settings tab's dropdown (wired in app.py), where people are.
+            # The same switch as the Settings tab's dropdown (wired in app.py), where people are; an admin's (a
+            # member sees the loaded model in the header).
+            with gr.Row(equal_height=True, elem_classes=admin_only()):
                 model = gr.Dropdown(model_choices(ctx), value=current.id if current else None, label="Model",
                                     elem_id="gen-model", scale=3,
                                     info="Choose another to switch (details in Settings)")

@@ -27,6 +27,7 @@ from studio.services.training import (CreateRunRequest, LossPoint, RegisterCheck
                                       RunSummary)
 from studio.training.config import GROUPS, TrainingConfig, config_schema
 from studio.ui.common import md_escape, notify_text, page_user, user_errors
+from studio.ui.access import is_admin_page
 from studio.ui.datasets_panel import DatasetsPanel, build_datasets_panel, wire_datasets_panel
 from studio.ui.queue_panel import fmt_eta
 
@@ -630,7 +631,7 @@ def wire_run_link(ctx: AppContext, tab: TrainingTab, tabs: gr.Tabs, tab_id: str,
     def open_run(request: gr.Request):
         params = dict(request.query_params) if request is not None else {}
         run_id = run_id_from(params)
-        if run_id is None:
+        if run_id is None or not is_admin_page(request):  # training is an admin's (a hidden tab for a member)
             return [gr.skip()] * (2 + len(overview_outputs_of(tab)))
         try:
             ctx.training.get(run_id)
