@@ -215,6 +215,14 @@ def seed_history(ctx: AppContext) -> dict[str, int]:
     return ids
 
 
+SEEDED_JOBS = ("piano", "drone", "jazz", "failed", "waiting", "ab", "eval")  # seed_history's jobs (other ids: records)
+
+
+def job_names(ids: dict[str, int]) -> dict[int, str]:
+    """{job id: its name in seed_history} (the adapter, test and evaluation ids left out: they may be equal)."""
+    return {ids[name]: name for name in SEEDED_JOBS}
+
+
 # The longest files first (measured, longest first): `--dist loadfile --no-loadscope-reorder` hands whole files to
 # the workers in collection order as they free up, so a long file handed out last runs alone at the end while the
 # other worker sits idle (xdist's default order, most tests first, put the one-test browser files there). Files not

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from studio.api.auth import current_user
+from studio.api.auth import current_actor, current_user
 from studio.api.errors import error_responses
 from studio.api.params import Limit, Offset, RecordId
 from studio.context import AppContext
 from studio.errors import InvalidValues
 from studio.services.abtests import (MAX_LISTENER_CHARS, MAX_PAIRS, ABTestCreate, ABTestSummary, ABTestView,
                                      NextPair, VoteRequest, VoteResult)
+from studio.users import LOCAL_ACTOR
 
 ListenerParam = Annotated[str | None, Query(max_length=4 * MAX_LISTENER_CHARS, description=(
     "without --auth: the listener's name (required to listen and vote); with --auth: the signed-in user"))]
@@ -48,10 +49,12 @@ def build_abtests_router(ctx: AppContext) -> APIRouter:
     auth = ctx.accounts.required
 
     def listener_of(request: Request, given: str | None) -> str:
-        """With --auth: the signed-in user (cannot vote as someone else); without: the name given."""
-        if not auth:
+        """A signed-in person (--auth, an account, a token) listens and votes as themselves (never as someone
+        else); without a login: the name given."""
+        actor = current_actor(request)
+        if not auth and actor == LOCAL_ACTOR:
             return given or ""
-        user = current_user(request)
+        user = actor.name
         if given and given.strip() != user:
             message = f"You are signed in as {user}: you listen and vote as {user}, not as someone else."
             raise InvalidValues(message, code="listener_not_you",

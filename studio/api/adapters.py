@@ -1,5 +1,5 @@
 """The /api/adapters routes: register, list (filters, groups, deleted ones), show, edit, delete, restore,
-version timeline."""
+version timeline, and each version's change log (who did what)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
@@ -7,13 +7,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from studio.api.auth import current_user
 from studio.api.errors import error_responses
 from studio.api.params import RecordId
 from studio.api.uploads import invalid_body, receive_upload, upload_too_large
 from studio.context import AppContext
 from studio.errors import InvalidRequest
-from studio.services.adapters import (MAX_UPLOAD_BYTES, AdapterGroup, AdapterInfo, AdapterSummary, AdapterUpdate,
-                                      RegisterAdapterRequest, TimelineEntry)
+from studio.services.adapters import (MAX_UPLOAD_BYTES, AdapterChangeInfo, AdapterGroup, AdapterInfo, AdapterSummary,
+                                      AdapterUpdate, RegisterAdapterRequest, TimelineEntry)
 
 FORM_FIELDS = ("name", "version", "description", "base_model", "allow_duplicate")
 ERRORS = error_responses({
@@ -67,6 +68,7 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         are written together or not at all."""
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             return await _register_upload(request)
+        user = current_user(request)
         try:
             req = RegisterAdapterRequest.model_validate(await request.json())
         except ValueError as exc:  # JSON decode errors and validation errors alike
@@ -74,7 +76,7 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         if req.source == "upload":
             raise InvalidRequest("Send an upload as multipart/form-data with the archive in the field 'archive'.",
                                  code="missing_archive")
-        return await run_in_threadpool(service.register, req)
+        return await run_in_threadpool(service.register, req, user=user)
 
     async def _register_upload(request: Request) -> AdapterInfo:
         declared = request.headers.get("content-length", "")
@@ -87,7 +89,8 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
                 req = RegisterAdapterRequest.model_validate({**_form_values(fields), "source": "upload"})
             except ValidationError as exc:
                 raise invalid_body(exc) from None
-            return await run_in_threadpool(service.register, req, upload=path, upload_name=filename)
+            return await run_in_threadpool(service.register, req, upload=path, upload_name=filename,
+                                           user=current_user(request))
 
     @router.get("/timeline", response_model=list[TimelineEntry], responses=error_responses({
         404: "adapter_not_found: no adapter has this name"}))
@@ -101,24 +104,32 @@ def build_adapters_router(ctx: AppContext) -> APIRouter:
         return service.get(adapter_id)
 
     @router.patch("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404], 409: ERRORS[409]})
-    def update_adapter(adapter_id: RecordId, change: AdapterUpdate) -> AdapterInfo:
+    def update_adapter(adapter_id: RecordId, change: AdapterUpdate, request: Request) -> AdapterInfo:
         """Describe, activate or deactivate this version. `name` renames the whole name: every version of it
         (deleted ones too) moves to the new name and keeps its number, since a version number only means
         something within its name; 409 name_taken when the new name already has versions."""
-        return service.update(adapter_id, change)
+        return service.update(adapter_id, change, current_user(request))
 
     @router.delete("/{adapter_id}", response_model=AdapterInfo, responses={404: ERRORS[404]})
-    def delete_adapter(adapter_id: RecordId) -> AdapterInfo:
+    def delete_adapter(adapter_id: RecordId, request: Request) -> AdapterInfo:
         """Soft delete: hidden and refused for new generations; jobs that used it keep their reference.
         POST /api/adapters/{id}/restore undoes it."""
-        return service.delete(adapter_id)
+        return service.delete(adapter_id, current_user(request))
 
     @router.post("/{adapter_id}/restore", response_model=AdapterInfo,
                  responses={404: ERRORS[404], 409: ERRORS[409]})
-    def restore_adapter(adapter_id: RecordId) -> AdapterInfo:
+    def restore_adapter(adapter_id: RecordId, request: Request) -> AdapterInfo:
         """Undo a delete: the adapter comes back, active, under its name and version (listed meanwhile by
         GET /api/adapters?deleted=true)."""
-        return service.restore(adapter_id)
+        return service.restore(adapter_id, current_user(request))
+
+    @router.get("/{adapter_id}/changes", response_model=list[AdapterChangeInfo],
+                responses=error_responses({404: "adapter_not_found: no such adapter version"}))
+    def adapter_changes(adapter_id: RecordId) -> list[AdapterChangeInfo]:
+        """Who changed this version and how, newest first: registered (from a folder, an upload, the hub or a
+        training run), renamed, described, activated, deactivated, deleted, restored, each with what changed
+        (old -> new). A deleted version's log stays readable."""
+        return service.changes(adapter_id)
 
     return router
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from studio.api.auth import current_user
+from studio.api.auth import current_actor, current_user
 from studio.api.errors import error_responses
 from studio.api.params import INT64_MAX, Limit, Offset, RecordId
 from studio.context import AppContext
@@ -36,13 +36,13 @@ def build_evaluation_router(ctx: AppContext) -> APIRouter:
     service = ctx.evaluation
 
     @router.post("/jobs/{job_id}/score", response_model=ScoreInfo, responses=error_responses({
-        404: "job_not_found: unknown job",
+        404: "job_not_found: unknown job (or, to a member, another person's)",
         409: f"{NO_EVALUATION_MODEL}; job_not_scorable: the job has no audio (yet)",
         500: "scoring_failed: the evaluation model could not be loaded or run"}))
     def score_job(job_id: RecordId, request: Request) -> ScoreInfo:
         """The job's automatic score (text-audio agreement by the evaluation model in use, -1 to 1), computed now
         if it has none yet (queued behind the jobs accepted before it), then kept: asking again returns it."""
-        return service.score_job(job_id, current_user(request))
+        return service.score_job(job_id, current_actor(request))
 
     @router.get("/evaluation/models", response_model=EvaluationModels)
     def evaluation_models() -> EvaluationModels:

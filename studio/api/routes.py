@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.api.errors import error_responses
-from studio.api.auth import current_user
+from studio.api.auth import current_actor, current_user
 from studio.api.jobs import GENERATE_REFUSALS
 from studio.context import AppContext
 from studio.errors import NotFound
@@ -127,14 +127,14 @@ def build_router(ctx: AppContext) -> APIRouter:
     def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
         """Generate audio and wait for it: a job queued like any other (POST /api/jobs answers at once instead),
         with the loaded model's stored settings (overridable per request); returns the job and its audio URL."""
-        result: GenerationResult = ctx.generation.generate(body, user=current_user(request))
+        result: GenerationResult = ctx.generation.generate(body, actor=current_actor(request))
         return GenerateResponse(**result.model_dump(exclude={"output_file"}), audio_url=audio_url(result.job_id))
 
     @router.post("/generate/cancel", response_model=CancelResponse, tags=["generation"])
-    def cancel_generation() -> CancelResponse:
-        """Stop the running generation jobs at their next decoding step (recorded as cancelled). To cancel one job,
-        waiting or running: POST /api/jobs/{id}/cancel."""
-        return CancelResponse(cancelled=ctx.generation.cancel())
+    def cancel_generation(request: Request) -> CancelResponse:
+        """Stop the running generation jobs at their next decoding step (recorded as cancelled): a member's own
+        only, an admin's everyone's. To cancel one job, waiting or running: POST /api/jobs/{id}/cancel."""
+        return CancelResponse(cancelled=ctx.generation.cancel(current_actor(request)))
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown_route(path: str):

@@ -1,10 +1,10 @@
-"""Session-first crud for adapters."""
+"""Session-first crud for adapters and their change log."""
 from __future__ import annotations
 
 from sqlalchemy import func, update
 from sqlmodel import Session, select
 
-from studio.db.models import Adapter, Job, utcnow
+from studio.db.models import Adapter, AdapterChange, Job, utcnow
 
 
 def add_adapter(session: Session, adapter: Adapter) -> Adapter:
@@ -12,6 +12,28 @@ def add_adapter(session: Session, adapter: Adapter) -> Adapter:
     session.commit()
     session.refresh(adapter)
     return adapter
+
+
+def register_adapter(session: Session, adapter: Adapter, by: str, details: dict) -> Adapter:
+    """Record a new adapter version and its 'registered' change together (one commit)."""
+    session.add(adapter)
+    session.flush()  # its id, for the change
+    add_change(session, adapter.id, "registered", by, details)
+    session.commit()
+    session.refresh(adapter)
+    return adapter
+
+
+def add_change(session: Session, adapter_id: int, action: str, by: str, details: dict | None = None) -> None:
+    """One change of an adapter version (who, what: old -> new); committed with the change itself."""
+    session.add(AdapterChange(adapter_id=adapter_id, action=action, details=details or {}, changed_by=by))
+
+
+def changes_of(session: Session, adapter_id: int) -> list[AdapterChange]:
+    """An adapter version's changes, newest first."""
+    stmt = (select(AdapterChange).where(AdapterChange.adapter_id == adapter_id)
+            .order_by(AdapterChange.changed_at.desc(), AdapterChange.id.desc()))
+    return list(session.exec(stmt))
 
 
 def get_adapter(session: Session, adapter_id: int) -> Adapter | None:
@@ -44,10 +66,11 @@ def name_in_use(session: Session, name: str) -> bool:
     return session.exec(select(func.count()).select_from(Adapter).where(Adapter.name == name)).one() > 0
 
 
-def rename_all(session: Session, old: str, new: str) -> int:
-    """Move every version of `old` (deleted ones too) to `new`, keeping their numbers; not committed."""
-    result = session.exec(update(Adapter).where(Adapter.name == old).values(name=new, updated_at=utcnow()))
-    return result.rowcount
+def rename_all(session: Session, old: str, new: str) -> list[int]:
+    """Move every version of `old` (deleted ones too) to `new`, keeping their numbers; not committed. Their ids."""
+    ids = list(session.exec(select(Adapter.id).where(Adapter.name == old)))
+    session.exec(update(Adapter).where(Adapter.name == old).values(name=new, updated_at=utcnow()))
+    return ids
 
 
 def find_identical(session: Session, content_hash: str) -> Adapter | None:

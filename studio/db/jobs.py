@@ -111,6 +111,12 @@ def find_job(session: Session, job_id: int, where: Sequence[ColumnElement] = ())
     return session.exec(select(Job).where(Job.id == job_id, *where)).first()
 
 
+def job_submitters(session: Session, where: Sequence[ColumnElement] = ()) -> list[str]:
+    """The names that submitted jobs meeting the caller's conditions, in alphabetical order."""
+    stmt = select(Job.submitted_by).where(*where).distinct().order_by(Job.submitted_by)
+    return list(session.exec(stmt))
+
+
 def rating_stats(session: Session, job_ids: Sequence[int]) -> dict[int, tuple[float, int]]:
     """{job id: (average stars, number of ratings)} for the rated ones among job_ids."""
     if not job_ids:

@@ -48,7 +48,7 @@ from studio.gen_settings import MAX_SEED
 from studio.services.adapters import AdapterService
 from studio.services.audio_out import integrated_loudness, normalize_loudness, write_audio
 from studio.services.gen_config import GenerationConfigService
-from studio.services.generation import MAX_ID, GenerateRequest, GenerationService
+from studio.services.generation import MAX_ID, GenerateRequest, GenerationService, acting_for
 from studio.services.queue import JobQueue
 from studio.services.stats import SignTest, sign_test
 from studio.users import LOCAL_USER
@@ -321,7 +321,7 @@ class ABTestService:
                 try:  # the exact check a generation gets: prompt, duration, settings, adapter
                     self.generation.plan(GenerateRequest(prompt=prompt, duration_s=duration, seed=0,
                                                          settings={**common.model_dump(), **(side.overrides or {})},
-                                                         adapter_id=side.adapter_id), user)
+                                                         adapter_id=side.adapter_id), acting_for(user))
                 except InvalidValues as exc:
                     fields = {e.get("field") for e in exc.extra.get("errors", [])}
                     if fields & {"prompt"}:
@@ -484,7 +484,7 @@ class ABTestService:
                 req = GenerateRequest(prompt=pair.prompt, duration_s=test.duration_s, seed=pair.seed,
                                       settings={**test.settings, **(side.get("overrides") or {})},
                                       adapter_id=side.get("adapter_id"))
-                plan = self.generation.plan(req, test.created_by)[0]
+                plan = self.generation.plan(req, acting_for(test.created_by))[0]
                 if plan.model_id != test.model_id:
                     now, mine = (self.registry.get(m).display_name for m in (plan.model_id, test.model_id))
                     raise Conflict(f"The studio now runs {now}; this test is for {mine}: switch back to it and "

@@ -1,5 +1,6 @@
 """LoRA adapters as versioned artifacts: registration with validation and provenance, compatibility with the
-loaded model, lifecycle (rename, activate, delete, restore), listings and version history."""
+loaded model, lifecycle (rename, activate, delete, restore), listings and version history, and each version's change
+log (who registered, renamed, described, activated, deactivated, deleted or restored it, recorded with the change)."""
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.exc import IntegrityError
 
 from studio.archives import ArchiveRules, copy_stream, extract, import_folder, inside_roots
-from studio.db.adapters import (add_adapter, find_identical, get_adapter, job_count, list_adapters, name_in_use,
-                                next_version, rename_all, save_adapter, versions_of)
+from studio.db.adapters import (add_change, changes_of, find_identical, get_adapter, job_count, list_adapters,
+                                name_in_use, next_version, register_adapter, rename_all, save_adapter, versions_of)
 from studio.db.engine import session_scope
 from studio.db.training import existing_runs
 from studio.db.models import Adapter, UTCTimestamp, utcnow, version_label
@@ -35,6 +36,7 @@ from studio.runtime.store import ModelStore
 from studio.runtime.transformers_backend import build_skeleton
 from studio.services.jobs import DELETED_ADAPTER
 from studio.storage import storage_writes
+from studio.users import LOCAL_USER
 
 log = logging.getLogger(__name__)
 PROVENANCE_FILE = "training_provenance.json"  # written by the studio's training; optional for imports
@@ -175,6 +177,26 @@ class AdapterInfo(AdapterSummary):
 class AdapterGroup(BaseModel):
     name: str
     versions: list[AdapterSummary]  # oldest first
+
+
+# registered: from a folder, an upload, the hub or a training run (details: source, label; run_id and step);
+# renamed: {"name": [old, new]}; described: {"description": [old, new]}; activated / deactivated: {"active": [old,
+# new]}; deleted, restored: {}
+AdapterAction = Literal["registered", "renamed", "described", "activated", "deactivated", "deleted", "restored"]
+
+
+class AdapterChangeInfo(BaseModel):
+    """One change of an adapter version: who made it, when, and what changed (old -> new)."""
+
+    id: int
+    adapter_id: int
+    action: AdapterAction
+    details: dict[str, Any] = Field(description=(
+        "registered: source ('folder:...', 'upload:...', 'hub:...', 'training:run N'), label (and run_id, step "
+        "for a training run's checkpoint); renamed: name [old, new]; described: description [old, new]; "
+        "activated / deactivated: active [old, new]; deleted, restored: nothing"))
+    changed_by: str = Field(description="the signed-in user ('local' without auth)")
+    changed_at: UTCTimestamp
 
 
 class TimelineEntry(BaseModel):
@@ -331,6 +353,13 @@ class AdapterService:
             return DELETED_ADAPTER
         return a.label
 
+    def changes(self, adapter_id: int) -> list[AdapterChangeInfo]:
+        """Who changed this version and how, newest first (a deleted version's too)."""
+        with session_scope(self.engine) as session:
+            self._row(session, adapter_id)
+            return [AdapterChangeInfo.model_validate(c, from_attributes=True)
+                    for c in changes_of(session, adapter_id)]
+
     def timeline(self, name: str) -> list[TimelineEntry]:
         with session_scope(self.engine) as session:
             rows = list_adapters(session, include_deleted=True, name=name)
@@ -383,9 +412,10 @@ class AdapterService:
             return AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, a.label)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
-    def update(self, adapter_id: int, change: AdapterUpdate) -> AdapterInfo:
+    def update(self, adapter_id: int, change: AdapterUpdate, user: str = LOCAL_USER) -> AdapterInfo:
         """Describe, activate or deactivate one version; renaming renames the whole name (every version, deleted
-        ones included, keeps its number: a version number only means something within its name)."""
+        ones included, keeps its number: a version number only means something within its name). Each change is
+        recorded (by `user`) with it: a rename on every version it moved."""
         with session_scope(self.engine) as session:
             a = self._live(session, adapter_id)
             old_name = a.name
@@ -394,14 +424,19 @@ class AdapterService:
                 raise Conflict(f"The name {new_name!r} is already used by other adapters. Renaming moves every "
                                f"version of {old_name} to the new name, so choose a name that is not in use.",
                                code="name_taken", name=new_name)
-            if change.description is not None:
+            if change.description is not None and change.description != a.description:
+                add_change(session, a.id, "described", user, {"description": [a.description, change.description]})
                 a.description = change.description
             deactivated = change.active is False and a.active
-            if change.active is not None:
+            if change.active is not None and change.active != a.active:
+                add_change(session, a.id, "activated" if change.active else "deactivated", user,
+                           {"active": [a.active, change.active]})
                 a.active = change.active
             try:
                 if new_name != old_name:
-                    rename_all(session, old_name, new_name)  # every version, in the same transaction as `a`
+                    # every version, in the same transaction as `a`
+                    for moved in rename_all(session, old_name, new_name):
+                        add_change(session, moved, "renamed", user, {"name": [old_name, new_name]})
                 save_adapter(session, a)
             except IntegrityError:  # the name was taken meanwhile
                 session.rollback()
@@ -411,20 +446,21 @@ class AdapterService:
             self.manager.discard_adapter(adapter_key(adapter_id))
         return self.get(adapter_id)
 
-    def delete(self, adapter_id: int) -> AdapterInfo:
+    def delete(self, adapter_id: int, user: str = LOCAL_USER) -> AdapterInfo:
         """Soft delete: hidden from listings, refused for new generations; old jobs keep their reference; restore
         brings it back."""
         with session_scope(self.engine) as session:
             a = self._live(session, adapter_id)
             a.deleted_at = utcnow()
             a.active = False
+            add_change(session, a.id, "deleted", user)
             save_adapter(session, a)
             spec, weights_hash = self.manager.identity()
             info = self._info(a, spec, weights_hash)
         self.manager.discard_adapter(adapter_key(adapter_id))
         return info
 
-    def restore(self, adapter_id: int) -> AdapterInfo:
+    def restore(self, adapter_id: int, user: str = LOCAL_USER) -> AdapterInfo:
         """Undo a soft delete: the adapter comes back active under its name and version."""
         with session_scope(self.engine) as session:
             a = self._row(session, adapter_id)
@@ -437,6 +473,7 @@ class AdapterService:
                                code="version_exists", adapter_id=clash[0].id)
             a.deleted_at = None
             a.active = True
+            add_change(session, a.id, "restored", user)
             try:
                 save_adapter(session, a)
             except IntegrityError:
@@ -461,8 +498,10 @@ class AdapterService:
                 yield Path(tmp)
 
     def register(self, req: RegisterAdapterRequest, *, upload: Path | None = None,
-                 upload_name: str | None = None, on_progress: ProgressFn | None = None) -> AdapterInfo:
-        """Validate, copy into the adapter store and record, all or nothing."""
+                 upload_name: str | None = None, on_progress: ProgressFn | None = None,
+                 user: str = LOCAL_USER) -> AdapterInfo:
+        """Validate, copy into the adapter store and record (with its 'registered' change by `user`), all or
+        nothing."""
         progress = on_progress or (lambda fraction, message: None)
         if upload is not None and upload.is_file() and upload.stat().st_size > MAX_UPLOAD_BYTES:
             raise TooLarge(f"The archive is over {_kb(MAX_UPLOAD_BYTES)}, the most the studio takes.",
@@ -495,10 +534,10 @@ class AdapterService:
                 training_run_id=provenance.training_run_id, trained_at=provenance.trained_at)
             progress(0.9, "Saving")
             return self._store(record, stage, self.data_dir / dest_rel, explicit_version=req.version,
-                               allow_duplicate=req.allow_duplicate)
+                               allow_duplicate=req.allow_duplicate, user=user)
 
     def _store(self, record: Adapter, stage: Path, dest: Path, explicit_version: int | None,
-               allow_duplicate: bool) -> AdapterInfo:
+               allow_duplicate: bool, user: str, details: dict | None = None) -> AdapterInfo:
         with session_scope(self.engine) as session:
             same = None if allow_duplicate else find_identical(session, record.content_hash)
             if same is not None:
@@ -514,7 +553,8 @@ class AdapterService:
                 record.version = next_version(session, record.name)
             os.replace(stage, dest)  # files first, then the record; undone if the record fails
             try:
-                add_adapter(session, record)
+                register_adapter(session, record, user, {"source": record.source, "label": record.label,
+                                                         **(details or {})})
             except IntegrityError:
                 session.rollback()
                 shutil.rmtree(dest, ignore_errors=True)
@@ -528,10 +568,10 @@ class AdapterService:
             return self._info(record, spec, weights_hash)
 
     def register_checkpoint(self, folder: Path, *, name: str, description: str, base_model: str,
-                            provenance: Provenance) -> AdapterInfo:
+                            provenance: Provenance, user: str = LOCAL_USER, step: int | None = None) -> AdapterInfo:
         """A training run's checkpoint folder (inside the data directory, written by the studio's own training: not
-        an import root) becomes the next version of `name`, with its provenance, all or nothing. Internal: the
-        training service calls it, never a request's path."""
+        an import root) becomes the next version of `name`, with its provenance, all or nothing (registered by
+        `user`, at the run's `step`). Internal: the training service calls it, never a request's path."""
         spec = self.registry.get(base_model)
         with self.incoming() as tmp:
             files = inspect_adapter(folder)
@@ -553,7 +593,9 @@ class AdapterService:
                 training_metrics=provenance.training_metrics, training_run_id=provenance.training_run_id,
                 trained_at=provenance.trained_at)
             # two checkpoints of a run may hold the same weights (a stop right after a checkpoint): both register
-            return self._store(record, stage, self.data_dir / dest_rel, explicit_version=None, allow_duplicate=True)
+            run = {"run_id": int(provenance.training_run_id)} if (provenance.training_run_id or "").isdigit() else {}
+            return self._store(record, stage, self.data_dir / dest_rel, explicit_version=None, allow_duplicate=True,
+                               user=user, details={**run, "step": step})
 
     def _fetch(self, req: RegisterAdapterRequest, tmp: Path, upload: Path | None, upload_name: str | None,
                progress: ProgressFn) -> tuple[Path, str, str]:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from studio.db.engine import session_scope
 from studio.db.evaluation import (add_score, create_evaluation, finish_evaluation, get_evaluation, get_score,
                                   jobs_of_evaluation, list_evaluations, scores_of)
-from studio.db.jobs import get_job
+from studio.db.jobs import find_job, get_job
 from studio.db.models import Evaluation, Job, UTCTimestamp
 from studio.errors import Conflict, NotFound, OperationFailed, StudioError
 from studio.gen_settings import MAX_SEED
@@ -36,10 +36,11 @@ from studio.runtime.progress import ProgressEvent
 from studio.runtime.store import ModelStore
 from studio.runtime.worker import ScoreTask
 from studio.services.adapters import AdapterService
-from studio.services.generation import GenerationService, JobRequest
+from studio.services.generation import GenerationService, JobRequest, acting_for
+from studio.services.jobs import JobService
 from studio.services.queue import JobQueue
 from studio.services.stats import TwoSampleTest, wilcoxon_paired
-from studio.users import LOCAL_USER
+from studio.users import LOCAL_USER, Actor
 
 log = logging.getLogger(__name__)
 
@@ -296,12 +297,13 @@ class EvaluationService:
         path = (root / job.output_file).resolve()
         return path if path.is_relative_to(root) else root / "missing"  # confined to the data directory
 
-    def score_job(self, job_id: int, user: str = LOCAL_USER) -> ScoreInfo:
+    def score_job(self, job_id: int, actor: Actor | None = None) -> ScoreInfo:
         """The job's score by the evaluation model in use, computed now (queued behind the jobs accepted before) if
-        it has none yet. NotFound (job_not_found); Conflict no_evaluation_model, job_not_scorable (no audio yet, or
-        its generation failed)."""
+        it has none yet. actor: who asks (a member scores their own jobs only; None: the studio itself). NotFound
+        (job_not_found); Conflict no_evaluation_model, job_not_scorable (no audio yet, or its generation failed)."""
         with session_scope(self.engine) as session:
-            job = get_job(session, job_id)
+            job = find_job(session, job_id, JobService.visible("all", actor)) if actor is not None \
+                else get_job(session, job_id)
             if job is None:
                 raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
             status, has_audio = job.status, job.output_file is not None
@@ -318,7 +320,7 @@ class EvaluationService:
             raise Conflict(f"The audio of job {job_id} could not be read for scoring (its file is missing or "
                            "damaged).", code="job_not_scorable", job_id=job_id, status=status)
         with session_scope(self.engine) as session:
-            log.info("job %d scored by %s for %s", job_id, spec.id, user)
+            log.info("job %d scored by %s for %s", job_id, spec.id, actor.name if actor else "the studio")
             return ScoreInfo.model_validate(get_score(session, job_id, spec.id), from_attributes=True)
 
     def scores(self, job_ids: list[int]) -> dict[int, list[ScoreInfo]]:
@@ -379,7 +381,7 @@ class EvaluationService:
         duration = min(self.prompt_set.duration_s, spec.max_duration_s)
         requests = [JobRequest(prompt=p.prompt, duration_s=duration, seed=p.seed, adapter_id=adapter_id)
                     for p in self.prompt_set.prompts]
-        self.generation.plan(requests[0], user)  # refusals (adapter, limits) before anything is recorded
+        self.generation.plan(requests[0], acting_for(user))  # refusals (adapter, limits) before anything is recorded
         with session_scope(self.engine) as session:
             evaluation_id = create_evaluation(
                 session, model_id=model_id, adapter_id=adapter_id, scorer=scorer.id,
@@ -388,7 +390,7 @@ class EvaluationService:
         accepted: list[int] = []
         try:
             for req in requests:
-                accepted += self.generation.submit(req, user, evaluation_id=evaluation_id).job_ids
+                accepted += self.generation.submit(req, acting_for(user), evaluation_id=evaluation_id).job_ids
         except StudioError as exc:  # the queue filled up midway: none of the run stays
             for job_id in accepted:
                 self.generation.cancel_job(job_id)
@@ -521,7 +523,7 @@ class EvaluationService:
                            "evaluation again.", code="model_not_loaded")
         for i, settings in redo:
             self.generation.submit(JobRequest(prompt=prompts[i], duration_s=duration, seed=seeds[i],
-                                              settings=settings, adapter_id=adapter_id), user,
+                                              settings=settings, adapter_id=adapter_id), acting_for(user),
                                    evaluation_id=evaluation_id)
 
     # ---- reading -------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.db.engine import session_scope
-from studio.db.jobs import get_job
+from studio.db.jobs import find_job, get_job
 from studio.db.models import Job
 from studio.errors import (Cancelled, Conflict, DiskFull, Incompatible, InvalidRequest, InvalidValues, NoModelLoaded,
                            NotFound, OperationFailed, StorageUnavailable, StudioError)
@@ -23,11 +23,11 @@ from studio.services.adapters import AdapterRef, AdapterService, checkpoint_key
 from studio.services.audio_out import TARGET_TOLERANCE_LU
 from studio.services.gen_config import GenerationConfigService
 from studio.services.job_events import AudioChunk, JobEvent, JobEvents
-from studio.services.jobs import DELETED_ADAPTER, MelodyUsed, StackItem
+from studio.services.jobs import DELETED_ADAPTER, JobService, MelodyUsed, StackItem
 from studio.services.queue import JobPlan, JobQueue, audio_url
 from studio.services.uploads import UploadService
 from studio.training import layout
-from studio.users import LOCAL_USER
+from studio.users import LOCAL_ACTOR, Actor
 
 StepCallback = Callable[[int, int], None]
 
@@ -123,6 +123,12 @@ class GenerationResult(BaseModel):
         "what it continues: {source: upload|job, upload_id|job_id, seconds (of audio the model continued), "
         "trimmed_from_s (the source's length when only its end was used), included (at the start of the audio)}"))
     melody: MelodyUsed | None = Field(None, description="the melody it followed (None: text only)")
+
+
+def acting_for(name: str) -> Actor:
+    """The studio queueing jobs for the person a record names (the creator of an A/B test, evaluation or training
+    run, all of which it generates again): their name goes on the jobs, and no more rights than a member's."""
+    return Actor(name, "member")
 
 
 def _refuse(field: str, message: str, code: str, **extra) -> InvalidValues:
@@ -232,9 +238,10 @@ class GenerationService:
         return prompt
 
     # ---- accepting -----------------------------------------------------------------------------------------
-    def plan(self, req: GenerateRequest, user: str = LOCAL_USER, variations: int = 1) -> list[JobPlan]:
+    def plan(self, req: GenerateRequest, actor: Actor = LOCAL_ACTOR, variations: int = 1) -> list[JobPlan]:
         """The jobs a request makes, validated against the model they will run on: the loaded one, or the one
-        the last switch waiting in the queue loads (jobs after a switch run on the new model)."""
+        the last switch waiting in the queue loads (jobs after a switch run on the new model). actor: who asks
+        (recorded as the jobs' submitter; a member continues only their own jobs)."""
         prompt = self._check_request(req)
         model_id = self.queue.target_model()
         if model_id is None:
@@ -254,12 +261,12 @@ class GenerationService:
         melody, melody_record = self._melody(req.melody_upload_id, spec)
         frames = round(duration_s * spec.frame_rate)
         continued = self._continuation(req.continue_upload_id, req.continue_job_id, req.include_continued, spec,
-                                       frames)
-        return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, user,
+                                       frames, actor)
+        return [JobPlan(spec.id, prompt, duration_s, frames, spec.sample_rate, settings, seed, adapter, actor.name,
                         melody=melody, melody_record=melody_record, stack=stack, **continued) for seed in seeds]
 
     def _continuation(self, upload_id: str | None, job_id: int | None, include: bool, spec: ModelSpec,
-                      frames: int) -> dict:
+                      frames: int, actor: Actor | None = None) -> dict:
         """JobPlan's fields for what a job continues (checked, nothing written): an uploaded clip cut to the end
         the model's window holds (the window keeps room for min(stride, new) new frames), or a finished job's
         codes (all of them: the decode loop takes the end it needs as context, and the result starts with the
@@ -289,7 +296,7 @@ class GenerationService:
             fields.update(continuation=record, continue_audio=audio, include_continued=include,
                           kept_samples=round(clip_frames / spec.frame_rate * spec.sample_rate) if include else 0)
             return fields
-        codes, source_s = self._job_codes(job_id, spec)
+        codes, source_s = self._job_codes(job_id, spec, actor)
         used = min(codes.shape[1], context_frames)
         record = {"source": "job", "job_id": job_id, "seconds": round(used / spec.frame_rate, 3),
                   "trimmed_from_s": round(source_s, 3) if used < codes.shape[1] else None, "included": include}
@@ -297,16 +304,18 @@ class GenerationService:
                       kept_samples=round(codes.shape[1] / spec.frame_rate * spec.sample_rate) if include else 0)
         return fields
 
-    def _job_codes(self, job_id: int, spec: ModelSpec):
-        """A finished job's codes to continue ("Extend this"), checked: it succeeded, on this model, and its codes
-        file is there and fits the model. (codes (codebooks, frames) int64, its seconds)."""
+    def _job_codes(self, job_id: int, spec: ModelSpec, actor: Actor | None = None):
+        """A finished job's codes to continue ("Extend this"), checked: the actor may see it (None: the studio
+        itself), it succeeded, on this model, and its codes file is there and fits the model. (codes (codebooks,
+        frames) int64, its seconds)."""
         import numpy as np
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         with session_scope(self.engine) as session:
-            job = get_job(session, job_id)
-            if job is None or job.abtest_id is not None:  # a blind test's clip is not there to extend
+            # a blind test's clip, or another member's job, is not there to extend
+            job = find_job(session, job_id, JobService.visible("all", actor))
+            if job is None:
                 raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
             status, model_id, codes_file = job.status, job.model_id, job.codes_file
         if status != "succeeded":
@@ -404,12 +413,12 @@ class GenerationService:
         return tuple((self.adapters.for_generation(adapter_id, spec, weights_hash), float(strength))
                      for _, adapter_id, strength in wanted)
 
-    def submit(self, req: JobRequest, user: str = LOCAL_USER, *, abtest_id: int | None = None,
+    def submit(self, req: JobRequest, actor: Actor = LOCAL_ACTOR, *, abtest_id: int | None = None,
                evaluation_id: int | None = None) -> JobAccepted:
         """Queue the request's jobs and answer at once: ids, seeds, place in the queue and ETA. abtest_id /
         evaluation_id: the jobs are clips of that blind A/B test or evaluation run (kept out of History)."""
         plans = [dataclasses.replace(p, abtest_id=abtest_id, evaluation_id=evaluation_id)
-                 for p in self.plan(req, user, req.variations)]
+                 for p in self.plan(req, actor, req.variations)]
         ids = self.queue.accept(plans)
         position, eta = self.queue.position(ids[0])
         latest = self.events.latest(ids[0])
@@ -419,11 +428,12 @@ class GenerationService:
                            position=max(position, 0), eta_s=eta, model_id=plans[0].model_id,
                            events_url=f"/api/jobs/{ids[0]}/events")
 
-    def resubmit(self, job_id: int, user: str = LOCAL_USER) -> JobAccepted:
+    def resubmit(self, job_id: int, actor: Actor = LOCAL_ACTOR) -> JobAccepted:
         """Run a recorded job again (an interrupted one, or any other): same prompt, model, adapter, settings,
-        duration and seed, as a new job on the model it will run on."""
+        duration and seed, as a new job on the model it will run on, submitted by the actor (a member resubmits
+        their own jobs only)."""
         with session_scope(self.engine) as session:
-            job = get_job(session, job_id)
+            job = find_job(session, job_id, JobService.visible("all", actor))
             if job is None:
                 raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
             if job.status in ("queued", "running"):
@@ -433,7 +443,7 @@ class GenerationService:
                              settings={k: v for k, v in job.settings.items()}, **stack_fields(job),
                              melody_upload_id=(job.melody or {}).get("upload_id"),
                              **_continued(job.continuation))
-        return self.submit(req, user)
+        return self.submit(req, actor)
 
     def _recorded_settings(self, job: Job) -> MusicgenSettings:
         """The settings a finished job recorded, read with its model's class; a custom model removed since has none:
@@ -506,9 +516,9 @@ class GenerationService:
         return self.result(job_id, final.detail if isinstance(final, JobEvent) else None)
 
     def generate(self, req: GenerateRequest, on_step: StepCallback | None = None,
-                 user: str = LOCAL_USER) -> GenerationResult:
+                 actor: Actor = LOCAL_ACTOR) -> GenerationResult:
         """Queue one job and wait for it (the blocking contract of POST /api/generate)."""
-        accepted = self.submit(JobRequest(**req.model_dump()), user)
+        accepted = self.submit(JobRequest(**req.model_dump()), actor)
         return self.wait(accepted.job_id, on_step)
 
     def result(self, job_id: int, detail: dict | None = None) -> GenerationResult:
@@ -546,15 +556,19 @@ class GenerationService:
                           deleted=self.adapters.label(item["adapter_id"]) == DELETED_ADAPTER) for item in stack]
 
     # ---- cancelling ----------------------------------------------------------------------------------------
-    def cancel_job(self, job_id: int) -> Literal["queued", "running"] | None:
+    def cancel_job(self, job_id: int, actor: Actor | None = None) -> Literal["queued", "running"] | None:
         """Cancel a job waiting (at once) or running (at its next step). None: it is over already (or unknown:
-        NotFound)."""
+        NotFound). actor: who asks (a member cancels their own jobs only; None: the studio itself)."""
+        if actor is not None:
+            with session_scope(self.engine) as session:
+                if find_job(session, job_id, JobService.visible("all", actor)) is None:
+                    raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
         where = self.queue.cancel(job_id)
         if where is None:
             self.final_event(job_id)  # NotFound for an unknown job
         return where
 
-    def cancel(self) -> bool:
-        """Cancel every running job (the page's and scripts' Cancel before jobs had ids)."""
-        running = [i.job_id for i in self.queue.view().items if i.kind == "generate" and i.state == "running"]
+    def cancel(self, actor: Actor = LOCAL_ACTOR) -> bool:
+        """Cancel every running job the actor may manage (the page's and scripts' Cancel before jobs had ids)."""
+        running = [i.job_id for i in self.queue.view(actor).items if i.kind == "generate" and i.state == "running"]
         return any([self.queue.cancel(j) is not None for j in running])

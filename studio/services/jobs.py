@@ -3,6 +3,8 @@ data directory.
 
 The one rule of what a person may see of a job lives here (JobService.visible): a clip of a blind A/B test is never
 shown or served through the jobs (it would reveal a side), and evaluation-run clips stay out of the default listing.
+A member sees and manages their own generations only (another's job is unknown to them: 404 job_not_found, which
+does not reveal that it exists); an admin sees everyone's. Without auth the one local person is an admin.
 """
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.db.adapters import get_adapter
 from studio.db.engine import session_scope
-from studio.db.jobs import (JobSort, delete_job, delete_rating, find_job, job_scores, prompt_contains, rating_stats,
-                            search_jobs, set_rating, user_ratings)
+from studio.db.jobs import (JobSort, delete_job, delete_rating, find_job, job_scores, job_submitters, prompt_contains,
+                            rating_stats, search_jobs, set_rating, user_ratings)
 from studio.db.models import Job, JobStatus, UTCTimestamp
 from studio.deletions import remove_files, write_marker
 from studio.errors import Conflict, InvalidValues, NotFound
 from studio.services.audio_out import download_name, media_type
 from studio.storage import storage_writes
+from studio.users import Actor
 
 DELETED_ADAPTER = "Deleted Adapter"
 MIN_STARS, MAX_STARS = 1, 5
@@ -98,7 +101,8 @@ class JobQuery(BaseModel):
     min_rating: int | None = Field(None, ge=MIN_STARS, le=MAX_STARS, description="average stars at least")
     max_rating: int | None = Field(None, ge=MIN_STARS, le=MAX_STARS, description="average stars at most")
     rated: bool | None = Field(None, description="true: rated by someone; false: not rated yet")
-    submitted_by: str | None = Field(None, description="who submitted them (exact)")
+    submitted_by: str | None = Field(None, description=(
+        "who submitted them (exact); a member's own jobs only whatever this says"))
     text: str | None = Field(None, description="in the prompt: a case-insensitive substring")
     source: JobSource = "person"
     evaluation_id: int | None = Field(None, ge=1, le=MAX_ID, description="clips of this evaluation run")
@@ -140,9 +144,12 @@ class JobService:
 
     # ---- who may see what ----------------------------------------------------------------------------------
     @staticmethod
-    def visible(source: JobSource = "all") -> list:
+    def visible(source: JobSource = "all", actor: Actor | None = None) -> list:
         """The conditions on Job of what History and /api/jobs* may show: never a blind A/B test's clip; people's
-        own generations and/or evaluation-run clips as `source` says."""
+        own generations and/or evaluation-run clips as `source` says. actor: who asks (None: the studio itself);
+        a member sees their own generations only (evaluation and training clips are an admin's business)."""
+        if actor is not None and not actor.is_admin:
+            source = "person"
         where = [Job.abtest_id.is_(None)]
         if source == "person":
             where += [Job.evaluation_id.is_(None), Job.training_run_id.is_(None)]
@@ -150,11 +157,15 @@ class JobService:
             where.append(Job.evaluation_id.is_not(None))
         elif source == "training":
             where.append(Job.training_run_id.is_not(None))
+        if actor is not None and not actor.is_admin:
+            where.append(Job.submitted_by == actor.name)
         return where
 
-    def _find(self, session, job_id: int, include_clips: bool = False) -> Job:
-        """include_clips: for the services that own A/B clips (never for a person's request)."""
-        job = find_job(session, job_id, [] if include_clips else self.visible()) if 1 <= job_id <= MAX_ID else None
+    def _find(self, session, job_id: int, include_clips: bool = False, actor: Actor | None = None) -> Job:
+        """include_clips: for the services that own A/B clips (never for a person's request). actor: who asks
+        (None: the studio itself); another member's job is unknown to a member, like an A/B clip."""
+        where = [] if include_clips else self.visible("all", actor)
+        job = find_job(session, job_id, where) if 1 <= job_id <= MAX_ID else None
         if job is None:  # an A/B clip is unknown here: even its existence would say something
             raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
         return job
@@ -192,14 +203,15 @@ class JobService:
                 rating=JobRating(job_id=job.id, mine=mine.get(job.id), average=average, count=count)))
         return out
 
-    def search(self, query: JobQuery | None = None, user: str | None = None) -> JobPage:
-        """A page of jobs matching the query, and how many match in all. user: whose own rating each carries."""
+    def search(self, query: JobQuery | None = None, actor: Actor | None = None) -> JobPage:
+        """A page of jobs matching the query, and how many match in all. actor: who asks (a member: their own jobs
+        only, whatever the query says), whose own rating each carries; None: the studio itself (no rating)."""
         q = query or JobQuery()
         if q.min_rating is not None and q.max_rating is not None and q.min_rating > q.max_rating:
             raise _refuse("min_rating", f"min_rating {q.min_rating} is above max_rating {q.max_rating}.")
         if isinstance(q.adapter, int) and not 1 <= q.adapter <= MAX_ID:
             raise _refuse("adapter", "adapter must be an adapter id (1 to 2^63-1) or 'none'.")
-        where = self.visible("all" if q.evaluation_id is not None and q.source == "person" else q.source)
+        where = self.visible("all" if q.evaluation_id is not None and q.source == "person" else q.source, actor)
         if q.model_id is not None:
             where.append(Job.model_id == _text(q.model_id, "model"))
         if q.adapter == NO_ADAPTER_FILTER:
@@ -217,55 +229,63 @@ class JobService:
         with session_scope(self.engine) as session:
             rows, total = search_jobs(session, where, min_rating=q.min_rating, max_rating=q.max_rating,
                                       rated=q.rated, sort=q.sort, limit=q.limit, offset=q.offset)
-            return JobPage(total=total, items=self._infos(session, rows, user))
+            return JobPage(total=total, items=self._infos(session, rows, actor.name if actor else None))
 
-    def list(self, limit: int = 50, offset: int = 0, user: str | None = None) -> list[JobInfo]:
+    def list(self, limit: int = 50, offset: int = 0, actor: Actor | None = None) -> list[JobInfo]:
         """People's own jobs, newest first (History's default view)."""
-        return self.search(JobQuery(limit=max(1, min(limit, 500)), offset=max(0, offset)), user).items
+        return self.search(JobQuery(limit=max(1, min(limit, 500)), offset=max(0, offset)), actor).items
 
-    def get(self, job_id: int, user: str | None = None, *, include_clips: bool = False) -> JobInfo:
-        """A job a person may see (NotFound for an unknown job and for an A/B clip alike). include_clips=True: any
-        job, for the services that make and read A/B clips (the A/B test's own, never a person's request)."""
+    def submitters(self, actor: Actor | None = None) -> list[str]:
+        """Who has generations the actor may see, by name (History's and the queue's user filter)."""
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id, include_clips)
+            return job_submitters(session, self.visible("person", actor))
+
+    def get(self, job_id: int, actor: Actor | None = None, *, include_clips: bool = False) -> JobInfo:
+        """A job the actor may see (NotFound for an unknown job, another member's and an A/B clip alike), with
+        the actor's own rating (None: the studio itself, no rating). include_clips=True: any job, for the services
+        that make and read A/B clips (the A/B test's own, never a person's request)."""
+        with session_scope(self.engine) as session:
+            job = self._find(session, job_id, include_clips, actor)
             average, count = rating_stats(session, [job.id]).get(job.id, (None, 0))
-            return self._infos(session, [(job, average, count)], user)[0]
+            return self._infos(session, [(job, average, count)], actor.name if actor else None)[0]
 
     # ---- ratings -------------------------------------------------------------------------------------------
-    def rating(self, job_id: int, user: str) -> JobRating:
+    def rating(self, job_id: int, actor: Actor) -> JobRating:
         with session_scope(self.engine) as session:
-            self._find(session, job_id)
+            self._find(session, job_id, actor=actor)
             average, count = rating_stats(session, [job_id]).get(job_id, (None, 0))
-            return JobRating(job_id=job_id, mine=user_ratings(session, [job_id], user).get(job_id),
+            return JobRating(job_id=job_id, mine=user_ratings(session, [job_id], actor.name).get(job_id),
                              average=average, count=count)
 
-    def rate(self, job_id: int, user: str, stars: int) -> JobRating:
-        """A user's 1-5 stars for a succeeded job (one rating per user per job; rating again changes it)."""
+    def rate(self, job_id: int, actor: Actor, stars: int) -> JobRating:
+        """The actor's 1-5 stars for a succeeded job they may see (one rating per user per job; rating again
+        changes it)."""
         if isinstance(stars, bool) or not isinstance(stars, int) or not MIN_STARS <= stars <= MAX_STARS:
             raise _refuse("stars", f"stars must be a whole number from {MIN_STARS} to {MAX_STARS}.",
                           "invalid_rating")
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id)
+            job = self._find(session, job_id, actor=actor)
             if job.status != "succeeded":
                 raise Conflict(f"Job {job_id} is {job.status}: only a finished job with audio can be rated.",
                                code="job_not_rateable", job_id=job_id, status=job.status)
-            set_rating(session, job_id, user, stars)
-        return self.rating(job_id, user)
+            set_rating(session, job_id, actor.name, stars)
+        return self.rating(job_id, actor)
 
-    def unrate(self, job_id: int, user: str) -> JobRating:
-        """Remove a user's rating of a job (nothing to remove is fine)."""
+    def unrate(self, job_id: int, actor: Actor) -> JobRating:
+        """Remove the actor's rating of a job (nothing to remove is fine)."""
         with session_scope(self.engine) as session:
-            self._find(session, job_id)
-            delete_rating(session, job_id, user)
-        return self.rating(job_id, user)
+            self._find(session, job_id, actor=actor)
+            delete_rating(session, job_id, actor.name)
+        return self.rating(job_id, actor)
 
     # ---- deleting ------------------------------------------------------------------------------------------
-    def delete(self, job_id: int) -> JobDeleted:
+    def delete(self, job_id: int, actor: Actor | None = None) -> JobDeleted:
         """Delete a finished job: its record, ratings and scores in one transaction, then its audio and codes files
         (only after the commit: a failed commit leaves everything as it was; a marker written before it lets the
-        next start finish a removal a kill interrupted). A queued or running job is refused: cancel it first."""
+        next start finish a removal a kill interrupted). A queued or running job is refused: cancel it first. actor:
+        who asks (a member deletes their own jobs only)."""
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id)
+            job = self._find(session, job_id, actor=actor)
             if job.status not in OVER:
                 raise Conflict(f"Job {job_id} is {job.status}: cancel it first, then delete it.",
                                code="job_not_finished", job_id=job_id, status=job.status)
@@ -299,10 +319,10 @@ class JobService:
         files were named so too."""
         return download_name(self.get(job_id).prompt, job_id, path.suffix.lstrip("."))
 
-    def audio_path(self, job_id: int, *, include_clips: bool = False) -> Path:
-        """The job's audio file, inside the data directory (include_clips: as for get)."""
+    def audio_path(self, job_id: int, actor: Actor | None = None, *, include_clips: bool = False) -> Path:
+        """The job's audio file, inside the data directory (actor, include_clips: as for get)."""
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id, include_clips)
+            job = self._find(session, job_id, include_clips, actor)
         if not job.output_file:
             raise NotFound(f"Job {job_id} has no audio (status: {job.status}).", code="audio_not_found", job_id=job_id)
         root = self.data_dir.resolve()

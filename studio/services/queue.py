@@ -33,6 +33,7 @@ from studio.services.adapters import AdapterRef
 from studio.services.audio_out import download_name, finish_audio, write_measured
 from studio.services.job_events import JobEvent, JobEvents, music_progress
 from studio.storage import storage_writes
+from studio.users import Actor
 
 T = TypeVar("T")
 
@@ -128,8 +129,10 @@ class QueueItem(BaseModel):
 
 
 class QueueView(BaseModel):
-    items: list[QueueItem] = Field(description="running first, then waiting in order")
-    waiting: int = Field(description="generation jobs waiting")
+    items: list[QueueItem] = Field(description=(
+        "running first, then waiting in order: model switches and the jobs the asker may see (a member: their "
+        "own), each at its place in the whole queue"))
+    waiting: int = Field(description="generation jobs waiting (everyone's)")
     max_queue: int
     next: str = Field(description="what the studio will do next, for a person")
     training: str | None = Field(None, description=(
@@ -447,7 +450,20 @@ class JobQueue:
                      ", ".join(map(str, resumed)))
         return resumed
 
-    def view(self) -> QueueView:
+    @staticmethod
+    def _shown(plan: JobPlan, actor: Actor | None, user: str | None) -> bool:
+        """Whether a waiting or running job is listed for the actor (None: the studio itself; a member: their own
+        generations only), filtered by who submitted it (user)."""
+        if user is not None and plan.submitted_by != user:
+            return False
+        if actor is None or actor.is_admin:
+            return True
+        person = plan.abtest_id is None and plan.evaluation_id is None and plan.training_run_id is None
+        return person and plan.submitted_by == actor.name
+
+    def view(self, actor: Actor | None = None, user: str | None = None) -> QueueView:
+        """What runs and waits: the model switches and the jobs the actor may see (a member: their own; None: the
+        studio itself, everything), filtered by submitter (user), each at its place in the whole queue."""
         entries = self.worker.snapshot()
         with self._lock:
             plans = dict(self._plans)
@@ -455,6 +471,8 @@ class JobQueue:
         entries = [e for e in entries if e.job_id is None or e.job_id in plans]  # over, the worker not yet told
         for e in entries:
             plan = plans.get(e.job_id) if e.job_id is not None else None
+            if plan is not None and not self._shown(plan, actor, user):
+                continue
             fraction = round(e.done / e.total, 4) if e.done is not None and e.total else None
             # a blind A/B test's clip shows as such: its prompt and adapter would tell a listener its side
             prompt = (f"clip of A/B test {plan.abtest_id}" if plan.abtest_id is not None else plan.prompt
@@ -463,10 +481,11 @@ class JobQueue:
                                    job_id=e.job_id, prompt=prompt,
                                    submitted_by=plan.submitted_by if plan else None, eta_s=e.eta_s,
                                    fraction=fraction, batch_size=e.batch_size))
+        shown = {i.job_id for i in items if i.job_id is not None}
         return QueueView(items=items, waiting=sum(e.kind == "generate" and e.state == "queued" for e in entries),
-                         max_queue=self.max_queue, next=self._next_text(entries), training=self.training_line())
+                         max_queue=self.max_queue, next=self._next_text(entries, shown), training=self.training_line())
 
-    def _next_text(self, entries: list[QueueEntry]) -> str:
+    def _next_text(self, entries: list[QueueEntry], shown: set[int]) -> str:
         name = self._name
         running = [e for e in entries if e.state == "running"]
         waiting = [e for e in entries if e.state == "queued"]
@@ -479,8 +498,9 @@ class JobQueue:
         if not waiting:
             return now + " Nothing waits."
         first = waiting[0]
+        job = f"job {first.job_id}" if first.job_id in shown else "a job"  # another member's job is not named
         then = (f"switch to {name(first.model_id)}" if first.kind == "switch"
-                else f"generate job {first.job_id} with {name(first.model_id)}")
+                else f"generate {job} with {name(first.model_id)}")
         return f"{now} Next: {then}; {len(waiting)} task(s) wait."
 
     def close(self) -> None:

@@ -44,7 +44,7 @@ from studio.gen_settings import MAX_SEED
 from studio.runtime.fingerprint import weights_fingerprint
 from studio.runtime.memory import cuda_available
 from studio.services.adapters import Provenance, _clean_name, training_run_url
-from studio.services.generation import GenerateRequest, checkpoint_ref
+from studio.services.generation import GenerateRequest, acting_for, checkpoint_ref
 from studio.training import layout
 from studio.training.config import TrainingConfig, config_schema, cpu_threads, total_steps
 from studio.users import LOCAL_USER
@@ -823,6 +823,7 @@ class TrainingService:
     def stop(self, run_id: int, user: str = LOCAL_USER) -> RunInfo:
         """Ask the run to stop; returns once it saved its checkpoint and ended (a few seconds at most), or at once
         for a queued run (which then never starts)."""
+        log.info("training run %s: stop asked by %s", run_id, user)  # no column records it yet
         with self._lock:
             live = self._live.get(run_id)
             with session_scope(self.engine) as session:
@@ -851,6 +852,7 @@ class TrainingService:
 
     def resume(self, run_id: int, user: str = LOCAL_USER) -> RunInfo:
         """A stopped, interrupted or failed run goes on from its last resumable checkpoint (queued again)."""
+        log.info("training run %s: resume asked by %s", run_id, user)  # no column records it yet
         with self._lock:
             with session_scope(self.engine) as session:
                 run = self._row(session, run_id)
@@ -999,7 +1001,7 @@ class TrainingService:
             for prompt, seed in zip(prompts, seeds):
                 req = GenerateRequest(prompt=prompt, duration_s=duration, seed=seed,
                                       adapter_id=start_id if step == 0 else None)
-                plan = self.generation.plan(req, user)[0]
+                plan = self.generation.plan(req, acting_for(user))[0]
                 plans.append(dataclasses.replace(plan, adapter=adapter if step else plan.adapter,
                                                  training_run_id=run_id, checkpoint_step=step))
             try:
@@ -1014,8 +1016,9 @@ class TrainingService:
         return run.status in OVER
 
     # ---- registration ----------------------------------------------------------------------------------------
-    def register(self, run_id: int, req: RegisterCheckpointRequest, user: str = LOCAL_USER):
-        """A checkpoint becomes an adapter version with its provenance (an AdapterInfo)."""
+    def register(self, run_id: int, req: RegisterCheckpointRequest, user: str | None = None):
+        """A checkpoint becomes an adapter version with its provenance (an AdapterInfo), registered by `user`
+        (None: the run's creator, as at its automatic registration when it succeeds)."""
         with session_scope(self.engine) as session:
             run = self._row(session, run_id)
             folder = self.data_dir / run.folder
@@ -1049,6 +1052,7 @@ class TrainingService:
             trained_at = as_utc(cp.created_at) if cp is not None else utcnow()
             name, description = req.name or run.name, req.description
             model_id, revision, weights = run.model_id, run.base_model_revision, run.base_weights_hash
+            user = user or run.created_by
         if description is None:
             path = folder / "description.txt"
             description = path.read_text(encoding="utf-8") if path.is_file() else ""
@@ -1056,7 +1060,8 @@ class TrainingService:
                                 training_metrics=self._metrics(folder, step), base_model_revision=revision,
                                 base_weights_hash=weights, training_run_id=str(run_id), trained_at=trained_at)
         info = self.adapters.register_checkpoint(layout.checkpoint_folder(folder, step), name=name,
-                                                 description=description, base_model=model_id, provenance=provenance)
+                                                 description=description, base_model=model_id, provenance=provenance,
+                                                 user=user, step=step)
         with session_scope(self.engine) as session:
             cp = get_checkpoint(session, run_id, step)
             if cp is None:

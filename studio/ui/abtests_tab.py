@@ -20,7 +20,8 @@ from studio.context import AppContext
 from studio.errors import InvalidValues, StudioError
 from studio.services.abtests import ABResults, ABSideSpec, ABTestCreate, ABTestSummary, ABTestView, NextPair
 from studio.ui.access import admin_only
-from studio.ui.common import md_escape, notify_text, page_user, user_errors
+from studio.ui.common import md_escape, notify_text, page_actor, page_user, user_errors
+from studio.users import LOCAL_ACTOR
 
 BASE = "base"  # the side dropdowns' value for the base model
 DEFAULT_PROMPTS = ["lofi hip hop beat with mellow piano", "energetic rock riff with live drums",
@@ -249,7 +250,9 @@ def wire_abtests_tab(ctx: AppContext, tab: ABTestsTab, item: gr.Tab) -> None:
     auth = ctx.accounts.required  # with login, a listener is the person logged in
 
     def who(listener, request: gr.Request | None) -> str:
-        return page_user(request) if auth else str(listener or "")
+        """A signed-in person (--auth, an account) votes as themselves; without a login, as the name given."""
+        actor = page_actor(request)
+        return actor.name if auth or actor != LOCAL_ACTOR else str(listener or "")
 
     def view_of(test_id, listener, request) -> ABTestView | None:
         if test_id in (None, ""):

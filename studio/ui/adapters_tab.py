@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from studio.context import AppContext
 from studio.errors import Conflict, NotFound
-from studio.services.adapters import AdapterInfo, AdapterSummary, AdapterUpdate, RegisterAdapterRequest, TimelineEntry
+from studio.services.adapters import (AdapterChangeInfo, AdapterInfo, AdapterSummary, AdapterUpdate,
+                                      RegisterAdapterRequest, TimelineEntry)
 from studio.services.models import ModelInfo
 from studio.ui.abtests_tab import QuickAB, build_quick_ab
 from studio.ui.access import admin_only
@@ -31,8 +32,10 @@ from studio.ui.adapter_config_view import config_view_html, fmt_value
 from studio.ui.adapter_metrics_view import (CompareView, EvaluateRow, build_compare_view, build_evaluate_row,
                                             build_performance_panel, performance_or_note, timeline_cells,
                                             wire_compare_view, wire_evaluate)
-from studio.ui.common import (failed_status, failures_as_status, fmt_gb, md_escape, plain_status, user_errors)
+from studio.ui.common import (failed_status, failures_as_status, fmt_gb, md_escape, page_user, plain_status,
+                              user_errors)
 from studio.ui.generate_tab import GenerateTab, adapter_label, adapter_widgets
+from studio.ui.queue_panel import shorten
 
 TABLE_HEADERS = ["ID", "Name", "Version", "Base model", "Active", "Compatible", "Usage"]
 TABLE_TYPES = ["number", "str", "number", "str", "str", "str", "number"]
@@ -215,6 +218,31 @@ def history_markdown(name: str, entries: list[TimelineEntry], selected_id: int |
     return "\n".join(lines)
 
 
+def change_text(c: AdapterChangeInfo) -> str:
+    """What a change did, for a person (user text escaped): 'renamed lofi → chill', 'registered from hub:...'."""
+    d = c.details or {}
+    old_new = next((d[k] for k in ("name", "description", "active") if isinstance(d.get(k), list)
+                    and len(d[k]) == 2), None)
+    if c.action == "registered":
+        what = f"registered as {md_escape(str(d.get('label', '')))} from {md_escape(str(d.get('source', '')))}"
+        if d.get("step") is not None:
+            what += f" (checkpoint at step {int(d['step'])})"
+        return what
+    if c.action in ("renamed", "described") and old_new is not None:
+        old, new = (md_escape(shorten(str(v), 80)) if str(v).strip() else "*(empty)*" for v in old_new)
+        return f"{c.action}: {old} → {new}"
+    return c.action
+
+
+def changes_markdown(changes: list[AdapterChangeInfo], label: str) -> str:
+    """The selected version's change log, newest first: when, who, what (escaped)."""
+    if not changes:
+        return ""
+    lines = [f"#### Changes to {md_escape(label)}", "", "| When | Who | What |", "|---|---|---|"]
+    lines += [f"| {fmt_time(c.changed_at)} | {md_escape(c.changed_by)} | {change_text(c)} |" for c in changes]
+    return "\n".join(lines)
+
+
 def delete_prompt(a: AdapterInfo) -> str:
     return (f"**Delete {md_escape(adapter_label(a))}?** It will be hidden and refused for new generations; "
             "past jobs keep it. **Deleted adapters** (below) can restore it.")
@@ -387,6 +415,8 @@ def detail_updates(ctx: AppContext, adapter_id: int | None, model: ModelInfo | N
     try:
         entries = ctx.adapters.timeline(a.name)
         history = history_markdown(a.name, entries, a.id, ctx.metrics.timeline_figures([e.id for e in entries]))
+        # beside the versions: who changed the one shown, and how
+        history = "\n\n".join(p for p in (history, changes_markdown(ctx.adapters.changes(a.id), adapter_label(a))) if p)
     except NotFound:
         history = ""
     known = {"base_model": f"{a.base_model_name} ({a.base_model})", "base_model_revision": a.base_model_revision,
@@ -446,13 +476,13 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
                      show_progress="hidden", **private)
 
     # Rename inline: Enter saves, Escape (a key listener in common.HEAD) clicks the hidden reset button.
-    def rename(selected, new_name) -> str:
+    def rename(selected, new_name, request: gr.Request | None = None) -> str:
         adapter_id = _need(selected)
         with user_errors():
             old = ctx.adapters.get(adapter_id)
             if (new_name or "").strip() == old.name:
                 return old.name
-            a = ctx.adapters.update(adapter_id, AdapterUpdate(name=new_name or ""))
+            a = ctx.adapters.update(adapter_id, AdapterUpdate(name=new_name or ""), page_user(request))
         notify(f"Renamed {old.name} to {a.name}: every version moved ({adapter_label(old)} is now "
                f"{adapter_label(a)}).")
         return a.name
@@ -479,8 +509,8 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
     tab.rename_open.click(open_dialog, tab.selected, [tab.dialog, tab.dialog_title, tab.dialog_name, tab.confirm_row],
                           queue=False, show_progress="hidden", **private)
 
-    def rename_from_dialog(selected, new_name) -> list:
-        name = rename(selected, new_name)
+    def rename_from_dialog(selected, new_name, request: gr.Request | None = None) -> list:
+        name = rename(selected, new_name, request)
         return [gr.Column(visible=False), name]
 
     for trigger in (tab.dialog_save.click, tab.dialog_name.submit):
@@ -490,10 +520,10 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
                             **private)
 
     # Activation toggle (the checkbox's user input only, never the page's own updates).
-    def set_active(selected, active) -> None:
+    def set_active(selected, active, request: gr.Request | None = None) -> None:
         adapter_id = _need(selected)
         with user_errors():
-            a = ctx.adapters.update(adapter_id, AdapterUpdate(active=bool(active)))
+            a = ctx.adapters.update(adapter_id, AdapterUpdate(active=bool(active)), page_user(request))
         notify(f"{adapter_label(a)} is {'active: offered for generation' if a.active else 'inactive'}.")
 
     toggled = tab.active_toggle.input(set_active, [tab.selected, tab.active_toggle], None, show_progress="hidden",
@@ -512,10 +542,10 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
     tab.confirm_cancel.click(lambda: gr.Row(visible=False), None, tab.confirm_row, queue=False,
                              show_progress="hidden", **private)
 
-    def delete(selected) -> list:
+    def delete(selected, request: gr.Request | None = None) -> list:
         adapter_id = _need(selected)
         with user_errors():
-            a = ctx.adapters.delete(adapter_id)
+            a = ctx.adapters.delete(adapter_id, page_user(request))
         notify(f"Deleted {adapter_label(a)}. Past jobs keep it; restore it under Deleted adapters.")
         return [gr.Row(visible=False), None, deleted_dropdown(ctx)]
 
@@ -526,11 +556,11 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
     tab.deleted_acc.expand(lambda: deleted_dropdown(ctx), None, tab.deleted_choice, queue=False,
                            show_progress="hidden", **private)
 
-    def restore(choice) -> list:
+    def restore(choice, request: gr.Request | None = None) -> list:
         if choice in (None, ""):
             raise gr.Error("Choose a deleted adapter first.", print_exception=False)
         with user_errors():
-            a = ctx.adapters.restore(int(choice))
+            a = ctx.adapters.restore(int(choice), page_user(request))
         notify(f"Restored {adapter_label(a)}: active again.")
         return [deleted_dropdown(ctx), a.id, a.name]
 
@@ -555,7 +585,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
                            show_progress="hidden", preprocess=False, trigger_mode="always_last", **private)
 
     def register(source, path, archive, repo, revision, name, version, description, base, anyway=False,
-                 progress=gr.Progress()) -> list:
+                 request: gr.Request | None = None, progress=gr.Progress()) -> list:
         """Register a PEFT LoRA adapter. source: 'Folder on the server' (path inside an import root), 'Upload
         archive' (a .zip / .tar.gz of the folder) or 'Hub repo' (repo id + optional revision). anyway: register
         even when a registered adapter has identical weights and configuration."""
@@ -569,7 +599,7 @@ def wire_adapters_tab(ctx: AppContext, tab: AdaptersTab, gen: GenerateTab, activ
         with user_errors():
             try:
                 a = ctx.adapters.register(req, upload=upload, upload_name=upload.name if upload else None,
-                                          on_progress=on_progress)
+                                          on_progress=on_progress, user=page_user(request))
             except Conflict as exc:
                 if exc.code != "identical_adapter":
                     raise

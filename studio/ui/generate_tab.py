@@ -23,14 +23,15 @@ from studio.services.models import ModelInfo
 from studio.ui.access import admin_only
 from studio.ui.adapter_stack import (StackWidgets, build_stack, build_strength, request_fields, stack_text,
                                      wire_stack)
-from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_user, plain_status, user_errors
+from studio.ui.common import NO_ADAPTER, failed_status, md_escape, page_actor, page_user, plain_status, user_errors
 from studio.ui.continue_input import (ContinueInput, build_continue_input, continuation_fields, continued_line,
                                       length_text, limit_s, windows_hint, wire_continue_input)
 from studio.ui.melody_input import (MelodyInput, build_melody_input, melody_line, melody_updates,
                                      wire_melody_input)
-from studio.ui.queue_panel import build_queue_panel, fmt_eta, render_queue, wire_queue_panel
+from studio.ui.queue_panel import QueuePanel, build_queue_panel, fmt_eta, render_queue, wire_queue_panel
 from studio.ui.settings_form import FieldSpec, coerce, field_specs, make_widget, widget_update
 from studio.ui.settings_tab import model_choices
+from studio.users import Actor
 
 NEAR_LIMIT = 0.9  # warn from 90 % of the model's max duration
 # The stored settings a person tunes per generation here; the others (output format, loudness, seed policy) apply
@@ -69,6 +70,7 @@ class GenerateTab:
     extend_btn: gr.Button | None = None  # under the result: continue the first take
     melody: MelodyInput | None = None  # melody models only (studio/ui/melody_input.py)
     stack: StackWidgets | None = None  # the adapter's strength and "Stack adapters" (studio/ui/adapter_stack.py)
+    queue_user: gr.Dropdown | None = None  # the queue panel's User filter (admins only)
 
     @property
     def settings(self) -> list:
@@ -417,11 +419,11 @@ def build_generate_tab(ctx: AppContext) -> GenerateTab:
                 take_players.append(gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False,
                                              visible=False, elem_id=f"take-{i + 1}", buttons=["download"]))
                 take_rates.append(rating_radio(f"rate-take-{i + 1}"))
-    queue_table = build_queue_panel(ctx)
+    queue_panel = build_queue_panel(ctx)
     return GenerateTab(model, model_status, prompt, duration, hint, adapter, adapter_hint_md, sampling, specs, seed,
                        problems, gr.State(True), generate_btn, cancel_btn, audio, result, takes, job_status_md,
-                       stream, take_players, gr.State([]), queue_table, gr.State([]), rate_result, take_rates,
-                       continuation, extend_btn, melody, stack)
+                       stream, take_players, gr.State([]), queue_panel.table, gr.State([]), rate_result, take_rates,
+                       continuation, extend_btn, melody, stack, queue_panel.user)
 
 
 NO_RATING = 0  # the radio's choice that removes the person's rating
@@ -433,14 +435,14 @@ def rating_radio(elem_id: str) -> gr.Radio:
     return gr.Radio(RATING_CHOICES, label="Your rating", elem_id=elem_id, visible=False, elem_classes=["rate-take"])
 
 
-def rating_updates(ctx: AppContext, job_ids: list[int] | None, user: str) -> list:
+def rating_updates(ctx: AppContext, job_ids: list[int] | None, actor: Actor) -> list:
     """[result radio, *take radios] after a Generate: one radio for a single take, one per take for several; only
     for takes that succeeded, with the person's rating of each (the average and count in the label)."""
     ids = list(job_ids or [])
     ratings = []
     for job_id in ids:
         try:
-            job = ctx.jobs.get(job_id, user)
+            job = ctx.jobs.get(job_id, actor)
         except StudioError:  # deleted meanwhile (History)
             job = None
         ratings.append(job.rating if job is not None and job.status == "succeeded" else None)
@@ -524,7 +526,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
 
         with user_errors():
             r = ctx.generation.generate(GenerateRequest(**req.model_dump(exclude={"variations"})), on_step=on_step,
-                                        user=page_user(request))
+                                        actor=page_actor(request))
         return str(r.output_file), result_summary(r, ctx.models.get(r.model_id).display_name)
 
     def submit_job(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample=True,
@@ -536,15 +538,15 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
                            do_sample, takes, strength=strength,
                            stack=(stack1, strength1, stack2, strength2, stack3, strength3))
         with user_errors():
-            return ctx.generation.submit(req, page_user(request)).model_dump(mode="json")
+            return ctx.generation.submit(req, page_actor(request)).model_dump(mode="json")
 
-    def cancel_job(job_id) -> dict:
+    def cancel_job(job_id, request: gr.Request | None = None) -> dict:
         """Cancel a job by its id, waiting (at once) or running (at its next step). cancelled: false when it was
         over already."""
         if isinstance(job_id, bool) or not isinstance(job_id, (int, float)) or job_id != int(job_id):
             raise gr.Error("job_id must be a whole number.", print_exception=False)
         with user_errors():
-            was = ctx.generation.cancel_job(int(job_id))
+            was = ctx.generation.cancel_job(int(job_id), page_actor(request))
         return {"job_id": int(job_id), "cancelled": was is not None, "was": was}
 
     players = tab.take_players
@@ -555,7 +557,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     def on_page(prompt, duration_s, seed, top_k, top_p, temperature, guidance_scale, adapter, do_sample, takes,
                 clip=None, include=True, extend_job=None, melody=None,
                 strength=1.0, stack1=None, strength1=1.0, stack2=None, strength2=1.0, stack3=None, strength3=1.0,
-                request: gr.Request | None = None) -> Iterator[list]:
+                queue_user=None, request: gr.Request | None = None) -> Iterator[list]:
         """The page's Generate: submit, then follow this page's job in the same handler: its place in the queue,
         its progress, its audio as it decodes (the first take), then the final files side by side. A refusal is
         a message in the result line, never Gradio's error badge over the players."""
@@ -572,7 +574,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
             with user_errors():
                 # a clip is saved as an upload here (an unreadable one is refused with its reason, nothing queued)
                 req = req.model_copy(update=continuation_fields(ctx, clip, include, extend_job, page_user(request)))
-                accepted = ctx.generation.submit(req, page_user(request))
+                accepted = ctx.generation.submit(req, page_actor(request))
         except gr.Error as exc:
             message = html.unescape(str(exc.message))
             yield out(jobs=[], status="", result=failed_status(f"❌ **Not generated.** {md_escape(message)}"),
@@ -584,7 +586,7 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         # A fresh stream player (the last run's stream is over), the players of the last run emptied.
         yield out(jobs=ids, status=job_status(first, req.duration_s, n), stream=gr.Audio(value=None), audio=None,
                   result=plain_status(), takes_out=[gr.Audio(value=None, visible=False)] * len(players),
-                  cancel=gr.Button(interactive=True), queue=render_queue(ctx, ids), result_jobs=ids)
+                  cancel=gr.Button(interactive=True), queue=render_queue(ctx, page_actor(request), ids, queue_user), result_jobs=ids)
         for item in ctx.generation.follow(accepted.job_id):
             if isinstance(item, AudioChunk):
                 if tab.stream.visible:
@@ -597,7 +599,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
                 results.append(ctx.generation.wait(job_id))  # the other takes end with the first (one batch)
             except StudioError as exc:
                 results.append(exc)
-        yield [[], "", *final_outputs(results), gr.skip(), render_queue(ctx), gr.skip()]
+        yield [[], "", *final_outputs(results), gr.skip(), render_queue(ctx, page_actor(request), (), queue_user),
+               gr.skip()]
 
     def final_outputs(results: list) -> list:
         """[stream, audio, result, *players] once every take is over: the first take's file in the Result player
@@ -649,13 +652,13 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     # show_progress hidden: the status line says where the job stands, and an overlay would hide the players.
     cont = tab.continuation
     run = started.then(on_page, [*inputs, tab.takes, cont.clip, cont.include, cont.extend_job, tab.melody.audio,
-                                 *tab.stack.inputs],
+                                 *tab.stack.inputs, tab.queue_user],
                        page_outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private")
     wire_continue_input(ctx, cont, tab.extend_btn, tab.result_jobs, run)
     run.then(after, typed, btns, queue=False, api_visibility="private")
 
     def show_ratings(ids, request: gr.Request):
-        return rating_updates(ctx, ids, page_user(request))
+        return rating_updates(ctx, ids, page_actor(request))
 
     run.then(show_ratings, tab.result_jobs, rates, queue=False, show_progress="hidden", api_visibility="private")
 
@@ -665,9 +668,10 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
             ids = list(ids or [])
             if index >= len(ids):
                 return gr.skip()
-            user = page_user(request)
+            actor = page_actor(request)
             with user_errors():
-                r = (ctx.jobs.unrate(ids[index], user) if not stars else ctx.jobs.rate(ids[index], user, int(stars)))
+                r = (ctx.jobs.unrate(ids[index], actor) if not stars else ctx.jobs.rate(ids[index], actor,
+                                                                                       int(stars)))
             return gr.Radio(label=rating_label(r))
         return rate
 
@@ -690,22 +694,22 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
     gr.Button(visible=False, elem_id="cancel-job-api").click(cancel_job, job_id_box, accepted_json,
                                                              api_name="cancel_job", queue=False)
 
-    def cancel(jobs: list[int] | None) -> str:
+    def cancel(jobs: list[int] | None, queue_user=None, request: gr.Request | None = None) -> str:
         """Cancel this page's own jobs (waiting: at once; running: at their next step), never another page's:
         the ids come from this page's state. The following Generate handler then says 'Cancelled'."""
         stopped = False
         for job_id in jobs or []:
             try:
-                stopped = ctx.generation.cancel_job(job_id) is not None or stopped
+                stopped = ctx.generation.cancel_job(job_id, page_actor(request)) is not None or stopped
             except StudioError:  # gone from the records: nothing left to stop
                 pass
         if not stopped:
             gr.Info("Nothing of this page's is waiting or running.")
-        return render_queue(ctx, jobs or ())
+        return render_queue(ctx, page_actor(request), jobs or (), queue_user)
 
-    tab.cancel_btn.click(cancel, tab.jobs, tab.queue_table, queue=False, show_progress="hidden",
+    tab.cancel_btn.click(cancel, [tab.jobs, tab.queue_user], tab.queue_table, queue=False, show_progress="hidden",
                          api_visibility="private")
-    wire_queue_panel(ctx, tab.queue_table, tab.jobs)
+    wire_queue_panel(ctx, QueuePanel(tab.queue_table, tab.queue_user), tab.jobs)
     wire_melody_input(ctx, tab.melody, next_model)
     wire_stack(ctx, tab.adapter, tab.stack, lambda: adapter_choices(ctx.adapters.list(), next_model(ctx)))
 

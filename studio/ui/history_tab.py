@@ -1,5 +1,6 @@
 """History tab: every generation, filtered, sorted and paged; a job's details with its player; rate it, use its settings
-again, generate it again, delete it. What may be shown is JobService's decision (never a blind A/B test's clip)."""
+again, generate it again, delete it. What may be shown is JobService's decision (never a blind A/B test's clip; a
+member's own jobs only, an admin's everyone's, with a User filter shown to admins)."""
 from __future__ import annotations
 
 import html
@@ -12,14 +13,15 @@ import pandas as pd
 
 from studio.context import AppContext
 from studio.errors import NotFound, StudioError
-from studio.services.jobs import DELETED_ADAPTER, MAX_STARS, JobInfo, JobQuery
+from studio.services.jobs import DELETED_ADAPTER, MAX_STARS, JobInfo, JobPage, JobQuery
 from studio.ui.adapter_stack import adapter_value as stack_adapter_value, reuse_updates, stack_cells, stack_text
-from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, page_user, plain_status, user_errors
+from studio.ui.common import NO_ADAPTER, failed_status, md_escape, notify_text, page_actor, plain_status, user_errors
 from studio.ui.continue_input import continued_line, extend_updates, length_text
 from studio.ui.generate_tab import (NO_RATING, RATING_CHOICES, GenerateTab, adapter_choices, adapter_widgets,
                                     next_model, rating_updates)
 from studio.ui.melody_input import melody_text
-from studio.ui.queue_panel import model_namer, shorten
+from studio.ui.queue_panel import EVERYONE, model_namer, shorten, user_choices, user_dropdown
+from studio.users import Actor
 
 PAGE_SIZE = 20
 HISTORY_EVERY_S = 4.0  # the table follows new and finished jobs (and others' ratings) while the page is open
@@ -45,7 +47,7 @@ class HistoryTab:
     adapter: gr.Dropdown
     status: gr.Dropdown
     rating: gr.Dropdown
-    who: gr.Textbox
+    who: gr.Dropdown  # User: one person's jobs (admins only)
     source: gr.Dropdown
     sort: gr.Dropdown
     refresh_btn: gr.Button
@@ -113,7 +115,7 @@ def table_rows(ctx: AppContext, jobs: list[JobInfo]) -> list[list]:
 def history_query(text, model, adapter, status, rating, who, source, sort, offset) -> JobQuery:
     """The service's query from the filter widgets (values the widgets never offer are refused: gr.Error)."""
     try:
-        fields: dict = dict(text=(text or "").strip() or None, submitted_by=(who or "").strip() or None,
+        fields: dict = dict(text=(text or "").strip() or None, submitted_by=(who or EVERYONE).strip() or None,
                             offset=max(int(offset or 0), 0), limit=PAGE_SIZE, source=source or "person",
                             sort=sort or "newest")
         if model not in (None, "", ANY):
@@ -133,6 +135,19 @@ def history_query(text, model, adapter, status, rating, who, source, sort, offse
         return JobQuery(**fields)
     except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
         raise gr.Error(notify_text(f"Check the filters: {exc}"), print_exception=False) from None
+
+
+def history_page(ctx: AppContext, actor: Actor, filters: list, offset) -> tuple[JobQuery, JobPage]:
+    """The page of jobs the filter widgets ask for, as this person may see them (a member: their own, whatever the
+    User filter says), and the query it answers (moved back to the last page when the asked one emptied)."""
+    query = history_query(*filters, offset)
+    with user_errors():
+        page = ctx.jobs.search(query, actor)
+    if page.total and query.offset >= page.total:  # the last page emptied (deleted jobs): show the last one
+        query = query.model_copy(update={"offset": (page.total - 1) // PAGE_SIZE * PAGE_SIZE})
+        with user_errors():
+            page = ctx.jobs.search(query, actor)
+    return query, page
 
 
 def adapter_filter_choices(ctx: AppContext) -> list[tuple[str, str]]:
@@ -204,7 +219,9 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
                              elem_id="history-status", scale=1)
     with gr.Row(equal_height=True):
         rating = gr.Dropdown(RATING_FILTERS, value=ANY, label="Rating (average)", elem_id="history-rating", scale=2)
-        who = gr.Textbox(label="Submitted by", max_lines=1, elem_id="history-who", scale=2)
+        # shown to admins when the tab opens (a member sees their own jobs only, whatever it says)
+        who = gr.Dropdown([("Everyone", EVERYONE)], value=EVERYONE, label="User", elem_id="history-who", scale=2,
+                          visible=False)
         source = gr.Dropdown(SOURCES, value="person", label="Show", elem_id="history-source", scale=2)
         sort = gr.Dropdown(SORTS, value="newest", label="Sort", elem_id="history-sort", scale=2)
         refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="history-refresh")
@@ -252,13 +269,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
     def listing(filters: list, offset, seen=None, request: gr.Request | None = None, force: bool = True) -> list:
         """[table, empty note, page text, Newer, Older, offset, seen] for the filters and page; without `force`,
         nothing is sent when the rows did not change."""
-        query = history_query(*filters, offset)
-        with user_errors():
-            page = ctx.jobs.search(query, page_user(request))
-        if page.total and query.offset >= page.total:  # the last page emptied (deleted jobs): show the last one
-            query = query.model_copy(update={"offset": (page.total - 1) // PAGE_SIZE * PAGE_SIZE})
-            with user_errors():
-                page = ctx.jobs.search(query, page_user(request))
+        query, page = history_page(ctx, page_actor(request), filters, offset)
         rows = table_rows(ctx, page.items)
         key = repr((rows, page.total, query.offset))
         if not force and key == seen:
@@ -290,20 +301,26 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
             return listing(filters, max(int(offset or 0) + step * PAGE_SIZE, 0), request=request)
         return go
 
-    for widget in (tab.model, tab.adapter, tab.status, tab.rating, tab.source, tab.sort):
+    for widget in (tab.model, tab.adapter, tab.status, tab.rating, tab.who, tab.source, tab.sort):
         widget.input(first_page, tab.filters, list_outputs, **private)
-    for box in (tab.text, tab.who):
-        box.submit(first_page, tab.filters, list_outputs, **private)
-        box.blur(first_page, tab.filters, list_outputs, **private)
+    tab.text.submit(first_page, tab.filters, list_outputs, **private)
+    tab.text.blur(first_page, tab.filters, list_outputs, **private)
+
+    def who_choices(request: gr.Request | None = None) -> gr.Dropdown:
+        """The people who have generations, again when the filter opens (some may have generated since)."""
+        return gr.Dropdown(choices=user_choices(ctx, page_actor(request)))
+
+    tab.who.focus(who_choices, None, tab.who, queue=False, **private)
     tab.refresh_btn.click(first_page, tab.filters, list_outputs, **private)
     tab.prev_btn.click(move(-1), [*tab.filters, tab.offset], list_outputs, **private)
     tab.next_btn.click(move(1), [*tab.filters, tab.offset], list_outputs, **private)
 
     def on_open(*args, request: gr.Request | None = None) -> list:
         *filters, offset = args
-        return [gr.Dropdown(choices=adapter_filter_choices(ctx)), *listing(filters, offset, request=request)]
+        return [gr.Dropdown(choices=adapter_filter_choices(ctx)), user_dropdown(ctx, page_actor(request)),
+                *listing(filters, offset, request=request)]
 
-    history_tab.select(on_open, [*tab.filters, tab.offset], [tab.adapter, *list_outputs], **private)
+    history_tab.select(on_open, [*tab.filters, tab.offset], [tab.adapter, tab.who, *list_outputs], **private)
     gr.Timer(HISTORY_EVERY_S).tick(tick, [*tab.filters, tab.offset, tab.seen], list_outputs, queue=False, **private)
 
     # ---- details ----
@@ -315,7 +332,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         job = None
         if job_id is not None:
             try:
-                job = ctx.jobs.get(int(job_id), page_user(request))
+                job = ctx.jobs.get(int(job_id), page_actor(request))
             except NotFound:
                 job = None
         if job is None:
@@ -324,7 +341,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         audio = None
         if job.has_audio:
             try:
-                audio = str(ctx.jobs.audio_path(job.id))
+                audio = str(ctx.jobs.audio_path(job.id, page_actor(request)))
             except NotFound:  # the file went missing: the record still says everything else
                 audio = None
         return [job.id, gr.Column(visible=True), detail_markdown(ctx, job),
@@ -346,14 +363,14 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         *filters, offset, seen = args
         if job_id is None:
             return [gr.skip()] * (len(detail_outputs) + len(list_outputs))
-        user = page_user(request)
+        actor = page_actor(request)
         try:
             with user_errors():
                 if stars in (None, NO_RATING):
-                    ctx.jobs.unrate(int(job_id), user)
+                    ctx.jobs.unrate(int(job_id), actor)
                     said = plain_status("Your rating was removed.")
                 else:
-                    r = ctx.jobs.rate(int(job_id), user, int(stars))
+                    r = ctx.jobs.rate(int(job_id), actor, int(stars))
                     said = plain_status(f"Rated {stars_text(r.mine)}: average {r.average:.2f} from {r.count}.")
         except gr.Error as exc:
             said = failed_status(f"❌ {md_escape(html.unescape(str(exc.message)))}")
@@ -369,7 +386,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
             return [gr.skip()] * (len(detail_outputs) + len(list_outputs))
         try:
             with user_errors():
-                got = ctx.evaluation.score_job(int(job_id), page_user(request))
+                got = ctx.evaluation.score_job(int(job_id), page_actor(request))
             said = plain_status(f"Score ({md_escape(got.scorer)}): **{got.value:.3f}** (text-audio agreement, "
                                 "-1 to 1; compare clips of the same prompt).")
         except gr.Error as exc:
@@ -380,11 +397,11 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
                         api_visibility="private", show_progress="minimal")
 
     # ---- delete, with a confirmation ----
-    def ask_delete(job_id) -> list:
+    def ask_delete(job_id, request: gr.Request | None = None) -> list:
         if job_id is None:
             return [gr.skip(), gr.skip()]
         try:
-            job = ctx.jobs.get(int(job_id))
+            job = ctx.jobs.get(int(job_id), page_actor(request))
         except NotFound:
             return [gr.Row(visible=False), ""]
         return [gr.Row(visible=True), f"Delete job {job.id} (“{md_escape(shorten(job.prompt, 60))}”) with its "
@@ -399,7 +416,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
             return [gr.skip()] * (len(detail_outputs) + len(list_outputs))
         try:
             with user_errors():
-                done = ctx.jobs.delete(int(job_id))
+                done = ctx.jobs.delete(int(job_id), page_actor(request))
         except gr.Error as exc:
             said = failed_status(f"❌ {md_escape(html.unescape(str(exc.message)))}")
             return [*details(job_id, request, said), *listing(filters, offset, request=request)]
@@ -426,14 +443,14 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
             return [gr.skip()] * (1 + len(list_outputs))
         try:
             with user_errors():
-                job = ctx.jobs.get(int(job_id))
+                job = ctx.jobs.get(int(job_id), page_actor(request))
                 problem = model_mismatch(job)
                 if problem:
                     made = md_escape(model_namer(ctx)(job.model_id))
                     return [failed_status(f"❌ **Not generated.** {md_escape(problem)} Choose {made} in the Generate "
                                           "tab's Model list first: the same seed on another model is other music."),
                             *[gr.skip()] * len(list_outputs)]
-                accepted = ctx.generation.resubmit(job.id, page_user(request))
+                accepted = ctx.generation.resubmit(job.id, page_actor(request))
         except gr.Error as exc:
             return [failed_status(f"❌ **Not generated.** {md_escape(html.unescape(str(exc.message)))}"),
                     *[gr.skip()] * len(list_outputs)]
@@ -458,11 +475,11 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         return [f"{k} {job.settings[k]} (saved: {saved[k]})" for k in sorted(job.settings)
                 if k in saved and k not in NOT_USED and k not in gen.sampling and job.settings[k] != saved[k]]
 
-    def reuse(job_id) -> list:
+    def reuse(job_id, request: gr.Request | None = None) -> list:
         if job_id is None:
             return [gr.skip()] * len(reuse_outputs)
         try:
-            job = ctx.jobs.get(int(job_id))
+            job = ctx.jobs.get(int(job_id), page_actor(request))
         except NotFound:
             stack = len(gen.stack.inputs)  # after the status
             return [*[gr.skip()] * (len(reuse_outputs) - 1 - stack), failed_status("❌ This job was deleted."),
@@ -488,16 +505,16 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
     rates = [gen.rate_result, *gen.take_rates]
 
     def generate_ratings(ids, request: gr.Request | None = None) -> list:
-        return rating_updates(ctx, ids, page_user(request))
+        return rating_updates(ctx, ids, page_actor(request))
 
     cont = gen.continuation
 
-    def extend(job_id) -> list:
+    def extend(job_id, request: gr.Request | None = None) -> list:
         """Go to the Generate tab set to continue this job (its codes): Generate then extends it."""
         if job_id is None:
             return [gr.skip()] * 6
         try:
-            job = ctx.jobs.get(int(job_id))
+            job = ctx.jobs.get(int(job_id), page_actor(request))
         except NotFound:
             return [*[gr.skip()] * 5, failed_status("❌ This job was deleted.")]
         if job.status != "succeeded" or not job.has_codes:

@@ -1,6 +1,8 @@
-"""The queue panel: what the studio runs and what waits (every client's jobs and switches), and what it does next."""
+"""The queue panel: what the studio runs and what waits (the model switches and the jobs the person may see: a
+member's own, an admin's everyone's, filtered by user), and what it does next."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import gradio as gr
@@ -8,7 +10,8 @@ import gradio as gr
 from studio.context import AppContext
 from studio.errors import NotFound
 from studio.services.queue import QueueItem, QueueView
-from studio.ui.common import md_escape
+from studio.ui.common import md_escape, page_actor
+from studio.users import Actor
 
 QUEUE_EVERY_S = 1.5  # the panel's refresh while the page is open (a gr.Timer only ticks on an open page)
 PROMPT_CHARS = 48  # a prompt's length in the table; the whole prompt is the job's own business
@@ -16,6 +19,28 @@ REST_NOTE = ("<small>Scripts use the same queue: `POST /api/jobs` (the generate 
              "once with the job ids, place and ETA; `GET /api/jobs/{id}/events` streams its progress and audio "
              "(Server-Sent Events); `POST /api/jobs/{id}/cancel` stops it; `GET /api/queue` lists this "
              "table.</small>")
+EVERYONE = ""  # the user filter's "everyone" (no user is named "")
+
+
+@dataclass
+class QueuePanel:
+    table: gr.Markdown
+    user: gr.Dropdown  # admins only: one person's jobs
+
+
+def user_filter(user: str | None) -> str | None:
+    """The service's submitter filter from the User dropdown (everyone: None)."""
+    return None if user in (None, EVERYONE) else user
+
+
+def user_choices(ctx: AppContext, actor: Actor) -> list[tuple[str, str]]:
+    """The User filter's choices: everyone, then the people who have generations."""
+    return [("Everyone", EVERYONE), *[(name, name) for name in ctx.jobs.submitters(actor)]]
+
+
+def user_dropdown(ctx: AppContext, actor: Actor) -> gr.Dropdown:
+    """The User filter for this person: shown to admins only (a member sees their own jobs whatever it says)."""
+    return gr.Dropdown(choices=user_choices(ctx, actor), visible=actor.is_admin)
 
 
 def shorten(text: str | None, limit: int = PROMPT_CHARS) -> str:
@@ -90,19 +115,38 @@ def model_namer(ctx: AppContext) -> Callable[[str], str]:
     return name
 
 
-def render_queue(ctx: AppContext, mine: Iterable[int] = ()) -> str:
-    return queue_markdown(ctx.queue.view(), model_namer(ctx), mine)
+def render_queue(ctx: AppContext, actor: Actor, mine: Iterable[int] = (), user: str | None = None) -> str:
+    """The panel as this person sees it (a member: their own jobs), filtered by the User dropdown's value."""
+    return queue_markdown(ctx.queue.view(actor, user_filter(user)), model_namer(ctx), mine)
 
 
-def build_queue_panel(ctx: AppContext) -> gr.Markdown:
-    """The accordion under the Generate tab's controls; returns the table (refreshed by wire_queue_panel)."""
+def build_queue_panel(ctx: AppContext) -> QueuePanel:
+    """The accordion under the Generate tab's controls (filled and refreshed by wire_queue_panel: what it shows
+    depends on who looks)."""
     with gr.Accordion("Queue: what runs and waits", open=True, elem_id="queue-panel"):
-        table = gr.Markdown(lambda: render_queue(ctx), elem_id="queue-table")
+        user = gr.Dropdown([("Everyone", EVERYONE)], value=EVERYONE, label="User", visible=False,
+                           elem_id="queue-user", info="one person's jobs")
+        table = gr.Markdown(elem_id="queue-table")
         gr.Markdown(REST_NOTE, elem_id="queue-rest-note")
-    return table
+    return QueuePanel(table, user)
 
 
-def wire_queue_panel(ctx: AppContext, table: gr.Markdown, jobs: gr.State) -> None:
+def wire_queue_panel(ctx: AppContext, panel: QueuePanel, jobs: gr.State) -> None:
+    private = dict(queue=False, show_progress="hidden", api_visibility="private")
+
+    def render(mine, user, request: gr.Request | None = None) -> str:
+        return render_queue(ctx, page_actor(request), mine or (), user)
+
+    def opened(request: gr.Request | None = None) -> list:
+        """The panel for who looks, at load: the table, and the User filter (admins only)."""
+        actor = page_actor(request)
+        return [render_queue(ctx, actor), user_dropdown(ctx, actor)]
+
+    def choices(request: gr.Request | None = None) -> gr.Dropdown:
+        return gr.Dropdown(choices=user_choices(ctx, page_actor(request)))
+
+    gr.on(None, opened, None, [panel.table, panel.user], **private)  # no inputs: at page load only
+    panel.user.focus(choices, None, panel.user, **private)  # people who generated since the page loaded
+    panel.user.input(render, [jobs, panel.user], panel.table, **private)
     # queue=False: a tick never waits behind anything in Gradio's queue; view() reads memory only.
-    gr.Timer(QUEUE_EVERY_S).tick(lambda mine: render_queue(ctx, mine or ()), jobs, table, queue=False,
-                                 show_progress="hidden", api_visibility="private")
+    gr.Timer(QUEUE_EVERY_S).tick(render, [jobs, panel.user], panel.table, **private)

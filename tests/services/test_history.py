@@ -6,7 +6,13 @@ import pytest
 
 from studio.errors import Conflict, InvalidValues, NotFound, StorageUnavailable
 from studio.services.jobs import DELETED_ADAPTER, JobQuery
+from studio.users import Actor
 from tests.conftest import seed_history
+
+
+def admin(name: str) -> Actor:
+    """Raters who may see every job (members see their own only: tests/services/test_ownership.py)."""
+    return Actor(name, "admin")
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +98,15 @@ def test_contradictory_or_unusable_filters_are_refused_naming_them(seeded, filte
 
 def test_a_job_carries_what_it_used_its_ratings_and_scores(seeded):
     ctx, ids = seeded
-    piano = ctx.jobs.get(ids["piano"], "alice")
+    piano = ctx.jobs.get(ids["piano"], admin("alice"))
     assert (piano.rating.mine, piano.rating.average, piano.rating.count) == (5, 4.0, 2)
-    assert ctx.jobs.get(ids["piano"], "bob").rating.mine == 3
-    assert ctx.jobs.get(ids["piano"], "carol").rating.mine is None
+    assert ctx.jobs.get(ids["piano"], admin("bob")).rating.mine == 3
+    assert ctx.jobs.get(ids["piano"], admin("carol")).rating.mine is None
     assert ctx.jobs.get(ids["piano"]).scores == {"clap-tiny": 0.25}
     assert piano.seed == 100 and piano.settings["top_k"] == 250 and piano.submitted_by == "alice"
     assert piano.elapsed_s == 2.0 and piano.started_at > piano.created_at and piano.has_audio
     # the same figures in a listing, for the asking user
-    [listed] = ctx.jobs.search(JobQuery(text="lo-fi"), "bob").items
+    [listed] = ctx.jobs.search(JobQuery(text="lo-fi"), admin("bob")).items
     assert (listed.rating.mine, listed.rating.average, listed.scores) == (3, 4.0, {"clap-tiny": 0.25})
 
 
@@ -116,8 +122,8 @@ def test_a_deleted_adapter_is_named_so_and_its_job_stays_playable(seeded):
 def test_a_blind_ab_clip_is_unknown_to_every_job_operation(seeded):
     ctx, ids = seeded
     clip = ids["ab"]
-    for call in (lambda: ctx.jobs.get(clip), lambda: ctx.jobs.audio_path(clip), lambda: ctx.jobs.rating(clip, "a"),
-                 lambda: ctx.jobs.rate(clip, "a", 5), lambda: ctx.jobs.unrate(clip, "a"),
+    for call in (lambda: ctx.jobs.get(clip), lambda: ctx.jobs.audio_path(clip), lambda: ctx.jobs.rating(clip, admin("a")),
+                 lambda: ctx.jobs.rate(clip, admin("a"), 5), lambda: ctx.jobs.unrate(clip, admin("a")),
                  lambda: ctx.jobs.delete(clip)):
         with pytest.raises(NotFound) as err:
             call()
@@ -135,19 +141,19 @@ def test_ratings_one_per_user_changeable_removable_and_only_for_succeeded_jobs(m
     ctx = make_ctx()
     ids = seed_history(ctx)
     jazz = ids["jazz"]
-    assert ctx.jobs.rate(jazz, "alice", 4).model_dump() == {"job_id": jazz, "mine": 4, "average": 4.0, "count": 1}
-    assert ctx.jobs.rate(jazz, "bob", 1).average == 2.5
-    assert ctx.jobs.rate(jazz, "alice", 2).model_dump() == {"job_id": jazz, "mine": 2, "average": 1.5, "count": 2}
-    assert ctx.jobs.unrate(jazz, "bob").model_dump() == {"job_id": jazz, "mine": None, "average": 2.0, "count": 1}
-    assert ctx.jobs.unrate(jazz, "bob").count == 1  # nothing left to remove: fine
+    assert ctx.jobs.rate(jazz, admin("alice"), 4).model_dump() == {"job_id": jazz, "mine": 4, "average": 4.0, "count": 1}
+    assert ctx.jobs.rate(jazz, admin("bob"), 1).average == 2.5
+    assert ctx.jobs.rate(jazz, admin("alice"), 2).model_dump() == {"job_id": jazz, "mine": 2, "average": 1.5, "count": 2}
+    assert ctx.jobs.unrate(jazz, admin("bob")).model_dump() == {"job_id": jazz, "mine": None, "average": 2.0, "count": 1}
+    assert ctx.jobs.unrate(jazz, admin("bob")).count == 1  # nothing left to remove: fine
     for stars in (0, 6, 2.5, True, "3"):
         with pytest.raises(InvalidValues):
-            ctx.jobs.rate(jazz, "alice", stars)
+            ctx.jobs.rate(jazz, admin("alice"), stars)
     for name in ("failed", "waiting"):
         with pytest.raises(Conflict) as err:
-            ctx.jobs.rate(ids[name], "alice", 3)
+            ctx.jobs.rate(ids[name], admin("alice"), 3)
         assert err.value.code == "job_not_rateable"
-    assert ctx.jobs.get(jazz, "alice").rating.mine == 2
+    assert ctx.jobs.get(jazz, admin("alice")).rating.mine == 2
 
 
 def test_delete_removes_the_record_its_ratings_scores_and_files(make_ctx):

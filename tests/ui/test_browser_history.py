@@ -10,6 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
+from studio.users import LOCAL_ACTOR  # noqa: E402
 from tests.browser_support import expect  # noqa: E402
 from tests.conftest import seed_history  # noqa: E402
 from tests.live import screenshot, serve, studio_page  # noqa: E402
@@ -42,9 +43,9 @@ def test_rate_find_reuse_and_delete_a_job(studio, browser):
         # rate the result where it was heard
         expect(page.locator("#rate-result")).to_be_visible()
         page.locator("#rate-result").get_by_text("★★★★", exact=True).click()
-        [job] = [j for j in ctx.jobs.list(user="local") if j.prompt == PROMPT]
+        [job] = [j for j in ctx.jobs.list(actor=LOCAL_ACTOR) if j.prompt == PROMPT]
         page.wait_for_timeout(500)
-        assert ctx.jobs.get(job.id, "local").rating.mine == 4
+        assert ctx.jobs.get(job.id, LOCAL_ACTOR).rating.mine == 4
 
         page.get_by_role("tab", name="History").click()
         row = history_row(page, PROMPT)
@@ -60,7 +61,7 @@ def test_rate_find_reuse_and_delete_a_job(studio, browser):
         # change the rating here
         page.locator("#history-stars").get_by_text("★★", exact=True).click()
         expect(page.locator("#history-action-status")).to_contain_text("average 2.00 from 1")
-        assert ctx.jobs.get(job.id, "local").rating.mine == 2
+        assert ctx.jobs.get(job.id, LOCAL_ACTOR).rating.mine == 2
         expect(history_row(page, PROMPT)).to_contain_text("2.0 ★ (1)")
         screenshot(page, "history-details")
 

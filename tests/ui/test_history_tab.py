@@ -8,9 +8,11 @@ import gradio as gr
 import pytest
 
 from studio.services.jobs import JobQuery
+from studio.users import Actor
 from studio.ui.generate_tab import rating_updates
-from studio.ui.history_tab import PAGE_SIZE, detail_markdown, history_query, table_rows
-from tests.conftest import seed_history
+from studio.ui.history_tab import PAGE_SIZE, detail_markdown, history_page, history_query, table_rows
+from studio.ui.queue_panel import EVERYONE, user_dropdown
+from tests.conftest import job_names, seed_history
 
 DEFAULT = ["", "any", "any", "any", "any", "", "person", "newest"]  # text, model, adapter, status, rating, who, ...
 
@@ -75,11 +77,29 @@ def test_details_escape_user_text_and_say_a_deleted_adapter(seeded):
 
 def test_the_generate_tabs_stars_show_for_each_succeeded_take(seeded):
     ctx, ids = seeded
-    one = rating_updates(ctx, [ids["piano"]], "alice")
+    one = rating_updates(ctx, [ids["piano"]], Actor("alice", "admin"))
     assert one[0].visible is True and one[0].value == 5 and "average 4.0 ★ from 2" in one[0].label
     assert all(r.visible is False for r in one[1:])
-    takes = rating_updates(ctx, [ids["piano"], ids["failed"], ids["drone"]], "bob")
+    takes = rating_updates(ctx, [ids["piano"], ids["failed"], ids["drone"]], Actor("bob", "admin"))
     assert takes[0].visible is False  # several takes: a radio under each take instead
     assert [r.visible for r in takes[1:]] == [True, False, True, False]  # the failed take has nothing to rate
     assert takes[1].value == 3 and takes[3].value == 0
-    assert rating_updates(ctx, [ids["ab"]], "bob")[0].visible is False  # never an A/B clip
+    assert rating_updates(ctx, [ids["ab"]], Actor("bob", "admin"))[0].visible is False  # never an A/B clip
+
+
+@pytest.mark.parametrize("actor, who, expected", [
+    (Actor("alice", "member"), EVERYONE, ["failed", "piano"]),  # a member: their own jobs
+    (Actor("alice", "member"), "bob", []),  # the filter (hidden to members) cannot reach another's
+    (Actor("root", "admin"), EVERYONE, ["waiting", "failed", "jazz", "drone", "piano"]),
+    (Actor("root", "admin"), "bob", ["drone"]),
+])
+def test_the_user_filter_lists_one_persons_jobs_for_an_admin_and_a_member_sees_their_own(seeded, actor, who,
+                                                                                           expected):
+    ctx, ids = seeded
+    _, page = history_page(ctx, actor, widgets(who=who), 0)
+    assert [job_names(ids)[j.id] for j in page.items] == expected
+    shown = user_dropdown(ctx, actor)
+    assert shown.visible is actor.is_admin
+    choices = [v for _, v in shown.choices]
+    assert choices[0] == EVERYONE and ({"alice", "bob"} <= set(choices) if actor.is_admin
+                                       else choices == [EVERYONE, "alice"])

@@ -1,5 +1,6 @@
 """The queue panel's table and the Generate tab's status texts, without a browser: a person reads where their job
-stands in their own words (place, ETA, seconds of music), user text is shown as written, nothing is hidden."""
+stands in their own words (place, ETA, seconds of music), user text is shown as written, nothing is hidden; the panel
+asks for the jobs the person may see, with the User filter that admins alone are shown."""
 from __future__ import annotations
 
 import html
@@ -13,7 +14,8 @@ from studio.services.generation import GenerationResult
 from studio.services.job_events import AudioChunk, JobEvent
 from studio.services.queue import QueueItem, QueueView
 from studio.ui.generate_tab import job_status, pcm16, position_text, result_summary, take_label, takes_problem
-from studio.ui.queue_panel import fmt_eta, queue_markdown, queue_rows, shorten
+from studio.ui.queue_panel import EVERYONE, fmt_eta, queue_markdown, queue_rows, render_queue, shorten, user_dropdown
+from studio.users import Actor
 
 NAMES = {"studio-tiny": "Studio Tiny", "tiny-b": "Tiny B"}
 
@@ -141,3 +143,44 @@ def test_the_summary_names_job_model_adapter_seed_loudness_wait_and_batch():
     batched = _read(result_summary(_result(batch_size=3, adapter_label="lo*fi* v2"), "Studio Tiny"))
     assert "in a batch of 3" in batched and "adapter lo*fi* v2" in batched
     assert take_label(2, _result()) == "Take 2 · seed 42 · job 12"
+
+
+class _Queue:
+    """A queue service stand-in that answers one view and records who asked, with which filter."""
+
+    def __init__(self, view: QueueView):
+        self.asked, self._view = [], view
+
+    def view(self, actor=None, user=None) -> QueueView:
+        self.asked.append((actor, user))
+        return self._view
+
+
+class _Jobs:
+    def submitters(self, actor) -> list[str]:
+        return ["alice", "bob"] if actor.is_admin else [actor.name]
+
+
+class _Ctx:
+    def __init__(self, view: QueueView):
+        self.queue, self.jobs = _Queue(view), _Jobs()
+        self.registry = type("R", (), {"get": staticmethod(lambda m: type("S", (), {"display_name": m})())})()
+
+
+@pytest.mark.parametrize("actor, chosen, asked", [
+    (Actor("alice", "member"), EVERYONE, None),  # everyone: no filter (the service keeps a member to their own)
+    (Actor("root", "admin"), "bob", "bob"),
+    (Actor("root", "admin"), None, None),
+])
+def test_the_panel_asks_the_queue_as_the_person_with_the_user_filter(actor, chosen, asked):
+    ctx = _Ctx(_view(QueueItem(kind="generate", state="running", position=0, model_id="studio-tiny", job_id=8,
+                               prompt="mine", submitted_by=actor.name)))
+    assert "mine" in render_queue(ctx, actor, [8], chosen)
+    assert ctx.queue.asked == [(actor, asked)]
+
+
+def test_the_user_filter_is_shown_to_admins_only_with_the_people_who_generated():
+    ctx = _Ctx(_view())
+    admin = user_dropdown(ctx, Actor("root", "admin"))
+    assert admin.visible is True and admin.choices == [("Everyone", EVERYONE), ("alice", "alice"), ("bob", "bob")]
+    assert user_dropdown(ctx, Actor("alice", "member")).visible is False
