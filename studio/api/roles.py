@@ -77,6 +77,7 @@ REST_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/adapters/timeline"): "member",
     ("GET", "/api/adapters/compare"): "member",
     ("GET", "/api/adapters/{adapter_id}/performance"): "member",
+    ("GET", "/api/adapters/{adapter_id}/changes"): "member",  # who changed a version: readable like the version
     ("POST", "/api/adapters"): "admin",
     ("PATCH", "/api/adapters/{adapter_id}"): "admin",
     ("DELETE", "/api/adapters/{adapter_id}"): "admin",
