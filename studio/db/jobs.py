@@ -6,6 +6,7 @@ from typing import Literal, Sequence
 from sqlalchemy import ColumnElement, delete as sa_delete, func
 from sqlmodel import Session, col, select
 
+from studio.db.engine import casefold
 from studio.db.evaluation import scores_of
 from studio.db.models import Job, JobStatus, Rating, Score, utcnow
 
@@ -103,7 +104,7 @@ def search_jobs(session: Session, where: Sequence[ColumnElement], *, min_rating:
 def prompt_contains(text: str) -> ColumnElement:
     """The prompt holds `text`, whatever the case (any letter, not only ASCII); LIKE's wildcards `%` and `_` are
     plain characters here."""
-    return func.casefold(Job.prompt).contains(text.casefold(), autoescape=True)
+    return casefold(Job.prompt).contains(text.casefold(), autoescape=True)
 
 
 def find_job(session: Session, job_id: int, where: Sequence[ColumnElement] = ()) -> Job | None:
