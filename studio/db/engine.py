@@ -14,6 +14,8 @@ from typing import Iterator
 
 from alembic.util import CommandError
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.compiler import compiles
@@ -233,6 +235,14 @@ def _refuse_unwritable(exc: DBAPIError, path: Path) -> None:
     if mapped is not None:
         raise CannotStart(f"{path} cannot be written ({exc.orig}): give this user write access to it and to "
                           f"{path.parent}, or start with another --data-dir.") from None
+
+
+def upsert(session: Session, table, values: dict, keys: list[str], changes: dict) -> None:
+    """INSERT, or UPDATE `changes` when a row with the same `keys` (a unique constraint) exists: one statement,
+    so two writers at once never both insert (ON CONFLICT on both SQLite and PostgreSQL)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(table).values(**values)
+    session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes))
 
 
 @contextmanager

@@ -152,9 +152,11 @@ class JobService:
             where.append(Job.training_run_id.is_not(None))
         return where
 
-    def _find(self, session, job_id: int, include_clips: bool = False) -> Job:
-        """include_clips: for the services that own A/B clips (never for a person's request)."""
-        job = find_job(session, job_id, [] if include_clips else self.visible()) if 1 <= job_id <= MAX_ID else None
+    def _find(self, session, job_id: int, include_clips: bool = False, lock: bool = False) -> Job:
+        """include_clips: for the services that own A/B clips (never for a person's request). lock: the job's row
+        stays locked until the session's transaction ends (its status cannot change meanwhile)."""
+        job = find_job(session, job_id, [] if include_clips else self.visible(), lock=lock) \
+            if 1 <= job_id <= MAX_ID else None
         if job is None:  # an A/B clip is unknown here: even its existence would say something
             raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
         return job
@@ -245,7 +247,7 @@ class JobService:
             raise _refuse("stars", f"stars must be a whole number from {MIN_STARS} to {MAX_STARS}.",
                           "invalid_rating")
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id)
+            job = self._find(session, job_id, lock=True)  # not deleted while the rating is written
             if job.status != "succeeded":
                 raise Conflict(f"Job {job_id} is {job.status}: only a finished job with audio can be rated.",
                                code="job_not_rateable", job_id=job_id, status=job.status)
@@ -265,7 +267,7 @@ class JobService:
         (only after the commit: a failed commit leaves everything as it was; a marker written before it lets the
         next start finish a removal a kill interrupted). A queued or running job is refused: cancel it first."""
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id)
+            job = self._find(session, job_id, lock=True)  # not rated, rerun or moved while it is deleted
             if job.status not in OVER:
                 raise Conflict(f"Job {job_id} is {job.status}: cancel it first, then delete it.",
                                code="job_not_finished", job_id=job_id, status=job.status)
