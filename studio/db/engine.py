@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from alembic.util import CommandError
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -235,6 +235,27 @@ def _refuse_unwritable(exc: DBAPIError, path: Path) -> None:
     if mapped is not None:
         raise CannotStart(f"{path} cannot be written ({exc.orig}): give this user write access to it and to "
                           f"{path.parent}, or start with another --data-dir.") from None
+
+
+def for_update(session: Session, stmt):
+    """`stmt` (a SELECT) made to lock what it reads until the transaction ends, for a read-modify-write that
+    another writer (thread or studio) must not interleave. PostgreSQL: SELECT ... FOR UPDATE locks the rows.
+    SQLite has no row locks: the transaction takes the database's one write lock first (an UPDATE that changes
+    nothing still takes it; it waits up to the busy timeout for another writer), so call this first in the
+    session, before its other reads."""
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update()
+    session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 0"))
+    return stmt
+
+
+def insert_if_absent(session: Session, table, values: dict, keys: list[str]) -> bool:
+    """INSERT unless a row with the same `keys` (a unique constraint) exists; whether it inserted. One statement:
+    two writers at once never both insert (ON CONFLICT DO NOTHING on SQLite and PostgreSQL)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    key = getattr(table, keys[0])
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys).returning(key)
+    return session.execute(stmt).first() is not None  # (rowcount is not reliable for INSERT with psycopg)
 
 
 def upsert(session: Session, table, values: dict, keys: list[str], changes: dict) -> None:

@@ -54,6 +54,9 @@ ProgressFn = Callable[[float | None, str], None]
 # The hub's rule: org/name of letters, digits, '-', '_', '.', not starting or ending with '-' or '.', no '--' or '..'
 _REPO_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
 _REPO_ID = re.compile(f"{_REPO_PART}/{_REPO_PART}")
+# registrations of one name at once (threads, or studios sharing the database) each get the next free version:
+# the (name, version) constraint refuses all but one, the others try the next number this often
+VERSION_ATTEMPTS = 20
 
 
 def file_cap(name: str) -> int:
@@ -513,17 +516,22 @@ class AdapterService:
             if explicit_version is None:
                 record.version = next_version(session, record.name)
             os.replace(stage, dest)  # files first, then the record; undone if the record fails
-            try:
-                add_adapter(session, record)
-            except IntegrityError:
-                session.rollback()
-                shutil.rmtree(dest, ignore_errors=True)
-                nxt = next_version(session, record.name)
-                raise Conflict(f"{record.label} was registered meanwhile; the next free version is {nxt}.",
-                               code="version_exists", next_version=nxt) from None
-            except Exception:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise
+            for attempt in range(VERSION_ATTEMPTS):
+                try:
+                    add_adapter(session, record)
+                    break
+                except IntegrityError:  # (name, version) is unique: another writer took this number first
+                    session.rollback()
+                    nxt = next_version(session, record.name)
+                    if explicit_version is None and attempt + 1 < VERSION_ATTEMPTS:
+                        record.version = nxt  # an automatic number: take the next one
+                        continue
+                    shutil.rmtree(dest, ignore_errors=True)
+                    raise Conflict(f"{record.label} was registered meanwhile; the next free version is {nxt}.",
+                                   code="version_exists", next_version=nxt) from None
+                except Exception:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    raise
             spec, weights_hash = self.manager.identity()
             return self._info(record, spec, weights_hash)
 
