@@ -381,9 +381,15 @@ class AdapterService:
                                    f"{reason}. Change the model in Settings to use it.{hint}",
                                    code="adapter_incompatible", adapter_id=adapter_id, required_model=a.base_model,
                                    required_model_name=self._model_name(a.base_model), compatible=others)
+            folder = self.data_dir / a.path
+            if not folder.is_dir():  # registered by another studio sharing the database: its files are there
+                raise Conflict(f"The files of adapter {a.label} are not in this studio's data directory (another "
+                               "studio sharing the database registered it, or its folder was removed): generate "
+                               "with it there, or register its files here.", code="adapter_files_missing",
+                               adapter_id=adapter_id)
             # Loaded into the model by the generation itself, on first use (and kept, least recently used first
             # out): nothing is loaded ahead, so a switch or a registration never keeps the studio busy.
-            return AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, a.label)
+            return AdapterRef(a.id, adapter_key(a.id), folder, a.label)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def update(self, adapter_id: int, change: AdapterUpdate) -> AdapterInfo:

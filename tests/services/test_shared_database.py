@@ -13,6 +13,7 @@ from sqlmodel import select
 import tests.adapters_factory as factory
 from studio.db.engine import session_scope
 from studio.db.models import Adapter, GenerationConfigChange, Job, Rating
+from studio.errors import Conflict
 from studio.services.adapters import RegisterAdapterRequest
 from studio.services.datasets import ClipCaption, ClipsEdit, CreateDatasetRequest
 from studio.services.generation import JobRequest
@@ -113,6 +114,12 @@ def test_writers_in_both_studios_at_once_lose_and_duplicate_nothing(pair, tmp_pa
     assert sorted(info.version for info in infos) == [1, 2, 3, 4, 5, 6]
     with session_scope(a.engine) as s:
         assert sorted(s.exec(select(Adapter.version).where(Adapter.name == "shared"))) == [1, 2, 3, 4, 5, 6]
+    # each registration's files are in the data directory of the studio that took it: the other one says so
+    tiny = a.registry.get("studio-tiny")
+    assert a.adapters.for_generation(infos[0].id, tiny, None).folder.is_dir()
+    with pytest.raises(Conflict) as err:
+        a.adapters.for_generation(infos[1].id, tiny, None)
+    assert err.value.code == "adapter_files_missing" and "shared v" in err.value.message
 
     # settings: each studio changes other values at once; every change is kept, each recorded once
     changes = [{"top_k": 17}, {"temperature": 0.7}, {"guidance_scale": 2.0}, {"top_p": 0.5}]
