@@ -129,7 +129,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
                               settings.hf_endpoint)
     gen_config = GenerationConfigService(engine, registry)
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
-                     stream_every_s=settings.stream_every_s)
+                     stream_every_s=settings.stream_every_s, runner=storage.studio_id)
     custom_models = CustomModelService(engine, registry, store, manager, queue, gen_config,
                                        settings.allowed_import_roots, settings.tmp_dir, settings.hf_endpoint,
                                        allowed=settings.custom_models)

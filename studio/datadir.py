@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,33 @@ class Storage:
     registry: Registry
     engine: object
     lock: object = None  # the open lock file: held (never closed) while this studio runs
+    studio_id: str | None = None  # this studio's id (studio_id()): the runner of the jobs and runs it accepts
+
+
+def studio_id(settings: Settings) -> str:
+    """This studio's stable id, kept in <data-dir>/studio.id (made at its first start). Studios sharing one
+    PostgreSQL database each have their own data directory, hence their own id: a job records the studio that
+    accepted it (Job.runner), and only that studio runs it, interrupts it or takes it up after a restart."""
+    path = settings.data_dir / "studio.id"
+    try:
+        found = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        found = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CannotStart(f"cannot read {path} ({exc}): remove it (a new id is made) or fix its permissions.") \
+            from None
+    if found:
+        return found
+    new = uuid.uuid4().hex
+    tmp = path.with_name(f".studio.id-{os.getpid()}")
+    try:
+        tmp.write_text(new + "\n", encoding="utf-8")
+        os.replace(tmp, path)  # whole or absent: a kill never leaves half an id
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CannotStart(f"cannot write {path} ({exc.strerror}): give this user write access to "
+                          f"{settings.data_dir}, or start with another --data-dir.") from None
+    return new
 
 
 def lock_data_dir(settings: Settings):
@@ -116,23 +144,25 @@ def open_storage(settings: Settings, registry: Registry | None = None) -> Storag
         registry.evaluation_model(settings.eval_model)  # the same for --eval-model
     open_data_dir(settings)
     lock = lock_data_dir(settings)
+    runner = studio_id(settings)
     engine = make_engine(settings.engine_url)
     try:
         if custom_model:
             _check_custom_model(engine, registry, settings.model)
-        recover_interrupted_work(settings, engine)
+        recover_interrupted_work(settings, engine, runner)
     except Exception:
         engine.dispose()
         raise
-    return Storage(registry, engine, lock)
+    return Storage(registry, engine, lock, runner)
 
 
-def recover_interrupted_work(settings: Settings, engine) -> list[int]:
+def recover_interrupted_work(settings: Settings, engine, runner: str | None = None) -> list[int]:
     """A studio killed mid-operation (kill -9, power cut) left jobs open and temporary files behind: no studio
-    runs them now, so record the running jobs as interrupted (queued ones stay queued: the queue runs them
-    again) and remove the files. Returns the ids of the jobs interrupted."""
+    runs them now, so record its running jobs as interrupted (queued ones stay queued: the queue runs them
+    again) and remove the files. runner: this studio's id; the jobs other studios sharing the database run are
+    theirs. Returns the ids of the jobs interrupted."""
     with session_scope(engine) as session:
-        closed = close_interrupted_jobs(session)
+        closed = close_interrupted_jobs(session, runner)
     if closed:
         log.warning("%d job(s) were interrupted when the studio last stopped: %s", len(closed),
                     ", ".join(map(str, closed)))

@@ -84,10 +84,69 @@ def _context_factory(root: Path, tiny_folder: Path):
     return make, made
 
 
+# ---- the databases: SQLite (the default) and a throwaway PostgreSQL server (tests/postgres.py) -----------------
+DATABASES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server per test process, started when a test first asks for it."""
+    from tests.postgres import PostgresServer, binaries, unavailable
+
+    bindir = binaries()
+    if bindir is None:
+        unavailable("PostgreSQL is not installed (no initdb/pg_ctl): apt-get install postgresql")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - said once, as a skip (or a failure where PostgreSQL is required)
+        server.stop()
+        unavailable(f"a PostgreSQL server could not be started: {exc}")
+    yield server
+    server.stop()
+
+
+def _database_url(request) -> str | None:
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_server").create_database()
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request) -> str | None:
+    """Each database in turn: None (SQLite in the data directory) or a fresh PostgreSQL database at the newest
+    schema. A test (or a module, with usefixtures) that asks for it gets its make_ctx contexts on that database."""
+    return _database_url(request)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_db_url(request) -> str | None:
+    """db_url for make_module_ctx: one database per module and database kind."""
+    return _database_url(request)
+
+
+@pytest.fixture(params=DATABASES)
+def engine_url(request, tmp_path) -> str:
+    """Each database in turn, EMPTY (no table yet): a SQLite file in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studio.db'}"
+    return request.getfixturevalue("postgres_server").create_database(migrated=False)
+
+
+def _with_database(make, url: str | None):
+    def on_database(registry=None, **overrides):
+        if url is not None:
+            overrides.setdefault("database_url", url)
+        return make(registry, **overrides)
+
+    return on_database
+
+
 @pytest.fixture
-def make_ctx(tmp_path, tiny_folder):
-    """Factory: a context in its own temp data dir. Keyword args override Settings fields."""
+def make_ctx(request, tmp_path, tiny_folder):
+    """Factory: a context in its own temp data dir. Keyword args override Settings fields. On the test's db_url
+    when it asks for one (contexts of one test share that database, as studios sharing a server do)."""
     make, made = _context_factory(tmp_path, tiny_folder)
+    if "db_url" in request.fixturenames:
+        make = _with_database(make, request.getfixturevalue("db_url"))
     yield make
     for ctx in made:
         ctx.close()
@@ -98,6 +157,16 @@ def make_module_ctx(tmp_path_factory, tiny_folder):
     """make_ctx for a whole module: contexts shared by tests that change nothing (tables of refusals, which
     assert that nothing changed) or that each make their own records."""
     make, made = _context_factory(tmp_path_factory.mktemp("module"), tiny_folder)
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture(scope="module")
+def make_module_db_ctx(module_db_url, tmp_path_factory, tiny_folder):
+    """make_module_ctx on each database in turn (the module's tests run once per database)."""
+    make, made = _context_factory(tmp_path_factory.mktemp("module"), tiny_folder)
+    make = _with_database(make, module_db_url)
     yield make
     for ctx in made:
         ctx.close()

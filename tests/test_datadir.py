@@ -152,7 +152,7 @@ def test_a_studio_killed_mid_operation_is_recovered_at_the_next_start(tmp_path, 
 
 @pytest.mark.parametrize("status,after", [("running", "interrupted"), ("queued", "queued"), ("succeeded", "succeeded"),
                                           ("failed", "failed"), ("cancelled", "cancelled")])
-def test_only_running_jobs_are_interrupted_at_start(make_ctx, status, after):
+def test_only_running_jobs_are_interrupted_at_start(db_url, make_ctx, status, after):
     from studio.db.engine import session_scope
     from studio.db.jobs import create_job
 

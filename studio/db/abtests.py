@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, delete, select
 
+from studio.db.engine import for_update
 from studio.db.models import ABPair, ABTest, ABVote, Job, Rating, Score
+from studio.db.recovery import claim_unowned, mine
 
 
 def create_test(session: Session, test: ABTest, pairs: list[tuple[str, int]]) -> ABTest:
@@ -26,8 +28,16 @@ def list_tests(session: Session, limit: int = 50, offset: int = 0) -> list[ABTes
     return list(session.exec(stmt))
 
 
-def tests_with_status(session: Session, status: str) -> list[ABTest]:
-    return list(session.exec(select(ABTest).where(ABTest.status == status).order_by(ABTest.id)))
+def lock_test(session: Session, test_id: int) -> ABTest | None:
+    """The test, its row locked until the transaction ends (db.engine.for_update: first in the session)."""
+    return session.exec(for_update(session, select(ABTest).where(ABTest.id == test_id))).first()
+
+
+def tests_with_status(session: Session, status: str, runner: str | None = None) -> list[ABTest]:
+    """runner: this studio's own tests only (and those no studio owns, which it takes)."""
+    claim_unowned(session, ABTest, runner, status)
+    return list(session.exec(select(ABTest).where(ABTest.status == status, mine(ABTest.runner, runner))
+                             .order_by(ABTest.id)))
 
 
 def pairs_of(session: Session, test_id: int) -> list[ABPair]:

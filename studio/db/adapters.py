@@ -95,10 +95,8 @@ def save_adapter(session: Session, adapter: Adapter) -> Adapter:
 
 def record_use(session: Session, adapter_id: int) -> None:
     """Count one more generation (committed with the job that used it)."""
-    adapter = session.get(Adapter, adapter_id)
-    if adapter is not None:
-        adapter.usage_count += 1
-        session.add(adapter)
+    # in the database (not read-modify-write): jobs finishing at once, in any studio, each count
+    session.execute(update(Adapter).where(Adapter.id == adapter_id).values(usage_count=Adapter.usage_count + 1))
 
 
 def job_count(session: Session, adapter_id: int) -> int:

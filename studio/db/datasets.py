@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, func, select
 
+from studio.db.engine import for_update
 from studio.db.models import Dataset, DatasetClip, TrainingRun, utcnow
 
 # A run in one of these states will read the dataset's clips: the dataset may not be deleted meanwhile
@@ -21,8 +22,11 @@ def add_dataset(session: Session, dataset: Dataset, clips: list[DatasetClip]) ->
     return dataset
 
 
-def get_dataset(session: Session, dataset_id: int) -> Dataset | None:
-    return session.get(Dataset, dataset_id)
+def get_dataset(session: Session, dataset_id: int, *, lock: bool = False) -> Dataset | None:
+    """lock: the row stays locked until the transaction ends (db.engine.for_update: first in the session)."""
+    if not lock:
+        return session.get(Dataset, dataset_id)
+    return session.exec(for_update(session, select(Dataset).where(Dataset.id == dataset_id))).first()
 
 
 def list_datasets(session: Session) -> list[Dataset]:

@@ -5,6 +5,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from studio.db.models import Evaluation, Job, Score, utcnow
+from studio.db.recovery import claim_unowned, mine
 
 
 def get_score(session: Session, job_id: int, scorer: str) -> Score | None:
@@ -52,8 +53,12 @@ def get_evaluation(session: Session, evaluation_id: int) -> Evaluation | None:
 
 def list_evaluations(session: Session, *, model_id: str | None = None, adapter_id: int | None = None,
                      base_only: bool = False, status: str | None = None, limit: int = 50,
-                     offset: int = 0) -> list[Evaluation]:
+                     offset: int = 0, runner: str | None = None) -> list[Evaluation]:
+    """runner: this studio's own runs only (and those no studio owns, which it takes); None: every run."""
     stmt = select(Evaluation)
+    if runner is not None:
+        claim_unowned(session, Evaluation, runner, status or "running")
+        stmt = stmt.where(mine(Evaluation.runner, runner))
     if model_id is not None:
         stmt = stmt.where(Evaluation.model_id == model_id)
     if adapter_id is not None:

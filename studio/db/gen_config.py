@@ -6,11 +6,31 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from studio.db.engine import for_update, insert_if_absent
 from studio.db.models import GenerationConfig, GenerationConfigChange, utcnow
 
 
-def get_config(session: Session, model_id: str) -> GenerationConfig | None:
-    return session.get(GenerationConfig, model_id)
+def get_config(session: Session, model_id: str, *, lock: bool = False) -> GenerationConfig | None:
+    """lock: the row stays locked until the commit (a read-modify-write; db.engine.for_update: first in the
+    session), so two saves at once (threads or studios) never lose one's change."""
+    if not lock:
+        return session.get(GenerationConfig, model_id)
+    return session.exec(for_update(session, select(GenerationConfig).where(GenerationConfig.model_id == model_id))
+                        ).first()
+
+
+def seed_config(session: Session, model_id: str, values: dict[str, Any], by: str) -> bool:
+    """Store a model's first values and their 'seed' record, unless it has values already (another studio sharing
+    the database may seed at the same moment: one of them does); whether this one did."""
+    now = utcnow()
+    if not insert_if_absent(session, GenerationConfig, dict(model_id=model_id, values=dict(values), updated_at=now,
+                                                            updated_by=by), ["model_id"]):
+        session.rollback()
+        return False
+    session.add(GenerationConfigChange(model_id=model_id, action="seed", changed_by=by, changed_at=now,
+                                       old_values={}, new_values=dict(values)))
+    session.commit()
+    return True
 
 
 def save_config(session: Session, model_id: str, values: dict[str, Any], *, action: str, by: str,

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-from sqlalchemy import ColumnElement, delete as sa_delete, func
+from sqlalchemy import ColumnElement, delete as sa_delete, func, update
 from sqlmodel import Session, col, select
 
+from studio.db.engine import casefold, upsert
 from studio.db.evaluation import scores_of
 from studio.db.models import Job, JobStatus, Rating, Score, utcnow
+from studio.db.recovery import mine
 
 
 def create_jobs(session: Session, rows: list[dict]) -> list[Job]:
@@ -24,26 +26,37 @@ def create_job(session: Session, **fields) -> Job:
     return create_jobs(session, [fields])[0]
 
 
-def mark_running(session: Session, job_ids: list[int], batch_size: int) -> None:
-    now = utcnow()
-    for job in session.exec(select(Job).where(col(Job.id).in_(job_ids))):
-        job.status, job.started_at, job.batch_size = "running", now, batch_size
-        session.add(job)
+def mark_running(session: Session, job_ids: list[int], batch_size: int) -> list[int]:
+    """queued -> running, as one conditional UPDATE: a job another writer moved meanwhile (cancelled, or run by
+    another studio) is not taken. The ids moved."""
+    moved = list(session.execute(
+        update(Job).where(col(Job.id).in_(job_ids), Job.status == "queued")
+        .values(status="running", started_at=utcnow(), batch_size=batch_size).returning(Job.id)).scalars())
     session.commit()
+    return moved
 
 
-def finish_job(session: Session, job: Job, status: JobStatus, *, error: str | None = None,
-               error_code: str | None = None, output_file: str | None = None, codes_file: str | None = None,
-               loudness_lufs: float | None = None, true_peak_dbtp: float | None = None) -> Job:
-    job.status, job.error, job.error_code = status, error, error_code
-    job.output_file, job.codes_file = output_file, codes_file
-    job.loudness_lufs, job.true_peak_dbtp = loudness_lufs, true_peak_dbtp
-    job.finished_at = utcnow()
+def finish_job(session: Session, job: Job, status: JobStatus, *, expected: tuple[str, ...] = ("queued", "running"),
+               error: str | None = None, error_code: str | None = None, output_file: str | None = None,
+               codes_file: str | None = None, loudness_lufs: float | None = None,
+               true_peak_dbtp: float | None = None) -> Job | None:
+    """Close the job, only if it is still in one of the `expected` states: a conditional UPDATE, so two writers
+    (the worker finishing it and a cancel, or two studios) never both close it. None (and nothing of this
+    transaction committed) when it was no longer in those states."""
+    finished = utcnow()
     started = job.started_at
+    elapsed = None
     if started is not None:
-        started = started if started.tzinfo else started.replace(tzinfo=job.finished_at.tzinfo)
-        job.elapsed_s = round((job.finished_at - started).total_seconds(), 3)
-    session.add(job)
+        started = started if started.tzinfo else started.replace(tzinfo=finished.tzinfo)
+        elapsed = round((finished - started).total_seconds(), 3)
+    result = session.execute(
+        update(Job).where(Job.id == job.id, col(Job.status).in_(expected))
+        .values(status=status, error=error, error_code=error_code, output_file=output_file, codes_file=codes_file,
+                loudness_lufs=loudness_lufs, true_peak_dbtp=true_peak_dbtp, finished_at=finished, elapsed_s=elapsed)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        session.rollback()
+        return None
     session.commit()
     session.refresh(job)
     return job
@@ -58,9 +71,14 @@ def list_jobs(session: Session, limit: int = 50, offset: int = 0) -> list[Job]:
     return list(session.exec(stmt))
 
 
-def queued_jobs(session: Session) -> list[Job]:
-    """Jobs accepted and not started, oldest first (the order they run in)."""
-    return list(session.exec(select(Job).where(Job.status == "queued").order_by(Job.id)))
+def queued_jobs(session: Session, runner: str | None = None) -> list[Job]:
+    """Jobs accepted and not started, oldest first (the order they run in). runner: this studio's id: its own
+    jobs, after claiming those no studio claimed (recorded before studios had ids) in one conditional UPDATE, so
+    that two studios starting together never both take one."""
+    if runner is not None:
+        session.execute(update(Job).where(Job.status == "queued", col(Job.runner).is_(None)).values(runner=runner))
+        session.commit()
+    return list(session.exec(select(Job).where(Job.status == "queued", mine(Job.runner, runner)).order_by(Job.id)))
 
 
 # ---- History: search, ratings, scores, delete ------------------------------------------------------------------
@@ -103,12 +121,14 @@ def search_jobs(session: Session, where: Sequence[ColumnElement], *, min_rating:
 def prompt_contains(text: str) -> ColumnElement:
     """The prompt holds `text`, whatever the case (any letter, not only ASCII); LIKE's wildcards `%` and `_` are
     plain characters here."""
-    return func.casefold(Job.prompt).contains(text.casefold(), autoescape=True)
+    return casefold(Job.prompt).contains(text.casefold(), autoescape=True)
 
 
-def find_job(session: Session, job_id: int, where: Sequence[ColumnElement] = ()) -> Job | None:
-    """The job, if it meets the caller's conditions."""
-    return session.exec(select(Job).where(Job.id == job_id, *where)).first()
+def find_job(session: Session, job_id: int, where: Sequence[ColumnElement] = (), *, lock: bool = False) -> Job | None:
+    """The job, if it meets the caller's conditions. lock: its row locked until the transaction ends (PostgreSQL:
+    no other transaction moves or deletes it meanwhile; SQLite has one writer at a time anyway)."""
+    stmt = select(Job).where(Job.id == job_id, *where)
+    return session.exec(stmt.with_for_update() if lock else stmt).first()
 
 
 def job_submitters(session: Session, where: Sequence[ColumnElement] = ()) -> list[str]:
@@ -145,12 +165,9 @@ def job_scores(session: Session, job_ids: Sequence[int]) -> dict[int, dict[str, 
 
 def set_rating(session: Session, job_id: int, user: str, stars: int) -> None:
     """A user's rating of a job, new or changed (one per user per job)."""
-    rating = session.exec(select(Rating).where(Rating.job_id == job_id, Rating.user == user)).first()
-    if rating is None:
-        rating = Rating(job_id=job_id, user=user, stars=stars)
-    else:
-        rating.stars, rating.updated_at = stars, utcnow()
-    session.add(rating)
+    now = utcnow()
+    upsert(session, Rating, dict(job_id=job_id, user=user, stars=stars, created_at=now, updated_at=now),
+           ["job_id", "user"], dict(stars=stars, updated_at=now))
     session.commit()
 
 

@@ -170,6 +170,9 @@ class ABTest(SQLModel, table=True):
     duration_s: float
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # common to both
     status: str = "generating"  # generating | ready | failed | cancelled
+    # The studio that generates/runs it (several studios may share one PostgreSQL database): only that studio takes
+    # it up after a restart. None: recorded before studios had ids (the first studio to start takes it).
+    runner: str | None = Field(default=None, index=True, max_length=100)
     error: str | None = None
     secret: str  # salts each listener's random order; never leaves the server
     created_by: str = LOCAL_USER
@@ -231,6 +234,9 @@ class Evaluation(SQLModel, table=True):
     seeds: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     duration_s: float
     status: str = "running"  # running | succeeded | failed | cancelled
+    # The studio that generates/runs it (several studios may share one PostgreSQL database): only that studio takes
+    # it up after a restart. None: recorded before studios had ids (the first studio to start takes it).
+    runner: str | None = Field(default=None, index=True, max_length=100)
     error: str | None = None
     mean_score: float | None = None
     n: int = 0  # clips scored
@@ -301,6 +307,9 @@ class TrainingRun(SQLModel, table=True):
     # queued -> running -> (stopping ->) succeeded | stopped | failed; interrupted: the studio or the process
     # stopped mid-run (resumable from its last checkpoint)
     status: str = Field(default="queued", index=True)
+    # The studio that generates/runs it (several studios may share one PostgreSQL database): only that studio takes
+    # it up after a restart. None: recorded before studios had ids (the first studio to start takes it).
+    runner: str | None = Field(default=None, index=True, max_length=100)
     error: str | None = None
     error_code: str | None = None
     step: int = 0  # the last step done

@@ -5,6 +5,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from studio.db.models import Job, TrainingCheckpoint, TrainingRun, utcnow
+from studio.db.recovery import claim_unowned, mine
 
 ACTIVE = ("queued", "running", "stopping")
 
@@ -46,9 +47,12 @@ def list_runs(session: Session, *, status: str | None = None, model_id: str | No
     return list(session.exec(stmt.order_by(col(TrainingRun.id).desc())))
 
 
-def runs_with_status(session: Session, *statuses: str) -> list[TrainingRun]:
-    """Oldest first: the order queued runs start in."""
-    stmt = select(TrainingRun).where(col(TrainingRun.status).in_(statuses)).order_by(TrainingRun.id)
+def runs_with_status(session: Session, *statuses: str, runner: str | None = None) -> list[TrainingRun]:
+    """Oldest first: the order queued runs start in. runner: this studio's own runs only (and those no studio
+    owns, which it takes): a run's folder is in the data directory of the studio that created it."""
+    claim_unowned(session, TrainingRun, runner, *statuses)
+    stmt = (select(TrainingRun).where(col(TrainingRun.status).in_(statuses), mine(TrainingRun.runner, runner))
+            .order_by(TrainingRun.id))
     return list(session.exec(stmt))
 
 

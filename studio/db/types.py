@@ -8,19 +8,25 @@ from sqlalchemy.types import TypeDecorator
 
 
 class UTCDateTime(TypeDecorator):
-    """A moment in UTC. SQLite keeps no time zone: values are stored as naive UTC and read back zone-aware, so every
-    timestamp the studio reads (and the API sends, with its `Z`) is UTC without each reader fixing it up."""
+    """A moment in UTC, read back zone-aware, so every timestamp the studio reads (and the API sends, with its `Z`)
+    is UTC without each reader fixing it up. PostgreSQL stores it as `timestamptz` (the column type sqlmodel's
+    UTCDateTime, which the migrations use, creates); SQLite keeps no time zone: values are stored as naive UTC, as
+    every earlier version of the studio stored them."""
 
-    impl = DateTime
+    impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)  # naive moments are UTC by the studio's convention
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        return as_utc(value)
+        value = as_utc(value)
+        return value.astimezone(timezone.utc) if value is not None else None
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

@@ -37,7 +37,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
 
-from studio.db.abtests import (create_test, delete_test, get_test, jobs_of, list_tests, pairs_of,
+from studio.db.abtests import (create_test, delete_test, get_test, jobs_of, list_tests, lock_test, pairs_of,
                                tests_with_status, votes_of)
 from studio.db.engine import session_scope
 from studio.db.evaluation import scores_of
@@ -342,7 +342,7 @@ class ABTestService:
                       duration_s=float(duration), settings=common.model_dump(), secret=secrets.token_hex(32),
                       side_a={"adapter_id": req.side_a.adapter_id, "overrides": dict(req.side_a.overrides or {})},
                       side_b={"adapter_id": req.side_b.adapter_id, "overrides": dict(req.side_b.overrides or {})},
-                      created_by=user)
+                      created_by=user, runner=self.queue.runner)
         with session_scope(self.engine) as session:
             test = create_test(session, test, pairs)
         self._start(test.id)
@@ -352,7 +352,7 @@ class ABTestService:
     def resume(self) -> list[int]:
         """After a restart (after the job queue resumed its jobs): take up the tests that were generating."""
         with session_scope(self.engine) as session:
-            ids = [t.id for t in tests_with_status(session, "generating")]
+            ids = [t.id for t in tests_with_status(session, "generating", self.queue.runner)]  # this studio's
         for test_id in ids:
             self._start(test_id)
         return ids
@@ -365,7 +365,7 @@ class ABTestService:
                 raise Conflict(f"A/B test {test_id} is {test.status}: nothing to resume.", code="test_not_failed")
             if test.closed_at is not None:
                 raise Conflict(f"A/B test {test_id} is closed.", code="test_closed")
-            test.status, test.error = "generating", None
+            test.status, test.error, test.runner = "generating", None, self.queue.runner  # generated here now
             session.add(test)
             session.commit()
         self._start(test_id)
@@ -740,6 +740,7 @@ class ABTestService:
         """The next pair this listener has not voted on, in their own order; done once they voted on all."""
         listener = check_listener(listener)
         with session_scope(self.engine) as session:
+            lock_test(session, test_id)  # a close cannot commit between the check below and this vote
             test, pairs, mine = self._listening(session, test_id, listener)
         return self._next(test, pairs, mine, listener, None if self.auth else listener)
 
@@ -763,6 +764,7 @@ class ABTestService:
         Votes are final: a second vote on the same pair is refused."""
         listener = check_listener(listener)
         with session_scope(self.engine) as session:
+            lock_test(session, test_id)  # a close cannot commit between the check below and this vote
             test, pairs, mine = self._listening(session, test_id, listener)
             if test.closed_at is not None:
                 raise Conflict(f"A/B test {test_id} is closed: it takes no more votes.", code="test_closed")
@@ -793,6 +795,7 @@ class ABTestService:
     def close_test(self, test_id: int) -> ABTestView:
         """Close the test and reveal its results to everyone (it takes no more votes)."""
         with session_scope(self.engine) as session:
+            lock_test(session, test_id)  # after the votes being recorded, before any later one
             test = self._test(session, test_id)
             if test.status == "generating":
                 raise Conflict(f"A/B test {test_id} is still generating: cancel it first, or wait.",

@@ -56,6 +56,9 @@ ProgressFn = Callable[[float | None, str], None]
 # The hub's rule: org/name of letters, digits, '-', '_', '.', not starting or ending with '-' or '.', no '--' or '..'
 _REPO_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
 _REPO_ID = re.compile(f"{_REPO_PART}/{_REPO_PART}")
+# registrations of one name at once (threads, or studios sharing the database) each get the next free version:
+# the (name, version) constraint refuses all but one, the others try the next number this often
+VERSION_ATTEMPTS = 20
 
 
 def file_cap(name: str) -> int:
@@ -407,9 +410,15 @@ class AdapterService:
                                    f"{reason}. Change the model in Settings to use it.{hint}",
                                    code="adapter_incompatible", adapter_id=adapter_id, required_model=a.base_model,
                                    required_model_name=self._model_name(a.base_model), compatible=others)
+            folder = self.data_dir / a.path
+            if not folder.is_dir():  # registered by another studio sharing the database: its files are there
+                raise Conflict(f"The files of adapter {a.label} are not in this studio's data directory (another "
+                               "studio sharing the database registered it, or its folder was removed): generate "
+                               "with it there, or register its files here.", code="adapter_files_missing",
+                               adapter_id=adapter_id)
             # Loaded into the model by the generation itself, on first use (and kept, least recently used first
             # out): nothing is loaded ahead, so a switch or a registration never keeps the studio busy.
-            return AdapterRef(a.id, adapter_key(a.id), self.data_dir / a.path, a.label)
+            return AdapterRef(a.id, adapter_key(a.id), folder, a.label)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def update(self, adapter_id: int, change: AdapterUpdate, user: str = LOCAL_USER) -> AdapterInfo:
@@ -552,18 +561,23 @@ class AdapterService:
             if explicit_version is None:
                 record.version = next_version(session, record.name)
             os.replace(stage, dest)  # files first, then the record; undone if the record fails
-            try:
-                register_adapter(session, record, user, {"source": record.source, "label": record.label,
-                                                         **(details or {})})
-            except IntegrityError:
-                session.rollback()
-                shutil.rmtree(dest, ignore_errors=True)
-                nxt = next_version(session, record.name)
-                raise Conflict(f"{record.label} was registered meanwhile; the next free version is {nxt}.",
-                               code="version_exists", next_version=nxt) from None
-            except Exception:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise
+            for attempt in range(VERSION_ATTEMPTS):
+                try:
+                    register_adapter(session, record, user, {"source": record.source, "label": record.label,
+                                                             **(details or {})})
+                    break
+                except IntegrityError:  # (name, version) is unique: another writer took this number first
+                    session.rollback()
+                    nxt = next_version(session, record.name)
+                    if explicit_version is None and attempt + 1 < VERSION_ATTEMPTS:
+                        record.version = nxt  # an automatic number: take the next one
+                        continue
+                    shutil.rmtree(dest, ignore_errors=True)
+                    raise Conflict(f"{record.label} was registered meanwhile; the next free version is {nxt}.",
+                                   code="version_exists", next_version=nxt) from None
+                except Exception:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    raise
             spec, weights_hash = self.manager.identity()
             return self._info(record, spec, weights_hash)
 

@@ -486,8 +486,6 @@ class DatasetService:
         self.engine, self.registry, self.queue = engine, registry, queue
         self.data_dir, self.import_roots = Path(data_dir), list(import_roots)
         self.datasets_dir = self.data_dir / "datasets"
-        # edits read the clips, then write a new version: two at once would both write version N+1
-        self._edit_lock = threading.Lock()
 
     # ---- creating --------------------------------------------------------------------------------------------
     def _spec(self, model_id: str | None) -> ModelSpec:
@@ -624,8 +622,10 @@ class DatasetService:
         return report, prepared
 
     # ---- reading ---------------------------------------------------------------------------------------------
-    def _live(self, session, dataset_id: int) -> Dataset:
-        d = get_dataset(session, dataset_id)
+    def _live(self, session, dataset_id: int, lock: bool = False) -> Dataset:
+        """lock: for an edit (first in its session): the dataset's row stays locked until the commit, so two edits
+        (threads or studios sharing the database) never both write version N+1, nor an edit a deleted dataset."""
+        d = get_dataset(session, dataset_id, lock=lock)
         if d is None or d.deleted_at is not None:
             raise NotFound(f"There is no dataset {dataset_id}.", code="dataset_not_found", dataset_id=dataset_id)
         return d
@@ -677,8 +677,8 @@ class DatasetService:
     # ---- editing ---------------------------------------------------------------------------------------------
     def edit_clips(self, dataset_id: int, edit: ClipsEdit, user: str = LOCAL_USER) -> DatasetInfo:
         """Apply the edits as one new version (nothing really changed: the version stays)."""
-        with self._edit_lock, session_scope(self.engine) as session:
-            d = self._live(session, dataset_id)
+        with session_scope(self.engine) as session:
+            d = self._live(session, dataset_id, lock=True)
             clips = clips_of(session, dataset_id)
             by_id = {c.id: c for c in clips}
             unknown = sorted({c.id for c in edit.captions if c.id not in by_id}
@@ -736,8 +736,8 @@ class DatasetService:
     def delete(self, dataset_id: int) -> DatasetInfo:
         """Refused (409 dataset_in_use) while a queued or running training run uses it. Soft delete: the record
         stays (runs that trained on it keep their reference), its clips' audio is removed."""
-        with self._edit_lock, session_scope(self.engine) as session:
-            d = self._live(session, dataset_id)
+        with session_scope(self.engine) as session:
+            d = self._live(session, dataset_id, lock=True)  # no run starts on it meanwhile (training locks it too)
             runs = active_runs_using(session, dataset_id)
             if runs:
                 raise Conflict(f"Dataset {d.name} is used by training run {', '.join(map(str, runs))}, which is "

@@ -386,7 +386,7 @@ class EvaluationService:
             evaluation_id = create_evaluation(
                 session, model_id=model_id, adapter_id=adapter_id, scorer=scorer.id,
                 prompts=[p.prompt for p in self.prompt_set.prompts], seeds=[p.seed for p in self.prompt_set.prompts],
-                duration_s=duration, status="running", created_by=user).id
+                duration_s=duration, status="running", created_by=user, runner=self.queue.runner).id
         accepted: list[int] = []
         try:
             for req in requests:
@@ -492,7 +492,8 @@ class EvaluationService:
         job was interrupted (or never queued) are generated again with the same prompt and seed when the run's
         model is the one loaded; otherwise the run is recorded as failed, saying why. Their ids."""
         with session_scope(self.engine) as session:
-            runs = [ev.id for ev in list_evaluations(session, status="running", limit=10_000)]
+            runs = [ev.id for ev in list_evaluations(session, status="running", limit=10_000,
+                                                     runner=self.queue.runner)]  # this studio's own
         resumed = []
         for evaluation_id in runs:
             with self._lock:

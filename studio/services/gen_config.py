@@ -4,13 +4,12 @@ generation as its defaults."""
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from studio.db.engine import session_scope
-from studio.db.gen_config import count_changes, get_config, list_changes, save_config
+from studio.db.gen_config import count_changes, get_config, list_changes, save_config, seed_config
 from studio.db.models import UTCTimestamp
 from studio.errors import InvalidValues
 from studio.gen_settings import MusicgenSettings, field_errors
@@ -56,7 +55,6 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], dic
 class GenerationConfigService:
     def __init__(self, engine, registry: Registry):
         self.engine, self.registry = engine, registry
-        self._write = threading.Lock()  # read-modify-write of one model's settings is not interleaved
 
     # ---- reading ----------------------------------------------------------------------------------------------
     def schema(self, model_id: str) -> dict[str, Any]:
@@ -115,21 +113,23 @@ class GenerationConfigService:
         """Store registry.yaml's defaults for every model that has no stored settings yet (first start, or a
         model added to the registry). Returns the ids seeded."""
         seeded = []
-        with self._write, session_scope(self.engine) as session:
+        with session_scope(self.engine) as session:
             for spec in self.registry.models:
-                if get_config(session, spec.id) is None:
-                    values = spec.generation.model_dump()
-                    save_config(session, spec.id, values, action="seed", by=SYSTEM_USER, old={}, new=values)
+                if get_config(session, spec.id) is None and seed_config(session, spec.id,
+                                                                        spec.generation.model_dump(), SYSTEM_USER):
                     seeded.append(spec.id)
         return seeded
 
-    def validate_changes(self, model_id: str, changes: Any) -> MusicgenSettings:
-        """The model's settings with `changes` applied, or InvalidValues naming every bad field."""
+    def validate_changes(self, model_id: str, changes: Any, current: dict[str, Any] | None = None
+                         ) -> MusicgenSettings:
+        """The model's settings (current: as just read) with `changes` applied, or InvalidValues naming every bad
+        field."""
         spec = self.registry.get(model_id)
         if not isinstance(changes, dict):
             raise InvalidValues("The settings must be a JSON object of setting names and values.",
                                 code="invalid_settings", errors=[{"field": "(body)", "message": "expected an object"}])
-        current = self.settings_for(spec).model_dump()
+        if current is None:
+            current = self.settings_for(spec).model_dump()
         try:
             return spec.settings_class.model_validate({**current, **changes})
         except ValidationError as exc:
@@ -141,22 +141,23 @@ class GenerationConfigService:
     def update(self, model_id: str, changes: Any, by: str = LOCAL_USER) -> ConfigView:
         """Change some settings (the others keep their values). Nothing is stored unless every value is valid."""
         spec = self.registry.get(model_id)
-        with self._write:
-            new = self.validate_changes(spec.id, changes).model_dump()
-            self._store(spec, new, "update", by)
+        self._store(spec, lambda current: self.validate_changes(spec.id, changes, current).model_dump(), "update", by)
         return self.get(spec.id)
 
     def reset(self, model_id: str, by: str = LOCAL_USER) -> ConfigView:
         """Back to registry.yaml's defaults; recorded in the history."""
         spec = self.registry.get(model_id)
-        with self._write:
-            self._store(spec, spec.generation.model_dump(), "reset", by, always=True)
+        self._store(spec, lambda _current: spec.generation.model_dump(), "reset", by, always=True)
         return self.get(spec.id)
 
-    def _store(self, spec: ModelSpec, new: dict[str, Any], action: str, by: str, always: bool = False) -> None:
+    def _store(self, spec: ModelSpec, make_new: Callable[[dict[str, Any]], dict[str, Any]], action: str, by: str,
+               always: bool = False) -> None:
+        """One read-modify-write under the row's lock: the values read, make_new(them), the change recorded with
+        them; two saves at once (threads, or studios sharing the database) are applied one after the other."""
         with session_scope(self.engine) as session:
-            row = get_config(session, spec.id)
+            row = get_config(session, spec.id, lock=True)
             old_all = self._effective(spec, row.values if row else None)[0].model_dump()
+            new = make_new(old_all)
             old, changed = _diff(old_all, new)
             if changed or always:  # saving the same values again is not a change
                 save_config(session, spec.id, new, action=action, by=by or LOCAL_USER, old=old, new=changed)

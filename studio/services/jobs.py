@@ -161,11 +161,13 @@ class JobService:
             where.append(Job.submitted_by == actor.name)
         return where
 
-    def _find(self, session, job_id: int, include_clips: bool = False, actor: Actor | None = None) -> Job:
+    def _find(self, session, job_id: int, include_clips: bool = False, actor: Actor | None = None,
+              lock: bool = False) -> Job:
         """include_clips: for the services that own A/B clips (never for a person's request). actor: who asks
-        (None: the studio itself); another member's job is unknown to a member, like an A/B clip."""
+        (None: the studio itself); another member's job is unknown to a member, like an A/B clip. lock: the job's
+        row stays locked until the session's transaction ends (its status cannot change meanwhile)."""
         where = [] if include_clips else self.visible("all", actor)
-        job = find_job(session, job_id, where) if 1 <= job_id <= MAX_ID else None
+        job = find_job(session, job_id, where, lock=lock) if 1 <= job_id <= MAX_ID else None
         if job is None:  # an A/B clip is unknown here: even its existence would say something
             raise NotFound(f"There is no job {job_id}.", code="job_not_found", job_id=job_id)
         return job
@@ -264,7 +266,7 @@ class JobService:
             raise _refuse("stars", f"stars must be a whole number from {MIN_STARS} to {MAX_STARS}.",
                           "invalid_rating")
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id, actor=actor)
+            job = self._find(session, job_id, actor=actor, lock=True)  # not deleted while the rating is written
             if job.status != "succeeded":
                 raise Conflict(f"Job {job_id} is {job.status}: only a finished job with audio can be rated.",
                                code="job_not_rateable", job_id=job_id, status=job.status)
@@ -285,7 +287,7 @@ class JobService:
         next start finish a removal a kill interrupted). A queued or running job is refused: cancel it first. actor:
         who asks (a member deletes their own jobs only)."""
         with session_scope(self.engine) as session:
-            job = self._find(session, job_id, actor=actor)
+            job = self._find(session, job_id, actor=actor, lock=True)  # not rated, rerun or moved while deleted
             if job.status not in OVER:
                 raise Conflict(f"Job {job_id} is {job.status}: cancel it first, then delete it.",
                                code="job_not_finished", job_id=job_id, status=job.status)

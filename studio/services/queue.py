@@ -146,8 +146,12 @@ def _position_text(position: int, eta_s: float | None) -> str:
 
 class JobQueue:
     def __init__(self, engine, manager: ModelManager, registry: Registry, events: JobEvents, data_dir: Path, *,
-                 max_queue: int = 64, stream_every_s: float | None = 1.0, worker: Worker | None = None):
+                 max_queue: int = 64, stream_every_s: float | None = 1.0, worker: Worker | None = None,
+                 runner: str | None = None):
         self.engine, self.manager, self.registry, self.events = engine, manager, registry, events
+        # this studio's id (datadir.studio_id): recorded on every job it accepts; after a restart it runs its own
+        # queued jobs only (studios sharing a PostgreSQL database each run theirs). None: the studio is alone.
+        self.runner = runner
         self.data_dir = Path(data_dir)
         self.outputs_dir = self.data_dir / "outputs"
         self.max_queue = max_queue
@@ -194,7 +198,8 @@ class JobQueue:
                          adapter_id=p.adapter.id if p.adapter else None, adapter_stack=p.stack_record(),
                          abtest_id=p.abtest_id,
                          evaluation_id=p.evaluation_id, training_run_id=p.training_run_id,
-                         checkpoint_step=p.checkpoint_step, continuation=p.continuation, melody=p.melody_record)
+                         checkpoint_step=p.checkpoint_step, continuation=p.continuation, melody=p.melody_record,
+                         runner=self.runner)
                     for p in plans]
             with session_scope(self.engine) as session:
                 ids = [job.id for job in create_jobs(session, rows)]
@@ -264,7 +269,10 @@ class JobQueue:
     # ---- the worker's listener ---------------------------------------------------------------------------
     def started(self, job_ids: list[int], batch_size: int) -> None:
         with session_scope(self.engine) as session:
-            mark_running(session, job_ids, batch_size)
+            moved = mark_running(session, job_ids, batch_size)
+        if len(moved) != len(job_ids):  # closed meanwhile (a cancel recorded first): its own event said so
+            log.info("jobs %s were no longer queued when their batch started",
+                     ", ".join(str(j) for j in job_ids if j not in moved))
         with self._lock:  # the page's header follows the batch's longest job: the batch runs as long as it does
             self._header = (max(job_ids, key=lambda j: self._plans[j].frames if j in self._plans else 0),
                             len(job_ids))
@@ -384,7 +392,7 @@ class JobQueue:
     def _close(self, job_id: int, status: str, message: str, code: str | None, detail: dict | None = None) -> None:
         with session_scope(self.engine) as session:
             job = get_job(session, job_id)
-            if job is not None and job.status in ("queued", "running"):
+            if job is not None:  # conditional: a job finished meanwhile keeps its result
                 finish_job(session, job, status, error=message, error_code=code)
         self._forget(job_id)
         self.events.publish(JobEvent(job_id=job_id, event=status, status=status, message=message, code=code,
@@ -403,15 +411,19 @@ class JobQueue:
             _write_codes(codes, result.codes)
             with session_scope(self.engine) as session:
                 job = get_job(session, job_id)
+                gone = NotFound(f"Job {job_id} is no longer running.", code="job_not_running")
                 if job is None or job.status != "running":  # cancelled meanwhile: no file without its record
-                    raise NotFound(f"Job {job_id} is no longer running.", code="job_not_running")
+                    raise gone
                 used = [ref for ref, _ in plan.stack] or ([plan.adapter] if plan.adapter is not None else [])
                 for ref in used:
                     if ref.id is not None:  # a checkpoint folder: no record
                         record_use(session, ref.id)  # committed with the job
-                finish_job(session, job, "succeeded", output_file=path.relative_to(self.data_dir).as_posix(),
-                           codes_file=codes.relative_to(self.data_dir).as_posix(),
-                           loudness_lufs=measured.loudness_lufs, true_peak_dbtp=measured.true_peak_dbtp)
+                # conditional (still running): a cancel committed since the read above wins, with no file left
+                if finish_job(session, job, "succeeded", expected=("running",),
+                              output_file=path.relative_to(self.data_dir).as_posix(),
+                              codes_file=codes.relative_to(self.data_dir).as_posix(),
+                              loudness_lufs=measured.loudness_lufs, true_peak_dbtp=measured.true_peak_dbtp) is None:
+                    raise gone
                 elapsed = job.elapsed_s
         except BaseException:
             path.unlink(missing_ok=True)
@@ -426,7 +438,7 @@ class JobQueue:
         switches they need. plan_of(job) rebuilds a job's plan (or raises a StudioError: the job fails, saying
         why). Their ids."""
         with session_scope(self.engine) as session:
-            jobs = queued_jobs(session)
+            jobs = queued_jobs(session, self.runner)  # this studio's own (other studios run theirs)
         resumed = []
         for job in jobs:
             with self._lock:

@@ -372,7 +372,7 @@ class TrainingService:
             dataset_hash=summary.content_hash if summary else None,
             abtest_id=req.abtest_id, start_adapter_id=start_id, config=config.model_dump(),
             audition_prompts=prompts, audition_seeds=seeds, status="queued", total_steps=total_steps(config, examples),
-            folder="", auto_register=req.auto_register, created_by=user)
+            folder="", auto_register=req.auto_register, created_by=user, runner=self.queue.runner)
         with session_scope(self.engine) as session:
             run = add_run(session, run)
             run_id = run.id
@@ -560,7 +560,7 @@ class TrainingService:
             if self._closed or self._live:
                 return
             with session_scope(self.engine) as session:
-                queued = runs_with_status(session, "queued")
+                queued = runs_with_status(session, "queued", runner=self.queue.runner)  # its folder is here
             for run in queued:
                 try:
                     self._start(run.id)
@@ -856,6 +856,10 @@ class TrainingService:
         with self._lock:
             with session_scope(self.engine) as session:
                 run = self._row(session, run_id)
+                if run.runner not in (None, self.queue.runner):
+                    raise Conflict(f"Training run {run_id} belongs to another studio sharing this database (its "
+                                   "files are in that studio's data directory): resume it there.",
+                                   code="run_of_another_studio", run_id=run_id)
                 if run.status not in RESUMABLE:
                     raise Conflict(f"Training run {run_id} is {run.status}: only a stopped, interrupted or failed run "
                                    "resumes.", code="run_not_resumable", run_id=run_id, status=run.status)
@@ -870,7 +874,7 @@ class TrainingService:
         runs start; auditions still missing are queued when their model is."""
         resumed = []
         with session_scope(self.engine) as session:
-            rows = runs_with_status(session, "running", "stopping", "interrupted")
+            rows = runs_with_status(session, "running", "stopping", "interrupted", runner=self.queue.runner)
             todo = [(r.id, self.data_dir / r.folder) for r in rows
                     if r.status != "interrupted" or r.error_code == STUDIO_STOPPED]
             every = [r.id for r in list_runs(session)]

@@ -7,6 +7,7 @@ import json
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
@@ -17,10 +18,12 @@ from studio.services.gen_config import GenerationConfigService
 from tests.conftest import registry_dict
 
 
-def test_new_database_is_created_at_head(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+def test_new_database_is_created_at_head(engine_url):
+    engine = make_engine(engine_url)
     tables = set(inspect(engine).get_table_names())
-    assert {"job", "adapter", "alembic_version"} <= tables
+    assert {"job", "adapter", "account", "alembic_version"} <= tables
+    assert _version(engine) == _head()
+    engine.dispose()
 
 
 def test_first_release_database_upgrades_keeping_its_jobs(tmp_path):
@@ -43,10 +46,12 @@ def test_first_release_database_upgrades_keeping_its_jobs(tmp_path):
     assert version == _head()
 
 
-def test_models_match_the_migrations(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+def test_models_match_the_migrations(engine_url):
+    """Every migration from an empty database, then the autogenerate diff (types included) is empty."""
+    engine = make_engine(engine_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    engine.dispose()
     assert diff == [], f"the SQLModel tables changed without a migration: {diff}"
 
 
@@ -65,8 +70,8 @@ def _version(engine) -> str:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def test_empty_database_gets_the_generation_settings_tables(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+def test_empty_database_gets_the_generation_settings_tables(engine_url):
+    engine = make_engine(engine_url)
     inspector = inspect(engine)
     assert SETTINGS_TABLES <= set(inspector.get_table_names())
     columns = {c["name"] for c in inspector.get_columns("generation_config_change")}
@@ -107,8 +112,8 @@ def test_database_at_0002_keeps_its_job_and_adapter_and_gets_settings_seeded(tmp
         assert history.total == 1 and history.changes[0].action == "seed"
 
 
-def test_downgrading_0003_and_upgrading_again(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+def test_downgrading_0003_and_upgrading_again(engine_url):
+    engine = make_engine(engine_url)
     registry = parse_registry(registry_dict())
     service = GenerationConfigService(engine, registry)
     assert service.seed() == registry.ids()
@@ -136,3 +141,45 @@ def test_downgrading_0003_and_upgrading_again(tmp_path):
     assert service.get("studio-tiny").values["top_k"] == 250
     assert service.update("studio-tiny", {"top_k": 100}).values["top_k"] == 100
     engine.dispose()
+
+
+# ---- a database the studio cannot use: one line naming it, never a password -------------------------------------
+def _refusal(url: str) -> str:
+    from studio.errors import CannotStart
+
+    with pytest.raises(CannotStart) as info:
+        make_engine(url).dispose()
+    return info.value.message
+
+
+def test_an_unusable_postgresql_database_stops_the_start_with_one_line(postgres_server):
+    from tests.postgres import PASSWORD, PASSWORD_USER
+
+    port = postgres_server.port
+    cases = {  # the URL a person gives -> words the line must hold
+        f"postgresql://{PASSWORD_USER}:wrong-{PASSWORD}@127.0.0.1:{port}/postgres": "password authentication failed",
+        f"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/no_such_db": 'database "no_such_db" does not exist',
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/studio": "Connection refused",
+    }
+    for url, words in cases.items():
+        message = _refusal(url)
+        assert words in message and "127.0.0.1" in message and PASSWORD not in message, message
+        assert "\n" not in message and "Traceback" not in message
+    assert "mysql" in _refusal("mysql://u:p@127.0.0.1/db") and "not a database URL" in _refusal("no url")
+
+
+def test_the_password_given_in_the_url_is_used(postgres_server):
+    from tests.postgres import PASSWORD, PASSWORD_USER
+
+    url = postgres_server.create_database(migrated=False)
+    postgres_server._admin(f"ALTER DATABASE {url.rsplit('/', 1)[1]} OWNER TO {PASSWORD_USER}")
+    engine = make_engine(url.replace("postgres@", f"{PASSWORD_USER}:{PASSWORD}@"))
+    assert _version(engine) == _head() and engine.url.drivername == "postgresql+psycopg"
+    engine.dispose()
+
+
+def test_a_read_only_postgresql_database_is_refused_at_start(postgres_server):
+    url = postgres_server.create_database()
+    postgres_server._admin(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
+    message = _refusal(url)
+    assert "cannot be written" in message and "read-only transaction" in message, message

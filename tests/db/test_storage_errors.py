@@ -2,6 +2,8 @@
 message and a 507 / 503 status, never a bare 500; nothing half-written is left behind."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -79,3 +81,27 @@ def test_the_api_answers_507_or_503_with_the_message(failing, name):
     detail = r.json()["detail"]
     assert detail["code"] == code and detail["message"].startswith(
         message.format(folder=ctx.settings.database_path.parent))
+
+
+# ---- PostgreSQL: the server's refusals (SQLSTATE), mapped like SQLite's -----------------------------------------
+def test_a_read_only_postgresql_server_is_a_503_naming_the_server(make_ctx, postgres_server):
+    url = postgres_server.create_database()
+    ctx = make_ctx(database_url=url)
+    postgres_server._admin(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
+    ctx.engine.dispose()  # new connections read the setting
+    with pytest.raises(StorageUnavailable) as info:
+        ctx.gen_config.update("studio-tiny", {"top_k": 17})
+    assert info.value.code == "storage_unavailable" and f"127.0.0.1:{postgres_server.port}" in info.value.message
+    assert "read-only transaction" in info.value.message
+    assert ctx.gen_config.get("studio-tiny").values["top_k"] == 250
+
+
+def test_a_full_disk_on_the_server_is_disk_full():
+    import psycopg.errors
+    from sqlalchemy.exc import OperationalError
+
+    from studio.db.engine import storage_error
+
+    error = OperationalError("INSERT ...", {}, psycopg.errors.DiskFull("could not extend file: No space left"))
+    mapped = storage_error(error, Path("postgresql://db.example:5432/studio"))
+    assert isinstance(mapped, DiskFull) and mapped.status == 507 and "db.example:5432" in mapped.message

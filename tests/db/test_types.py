@@ -12,8 +12,8 @@ from studio.db.models import Job
 
 
 @pytest.fixture
-def engine(tmp_path):
-    e = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+def engine(engine_url):
+    e = make_engine(engine_url)
     yield e
     e.dispose()
 
@@ -40,6 +40,8 @@ def test_moments_come_back_in_utc(engine, given, expected):
 
 
 def test_rows_written_by_an_earlier_version_read_as_utc(engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite databases were written by earlier versions")
     with engine.begin() as conn:  # what the first release stored: naive text, UTC by convention
         conn.exec_driver_sql("INSERT INTO job (prompt, model_id, settings, seed, duration_s, sample_rate, status, "
                              "created_at) VALUES ('old', 'm', '{}', 1, 1.0, 32000, 'succeeded', "
@@ -61,3 +63,20 @@ def test_every_timestamp_column_of_every_table_is_utc():
     assert {"job.created_at", "job.finished_at", "adapter.deleted_at", "generation_config.updated_at",
             "generation_config_change.changed_at"} <= set(found)
     assert {name for name, kind in found.items() if kind != "UTCDateTime"} == set()
+
+
+def test_postgresql_stores_zone_aware_timestamps(engine):
+    """timestamptz on PostgreSQL: the server itself knows the moment is UTC (another client reads it right)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no timestamp type")
+    with Session(engine) as s:
+        s.add(Job(prompt="p", model_id="m", seed=1, duration_s=1.0, sample_rate=32000, created_at=PARIS_NOON))
+        s.commit()
+    with engine.connect() as conn:
+        kinds = set(conn.exec_driver_sql(
+            "SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'public' AND "
+            "data_type LIKE 'timestamp%%'").scalars())
+        conn.exec_driver_sql("SET TIME ZONE 'Asia/Tokyo'")
+        local = conn.exec_driver_sql("SELECT to_char(created_at, 'HH24:MI TZH') FROM job").scalar()
+    assert kinds == {"timestamp with time zone"}
+    assert local == "19:00 +09"

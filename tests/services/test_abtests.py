@@ -208,7 +208,7 @@ def test_a_slot_serves_the_side_the_listeners_coin_says(studio, ready_test):
 
 
 # ---- votes and results -----------------------------------------------------------------------------------------
-def test_votes_per_listener_and_results_match_the_sign_test_by_hand(studio, ready_test):
+def test_votes_per_listener_and_results_match_the_sign_test_by_hand(db_url, studio, ready_test):
     test, pairs, _ = records(studio, ready_test)
     by_number = {p.position + 1: p for p in pairs}
     # ann prefers B on 9 pairs and has no preference on 1; bob prefers A on 2 pairs then stops
@@ -349,7 +349,7 @@ def test_an_ab_test_needs_room_for_a_pair_in_the_queue(make_ctx):
 
 
 # ---- restart, cancel, delete -------------------------------------------------------------------------------------
-def test_a_restart_mid_generation_resumes_the_test(make_ctx, monkeypatch):
+def test_a_restart_mid_generation_resumes_the_test(db_url, make_ctx, monkeypatch):
     """What a kill leaves: pair 1's jobs running (interrupted at the next start), pair 2's queued, pairs 3-4 not
     queued yet. The next start resumes the queued jobs and the test: every pair is made, pair 2 from its jobs."""
     first = make_ctx()

@@ -337,7 +337,7 @@ def test_pickled_only_hub_repo_is_refused_before_downloading(make_ctx, loras):
     assert recorded(ctx) == [] and stored(ctx) == []
 
 
-def test_duplicate_name_and_version(client, ctx, loras):
+def test_duplicate_name_and_version(db_url, client, ctx, loras):
     first = post_folder(client, ctx, loras["a"], name="keys")
     assert first.status_code == 201 and first.json()["version"] == 1
     shutil.copytree(loras["b"], imports(ctx) / "b-again")
@@ -494,7 +494,7 @@ def test_rename_onto_a_name_in_use_is_refused(client, ctx, loras):
     assert client.get(f"/api/adapters/{b['id']}").json()["name"] == "lora-b"
 
 
-def test_renaming_moves_every_version_of_the_name(client, ctx, loras):
+def test_renaming_moves_every_version_of_the_name(db_url, client, ctx, loras):
     """Renaming v3 of lofi renames lofi: v1..v3 (the deleted v2 too) become lofi-dup v1..v3, never a lone v3."""
     ids = [client.post("/api/adapters", json={"source": "folder", "path": put(ctx, loras[k], f"v{i}"), "name": "lofi",
                                               "allow_duplicate": True}).json()["id"] for i, k in enumerate("aba")]

@@ -347,7 +347,7 @@ def tones(studio):
     return studio, info, studio.datasets.clips(info.id)
 
 
-def test_caption_edits_bump_the_version_and_change_the_hash(tones):
+def test_caption_edits_bump_the_version_and_change_the_hash(db_url, tones):
     ctx, info, clips = tones
     assert info.version == 1
     assert info.content_hash == content_hash([(h, c.caption) for h, c in
@@ -476,7 +476,7 @@ def test_listing_counts(tones):
     assert json.loads(ctx.datasets.get(info.id).model_dump_json())["report"]["files_found"] == 6
 
 
-def test_per_clip_edits_of_captions_and_exclusion_are_one_version(tones):
+def test_per_clip_edits_of_captions_and_exclusion_are_one_version(db_url, tones):
     ctx, info, clips = tones
     out = ctx.datasets.edit_clips(info.id, ClipsEdit(captions=[
         ClipCaption(id=clips[0].id, excluded=True), ClipCaption(id=clips[1].id, caption="fast  synth pad"),

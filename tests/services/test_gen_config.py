@@ -448,7 +448,7 @@ def test_schema_driven_generator_finds_the_declared_bounds():
 
 
 # ---- 4. audit records --------------------------------------------------------------------------------------------
-def test_update_is_recorded_with_old_and_new_values_of_changed_fields_only(api):
+def test_update_is_recorded_with_old_and_new_values_of_changed_fields_only(db_url, api):
     view = _put_ok(api, {"top_k": 100, "temperature": 0.8, "top_p": 0.0})  # top_p is unchanged
     assert view["values"]["top_k"] == 100 and view["values"]["temperature"] == 0.8
     assert sorted(view["changed"]) == ["temperature", "top_k"]
@@ -492,7 +492,7 @@ def test_changes_are_recorded_with_the_basic_auth_user(auth_api):
         ("reset", "ana"), ("update", "ana"), ("seed", "system")]
 
 
-def test_history_is_newest_first_with_limit_offset_and_total(api):
+def test_history_is_newest_first_with_limit_offset_and_total(db_url, api):
     for k in (1, 2, 3):
         _put_ok(api, {"top_k": k})
     full = _history(api)
@@ -513,7 +513,7 @@ def test_history_is_newest_first_with_limit_offset_and_total(api):
         assert [e["field"] for e in r.json()["detail"]["errors"]] == list(bad), r.text
 
 
-def test_seeding_is_recorded_once_by_system(make_ctx):
+def test_seeding_is_recorded_once_by_system(db_url, make_ctx):
     ctx = make_ctx(settings_registry())
     for spec in ctx.registry.models:
         history = ctx.gen_config.history(spec.id)
@@ -549,7 +549,7 @@ def test_a_model_new_in_the_registry_is_seeded_at_next_start_keeping_stored_valu
 
 
 # ---- 5. reset and unknown models ---------------------------------------------------------------------------------
-def test_reset_restores_registry_defaults_and_records_old_values(api):
+def test_reset_restores_registry_defaults_and_records_old_values(db_url, api):
     _put_ok(api, {"top_k": 7, "output_format": "wav", "seed_policy": "fixed"}, "tuned")
     assert sorted(_config(api, "tuned")["changed"]) == ["output_format", "top_k"]  # tuned's policy is fixed already
     r = api.post("/api/models/tuned/config/reset")

@@ -16,9 +16,9 @@ def admin(name: str) -> Actor:
 
 
 @pytest.fixture(scope="module")
-def seeded(make_module_ctx):
-    """One studio with the seeded records, shared by the read-only tables below."""
-    ctx = make_module_ctx()
+def seeded(make_module_db_ctx):
+    """One studio with the seeded records, shared by the read-only tables below (on SQLite, then PostgreSQL)."""
+    ctx = make_module_db_ctx()
     return ctx, seed_history(ctx)
 
 
@@ -137,7 +137,23 @@ def test_a_blind_ab_clip_is_unknown_to_every_job_operation(seeded):
     assert ctx.jobs.get(ids["eval"]).evaluation_id == ids["evaluation"]
 
 
-def test_ratings_one_per_user_changeable_removable_and_only_for_succeeded_jobs(make_ctx):
+def test_search_folds_every_letter_on_each_database(make_ctx, db_url):
+    """Python's casefold on SQLite, ICU's full case mappings on PostgreSQL: ß is ss, É is é, either way round."""
+    from studio.db.engine import session_scope
+    from studio.db.models import Job
+
+    ctx = make_ctx()
+    with session_scope(ctx.engine) as s:
+        s.add_all([Job(prompt=p, model_id="studio-tiny", seed=1, duration_s=1.0, sample_rate=32000, status="failed")
+                   for p in ("Straßenmusik im ÉTÉ", "STRASSE der Nacht", "plain ascii")])
+        s.commit()
+    for text, expected in [("strasse", 2), ("STRAẞE", 2), ("straßenMUSIK", 1), ("été", 1), ("ÉTÉ", 1),
+                           ("ETE", 0), ("der nacht", 1)]:
+        found = [j.prompt for j in ctx.jobs.search(JobQuery(text=text)).items]
+        assert len(found) == expected, (text, found)
+
+
+def test_ratings_one_per_user_changeable_removable_and_only_for_succeeded_jobs(make_ctx, db_url):
     ctx = make_ctx()
     ids = seed_history(ctx)
     jazz = ids["jazz"]
@@ -156,7 +172,7 @@ def test_ratings_one_per_user_changeable_removable_and_only_for_succeeded_jobs(m
     assert ctx.jobs.get(jazz, admin("alice")).rating.mine == 2
 
 
-def test_delete_removes_the_record_its_ratings_scores_and_files(make_ctx):
+def test_delete_removes_the_record_its_ratings_scores_and_files(make_ctx, db_url):
     ctx = make_ctx()
     ids = seed_history(ctx)
     piano = ctx.jobs.get(ids["piano"])
@@ -189,7 +205,7 @@ def test_delete_refuses_jobs_still_in_the_queue_and_evaluation_clips(seeded, nam
     assert ctx.jobs.get(ids[name]).id == ids[name]
 
 
-def test_delete_refuses_a_running_job(make_ctx):
+def test_delete_refuses_a_running_job(make_ctx, db_url):
     ctx = make_ctx()
     ids = seed_history(ctx)
     from studio.db.engine import session_scope

@@ -72,7 +72,7 @@ def test_a_follower_hears_queued_running_audio_and_the_end(serial):
     assert items[-1].audio_url == f"/api/jobs/{job.job_id}/audio"
 
 
-def test_cancel_a_waiting_job_and_a_running_one(serial):
+def test_cancel_a_waiting_job_and_a_running_one(db_url, serial):
     ctx = serial
     with held_decoding(ctx) as running:
         first = ctx.generation.submit(JobRequest(prompt="first", duration_s=2, seed=1))

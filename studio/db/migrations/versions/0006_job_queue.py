@@ -6,6 +6,7 @@ Create Date: 2026-11-29
 """
 from alembic import op
 import sqlalchemy as sa
+import sqlmodel
 
 
 revision = '0006'
@@ -19,7 +20,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('error_code', sa.String(), nullable=True))
         batch_op.add_column(sa.Column('submitted_by', sa.String(), nullable=False, server_default='local'))
         batch_op.add_column(sa.Column('codes_file', sa.String(), nullable=True))
-        batch_op.add_column(sa.Column('started_at', sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column('started_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('batch_size', sa.Integer(), nullable=True))
 
 
