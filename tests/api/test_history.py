@@ -4,7 +4,6 @@ ratings per signed-in user; DELETE /api/jobs/{id}; a blind A/B test's clips unkn
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 
 import pytest
@@ -108,17 +107,20 @@ def test_only_a_succeeded_job_can_be_rated(seeded, name):
 
 
 def test_two_signed_in_users_rate_the_same_job_each_their_own(make_ctx):
-    """--auth: the rating belongs to the user who signed in (two fronts on one studio, one user each)."""
-    ctx = make_ctx(auth=("alice", "pw-a"))
+    """With accounts: the rating belongs to the user who signed in (two admins, who both see the job)."""
+    from studio.services.accounts import AccountCreate
+    from studio.users import Actor
+
+    ctx = make_ctx(auth=("alice", "pw-alice"))
+    ctx.accounts.create_account(Actor("alice", "admin"), AccountCreate(name="bob", password="pw-bob-1", role="admin"))
     ids = seed_history(ctx)
-    bob_ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update={"auth": ("bob", "pw-b")}))
     jazz = ids["jazz"]
 
     def basic(user, password):
         return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
-    with rest_client(ctx) as alice, rest_client(bob_ctx) as bob:
-        a, b = basic("alice", "pw-a"), basic("bob", "pw-b")
+    with rest_client(ctx) as alice, rest_client(ctx) as bob:
+        a, b = basic("alice", "pw-alice"), basic("bob", "pw-bob-1")
         assert alice.put(f"/api/jobs/{jazz}/rating", json={"stars": 5}).status_code == 401  # signed in only
         assert alice.put(f"/api/jobs/{jazz}/rating", json={"stars": 5}, headers=a).json()["mine"] == 5
         r = bob.put(f"/api/jobs/{jazz}/rating", json={"stars": 2}, headers=b).json()
