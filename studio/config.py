@@ -63,7 +63,8 @@ class Settings(BaseSettings):
         "--registry", "the model registry", "`registry.yaml` next to `app.py`",
         metavar="FILE")] = PROJECT_ROOT / "registry.yaml"
     model: Annotated[str | None, Option(
-        "--model", "model to load at start", "the registry's default if downloaded, else `studio-tiny`",
+        "--model", "model to load at start",
+        "the registry's default if downloaded, else `studio-tiny`; on a Space, one for its hardware",
         metavar="ID")] = None
     eval_model: Annotated[str | None, Option(
         "--eval-model", "evaluation model for automatic scores (`GET /api/evaluation/models` lists them; "

@@ -53,7 +53,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def free_bytes(device: torch.device) -> int:
     """Memory a new model could use on `device` right now."""
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
+        try:
+            free, _total = torch.cuda.mem_get_info(device)
+        except RuntimeError:  # ZeroGPU outside a GPU call: no GPU attached, the package describes the one lent
+            return int(torch.cuda.get_device_properties(device).total_memory)
         return int(free)
     return int(psutil.virtual_memory().available)
 

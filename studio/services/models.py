@@ -38,9 +38,9 @@ def default_model(registry: Registry, hardware: Hardware) -> tuple[str, str]:
         wanted = [SMALL_MODEL, default]
         why = "ZeroGPU lends a GPU for a limited time per generation, and it is the fastest model"
     elif hardware.kind == "cuda":
-        wanted = [MEDIUM_MODEL, SMALL_MODEL, default] if hardware.total_gb >= MEDIUM_FROM_GB else [SMALL_MODEL, default]
-        why = (f"the largest model for this GPU ({hardware.total_gb:.0f} GB, {hardware.free_gb:.0f} GB free) "
-               "within its memory")
+        big = hardware.total_gb >= MEDIUM_FROM_GB
+        wanted = [MEDIUM_MODEL, SMALL_MODEL, default] if big else [SMALL_MODEL, default]
+        why = f"the model that suits this GPU ({hardware.total_gb:.0f} GB, {hardware.free_gb:.0f} GB free)"
     elif hardware.kind == "mps":
         wanted, why = [default], "the studio's default model"
     else:
@@ -165,8 +165,8 @@ class ModelService:
                       "Choose a model in Settings.")
 
     def load_initial(self) -> ProgressEvent | None:
-        """Load the start-up model (once: on ZeroGPU app.py loads it before serving, and the background start
-        finds it done)."""
+        """Load the start-up model, once (on ZeroGPU app.py loads it before serving, and the background start
+        then finds it done)."""
         if self._started is not None:
             return self._started
         model_id, note = self.initial_choice()
@@ -174,9 +174,7 @@ class ModelService:
             self.manager.set_note(note)
             log.info(note)
             return None
-        final = None
-        for final in self.switch(model_id, note):
-            pass
+        final = self._load(model_id, note)
         if final.stage == "error" and self.on_space and model_id != FALLBACK_MODEL \
                 and FALLBACK_MODEL in self.registry.ids():
             # a Space that cannot download its model (offline, the hub down) still opens, saying why
@@ -185,8 +183,13 @@ class ModelService:
             note = (f"{tiny.display_name} was loaded because {spec.display_name} could not be loaded "
                     f"({final.message.rstrip('.')}). Its output is noise: choose {spec.display_name} in Settings "
                     "to try again.")
-            for final in self.switch(FALLBACK_MODEL, note):
-                pass
+            final = self._load(FALLBACK_MODEL, note)
         log.info("start-up model: %s", final.message)
         self._started = final
+        return final
+
+    def _load(self, model_id: str, note: str) -> ProgressEvent:
+        final = None
+        for final in self.switch(model_id, note):
+            pass
         return final
