@@ -20,10 +20,17 @@ def main(argv: list[str] | None = None) -> None:
     # Gradio's files go to the studio's own temp folder (emptied at every start), never the /tmp/gradio that every
     # Gradio app of the machine shares. Set before gradio is imported: it reads the variable then.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.tmp_dir / "gradio"))
+    if settings.on_space:
+        _space_start(settings)
     try:
         from studio.datadir import open_storage
 
         storage = open_storage(settings)  # first, before torch and gradio load: a refusal comes in a second
+        if settings.on_space and not settings.auth:
+            from studio.space import admin_login_hint, has_accounts
+
+            if not has_accounts(storage.engine):  # a public site nobody can log in to yet: say how
+                print(admin_login_hint(settings.space_id), file=sys.stderr, flush=True)
 
         import uvicorn
         from transformers.utils import logging as hf_logging
@@ -33,10 +40,12 @@ def main(argv: list[str] | None = None) -> None:
 
         hf_logging.disable_progress_bar()
         ctx = build_context(settings, storage=storage)
+        if settings.zero_gpu:
+            _zero_gpu_start(ctx)
         app = build_app(ctx)
     except StudioError as exc:
         sys.exit(f"Text2Song Studio cannot start: {exc.message}")
-    if settings.exposed and not settings.auth:
+    if settings.exposed and not settings.auth and not settings.on_space:  # a Space: the admin hint said it
         print(exposure_warning(settings), file=sys.stderr, flush=True)
     if any(arg == "--auth" or arg.startswith("--auth=") for arg in (sys.argv[1:] if argv is None else argv)):
         print("Note: a password given with --auth is visible to every user of this machine (ps): prefer "
@@ -45,6 +54,28 @@ def main(argv: list[str] | None = None) -> None:
         _share(app, settings)
     print(f"Text2Song Studio: http://{settings.host}:{settings.port}  (REST API docs: /docs)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def _space_start(settings) -> None:
+    """On a Hugging Face Space, before anything heavy is imported: `spaces` first (ZeroGPU requires it before CUDA
+    starts), the Hugging Face cache on persistent storage, and a loud word when there is none."""
+    from studio.space import prepare_environment, storage_warning
+
+    warning = storage_warning(settings)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    prepare_environment(settings, os.environ)  # before huggingface_hub is imported (spaces imports it)
+    import spaces  # noqa: F401, PLC0415
+
+
+def _zero_gpu_start(ctx) -> None:
+    """ZeroGPU takes the model's weights to each GPU call from what was loaded when the app started: load the
+    start-up model before serving (elsewhere it loads in the background), then tell ZeroGPU the app is ready."""
+    from studio.runtime.zerogpu import announce_ready
+
+    if ctx.settings.load_at_start:
+        ctx.models.load_initial()
+    announce_ready()
 
 
 def exposure_warning(settings) -> str:

@@ -63,7 +63,8 @@ class Settings(BaseSettings):
         "--registry", "the model registry", "`registry.yaml` next to `app.py`",
         metavar="FILE")] = PROJECT_ROOT / "registry.yaml"
     model: Annotated[str | None, Option(
-        "--model", "model to load at start", "the registry's default if downloaded, else `studio-tiny`",
+        "--model", "model to load at start",
+        "the registry's default if downloaded, else `studio-tiny`; on a Space, one for its hardware",
         metavar="ID")] = None
     eval_model: Annotated[str | None, Option(
         "--eval-model", "evaluation model for automatic scores (`GET /api/evaluation/models` lists them; "
@@ -109,6 +110,8 @@ class Settings(BaseSettings):
     # Not options of the studio: read as they are from their own environment variables, or set by tests.
     hf_endpoint: str | None = None  # None: huggingface.co (or HF_ENDPOINT)
     space_id: str | None = None  # SPACE_ID: running as a Hugging Face Space (a public site: a login is required)
+    space_storage: Path | None = None  # a Space's persistent storage (/data) when mounted and writable (space.py)
+    zero_gpu: bool = False  # SPACES_ZERO_GPU: a ZeroGPU Space (GPU work runs under spaces.GPU)
     max_prompt_chars: int = Field(1000, gt=0)
 
     @classmethod
@@ -249,7 +252,9 @@ class CommandLineSource(PydanticBaseSettingsSource):
             values.pop("auth_file", None)
         values.update(given)
         if self.environ.get("SPACE_ID"):
-            values["space_id"] = self.environ["SPACE_ID"]
+            from studio.space import space_defaults
+
+            values = space_defaults(self.environ, values)
         if values.get("hf_endpoint") is None and self.environ.get("HF_ENDPOINT"):
             values["hf_endpoint"] = self.environ["HF_ENDPOINT"]
         return values

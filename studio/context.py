@@ -129,7 +129,8 @@ def build_context(settings: Settings, registry: Registry | None = None,
                               settings.hf_endpoint)
     gen_config = GenerationConfigService(engine, registry)
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
-                     stream_every_s=settings.stream_every_s, runner=storage.studio_id)
+                     stream_every_s=settings.stream_every_s, runner=storage.studio_id,
+                     on_space=settings.on_space)
     custom_models = CustomModelService(engine, registry, store, manager, queue, gen_config,
                                        settings.allowed_import_roots, settings.tmp_dir, settings.hf_endpoint,
                                        allowed=settings.custom_models)
@@ -156,7 +157,8 @@ def build_context(settings: Settings, registry: Registry | None = None,
         registry=registry,
         engine=engine,
         manager=manager,
-        models=ModelService(registry, manager, store, queue, settings.model),
+        models=ModelService(registry, manager, store, queue, settings.model, on_space=settings.on_space,
+                            zero_gpu=settings.zero_gpu),
         generation=generation,
         jobs=JobService(engine, settings.data_dir),
         adapters=adapters,

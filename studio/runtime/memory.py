@@ -4,6 +4,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+from dataclasses import dataclass
+from typing import Literal
 
 import psutil
 import torch
@@ -21,6 +23,27 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """What the studio generates on, for choosing a default model (services/models.py default_model)."""
+    kind: Literal["cpu", "cuda", "mps", "zerogpu"]
+    total_gb: float = 0.0  # the device's memory (RAM on a CPU)
+    free_gb: float = 0.0  # what a model could use now
+    half: bool = False  # weights in half precision (CUDA's default): a model needs about half its memory_gb
+
+
+def probe_hardware(device: torch.device, dtype: torch.dtype, zero_gpu: bool = False) -> Hardware:
+    """The hardware behind `device`. On ZeroGPU no GPU is attached outside a spaces.GPU call (and the `spaces`
+    package makes CUDA look present): say so rather than probe it."""
+    if zero_gpu:
+        return Hardware("zerogpu", half=dtype in (torch.float16, torch.bfloat16))
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return Hardware("cuda", total / GB, free / GB, half=dtype in (torch.float16, torch.bfloat16))
+    ram = psutil.virtual_memory()
+    return Hardware("mps" if device.type == "mps" else "cpu", ram.total / GB, ram.available / GB)
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -30,7 +53,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def free_bytes(device: torch.device) -> int:
     """Memory a new model could use on `device` right now."""
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
+        try:
+            free, _total = torch.cuda.mem_get_info(device)
+        except RuntimeError:  # ZeroGPU outside a GPU call: no GPU attached, the package describes the one lent
+            return int(torch.cuda.get_device_properties(device).total_memory)
         return int(free)
     return int(psutil.virtual_memory().available)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Protocol
+from typing import Callable, Iterator, Literal, Protocol
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from studio.runtime.decode import plan_windows
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
 from studio.runtime.stacks import batch_key
+from studio.runtime.zerogpu import gpu_function, gpu_seconds
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +199,7 @@ class LocalWorker:
     """The in-process worker: one thread that owns the ModelManager's model (nothing else uses it)."""
 
     def __init__(self, manager: ModelManager, listener: WorkerListener, *, max_batch: Callable[[str], int],
-                 stream_every_s: float | None = 1.0):
+                 stream_every_s: float | None = 1.0, on_space: bool = False):
         self.manager, self.listener = manager, listener
         self.max_batch, self.stream_every_s = max_batch, stream_every_s
         self._cond = threading.Condition()  # guards every field below
@@ -214,6 +216,10 @@ class LocalWorker:
         self._scorer: tuple[str, Path, ClapScorer] | None = None  # the loaded evaluation model (worker thread only)
         self._cpu_share = 0  # CPU threads a training run beside the worker holds (share_cpu)
         self._own_threads: int | None = None  # torch's threads when the worker started (worker thread only)
+        # On a Hugging Face Space the device work of a batch is a spaces.GPU function (ZeroGPU attaches a GPU
+        # for each call; elsewhere the package leaves it as is); off a Space it is called directly.
+        self._gpu_batch = gpu_function(self._gpu_events, self._gpu_duration) if on_space else None
+        self._gpu_model = None  # the model the GPU function decodes with (worker thread only)
 
     # ---- the protocol ------------------------------------------------------------------------------------
     def submit(self, *tasks: Task) -> None:
@@ -471,45 +477,177 @@ class LocalWorker:
                              f"This job was for model {task.model_id}, but {what} (its switch failed or another "
                              "switch came first). Submit it again.")
             return
+        run = _BatchRun(self, batch, remote=self._gpu_batch is not None)
         with self.manager.use(f"generating {len(batch)} job(s)") as model:
-            ready: list[GenerateTask] = []
-            # making room for one never unloads another adapter this batch runs with
-            needed = [name for task in batch for name, _ in task.adapter_files()]
-            for task in batch:
-                if task.continue_audio is not None:
-                    try:  # the clip to continue, encoded with this model's codec
-                        codes = model.encode(task.continue_audio)
-                    except Exception as exc:  # noqa: BLE001 - this job's clip, not the batch's fault
-                        log.exception("encoding the clip of job %s failed", task.job_id)
-                        self._failed(task.job_id, "continuation_failed",
-                                     f"The clip to continue could not be encoded: {_reason(exc)}.")
-                        continue
-                    task = dataclasses.replace(task, row=dataclasses.replace(task.row, prompt_codes=codes),
-                                               continue_audio=None)
-                try:
-                    for name, folder in task.adapter_files():
-                        model.load_adapter(name, folder, keep=needed)
-                except Exception as exc:  # noqa: BLE001 - the adapter's files: this job's fault, not the batch's
-                    self._failed(task.job_id, "adapter_load_failed", f"The adapter could not be applied: {_reason(exc)}.")
-                    continue
-                ready.append(task)
-            if not ready:
-                return
-            self.listener.started([t.job_id for t in ready], len(ready))
-            hooks = _BatchHooks(self, ready, ready[0].model_id)
-            try:
-                results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s,
-                                               **_windows(ready[0]))
-            except Exception as exc:  # noqa: BLE001 - every job of the batch is told why
-                log.exception("decoding failed")
-                for i, task in enumerate(ready):
-                    if hooks.stopped(i):
-                        self._cancelled(task.job_id)
-                    else:
-                        self._failed(task.job_id, "generation_failed", f"Generation failed: {_reason(exc)}.")
-                return
-        for task, result in zip(ready, results):
-            if result is None:
-                self._cancelled(task.job_id)
+            if self._gpu_batch is None:
+                self._device_work(model, batch, self._stopping, run.handle)
             else:
-                self._finished(task.job_id, result)
+                self._gpu_model = model  # what the GPU function decodes with (on ZeroGPU: its forked copy)
+                events = self._gpu_batch(batch, id(model))
+                try:
+                    for event in events:
+                        run.handle(event)
+                        if run.all_stopped():
+                            break  # every row cancelled: closing the stream stops the GPU call
+                finally:
+                    events.close()
+        run.finish()
+
+    def _device_work(self, model, batch: list[GenerateTask], stopping: set[int],
+                     emit: Callable[[tuple], None]) -> None:
+        """Everything a batch does on the device: encode the clips to continue with the model's codec, apply the
+        adapters, decode. What happens goes to `emit` as plain tuples (_BatchRun.handle reads them), so the same
+        work runs here or in ZeroGPU's GPU process. `stopping`: job ids asked to stop (live here; in a GPU
+        process a copy, and the studio drops what a cancelled row still sends)."""
+        ready: list[GenerateTask] = []
+        # making room for one never unloads another adapter this batch runs with
+        needed = [name for task in batch for name, _ in task.adapter_files()]
+        for task in batch:
+            if task.continue_audio is not None:
+                try:  # the clip to continue, encoded with this model's codec
+                    codes = model.encode(task.continue_audio)
+                except Exception as exc:  # noqa: BLE001 - this job's clip, not the batch's fault
+                    log.exception("encoding the clip of job %s failed", task.job_id)
+                    emit(("failed", task.job_id, "continuation_failed",
+                          f"The clip to continue could not be encoded: {_reason(exc)}."))
+                    continue
+                task = dataclasses.replace(task, row=dataclasses.replace(task.row, prompt_codes=codes),
+                                           continue_audio=None)
+            try:
+                for name, folder in task.adapter_files():
+                    model.load_adapter(name, folder, keep=needed)
+            except Exception as exc:  # noqa: BLE001 - the adapter's files: this job's fault, not the batch's
+                emit(("failed", task.job_id, "adapter_load_failed",
+                      f"The adapter could not be applied: {_reason(exc)}."))
+                continue
+            ready.append(task)
+        if not ready:
+            return
+        emit(("started", [t.job_id for t in ready]))
+        hooks = _DeviceHooks(emit, [t.job_id for t in ready], stopping)
+        try:
+            results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s,
+                                           **_windows(ready[0]))
+        except Exception as exc:  # noqa: BLE001 - every job of the batch is told why
+            log.exception("decoding failed")
+            emit(("decode_failed", _reason(exc)))
+            return
+        emit(("results", results))
+
+    def _gpu_events(self, batch: list[GenerateTask], model_key: int) -> Iterator[tuple]:
+        """The ZeroGPU function: _device_work as a stream of its events. On ZeroGPU it runs in a process forked
+        from this one with the GPU attached, so its arguments and events are plain data and the model is the one
+        this process held when that process was forked: `model_key` (the loaded model's id here) checks that it
+        is still the one loaded. A generator (ZeroGPU streams what it yields), never a coroutine (ZeroGPU refuses
+        those); the decode runs in a thread because the model reports through callbacks."""
+        model = self._gpu_model
+        if model is None or id(model) != model_key:
+            raise RuntimeError("the GPU process holds an earlier model than the one loaded: restart the Space to "
+                               "generate with the new one")
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        abandoned = set(t.job_id for t in batch)  # stands for 'every row stopped' once the stream is closed
+        stopping = _Either(self._stopping, abandoned)
+
+        def work() -> None:
+            try:
+                self._device_work(model, batch, stopping, events.put)
+            except Exception as exc:  # noqa: BLE001 - said to the studio as the batch's failure
+                log.exception("GPU batch failed")
+                events.put(("decode_failed", _reason(exc)))
+            finally:
+                events.put(None)
+
+        thread = threading.Thread(target=work, name="studio-gpu-batch", daemon=True)
+        thread.start()
+        try:
+            while (event := events.get()) is not None:
+                yield event
+        finally:
+            stopping.closed = True  # a closed stream: the decode stops at its next step
+            thread.join()
+
+    def _gpu_duration(self, batch: list[GenerateTask], model_key: int) -> int:
+        """Seconds of GPU the call asks ZeroGPU for (zerogpu.gpu_seconds): the batch's longest job's steps at the
+        speed measured for the model, else a guess from its size."""
+        spec = self.manager.registry.get(batch[0].model_id)
+        steps = max(t.steps(spec.codebooks // spec.channels, spec.frame_rate, spec.sample_rate) for t in batch)
+        return gpu_seconds(steps, self.step_seconds(spec.id), spec.parameters)
+
+
+class _Either:
+    """A set-like view for _DeviceHooks: a job is stopping when the worker says so or the GPU stream was closed."""
+
+    def __init__(self, stopping: set[int], batch_ids: set[int]):
+        self.stopping, self.batch_ids, self.closed = stopping, batch_ids, False
+
+    def __contains__(self, job_id: int) -> bool:
+        return job_id in self.stopping or (self.closed and job_id in self.batch_ids)
+
+
+class _DeviceHooks(DecodeHooks):
+    """The decode's hooks on the device side: what it reports becomes events; `stopped` reads the stopping jobs."""
+
+    def __init__(self, emit: Callable[[tuple], None], job_ids: list[int], stopping):
+        self.emit, self.job_ids, self.stopping = emit, job_ids, stopping
+
+    def on_plan(self, ends: list[int], total: int) -> None:
+        self.emit(("plan", list(ends), total))
+
+    def on_step(self, done: int, total: int) -> None:
+        self.emit(("step", done, total))
+
+    def stopped(self, row: int) -> bool:
+        return self.job_ids[row] in self.stopping
+
+    def on_audio(self, row: int, start_sample: int, chunk: np.ndarray) -> None:
+        self.emit(("audio", row, start_sample, chunk))
+
+
+class _BatchRun:
+    """The studio's side of a batch: turns the device work's events into what the listener is told."""
+
+    def __init__(self, worker: LocalWorker, batch: list[GenerateTask], remote: bool):
+        # remote: the decode ran behind the GPU function, which may not have seen a cancel in time (on ZeroGPU it
+        # reads a copy of the stopping jobs): a row cancelled here is cancelled whatever it sent
+        self.worker, self.batch, self.remote = worker, batch, remote
+        self.hooks: _BatchHooks | None = None
+        self.results: list[RowResult | None] | None = None
+        self.decode_error: str | None = None
+
+    def handle(self, event: tuple) -> None:
+        kind, *args = event
+        if kind == "failed":
+            self.worker._failed(*args)
+        elif kind == "started":
+            by_id = {t.job_id: t for t in self.batch}
+            ready = [by_id[j] for j in args[0]]
+            self.worker.listener.started(args[0], len(ready))
+            self.hooks = _BatchHooks(self.worker, ready, ready[0].model_id)
+        elif kind == "plan":
+            self.hooks.on_plan(*args)
+        elif kind == "step":
+            self.hooks.on_step(*args)
+        elif kind == "audio":
+            self.hooks.on_audio(*args)
+        elif kind == "results":
+            self.results = args[0]
+        elif kind == "decode_failed":
+            self.decode_error = args[0]
+
+    def all_stopped(self) -> bool:
+        return self.hooks is not None and all(self.hooks.stopped(i) for i in range(len(self.hooks.tasks)))
+
+    def finish(self) -> None:
+        """After the model is released: each started job finished, cancelled or failed."""
+        if self.hooks is None:
+            return
+        ready = self.hooks.tasks
+        results = self.results if self.results is not None else [None] * len(ready)
+        for i, (task, result) in enumerate(zip(ready, results)):
+            if result is not None and not (self.remote and self.hooks.stopped(i)):
+                self.worker._finished(task.job_id, result)
+            elif self.results is not None or self.hooks.stopped(i):  # the decode stopped this row
+                self.worker._cancelled(task.job_id)
+            else:
+                reason = self.decode_error or "the GPU call ended before the decode did"
+                self.worker._failed(task.job_id, "generation_failed", f"Generation failed: {reason}.")

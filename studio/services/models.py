@@ -8,12 +8,51 @@ from pydantic import BaseModel, Field
 
 from studio.registry import ModelSpec, Registry
 from studio.runtime.manager import ModelManager, State
+from studio.runtime.memory import Hardware, probe_hardware
 from studio.runtime.progress import ProgressEvent
 from studio.runtime.store import ModelStore
 from studio.services.queue import JobQueue
 
 log = logging.getLogger(__name__)
 FALLBACK_MODEL = "studio-tiny"
+# The default model by hardware (default_model): MusicGen Medium needs about 5.5 GB in half precision for one 30 s
+# window; on a GPU of 16 GB or more it leaves room for batches and an evaluation model, on a smaller one Small does.
+SMALL_MODEL, MEDIUM_MODEL = "musicgen-small", "musicgen-medium"
+MEDIUM_FROM_GB = 16
+
+
+def _fits(spec: ModelSpec, hardware: Hardware) -> bool:
+    need = spec.memory_gb * (0.5 if hardware.half else 1.0)  # memory_gb is the float32 estimate
+    return need <= hardware.free_gb
+
+
+def default_model(registry: Registry, hardware: Hardware) -> tuple[str, str]:
+    """The model a studio with no --model loads on `hardware`, and why (a clause for the page's header).
+
+    ZeroGPU: a large GPU lent for a limited time per generation, so the fastest model (Small). CUDA: Medium on a GPU
+    of MEDIUM_FROM_GB or more, else Small, never one whose memory does not fit what is free. CPU and Apple's MPS:
+    the registry's default. The registry's default stands in for a model it does not list; studio-tiny (its
+    output is noise) only when nothing else fits."""
+    default = registry.default_model
+    if hardware.kind == "zerogpu":
+        wanted = [SMALL_MODEL, default]
+        why = "ZeroGPU lends a GPU for a limited time per generation, and it is the fastest model"
+    elif hardware.kind == "cuda":
+        big = hardware.total_gb >= MEDIUM_FROM_GB
+        wanted = [MEDIUM_MODEL, SMALL_MODEL, default] if big else [SMALL_MODEL, default]
+        why = f"the model that suits this GPU ({hardware.total_gb:.0f} GB, {hardware.free_gb:.0f} GB free)"
+    elif hardware.kind == "mps":
+        wanted, why = [default], "the studio's default model"
+    else:
+        wanted = [default]
+        why = ("the studio's default model; this machine has no GPU and generating on a CPU is slow (expect a minute "
+               "or more for 10 s of music)")
+    ids = registry.ids()
+    for model_id in wanted:
+        if model_id in ids and (hardware.kind == "zerogpu" or _fits(registry.get(model_id), hardware)):
+            return model_id, why
+    return FALLBACK_MODEL, (f"no model of the registry fits the {hardware.free_gb:.1f} GB of memory free here; its "
+                            "output is noise")
 
 
 class ModelInfo(BaseModel):
@@ -59,9 +98,17 @@ class CurrentModel(BaseModel):
 
 class ModelService:
     def __init__(self, registry: Registry, manager: ModelManager, store: ModelStore, queue: JobQueue,
-                 requested_model: str | None):
+                 requested_model: str | None, *, on_space: bool = False, zero_gpu: bool = False):
         self.registry, self.manager, self.store, self.queue = registry, manager, store, queue
         self.requested_model = requested_model
+        # A Space picks its model by hardware and downloads it at start (it exists to be used); a studio on a
+        # person's machine loads the default only when it is already downloaded (nothing leaves the machine
+        # unasked).
+        self.on_space, self.zero_gpu = on_space, zero_gpu
+        self._started: ProgressEvent | None = None  # the start-up load's outcome, once done
+
+    def hardware(self) -> Hardware:
+        return probe_hardware(self.manager.device, self.manager.dtype, self.zero_gpu)
 
     def _info(self, spec: ModelSpec, loaded_id: str | None) -> ModelInfo:
         shortfall = self.manager.memory_shortfall(spec)
@@ -101,6 +148,11 @@ class ModelService:
         if self.requested_model:
             spec = self.registry.get(self.requested_model)
             return spec.id, f"{spec.display_name} was loaded at start-up because it was asked for (--model)."
+        if self.on_space:
+            model_id, why = default_model(self.registry, self.hardware())
+            spec = self.registry.get(model_id)
+            fetch = "" if self.store.available(spec) else f" (downloaded at start-up, about {spec.download_gb:.1f} GB)"
+            return spec.id, f"{spec.display_name} was loaded{fetch}: {why}."
         default = self.registry.get(self.registry.default_model)
         if self.store.available(default):
             return default.id, f"{default.display_name} is the studio's default model and is on this machine."
@@ -113,13 +165,31 @@ class ModelService:
                       "Choose a model in Settings.")
 
     def load_initial(self) -> ProgressEvent | None:
+        """Load the start-up model, once (on ZeroGPU app.py loads it before serving, and the background start
+        then finds it done)."""
+        if self._started is not None:
+            return self._started
         model_id, note = self.initial_choice()
         if model_id is None:
             self.manager.set_note(note)
             log.info(note)
             return None
+        final = self._load(model_id, note)
+        if final.stage == "error" and self.on_space and model_id != FALLBACK_MODEL \
+                and FALLBACK_MODEL in self.registry.ids():
+            # a Space that cannot download its model (offline, the hub down) still opens, saying why
+            spec, tiny = self.registry.get(model_id), self.registry.get(FALLBACK_MODEL)
+            log.warning("start-up model %s failed: %s", model_id, final.message)
+            note = (f"{tiny.display_name} was loaded because {spec.display_name} could not be loaded "
+                    f"({final.message.rstrip('.')}). Its output is noise: choose {spec.display_name} in Settings "
+                    "to try again.")
+            final = self._load(FALLBACK_MODEL, note)
+        log.info("start-up model: %s", final.message)
+        self._started = final
+        return final
+
+    def _load(self, model_id: str, note: str) -> ProgressEvent:
         final = None
         for final in self.switch(model_id, note):
             pass
-        log.info("start-up model: %s", final.message)
         return final

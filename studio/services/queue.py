@@ -147,7 +147,7 @@ def _position_text(position: int, eta_s: float | None) -> str:
 class JobQueue:
     def __init__(self, engine, manager: ModelManager, registry: Registry, events: JobEvents, data_dir: Path, *,
                  max_queue: int = 64, stream_every_s: float | None = 1.0, worker: Worker | None = None,
-                 runner: str | None = None):
+                 runner: str | None = None, on_space: bool = False):
         self.engine, self.manager, self.registry, self.events = engine, manager, registry, events
         # this studio's id (datadir.studio_id): recorded on every job it accepts; after a restart it runs its own
         # queued jobs only (studios sharing a PostgreSQL database each run theirs). None: the studio is alone.
@@ -156,7 +156,7 @@ class JobQueue:
         self.outputs_dir = self.data_dir / "outputs"
         self.max_queue = max_queue
         self.worker: Worker = worker or LocalWorker(manager, self, max_batch=lambda m: registry.get(m).max_batch,
-                                                    stream_every_s=stream_every_s)
+                                                    stream_every_s=stream_every_s, on_space=on_space)
         self._lock = threading.Lock()  # guards _plans, _positions, _switches; serialises accepting
         # A plan is checked against the model its jobs will run on, then queued: a switch queued between the two
         # would run them on another model. Accepting and queueing a switch hold this lock (not _lock: the worker's

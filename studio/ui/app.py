@@ -6,11 +6,12 @@ import gradio as gr
 from studio.context import AppContext
 from studio.ui.access import admin_only, hide_admin_areas
 from studio.ui.account_tab import build_account_tab, wire_account_tab
+from studio.space import storage_warning
 from studio.ui.abtests_tab import build_abtests_tab, wire_abtests_tab, wire_quick_ab
 from studio.ui.adapters_tab import (ACTIVE_ONLY_KEY, BROWSER_SECRET, build_adapters_tab, filter_view,
                                     view_inputs, view_outputs, view_updates, wire_adapters_tab)
 from studio.ui.custom_models_panel import wire_custom_models_panel
-from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, status_line
+from studio.ui.common import JS_SWITCH_END, JS_SWITCH_START, model_card, notify_text, page_actor, status_line
 from studio.ui.evaluation_panel import build_evaluation_panel, wire_evaluation_panel
 from studio.ui.gen_config_panel import wire_config_panel
 from studio.ui.generate_tab import build_generate_tab, buttons, model_updates, next_model, wire_generate_tab
@@ -32,6 +33,9 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
             gr.Markdown("## 🎵 Text2Song Studio")
             header = gr.Markdown(status_line(ctx.models.current()), elem_id="current-model")
             signed_in = gr.Markdown(elem_id="signed-in")  # "Signed in as NAME · role" (empty without login)
+        lost_at_restart = storage_warning(ctx.settings)  # a Space without persistent storage
+        if lost_at_restart:  # told to admins (an admin area), who can add the storage; members cannot act on it
+            gr.Markdown(f"⚠️ {lost_at_restart}", elem_id="storage-warning", elem_classes=admin_only())
         seen_model = gr.State(None)  # per page: the model (and its saved settings) the widgets were set up for
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate") as generate_tab:
