@@ -26,10 +26,11 @@ def main(argv: list[str] | None = None) -> None:
         from studio.datadir import open_storage
 
         storage = open_storage(settings)  # first, before torch and gradio load: a refusal comes in a second
-        if settings.on_space and not settings.auth:
-            from studio.space import admin_login_hint, has_accounts
+        if settings.on_space:
+            from studio.services.accounts import has_accounts
+            from studio.space import admin_login_hint
 
-            if not has_accounts(storage.engine):  # a public site nobody can log in to yet: say how
+            if not has_accounts(storage.engine):  # a public site nobody can log in to yet: say how, at once
                 print(admin_login_hint(settings.space_id), file=sys.stderr, flush=True)
 
         import uvicorn
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         app = build_app(ctx)
     except StudioError as exc:
         sys.exit(f"Text2Song Studio cannot start: {exc.message}")
-    if settings.exposed and not settings.auth and not settings.on_space:  # a Space: the admin hint said it
+    if settings.exposed and not ctx.accounts.required:  # no login at all (a Space always asks for one)
         print(exposure_warning(settings), file=sys.stderr, flush=True)
     if any(arg == "--auth" or arg.startswith("--auth=") for arg in (sys.argv[1:] if argv is None else argv)):
         print("Note: a password given with --auth is visible to every user of this machine (ps): prefer "

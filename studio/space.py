@@ -70,13 +70,3 @@ def admin_login_hint(space_id: str | None = None) -> str:
     return (f"No admin account yet: in {where}, under Variables and secrets, add the secret "
             f"{ADMIN_SECRET}=USER:PASS and restart the Space. That user is its first admin; until then nothing "
             "can be opened or changed here.")
-
-
-def has_accounts(engine) -> bool:
-    """Whether the database holds any account (then the login is theirs; no first-admin hint is needed)."""
-    from sqlmodel import Session, select  # noqa: PLC0415 - the rest of this module stays light
-
-    from studio.db.models import Account  # noqa: PLC0415
-
-    with Session(engine) as session:
-        return session.exec(select(Account.id).limit(1)).first() is not None

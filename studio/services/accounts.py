@@ -124,6 +124,12 @@ def check_password(password: str, name: str = "") -> None:
         raise InvalidValues("The password must not be the user name.", code="weak_password")
 
 
+def has_accounts(engine) -> bool:
+    """Whether the database holds any account (app.py asks before the heavy start: a Space's first-admin hint)."""
+    with session_scope(engine) as session:
+        return crud.count_accounts(session) > 0
+
+
 class AccountService:
     """The one owner of accounts, login sessions and API tokens."""
 
@@ -171,8 +177,7 @@ class AccountService:
                            "and turn on accounts, roles and API tokens.", code="accounts_off")
 
     def has_accounts(self) -> bool:
-        with session_scope(self.engine) as session:
-            return crud.count_accounts(session) > 0
+        return has_accounts(self.engine)
 
     # ---- logging in -----------------------------------------------------------------------------------------
     def _matches(self, account: Account, password: str) -> bool:
