@@ -179,7 +179,8 @@ def build_jobs_router(ctx: AppContext) -> APIRouter:
         its automatic scores. Clips of blind A/B tests are never listed; a member's own generations only."""
         query = JobQuery(model_id=model, adapter=None if adapter is None else (
             adapter if adapter == "none" else int(adapter)), status=status, min_rating=min_rating,
-            max_rating=max_rating, rated=rated, submitted_by=user if user is not None else submitted_by, text=q, source=source,
+            max_rating=max_rating, rated=rated, submitted_by=user if user is not None else submitted_by, text=q,
+            source=source,
             evaluation_id=evaluation_id, sort=sort, limit=limit, offset=offset)
         page = ctx.jobs.search(query, current_actor(request))
         response.headers["X-Total-Count"] = str(page.total)

@@ -465,7 +465,8 @@ class JobQueue:
     @staticmethod
     def _shown(plan: JobPlan, actor: Actor | None, user: str | None) -> bool:
         """Whether a waiting or running job is listed for the actor (None: the studio itself; a member: their own
-        generations only), filtered by who submitted it (user)."""
+        generations only), filtered by who submitted it (user). JobService.visible says the same of recorded jobs;
+        here it reads the plans in memory (the view is refreshed every second or two by every open page)."""
         if user is not None and plan.submitted_by != user:
             return False
         if actor is None or actor.is_admin:

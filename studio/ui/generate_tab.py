@@ -586,7 +586,8 @@ def wire_generate_tab(ctx: AppContext, tab: GenerateTab) -> None:
         # A fresh stream player (the last run's stream is over), the players of the last run emptied.
         yield out(jobs=ids, status=job_status(first, req.duration_s, n), stream=gr.Audio(value=None), audio=None,
                   result=plain_status(), takes_out=[gr.Audio(value=None, visible=False)] * len(players),
-                  cancel=gr.Button(interactive=True), queue=render_queue(ctx, page_actor(request), ids, queue_user), result_jobs=ids)
+                  cancel=gr.Button(interactive=True), queue=render_queue(ctx, page_actor(request), ids, queue_user),
+                  result_jobs=ids)
         for item in ctx.generation.follow(accepted.job_id):
             if isinstance(item, AudioChunk):
                 if tab.stream.visible:

@@ -206,7 +206,8 @@ ALICE, BOB, ROOT = as_("alice", "member"), as_("bob", "member"), as_("root", "ad
 ])
 def test_history_is_a_members_own_and_an_admins_everyones(history, headers, query, expected):
     r = history.get(f"/api/jobs{query}", headers=headers)
-    assert [job_names(history.ids)[j["id"]] for j in r.json()] == expected and r.headers["X-Total-Count"] == str(len(expected))
+    assert [job_names(history.ids)[j["id"]] for j in r.json()] == expected
+    assert r.headers["X-Total-Count"] == str(len(expected))
 
 
 @pytest.mark.parametrize("method, path, body", [

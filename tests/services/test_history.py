@@ -122,8 +122,9 @@ def test_a_deleted_adapter_is_named_so_and_its_job_stays_playable(seeded):
 def test_a_blind_ab_clip_is_unknown_to_every_job_operation(seeded):
     ctx, ids = seeded
     clip = ids["ab"]
-    for call in (lambda: ctx.jobs.get(clip), lambda: ctx.jobs.audio_path(clip), lambda: ctx.jobs.rating(clip, admin("a")),
-                 lambda: ctx.jobs.rate(clip, admin("a"), 5), lambda: ctx.jobs.unrate(clip, admin("a")),
+    who = admin("a")
+    for call in (lambda: ctx.jobs.get(clip), lambda: ctx.jobs.audio_path(clip), lambda: ctx.jobs.rating(clip, who),
+                 lambda: ctx.jobs.rate(clip, who, 5), lambda: ctx.jobs.unrate(clip, who),
                  lambda: ctx.jobs.delete(clip)):
         with pytest.raises(NotFound) as err:
             call()
@@ -157,19 +158,20 @@ def test_ratings_one_per_user_changeable_removable_and_only_for_succeeded_jobs(m
     ctx = make_ctx()
     ids = seed_history(ctx)
     jazz = ids["jazz"]
-    assert ctx.jobs.rate(jazz, admin("alice"), 4).model_dump() == {"job_id": jazz, "mine": 4, "average": 4.0, "count": 1}
-    assert ctx.jobs.rate(jazz, admin("bob"), 1).average == 2.5
-    assert ctx.jobs.rate(jazz, admin("alice"), 2).model_dump() == {"job_id": jazz, "mine": 2, "average": 1.5, "count": 2}
-    assert ctx.jobs.unrate(jazz, admin("bob")).model_dump() == {"job_id": jazz, "mine": None, "average": 2.0, "count": 1}
-    assert ctx.jobs.unrate(jazz, admin("bob")).count == 1  # nothing left to remove: fine
+    alice, bob = admin("alice"), admin("bob")
+    assert ctx.jobs.rate(jazz, alice, 4).model_dump() == {"job_id": jazz, "mine": 4, "average": 4.0, "count": 1}
+    assert ctx.jobs.rate(jazz, bob, 1).average == 2.5
+    assert ctx.jobs.rate(jazz, alice, 2).model_dump() == {"job_id": jazz, "mine": 2, "average": 1.5, "count": 2}
+    assert ctx.jobs.unrate(jazz, bob).model_dump() == {"job_id": jazz, "mine": None, "average": 2.0, "count": 1}
+    assert ctx.jobs.unrate(jazz, bob).count == 1  # nothing left to remove: fine
     for stars in (0, 6, 2.5, True, "3"):
         with pytest.raises(InvalidValues):
-            ctx.jobs.rate(jazz, admin("alice"), stars)
+            ctx.jobs.rate(jazz, alice, stars)
     for name in ("failed", "waiting"):
         with pytest.raises(Conflict) as err:
-            ctx.jobs.rate(ids[name], admin("alice"), 3)
+            ctx.jobs.rate(ids[name], alice, 3)
         assert err.value.code == "job_not_rateable"
-    assert ctx.jobs.get(jazz, admin("alice")).rating.mine == 2
+    assert ctx.jobs.get(jazz, alice).rating.mine == 2
 
 
 def test_delete_removes_the_record_its_ratings_scores_and_files(make_ctx, db_url):
