@@ -4,7 +4,6 @@ ratings per signed-in user; DELETE /api/jobs/{id}; a blind A/B test's clips unkn
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 
 import pytest
@@ -111,7 +110,8 @@ def test_two_signed_in_users_rate_the_same_job_each_their_own(make_ctx):
     """--auth: the rating belongs to the user who signed in (two fronts on one studio, one user each)."""
     ctx = make_ctx(auth=("alice", "pw-a"))
     ids = seed_history(ctx)
-    bob_ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update={"auth": ("bob", "pw-b")}))
+    ctx.accounts.bootstrap(("bob", "pw-b"))  # a second account (what --auth bob:pw-b does at a start)
+    bob_ctx = ctx
     jazz = ids["jazz"]
 
     def basic(user, password):
