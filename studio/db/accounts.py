@@ -69,6 +69,15 @@ def delete_sessions(session: Session, *, account_id: int | None = None, token_ha
     return len(rows)
 
 
+def trim_sessions(session: Session, account_id: int, keep: int) -> int:
+    """Delete the account's oldest login sessions beyond the newest `keep`; how many."""
+    old = list(session.exec(select(LoginSession).where(LoginSession.account_id == account_id)
+                            .order_by(LoginSession.created_at.desc(), LoginSession.id.desc()).offset(keep)))
+    for row in old:
+        session.delete(row)
+    return len(old)
+
+
 def touch(session: Session, model, row_id: int, column: str, moment: datetime) -> None:
     """Set a last-seen / last-used time without loading the row (one UPDATE, no race with other writers)."""
     session.exec(update(model).where(model.id == row_id).values({column: moment}))

@@ -34,6 +34,7 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # hashing cost stays bounded whatever a request sends
 TOKEN_PREFIX = "t2s_"  # recognisable in a leaked file or a secret scanner
 TOUCH_EVERY = timedelta(minutes=1)  # last_seen / last_used written at most this often (not one write per request)
+MAX_SESSIONS = 100  # login sessions per account: a script logging in at every run pushes out its oldest ones
 MAX_TOKENS = 100  # live tokens per account: enough for every script, bounded whatever a client sends
 VERIFIED_CACHE = 1000  # recent good logins remembered, so HTTP Basic on every request is not an argon2 hash each
 
@@ -231,6 +232,8 @@ class AccountService:
             crud.delete_sessions(session, expired_before=now)  # housekeeping: expired logins are gone for good
             session.add(LoginSession(account_id=account.id, token_hash=_digest(secret), created_at=now,
                                      last_seen_at=now, expires_at=now + self.session_lifetime))
+            session.flush()
+            crud.trim_sessions(session, account.id, keep=MAX_SESSIONS)
             session.commit()
         return secret
 

@@ -249,3 +249,10 @@ def test_accounts_off_without_a_login(engine):
 
 def test_check_name_strips_and_keeps_case():
     assert check_name("  Ada.L@lab-1 ") == "Ada.L@lab-1"
+
+
+def test_login_sessions_per_account_are_bounded(accounts, monkeypatch):
+    monkeypatch.setattr("studio.services.accounts.MAX_SESSIONS", 2)
+    first, second, third = (accounts.open_session(MIA) for _ in range(3))
+    assert accounts.session_actor(first) is None  # the oldest gave way
+    assert accounts.session_actor(second) == MIA and accounts.session_actor(third) == MIA
