@@ -208,7 +208,7 @@ def test_a_slot_serves_the_side_the_listeners_coin_says(studio, ready_test):
 
 
 # ---- votes and results -----------------------------------------------------------------------------------------
-def test_votes_per_listener_and_results_match_the_sign_test_by_hand(db_url, studio, ready_test):
+def test_votes_per_listener_and_results_match_the_sign_test_by_hand(studio, ready_test):
     test, pairs, _ = records(studio, ready_test)
     by_number = {p.position + 1: p for p in pairs}
     # ann prefers B on 9 pairs and has no preference on 1; bob prefers A on 2 pairs then stops

@@ -209,7 +209,7 @@ def _killed_mid_run(make_ctx, statuses=("running", "queued")):
     (("running", "queued"), [("calm piano", "succeeded"), ("rock drums", "interrupted"), ("rock drums", "succeeded")]),
     ((None, None), [("calm piano", "succeeded"), ("rock drums", "succeeded")]),  # killed before its clips were queued
 ], ids=["a clip decoding, one waiting", "no clip queued yet"])
-def test_a_run_interrupted_by_a_restart_is_taken_up_again_and_completes(db_url, make_ctx, statuses, kept):
+def test_a_run_interrupted_by_a_restart_is_taken_up_again_and_completes(make_ctx, statuses, kept):
     data_dir, evaluation_id = _killed_mid_run(make_ctx, statuses)
     ctx = make_ctx(eval_model="studio-tiny-clap", data_dir=data_dir)  # the next start: running -> interrupted
     assert ctx.evaluation.get_evaluation(evaluation_id).clips[0].status == (

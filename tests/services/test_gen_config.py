@@ -492,7 +492,7 @@ def test_changes_are_recorded_with_the_basic_auth_user(auth_api):
         ("reset", "ana"), ("update", "ana"), ("seed", "system")]
 
 
-def test_history_is_newest_first_with_limit_offset_and_total(db_url, api):
+def test_history_is_newest_first_with_limit_offset_and_total(api):
     for k in (1, 2, 3):
         _put_ok(api, {"top_k": k})
     full = _history(api)

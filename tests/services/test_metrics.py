@@ -55,8 +55,8 @@ def mean(xs):
 
 # ---- the seeded studio ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def seeded(make_module_ctx):
-    ctx = make_module_ctx()
+def seeded(make_module_db_ctx):
+    ctx = make_module_db_ctx()
     with Session(ctx.engine) as session:
         s = Seeder(session)
         v1 = s.adapter("lofi", 1, training_metrics={"loss": [2.0, 1.2, 1.5]}, training_dataset="piano-a")

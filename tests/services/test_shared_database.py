@@ -12,8 +12,8 @@ from sqlmodel import select
 
 import tests.adapters_factory as factory
 from studio.db.engine import session_scope
-from studio.db.models import Adapter, GenerationConfigChange, Job, Rating
-from studio.errors import Conflict
+from studio.db.models import ABPair, ABTest, ABVote, Adapter, GenerationConfigChange, Job, Rating
+from studio.errors import Conflict, StudioError
 from studio.services.adapters import RegisterAdapterRequest
 from studio.services.datasets import ClipCaption, ClipsEdit, CreateDatasetRequest
 from studio.services.generation import JobRequest
@@ -42,6 +42,17 @@ def at_once(*calls):
 
     with ThreadPoolExecutor(len(calls)) as pool:
         return [f.result() for f in [pool.submit(run, c) for c in calls]]
+
+
+def outcome(call):
+    """A call's result, or the code of the StudioError it raised."""
+    def run():
+        try:
+            return call()
+        except StudioError as exc:
+            return exc.code
+
+    return run
 
 
 def jobs(ctx) -> dict[int, Job]:
@@ -104,6 +115,22 @@ def test_writers_in_both_studios_at_once_lose_and_duplicate_nothing(pair, tmp_pa
     with session_scope(a.engine) as s:
         ratings = s.exec(select(Rating).where(Rating.job_id == job_id)).all()
     assert sorted(r.user for r in ratings) == users and {r.stars for r in ratings} <= {2, 4}  # one per user
+
+    # A/B votes are final: one listener voting on one pair from both studios at once is recorded once
+    with session_scope(a.engine) as s:
+        test = ABTest(name="blind", model_id="studio-tiny", prompts=["p"], seeds_per_prompt=2, duration_s=1.0,
+                      secret="s" * 64, status="ready")
+        s.add(test)
+        s.flush()
+        s.add_all([ABPair(abtest_id=test.id, position=i, prompt="p", seed=i) for i in range(2)])
+        s.commit()
+        test_id = test.id
+    listeners = ["ann", "bob", "cid"]
+    answers = at_once(*[outcome(lambda who=who, c=c: c.abtests.vote(test_id, who, 1, "first").pair)
+                        for who in listeners for c in (a, b)])
+    assert sorted(answers, key=str) == [1, 1, 1] + ["already_voted"] * 3
+    with session_scope(a.engine) as s:
+        assert sorted(v.listener for v in s.exec(select(ABVote).where(ABVote.abtest_id == test_id))) == listeners
 
     # the same adapter name registered from both at once: each gets its own version, none refused
     lora = factory.make_lora(tiny_folder, tmp_path / "lora", seed=1)
