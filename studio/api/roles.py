@@ -285,9 +285,9 @@ class GradioRoles:
             fn_index = _fn_index(data)
             if kind == "join":
                 return self.fn_role(fn_index) if fn_index is not None else None  # Gradio refuses it: no fn
-            # /run/{api_name}, /api/{api_name}: a fn_index in the body wins over the name (route_utils.get_fn)
-            return strictest([self.name_role(match["api_name"]),
-                              *([self.fn_role(fn_index)] if fn_index is not None else [])])
+            # /run/{api_name}, /api/{api_name}: a fn_index in the body is what runs, the name then ignored
+            # (route_utils.get_fn); the page's own queue=False events post to /run/predict that way
+            return self.fn_role(fn_index) if fn_index is not None else self.name_role(match["api_name"])
         return None
 
 

@@ -112,6 +112,10 @@ def test_the_page_cannot_run_an_admin_function_for_a_member(studio):
     # the member's own function is not refused by the middleware (Gradio answers: the join is accepted)
     r = client.post("/gradio_api/queue/join", json={**join, "fn_index": member_fn, "data": []}, headers=member)
     assert r.status_code not in (401, 403), r.text
+    # the page's queue=False events post their index to /run/predict, a name no function has: the index decides
+    # (the "Signed in as" line of a member's page was refused when the name counted too)
+    r = client.post("/gradio_api/run/predict", json={"data": [], "fn_index": member_fn}, headers=member)
+    assert r.status_code not in (401, 403), r.text
 
 
 def test_private_functions_take_the_role_of_their_area():
