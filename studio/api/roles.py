@@ -16,9 +16,9 @@ import json
 import re
 from typing import Iterable
 
+from studio.page_areas import ADMIN_ONLY, in_admin_area, trigger_blocks  # noqa: F401 - ADMIN_ONLY for tests
 from studio.users import Role
 
-ADMIN_ONLY = "admin-only"  # the elem_classes marker of the page's admin areas
 
 # (METHOD, path template as in /openapi.json) -> the role it needs.
 REST_ROLES: dict[tuple[str, str], Role] = {
@@ -186,35 +186,6 @@ class RestRoles:
 
 
 # ---- the page's functions ------------------------------------------------------------------------------------------
-def _classes(block) -> list[str]:
-    value = getattr(block, "elem_classes", None) or []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def in_admin_area(block) -> bool:
-    """The block, or a block around it, carries the admin-only marker."""
-    seen = 0
-    while block is not None and seen < 1000:  # parents form a tree; the bound is a guard, not a limit
-        if ADMIN_ONLY in _classes(block):
-            return True
-        block, seen = getattr(block, "parent", None), seen + 1
-    return False
-
-
-def _trigger_blocks(blocks, fn) -> list:
-    """The blocks whose events start fn; a `.then()` / `.success()` / `.failure()` follows the event it comes
-    after back to the one a person (or a timer, or the page's load) started."""
-    seen: set[int] = set()
-    found = []
-    while fn is not None and fn._id not in seen:
-        seen.add(fn._id)
-        for block_id, _event in fn.targets:
-            if block_id is not None and block_id in blocks.blocks:
-                found.append(blocks.blocks[block_id])
-        fn = blocks.fns.get(fn.trigger_after) if fn.trigger_after is not None else None
-    return found
-
-
 def _value_loaders(blocks) -> dict[int, object]:
     """Functions Gradio made for components whose value is a function, with their component: Gradio gives them a
     public api_name like 'lambda_3' that says nothing, so they follow the private functions' rule, the component
@@ -250,7 +221,7 @@ class GradioRoles:
             if is_named(fn, loaders):
                 role = named.get(fn.api_name, "admin")  # a named endpoint missing from the table: admins only
             else:
-                triggers = [*_trigger_blocks(blocks, fn), *([loaders[fn_id]] if fn_id in loaders else [])]
+                triggers = [*trigger_blocks(blocks, fn), *([loaders[fn_id]] if fn_id in loaders else [])]
                 role = "admin" if any(in_admin_area(b) for b in triggers) else "member"
             self.by_fn[fn_id] = role
             if fn.api_name and fn.api_name not in self.by_name:  # Gradio takes the first of a name, too

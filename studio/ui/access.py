@@ -1,7 +1,7 @@
 """Which parts of the page are for admins, by one mark: `elem_classes` containing ADMIN_ONLY.
 
-The contract with the auth layer: a Gradio function is admin-only when one of its triggers is inside a block marked
-ADMIN_ONLY (the trigger itself or one of its ancestors). The page marks every area that changes models, adapters,
+The rule that makes a function admin-only lives in studio/page_areas.py (the auth edge refuses those functions to
+members by the same rule). The page marks every area that changes models, adapters,
 settings, training, datasets, evaluation runs, A/B tests or users; `hide_admin_areas` hides them all from a member
 when the page loads (one event over every marked block), so a member meets no button the server would refuse.
 Admins, and a studio without login (its one person is an admin), see the page as it always was.
@@ -12,57 +12,16 @@ refuses, and a member would see that refusal.
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import gradio as gr
-from gradio.block_function import BlockFunction
-from gradio.blocks import Block
 
+from studio.page_areas import ADMIN_ONLY, admin_only, in_admin_area, is_admin_only  # noqa: F401 - the page's names
 from studio.ui.common import page_actor
 
-ADMIN_ONLY = "admin-only"
 
-
-def admin_only(*classes: str) -> list[str]:
-    """elem_classes for an admin area (its other classes kept)."""
-    return [*classes, ADMIN_ONLY]
-
-
-def _classes(block: Block) -> list[str]:
-    value = getattr(block, "elem_classes", None) or []
-    return [value] if isinstance(value, str) else list(value)
-
-
-def in_admin_area(block: Block | None) -> bool:
-    """Whether this block or one of its ancestors is marked ADMIN_ONLY."""
-    while block is not None:
-        if ADMIN_ONLY in _classes(block):
-            return True
-        block = getattr(block, "parent", None)
-    return False
-
-
-def admin_areas(demo: gr.Blocks) -> list[Block]:
+def admin_areas(demo: gr.Blocks) -> list:
     """The outermost marked blocks of the page (hiding one hides what is inside it)."""
     return [b for b in demo.blocks.values()
-            if ADMIN_ONLY in _classes(b) and not in_admin_area(getattr(b, "parent", None))]
-
-
-def is_admin_only(demo: gr.Blocks, fn: BlockFunction) -> bool:
-    """The contract: one of the function's triggers is inside an admin area. A function chained with .then /
-    .success / .failure has no trigger block of its own (Gradio records `(None, "then")`): its trigger is the
-    function it follows."""
-    seen: set[int] = set()
-    while fn is not None and fn._id not in seen:
-        seen.add(fn._id)
-        if any(in_admin_area(demo.blocks.get(block_id)) for block_id, _event in _targets(fn)):
-            return True
-        fn = demo.fns.get(fn.trigger_after) if fn.trigger_after is not None else None
-    return False
-
-
-def _targets(fn: BlockFunction) -> Iterable[tuple[int, str]]:
-    return [(t[0], t[1]) for t in (fn.targets or []) if t and t[0] is not None]
+            if in_admin_area(b) and not in_admin_area(getattr(b, "parent", None))]
 
 
 def is_admin_page(request: gr.Request | None) -> bool:
