@@ -203,7 +203,7 @@ def _check_server(engine) -> None:
         with engine.begin() as conn:  # a real write of a studio table: a read-only server is found now
             conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
     except CommandError as exc:
-        _refuse_migration(exc, f"the {name}", fix)
+        _refuse_migration(exc, f"the {name}", fix, "--database-url")
     except DBAPIError as exc:
         mapped = storage_error(exc, database_folder(engine))
         if isinstance(mapped, DiskFull):
@@ -220,10 +220,10 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
-def _refuse_migration(exc: CommandError, what: str, fix: str) -> None:
+def _refuse_migration(exc: CommandError, what: str, fix: str, other: str = "--data-dir") -> None:
     if "Can't locate revision" in str(exc):
         raise CannotStart(f"{what} was written by a newer version of Text2Song Studio ({exc}): update the "
-                          "studio, or start it with another --data-dir or --database-url.") from None
+                          f"studio, or start it with another {other}.") from None
     raise CannotStart(f"{what} could not be migrated ({exc}): {fix}.") from None
 
 

@@ -183,3 +183,13 @@ def test_a_read_only_postgresql_database_is_refused_at_start(postgres_server):
     postgres_server._admin(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_read_only = on")
     message = _refusal(url)
     assert "cannot be written" in message and "read-only transaction" in message, message
+
+
+def test_a_postgresql_database_of_a_newer_studio_is_refused(postgres_server):
+    url = postgres_server.create_database()
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    engine.dispose()
+    message = _refusal(url)
+    assert "was written by a newer version of Text2Song Studio" in message and "--database-url" in message
