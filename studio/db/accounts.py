@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import func, update
 from sqlmodel import Session, select
 
+from studio.db.engine import for_update
 from studio.db.models import Account, ApiToken, LoginSession
 
 
@@ -17,13 +18,13 @@ def enabled_admins(session: Session, *, lock: bool = False) -> list[Account]:
     """The enabled admins; lock: hold their rows until commit, so two requests (or studios) demoting two admins at
     once cannot both see "another admin is left"."""
     query = select(Account).where(Account.role == "admin", Account.disabled == False)  # noqa: E712 - SQL
-    return list(session.exec(query.with_for_update() if lock else query))
+    return list(session.exec(for_update(session, query) if lock else query))
 
 
 def get_account(session: Session, name: str, lock: bool = False) -> Account | None:
-    """lock: hold the row until commit (PostgreSQL's SELECT ... FOR UPDATE; SQLite serialises writers anyway)."""
+    """lock: hold the row until commit (engine.for_update: PostgreSQL's row lock, SQLite's write lock)."""
     query = select(Account).where(Account.name == name)
-    return session.exec(query.with_for_update() if lock else query).first()
+    return session.exec(for_update(session, query) if lock else query).first()
 
 
 def name_taken(session: Session, name: str) -> bool:

@@ -21,8 +21,9 @@ CHEAP = dict(time_cost=1, memory_cost=8, parallelism=1)  # argon2id still, at a 
 
 
 @pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+def engine(engine_url):
+    """Each database in turn (SQLite, PostgreSQL): sessions, tokens and the last-admin lock on both."""
+    engine = make_engine(engine_url)
     yield engine
     engine.dispose()
 
