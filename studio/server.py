@@ -31,6 +31,7 @@ from studio.api.training import build_training_router
 from studio.api.security import install_request_guards
 from studio.context import AppContext
 from studio.services.adapters import MAX_UPLOAD_BYTES
+from studio.space import admin_login_hint
 from studio.ui.app import build_ui
 from studio.ui.common import CSS, HEAD
 
@@ -93,7 +94,9 @@ def build_api(ctx: AppContext, load_model: bool | None = None) -> FastAPI:
     app.include_router(build_model_import_router(ctx))  # before /api/models/{model_id}: /import stays its own
     app.include_router(build_router(ctx))  # last: it ends with the catch-all for unknown /api routes
     if ctx.accounts.required:  # one login and the roles for page, Gradio's routes, REST and docs (inside the edge)
-        app.add_middleware(AuthMiddleware, accounts=ctx.accounts, trust_forwarded=settings.on_space)
+        app.add_middleware(AuthMiddleware, accounts=ctx.accounts, trust_forwarded=settings.on_space,
+                           first_admin=admin_login_hint(settings.space_id) if settings.on_space else None,
+                           may_read_file=ctx.jobs.may_read_file)
     install_request_guards(app, bind_host=settings.host, share=settings.share, upload_dir=tmp,
                            multipart_routes=MULTIPART_ROUTES)
     return app

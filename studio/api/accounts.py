@@ -11,6 +11,7 @@ from studio.api.auth import current_actor, current_session
 from studio.api.errors import error_responses
 from studio.api.params import RecordId
 from studio.context import AppContext
+from studio.errors import Forbidden
 from studio.services.accounts import (AccountCreate, AccountInfo, AccountUpdate, NewToken, PasswordChange,
                                       TokenCreate, TokenInfo)
 from studio.users import Role
@@ -91,11 +92,15 @@ def build_accounts_router(ctx: AppContext) -> APIRouter:
         return service.list_tokens(current_actor(request), everyone=all)
 
     @router.post("/tokens", status_code=201, response_model=NewToken, responses=error_responses({
-        409: f"too_many_tokens: revoke some first; {OFF}", 422: "invalid_token_name, invalid_body"}))
+        403: "token_cannot_create_tokens: sent with an API token", 409: f"too_many_tokens: revoke some first; {OFF}",
+        422: "invalid_token_name, invalid_body"}))
     def create_token(body: TokenCreate, request: Request) -> NewToken:
         """A new API token acting as you, with your role (now and after any change of it). The secret is in this
         answer only: send it as `Authorization: Bearer <token>` (REST, or gradio_client's `headers=`)."""
         service.check_on()
+        if getattr(request.state, "by_token", False):  # a leaked token must not make itself a longer-lived heir
+            raise Forbidden("An API token cannot create tokens: create them logged in (the page's Account tab, or "
+                            "with your password over HTTP Basic).", code="token_cannot_create_tokens")
         return service.create_token(current_actor(request), body)
 
     @router.delete("/tokens/{token_id}", response_model=TokenInfo, responses=error_responses({

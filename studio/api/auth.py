@@ -15,15 +15,16 @@ import binascii
 import html
 import math
 import time
-from http.cookies import SimpleCookie
+from collections.abc import Callable
 from urllib.parse import parse_qs, quote
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from fastapi import Request
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,9 +34,12 @@ from studio.services.accounts import TOKEN_PREFIX, AccountService
 from studio.users import LOCAL_ACTOR, Actor, Role
 
 COOKIE = "studio-session"
+TOKEN = "api-token"  # how a request came in, when it came with an API token (not a login session)
 LOGIN_PATHS = ("/login", "/login/")  # gradio_client posts to "login"
 LOGOUT_PATHS = ("/logout", "/logout/")
-FAILURES_PER_MINUTE = 5  # per client address, and per user name
+FAILURES_PER_MINUTE = 5  # login attempts per client address (a right one clears the count)
+NAME_ATTEMPTS_PER_MINUTE = 30  # per user name from any address: guessing slowed, the person not locked out
+HASHING_AT_ONCE = 2  # password checks run at once (argon2id: ~64 MiB each); more wait their turn
 REALM = 'Basic realm="Text2Song Studio", charset="UTF-8"'
 FIRST_ADMIN = ("No account exists yet. Create the first admin: start the studio with STUDIO_AUTH=USER:PASS (on a "
                "Hugging Face Space: a secret named STUDIO_AUTH in the Space's settings), or run `python -m studio.cli "
@@ -84,33 +88,32 @@ def bearer_token(header: str | None) -> str | None:
 
 
 class LoginThrottle:
-    """At most FAILURES_PER_MINUTE wrong logins in any minute per client address and per user name: guessing one
-    person's password from many addresses is slowed as much as guessing many from one."""
+    """Login attempts per minute, counted BEFORE the password is checked (an attempt that would go over the limit is
+    refused without checking: a burst of parallel guesses cannot all slip in while the first ones are hashed):
+    FAILURES_PER_MINUTE per client address, and NAME_ATTEMPTS_PER_MINUTE per user name from anywhere (looser, so that
+    one stranger cannot lock a person out of their account; many addresses are needed to guess at one name). A right
+    password clears the address's and the name's counts."""
 
-    def __init__(self, per_minute: int = FAILURES_PER_MINUTE) -> None:
+    def __init__(self, per_minute: int = FAILURES_PER_MINUTE, per_name: int = NAME_ATTEMPTS_PER_MINUTE) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._item = RateLimitItemPerMinute(per_minute)
+        self._address = RateLimitItemPerMinute(per_minute)
+        self._name = RateLimitItemPerMinute(per_name)
 
-    @staticmethod
-    def _keys(client: str, name: str) -> list[str]:
-        return [f"address:{client}", f"user:{name.strip().casefold()[:100]}"]
+    def _limits(self, client: str, name: str) -> list[tuple[RateLimitItemPerMinute, str]]:
+        return [(self._address, f"address:{client}"), (self._name, f"user:{name.strip().casefold()[:100]}")]
 
-    def retry_after(self, client: str, name: str) -> int | None:
-        """Seconds to wait before this client may try this name again, or None when it may try now."""
+    def attempt(self, client: str, name: str) -> int | None:
+        """Count one attempt; None when it may go on, else the seconds to wait (the attempt is refused)."""
         waits = []
-        for key in self._keys(client, name):
-            if not self._limiter.test(self._item, key):
-                reset = self._limiter.get_window_stats(self._item, key).reset_time
+        for item, key in self._limits(client, name):
+            if not self._limiter.hit(item, key):  # atomic test-and-count
+                reset = self._limiter.get_window_stats(item, key).reset_time
                 waits.append(max(1, math.ceil(reset - time.time())))
         return max(waits) if waits else None
 
-    def failed(self, client: str, name: str) -> None:
-        for key in self._keys(client, name):
-            self._limiter.hit(self._item, key)
-
     def succeeded(self, client: str, name: str) -> None:
-        # the name's own count only: a right password for one account must not reset an address's guesses at others
-        self._limiter.clear(self._item, self._keys(client, name)[1])
+        for item, key in self._limits(client, name):
+            self._limiter.clear(item, key)
 
 
 class AuthMiddleware:
@@ -118,11 +121,18 @@ class AuthMiddleware:
     proxy that adds the client's address to X-Forwarded-For (a Hugging Face Space), so throttling counts per
     person, not per proxy."""
 
-    def __init__(self, app: ASGIApp, accounts: AccountService, trust_forwarded: bool = False) -> None:
+    def __init__(self, app: ASGIApp, accounts: AccountService, trust_forwarded: bool = False,
+                 first_admin: str | None = None,
+                 may_read_file: Callable[[Actor, str], bool] | None = None) -> None:
         self.app = app
         self.accounts = accounts
         self.throttle = LoginThrottle()
         self.trust_forwarded = trust_forwarded
+        self.first_admin = first_admin or FIRST_ADMIN
+        self.may_read_file = may_read_file  # Gradio's /file= route: whose job's audio a member may download
+        # argon2 takes ~64 MiB and ~0.1 s per check: at most this many at once, the rest wait their turn (a flood of
+        # logins cannot exhaust the memory)
+        self._hashing = CapacityLimiter(HASHING_AT_ONCE)
         self._rest: RestRoles | None = None
 
     def _client(self, scope: Scope, headers: Headers) -> str:
@@ -164,29 +174,36 @@ class AuthMiddleware:
             if needed == "admin":
                 await _forbidden(scope)(scope, receive, send)
                 return
-        scope.setdefault("state", {}).update(user=actor.name, actor=actor, login_session=session)
+            if self.may_read_file is not None and (served := gradio_file(scope["path"])) is not None and \
+                    not await to_thread.run_sync(self.may_read_file, actor, served):
+                # another person's generation: as unknown as their job is (404, not 403)
+                await JSONResponse(status_code=404, content={"detail": {
+                    "code": "file_not_found", "message": "There is no such file."}})(scope, receive, send)
+                return
+        by_token = session is TOKEN
+        scope.setdefault("state", {}).update(user=actor.name, actor=actor, by_token=by_token,
+                                             login_session=None if by_token else session)
         await self.app(scope, receive, send)
 
     async def _identify(self, headers: Headers, cookie: str | None,
                         client: str) -> tuple[Actor | None, str | None, Response | None]:
-        """(who, their session cookie when that is how they came, a refusal to send instead of the plain 401)."""
+        """(who, their session cookie when that is how they came (TOKEN for an API token), a refusal to send instead
+        of the plain 401)."""
         if cookie and (actor := await to_thread.run_sync(self.accounts.session_actor, cookie)) is not None:
             return actor, cookie, None
         authorization = headers.get("authorization")
         if (token := bearer_token(authorization)) is not None:
             actor = await to_thread.run_sync(self.accounts.token_actor, token)
             if actor is not None:
-                return actor, None, None
+                return actor, TOKEN, None
             return None, None, JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={
                 "detail": {"code": "invalid_token", "message": "This API token is unknown, revoked or expired (or "
                                                               "its account is disabled): create a new one."}})
         if (given := basic_credentials(authorization)) is not None:
-            if (wait := self.throttle.retry_after(client, given[0])) is not None:
+            if (wait := self.throttle.attempt(client, given[0])) is not None:
                 return None, None, _too_many(wait)
-            actor = await to_thread.run_sync(self.accounts.authenticate, *given)
-            if actor is None:
-                self.throttle.failed(client, given[0])
-            else:
+            actor = await to_thread.run_sync(self.accounts.authenticate, *given, limiter=self._hashing)
+            if actor is not None:
                 self.throttle.succeeded(client, given[0])
             return actor, None, None
         return None, None, None
@@ -209,7 +226,7 @@ class AuthMiddleware:
         wants_page = "text/html" in headers.get("accept", "")
         target = _local_target(parse_qs(scope.get("query_string", b"").decode("latin-1")).get("next", ["/"])[0])
         has_accounts = await to_thread.run_sync(self.accounts.has_accounts)
-        note = "" if has_accounts else FIRST_ADMIN
+        note = "" if has_accounts else self.first_admin
         if scope.get("method") in ("GET", "HEAD"):
             return HTMLResponse(login_page(target, setup=note))
         if scope.get("method") != "POST":
@@ -225,12 +242,11 @@ class AuthMiddleware:
             if wants_page:
                 return HTMLResponse(login_page(target, setup=note), status_code=401)
             return JSONResponse(status_code=401, content={"detail": {"code": "no_accounts", "message": note}})
-        if (wait := self.throttle.retry_after(client, user)) is not None:
+        if (wait := self.throttle.attempt(client, user)) is not None:
             return _too_many(wait, page=login_page(target, "Too many failed logins: wait a minute.")
                              if wants_page else None)
-        actor = await to_thread.run_sync(self.accounts.authenticate, user, password)
+        actor = await to_thread.run_sync(self.accounts.authenticate, user, password, limiter=self._hashing)
         if actor is None:
-            self.throttle.failed(client, user)
             if wants_page:
                 return HTMLResponse(login_page(target, "Wrong user name or password."), status_code=401)
             return JSONResponse(status_code=401, content={"detail": {
@@ -241,20 +257,27 @@ class AuthMiddleware:
             JSONResponse({"success": True})
         # Lax: the cookie is not sent with another site's POSTs (security.py refuses those as well). Secure when
         # the person came over https, also through a proxy that says so (a Space): never sent in clear text then.
+        # A Space's page is shown in an iframe of huggingface.co (another site), where browsers keep only
+        # SameSite=None cookies: there it is None (Secure), and security.py's Origin / Sec-Fetch-Site check is what
+        # refuses another site's writes.
         secure = scope.get("scheme") == "https" or headers.get("x-forwarded-proto", "").strip().lower() == "https"
+        same_site = "none" if secure and self.trust_forwarded else "lax"
         response.set_cookie(COOKIE, secret, max_age=int(self.accounts.session_lifetime.total_seconds()),
-                            httponly=True, samesite="lax", secure=secure, path="/")
+                            httponly=True, samesite=same_site, secure=secure, path="/")
         return response
 
 
 def _cookie(headers: Headers, name: str) -> str | None:
-    jar = SimpleCookie()
-    try:
-        jar.load(headers.get("cookie", ""))
-    except Exception:  # noqa: BLE001 - a malformed Cookie header is no session
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel else None
+    # Starlette's lenient parser: another app's malformed cookie on the same host must not hide the session
+    return cookie_parser(headers.get("cookie", "")).get(name) or None
+
+
+def gradio_file(path: str) -> str | None:
+    """The file a request to Gradio's file routes asks for (`/gradio_api/file=PATH`, its older `/file/PATH`)."""
+    for prefix in ("/gradio_api/file=", "/gradio_api/file/"):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return None
 
 
 def _local_target(target: str) -> str:
@@ -285,7 +308,10 @@ def _unauthorized(scope: Scope, headers: Headers, stale_cookie: bool = False) ->
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
         response: Response = RedirectResponse(f"/login?next={quote(path, safe='/')}", status_code=303)
     else:
-        response = JSONResponse(status_code=401, headers={"WWW-Authenticate": REALM}, content={"detail": {
+        # The Basic challenge for scripts only: to a browser's own fetches (Sec-Fetch-Mode) it would open the
+        # browser's password prompt, whose remembered credentials then outlive /logout.
+        challenge = {} if headers.get("sec-fetch-mode") else {"WWW-Authenticate": REALM}
+        response = JSONResponse(status_code=401, headers=challenge, content={"detail": {
             "code": "unauthorized", "message": "Log in first: the login form at /login, an API token "
                                                "(Authorization: Bearer t2s_...), or HTTP Basic."}})
     if stale_cookie:  # logged out elsewhere or expired: the browser forgets it

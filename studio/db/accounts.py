@@ -17,7 +17,7 @@ def count_accounts(session: Session) -> int:
 def enabled_admins(session: Session, *, lock: bool = False) -> list[Account]:
     """The enabled admins; lock: hold their rows until commit, so two requests (or studios) demoting two admins at
     once cannot both see "another admin is left"."""
-    query = select(Account).where(Account.role == "admin", Account.disabled == False)  # noqa: E712 - SQL
+    query = select(Account).where(Account.role == "admin", Account.disabled == False).order_by(Account.id)  # noqa: E712
     return list(session.exec(for_update(session, query) if lock else query))
 
 
@@ -30,10 +30,6 @@ def get_account(session: Session, name: str, lock: bool = False) -> Account | No
 def name_taken(session: Session, name: str) -> bool:
     """Whether an account has this name in any case ('Mia' and 'mia' would read as one person in the records)."""
     return session.exec(select(Account.id).where(func.lower(Account.name) == name.lower())).first() is not None
-
-
-def get_account_by_id(session: Session, account_id: int) -> Account | None:
-    return session.get(Account, account_id)
 
 
 def list_accounts(session: Session) -> list[Account]:

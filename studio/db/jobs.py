@@ -6,7 +6,7 @@ from typing import Literal, Sequence
 from sqlalchemy import ColumnElement, delete as sa_delete, func, update
 from sqlmodel import Session, col, select
 
-from studio.db.engine import casefold, upsert
+from studio.db.engine import casefold, for_update, upsert
 from studio.db.evaluation import scores_of
 from studio.db.models import Job, JobStatus, Rating, Score, utcnow
 from studio.db.recovery import mine
@@ -125,10 +125,16 @@ def prompt_contains(text: str) -> ColumnElement:
 
 
 def find_job(session: Session, job_id: int, where: Sequence[ColumnElement] = (), *, lock: bool = False) -> Job | None:
-    """The job, if it meets the caller's conditions. lock: its row locked until the transaction ends (PostgreSQL:
-    no other transaction moves or deletes it meanwhile; SQLite has one writer at a time anyway)."""
+    """The job, if it meets the caller's conditions. lock: no other transaction moves or deletes it until this one
+    ends (engine.for_update: PostgreSQL's row lock, SQLite's write lock; call it first in the session)."""
     stmt = select(Job).where(Job.id == job_id, *where)
-    return session.exec(stmt.with_for_update() if lock else stmt).first()
+    return session.exec(for_update(session, stmt) if lock else stmt).first()
+
+
+def job_file_owners(session: Session, rel: str) -> list[str]:
+    """Who submitted the jobs whose audio or codes file is `rel` (relative to the data directory)."""
+    stmt = select(Job.submitted_by).where((Job.output_file == rel) | (Job.codes_file == rel))
+    return list(session.exec(stmt))
 
 
 def job_submitters(session: Session, where: Sequence[ColumnElement] = ()) -> list[str]:

@@ -385,11 +385,12 @@ class AccountService:
             check_password(req.password, name)
         new_hash = self.hasher.hash(req.password) if req.password is not None else None  # before any lock
         with session_scope(self.engine) as session:
+            # The enabled admins locked first, in id order, then the account: two admins edited at once lock in
+            # the same order (PostgreSQL: the second waits, never a deadlock).
+            crud.enabled_admins(session, lock=True)
             account = self._account(session, name, lock=True)
             demoted = req.role is not None and req.role != "admin" and account.role == "admin"
             disabled = req.disabled is True and account.role == "admin" and not account.disabled
-            if demoted or disabled:
-                crud.enabled_admins(session, lock=True)  # PostgreSQL: another demotion waits for this one
             if req.role is not None:
                 account.role = req.role
             if req.disabled is not None:

@@ -8,6 +8,8 @@ does not reveal that it exists); an admin sees everyone's. Without auth the one 
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.db.adapters import get_adapter
 from studio.db.engine import session_scope
-from studio.db.jobs import (JobSort, delete_job, delete_rating, find_job, job_scores, job_submitters, prompt_contains,
-                            rating_stats, search_jobs, set_rating, user_ratings)
+from studio.db.jobs import (JobSort, delete_job, delete_rating, find_job, job_file_owners, job_scores, job_submitters,
+                            prompt_contains, rating_stats, search_jobs, set_rating, user_ratings)
 from studio.db.models import Job, JobStatus, UTCTimestamp
 from studio.deletions import remove_files, write_marker
 from studio.errors import Conflict, InvalidValues, NotFound
@@ -320,6 +322,22 @@ class JobService:
         """The name a download gets: the prompt and job (`lofi-hip-hop-beat_job12.flac`), for jobs recorded before
         files were named so too."""
         return download_name(self.get(job_id).prompt, job_id, path.suffix.lstrip("."))
+
+    def may_read_file(self, actor: Actor, path: str) -> bool:
+        """Whether `actor` may download a file Gradio serves from the data directory (`/gradio_api/file=PATH`): a
+        job's audio or codes only by who may see the job (a member: their own); other files are not jobs' and left
+        to Gradio's own checks."""
+        if actor.is_admin:
+            return True
+        root = self.data_dir.resolve()
+        try:
+            real = Path(os.path.realpath(path))  # relative: to the working folder, as Gradio reads it
+            rel = real.relative_to(root).as_posix()
+        except (OSError, ValueError):
+            return True  # not in the data directory: not a job's file
+        with session_scope(self.engine) as session:
+            owners = job_file_owners(session, rel)
+        return all(actor.may_see(owner) for owner in owners)
 
     def audio_path(self, job_id: int, actor: Actor | None = None, *, include_clips: bool = False) -> Path:
         """The job's audio file, inside the data directory (actor, include_clips: as for get)."""

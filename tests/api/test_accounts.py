@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session
 
+from studio.api.auth import NAME_ATTEMPTS_PER_MINUTE
 from studio.db.models import ApiToken, LoginSession, utcnow
 from studio.server import build_app
 from tests.conftest import LOCAL
@@ -275,12 +276,35 @@ def test_failed_logins_are_throttled_per_address_and_per_name(module_studio):
     assert r.json()["detail"]["code"] == "too_many_attempts"
     assert login(*ROOT, "10.0.0.2").status_code == 200  # another person is not held back
     client.cookies.clear()
-    # many addresses guessing one name: its right password waits too, from anywhere; other names do not
-    assert [login("root", "nope-nope", f"10.0.1.{i}").status_code for i in range(5)] == [401] * 5
+    # one stranger cannot lock a person out: five wrong passwords for root from one address, root logs in elsewhere
+    assert [login("root", "nope-nope", "10.0.3.1").status_code for _ in range(5)] == [401] * 5
+    assert login(*ROOT, "10.0.3.2").status_code == 200
+    client.cookies.clear()
+    # many addresses guessing one name: past NAME_ATTEMPTS_PER_MINUTE its right password waits too, from anywhere;
+    # other names do not
+    guesses = [login("root", "nope-nope", f"10.0.1.{i}").status_code for i in range(NAME_ATTEMPTS_PER_MINUTE)]
+    assert guesses == [401] * NAME_ATTEMPTS_PER_MINUTE
     assert login(*ROOT, "10.0.2.1").status_code == 429
     assert client.get("/api/me", headers={**basic(*ROOT), "x-forwarded-for": "10.0.2.2"}).status_code == 429
     ctx.accounts.bootstrap(("other", "other-password"))
     assert login("other", "other-password", "10.0.2.3").status_code == 200
+
+
+def test_a_burst_of_parallel_guesses_is_counted_before_any_is_checked(module_studio):
+    """Attempts are counted before the password is hashed: 20 guesses sent at once from one address get 5 checks
+    (401) and 15 refusals (429), not 20 checks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ctx, client = module_studio(space_id="team/studio", auth=ROOT)  # behind a proxy: its own address below
+    ctx.accounts.hasher = CHEAP
+
+    def guess(i: int) -> int:
+        return client.post("/login", data={"username": "root", "password": f"guess-{i}"},
+                           headers={"x-forwarded-for": "10.9.9.9"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(guess, range(20)))
+    assert statuses == [401] * 5 + [429] * 15
 
 
 # ---- gradio_client with a token against the real server ------------------------------------------------------------
@@ -308,3 +332,40 @@ def test_gradio_client_with_a_bearer_token(make_module_ctx):
         saved = as_admin.predict("studio-tiny", {"top_k": 7}, api_name="/save_generation_settings")
         assert saved["values"]["top_k"] == 7
         assert ctx.gen_config.history("studio-tiny").changes[0].changed_by == "root"
+
+
+def test_a_member_cannot_download_another_persons_audio_through_gradio(module_studio):
+    """Gradio's file route serves the outputs folder (the page's players): a member gets their own jobs' files
+    only, another person's are as unknown as their jobs (404); an admin gets everyone's."""
+    from studio.services.accounts import AccountCreate
+    from studio.services.generation import GenerateRequest
+    from studio.users import Actor
+
+    ctx, client = module_studio(load=True, auth=ROOT)
+    ctx.accounts.hasher = CHEAP
+    for name in ("ana", "ben"):
+        ctx.accounts.create_account(Actor("root", "admin"), AccountCreate(name=name, password=f"{name}-password"))
+    files = {}
+    for name in ("ana", "ben"):
+        job = ctx.generation.generate(GenerateRequest(prompt=f"{name}'s tune", duration_s=0.2, seed=1),
+                                      actor=Actor(name, "member"))
+        files[name] = str(ctx.jobs.audio_path(job.job_id))
+    ana = basic("ana", "ana-password")
+    assert client.get(f"/gradio_api/file={files['ana']}", headers=ana).status_code == 200
+    r = client.get(f"/gradio_api/file={files['ben']}", headers=ana)
+    assert r.status_code == 404 and r.json()["detail"]["code"] == "file_not_found"
+    assert client.get(f"/gradio_api/file/{files['ben']}", headers=ana).status_code == 404
+    assert client.get(f"/gradio_api/file={files['ben']}", headers=basic(*ROOT)).status_code == 200
+
+
+def test_an_api_token_cannot_create_tokens(module_studio):
+    """A leaked short-lived token must not mint itself a lasting heir: tokens are created logged in."""
+    from studio.services.accounts import TokenCreate
+    from studio.users import Actor
+
+    ctx, client = module_studio(auth=ROOT)
+    ctx.accounts.hasher = CHEAP
+    token = ctx.accounts.create_token(Actor("root", "admin"), TokenCreate(name="ci", expires_in_days=1)).token
+    r = client.post("/api/tokens", json={"name": "heir"}, headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 403 and r.json()["detail"]["code"] == "token_cannot_create_tokens"
+    assert client.post("/api/tokens", json={"name": "ok"}, headers=basic(*ROOT)).status_code == 201
