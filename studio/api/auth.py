@@ -18,11 +18,11 @@ import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, quote
 
-from anyio import to_thread
 from fastapi import Request
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -143,7 +143,7 @@ class AuthMiddleware:
             return
         cookie = _cookie(headers, COOKIE)
         if scope["type"] == "http" and path in LOGOUT_PATHS:
-            await to_thread.run_sync(self.accounts.close_session, cookie)
+            await run_in_threadpool(self.accounts.close_session, cookie)
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(COOKIE, path="/")
             await response(scope, receive, send)
@@ -170,11 +170,11 @@ class AuthMiddleware:
     async def _identify(self, headers: Headers, cookie: str | None,
                         client: str) -> tuple[Actor | None, str | None, Response | None]:
         """(who, their session cookie when that is how they came, a refusal to send instead of the plain 401)."""
-        if cookie and (actor := await to_thread.run_sync(self.accounts.session_actor, cookie)) is not None:
+        if cookie and (actor := await run_in_threadpool(self.accounts.session_actor, cookie)) is not None:
             return actor, cookie, None
         authorization = headers.get("authorization")
         if (token := bearer_token(authorization)) is not None:
-            actor = await to_thread.run_sync(self.accounts.token_actor, token)
+            actor = await run_in_threadpool(self.accounts.token_actor, token)
             if actor is not None:
                 return actor, None, None
             return None, None, JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={
@@ -183,7 +183,7 @@ class AuthMiddleware:
         if (given := basic_credentials(authorization)) is not None:
             if (wait := self.throttle.retry_after(client, given[0])) is not None:
                 return None, None, _too_many(wait)
-            actor = await to_thread.run_sync(self.accounts.authenticate, *given)
+            actor = await run_in_threadpool(self.accounts.authenticate, *given)
             if actor is None:
                 self.throttle.failed(client, given[0])
             else:
@@ -208,7 +208,7 @@ class AuthMiddleware:
     async def _login(self, scope: Scope, receive: Receive, headers: Headers, client: str) -> Response:
         wants_page = "text/html" in headers.get("accept", "")
         target = _local_target(parse_qs(scope.get("query_string", b"").decode("latin-1")).get("next", ["/"])[0])
-        has_accounts = await to_thread.run_sync(self.accounts.has_accounts)
+        has_accounts = await run_in_threadpool(self.accounts.has_accounts)
         note = "" if has_accounts else FIRST_ADMIN
         if scope.get("method") in ("GET", "HEAD"):
             return HTMLResponse(login_page(target, setup=note))
@@ -228,7 +228,7 @@ class AuthMiddleware:
         if (wait := self.throttle.retry_after(client, user)) is not None:
             return _too_many(wait, page=login_page(target, "Too many failed logins: wait a minute.")
                              if wants_page else None)
-        actor = await to_thread.run_sync(self.accounts.authenticate, user, password)
+        actor = await run_in_threadpool(self.accounts.authenticate, user, password)
         if actor is None:
             self.throttle.failed(client, user)
             if wants_page:
@@ -236,7 +236,7 @@ class AuthMiddleware:
             return JSONResponse(status_code=401, content={"detail": {
                 "code": "invalid_credentials", "message": "Wrong user name or password."}})
         self.throttle.succeeded(client, user)
-        secret = await to_thread.run_sync(self.accounts.open_session, actor)
+        secret = await run_in_threadpool(self.accounts.open_session, actor)
         response: Response = RedirectResponse(target, status_code=303) if wants_page else \
             JSONResponse({"success": True})
         # Lax: the cookie is not sent with another site's POSTs (security.py refuses those as well). Secure when

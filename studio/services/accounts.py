@@ -19,7 +19,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from studio.db import accounts as crud
@@ -48,12 +48,16 @@ class AccountInfo(BaseModel):
 
 
 class AccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     name: str = Field(min_length=1, max_length=64, description="letters, digits and . _ @ - (not 'local' or 'system')")
     password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
     role: Role = "member"
 
 
 class AccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     role: Role | None = None
     disabled: bool | None = Field(None, description="true: the account can no longer log in; its sessions and "
                                                     "tokens stop at once (its records keep its name)")
@@ -62,11 +66,15 @@ class AccountUpdate(BaseModel):
 
 
 class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     current_password: str = Field(max_length=MAX_PASSWORD)
     new_password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
 
 
 class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     name: str = Field(min_length=1, max_length=100, description="what the token is for, e.g. 'nightly renders'")
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="none: until revoked")
 
