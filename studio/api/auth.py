@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, quote
 
-from anyio import CapacityLimiter, to_thread
 from fastapi import Request
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -39,7 +39,6 @@ LOGIN_PATHS = ("/login", "/login/")  # gradio_client posts to "login"
 LOGOUT_PATHS = ("/logout", "/logout/")
 FAILURES_PER_MINUTE = 5  # login attempts per client address (a right one clears the count)
 NAME_ATTEMPTS_PER_MINUTE = 30  # per user name from any address: guessing slowed, the person not locked out
-HASHING_AT_ONCE = 2  # password checks run at once (argon2id: ~64 MiB each); more wait their turn
 REALM = 'Basic realm="Text2Song Studio", charset="UTF-8"'
 FIRST_ADMIN = ("No account exists yet. Create the first admin: start the studio with STUDIO_AUTH=USER:PASS (on a "
                "Hugging Face Space: a secret named STUDIO_AUTH in the Space's settings), or run `python -m studio.cli "
@@ -130,9 +129,6 @@ class AuthMiddleware:
         self.trust_forwarded = trust_forwarded
         self.first_admin = first_admin or FIRST_ADMIN
         self.may_read_file = may_read_file  # Gradio's /file= route: whose job's audio a member may download
-        # argon2 takes ~64 MiB and ~0.1 s per check: at most this many at once, the rest wait their turn (a flood of
-        # logins cannot exhaust the memory)
-        self._hashing = CapacityLimiter(HASHING_AT_ONCE)
         self._rest: RestRoles | None = None
 
     def _client(self, scope: Scope, headers: Headers) -> str:
@@ -153,7 +149,7 @@ class AuthMiddleware:
             return
         cookie = _cookie(headers, COOKIE)
         if scope["type"] == "http" and path in LOGOUT_PATHS:
-            await to_thread.run_sync(self.accounts.close_session, cookie)
+            await run_in_threadpool(self.accounts.close_session, cookie)
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(COOKIE, path="/")
             await response(scope, receive, send)
@@ -175,7 +171,7 @@ class AuthMiddleware:
                 await _forbidden(scope)(scope, receive, send)
                 return
             if self.may_read_file is not None and (served := gradio_file(scope["path"])) is not None and \
-                    not await to_thread.run_sync(self.may_read_file, actor, served):
+                    not await run_in_threadpool(self.may_read_file, actor, served):
                 # another person's generation: as unknown as their job is (404, not 403)
                 await JSONResponse(status_code=404, content={"detail": {
                     "code": "file_not_found", "message": "There is no such file."}})(scope, receive, send)
@@ -189,11 +185,11 @@ class AuthMiddleware:
                         client: str) -> tuple[Actor | None, str | None, Response | None]:
         """(who, their session cookie when that is how they came (TOKEN for an API token), a refusal to send instead
         of the plain 401)."""
-        if cookie and (actor := await to_thread.run_sync(self.accounts.session_actor, cookie)) is not None:
+        if cookie and (actor := await run_in_threadpool(self.accounts.session_actor, cookie)) is not None:
             return actor, cookie, None
         authorization = headers.get("authorization")
         if (token := bearer_token(authorization)) is not None:
-            actor = await to_thread.run_sync(self.accounts.token_actor, token)
+            actor = await run_in_threadpool(self.accounts.token_actor, token)
             if actor is not None:
                 return actor, TOKEN, None
             return None, None, JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"}, content={
@@ -202,7 +198,7 @@ class AuthMiddleware:
         if (given := basic_credentials(authorization)) is not None:
             if (wait := self.throttle.attempt(client, given[0])) is not None:
                 return None, None, _too_many(wait)
-            actor = await to_thread.run_sync(self.accounts.authenticate, *given, limiter=self._hashing)
+            actor = await run_in_threadpool(self.accounts.authenticate, *given)
             if actor is not None:
                 self.throttle.succeeded(client, given[0])
             return actor, None, None
@@ -225,7 +221,7 @@ class AuthMiddleware:
     async def _login(self, scope: Scope, receive: Receive, headers: Headers, client: str) -> Response:
         wants_page = "text/html" in headers.get("accept", "")
         target = _local_target(parse_qs(scope.get("query_string", b"").decode("latin-1")).get("next", ["/"])[0])
-        has_accounts = await to_thread.run_sync(self.accounts.has_accounts)
+        has_accounts = await run_in_threadpool(self.accounts.has_accounts)
         note = "" if has_accounts else self.first_admin
         if scope.get("method") in ("GET", "HEAD"):
             return HTMLResponse(login_page(target, setup=note))
@@ -245,14 +241,14 @@ class AuthMiddleware:
         if (wait := self.throttle.attempt(client, user)) is not None:
             return _too_many(wait, page=login_page(target, "Too many failed logins: wait a minute.")
                              if wants_page else None)
-        actor = await to_thread.run_sync(self.accounts.authenticate, user, password, limiter=self._hashing)
+        actor = await run_in_threadpool(self.accounts.authenticate, user, password)
         if actor is None:
             if wants_page:
                 return HTMLResponse(login_page(target, "Wrong user name or password."), status_code=401)
             return JSONResponse(status_code=401, content={"detail": {
                 "code": "invalid_credentials", "message": "Wrong user name or password."}})
         self.throttle.succeeded(client, user)
-        secret = await to_thread.run_sync(self.accounts.open_session, actor)
+        secret = await run_in_threadpool(self.accounts.open_session, actor)
         response: Response = RedirectResponse(target, status_code=303) if wants_page else \
             JSONResponse({"success": True})
         # Lax: the cookie is not sent with another site's POSTs (security.py refuses those as well). Secure when

@@ -19,7 +19,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from studio.db import accounts as crud
@@ -32,6 +32,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 RESERVED_NAMES = {LOCAL_USER, SYSTEM_USER}  # records already use them for "no login" and "the studio itself"
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # hashing cost stays bounded whatever a request sends
+HASHING_AT_ONCE = 2  # password checks running at once
 TOKEN_PREFIX = "t2s_"  # recognisable in a leaked file or a secret scanner
 TOUCH_EVERY = timedelta(minutes=1)  # last_seen / last_used written at most this often (not one write per request)
 MAX_SESSIONS = 100  # login sessions per account: a script logging in at every run pushes out its oldest ones
@@ -48,12 +49,16 @@ class AccountInfo(BaseModel):
 
 
 class AccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     name: str = Field(min_length=1, max_length=64, description="letters, digits and . _ @ - (not 'local' or 'system')")
     password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
     role: Role = "member"
 
 
 class AccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     role: Role | None = None
     disabled: bool | None = Field(None, description="true: the account can no longer log in; its sessions and "
                                                     "tokens stop at once (its records keep its name)")
@@ -62,11 +67,15 @@ class AccountUpdate(BaseModel):
 
 
 class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     current_password: str = Field(max_length=MAX_PASSWORD)
     new_password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
 
 
 class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # like every request body: 7 is not a name
+
     name: str = Field(min_length=1, max_length=100, description="what the token is for, e.g. 'nightly renders'")
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="none: until revoked")
 
@@ -146,6 +155,9 @@ class AccountService:
         self._verified: OrderedDict[bytes, str] = OrderedDict()
         self._verified_key = secrets.token_bytes(32)  # per process: the digests mean nothing outside it
         self._verified_lock = threading.Lock()
+        # at most this many password checks at once (argon2id: ~64 MiB each): a flood of logins waits its turn
+        # instead of exhausting the memory
+        self._hashing = threading.BoundedSemaphore(HASHING_AT_ONCE)
         with session_scope(engine) as session:
             # Once a studio has accounts it keeps asking for a login, even started without --auth: forgetting an
             # environment variable at a restart must not open a team's studio to the network.
@@ -183,7 +195,8 @@ class AccountService:
     # ---- logging in -----------------------------------------------------------------------------------------
     def _matches(self, account: Account, password: str) -> bool:
         try:
-            return self.hasher.verify(account.password_hash, password)
+            with self._hashing:
+                return self.hasher.verify(account.password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
 
@@ -200,7 +213,8 @@ class AccountService:
             if account is None:
                 self._dummy_hash = self._dummy_hash or self.hasher.hash(secrets.token_urlsafe(16))
                 try:
-                    self.hasher.verify(self._dummy_hash, password)
+                    with self._hashing:
+                        self.hasher.verify(self._dummy_hash, password)
                 except VerificationError:
                     pass
                 return None

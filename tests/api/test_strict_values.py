@@ -33,9 +33,13 @@ BASE_BODIES = {
     ("post", "/api/models"): {"source": "folder"},
     ("post", "/api/models/inspect"): {"source": "folder"},
     ("post", "/api/models/import"): {"source": "folder"},
+    ("put", "/api/me/password"): {"current_password": "x", "new_password": "long-enough"},
+    ("post", "/api/users"): {"name": "ann", "password": "long-enough"},
+    ("patch", "/api/users/{name}"): {},
+    ("post", "/api/tokens"): {"name": "t"},
 }
 PATH_VALUES = {"adapter_id": "1", "job_id": "1", "model_id": "studio-tiny", "test_id": "1", "dataset_id": "1",
-               "run_id": "1"}
+               "run_id": "1", "name": "ann"}
 WRONG = {  # JSON type -> values of another type that a lax parser would coerce
     "integer": ["2", 2.5, True],
     "number": ["2.5", True],
