@@ -21,7 +21,7 @@ def _normal(name: str) -> str:
 
 
 PINNED = {_normal(m.group(1)): m.group(2) for m in
-          re.finditer(r"^([A-Za-z0-9_.-]+)==([^\s#]+)", (ROOT / "requirements.txt").read_text(), re.M)}
+          re.finditer(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s#]+)", (ROOT / "requirements.txt").read_text(), re.M)}
 
 
 def _top_level_imports() -> dict[str, str]:
