@@ -9,7 +9,7 @@ from pydantic import AfterValidator
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from studio.db.types import UTCDateTime
+from studio.db.types import BigInt, UTCDateTime
 from studio.users import LOCAL_USER, SYSTEM_USER
 
 
@@ -43,7 +43,7 @@ class Adapter(SQLModel, table=True):
     path: str  # folder relative to the data directory
     source: str  # where it was registered from, for a person
     lora_config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    size_bytes: int = 0
+    size_bytes: int = Field(default=0, sa_type=BigInt)  # adapters up to 5 GB: past PostgreSQL's 32-bit integer
     content_hash: str | None = Field(default=None, index=True)  # sha256 of weights + LoRA config: spots duplicates
     # Training provenance (optional)
     training_dataset: str | None = None
@@ -75,7 +75,7 @@ class Job(SQLModel, table=True):
     prompt: str
     model_id: str = Field(index=True)
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    seed: int
+    seed: int = Field(sa_type=BigInt)  # 0 to 2**32 - 1: past PostgreSQL's 32-bit integer
     duration_s: float
     sample_rate: int
     status: str = Field(default="queued", index=True)  # a JobStatus
@@ -190,7 +190,7 @@ class ABPair(SQLModel, table=True):
     abtest_id: int = Field(foreign_key="abtest.id", index=True)
     position: int  # 0, 1, ... in the order the pairs were made
     prompt: str
-    seed: int
+    seed: int = Field(sa_type=BigInt)  # 0 to 2**32 - 1, as a job's
     job_a_id: int | None = Field(default=None, foreign_key="job.id")
     job_b_id: int | None = Field(default=None, foreign_key="job.id")
     clip_a: str | None = None  # loudness-matched audio, relative to the data directory (a name that hides the side)
@@ -352,7 +352,7 @@ class AudioUpload(SQLModel, table=True):
     seconds: float
     sample_rate: int
     channels: int
-    size_bytes: int
+    size_bytes: int = Field(sa_type=BigInt)
     uploaded_by: str = LOCAL_USER
     created_at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
 

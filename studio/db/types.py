@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime
+from sqlalchemy import BigInteger, DateTime, Integer
 from sqlalchemy.types import TypeDecorator
 
 
@@ -32,3 +32,8 @@ class UTCDateTime(TypeDecorator):
 def as_utc(moment: datetime | None) -> datetime | None:
     """A stored moment as an aware UTC datetime (naive values are UTC by the studio's convention)."""
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+
+
+# A 64-bit integer (seeds reach 2**32 - 1, adapters 5 GB): BIGINT on PostgreSQL, whose integer is 32-bit; SQLite's
+# INTEGER is 64-bit already, and its columns stay as every earlier version made them.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")

@@ -135,7 +135,9 @@ def table_frame(adapters: list[AdapterInfo]) -> pd.DataFrame:
 
 def empty_note(all_adapters: list[AdapterInfo], active_only: bool) -> str:
     if not all_adapters:
-        return "No adapters registered yet: register one below (a folder on the server, an archive or a hub repo)."
+        # members see no Register area: the note points at none
+        return ("No adapters registered yet: admins register them under **Register an adapter** (a folder on the "
+                "server, an archive or a hub repo).")
     if active_only and not any(a.active for a in all_adapters):
         return (f"No active adapters: untick **Active only** to see the {len(all_adapters)} inactive "
                 f"one{'s' if len(all_adapters) != 1 else ''}.")

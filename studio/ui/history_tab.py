@@ -285,10 +285,12 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
                 gr.Button(interactive=query.offset > 0),
                 gr.Button(interactive=query.offset + shown < page.total), query.offset, key]
 
-    def first_page(*filters, request: gr.Request | None = None) -> list:
+    # Gradio passes the request only to a parameter before *args (never to one after it): without it, page_actor
+    # would see the local admin, and a member would list, rate and delete everyone's jobs.
+    def first_page(request: gr.Request, *filters) -> list:
         return listing(list(filters), 0, request=request)
 
-    def tick(*args, request: gr.Request | None = None) -> list:
+    def tick(request: gr.Request, *args) -> list:
         *filters, offset, seen = args
         try:
             return listing(filters, offset, seen, request, force=False)
@@ -296,7 +298,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
             return [gr.skip()] * len(list_outputs)
 
     def move(step: int):
-        def go(*args, request: gr.Request | None = None) -> list:
+        def go(request: gr.Request, *args) -> list:
             *filters, offset = args
             return listing(filters, max(int(offset or 0) + step * PAGE_SIZE, 0), request=request)
         return go
@@ -315,7 +317,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
     tab.prev_btn.click(move(-1), [*tab.filters, tab.offset], list_outputs, **private)
     tab.next_btn.click(move(1), [*tab.filters, tab.offset], list_outputs, **private)
 
-    def on_open(*args, request: gr.Request | None = None) -> list:
+    def on_open(request: gr.Request, *args) -> list:
         *filters, offset = args
         return [gr.Dropdown(choices=adapter_filter_choices(ctx)), user_dropdown(ctx, page_actor(request)),
                 *listing(filters, offset, request=request)]
@@ -359,7 +361,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
 
     tab.table.select(select, None, detail_outputs, **private)
 
-    def rate(job_id, stars, *args, request: gr.Request | None = None) -> list:
+    def rate(job_id, stars, request: gr.Request, *args) -> list:
         *filters, offset, seen = args
         if job_id is None:
             return [gr.skip()] * (len(detail_outputs) + len(list_outputs))
@@ -380,7 +382,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
                     [*detail_outputs, *list_outputs], **private)
 
     # ---- the automatic score: computed by the evaluation model, in the worker's turn ----
-    def score(job_id, *args, request: gr.Request | None = None) -> list:
+    def score(job_id, request: gr.Request, *args) -> list:
         *filters, offset, seen = args
         if job_id is None:
             return [gr.skip()] * (len(detail_outputs) + len(list_outputs))
@@ -410,7 +412,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
     tab.delete_btn.click(ask_delete, tab.selected, [tab.confirm_row, tab.confirm_text], queue=False, **private)
     tab.confirm_cancel.click(lambda: gr.Row(visible=False), None, tab.confirm_row, queue=False, **private)
 
-    def delete(job_id, *args, request: gr.Request | None = None) -> list:
+    def delete(job_id, request: gr.Request, *args) -> list:
         *filters, offset = args
         if job_id is None:
             return [gr.skip()] * (len(detail_outputs) + len(list_outputs))
@@ -437,7 +439,7 @@ def wire_history_tab(ctx: AppContext, tab: HistoryTab, gen: GenerateTab, tabs: g
         now = f"{model.display_name} is loaded" if model else "no model is loaded"
         return f"Job {job.id} was made with {made}, and {now}."
 
-    def again(job_id, *args, request: gr.Request | None = None) -> list:
+    def again(job_id, request: gr.Request, *args) -> list:
         *filters, offset = args
         if job_id is None:
             return [gr.skip()] * (1 + len(list_outputs))

@@ -55,6 +55,18 @@ def test_models_match_the_migrations(engine_url):
     assert diff == [], f"the SQLModel tables changed without a migration: {diff}"
 
 
+def test_the_largest_seed_and_a_5_gb_size_are_stored(engine_url):
+    """Seeds reach 2**32 - 1 (a random seed may be any of them): past PostgreSQL's 32-bit integer."""
+    engine = make_engine(engine_url)
+    big = 2**32 - 1
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job (prompt, model_id, settings, seed, duration_s, sample_rate, status, "
+                          "submitted_by, created_at) VALUES ('big', 'm', '{}', :seed, 1, 32000, 'queued', 'local', "
+                          "CURRENT_TIMESTAMP)"), {"seed": big})
+        assert conn.execute(text("SELECT seed FROM job")).scalar() == big
+    engine.dispose()
+
+
 def _head() -> str:
     from alembic.script import ScriptDirectory
 
