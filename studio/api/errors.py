@@ -63,3 +63,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 "code": "invalid_parameter", "message": f"Invalid parameter: {text}", "errors": errors}})
         return JSONResponse(status_code=422, content={"detail": {
             "code": "invalid_body", "message": f"The request body is not valid: {text}", "errors": errors}})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # A bug, not a refusal: logged with its traceback for the studio's owner; the caller gets the studio's JSON
+        # shape (never Starlette's plain-text page), and nothing about the server's insides.
+        log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(status_code=500, content={"detail": {
+            "code": "internal_error", "message": "Something went wrong inside the studio (its log has the details). "
+                                                 "Try again; if it persists, tell the studio's admin."}})
