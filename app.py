@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         from studio.datadir import open_storage
 
         storage = open_storage(settings)  # first, before torch and gradio load: a refusal comes in a second
-        if settings.on_space:
+        if settings.on_space and not settings.auth:  # (STUDIO_AUTH's admin is made as the context is built)
             from studio.services.accounts import has_accounts
             from studio.space import admin_login_hint
 

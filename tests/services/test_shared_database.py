@@ -17,6 +17,7 @@ from studio.errors import Conflict, StudioError
 from studio.services.adapters import RegisterAdapterRequest
 from studio.services.datasets import ClipCaption, ClipsEdit, CreateDatasetRequest
 from studio.services.generation import JobRequest
+from studio.users import Actor
 from tests.tone_dataset import write_tone_folder
 
 
@@ -111,7 +112,8 @@ def test_writers_in_both_studios_at_once_lose_and_duplicate_nothing(pair, tmp_pa
         s.commit()
         job_id = job.id
     users = [f"user{i}" for i in range(4)]
-    at_once(*[lambda u=u, c=c, n=n: c.jobs.rate(job_id, u, n) for u in users for c, n in ((a, 2), (b, 4))])
+    at_once(*[lambda u=u, c=c, n=n: c.jobs.rate(job_id, Actor(u, "admin"), n)
+              for u in users for c, n in ((a, 2), (b, 4))])
     with session_scope(a.engine) as s:
         ratings = s.exec(select(Rating).where(Rating.job_id == job_id)).all()
     assert sorted(r.user for r in ratings) == users and {r.stars for r in ratings} <= {2, 4}  # one per user
