@@ -38,7 +38,7 @@ def test_score_in_history_stores_and_shows_the_jobs_score(studio):
     ctx, blocks, _ = studio
     job_id = ctx.generation.generate(GenerateRequest(prompt="calm <b>piano</b>", duration_s=1.0, seed=4)).job_id
     filters = ["", "any", "any", "any", "any", "", "person", "newest"]
-    out = handler(blocks, "score")(job_id, *filters, 0, None)
+    out = handler(blocks, "score")(job_id, None, *filters, 0, None)  # the request before the widgets
     status, info = text(out[5]), text(out[2])
     stored = ctx.evaluation.scores([job_id])[job_id]
     assert len(stored) == 1 and -1.0 <= stored[0].value <= 1.0
