@@ -66,49 +66,47 @@ def test_a_member_and_an_admin_on_the_page(browser, served):
     expect.set_options(timeout=BROWSER_TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    # Until the auth middleware logs accounts in from the database (lane A1), only the --auth admin can log in.
-    member_part = logs_in(base, MEMBER, MEMBER_PASSWORD)
+    assert logs_in(base, MEMBER, MEMBER_PASSWORD)  # accounts log in from the database, not only --auth's admin
     try:
-        if member_part:
-            log_in(page, base, MEMBER, MEMBER_PASSWORD)
-            expect(page.locator("#signed-in")).to_contain_text("member")
-            for name in ADMIN_TABS:
-                expect(tab(page, name)).to_be_hidden()
-            expect(page.locator("#gen-model")).to_be_hidden()  # the loaded model is in the header
+        log_in(page, base, MEMBER, MEMBER_PASSWORD)
+        expect(page.locator("#signed-in")).to_contain_text("member")
+        for name in ADMIN_TABS:
+            expect(tab(page, name)).to_be_hidden()
+        expect(page.locator("#gen-model")).to_be_hidden()  # the loaded model is in the header
 
-            # generates (the Generate tab is everyone's)
-            page.locator("#prompt textarea").fill("warm lo-fi piano")
-            page.locator("#duration input[type=number]").fill("1")
-            expect(page.locator("#generate-btn")).to_be_enabled()
-            page.locator("#generate-btn").click()
-            expect(page.locator("#result-info")).to_contain_text(re.compile(r"Job \d+ "), timeout=60_000)
+        # generates (the Generate tab is everyone's)
+        page.locator("#prompt textarea").fill("warm lo-fi piano")
+        page.locator("#duration input[type=number]").fill("1")
+        expect(page.locator("#generate-btn")).to_be_enabled()
+        page.locator("#generate-btn").click()
+        expect(page.locator("#result-info")).to_contain_text(re.compile(r"Job \d+ "), timeout=60_000)
 
-            tab(page, "Adapters").click()
-            expect(page.locator("#adapters-refresh")).to_be_visible()
-            tab(page, "A/B tests").click()
-            expect(page.locator("#ab-start")).to_be_visible()
-            for selector in ADMIN_AREAS:
-                expect(page.locator(selector)).to_be_hidden()
+        tab(page, "Adapters").click()
+        expect(page.locator("#adapters-refresh")).to_be_visible()
+        tab(page, "A/B tests").click()
+        expect(page.locator("#ab-start")).to_be_visible()
+        for selector in ADMIN_AREAS:
+            expect(page.locator(selector)).to_be_hidden()
 
-            # the Account tab: a token, shown once
-            tab(page, "Account").click()
-            expect(page.locator("#account-who")).to_contain_text(f"Signed in as {MEMBER}")
-            page.locator("#token-name input").fill("nightly renders")
-            page.locator("#token-create").click()
-            secret_box = page.locator("#new-token input, #new-token textarea").first
-            expect(secret_box).to_have_value(re.compile(r"^t2s_"))
-            secret = secret_box.input_value()
-            expect(page.locator("#new-token-usage")).to_contain_text("shown only this once")
-            expect(page.locator("#new-token-usage")).to_contain_text(f"Bearer {secret}")
-            expect(page.locator("#my-tokens")).to_contain_text("nightly renders")
-            assert ctx.accounts.token_actor(secret) == Actor(MEMBER, "member")
-            page.screenshot(path="/tmp/studio-account-member.png", full_page=True)
-            page.locator("#new-token-done").click()
-            expect(page.locator("#new-token-box")).to_be_hidden()
-            assert secret not in page.content()  # gone from the page; the list shows its prefix only
+        # the Account tab: a token, shown once
+        tab(page, "Account").click()
+        expect(page.locator("#account-who")).to_contain_text(f"Signed in as {MEMBER}")
+        page.locator("#token-name input").fill("nightly renders")
+        page.locator("#token-create").click()
+        secret_box = page.locator("#new-token input, #new-token textarea").first
+        expect(secret_box).to_have_value(re.compile(r"^t2s_"))
+        secret = secret_box.input_value()
+        expect(page.locator("#new-token-usage")).to_contain_text("shown only this once")
+        expect(page.locator("#new-token-usage")).to_contain_text(f"Bearer {secret}")
+        expect(page.locator("#my-tokens")).to_contain_text("nightly renders")
+        assert ctx.accounts.token_actor(secret) == Actor(MEMBER, "member")
+        page.screenshot(path="/tmp/studio-account-member.png", full_page=True)
+        page.locator("#new-token-done").click()
+        expect(page.locator("#new-token-box")).to_be_hidden()
+        assert secret not in page.content()  # gone from the page; the list shows its prefix only
 
-            page.locator("#account-logout").click()
-            expect(page.locator("input[name=password]")).to_be_visible()
+        page.locator("#account-logout").click()
+        expect(page.locator("input[name=password]")).to_be_visible()
 
         log_in(page, base, ADMIN, ADMIN_PASSWORD)
         expect(page.locator("#signed-in")).to_contain_text("admin")
@@ -124,13 +122,9 @@ def test_a_member_and_an_admin_on_the_page(browser, served):
         page.locator("#user-add-btn").click()
         expect(page.locator("#users-table")).to_contain_text("newbie")
         assert ctx.accounts.authenticate("newbie", "newbie-password") == Actor("newbie", "member")
-        if member_part:
-            expect(page.locator("#all-tokens")).to_contain_text("nightly renders")
+        expect(page.locator("#all-tokens")).to_contain_text("nightly renders")
         page.screenshot(path="/tmp/studio-account-admin.png", full_page=True)
     finally:
         expect.set_options(timeout=5_000)
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
-    if not member_part:
-        pytest.skip("the admin part passed; the member part needs the auth middleware that logs accounts in from "
-                    "the database (lane A1 of issue 14)")
