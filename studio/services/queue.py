@@ -472,7 +472,7 @@ class JobQueue:
         if actor is None or actor.is_admin:
             return True
         person = plan.abtest_id is None and plan.evaluation_id is None and plan.training_run_id is None
-        return person and plan.submitted_by == actor.name
+        return person and actor.may_see(plan.submitted_by)
 
     def view(self, actor: Actor | None = None, user: str | None = None) -> QueueView:
         """What runs and waits: the model switches and the jobs the actor may see (a member: their own; None: the
