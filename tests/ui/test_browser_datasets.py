@@ -69,7 +69,10 @@ def test_build_listen_edit_exclude_delete_upload(studio, browser, tmp_path):
 
         # bulk: exclude clips #2 to #3
         page.locator("#dataset-bulk").get_by_text("Edit many clips").first.click()
-        page.locator("#bulk-clips textarea, #bulk-clips input").first.fill("2-3")
+        clips_box = page.locator("#bulk-clips textarea, #bulk-clips input").first
+        expect(clips_box).to_have_value("all")  # the opened form is in place before typing over its default
+        clips_box.fill("2-3")
+        expect(clips_box).to_have_value("2-3")
         page.locator("#bulk-action").get_by_text("Exclude them").click()
         page.locator("#bulk-apply").click()
         expect(page.locator("#dataset-edit-status")).to_contain_text("Saved as version 3")

@@ -30,8 +30,17 @@ WATCH = """() => {
         const t = (document.getElementById('job-status') || {}).innerText || '';
         if (t && t !== w.status[w.status.length - 1]) w.status.push(t);
     };
-    new MutationObserver(look).observe(document.body, {subtree: true, childList: true, attributes: true,
-                                                      characterData: true});
+    // A source set and cleared within one task (a starved page gets the last chunk and the result together) is
+    // seen only as the old value of the clearing mutation.
+    const seen = (records) => {
+        for (const r of records) {
+            if (r.attributeName === 'src' && r.oldValue && r.target.closest && r.target.closest('#audio-stream'))
+                w.streamSrc = w.streamSrc || r.oldValue;
+        }
+        look();
+    };
+    new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                       attributeOldValue: true, characterData: true});
     setInterval(look, 50);
 }"""
 
