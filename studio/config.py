@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,16 @@ class Settings(BaseSettings):
     fast_path: Annotated[bool, Option(
         "--no-fast-path", "turn off the GPU fast path (CUDA graphs over a static cache, half precision); it is on "
         "for CUDA devices only", "on with CUDA", kind="negate")] = True
+    workers: Annotated[str, Option(
+        "--workers", "where generations decode: `local` (this process) or GPU workers on Ray Serve: `ray:local` (a "
+        "private Ray started with the studio), `ray:auto` (the cluster `ray start` runs on this machine), "
+        "`ray:HOST:PORT` (a cluster's head; the studio joins it); `ray` is `ray:auto`. Needs "
+        "`pip install -r requirements-ray.txt`", metavar="WHERE")] = "local"
+    ray_replicas: Annotated[int, Field(ge=1, le=256), Option(
+        "--ray-replicas", "GPU workers (Ray Serve replicas) to run with `--workers ray...`", metavar="N")] = 1
+    ray_gpus: Annotated[float | None, Field(ge=0, le=8), Option(
+        "--ray-gpus", "GPUs per replica (0: CPU replicas)", "1 when the cluster has GPUs, else 0",
+        metavar="N")] = None
     custom_models: Annotated[bool, Option(
         "--no-custom-models", "lock the model list: no models can be added (hub repo or folder) or removed from the "
         "page or `POST /api/models`; registry.yaml's and those added before stay", "off", kind="negate")] = True
@@ -125,6 +136,14 @@ class Settings(BaseSettings):
     @classmethod
     def _auth(cls, value: Any) -> Any:
         return _auth_pair(value, "") if isinstance(value, str) else value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: str) -> str:
+        if re.fullmatch(r"local|ray|ray:(local|auto|[A-Za-z0-9.\-\[\]:]+:\d+)", value) is None:
+            raise ValueError(f"use local, ray, ray:local, ray:auto or ray:HOST:PORT (a Ray head's address), not "
+                             f"{value!r}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +179,13 @@ class Settings(BaseSettings):
         if not self.exposed:
             roots.append(Path.home())
         return [r.expanduser().resolve() for r in roots]
+
+    @property
+    def ray_address(self) -> str | None:
+        """The Ray cluster --workers names (local, auto or HOST:PORT), or None for the in-process worker."""
+        if self.workers == "local":
+            return None
+        return self.workers.partition(":")[2] or "auto"
 
     @property
     def adapters_dir(self) -> Path:

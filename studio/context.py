@@ -5,7 +5,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from studio.config import Settings
+from studio.config import PROJECT_ROOT, Settings
 from studio.datadir import Storage, open_storage
 from studio.errors import CannotStart
 from studio.registry import Registry
@@ -112,6 +112,38 @@ def check_device(device: str) -> None:
         raise CannotStart("--device mps: Apple's Metal (MPS) is not available here: use --device auto or cpu.")
 
 
+def remote_workers(settings: Settings, registry: Registry):
+    """--workers ray...: connect to (or start) the Ray cluster and deploy the GPU workers; what JobQueue needs to
+    build the Ray worker. None for the in-process worker. CannotStart, in one line, when Ray is missing or
+    unreachable."""
+    if settings.ray_address is None:
+        return None
+    try:
+        import ray  # noqa: F401 - an optional extra
+
+        from studio.runtime.ray_serve import ReplicaConfig
+        from studio.runtime.ray_worker import RayWorker, connect, disconnect
+    except ImportError:
+        raise CannotStart(f"--workers {settings.workers} needs Ray: pip install -r requirements-ray.txt") from None
+    config = ReplicaConfig(models_dir=str(settings.models_dir.resolve()),
+                           hf_cache_dir=str(settings.hf_cache_dir.resolve()) if settings.hf_cache_dir else None,
+                           hf_endpoint=settings.hf_endpoint, dtype=settings.dtype, fast_path=settings.fast_path,
+                           stream_every_s=settings.stream_every_s)
+    try:
+        handle = connect(settings.ray_address, replicas=settings.ray_replicas, gpus=settings.ray_gpus, config=config,
+                         project_root=str(PROJECT_ROOT))
+    except Exception as exc:  # noqa: BLE001 - whatever Ray says, in one line
+        reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+        raise CannotStart(f"--workers {settings.workers}: the Ray cluster could not be reached or the workers "
+                          f"deployed: {reason}") from None
+
+    def build(listener, local):
+        return RayWorker(handle, listener, local, registry.get, replicas=settings.ray_replicas,
+                         max_batch=lambda m: registry.get(m).max_batch, on_close=disconnect)
+
+    return build
+
+
 def build_context(settings: Settings, registry: Registry | None = None,
                   storage: Storage | None = None) -> AppContext:
     """Everything the studio needs, or a StudioError (CannotStart, RegistryError, ...) saying in one line why not.
@@ -130,7 +162,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
     gen_config = GenerationConfigService(engine, registry)
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
                      stream_every_s=settings.stream_every_s, runner=storage.studio_id,
-                     on_space=settings.on_space)
+                     on_space=settings.on_space, remote=remote_workers(settings, registry))
     custom_models = CustomModelService(engine, registry, store, manager, queue, gen_config,
                                        settings.allowed_import_roots, settings.tmp_dir, settings.hf_endpoint,
                                        allowed=settings.custom_models)

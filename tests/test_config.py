@@ -66,7 +66,24 @@ PRECEDENCE = [
     ("stream_every_s", "2", ["--stream-every", "0.5"], 2.0, 0.5),
     ("fast_path", "1", ["--no-fast-path"], False, False),
     ("custom_models", "1", ["--no-custom-models"], False, False),
+    ("workers", "ray:local", ["--workers", "ray:10.0.0.5:6379"], "ray:local", "ray:10.0.0.5:6379"),
+    ("ray_replicas", "2", ["--ray-replicas", "4"], 2, 4),
+    ("ray_gpus", "0", ["--ray-gpus", "0.5"], 0.0, 0.5),
 ]
+
+
+@pytest.mark.parametrize("value,address", [("local", None), ("ray", "auto"), ("ray:auto", "auto"),
+                                           ("ray:local", "local"), ("ray:head.lan:6379", "head.lan:6379")])
+def test_workers_name_where_generations_decode(value, address):
+    assert parse_settings(["--workers", value], environ={}).ray_address == address
+
+
+@pytest.mark.parametrize("value", ["ray://head:10001", "ray:head", "gpu", "ray:", "ray:a b:1"])
+def test_workers_refuse_what_they_cannot_reach(value, capsys):
+    with pytest.raises(SystemExit):
+        parse_settings(["--workers", value], environ={})
+    err = capsys.readouterr().err
+    assert "--workers" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("value,share,load_at_start", [

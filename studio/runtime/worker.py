@@ -114,6 +114,7 @@ class QueueEntry:
     total: int | None = None
     batch_size: int | None = None
     task_id: str | None = None  # switches
+    replica: str | None = None  # where a running job decodes, when the worker is not this process (Ray Serve)
 
 
 class WorkerListener(Protocol):
@@ -152,11 +153,31 @@ class Worker(Protocol):
     def close(self) -> None: ...
 
 
+def batch_from(pending: list[Task] | deque, start: int, loaded: str | None,
+               max_batch: Callable[[str], int]) -> list[GenerateTask]:
+    """The jobs decoded together from pending[start]: the next ones for the same model and the same adapters (and
+    strengths), up to its max_batch, never past a switch. A job for a model that is not the loaded one runs alone
+    (it will fail); loaded None: any model (a remote replica loads the batch's)."""
+    head = pending[start]
+    if loaded is not None and head.model_id != loaded:
+        return [head]
+    limit = max_batch(head.model_id)
+    key = batch_key(head.row)  # rows with other adapter stacks (or strengths) wait for their own batch
+    batch = []
+    for task in itertools.islice(pending, start, None):
+        if (not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit
+                or batch_key(task.row) != key):
+            break
+        batch.append(task)
+    return batch
+
+
 class _BatchHooks(DecodeHooks):
     def __init__(self, worker: "LocalWorker", tasks: list[GenerateTask], model_id: str):
         self.worker, self.tasks, self.model_id = worker, tasks, model_id
         self.ends: list[int] | None = None  # the batch's step at which each row is done (the loop's plan)
         self.last_step = time.perf_counter()
+        self.last_done = 0
         self.last_sent = 0.0
 
     def on_plan(self, ends: list[int], total: int) -> None:
@@ -166,8 +187,9 @@ class _BatchHooks(DecodeHooks):
 
     def on_step(self, done: int, total: int) -> None:
         now = time.perf_counter()
-        self.worker._measure_step(self.model_id, now - self.last_step)
-        self.last_step = now
+        if done > self.last_done:  # per step: a remote decode sends its steps a few at a time
+            self.worker._measure_step(self.model_id, (now - self.last_step) / (done - self.last_done))
+        self.last_step, self.last_done = now, done
         with self.worker._cond:
             self.worker._progress = (done, total)
         if done < total and now - self.last_sent < PROGRESS_EVERY_S:
@@ -361,20 +383,7 @@ class LocalWorker:
 
     # ---- the thread --------------------------------------------------------------------------------------
     def _batch_of(self, pending: list[Task] | deque, start: int, loaded: str | None) -> list[GenerateTask]:
-        """The jobs decoded together from pending[start]: the next ones for the same model, up to its max_batch,
-        never past a switch. A job for a model that is not the loaded one runs alone (it will fail)."""
-        head = pending[start]
-        if head.model_id != loaded:
-            return [head]
-        limit = self.max_batch(head.model_id)
-        key = batch_key(head.row)  # rows with other adapter stacks (or strengths) wait for their own batch
-        batch = []
-        for task in itertools.islice(pending, start, None):
-            if (not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit
-                    or batch_key(task.row) != key):
-                break
-            batch.append(task)
-        return batch
+        return batch_from(pending, start, loaded, self.max_batch)
 
     def _loop(self) -> None:
         while True:
@@ -480,7 +489,7 @@ class LocalWorker:
         run = _BatchRun(self, batch, remote=self._gpu_batch is not None)
         with self.manager.use(f"generating {len(batch)} job(s)") as model:
             if self._gpu_batch is None:
-                self._device_work(model, batch, self._stopping, run.handle)
+                device_work(model, batch, self._stopping, run.handle, self.stream_every_s)
             else:
                 self._gpu_model = model  # what the GPU function decodes with (on ZeroGPU: its forked copy)
                 events = self._gpu_batch(batch, id(model))
@@ -492,47 +501,6 @@ class LocalWorker:
                 finally:
                     events.close()
         run.finish()
-
-    def _device_work(self, model, batch: list[GenerateTask], stopping: set[int],
-                     emit: Callable[[tuple], None]) -> None:
-        """Everything a batch does on the device: encode the clips to continue with the model's codec, apply the
-        adapters, decode. What happens goes to `emit` as plain tuples (_BatchRun.handle reads them), so the same
-        work runs here or in ZeroGPU's GPU process. `stopping`: job ids asked to stop (live here; in a GPU
-        process a copy, and the studio drops what a cancelled row still sends)."""
-        ready: list[GenerateTask] = []
-        # making room for one never unloads another adapter this batch runs with
-        needed = [name for task in batch for name, _ in task.adapter_files()]
-        for task in batch:
-            if task.continue_audio is not None:
-                try:  # the clip to continue, encoded with this model's codec
-                    codes = model.encode(task.continue_audio)
-                except Exception as exc:  # noqa: BLE001 - this job's clip, not the batch's fault
-                    log.exception("encoding the clip of job %s failed", task.job_id)
-                    emit(("failed", task.job_id, "continuation_failed",
-                          f"The clip to continue could not be encoded: {_reason(exc)}."))
-                    continue
-                task = dataclasses.replace(task, row=dataclasses.replace(task.row, prompt_codes=codes),
-                                           continue_audio=None)
-            try:
-                for name, folder in task.adapter_files():
-                    model.load_adapter(name, folder, keep=needed)
-            except Exception as exc:  # noqa: BLE001 - the adapter's files: this job's fault, not the batch's
-                emit(("failed", task.job_id, "adapter_load_failed",
-                      f"The adapter could not be applied: {_reason(exc)}."))
-                continue
-            ready.append(task)
-        if not ready:
-            return
-        emit(("started", [t.job_id for t in ready]))
-        hooks = _DeviceHooks(emit, [t.job_id for t in ready], stopping)
-        try:
-            results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=self.stream_every_s,
-                                           **_windows(ready[0]))
-        except Exception as exc:  # noqa: BLE001 - every job of the batch is told why
-            log.exception("decoding failed")
-            emit(("decode_failed", _reason(exc)))
-            return
-        emit(("results", results))
 
     def _gpu_events(self, batch: list[GenerateTask], model_key: int) -> Iterator[tuple]:
         """The ZeroGPU function: _device_work as a stream of its events. On ZeroGPU it runs in a process forked
@@ -550,7 +518,7 @@ class LocalWorker:
 
         def work() -> None:
             try:
-                self._device_work(model, batch, stopping, events.put)
+                device_work(model, batch, stopping, events.put, self.stream_every_s)
             except Exception as exc:  # noqa: BLE001 - said to the studio as the batch's failure
                 log.exception("GPU batch failed")
                 events.put(("decode_failed", _reason(exc)))
@@ -572,6 +540,49 @@ class LocalWorker:
         spec = self.manager.registry.get(batch[0].model_id)
         steps = max(t.steps(spec.codebooks // spec.channels, spec.frame_rate, spec.sample_rate) for t in batch)
         return gpu_seconds(steps, self.step_seconds(spec.id), spec.parameters)
+
+
+def device_work(model, batch: list[GenerateTask], stopping, emit: Callable[[tuple], None],
+                stream_every_s: float | None) -> None:
+    """Everything a batch does on the device: encode the clips to continue with the model's codec, apply the
+    adapters, decode. What happens goes to `emit` as plain tuples (_BatchRun.handle reads them), so the same
+    work runs here, in ZeroGPU's GPU process or in a Ray Serve replica (studio.runtime.ray_serve). `stopping`: job
+    ids asked to stop (live here; elsewhere a copy, and the studio drops what a cancelled row still sends)."""
+    ready: list[GenerateTask] = []
+    # making room for one never unloads another adapter this batch runs with
+    needed = [name for task in batch for name, _ in task.adapter_files()]
+    for task in batch:
+        if task.continue_audio is not None:
+            try:  # the clip to continue, encoded with this model's codec
+                codes = model.encode(task.continue_audio)
+            except Exception as exc:  # noqa: BLE001 - this job's clip, not the batch's fault
+                log.exception("encoding the clip of job %s failed", task.job_id)
+                emit(("failed", task.job_id, "continuation_failed",
+                      f"The clip to continue could not be encoded: {_reason(exc)}."))
+                continue
+            task = dataclasses.replace(task, row=dataclasses.replace(task.row, prompt_codes=codes),
+                                       continue_audio=None)
+        try:
+            for name, folder in task.adapter_files():
+                model.load_adapter(name, folder, keep=needed)
+        except Exception as exc:  # noqa: BLE001 - the adapter's files: this job's fault, not the batch's
+            emit(("failed", task.job_id, "adapter_load_failed",
+                  f"The adapter could not be applied: {_reason(exc)}."))
+            continue
+        ready.append(task)
+    if not ready:
+        return
+    emit(("started", [t.job_id for t in ready]))
+    hooks = _DeviceHooks(emit, [t.job_id for t in ready], stopping)
+    try:
+        results = model.generate_batch([t.row for t in ready], hooks, stream_every_s=stream_every_s,
+                                       **_windows(ready[0]))
+    except Exception as exc:  # noqa: BLE001 - every job of the batch is told why
+        log.exception("decoding failed")
+        emit(("decode_failed", _reason(exc)))
+        return
+    emit(("results", results))
+
 
 
 class _Either:

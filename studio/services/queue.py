@@ -28,7 +28,7 @@ from studio.registry import Registry
 from studio.runtime.backend import Row, RowResult, SamplingParams
 from studio.runtime.manager import ModelManager
 from studio.runtime.progress import ProgressEvent
-from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, SwitchTask, Worker
+from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, SwitchTask, Worker, WorkerListener
 from studio.services.adapters import AdapterRef
 from studio.services.audio_out import download_name, finish_audio, write_measured
 from studio.services.job_events import JobEvent, JobEvents, music_progress
@@ -126,6 +126,8 @@ class QueueItem(BaseModel):
     eta_s: float | None = Field(None, description="seconds until it should be done (None: not known yet)")
     fraction: float | None = Field(None, description="running jobs: 0 to 1")
     batch_size: int | None = None
+    replica: str | None = Field(None, description="running jobs on GPU workers (--workers ray): the Ray Serve "
+                                                   "replica decoding it")
 
 
 class QueueView(BaseModel):
@@ -146,7 +148,8 @@ def _position_text(position: int, eta_s: float | None) -> str:
 
 class JobQueue:
     def __init__(self, engine, manager: ModelManager, registry: Registry, events: JobEvents, data_dir: Path, *,
-                 max_queue: int = 64, stream_every_s: float | None = 1.0, worker: Worker | None = None,
+                 max_queue: int = 64, stream_every_s: float | None = 1.0,
+                 remote: Callable[[WorkerListener, LocalWorker], Worker] | None = None,
                  runner: str | None = None, on_space: bool = False):
         self.engine, self.manager, self.registry, self.events = engine, manager, registry, events
         # this studio's id (datadir.studio_id): recorded on every job it accepts; after a restart it runs its own
@@ -155,8 +158,11 @@ class JobQueue:
         self.data_dir = Path(data_dir)
         self.outputs_dir = self.data_dir / "outputs"
         self.max_queue = max_queue
-        self.worker: Worker = worker or LocalWorker(manager, self, max_batch=lambda m: registry.get(m).max_batch,
-                                                    stream_every_s=stream_every_s, on_space=on_space)
+        # remote: generation on other processes (Ray Serve replicas), around the in-process worker that keeps the
+        # model switches and scoring
+        local = LocalWorker(manager, self, max_batch=lambda m: registry.get(m).max_batch,
+                            stream_every_s=stream_every_s, on_space=on_space)
+        self.worker: Worker = remote(self, local) if remote is not None else local
         self._lock = threading.Lock()  # guards _plans, _positions, _switches; serialises accepting
         # A plan is checked against the model its jobs will run on, then queued: a switch queued between the two
         # would run them on another model. Accepting and queueing a switch hold this lock (not _lock: the worker's
@@ -321,6 +327,9 @@ class JobQueue:
 
     def failed(self, job_id: int, code: str, message: str) -> None:
         plan = self._plan(job_id)
+        if code == "interrupted":  # the process running it stopped (a remote worker): as after a restart
+            self._close(job_id, "interrupted", message, code)
+            return
         if code == "model_not_loaded" and plan is not None:
             message = self._not_loaded(plan.model_id)
         if code == "adapter_load_failed" and plan is not None and plan.adapter is not None:
@@ -493,7 +502,7 @@ class JobQueue:
             items.append(QueueItem(kind=e.kind, state=e.state, position=e.position, model_id=e.model_id,
                                    job_id=e.job_id, prompt=prompt,
                                    submitted_by=plan.submitted_by if plan else None, eta_s=e.eta_s,
-                                   fraction=fraction, batch_size=e.batch_size))
+                                   fraction=fraction, batch_size=e.batch_size, replica=e.replica))
         shown = {i.job_id for i in items if i.job_id is not None}
         return QueueView(items=items, waiting=sum(e.kind == "generate" and e.state == "queued" for e in entries),
                          max_queue=self.max_queue, next=self._next_text(entries, shown), training=self.training_line())

@@ -1,0 +1,338 @@
+"""The studio's side of GPU workers on Ray Serve: the same Worker protocol as the in-process worker.
+
+RayWorker keeps the queue of generation jobs in the studio (so waiting jobs, their places, cancel and a restart
+behave exactly as with the in-process worker) and sends each batch, when a replica is free for it, through a Serve
+handle whose multiplexed model id is the batch's model and adapters: Serve routes it to a replica that holds them.
+One lane per replica: each lane runs one batch at a time and reads its events as a stream (the same tuples the
+in-process worker's device work emits), so progress, streamed audio and results reach the listener as they do in
+process. Model switches and scoring stay with an in-process LocalWorker (the studio keeps the loaded model's
+description for its pages, and scores on its own device).
+
+A replica lost mid-batch (killed, its machine gone) leaves the batch's started jobs `interrupted`; jobs it had not
+started go back to the front of the queue. Replicas never see the database.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from studio.registry import ModelSpec
+from studio.runtime.worker import (GenerateTask, LocalWorker, QueueEntry, Task, WorkerListener, _BatchRun,
+                                   batch_from)
+
+log = logging.getLogger(__name__)
+
+LOST = ("interrupted: the GPU worker running this job stopped (replica {replica}); submit it again "
+        "(POST /api/jobs/{{id}}/resubmit)")
+
+
+@dataclass
+class ReplicaStats:
+    """Where batches ran: `hits` when the replica already held the model and every adapter (no load)."""
+    batches: int = 0
+    hits: int = 0
+    jobs_by_replica: Counter = field(default_factory=Counter)
+    lost: int = 0  # batches whose replica stopped mid-run
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.batches if self.batches else None
+
+
+class _Lane:
+    """One batch in flight on one replica; what _BatchRun and _BatchHooks read of a worker."""
+
+    def __init__(self, owner: "RayWorker", index: int):
+        self.owner, self.index = owner, index
+        self.listener = owner.listener
+        self._cond = threading.Condition()
+        self._stopping = owner._stopping  # shared: a job id is in one lane at most
+        self._running: list[GenerateTask] = []
+        self._progress: tuple[int, int] | None = None
+        self._ends: dict[int, int] = {}
+        self._told: set[int] = set()
+        self.replica: str | None = None
+        self.response = None  # the Serve response being read (cancelled to stop every row)
+
+    def _measure_step(self, model_id: str, seconds: float) -> None:
+        self.owner._measure_step(model_id, seconds)
+
+    def step_seconds(self, model_id: str) -> float | None:
+        return self.owner.step_seconds(model_id)
+
+    def _failed(self, job_id: int, code: str, message: str) -> None:
+        self._told.add(job_id)
+        self.listener.failed(job_id, code, message)
+
+    def _cancelled(self, job_id: int) -> None:
+        self._told.add(job_id)
+        self.listener.cancelled(job_id)
+
+    def _finished(self, job_id: int, result) -> None:
+        self._told.add(job_id)
+        self.listener.finished(job_id, result)
+
+
+class RayWorker:
+    """Generation on Ray Serve replicas behind the Worker protocol. `handle`: the Serve deployment's handle (the
+    studio's own, from connect()); `replicas`: how many batches may run at once (one per replica)."""
+
+    def __init__(self, handle, listener: WorkerListener, local: LocalWorker, spec_of: Callable[[str], ModelSpec], *,
+                 replicas: int, max_batch: Callable[[str], int], on_close: Callable[[], None] | None = None):
+        self.handle, self.listener, self.local = handle, listener, local
+        self.on_close = on_close  # leaves the cluster (disconnect) once the lanes are done
+        self.spec_of, self.max_batch = spec_of, max_batch
+        self._cond = threading.Condition()  # guards _pending, _closed, _step_s, stats
+        self._pending: deque[GenerateTask] = deque()
+        self._stopping: set[int] = set()
+        self._step_s: dict[str, float] = {}
+        self._closed = False
+        self.stats = ReplicaStats()
+        self._lanes = [_Lane(self, i) for i in range(max(1, replicas))]
+        self._threads: list[threading.Thread] = []
+
+    # ---- the protocol ------------------------------------------------------------------------------------
+    def submit(self, *tasks: Task) -> None:
+        jobs = [t for t in tasks if isinstance(t, GenerateTask)]
+        others = [t for t in tasks if not isinstance(t, GenerateTask)]
+        if others:
+            self.local.submit(*others)
+        if not jobs:
+            return
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the worker is closed")
+            self._pending.extend(jobs)
+            if not self._threads:  # started on first use
+                for lane in self._lanes:
+                    thread = threading.Thread(target=self._lane_loop, args=(lane,), daemon=True,
+                                              name=f"studio-ray-lane-{lane.index}")
+                    thread.start()
+                    self._threads.append(thread)
+            self._cond.notify_all()
+        self.listener.queue_changed()
+
+    def cancel(self, job_id: int) -> Literal["queued", "running"] | None:
+        with self._cond:
+            task = next((t for t in self._pending if t.job_id == job_id), None)
+            if task is not None:
+                self._pending.remove(task)
+        if task is not None:
+            self.listener.cancelled(job_id)
+            self.listener.queue_changed()
+            return "queued"
+        for lane in self._lanes:
+            with lane._cond:
+                ids = [t.job_id for t in lane._running]
+                response = lane.response
+            if job_id in ids:
+                self._stopping.add(job_id)
+                # the replica decodes on until its stream is closed: closed once every row of it is cancelled
+                # (a row cancelled alone is dropped here and told cancelled when the batch ends)
+                if response is not None and all(j in self._stopping for j in ids):
+                    response.cancel()
+                return "running"
+        return self.local.cancel(job_id)
+
+    def target_model(self) -> str | None:
+        return self.local.target_model()
+
+    def pending_jobs(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def share_cpu(self, threads: int) -> None:
+        self.local.share_cpu(threads)  # replicas run on their own machines' cores
+
+    def step_seconds(self, model_id: str) -> float | None:
+        with self._cond:
+            return self._step_s.get(model_id)
+
+    def _measure_step(self, model_id: str, seconds: float) -> None:
+        with self._cond:
+            old = self._step_s.get(model_id)
+            self._step_s[model_id] = seconds if old is None else 0.9 * old + 0.1 * seconds
+
+    def snapshot(self) -> list[QueueEntry]:
+        """Running batches (one per busy replica, with where they run), then the switches and jobs waiting, each
+        with an estimate: a waiting batch starts when the earliest lane is free."""
+        entries: list[QueueEntry] = []
+        free_at = []
+        for lane in self._lanes:
+            with lane._cond:
+                running, progress, ends, replica = list(lane._running), lane._progress, dict(lane._ends), lane.replica
+            if not running:
+                free_at.append(0.0)
+                continue
+            per = self.step_seconds(running[0].model_id)
+            done, total = progress or (0, max(t.steps() for t in running))
+            free_at.append((total - done) * per if per is not None else 0.0)
+            for t in running:
+                own = ends.get(t.job_id, total)
+                eta = round(max(own - done, 0) * per, 1) if per is not None else None
+                entries.append(QueueEntry("generate", "running", 0, t.model_id, t.job_id, eta, min(done, own), own,
+                                          len(running), replica=replica))
+        local = self.local.snapshot()
+        entries += [e for e in local if e.state == "running"]
+        queued = [e for e in local if e.state == "queued"]
+        with self._cond:
+            pending = list(self._pending)
+        i = 0
+        while i < len(pending):
+            batch = batch_from(pending, i, None, self.max_batch)
+            per = self.step_seconds(batch[0].model_id)
+            lane = min(range(len(free_at)), key=free_at.__getitem__)
+            if per is not None:
+                free_at[lane] += max(t.steps() for t in batch) * per
+            for t in batch:
+                queued.append(QueueEntry("generate", "queued", 0, t.model_id, t.job_id,
+                                         round(free_at[lane], 1) if per is not None else None))
+            i += len(batch)
+        entries += [QueueEntry(**{**e.__dict__, "position": n}) for n, e in enumerate(queued, start=1)]
+        return entries
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop reading the replicas (running jobs are cancelled there; waiting ones stay recorded as queued)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for lane in self._lanes:
+            with lane._cond:
+                self._stopping.update(t.job_id for t in lane._running)
+                if lane.response is not None:
+                    lane.response.cancel()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.local.close(timeout)
+        if self.on_close is not None:
+            self.on_close()
+
+    # ---- one lane per replica ----------------------------------------------------------------------------
+    def _lane_loop(self, lane: _Lane) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                batch = batch_from(self._pending, 0, None, self.max_batch)
+                for _ in batch:
+                    self._pending.popleft()
+            with lane._cond:
+                lane._running, lane._progress, lane._ends, lane._told, lane.replica = batch, None, {}, set(), None
+            self.listener.queue_changed()
+            try:
+                self._run(lane, batch)
+            except Exception:  # noqa: BLE001 - a lane outlives any one batch
+                log.exception("ray lane crashed")
+                for task in batch:
+                    if task.job_id not in lane._told:
+                        lane._failed(task.job_id, "generation_failed", "Generation failed on the GPU workers.")
+            finally:
+                with lane._cond:
+                    self._stopping.difference_update(t.job_id for t in batch)
+                    lane._running, lane._progress, lane._ends, lane.response = [], None, {}, None
+            self.listener.queue_changed()
+
+    def _run(self, lane: _Lane, batch: list[GenerateTask]) -> None:
+        from ray.exceptions import ActorUnavailableError, RayActorError
+        from ray.serve.exceptions import RequestCancelledError
+
+        from studio.runtime.ray_serve import multiplexed_id
+
+        run = _BatchRun(lane, batch, remote=True)  # a row cancelled here is cancelled whatever the replica sent
+        handle = self.handle.options(multiplexed_model_id=multiplexed_id(batch[0]), stream=True)
+        try:
+            response = handle.generate.remote(self.spec_of(batch[0].model_id), batch)
+            with lane._cond:
+                lane.response = response
+            if all(t.job_id in self._stopping for t in batch):
+                response.cancel()
+            for event in response:
+                if event[0] == "placed":
+                    self._placed(lane, batch, event[1], event[2])
+                    continue
+                run.handle(event)
+        except RequestCancelledError:
+            pass  # every row was cancelled: told below
+        except (RayActorError, ActorUnavailableError) as exc:
+            self._lost(lane, batch, run, exc)
+            return
+        run.finish()
+
+    def _placed(self, lane: _Lane, batch: list[GenerateTask], replica: str, hit: bool) -> None:
+        with lane._cond:
+            lane.replica = replica
+        with self._cond:
+            self.stats.batches += 1
+            self.stats.hits += int(hit)
+            self.stats.jobs_by_replica[replica] += len(batch)
+        self.listener.queue_changed()
+
+    def _lost(self, lane: _Lane, batch: list[GenerateTask], run: _BatchRun, exc: Exception) -> None:
+        """The replica stopped mid-batch: started jobs are interrupted; the others wait again, first in line."""
+        log.warning("replica %s stopped during a batch: %s", lane.replica, exc)
+        started = {t.job_id for t in run.hooks.tasks} if run.hooks is not None else set()
+        again = [t for t in batch if t.job_id not in started and t.job_id not in lane._told
+                 and t.job_id not in self._stopping]
+        with self._cond:
+            self.stats.lost += 1
+            self._pending.extendleft(reversed(again))
+            self._cond.notify_all()
+        queued_again = {t.job_id for t in again}
+        for task in batch:
+            if task.job_id in lane._told or task.job_id in queued_again:
+                continue
+            if task.job_id in self._stopping:
+                lane._cancelled(task.job_id)
+            else:
+                lane._failed(task.job_id, "interrupted", LOST.format(replica=lane.replica or "unknown"))
+
+
+def connect(address: str, *, replicas: int, gpus: float | None, config, project_root: str):
+    """Join (or start) the Ray cluster at `address` ('local': a private one in this process tree; 'auto': the one
+    `ray start` runs on this machine; HOST:PORT: a head's GCS) and deploy the studio's workers on it: `replicas`
+    replicas of studio.runtime.ray_serve.StudioWorker, each with `gpus` GPUs (None: 1 when the cluster has GPUs,
+    else 0). The handle. Ray's own output stays out of the studio's console."""
+    import ray
+    from ray import serve
+
+    from studio.runtime.ray_serve import APP_NAME, StudioWorker
+
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)}
+    for name in ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_ENDPOINT"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    options = dict(include_dashboard=False, log_to_driver=False, namespace="text2song", ignore_reinit_error=True,
+                   runtime_env={"env_vars": env})
+    if address == "local":
+        options.update(num_cpus=max(os.cpu_count() or 1, replicas), object_store_memory=256 * 2**20)
+        ray.init(**options)
+    else:
+        ray.init(address=address, **options)
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    cpus = 0.0 if gpus else 1.0 / max(replicas, 1)  # CPU replicas: logical shares, torch threads split below
+    threads = max(1, (os.cpu_count() or 1) // max(replicas, 1)) if not gpus else None
+    serve.start(proxy_location="Disabled")
+    app = StudioWorker.options(num_replicas=replicas,
+                               ray_actor_options={"num_gpus": gpus, "num_cpus": cpus}).bind(config, threads)
+    return serve.run(app, name=APP_NAME, route_prefix=None, blocking=False)
+
+
+def disconnect() -> None:
+    """Remove the studio's workers and leave the cluster (a cluster started by connect('local') stops)."""
+    import ray
+    from ray import serve
+
+    from studio.runtime.ray_serve import APP_NAME
+
+    try:
+        serve.delete(APP_NAME)
+    except Exception:  # noqa: BLE001 - the cluster may be gone already
+        log.warning("could not remove the Ray Serve workers", exc_info=True)
+    ray.shutdown()
