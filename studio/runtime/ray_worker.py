@@ -37,6 +37,8 @@ class ReplicaStats:
     hits: int = 0
     jobs_by_replica: Counter = field(default_factory=Counter)
     lost: int = 0  # batches whose replica stopped mid-run
+    # the last batches: (job ids, replica, hit, multiplexed id), for the tests and the benchmark to read
+    placements: deque = field(default_factory=lambda: deque(maxlen=1000))
 
     @property
     def hit_rate(self) -> float | None:
@@ -208,8 +210,9 @@ class RayWorker:
         for thread in self._threads:
             thread.join(timeout)
         self.local.close(timeout)
-        if self.on_close is not None:
-            self.on_close()
+        on_close, self.on_close = self.on_close, None  # once: a second close must not reach Ray again
+        if on_close is not None:
+            on_close()
 
     # ---- one lane per replica ----------------------------------------------------------------------------
     def _lane_loop(self, lane: _Lane) -> None:
@@ -254,7 +257,7 @@ class RayWorker:
                 response.cancel()
             for event in response:
                 if event[0] == "placed":
-                    self._placed(lane, batch, event[1], event[2])
+                    self._placed(lane, batch, event[1], event[2], multiplexed_id(batch[0]))
                     continue
                 run.handle(event)
         except RequestCancelledError:
@@ -264,10 +267,11 @@ class RayWorker:
             return
         run.finish()
 
-    def _placed(self, lane: _Lane, batch: list[GenerateTask], replica: str, hit: bool) -> None:
+    def _placed(self, lane: _Lane, batch: list[GenerateTask], replica: str, hit: bool, key: str) -> None:
         with lane._cond:
             lane.replica = replica
         with self._cond:
+            self.stats.placements.append(([t.job_id for t in batch], replica, hit, key))
             self.stats.batches += 1
             self.stats.hits += int(hit)
             self.stats.jobs_by_replica[replica] += len(batch)
@@ -308,7 +312,8 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
         if name in os.environ:
             env[name] = os.environ[name]
     options = dict(include_dashboard=False, log_to_driver=False, namespace="text2song", ignore_reinit_error=True,
-                   runtime_env={"env_vars": env})
+                   runtime_env={"env_vars": env}, logging_level=logging.WARNING)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would fill the studio's console
     if address == "local":
         options.update(num_cpus=max(os.cpu_count() or 1, replicas), object_store_memory=256 * 2**20)
         ray.init(**options)
@@ -331,6 +336,8 @@ def disconnect() -> None:
 
     from studio.runtime.ray_serve import APP_NAME
 
+    if not ray.is_initialized():  # Serve's calls would start a new local Ray
+        return
     try:
         serve.delete(APP_NAME)
     except Exception:  # noqa: BLE001 - the cluster may be gone already

@@ -67,7 +67,8 @@ def _state(item: QueueItem) -> str:
         return "waiting"
     done = f" {item.fraction * 100:.0f} %" if item.fraction is not None else ""
     batch = f" (batch of {item.batch_size})" if item.batch_size and item.batch_size > 1 else ""
-    return f"generating{done}{batch}"
+    where = f" on worker {md_escape(item.replica)}" if item.replica else ""  # GPU workers (--workers ray)
+    return f"generating{done}{batch}{where}"
 
 
 def queue_rows(view: QueueView, model_name: Callable[[str], str], mine: Iterable[int] = ()) -> list[list[str]]:

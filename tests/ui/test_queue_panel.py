@@ -47,6 +47,12 @@ def test_rows_say_place_job_prompt_model_who_state_and_eta():
     assert rows[2][1] == "—" and "switch to Tiny B" in rows[2][2] and rows[2][5] == "waiting"
 
 
+def test_a_job_on_a_gpu_worker_says_which():
+    on_ray = RUNNING.model_copy(update={"replica": "8ws21cie", "batch_size": 1})
+    assert queue_rows(_view(on_ray), NAMES.get)[0][5] == "generating 50 % on worker 8ws21cie"
+    assert queue_rows(_view(RUNNING), NAMES.get)[0][5] == "generating 50 % (batch of 2)"  # in process: no worker
+
+
 def test_the_table_escapes_user_text_and_ends_with_what_happens_next():
     evil = RUNNING.model_copy(update={"prompt": "a | b <img src=x onerror=alert(1)> **loud** [x](http://e.vil)",
                                       "submitted_by": "<b>mallory</b>"})
