@@ -112,7 +112,7 @@ def check_device(device: str) -> None:
         raise CannotStart("--device mps: Apple's Metal (MPS) is not available here: use --device auto or cpu.")
 
 
-def remote_workers(settings: Settings, registry: Registry):
+def remote_workers(settings: Settings, registry: Registry, studio_id: str | None):
     """--workers ray...: connect to (or start) the Ray cluster and deploy the GPU workers; what JobQueue needs to
     build the Ray worker. None for the in-process worker. CannotStart, in one line, when Ray is missing or
     unreachable."""
@@ -122,7 +122,7 @@ def remote_workers(settings: Settings, registry: Registry):
         import ray  # noqa: F401 - an optional extra
 
         from studio.runtime.ray_serve import ReplicaConfig
-        from studio.runtime.ray_worker import RayWorker, connect, disconnect
+        from studio.runtime.ray_worker import RayWorker, app_name, connect, disconnect
     except ImportError:
         raise CannotStart(f"--workers {settings.workers} needs Ray: pip install -r requirements-ray.txt") from None
     config = ReplicaConfig(models_dir=str(settings.models_dir.resolve()),
@@ -131,7 +131,7 @@ def remote_workers(settings: Settings, registry: Registry):
                            stream_every_s=settings.stream_every_s)
     try:
         handle = connect(settings.ray_address, replicas=settings.ray_replicas, gpus=settings.ray_gpus, config=config,
-                         project_root=str(PROJECT_ROOT))
+                         project_root=str(PROJECT_ROOT), name=app_name(studio_id))
     except Exception as exc:  # noqa: BLE001 - whatever Ray says, in one line
         reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
         raise CannotStart(f"--workers {settings.workers}: the Ray cluster could not be reached or the workers "
@@ -139,8 +139,10 @@ def remote_workers(settings: Settings, registry: Registry):
 
     def build(listener, local):
         return RayWorker(handle, listener, local, registry.get, replicas=settings.ray_replicas,
-                         max_batch=lambda m: registry.get(m).max_batch, on_close=disconnect)
+                         max_batch=lambda m: registry.get(m).max_batch,
+                         on_close=lambda: disconnect(app_name(studio_id)))
 
+    log.info("generations run on %d Ray Serve worker(s) (--workers %s)", settings.ray_replicas, settings.workers)
     return build
 
 
@@ -162,7 +164,7 @@ def build_context(settings: Settings, registry: Registry | None = None,
     gen_config = GenerationConfigService(engine, registry)
     queue = JobQueue(engine, manager, registry, JobEvents(), settings.data_dir, max_queue=settings.max_queue,
                      stream_every_s=settings.stream_every_s, runner=storage.studio_id,
-                     on_space=settings.on_space, remote=remote_workers(settings, registry))
+                     on_space=settings.on_space, remote=remote_workers(settings, registry, storage.studio_id))
     custom_models = CustomModelService(engine, registry, store, manager, queue, gen_config,
                                        settings.allowed_import_roots, settings.tmp_dir, settings.hf_endpoint,
                                        allowed=settings.custom_models)

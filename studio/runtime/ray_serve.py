@@ -4,8 +4,8 @@ A replica runs the same device work as the in-process worker (worker.device_work
 decode loop with its batching and streaming) and sends back the same plain events, as a stream through a Serve
 handle. It never touches the database: the studio (studio.runtime.ray_worker) records everything.
 
-Routing. A batch's multiplexed model id is its base model and adapter stack (`batch_key`), so Serve sends it to a
-replica that already holds those adapters (`@serve.multiplexed`, least recently used evicted per replica). Why an id
+Routing. A batch's multiplexed model id is its base model and adapters (ray_worker.multiplexed_id; a batch holds
+jobs of one id), so Serve sends it to a replica that already holds those adapters (`@serve.multiplexed`, least recently used evicted per replica). Why an id
 per adapter and not only per base model: the base model is the same on every replica (the studio runs one model at
 a time), so routing by base model alone would spread one adapter's jobs over every replica, and each would load it;
 loading a LoRA costs far less than a model but far more than a decoding step of the tiny model. The replica's own
@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from ray import serve
@@ -31,11 +32,11 @@ from studio.runtime.manager import ModelManager
 from studio.runtime.store import ModelStore
 from studio.runtime.adapters import MAX_LOADED_ADAPTERS
 from studio.runtime.transformers_backend import TransformersBackend
+from studio.runtime.ray_worker import adapters_of
 from studio.runtime.worker import GenerateTask, device_work
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "text2song"  # the Serve application the studio deploys and calls
 DEPLOYMENT = "StudioWorker"
 STEP_EVERY_S = 0.1  # step events at most this often through Ray (a tiny model's step takes ~2 ms)
 
@@ -53,13 +54,17 @@ class ReplicaConfig:
 
 
 class _AdapterLease:
-    """What Serve's multiplexing caches for one id: evicting it unloads its adapters from the replica's model."""
+    """What Serve's multiplexing caches for one id: evicting it lets go of its adapters (Serve calls __del__ on
+    eviction, and the garbage collector may call it again: once counts)."""
 
     def __init__(self, replica: "StudioWorker", names: tuple[str, ...]):
-        self.replica, self.names = replica, names
+        self.replica, self.names, self.released = replica, names, False
+        replica.hold(names)
 
     def __del__(self) -> None:
-        self.replica.evict(self.names)
+        if not self.released:
+            self.released = True
+            self.replica.release(self.names)
 
 
 @serve.deployment(name=DEPLOYMENT, max_ongoing_requests=1, health_check_period_s=2, health_check_timeout_s=30)
@@ -79,15 +84,29 @@ class StudioWorker:
         self.manager: ModelManager | None = None  # built with the first model asked for
         self.name = serve.get_replica_context().replica_id.unique_id
         self._lock = threading.Lock()  # the model: one batch at a time (max_ongoing_requests=1 says so too)
+        self._held_lock = threading.Lock()
+        self._held: Counter = Counter()  # adapter -> ids in Serve's cache that use it
+        self._broken: str | None = None  # why the device cannot be used any more (the health check says so)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_LOADED_ADAPTERS)  # the model's own adapter cache size
     async def lease(self, key: str) -> _AdapterLease:
-        return _AdapterLease(self, tuple(name for name, _ in _adapters_of(key)))
+        return _AdapterLease(self, tuple(adapters_of(key)))
 
-    def evict(self, names: tuple[str, ...]) -> None:
+    def hold(self, names: tuple[str, ...]) -> None:
+        with self._held_lock:
+            self._held.update(names)
+
+    def release(self, names: tuple[str, ...]) -> None:
+        """An id left Serve's cache: its adapters that no cached id still uses are unloaded when the model is next
+        used (never mid-decode). A stack and a single adapter, or two strengths, share adapters."""
+        with self._held_lock:
+            self._held.subtract(names)
+            free = [n for n in set(names) if self._held[n] <= 0]
+            for name in free:
+                del self._held[name]
         if self.manager is not None:
-            for name in names:
-                self.manager.discard_adapter(name)  # unloaded when the model is next used (never mid-decode)
+            for name in free:
+                self.manager.discard_adapter(name)
 
     def _ensure_model(self, spec: ModelSpec) -> None:
         """Load `spec` unless it is the model this replica holds (a switch releases the other one first)."""
@@ -122,6 +141,8 @@ class StudioWorker:
             except Exception as exc:  # noqa: BLE001 - said to the studio as the batch's failure
                 log.exception("batch failed on replica %s", self.name)
                 message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+                if "CUDA error" in message or "device-side assert" in message:  # the device is gone for good
+                    self._broken = message
                 events.put(("decode_failed", message.strip().splitlines()[0][:300]))
             finally:
                 events.put(None)
@@ -137,23 +158,9 @@ class StudioWorker:
             await loop.run_in_executor(None, thread.join)
 
     def check_health(self) -> None:
-        """Serve's health check: a replica whose device failed is replaced."""
-
-
-def _adapters_of(key: str) -> list[tuple[str, str]]:
-    """(name, strength) of a multiplexed id written by multiplexed_id()."""
-    _, _, rest = key.partition("|")
-    return [tuple(part.rsplit("@", 1)) for part in rest.split("+") if part]  # type: ignore[misc]
-
-
-def multiplexed_id(task: GenerateTask) -> str:
-    """The multiplexed model id of a batch: its base model and its adapters (names are the adapters' keys)."""
-    row = task.row
-    if row.adapters:
-        parts = [f"{name}@{strength:g}" for name, strength in row.adapters]
-    else:
-        parts = [f"{row.adapter}@1"] if row.adapter is not None else []
-    return f"{task.model_id}|{'+'.join(parts)}"
+        """Serve's health check: a replica whose device failed (a CUDA error poisons the process) is replaced."""
+        if self._broken is not None:
+            raise RuntimeError(f"the device failed: {self._broken}")
 
 
 class _Closed:

@@ -13,6 +13,7 @@ started go back to the front of the queue. Replicas never see the database.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -21,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from studio.registry import ModelSpec
-from studio.runtime.worker import (GenerateTask, LocalWorker, QueueEntry, Task, WorkerListener, _BatchRun,
-                                   batch_from)
+from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, Task, WorkerListener, _BatchRun
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,33 @@ class ReplicaStats:
     @property
     def hit_rate(self) -> float | None:
         return self.hits / self.batches if self.batches else None
+
+
+def multiplexed_id(task: GenerateTask) -> str:
+    """A job's multiplexed model id: its base model and adapters with their strengths (adapter keys). A batch sent
+    to Ray holds jobs of one id alone, so that Serve routes it to a replica holding exactly those adapters."""
+    row = task.row
+    if row.adapters:
+        parts = [f"{name}@{strength:g}" for name, strength in row.adapters]
+    else:
+        parts = [f"{row.adapter}@1"] if row.adapter is not None else []
+    return f"{task.model_id}|{'+'.join(parts)}"
+
+
+def adapters_of(key: str) -> list[str]:
+    """The adapter keys of a multiplexed id written by multiplexed_id()."""
+    _, _, rest = key.partition("|")
+    return [part.rsplit("@", 1)[0] for part in rest.split("+") if part]
+
+
+def take_batch(pending: list[GenerateTask] | deque, max_batch: Callable[[str], int]) -> list[GenerateTask]:
+    """The next batch for a replica: the first job waiting and the next ones with its multiplexed id, up to its
+    model's max_batch, from anywhere in the queue (jobs of other adapters it passes are taken by the other
+    lanes at the same time). The in-process worker mixes adapters in one batch instead (PEFT's per-row adapter
+    names); a replica batch holds one set, or the routing by adapter would mean nothing."""
+    key = multiplexed_id(pending[0])
+    limit = max_batch(pending[0].model_id)
+    return [t for t in pending if multiplexed_id(t) == key][:limit]
 
 
 class _Lane:
@@ -122,7 +149,7 @@ class RayWorker:
         with self._cond:
             task = next((t for t in self._pending if t.job_id == job_id), None)
             if task is not None:
-                self._pending.remove(task)
+                self._pending = deque(t for t in self._pending if t.job_id != job_id)
         if task is not None:
             self.listener.cancelled(job_id)
             self.listener.queue_changed()
@@ -183,9 +210,10 @@ class RayWorker:
         queued = [e for e in local if e.state == "queued"]
         with self._cond:
             pending = list(self._pending)
-        i = 0
-        while i < len(pending):
-            batch = batch_from(pending, i, None, self.max_batch)
+        while pending:
+            batch = take_batch(pending, self.max_batch)
+            taken = {t.job_id for t in batch}
+            pending = [t for t in pending if t.job_id not in taken]
             per = self.step_seconds(batch[0].model_id)
             lane = min(range(len(free_at)), key=free_at.__getitem__)
             if per is not None:
@@ -193,7 +221,6 @@ class RayWorker:
             for t in batch:
                 queued.append(QueueEntry("generate", "queued", 0, t.model_id, t.job_id,
                                          round(free_at[lane], 1) if per is not None else None))
-            i += len(batch)
         entries += [QueueEntry(**{**e.__dict__, "position": n}) for n, e in enumerate(queued, start=1)]
         return entries
 
@@ -222,9 +249,9 @@ class RayWorker:
                     self._cond.wait()
                 if self._closed:
                     return
-                batch = batch_from(self._pending, 0, None, self.max_batch)
-                for _ in batch:
-                    self._pending.popleft()
+                batch = take_batch(self._pending, self.max_batch)
+                taken = {t.job_id for t in batch}
+                self._pending = deque(t for t in self._pending if t.job_id not in taken)
             with lane._cond:
                 lane._running, lane._progress, lane._ends, lane._told, lane.replica = batch, None, {}, set(), None
             self.listener.queue_changed()
@@ -244,8 +271,6 @@ class RayWorker:
     def _run(self, lane: _Lane, batch: list[GenerateTask]) -> None:
         from ray.exceptions import ActorUnavailableError, RayActorError
         from ray.serve.exceptions import RequestCancelledError
-
-        from studio.runtime.ray_serve import multiplexed_id
 
         run = _BatchRun(lane, batch, remote=True)  # a row cancelled here is cancelled whatever the replica sent
         handle = self.handle.options(multiplexed_model_id=multiplexed_id(batch[0]), stream=True)
@@ -297,7 +322,12 @@ class RayWorker:
                 lane._failed(task.job_id, "interrupted", LOST.format(replica=lane.replica or "unknown"))
 
 
-def connect(address: str, *, replicas: int, gpus: float | None, config, project_root: str):
+def app_name(studio_id: str | None) -> str:
+    """The studio's Serve application: one per studio, so that two studios on one cluster keep their workers."""
+    return f"text2song-{(studio_id or 'studio')[:12]}"
+
+
+def connect(address: str, *, replicas: int, gpus: float | None, config, project_root: str, name: str):
     """Join (or start) the Ray cluster at `address` ('local': a private one in this process tree; 'auto': the one
     `ray start` runs on this machine; HOST:PORT: a head's GCS) and deploy the studio's workers on it: `replicas`
     replicas of studio.runtime.ray_serve.StudioWorker, each with `gpus` GPUs (None: 1 when the cluster has GPUs,
@@ -305,7 +335,7 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
     import ray
     from ray import serve
 
-    from studio.runtime.ray_serve import APP_NAME, StudioWorker
+    from studio.runtime.ray_serve import StudioWorker
 
     env = {"PYTHONPATH": os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)}
     for name in ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_ENDPOINT"):
@@ -314,32 +344,42 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
     options = dict(include_dashboard=False, log_to_driver=False, namespace="text2song", ignore_reinit_error=True,
                    runtime_env={"env_vars": env}, logging_level=logging.WARNING)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would fill the studio's console
-    if address == "local":
+    if address == "local":  # a new private cluster, even when `ray start` runs one on this machine
         options.update(num_cpus=max(os.cpu_count() or 1, replicas), object_store_memory=256 * 2**20)
-        ray.init(**options)
+        ray.init(address="local", **options)
     else:
         ray.init(address=address, **options)
+    have = ray.cluster_resources().get("GPU", 0)
     if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        gpus = 1.0 if have >= 1 else 0.0
+    if gpus and replicas * gpus > have:  # Serve would wait for them for ever
+        ray.shutdown()
+        raise RuntimeError(f"{replicas} replica(s) with {gpus:g} GPU each need {replicas * gpus:g} GPUs; the Ray "
+                           f"cluster has {have:g}: use fewer replicas (--ray-replicas) or add GPU machines")
     cpus = 0.0 if gpus else 1.0 / max(replicas, 1)  # CPU replicas: logical shares, torch threads split below
-    threads = max(1, (os.cpu_count() or 1) // max(replicas, 1)) if not gpus else None
+    # CPU replicas: a core's share each, one core left to the studio and Ray's own processes (measured on 2
+    # cores: a replica at 2 threads beside them decoded 4 times slower than at 1)
+    threads = max(1, ((os.cpu_count() or 1) - 1) // max(replicas, 1)) if not gpus else None
     serve.start(proxy_location="Disabled")
     app = StudioWorker.options(num_replicas=replicas,
                                ray_actor_options={"num_gpus": gpus, "num_cpus": cpus}).bind(config, threads)
-    return serve.run(app, name=APP_NAME, route_prefix=None, blocking=False)
+    handle = serve.run(app, name=name, route_prefix=None, blocking=False)
+    # a studio stopped without closing (Ctrl-C ends uvicorn, then the interpreter) still gives the cluster's GPUs
+    # back; before Ray's own exit hook, which runs after this one
+    atexit.register(disconnect, name)
+    return handle
 
 
-def disconnect() -> None:
-    """Remove the studio's workers and leave the cluster (a cluster started by connect('local') stops)."""
+def disconnect(name: str) -> None:
+    """Remove the studio's workers and leave the cluster (a cluster started by connect('local') stops). Safe to
+    call again."""
     import ray
     from ray import serve
-
-    from studio.runtime.ray_serve import APP_NAME
 
     if not ray.is_initialized():  # Serve's calls would start a new local Ray
         return
     try:
-        serve.delete(APP_NAME)
+        serve.delete(name)
     except Exception:  # noqa: BLE001 - the cluster may be gone already
         log.warning("could not remove the Ray Serve workers", exc_info=True)
     ray.shutdown()
