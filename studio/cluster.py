@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,7 +32,8 @@ RAY_HINT = "Ray is not installed: pip install -r requirements-ray.txt"
 RAY_READY = "Ray runtime started."  # what `ray start` prints once the head is up (ray 2.60, pinned)
 RAY_START_TIMEOUT_S = 180  # ~20 s on two busy cores
 STUDIO_GRACE_S = 30  # a studio stopping closes its streams and the Ray handle
-RAY_GRACE_S = 30  # `ray start --block` drains the node on SIGTERM, then kills its processes
+RAY_GRACE_S = 30  # `ray start --block` kills its node's processes on SIGTERM
+RAY_WORKER_PORTS = range(10002, 20000)  # Ray's workers' ports (its defaults): the head's port may not be one
 # app.py options the cluster sets itself: the same option twice would be ambiguous
 OWN_OPTIONS = {"--database-url": "the cluster's PostgreSQL", "--workers": "the cluster's Ray head",
                "--ray-replicas": "--replicas", "--ray-gpus": "--gpus-per-replica", "--data-dir": "--data-dir",
@@ -91,6 +93,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         flag = arg.split("=", 1)[0]
         if flag in OWN_OPTIONS:
             parser.error(f"{flag} after `--`: the cluster sets it ({OWN_OPTIONS[flag]})")
+    if ns.ray_port in RAY_WORKER_PORTS:
+        parser.error(f"--ray-port {ns.ray_port}: Ray's workers use ports {RAY_WORKER_PORTS.start}-"
+                     f"{RAY_WORKER_PORTS.stop - 1}: choose one outside")
     if ns.gpus_per_replica is not None and ns.gpus_per_replica < 0:
         parser.error("--gpus-per-replica: 0 or more")
     replicas = ns.replicas if ns.replicas is not None else default_replicas(gpu_count(), ns.gpus_per_replica)
@@ -276,7 +281,8 @@ class Launcher:
     def ray_head(self) -> ProcessPart:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / "ray-head.log"
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        # no drain on SIGTERM (Ray waits up to 30 s for it): the studio, Serve's one caller, has stopped already
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
         with open(log, "w") as sink:
             process = subprocess.Popen(ray_start_argv(self.options, ray_cli() or "ray", free_port), stdout=sink,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -297,7 +303,8 @@ class Launcher:
         env = {**os.environ, "STUDIO_DATABASE_URL": self.database_url}
         process = subprocess.Popen(studio_argv(self.options), env=env, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
-        return ProcessPart("the studio", process, signal.SIGINT, STUDIO_GRACE_S)
+        # SIGTERM: uvicorn stops as on Ctrl-C once it serves, and a studio still starting ends without a traceback
+        return ProcessPart("the studio", process, signal.SIGTERM, STUDIO_GRACE_S)
 
 
 def run(options: Options, launcher, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
@@ -354,7 +361,7 @@ def summary(options: Options, launcher) -> str:
             "this machine only (--host exposes it to other machines)")
     return "\n".join([
         "Text2Song cluster (Ctrl-C stops all three):",
-        f"  studio      http://{shown}:{o.port}  ({o.replicas} GPU worker replica(s) on Ray Serve)",
+        f"  studio      http://{shown}:{o.port}  ({o.replicas} worker replica{'s' if o.replicas != 1 else ''} on Ray Serve)",
         f"  Ray head    {head}  {join}",
         f"  PostgreSQL  {launcher.shown_database_url}  (data in {o.data_dir / 'postgres'}; password in {launcher.password_file})",
         f"  logs        {launcher.logs / 'ray-head.log'}; the studio's below",
@@ -391,11 +398,13 @@ def free_port() -> int:
 
 
 def last_line(path: Path) -> str:
+    """What a failed program said last: its exception's line when it ended in a traceback."""
     try:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         lines = []
-    return lines[-1] if lines else "no output"
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", line)]
+    return (errors or lines or ["no output"])[-1]
 
 
 def _interrupt(_signum, _frame) -> None:

@@ -63,6 +63,7 @@ def test_the_gpus_are_counted_as_cuda_visible_devices_says(monkeypatch, visible,
     (["--replicas", "0"], "--replicas: 1 or more"),
     (["--gpus-per-replica", "-1"], "--gpus-per-replica: 0 or more"),
     (["--pg-port", "70000"], "a port, 1 to 65535"),
+    (["--ray-port", "16380"], "--ray-port 16380: Ray's workers use ports 10002-19999: choose one outside"),
 ])
 def test_bad_options_are_refused_in_one_line(monkeypatch, capsys, argv, says):
     monkeypatch.setattr(cluster, "gpu_count", lambda: 0)
@@ -231,6 +232,17 @@ def test_a_part_that_cannot_be_stopped_does_not_keep_the_others_running():
     assert "studio.cluster: could not stop ray: already gone\n" in err
 
 
+def test_a_ray_head_that_did_not_start_is_said_in_its_exceptions_line(tmp_path):
+    log = tmp_path / "ray-head.log"
+    log.write_text("Usage stats collection is disabled.\nTraceback (most recent call last):\n  File \"x\", line 1\n"
+                   "ValueError: Ray component worker_ports is trying to use a port number 16380\nPort information: "
+                   "{'gcs': 'random'}\nIf you allocate ports, please make sure...\n")
+    assert cluster.last_line(log) == "ValueError: Ray component worker_ports is trying to use a port number 16380"
+    log.write_text("one\nlast words\n\n")
+    assert cluster.last_line(log) == "last words"
+    assert cluster.last_line(tmp_path / "none.log") == "no output"
+
+
 # ---- the refusals when something is missing --------------------------------------------------------------------
 def _checked(tmp_path, monkeypatch, which: dict[str, str | None], find_spec=True) -> str:
     monkeypatch.setattr(shutil, "which", lambda name: which.get(name))
@@ -296,3 +308,133 @@ def test_the_ray_cluster_configuration_passes_rays_own_checks():
     config = yaml.safe_load((ROOT / "deploy" / "ray-cluster.yaml").read_text(encoding="utf-8"))
     validate_config(config)
     validate_config(prepare_config(config))  # what `ray up` does with it: one node type for the worker_ips
+
+
+# ---- the real thing: PostgreSQL, a Ray head and the studio, one generation, then Ctrl-C ---------------------------
+@pytest.mark.ray
+def test_one_command_runs_a_studio_on_ray_and_postgresql_and_ctrl_c_stops_all_three(tiny_folder):
+    pytest.importorskip("ray", reason="Ray is an optional extra (requirements-ray.txt)")
+    import httpx
+    import psutil
+
+    if pg_local.find_binaries() is None:
+        pytest.skip(pg_local.INSTALL_HINT)
+    root = Path(tempfile.mkdtemp(prefix="sc-", dir="/tmp"))  # short (Ray's socket names); postgres must enter it
+    root.chmod(0o755)
+    data, ray_tmp = root / "data", root / "r"
+    (data / "models").mkdir(parents=True)
+    ray_tmp.mkdir()
+    shutil.copytree(tiny_folder, data / "models" / "studio-tiny")
+    port, ray_port, pg_port = _free(), _free(), _free()
+    # RAY_TMPDIR: this head's files apart from any other Ray of the machine (its ray_current_cluster too)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(ray_tmp), "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    log = root / "cluster.log"
+    command = [sys.executable, "-m", "studio.cluster", "--replicas", "1", "--gpus-per-replica", "0", "--data-dir",
+               str(data), "--port", str(port), "--ray-port", str(ray_port), "--pg-port", str(pg_port), "--",
+               "--model", "studio-tiny", "--device", "cpu", "--hf-cache-dir", str(root / "hf")]
+    started = time.monotonic()
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    ours: list[psutil.Process] = []
+
+    def said() -> str:
+        return log.read_text(errors="replace")[-3000:]
+
+    def until(what: str, check, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"the cluster stopped while waiting for {what}:\n{said()}"
+            value = check()
+            if value:
+                return value
+            time.sleep(0.5)
+        pytest.fail(f"no {what} within {timeout:.0f} s:\n{said()}")
+
+    def get(path: str):
+        try:
+            return httpx.get(base + path, timeout=10)
+        except httpx.HTTPError:
+            return None
+
+    try:
+        def model_ready():
+            answer = get("/api/models/current")
+            return answer is not None and answer.status_code == 200 and \
+                (answer.json()["model"] or {}).get("id") == "studio-tiny" and answer.json()["state"] == "idle"
+
+        until("studio with studio-tiny loaded", model_ready, 240)
+        ready_s = time.monotonic() - started
+        accepted = httpx.post(base + "/api/jobs", json={"prompt": "a short test tune", "duration_s": 1, "seed": 3},
+                              timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+
+        def finished():
+            answer = get(f"/api/jobs/{job_id}")
+            return answer is not None and answer.json()["status"] not in {"queued", "running"} and answer.json()
+
+        job = until(f"end of job {job_id}", finished, 240)
+        assert job["status"] == "succeeded", job
+        assert httpx.get(f"{base}/api/jobs/{job_id}/audio", timeout=10).status_code == 200
+        generated_s = time.monotonic() - started
+        assert f"postgresql://postgres@127.0.0.1:{pg_port}/text2song  " in log.read_text()  # without its password
+        assert (data / "postgres.password").stat().st_mode & 0o077 == 0
+
+        ours = psutil.Process(proc.pid).children(recursive=True) + _processes_naming(root)
+        assert any("raylet" in " ".join(p.cmdline()) for p in ours if p.is_running())
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.wait(timeout=120)
+        stopped_s = time.monotonic() - started - generated_s
+        assert proc.returncode == 0, said()
+        deadline = time.monotonic() + 15
+        while [p for p in ours if _alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [(p.pid, p.name()) for p in ours if _alive(p)], "left running after the cluster stopped"
+        assert not _processes_naming(root), "a process of this cluster is left"
+        for closed in (port, ray_port, pg_port):
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", closed)) != 0, f"port {closed} still answers"
+        print("\n" + "\n".join(log.read_text().splitlines()[:6]))
+        print(f"ready {ready_s:.1f} s, generated at {generated_s:.1f} s, stopped in {stopped_s:.1f} s")
+        assert stopped_s < 30, f"stopping took {stopped_s:.0f} s"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for p in ours:  # what the cluster failed to stop: ours alone, by pid
+            if _alive(p):
+                p.kill()
+        try:
+            pg_local.LocalPostgres(data / "postgres", pg_port).stop("immediate")
+        except pg_local.PostgresError:
+            pass
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _processes_naming(folder: Path) -> list:
+    """Processes whose command line names `folder` (Ray's under RAY_TMPDIR, the PostgreSQL server's data)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if str(folder) in " ".join(p.info["cmdline"] or ()) and p.pid != os.getpid():
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
