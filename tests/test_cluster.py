@@ -160,6 +160,13 @@ def test_the_studio_exiting_stops_the_studio_then_ray_then_postgresql():
     assert "postgresql://postgres@127.0.0.1:5433/text2song" in out
 
 
+def test_an_exposed_head_says_how_other_machines_join_it():
+    o = options(host="0.0.0.0")
+    said = cluster.summary(o, FakeLauncher())
+    assert f"other machines join with: ray start --address {o.node_ip}:6379" in said
+    assert f"http://{o.node_ip}:7860" in said
+
+
 def test_ctrl_c_stops_all_three_in_the_same_order(monkeypatch):
     launcher = FakeLauncher(studio_exits=None)
 
