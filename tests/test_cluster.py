@@ -296,6 +296,46 @@ def _free() -> int:
         return s.getsockname()[1]
 
 
+# ---- the cluster's PostgreSQL: made once, kept between runs -------------------------------------------------------
+def test_the_database_is_made_once_with_a_password_and_kept_between_runs():
+    import psycopg
+
+    if pg_local.find_binaries() is None:
+        pytest.skip(pg_local.INSTALL_HINT)
+    root = Path(tempfile.mkdtemp(prefix="studio-cluster-pg-"))  # not pytest's tmp: postgres must enter it
+    root.chmod(0o755)
+    o = options(data_dir=root / "data", pg_port=_free())
+    try:
+        first = cluster.Launcher(o)
+        part = first.postgres()
+        try:
+            assert first.shown_database_url == f"postgresql://postgres@127.0.0.1:{o.pg_port}/text2song"
+            assert first.password_file.stat().st_mode & 0o777 == 0o600
+            with psycopg.connect(first.database_url, autocommit=True) as conn:
+                conn.execute("CREATE TABLE kept (n int)")
+            with pytest.raises(psycopg.OperationalError, match="password"):  # a password, even on 127.0.0.1
+                psycopg.connect(first.shown_database_url, connect_timeout=5)
+        finally:
+            part.stop()
+        assert not part.server.running()
+
+        again = cluster.Launcher(o)
+        part = again.postgres()  # no initdb: the same server, the same password
+        try:
+            assert again.database_url == first.database_url
+            with psycopg.connect(again.database_url) as conn:
+                assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+        finally:
+            part.stop()
+
+        again.password_file.unlink()
+        with pytest.raises(ClusterError, match="postgres.password is missing: restore it, or move .* away"):
+            cluster.Launcher(o).postgres()
+    finally:
+        pg_local.LocalPostgres(o.data_dir / "postgres", o.pg_port).stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---- deploy/ray-cluster.yaml ---------------------------------------------------------------------------------------
 def test_the_ray_cluster_configuration_parses_and_installs_the_studio_everywhere():
     config = yaml.safe_load((ROOT / "deploy" / "ray-cluster.yaml").read_text(encoding="utf-8"))
