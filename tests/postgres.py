@@ -5,31 +5,21 @@ Debian's binaries refuse to run as root: as root, initdb and pg_ctl run as the `
 the binaries the PostgreSQL cases skip, unless STUDIO_TEST_POSTGRES=required (CI) makes that a failure."""
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from studio.pg_local import LocalPostgres, find_binaries, give_to_server_user
+
 REQUIRED = os.environ.get("STUDIO_TEST_POSTGRES", "").lower() == "required"
-TEMPLATE = "studio_template"
-PASSWORD_USER, PASSWORD = "studio_pw", "s3cret-Pa55"  # the one role that logs in with a password  # migrated to head once: a test's database is a copy of it (much faster than migrating)
-
-
-def binaries() -> Path | None:
-    """The folder holding initdb and pg_ctl: on the PATH, or Debian's /usr/lib/postgresql/<version>/bin."""
-    found = shutil.which("initdb")
-    if found and shutil.which("pg_ctl"):
-        return Path(found).parent
-    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
-            return Path(folder)
-    return None
+TEMPLATE = "studio_template"  # migrated to head once: a test's database is a copy of it (much faster than migrating)
+PASSWORD_USER, PASSWORD = "studio_pw", "s3cret-Pa55"  # the one role that logs in with a password
+binaries = find_binaries  # the folder holding initdb and pg_ctl, or None
 
 
 def unavailable(reason: str):
@@ -46,28 +36,23 @@ class PostgresServer:
         self.port = _free_port()
         self._names = itertools.count(1)
         self._template_ready = False
-
-    def _run(self, *args: str) -> None:
-        command = [str(self.bindir / args[0]), *args[1:]]
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            shutil.chown(self.root, "postgres")
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        self.server: LocalPostgres | None = None
 
     def start(self) -> "PostgresServer":
-        self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "--no-sync", "-U", "postgres",
-                  "-E", "UTF8", "--locale=C.UTF-8")
+        give_to_server_user(self.root)  # its socket and log are here
+        self.server = LocalPostgres(self.root / "data", self.port, self.bindir, socket_dir=self.root,
+                                    log=self.root / "log")
+        self.server.init(no_sync=True)
         hba = self.root / "data" / "pg_hba.conf"  # PASSWORD_USER alone must give its password (first match wins)
         hba.write_text(f"host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-        self._run("pg_ctl", "-D", str(self.root / "data"), "-w", "-l", str(self.root / "log"), "-o",
-                  f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                  "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300", "start")
+        self.server.start("-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
         self._admin(f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'")
         return self
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+            if self.server is not None:
+                self.server.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
