@@ -119,6 +119,11 @@ class ModelManager:
         with self._guard:
             self._discarded.add(key)
 
+    def keep_adapter(self, key: str) -> None:
+        """Take back a discard_adapter not carried out yet (the adapter is wanted again)."""
+        with self._guard:
+            self._discarded.discard(key)
+
     def _unload_discarded(self, model: LoadedModel) -> None:
         with self._guard:
             keys, self._discarded = self._discarded, set()

@@ -4,13 +4,13 @@ A replica runs the same device work as the in-process worker (worker.device_work
 decode loop with its batching and streaming) and sends back the same plain events, as a stream through a Serve
 handle. It never touches the database: the studio (studio.runtime.ray_worker) records everything.
 
-Routing. A batch's multiplexed model id is its base model and adapters (ray_worker.multiplexed_id; a batch holds
-jobs of one id), so Serve sends it to a replica that already holds those adapters (`@serve.multiplexed`, least recently used evicted per replica). Why an id
-per adapter and not only per base model: the base model is the same on every replica (the studio runs one model at
-a time), so routing by base model alone would spread one adapter's jobs over every replica, and each would load it;
-loading a LoRA costs far less than a model but far more than a decoding step of the tiny model. The replica's own
-adapter cache (LoadedModel.max_adapters) is the same size as Serve's per-replica cap, so what Serve believes is
-loaded is what is.
+Routing. A batch's multiplexed model id is its base model and adapters with their strengths
+(ray_worker.multiplexed_id; a batch holds jobs of one id), so Serve sends it to a replica that already holds them
+(`@serve.multiplexed`, least recently used evicted per replica). Why an id per adapter set and not only per base
+model: the base model is the same on every replica (the studio runs one model at a time), so routing by base model
+alone would spread one adapter's jobs over every replica, and each would load it. Serve's cap counts ids (8), the
+model's own adapter cache adapters and bytes (LoadedModel.max_adapters, max_adapter_bytes): with stacks or several
+strengths of one adapter the two differ, and the model's cache is the one that decides what stays loaded.
 
 Imported by Ray's worker processes (and only where `ray` is installed: requirements-ray.txt).
 """
@@ -95,6 +95,9 @@ class StudioWorker:
     def hold(self, names: tuple[str, ...]) -> None:
         with self._held_lock:
             self._held.update(names)
+        if self.manager is not None:  # Serve evicts before it leases: an adapter of both stays
+            for name in names:
+                self.manager.keep_adapter(name)
 
     def release(self, names: tuple[str, ...]) -> None:
         """An id left Serve's cache: its adapters that no cached id still uses are unloaded when the model is next

@@ -50,9 +50,9 @@ def multiplexed_id(task: GenerateTask) -> str:
     to Ray holds jobs of one id alone, so that Serve routes it to a replica holding exactly those adapters."""
     row = task.row
     if row.adapters:
-        parts = [f"{name}@{strength:g}" for name, strength in row.adapters]
+        parts = [f"{name}@{float(strength)!r}" for name, strength in row.adapters]  # exact: as batch_key tells
     else:
-        parts = [f"{row.adapter}@1"] if row.adapter is not None else []
+        parts = [f"{row.adapter}@1.0"] if row.adapter is not None else []
     return f"{task.model_id}|{'+'.join(parts)}"
 
 
@@ -78,7 +78,7 @@ class _Lane:
     def __init__(self, owner: "RayWorker", index: int):
         self.owner, self.index = owner, index
         self.listener = owner.listener
-        self._cond = threading.Condition()
+        self._cond = owner._cond  # one lock over the queue, every lane and the stopping jobs: no job between two
         self._stopping = owner._stopping  # shared: a job id is in one lane at most
         self._running: list[GenerateTask] = []
         self._progress: tuple[int, int] | None = None
@@ -115,8 +115,9 @@ class RayWorker:
         self.handle, self.listener, self.local = handle, listener, local
         self.on_close = on_close  # leaves the cluster (disconnect) once the lanes are done
         self.spec_of, self.max_batch = spec_of, max_batch
-        self._cond = threading.Condition()  # guards _pending, _closed, _step_s, stats
+        self._cond = threading.Condition()  # guards _pending, _closed, _step_s, stats, _attempts and every lane
         self._pending: deque[GenerateTask] = deque()
+        self._attempts: dict[int, int] = {}  # job -> batches it was sent in that a lost replica never started
         self._stopping: set[int] = set()
         self._step_s: dict[str, float] = {}
         self._closed = False
@@ -146,25 +147,26 @@ class RayWorker:
         self.listener.queue_changed()
 
     def cancel(self, job_id: int) -> Literal["queued", "running"] | None:
+        close = None
         with self._cond:
             task = next((t for t in self._pending if t.job_id == job_id), None)
             if task is not None:
                 self._pending = deque(t for t in self._pending if t.job_id != job_id)
+            lane = next((ln for ln in self._lanes if any(t.job_id == job_id for t in ln._running)), None)
+            if lane is not None:
+                self._stopping.add(job_id)
+                # the replica decodes on until its stream is closed: closed once every row still open is cancelled
+                # (a row cancelled alone is dropped here and told cancelled when the batch ends)
+                if all(t.job_id in self._stopping or t.job_id in lane._told for t in lane._running):
+                    close = lane.response
         if task is not None:
             self.listener.cancelled(job_id)
             self.listener.queue_changed()
             return "queued"
-        for lane in self._lanes:
-            with lane._cond:
-                ids = [t.job_id for t in lane._running]
-                response = lane.response
-            if job_id in ids:
-                self._stopping.add(job_id)
-                # the replica decodes on until its stream is closed: closed once every row of it is cancelled
-                # (a row cancelled alone is dropped here and told cancelled when the batch ends)
-                if response is not None and all(j in self._stopping for j in ids):
-                    response.cancel()
-                return "running"
+        if lane is not None:
+            if close is not None:
+                close.cancel()  # the lane sees it as the end of the stream; a lane not yet sending checks _stopping
+            return "running"
         return self.local.cancel(job_id)
 
     def target_model(self) -> str | None:
@@ -192,7 +194,7 @@ class RayWorker:
         entries: list[QueueEntry] = []
         free_at = []
         for lane in self._lanes:
-            with lane._cond:
+            with self._cond:
                 running, progress, ends, replica = list(lane._running), lane._progress, dict(lane._ends), lane.replica
             if not running:
                 free_at.append(0.0)
@@ -229,11 +231,12 @@ class RayWorker:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        for lane in self._lanes:
-            with lane._cond:
+        with self._cond:
+            responses = [lane.response for lane in self._lanes if lane.response is not None]
+            for lane in self._lanes:
                 self._stopping.update(t.job_id for t in lane._running)
-                if lane.response is not None:
-                    lane.response.cancel()
+        for response in responses:
+            response.cancel()
         for thread in self._threads:
             thread.join(timeout)
         self.local.close(timeout)
@@ -252,7 +255,7 @@ class RayWorker:
                 batch = take_batch(self._pending, self.max_batch)
                 taken = {t.job_id for t in batch}
                 self._pending = deque(t for t in self._pending if t.job_id not in taken)
-            with lane._cond:
+                # in the same critical section: a cancel finds the job waiting or running, never neither
                 lane._running, lane._progress, lane._ends, lane._told, lane.replica = batch, None, {}, set(), None
             self.listener.queue_changed()
             try:
@@ -263,7 +266,7 @@ class RayWorker:
                     if task.job_id not in lane._told:
                         lane._failed(task.job_id, "generation_failed", "Generation failed on the GPU workers.")
             finally:
-                with lane._cond:
+                with self._cond:
                     self._stopping.difference_update(t.job_id for t in batch)
                     lane._running, lane._progress, lane._ends, lane.response = [], None, {}, None
             self.listener.queue_changed()
@@ -276,9 +279,10 @@ class RayWorker:
         handle = self.handle.options(multiplexed_model_id=multiplexed_id(batch[0]), stream=True)
         try:
             response = handle.generate.remote(self.spec_of(batch[0].model_id), batch)
-            with lane._cond:
+            with self._cond:
                 lane.response = response
-            if all(t.job_id in self._stopping for t in batch):
+                cancelled = all(t.job_id in self._stopping for t in batch)
+            if cancelled:  # every row was cancelled before the request went out
                 response.cancel()
             for event in response:
                 if event[0] == "placed":
@@ -291,11 +295,22 @@ class RayWorker:
             self._lost(lane, batch, run, exc)
             return
         run.finish()
+        # a stream that ended before the decode started (the replica could not load the model, or every row was
+        # cancelled while it waited or loaded): each job still open is told how it ended
+        for task in batch:
+            if task.job_id in lane._told:
+                continue
+            if task.job_id in self._stopping:
+                lane._cancelled(task.job_id)
+            else:
+                lane._failed(task.job_id, "generation_failed",
+                             f"Generation failed: {run.decode_error or 'the GPU worker sent no result'}.")
 
     def _placed(self, lane: _Lane, batch: list[GenerateTask], replica: str, hit: bool, key: str) -> None:
-        with lane._cond:
-            lane.replica = replica
         with self._cond:
+            lane.replica = replica
+            for t in batch:
+                self._attempts.pop(t.job_id, None)
             self.stats.placements.append(([t.job_id for t in batch], replica, hit, key))
             self.stats.batches += 1
             self.stats.hits += int(hit)
@@ -306,13 +321,20 @@ class RayWorker:
         """The replica stopped mid-batch: started jobs are interrupted; the others wait again, first in line."""
         log.warning("replica %s stopped during a batch: %s", lane.replica, exc)
         started = {t.job_id for t in run.hooks.tasks} if run.hooks is not None else set()
-        again = [t for t in batch if t.job_id not in started and t.job_id not in lane._told
-                 and t.job_id not in self._stopping]
         with self._cond:
+            # put back once: a replica that dies again on the same jobs (a model that never fits, a machine that
+            # keeps going away) must not stall the queue for ever
+            again = [t for t in batch if t.job_id not in started and t.job_id not in lane._told
+                     and t.job_id not in self._stopping and self._attempts.get(t.job_id, 0) < 1]
+            queued_again = {t.job_id for t in again}
+            for t in batch:
+                if t.job_id in queued_again:
+                    self._attempts[t.job_id] = self._attempts.get(t.job_id, 0) + 1
+                else:
+                    self._attempts.pop(t.job_id, None)
             self.stats.lost += 1
             self._pending.extendleft(reversed(again))
             self._cond.notify_all()
-        queued_again = {t.job_id for t in again}
         for task in batch:
             if task.job_id in lane._told or task.job_id in queued_again:
                 continue
@@ -349,13 +371,13 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
         ray.init(address="local", **options)
     else:
         ray.init(address=address, **options)
-    have = ray.cluster_resources().get("GPU", 0)
+    have = ray.available_resources().get("GPU", 0)  # free ones: another studio's workers may hold some
     if gpus is None:
         gpus = 1.0 if have >= 1 else 0.0
     if gpus and replicas * gpus > have:  # Serve would wait for them for ever
         ray.shutdown()
         raise RuntimeError(f"{replicas} replica(s) with {gpus:g} GPU each need {replicas * gpus:g} GPUs; the Ray "
-                           f"cluster has {have:g}: use fewer replicas (--ray-replicas) or add GPU machines")
+                           f"cluster has {have:g} free: use fewer replicas (--ray-replicas) or add GPU machines")
     cpus = 0.0 if gpus else 1.0 / max(replicas, 1)  # CPU replicas: logical shares, torch threads split below
     # CPU replicas: a core's share each, one core left to the studio and Ray's own processes (measured on 2
     # cores: a replica at 2 threads beside them decoded 4 times slower than at 1)
