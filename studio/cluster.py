@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, TextIO
+from typing import Callable, Mapping, Protocol, Sequence, TextIO
 
 from studio.config import LOOPBACK, PROJECT_ROOT
 from studio.pg_local import INSTALL_HINT, LocalPostgres, PostgresError, find_binaries
@@ -171,7 +171,20 @@ def studio_argv(options: Options) -> list[str]:
             "--ray-replicas", str(options.replicas)]
     if options.gpus_per_replica is not None:
         argv += ["--ray-gpus", f"{options.gpus_per_replica:g}"]
+    if not any(a == "--device" or a.startswith("--device=") for a in options.app_args):
+        # the studio keeps a copy of the model for its pages: on the CPU, so that it never takes a worker's GPU memory
+        argv += ["--device", "cpu"]
     return argv + options.app_args
+
+
+def ray_auth_env(environ: Mapping[str, str], ray: str) -> dict[str, str]:
+    """Ray's token authentication on for the head and the studio: some of Ray's ports listen on every interface,
+    and without a token anyone who reaches them runs code here. The token is made once, in ~/.ray/auth_token
+    (copy it to the machines that join). An explicit RAY_AUTH_MODE (disabled, in tests) is left as it is."""
+    if "RAY_AUTH_MODE" in environ:
+        return {}
+    subprocess.run([ray, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
+    return {"RAY_AUTH_MODE": "token"}
 
 
 # ---- the parts -----------------------------------------------------------------------------------------------------
@@ -282,7 +295,8 @@ class Launcher:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / "ray-head.log"
         # no drain on SIGTERM (Ray waits up to 30 s for it): the studio, Serve's one caller, has stopped already
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        self.auth = ray_auth_env(os.environ, ray_cli() or "ray")
+        env = {**os.environ, **self.auth, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
         with open(log, "w") as sink:
             process = subprocess.Popen(ray_start_argv(self.options, ray_cli() or "ray", free_port), stdout=sink,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -300,7 +314,7 @@ class Launcher:
         return part
 
     def studio(self) -> ProcessPart:
-        env = {**os.environ, "STUDIO_DATABASE_URL": self.database_url}
+        env = {**os.environ, **getattr(self, "auth", {}), "STUDIO_DATABASE_URL": self.database_url}
         process = subprocess.Popen(studio_argv(self.options), env=env, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
         # SIGTERM: uvicorn stops as on Ctrl-C once it serves, and a studio still starting ends without a traceback
@@ -313,6 +327,7 @@ def run(options: Options, launcher, out: TextIO = sys.stdout, err: TextIO = sys.
     stop what runs, last started first. The exit status: the studio's when it stopped on its own, 1 on a failure."""
     parts: list[Part] = []
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM as Ctrl-C: the same orderly stop
+    previous_hup = signal.signal(signal.SIGHUP, _interrupt)  # and a closed terminal (an ssh logout)
     status = 0
     try:
         launcher.check()
@@ -339,7 +354,7 @@ def run(options: Options, launcher, out: TextIO = sys.stdout, err: TextIO = sys.
     except KeyboardInterrupt:
         status = 0
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the stops short
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut the stops short
             signal.signal(sig, signal.SIG_IGN)
         for part in reversed(parts):
             try:
@@ -349,6 +364,7 @@ def run(options: Options, launcher, out: TextIO = sys.stdout, err: TextIO = sys.
                 print(f"studio.cluster: could not stop {part.name}: {line}", file=err, flush=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
     return status
 
 
@@ -358,7 +374,10 @@ def summary(options: Options, launcher) -> str:
     shown = node_ip(o.host) if o.host in {"0.0.0.0", "::"} else o.host
     head = f"{o.node_ip}:{o.ray_port}"
     join = (f"other machines join with: ray start --address {head}" if o.node_ip != "127.0.0.1" else
-            "this machine only (--host exposes it to other machines)")
+            "for this machine's studio (--host lets other machines join)")
+    auth = getattr(launcher, "auth", None)
+    if auth is not None and not auth:  # RAY_AUTH_MODE given: token authentication as the caller set it
+        join += f"; Ray's token authentication: {os.environ.get('RAY_AUTH_MODE')}"
     return "\n".join([
         "Text2Song cluster (Ctrl-C stops all three):",
         f"  studio      http://{shown}:{o.port}  ({o.replicas} worker replica{'s' if o.replicas != 1 else ''} on Ray Serve)",

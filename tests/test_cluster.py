@@ -73,7 +73,7 @@ def test_bad_options_are_refused_in_one_line(monkeypatch, capsys, argv, says):
     assert says in capsys.readouterr().err
 
 
-def test_the_ray_head_binds_this_machine_only_and_blocks_in_the_foreground():
+def test_the_ray_head_announces_loopback_and_blocks_in_the_foreground():
     argv = ray_start_argv(options(ray_port=7000), "/venv/bin/ray", lambda: 40000)
     assert argv[:4] == ["/venv/bin/ray", "start", "--head", "--block"]
     assert {"--port=7000", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
@@ -94,8 +94,11 @@ def test_the_studio_joins_this_ray_head_with_the_replicas_asked_for():
     assert argv[:2] == [sys.executable, str(ROOT / "app.py")]
     pairs = dict(zip(argv[2:-2:2], argv[3:-2:2]))
     assert pairs == {"--data-dir": "/srv/studio", "--host": "127.0.0.1", "--port": "7860",
-                     "--workers": "ray:127.0.0.1:6379", "--ray-replicas": "3", "--ray-gpus": "0"}
+                     "--workers": "ray:127.0.0.1:6379", "--ray-replicas": "3", "--ray-gpus": "0",
+                     "--device": "cpu"}  # the studio's copy of the model never takes a worker's GPU memory
     assert argv[-2:] == ["--model", "studio-tiny"]
+    mine = studio_argv(options(app_args=["--device", "cuda:1"]))
+    assert mine.count("--device") == 1 and mine[-2:] == ["--device", "cuda:1"]  # a person's choice wins
     assert "--database-url" not in argv  # its password goes in STUDIO_DATABASE_URL, out of `ps`
     assert "--ray-gpus" not in studio_argv(options())  # the studio's default: 1 when the cluster has GPUs
 
@@ -180,18 +183,19 @@ def test_ctrl_c_stops_all_three_in_the_same_order(monkeypatch):
                             "stop studio", "stop ray", "stop postgres"]
 
 
-def test_sigterm_stops_them_like_ctrl_c(monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup (a closed terminal)"])
+def test_sigterm_stops_them_like_ctrl_c(monkeypatch, sig):
     launcher = FakeLauncher(studio_exits=None)
 
     def sleep(_s):
-        os.kill(os.getpid(), signal.SIGTERM)  # the handler run() installs raises where the signal lands
+        os.kill(os.getpid(), sig)  # the handler run() installs raises where the signal lands
 
     monkeypatch.setattr(cluster.time, "sleep", sleep)
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(sig)
     status, _, _ = _run(launcher)
     assert status == 0
     assert launcher.log[-3:] == ["stop studio", "stop ray", "stop postgres"]
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(sig) is before
 
 
 @pytest.mark.parametrize("fail, stopped", [
@@ -485,3 +489,14 @@ def _alive(p) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_ray_token_authentication_is_on_unless_the_caller_chose(monkeypatch):
+    from studio.cluster import ray_auth_env
+
+    calls = []
+    monkeypatch.setattr("studio.cluster.subprocess.run", lambda argv, **kw: calls.append(argv))
+    assert ray_auth_env({}, "ray") == {"RAY_AUTH_MODE": "token"}  # some Ray ports listen on every interface
+    assert calls == [["ray", "get-auth-token", "--generate"]]  # the token made once, in ~/.ray/auth_token
+    assert ray_auth_env({"RAY_AUTH_MODE": "disabled"}, "ray") == {} and len(calls) == 1
+
