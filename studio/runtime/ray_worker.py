@@ -338,9 +338,9 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
     from studio.runtime.ray_serve import StudioWorker
 
     env = {"PYTHONPATH": os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)}
-    for name in ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_ENDPOINT"):
-        if name in os.environ:
-            env[name] = os.environ[name]
+    for variable in ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_ENDPOINT"):
+        if variable in os.environ:  # not `name`: that is the Serve application's
+            env[variable] = os.environ[variable]
     options = dict(include_dashboard=False, log_to_driver=False, namespace="text2song", ignore_reinit_error=True,
                    runtime_env={"env_vars": env}, logging_level=logging.WARNING)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would fill the studio's console
