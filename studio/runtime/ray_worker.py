@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, Task, W
 
 log = logging.getLogger(__name__)
 
+HEAD_PROBE_S = 5.0  # a Ray head's GCS port answers at once; ray.init would retry an absent one for ever
 LOST = ("interrupted: the GPU worker running this job stopped (replica {replica}); submit it again "
         "(POST /api/jobs/{{id}}/resubmit)")
 
@@ -327,6 +329,41 @@ def app_name(studio_id: str | None) -> str:
     return f"text2song-{(studio_id or 'studio')[:12]}"
 
 
+def head_address(address: str) -> str:
+    """The Ray head (GCS) that ray.init(address) dials: HOST:PORT as given; for 'auto', RAY_ADDRESS or the address
+    the last `ray start` on this machine recorded (else a Ray running here). ConnectionError, in the studio's
+    words, when there is none."""
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        return get_ray_address_from_environment(address, None)
+    except ConnectionError:
+        raise ConnectionError("no Ray cluster runs on this machine: start one (python -m studio.cluster, or ray "
+                              "start --head), or name another machine's head: --workers ray:HOST:6379") from None
+
+
+def check_head(address: str, timeout: float = HEAD_PROBE_S) -> None:
+    """ConnectionError, in one line, unless a Ray head answers where ray.init(address) would go: for an address
+    nothing answers at (a stopped cluster, a wrong host or port), ray.init waits for ever, printing a warning every
+    few seconds, and the studio would never start nor say why."""
+    try:
+        from ray._private.utils import get_ray_address_file, read_ray_address
+    except ImportError:  # another Ray than requirements-ray.txt's: ray.init alone decides
+        return
+    target = head_address(address)
+    if not target or "://" in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "no answer"
+        left = (f" (the address the last `ray start` on this machine left in {get_ray_address_file(None)}: that "
+                "cluster has stopped)" if address == "auto" and not os.environ.get("RAY_ADDRESS")
+                and target == read_ray_address() else "")
+        raise ConnectionError(f"no Ray head answers at {target}{left}: {reason.rstrip('.').lower()}") from None
+
+
 def connect(address: str, *, replicas: int, gpus: float | None, config, project_root: str, name: str):
     """Join (or start) the Ray cluster at `address` ('local': a private one in this process tree; 'auto': the one
     `ray start` runs on this machine; HOST:PORT: a head's GCS) and deploy the studio's workers on it: `replicas`
@@ -348,6 +385,7 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
         options.update(num_cpus=max(os.cpu_count() or 1, replicas), object_store_memory=256 * 2**20)
         ray.init(address="local", **options)
     else:
+        check_head(address)
         ray.init(address=address, **options)
     have = ray.cluster_resources().get("GPU", 0)
     if gpus is None:

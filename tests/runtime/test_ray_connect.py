@@ -2,6 +2,9 @@
 (a second or two: importing Ray). The cluster itself is tested in test_ray_workers.py (`pytest -m ray`)."""
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install -r requirements-ray.txt")
@@ -41,3 +44,36 @@ def test_the_serve_application_is_named_after_the_studio(fake_ray):
     assert fake_ray["run"]["name"] == "text2song-abc123"
     assert fake_ray["exit"] == [(ray_worker.disconnect, ("text2song-abc123",))]
     assert fake_ray["init"]["runtime_env"]["env_vars"]["HF_ENDPOINT"] == "http://127.0.0.1:9/hub"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_a_head_nothing_answers_at_is_said_at_once(fake_ray, monkeypatch):
+    """ray.init retries an address nothing answers at for ever (a warning every few seconds): connect says so in
+    one line instead, and never calls it."""
+    port = _closed_port()
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"no Ray head answers at 127.0.0.1:{port}"):
+        ray_worker.connect(f"127.0.0.1:{port}", replicas=1, gpus=0, config=ReplicaConfig(models_dir="/tmp/m"),
+                           project_root="/tmp/p", name="text2song-x")
+    assert time.monotonic() - started < ray_worker.HEAD_PROBE_S and "init" not in fake_ray
+
+
+def test_auto_names_the_address_a_stopped_cluster_left(fake_ray, monkeypatch, tmp_path):
+    """`ray start` records its head in <ray temp>/ray_current_cluster and only `ray stop` removes it (the cluster
+    command never runs it): ray:auto after that cluster stopped is refused, naming the file; with no cluster at
+    all, the studio's options are named, not Ray's."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("ray._private.services.find_gcs_addresses", lambda: [])  # another Ray of this machine
+    (tmp_path / "ray").mkdir()
+    with pytest.raises(ConnectionError, match="no Ray cluster runs on this machine.*--workers ray:HOST:6379"):
+        ray_worker.check_head("auto")
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_closed_port()}")
+    with pytest.raises(ConnectionError, match="ray_current_cluster: that cluster has stopped"):
+        ray_worker.check_head("auto")
+
