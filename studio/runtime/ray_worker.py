@@ -392,8 +392,10 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
         gpus = 1.0 if have >= 1 else 0.0
     if gpus and replicas * gpus > have:  # Serve would wait for them for ever
         ray.shutdown()
+        fix = ("--ray-gpus 0 for CPU replicas, or add GPU machines" if not have else
+               "use fewer replicas (--ray-replicas) or add GPU machines")
         raise RuntimeError(f"{replicas} replica(s) with {gpus:g} GPU each need {replicas * gpus:g} GPUs; the Ray "
-                           f"cluster has {have:g}: use fewer replicas (--ray-replicas) or add GPU machines")
+                           f"cluster has {have:g}: {fix}")
     cpus = 0.0 if gpus else 1.0 / max(replicas, 1)  # CPU replicas: logical shares, torch threads split below
     # CPU replicas: a core's share each, one core left to the studio and Ray's own processes (measured on 2
     # cores: a replica at 2 threads beside them decoded 4 times slower than at 1)
