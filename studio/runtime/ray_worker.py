@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 HEAD_PROBE_S = 5.0  # a Ray head's GCS port answers at once; ray.init would retry an absent one for ever
 LOST = ("interrupted: the GPU worker running this job stopped (replica {replica}); submit it again "
-        "(POST /api/jobs/{{id}}/resubmit)")
+        "(POST /api/jobs/{job_id}/resubmit)")
 
 
 @dataclass
@@ -321,7 +321,8 @@ class RayWorker:
             if task.job_id in self._stopping:
                 lane._cancelled(task.job_id)
             else:
-                lane._failed(task.job_id, "interrupted", LOST.format(replica=lane.replica or "unknown"))
+                lane._failed(task.job_id, "interrupted", LOST.format(replica=lane.replica or "unknown",
+                                                                         job_id=task.job_id))
 
 
 def app_name(studio_id: str | None) -> str:

@@ -1,9 +1,10 @@
-"""studio.runtime.ray_worker.connect without a cluster: Ray's calls are replaced, so these run in the default suite
-(a second or two: importing Ray). The cluster itself is tested in test_ray_workers.py (`pytest -m ray`)."""
+"""studio.runtime.ray_worker without a cluster (connect with Ray's calls replaced, a lost replica's jobs), in the
+default suite (a second or two: importing Ray). The cluster itself is tested in test_ray_workers.py (`pytest -m ray`)."""
 from __future__ import annotations
 
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -83,3 +84,19 @@ def test_gpus_a_cluster_lacks_are_refused_with_what_to_do(fake_ray):
         ray_worker.connect("local", replicas=3, gpus=1, config=ReplicaConfig(models_dir="/tmp/m"),
                            project_root="/tmp/p", name="text2song-x")
     assert fake_ray["shutdown"] and "run" not in fake_ray
+
+
+def test_a_lost_replicas_jobs_say_how_to_submit_them_again():
+    """Started jobs of a replica that died are interrupted with the route that resubmits each, by its id; the jobs
+    of its batch it had not started wait again."""
+    told = []
+    listener = SimpleNamespace(failed=lambda *a: told.append(a), cancelled=lambda *a: told.append(a),
+                               queue_changed=lambda: None)
+    worker = ray_worker.RayWorker(None, listener, None, None, replicas=1, max_batch=lambda _m: 4)
+    lane = worker._lanes[0]
+    lane.replica = "ab12cd34"
+    started, waiting = SimpleNamespace(job_id=7), SimpleNamespace(job_id=8)
+    worker._lost(lane, [started, waiting], SimpleNamespace(hooks=SimpleNamespace(tasks=[started])), OSError())
+    assert told == [(7, "interrupted", "interrupted: the GPU worker running this job stopped (replica ab12cd34); "
+                                       "submit it again (POST /api/jobs/7/resubmit)")]
+    assert [t.job_id for t in worker._pending] == [8]
