@@ -141,8 +141,10 @@ class Settings(BaseSettings):
     @classmethod
     def _workers(cls, value: str) -> str:
         if re.fullmatch(r"local|ray|ray:(local|auto|[A-Za-z0-9.\-\[\]:]+:\d+)", value) is None:
+            hint = (": Ray Client (ray://) is not supported; give the head's own port, ray:HOST:6379"
+                    if value.startswith("ray://") else "")
             raise ValueError(f"use local, ray, ray:local, ray:auto or ray:HOST:PORT (a Ray head's address), not "
-                             f"{value!r}")
+                             f"{value!r}{hint}")
         return value
 
     @model_validator(mode="before")

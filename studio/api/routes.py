@@ -123,7 +123,9 @@ def build_router(ctx: AppContext) -> APIRouter:
                      **GENERATE_REFUSALS,
                      400: "adapter_load_failed, adapter_deleted, adapter_inactive: the adapter cannot be used",
                      409: "no_model_loaded, adapter_incompatible, cancelled (the job was cancelled while it ran)",
-                     500: "generation_failed: decoding or writing the audio failed (the job records why)"}))
+                     500: "generation_failed: decoding or writing the audio failed (the job records why)",
+                     503: "interrupted: the GPU worker (--workers ray) running the job stopped; submit it again "
+                          "(POST /api/jobs/{job_id}/resubmit)"}))
     def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
         """Generate audio and wait for it: a job queued like any other (POST /api/jobs answers at once instead),
         with the loaded model's stored settings (overridable per request); returns the job and its audio URL."""

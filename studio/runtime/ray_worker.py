@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, Task, W
 
 log = logging.getLogger(__name__)
 
+HEAD_PROBE_S = 5.0  # a Ray head's GCS port answers at once; ray.init would retry an absent one for ever
 LOST = ("interrupted: the GPU worker running this job stopped (replica {replica}); submit it again "
-        "(POST /api/jobs/{{id}}/resubmit)")
+        "(POST /api/jobs/{job_id}/resubmit)")
 
 
 @dataclass
@@ -341,12 +343,48 @@ class RayWorker:
             if task.job_id in self._stopping:
                 lane._cancelled(task.job_id)
             else:
-                lane._failed(task.job_id, "interrupted", LOST.format(replica=lane.replica or "unknown"))
+                lane._failed(task.job_id, "interrupted", LOST.format(replica=lane.replica or "unknown",
+                                                                         job_id=task.job_id))
 
 
 def app_name(studio_id: str | None) -> str:
     """The studio's Serve application: one per studio, so that two studios on one cluster keep their workers."""
     return f"text2song-{(studio_id or 'studio')[:12]}"
+
+
+def head_address(address: str) -> str:
+    """The Ray head (GCS) that ray.init(address) dials: HOST:PORT as given; for 'auto', RAY_ADDRESS or the address
+    the last `ray start` on this machine recorded (else a Ray running here). ConnectionError, in the studio's
+    words, when there is none."""
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        return get_ray_address_from_environment(address, None)
+    except ConnectionError:
+        raise ConnectionError("no Ray cluster runs on this machine: start one (python -m studio.cluster, or ray "
+                              "start --head), or name another machine's head: --workers ray:HOST:6379") from None
+
+
+def check_head(address: str, timeout: float = HEAD_PROBE_S) -> None:
+    """ConnectionError, in one line, unless a Ray head answers where ray.init(address) would go: for an address
+    nothing answers at (a stopped cluster, a wrong host or port), ray.init waits for ever, printing a warning every
+    few seconds, and the studio would never start nor say why."""
+    try:
+        from ray._private.utils import get_ray_address_file, read_ray_address
+    except ImportError:  # another Ray than requirements-ray.txt's: ray.init alone decides
+        return
+    target = head_address(address)
+    if not target or "://" in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "no answer"
+        left = (f" (the address the last `ray start` on this machine left in {get_ray_address_file(None)}: that "
+                "cluster has stopped)" if address == "auto" and not os.environ.get("RAY_ADDRESS")
+                and target == read_ray_address() else "")
+        raise ConnectionError(f"no Ray head answers at {target}{left}: {reason.rstrip('.').lower()}") from None
 
 
 def connect(address: str, *, replicas: int, gpus: float | None, config, project_root: str, name: str):
@@ -360,9 +398,9 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
     from studio.runtime.ray_serve import StudioWorker
 
     env = {"PYTHONPATH": os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)}
-    for name in ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_ENDPOINT"):
-        if name in os.environ:
-            env[name] = os.environ[name]
+    for variable in ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_ENDPOINT"):
+        if variable in os.environ:  # not `name`: that is the Serve application's
+            env[variable] = os.environ[variable]
     options = dict(include_dashboard=False, log_to_driver=False, namespace="text2song", ignore_reinit_error=True,
                    runtime_env={"env_vars": env}, logging_level=logging.WARNING)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would fill the studio's console
@@ -370,14 +408,17 @@ def connect(address: str, *, replicas: int, gpus: float | None, config, project_
         options.update(num_cpus=max(os.cpu_count() or 1, replicas), object_store_memory=256 * 2**20)
         ray.init(address="local", **options)
     else:
+        check_head(address)
         ray.init(address=address, **options)
     have = ray.available_resources().get("GPU", 0)  # free ones: another studio's workers may hold some
     if gpus is None:
         gpus = 1.0 if have >= 1 else 0.0
     if gpus and replicas * gpus > have:  # Serve would wait for them for ever
         ray.shutdown()
+        fix = ("--ray-gpus 0 for CPU replicas, or add GPU machines" if not have else
+               "use fewer replicas (--ray-replicas) or add GPU machines")
         raise RuntimeError(f"{replicas} replica(s) with {gpus:g} GPU each need {replicas * gpus:g} GPUs; the Ray "
-                           f"cluster has {have:g} free: use fewer replicas (--ray-replicas) or add GPU machines")
+                           f"cluster has {have:g} free: {fix}")
     cpus = 0.0 if gpus else 1.0 / max(replicas, 1)  # CPU replicas: logical shares, torch threads split below
     # CPU replicas: a core's share each, one core left to the studio and Ray's own processes (measured on 2
     # cores: a replica at 2 threads beside them decoded 4 times slower than at 1)

@@ -13,7 +13,7 @@ from studio.db.engine import session_scope
 from studio.db.jobs import find_job, get_job
 from studio.db.models import Job
 from studio.errors import (Cancelled, Conflict, DiskFull, Incompatible, InvalidRequest, InvalidValues, NoModelLoaded,
-                           NotFound, OperationFailed, StorageUnavailable, StudioError)
+                           NotFound, OperationFailed, StorageUnavailable, StudioError, Unavailable)
 from studio.gen_settings import MAX_SEED, RANDOM_SEED, MusicgenSettings, settings_class
 from studio.registry import ModelSpec
 from studio.runtime.chroma import ChromaSettings, chromagram
@@ -188,8 +188,10 @@ def _continued(record: dict | None) -> dict:
 
 
 # What a failed job's code means for a caller that waited on it (POST /api/generate, Gradio's generate).
+# interrupted: the GPU worker (--workers ray) running it stopped; not a bug of the studio (500), and worth sending again
 _FAILURES: dict[str, type[StudioError]] = {"adapter_load_failed": InvalidRequest, "model_not_loaded": NoModelLoaded,
-                                           "disk_full": DiskFull, "storage_unavailable": StorageUnavailable}
+                                           "disk_full": DiskFull, "storage_unavailable": StorageUnavailable,
+                                           "interrupted": Unavailable}
 
 
 def stack_fields(job: Job) -> dict[str, Any]:

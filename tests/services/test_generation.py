@@ -2,11 +2,13 @@
 cancelled job told as such (not as a failure)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from studio.errors import Cancelled
 from studio.services.audio_out import download_name
-from studio.services.generation import GenerateRequest, loudness_note
+from studio.services.generation import GenerateRequest, _job_failure, loudness_note
 from studio.services.job_events import music_progress
 from studio.gen_settings import settings_class
 
@@ -100,3 +102,14 @@ def test_the_header_says_seconds_of_music_during_a_generation_never_steps(ctx):
     assert said, seen[:5]
     assert all("step" not in s for s in seen)
     assert said[-1] == f"generating job {r.job_id}: 2.0 of 2 s (100 %)"
+
+
+def test_a_job_a_gpu_worker_dropped_is_said_as_unavailable_not_as_a_bug():
+    """POST /api/generate waiting on a job whose Ray replica died: 503 `interrupted` (send it again), never the 500
+    that means a bug of the studio; its id is given for the resubmit."""
+    job = SimpleNamespace(id=281, error_code="interrupted",
+                          error="interrupted: the GPU worker running this job stopped (replica ab12); submit it again "
+                                "(POST /api/jobs/281/resubmit)")
+    failure = _job_failure(job)
+    assert (failure.status, failure.code, failure.extra["job_id"]) == (503, "interrupted", 281)
+    assert _job_failure(SimpleNamespace(id=1, error_code="generation_failed", error="x")).status == 500
