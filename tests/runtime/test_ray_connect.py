@@ -28,7 +28,7 @@ def fake_ray(monkeypatch):
     seen = {"exit": []}
     monkeypatch.setattr(ray, "init", lambda **kw: seen.setdefault("init", kw))
     monkeypatch.setattr(ray, "shutdown", lambda: seen.setdefault("shutdown", True))
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 2.0})
     monkeypatch.setattr(serve, "start", lambda **kw: None)
     monkeypatch.setattr(serve, "run", lambda app, **kw: seen.setdefault("run", kw) and "handle")
     monkeypatch.setattr(StudioWorker, "options", lambda **kw: _Bound())
