@@ -80,7 +80,7 @@ def test_auto_names_the_address_a_stopped_cluster_left(fake_ray, monkeypatch, tm
 
 
 def test_gpus_a_cluster_lacks_are_refused_with_what_to_do(fake_ray):
-    with pytest.raises(RuntimeError, match="the Ray cluster has 0: --ray-gpus 0 for CPU replicas"):
+    with pytest.raises(RuntimeError, match="the Ray cluster has 0 free: --ray-gpus 0 for CPU replicas"):
         ray_worker.connect("local", replicas=3, gpus=1, config=ReplicaConfig(models_dir="/tmp/m"),
                            project_root="/tmp/p", name="text2song-x")
     assert fake_ray["shutdown"] and "run" not in fake_ray
