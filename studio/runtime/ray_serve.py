@@ -67,7 +67,9 @@ class _AdapterLease:
             self.replica.release(self.names)
 
 
-@serve.deployment(name=DEPLOYMENT, max_ongoing_requests=1, health_check_period_s=2, health_check_timeout_s=30)
+# graceful shutdown: 2 s, not Serve's 20: a studio that stops has stopped reading, and its jobs are interrupted
+@serve.deployment(name=DEPLOYMENT, max_ongoing_requests=1, health_check_period_s=2, health_check_timeout_s=30,
+                  graceful_shutdown_timeout_s=2)
 class StudioWorker:
     """One replica: a ModelManager on this replica's device (Serve gives it its own GPU through num_gpus)."""
 

@@ -195,6 +195,7 @@ class RayWorker:
         with an estimate: a waiting batch starts when the earliest lane is free."""
         entries: list[QueueEntry] = []
         free_at = []
+        sent: list[GenerateTask] = []
         for lane in self._lanes:
             with self._cond:
                 running, progress, ends, replica = list(lane._running), lane._progress, dict(lane._ends), lane.replica
@@ -204,6 +205,9 @@ class RayWorker:
             per = self.step_seconds(running[0].model_id)
             done, total = progress or (0, max(t.steps() for t in running))
             free_at.append((total - done) * per if per is not None else 0.0)
+            if replica is None:  # sent, but no replica has taken it yet (Serve waits for a free one): still waiting
+                sent.extend(running)
+                continue
             for t in running:
                 own = ends.get(t.job_id, total)
                 eta = round(max(own - done, 0) * per, 1) if per is not None else None
@@ -211,7 +215,8 @@ class RayWorker:
                                           len(running), replica=replica))
         local = self.local.snapshot()
         entries += [e for e in local if e.state == "running"]
-        queued = [e for e in local if e.state == "queued"]
+        queued = [QueueEntry("generate", "queued", 0, t.model_id, t.job_id) for t in sent]
+        queued += [e for e in local if e.state == "queued"]
         with self._cond:
             pending = list(self._pending)
         while pending:

@@ -5,6 +5,7 @@ job waiting or running, never neither."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,26 @@ def test_batches_hold_one_adapter_set_and_route_by_it():
     assert len(ids) == 3 and multiplexed_id(task(6)) == "studio-tiny|"
     assert adapters_of(multiplexed_id(task(7, None, [("a", 0.5), ("b", 1.25)]))) == ["a", "b"]
     assert multiplexed_id(task(8, None, [("a", 0.5000001)])) != multiplexed_id(task(9, None, [("a", 0.5)]))
+
+
+def test_the_queue_shows_a_job_running_once_a_replica_has_it_and_names_the_replica():
+    listener = Listener()
+    handle = Handle(["block"], [("placed", "r7", True), ("started", [2]), ("plan", [10], 10), ("step", 4, 10),
+                                "block"])
+    w = worker(handle, listener)
+    w.submit(task(1))
+    assert handle.sent.wait(5)
+    [entry] = w.snapshot()  # sent, but Serve has not given it a replica yet
+    assert (entry.state, entry.position, entry.replica) == ("queued", 1, None)
+    w.cancel(1)
+    listener.wait(1)
+    handle.sent.clear()
+    w.submit(task(2))
+    assert handle.sent.wait(5)
+    deadline = time.monotonic() + 5
+    while (entry := w.snapshot()[0]).state != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (entry.state, entry.replica, entry.done) == ("running", "r7", 4)
+    w.cancel(2)
+    assert listener.wait(2)[2] == ("cancelled",)
+    w.close()
