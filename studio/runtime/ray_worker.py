@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from studio.registry import ModelSpec
-from studio.runtime.worker import GenerateTask, LocalWorker, QueueEntry, Task, WorkerListener, _BatchRun
+from studio.runtime.worker import (GenerateTask, LocalWorker, QueueEntry, Task, WorkerListener, _BatchRun,
+                                   _Telling)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def take_batch(pending: list[GenerateTask] | deque, max_batch: Callable[[str], i
     return [t for t in pending if multiplexed_id(t) == key][:limit]
 
 
-class _Lane:
+class _Lane(_Telling):
     """One batch in flight on one replica; what _BatchRun and _BatchHooks read of a worker."""
 
     def __init__(self, owner: "RayWorker", index: int):
@@ -94,18 +95,6 @@ class _Lane:
 
     def step_seconds(self, model_id: str) -> float | None:
         return self.owner.step_seconds(model_id)
-
-    def _failed(self, job_id: int, code: str, message: str) -> None:
-        self._told.add(job_id)
-        self.listener.failed(job_id, code, message)
-
-    def _cancelled(self, job_id: int) -> None:
-        self._told.add(job_id)
-        self.listener.cancelled(job_id)
-
-    def _finished(self, job_id: int, result) -> None:
-        self._told.add(job_id)
-        self.listener.finished(job_id, result)
 
 
 class RayWorker:

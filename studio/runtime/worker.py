@@ -217,7 +217,25 @@ def _windows(task: GenerateTask) -> dict:
     return {k: v for k, v in (("window", task.window), ("stride", task.stride)) if v is not None}
 
 
-class LocalWorker:
+class _Telling:
+    """How a batch's end reaches the listener, once per job: `_told` holds the jobs of the running batch told."""
+    listener: WorkerListener
+    _told: set[int]
+
+    def _failed(self, job_id: int, code: str, message: str) -> None:
+        self._told.add(job_id)
+        self.listener.failed(job_id, code, message)
+
+    def _cancelled(self, job_id: int) -> None:
+        self._told.add(job_id)
+        self.listener.cancelled(job_id)
+
+    def _finished(self, job_id: int, result: RowResult) -> None:
+        self._told.add(job_id)
+        self.listener.finished(job_id, result)
+
+
+class LocalWorker(_Telling):
     """The in-process worker: one thread that owns the ModelManager's model (nothing else uses it)."""
 
     def __init__(self, manager: ModelManager, listener: WorkerListener, *, max_batch: Callable[[str], int],
@@ -464,18 +482,6 @@ class LocalWorker:
                 continue
             values.append(scorer.score([(text, audio, rate)])[0])
         task.result.set_result(values)
-
-    def _failed(self, job_id: int, code: str, message: str) -> None:
-        self._told.add(job_id)
-        self.listener.failed(job_id, code, message)
-
-    def _cancelled(self, job_id: int) -> None:
-        self._told.add(job_id)
-        self.listener.cancelled(job_id)
-
-    def _finished(self, job_id: int, result: RowResult) -> None:
-        self._told.add(job_id)
-        self.listener.finished(job_id, result)
 
     def _generate(self, batch: list[GenerateTask]) -> None:
         loaded = self.manager.status().model_id
