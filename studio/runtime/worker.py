@@ -153,25 +153,6 @@ class Worker(Protocol):
     def close(self) -> None: ...
 
 
-def batch_from(pending: list[Task] | deque, start: int, loaded: str | None,
-               max_batch: Callable[[str], int]) -> list[GenerateTask]:
-    """The jobs decoded together from pending[start]: the next ones for the same model and the same adapters (and
-    strengths), up to its max_batch, never past a switch. A job for a model that is not the loaded one runs alone
-    (it will fail); loaded None: any model (a remote replica loads the batch's)."""
-    head = pending[start]
-    if loaded is not None and head.model_id != loaded:
-        return [head]
-    limit = max_batch(head.model_id)
-    key = batch_key(head.row)  # rows with other adapter stacks (or strengths) wait for their own batch
-    batch = []
-    for task in itertools.islice(pending, start, None):
-        if (not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit
-                or batch_key(task.row) != key):
-            break
-        batch.append(task)
-    return batch
-
-
 class _BatchHooks(DecodeHooks):
     def __init__(self, worker: "LocalWorker", tasks: list[GenerateTask], model_id: str):
         self.worker, self.tasks, self.model_id = worker, tasks, model_id
@@ -401,7 +382,20 @@ class LocalWorker(_Telling):
 
     # ---- the thread --------------------------------------------------------------------------------------
     def _batch_of(self, pending: list[Task] | deque, start: int, loaded: str | None) -> list[GenerateTask]:
-        return batch_from(pending, start, loaded, self.max_batch)
+        """The jobs decoded together from pending[start]: the next ones for the same model, up to its max_batch,
+        never past a switch. A job for a model that is not the loaded one runs alone (it will fail)."""
+        head = pending[start]
+        if head.model_id != loaded:
+            return [head]
+        limit = self.max_batch(head.model_id)
+        key = batch_key(head.row)  # rows with other adapter stacks (or strengths) wait for their own batch
+        batch = []
+        for task in itertools.islice(pending, start, None):
+            if (not isinstance(task, GenerateTask) or task.model_id != head.model_id or len(batch) >= limit
+                    or batch_key(task.row) != key):
+                break
+            batch.append(task)
+        return batch
 
     def _loop(self) -> None:
         while True:
